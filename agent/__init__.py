@@ -1,0 +1,1 @@
+"""The hilfarm agent: runs on a device, dials out to the controller, measures models."""

@@ -1,0 +1,1 @@
+"""The hilfarm controller: stores artifacts and results, schedules jobs onto agents."""

@@ -1,0 +1,582 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_LEASED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class FailureCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_CATEGORY_UNSPECIFIED: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_ARTIFACT_INVALID: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_UNSUPPORTED_OP: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_INPUT_MISMATCH: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_RUNTIME_CRASH: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_OUT_OF_MEMORY: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_TIMEOUT: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_DEVICE_FAULT: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_INFRASTRUCTURE: _ClassVar[FailureCategory]
+    FAILURE_CATEGORY_CONFIGURATION: _ClassVar[FailureCategory]
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_LEASED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+FAILURE_CATEGORY_UNSPECIFIED: FailureCategory
+FAILURE_CATEGORY_ARTIFACT_INVALID: FailureCategory
+FAILURE_CATEGORY_UNSUPPORTED_OP: FailureCategory
+FAILURE_CATEGORY_INPUT_MISMATCH: FailureCategory
+FAILURE_CATEGORY_RUNTIME_CRASH: FailureCategory
+FAILURE_CATEGORY_OUT_OF_MEMORY: FailureCategory
+FAILURE_CATEGORY_TIMEOUT: FailureCategory
+FAILURE_CATEGORY_DEVICE_FAULT: FailureCategory
+FAILURE_CATEGORY_INFRASTRUCTURE: FailureCategory
+FAILURE_CATEGORY_CONFIGURATION: FailureCategory
+
+class ArtifactHeader(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "filename", "format")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    filename: str
+    format: str
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ArtifactHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ArtifactHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ArtifactRef(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "format", "filename", "already_stored", "bytes_received")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_STORED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    format: str
+    filename: str
+    already_stored: bool
+    bytes_received: int
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[str] = ..., filename: _Optional[str] = ..., already_stored: bool = ..., bytes_received: _Optional[int] = ...) -> None: ...
+
+class StatArtifactRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class StatArtifactResponse(_message.Message):
+    __slots__ = ("present", "ref")
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    present: bool
+    ref: ArtifactRef
+    def __init__(self, present: bool = ..., ref: _Optional[_Union[ArtifactRef, _Mapping]] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class Failure(_message.Message):
+    __slots__ = ("category", "message", "signal", "detail")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    category: FailureCategory
+    message: str
+    signal: int
+    detail: str
+    def __init__(self, category: _Optional[_Union[FailureCategory, str]] = ..., message: _Optional[str] = ..., signal: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class InputShape(_message.Message):
+    __slots__ = ("name", "dims")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class JobSettings(_message.Message):
+    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds")
+    class TfliteDelegateOptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_RUNS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_OPTIMIZATION_FIELD_NUMBER: _ClassVar[int]
+    TFLITE_DISABLE_XNNPACK_FIELD_NUMBER: _ClassVar[int]
+    TFLITE_DELEGATE_PATH_FIELD_NUMBER: _ClassVar[int]
+    TFLITE_DELEGATE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    warmup_runs: int
+    warmup_seconds: float
+    min_runs: int
+    min_seconds: float
+    max_runs: int
+    max_seconds: float
+    threads: int
+    runtime: str
+    execution_provider: str
+    graph_optimization: str
+    tflite_disable_xnnpack: bool
+    tflite_delegate_path: str
+    tflite_delegate_options: _containers.ScalarMap[str, str]
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    inputs_sha256: str
+    seed: int
+    memory_limit_bytes: int
+    timeout_seconds: float
+    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_DONE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_TARGET_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LATEST_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    runs_done: int
+    runs_target: int
+    elapsed_seconds: float
+    latest_latency_seconds: float
+    updated_at: float
+    def __init__(self, phase: _Optional[str] = ..., runs_done: _Optional[int] = ..., runs_target: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., latest_latency_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class LatencyResult(_message.Message):
+    __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio")
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_NS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P90_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P95_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CV_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    load_seconds: float
+    first_inference_seconds: float
+    warmup_runs: int
+    warmup_seconds: float
+    samples_ns: _containers.RepeatedScalarFieldContainer[int]
+    total_seconds: float
+    min_seconds: float
+    mean_seconds: float
+    p50_seconds: float
+    p90_seconds: float
+    p95_seconds: float
+    p99_seconds: float
+    max_seconds: float
+    std_seconds: float
+    cv: float
+    throughput_per_second: float
+    drift_ratio: float
+    def __init__(self, load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., samples_ns: _Optional[_Iterable[int]] = ..., total_seconds: _Optional[float] = ..., min_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p50_seconds: _Optional[float] = ..., p90_seconds: _Optional[float] = ..., p95_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., std_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., throughput_per_second: _Optional[float] = ..., drift_ratio: _Optional[float] = ...) -> None: ...
+
+class MemoryResult(_message.Message):
+    __slots__ = ("baseline_peak_bytes", "baseline_rss_bytes", "peak_bytes", "model_delta_bytes", "model_file_bytes", "source")
+    BASELINE_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DELTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    baseline_peak_bytes: int
+    baseline_rss_bytes: int
+    peak_bytes: int
+    model_delta_bytes: int
+    model_file_bytes: int
+    source: str
+    def __init__(self, baseline_peak_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., peak_bytes: _Optional[int] = ..., model_delta_bytes: _Optional[int] = ..., model_file_bytes: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Environment(_message.Message):
+    __slots__ = ("agent_id", "device_profile", "hostname", "os", "kernel", "machine", "python_version", "runtime", "runtime_version", "execution_provider", "threads", "governor", "agent_version", "simulated", "input_shapes", "input_source", "runtime_settings")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    GOVERNOR_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    device_profile: str
+    hostname: str
+    os: str
+    kernel: str
+    machine: str
+    python_version: str
+    runtime: str
+    runtime_version: str
+    execution_provider: str
+    threads: int
+    governor: str
+    agent_version: str
+    simulated: bool
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    input_source: str
+    runtime_settings: str
+    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., machine: _Optional[str] = ..., python_version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., governor: _Optional[str] = ..., agent_version: _Optional[str] = ..., simulated: bool = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., input_source: _Optional[str] = ..., runtime_settings: _Optional[str] = ...) -> None: ...
+
+class Unavailable(_message.Message):
+    __slots__ = ("field", "reason")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    reason: str
+    def __init__(self, field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BenchmarkResult(_message.Message):
+    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings")
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    latency: LatencyResult
+    memory: MemoryResult
+    environment: Environment
+    unavailable: _containers.RepeatedCompositeFieldContainer[Unavailable]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_NOTES_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    run_id: str
+    model_name: str
+    model_sha256: str
+    model_format: str
+    device_profile: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    agent_id: str
+    created_at: float
+    started_at: float
+    finished_at: float
+    settings: JobSettings
+    required_tags: _containers.RepeatedScalarFieldContainer[str]
+    placement_notes: _containers.RepeatedScalarFieldContainer[str]
+    progress: Progress
+    result: BenchmarkResult
+    failure: Failure
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_format: _Optional[str] = ..., device_profile: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., placement_notes: _Optional[_Iterable[str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("id", "created_at", "jobs")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created_at: float
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class RuntimeInfo(_message.Message):
+    __slots__ = ("name", "version", "package", "execution_providers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    package: str
+    execution_providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., package: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Capabilities(_message.Message):
+    __slots__ = ("runtimes", "cpu_cores", "memory_bytes", "machine", "os", "kernel", "python_version", "accelerators")
+    RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
+    runtimes: _containers.RepeatedCompositeFieldContainer[RuntimeInfo]
+    cpu_cores: int
+    memory_bytes: int
+    machine: str
+    os: str
+    kernel: str
+    python_version: str
+    accelerators: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., machine: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., accelerators: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("agent_id", "device_profile", "tags", "state", "last_seen", "hostname", "agent_version", "capabilities", "current_job_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    state: str
+    last_seen: float
+    hostname: str
+    agent_version: str
+    capabilities: Capabilities
+    current_job_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., last_seen: _Optional[float] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., current_job_id: _Optional[str] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("sha256", "name", "format")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    name: str
+    format: str
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("models", "device_profiles", "settings", "required_tags", "max_attempts")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    device_profiles: _containers.RepeatedScalarFieldContainer[str]
+    settings: JobSettings
+    required_tags: _containers.RepeatedScalarFieldContainer[str]
+    max_attempts: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., device_profiles: _Optional[_Iterable[str]] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("run_id", "states", "limit")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    states: _containers.RepeatedScalarFieldContainer[JobState]
+    limit: int
+    def __init__(self, run_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("agent_id", "device_profile", "tags", "capabilities", "hostname", "agent_version")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    capabilities: Capabilities
+    hostname: str
+    agent_version: str
+    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("heartbeat_interval_seconds", "lease_seconds")
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_seconds: float
+    lease_seconds: float
+    def __init__(self, heartbeat_interval_seconds: _Optional[float] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("agent_id", "busy")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    busy: bool
+    def __init__(self, agent_id: _Optional[str] = ..., busy: bool = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: bool = ...) -> None: ...
+
+class LeaseJobRequest(_message.Message):
+    __slots__ = ("agent_id", "wait_seconds")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    wait_seconds: float
+    def __init__(self, agent_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("lease_id", "job", "expires_at")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    job: Job
+    expires_at: float
+    def __init__(self, lease_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
+class LeaseJobResponse(_message.Message):
+    __slots__ = ("lease",)
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    lease: Lease
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+
+class ReportProgressRequest(_message.Message):
+    __slots__ = ("agent_id", "lease_id", "progress")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    lease_id: str
+    progress: Progress
+    def __init__(self, agent_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+
+class ReportProgressResponse(_message.Message):
+    __slots__ = ("cancel",)
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    cancel: bool
+    def __init__(self, cancel: bool = ...) -> None: ...
+
+class ReportResultRequest(_message.Message):
+    __slots__ = ("agent_id", "lease_id", "job_id", "attempt", "result", "failure")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    lease_id: str
+    job_id: str
+    attempt: int
+    result: BenchmarkResult
+    failure: Failure
+    def __init__(self, agent_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class ReportResultResponse(_message.Message):
+    __slots__ = ("accepted", "message")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message: str
+    def __init__(self, accepted: bool = ..., message: _Optional[str] = ...) -> None: ...

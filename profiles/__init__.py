@@ -1,0 +1,1 @@
+"""Device profiles and example constraint sets, shipped with the agent."""
