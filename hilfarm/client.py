@@ -1,0 +1,182 @@
+"""Talking to a controller from the user's side: upload, submit, watch, list.
+
+The CLI, the regression runner and the benchmarks all go through this one client, so
+address, credentials, message limits and the upload protocol live in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import grpc
+
+from hilfarm.v1 import farm_pb2, farm_pb2_grpc
+
+DEFAULT_CONTROLLER = "127.0.0.1:50051"
+CHUNK_BYTES = 1 << 20
+_MAX_MESSAGE_BYTES = 64 << 20
+
+# Finished states: a job in one of these never changes again.
+FINAL_STATES = frozenset(
+    {farm_pb2.JOB_STATE_SUCCEEDED, farm_pb2.JOB_STATE_FAILED, farm_pb2.JOB_STATE_CANCELLED}
+)
+
+MODEL_FORMATS = ("onnx", "tflite")
+
+
+class ModelFormatError(ValueError):
+    """The file is not recognisably an ONNX or TFLite model."""
+
+
+def model_format(path: Path) -> str:
+    """The format of a model file, from its extension or, failing that, its magic bytes.
+
+    Only the format is guessed here; whether the file is a *valid* model is for the
+    runtime on the device to say (a corrupt .onnx still goes to the device and comes
+    back as a failed job with the runtime's own message).
+    """
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in MODEL_FORMATS:
+        return suffix
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    raise ModelFormatError(
+        f"{path}: cannot tell whether this is an ONNX or a TFLite model; "
+        "name it *.onnx or *.tflite"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Upload:
+    sha256: str
+    size_bytes: int
+    format: str
+    filename: str
+    bytes_sent: int  # 0 when the controller already had the digest
+
+
+class FarmClient:
+    """A connection to a controller's FarmService."""
+
+    def __init__(self, address: Optional[str] = None, token: Optional[str] = None):
+        self.address = address or os.environ.get("HILFARM_CONTROLLER") or DEFAULT_CONTROLLER
+        token = token if token is not None else os.environ.get("HILFARM_TOKEN")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        self._stub = farm_pb2_grpc.FarmServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "FarmClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the controller accepts connections, or raise grpc.FutureTimeoutError."""
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    # ------------------------------------------------------------------ artifacts
+
+    def upload(self, path: Path, fmt: Optional[str] = None) -> Upload:
+        """Store a file on the controller; a digest it already has is not sent again."""
+        path = Path(path)
+        fmt = fmt or model_format(path)
+        size = path.stat().st_size
+        digest = sha256_of(path)
+        stat = self._stub.StatArtifact(
+            farm_pb2.StatArtifactRequest(sha256=digest), metadata=self._metadata
+        )
+        if stat.present:
+            return Upload(digest, size, fmt, path.name, 0)
+        header = farm_pb2.ArtifactHeader(
+            sha256=digest, size_bytes=size, filename=path.name, format=fmt
+        )
+        ref = self._stub.UploadArtifact(_chunks(path, header), metadata=self._metadata)
+        return Upload(digest, size, fmt, path.name, ref.bytes_received)
+
+    # ------------------------------------------------------------------ runs and jobs
+
+    def submit(
+        self,
+        models: Sequence[Upload],
+        devices: Sequence[str],
+        settings: farm_pb2.JobSettings,
+        required_tags: Sequence[str] = (),
+        max_attempts: int = 0,
+    ) -> farm_pb2.Run:
+        request = farm_pb2.SubmitRequest(
+            models=[
+                farm_pb2.ModelRef(sha256=m.sha256, name=m.filename, format=m.format)
+                for m in models
+            ],
+            device_profiles=list(devices),
+            settings=settings,
+            required_tags=list(required_tags),
+            max_attempts=max_attempts,
+        )
+        return self._stub.Submit(request, metadata=self._metadata)
+
+    def get_run(self, run_id: str) -> farm_pb2.Run:
+        return self._stub.GetRun(farm_pb2.GetRunRequest(run_id=run_id), metadata=self._metadata)
+
+    def get_job(self, job_id: str) -> farm_pb2.Job:
+        return self._stub.GetJob(farm_pb2.GetJobRequest(job_id=job_id), metadata=self._metadata)
+
+    def list_jobs(
+        self, run_id: str = "", states: Iterable[int] = (), limit: int = 0
+    ) -> list:
+        response = self._stub.ListJobs(
+            farm_pb2.ListJobsRequest(run_id=run_id, states=list(states), limit=limit),
+            metadata=self._metadata,
+        )
+        return list(response.jobs)
+
+    def cancel_job(self, job_id: str) -> farm_pb2.Job:
+        return self._stub.CancelJob(
+            farm_pb2.CancelJobRequest(job_id=job_id), metadata=self._metadata
+        )
+
+    def watch_job(self, job_id: str) -> Iterator[farm_pb2.Job]:
+        """The job now and after every change, ending when it is finished."""
+        for job in self._stub.WatchJob(
+            farm_pb2.WatchJobRequest(job_id=job_id), metadata=self._metadata
+        ):
+            yield job
+            if job.state in FINAL_STATES:
+                return
+
+    def list_devices(self) -> list:
+        return list(
+            self._stub.ListDevices(farm_pb2.ListDevicesRequest(), metadata=self._metadata).devices
+        )
+
+
+def _chunks(path: Path, header: farm_pb2.ArtifactHeader) -> Iterator[farm_pb2.ArtifactChunk]:
+    yield farm_pb2.ArtifactChunk(header=header)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            yield farm_pb2.ArtifactChunk(data=block)

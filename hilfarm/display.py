@@ -1,0 +1,201 @@
+"""What people read in the terminal: results, progress and device tables (rich)."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from hilfarm.documents import failure_category_name, state_name
+from hilfarm.v1 import farm_pb2
+
+_STATE_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "leased": "cyan",
+    "queued": "magenta",
+}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}" if seconds < 0.1 else f"{seconds * 1e3:.1f}"
+
+
+def mib(n_bytes: int) -> str:
+    return f"{n_bytes / (1 << 20):.1f}"
+
+
+def _unavailable(result: farm_pb2.BenchmarkResult) -> set:
+    return {u.field for u in result.unavailable}
+
+
+def _state(job: farm_pb2.Job) -> Text:
+    name = state_name(job.state)
+    return Text(name, style=_STATE_STYLE.get(name, ""))
+
+
+def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
+    """One row per job with the headline figures; failures explained under the table."""
+    table = Table(title="hilfarm results", show_lines=False)
+    for column, justify in (
+        ("model", "left"), ("device", "left"), ("state", "left"),
+        ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
+        ("mean ms", "right"), ("cv", "right"), ("inf/s", "right"),
+        ("load ms", "right"), ("peak MiB", "right"), ("model MiB", "right"),
+        ("runs", "right"), ("runtime", "left"),
+    ):
+        table.add_column(column, justify=justify)
+    notes: List[Text] = []
+    for job in jobs:
+        if job.HasField("result"):
+            r = job.result
+            lat, mem, env = r.latency, r.memory, r.environment
+            missing = _unavailable(r)
+            provider = f" {env.execution_provider}" if env.execution_provider else ""
+            table.add_row(
+                job.model_name, job.device_profile, _state(job),
+                ms(lat.p50_seconds), ms(lat.p90_seconds), ms(lat.p99_seconds),
+                ms(lat.mean_seconds), f"{lat.cv:.3f}", f"{lat.throughput_per_second:.1f}",
+                ms(lat.load_seconds),
+                "unknown" if "memory.peak_bytes" in missing else mib(mem.peak_bytes),
+                "unknown" if "memory.model_delta_bytes" in missing else mib(mem.model_delta_bytes),
+                str(len(lat.samples_ns)),
+                f"{env.runtime} {env.runtime_version}{provider}"
+                + (" [simulated]" if env.simulated else ""),
+            )
+            for warning in r.warnings:
+                notes.append(Text(f"{job.model_name} on {job.device_profile}: {warning}", style="yellow"))
+        else:
+            table.add_row(job.model_name, job.device_profile, _state(job), *[""] * 11)
+        if job.HasField("failure"):
+            f = job.failure
+            notes.append(
+                Text(
+                    f"{job.model_name} on {job.device_profile} [{failure_category_name(f.category)}]: "
+                    f"{f.message}",
+                    style="red",
+                )
+            )
+        for note in job.placement_notes:
+            notes.append(Text(f"{job.model_name} waits for {job.device_profile}: {note}", style="magenta"))
+    return Group(table, *notes)
+
+
+def progress_table(jobs: Iterable[farm_pb2.Job]) -> Table:
+    table = Table(title="hilfarm: running")
+    for column in ("model", "device", "state", "attempt", "phase", "runs", "last ms", "elapsed s", "agent / why waiting"):
+        table.add_column(column)
+    for job in jobs:
+        p = job.progress
+        runs = f"{p.runs_done}/{p.runs_target}" if p.runs_target else (str(p.runs_done) if p.runs_done else "")
+        where = job.agent_id or "; ".join(job.placement_notes)
+        table.add_row(
+            job.model_name, job.device_profile, _state(job), f"{job.attempt}/{job.max_attempts}",
+            p.phase, runs, ms(p.latest_latency_seconds) if p.latest_latency_seconds else "",
+            f"{p.elapsed_seconds:.1f}" if p.elapsed_seconds else "", where,
+        )
+    return table
+
+
+def jobs_table(jobs: Iterable[farm_pb2.Job]) -> Table:
+    table = Table(title="hilfarm jobs")
+    for column in ("job", "run", "model", "device", "state", "attempt", "agent", "p50 ms", "failure"):
+        table.add_column(column)
+    for job in jobs:
+        p50 = ms(job.result.latency.p50_seconds) if job.HasField("result") else ""
+        failure = failure_category_name(job.failure.category) if job.HasField("failure") else ""
+        table.add_row(
+            job.id, job.run_id, job.model_name, job.device_profile, _state(job),
+            str(job.attempt), job.agent_id, p50, failure,
+        )
+    return table
+
+
+def devices_table(devices: Iterable[farm_pb2.Device]) -> Table:
+    table = Table(title="hilfarm devices")
+    for column in ("agent", "profile", "state", "tags", "runtimes", "cores", "memory GiB", "job"):
+        table.add_column(column)
+    for d in devices:
+        caps = d.capabilities
+        runtimes = ", ".join(f"{r.name} {r.version}" for r in caps.runtimes)
+        table.add_row(
+            d.agent_id, d.device_profile, d.state, ",".join(d.tags), runtimes,
+            str(caps.cpu_cores), f"{caps.memory_bytes / (1 << 30):.1f}", d.current_job_id,
+        )
+    return table
+
+
+def job_detail(job: farm_pb2.Job) -> Group:
+    """Everything about one job, for `hilfarm jobs show`."""
+    parts: list = [results_table([job])]
+    head = Table.grid(padding=(0, 2))
+    head.add_row("job", job.id)
+    head.add_row("run", job.run_id)
+    head.add_row("model", f"{job.model_name} ({job.model_format}, sha256 {job.model_sha256[:16]}…)")
+    head.add_row("device", f"{job.device_profile} on agent {job.agent_id or '-'}")
+    head.add_row("state", f"{state_name(job.state)}, attempt {job.attempt} of {job.max_attempts}")
+    parts.insert(0, head)
+    if job.HasField("result"):
+        r = job.result
+        lat, mem, env = r.latency, r.memory, r.environment
+        figures = Table(title="figures", show_header=False)
+        figures.add_column("figure")
+        figures.add_column("value", justify="right")
+        figures.add_column("source")
+        missing = {u.field: u.reason for u in r.unavailable}
+        rows = [
+            ("load", f"{ms(lat.load_seconds)} ms", env.runtime),
+            ("first inference", f"{ms(lat.first_inference_seconds)} ms", env.runtime),
+            ("warmup", f"{lat.warmup_runs} runs, {lat.warmup_seconds:.2f} s", "harness"),
+            ("timed runs", f"{len(lat.samples_ns)} in {lat.total_seconds:.2f} s", "perf_counter_ns"),
+            ("min / mean / max", f"{ms(lat.min_seconds)} / {ms(lat.mean_seconds)} / {ms(lat.max_seconds)} ms", ""),
+            ("p50 / p90 / p95 / p99", f"{ms(lat.p50_seconds)} / {ms(lat.p90_seconds)} / {ms(lat.p95_seconds)} / {ms(lat.p99_seconds)} ms", ""),
+            ("std / cv", f"{ms(lat.std_seconds)} ms / {lat.cv:.3f}", ""),
+            ("throughput", f"{lat.throughput_per_second:.1f} inferences/s", ""),
+            ("drift (last/first tenth p50)", _or_unknown(missing, "latency.drift_ratio", f"{lat.drift_ratio:.3f}"), ""),
+            ("memory baseline peak", _or_unknown(missing, "memory.baseline_peak_bytes", f"{mib(mem.baseline_peak_bytes)} MiB"), mem.source),
+            ("memory peak", _or_unknown(missing, "memory.peak_bytes", f"{mib(mem.peak_bytes)} MiB"), mem.source),
+            ("memory due to model", _or_unknown(missing, "memory.model_delta_bytes", f"{mib(mem.model_delta_bytes)} MiB"), mem.source),
+            ("model file", f"{mib(mem.model_file_bytes)} MiB", ""),
+        ]
+        for row in rows:
+            figures.add_row(*row)
+        parts.append(figures)
+        envt = Table(title="environment", show_header=False)
+        envt.add_column("key")
+        envt.add_column("value")
+        for key, value in (
+            ("runtime", f"{env.runtime} {env.runtime_version}"),
+            ("provider / delegate", env.execution_provider),
+            ("runtime settings", env.runtime_settings),
+            ("threads", str(env.threads) if env.threads else "runtime default"),
+            ("inputs", f"{env.input_source}; " + ", ".join(f"{s.name}={list(s.dims)}" for s in env.input_shapes)),
+            ("os / kernel / machine", f"{env.os} / {env.kernel} / {env.machine}"),
+            ("python", env.python_version),
+            ("governor", _or_unknown(missing, "environment.governor", env.governor)),
+            ("agent", f"{env.agent_id} ({env.hostname}), hilfarm {env.agent_version}"),
+            ("simulated readings", "yes" if env.simulated else "no"),
+        ):
+            envt.add_row(key, value)
+        parts.append(envt)
+        for field, reason in missing.items():
+            parts.append(Text(f"unknown {field}: {reason}", style="yellow"))
+    if job.HasField("failure") and job.failure.detail:
+        parts.append(Text("detail:\n" + job.failure.detail, style="dim"))
+    return Group(*parts)
+
+
+def _or_unknown(missing: dict, field: str, text: str) -> str:
+    return f"unknown ({missing[field]})" if field in missing else text
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def print_error(message: str, console_: Optional[Console] = None) -> None:
+    (console_ or console(stderr=True)).print(Text(f"error: {message}", style="bold red"))

@@ -1,0 +1,104 @@
+"""The --json documents: every field the schema promises, nulls for unknowns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import hilfarm
+from hilfarm.documents import devices_document, job_document, jobs_document, run_document
+from hilfarm.v1 import farm_pb2
+
+SCHEMA = json.loads((Path(hilfarm.__file__).parent / "run.schema.json").read_text())
+
+
+def finished_job() -> farm_pb2.Job:
+    samples = [1_000_000 + 1000 * i for i in range(20)]
+    return farm_pb2.Job(
+        id="job-1", run_id="run-1", model_name="mlp.onnx", model_sha256="a" * 64,
+        model_format="onnx", device_profile="rpi5", state=farm_pb2.JOB_STATE_SUCCEEDED,
+        attempt=1, max_attempts=3, agent_id="rpi5-01", created_at=1.0, started_at=2.0,
+        finished_at=3.0,
+        settings=farm_pb2.JobSettings(
+            min_runs=20, threads=2, input_shapes=[farm_pb2.InputShape(name="x", dims=[1, 3])],
+            tflite_delegate_options={"device": "usb"},
+        ),
+        progress=farm_pb2.Progress(phase="done", runs_done=20, runs_target=20, elapsed_seconds=1.5),
+        result=farm_pb2.BenchmarkResult(
+            latency=farm_pb2.LatencyResult(
+                load_seconds=0.01, first_inference_seconds=0.002, warmup_runs=1,
+                samples_ns=samples, p50_seconds=0.00101, drift_ratio=1.01,
+            ),
+            memory=farm_pb2.MemoryResult(
+                baseline_peak_bytes=10 << 20, peak_bytes=30 << 20, model_delta_bytes=20 << 20,
+                model_file_bytes=1 << 20, source="/proc/self/status VmHWM",
+            ),
+            environment=farm_pb2.Environment(runtime="onnxruntime", runtime_version="1.20.0",
+                                             input_shapes=[farm_pb2.InputShape(name="x", dims=[1, 3])]),
+            unavailable=[farm_pb2.Unavailable(field="environment.governor", reason="no cpufreq")],
+            warnings=["governor unknown"],
+        ),
+    )
+
+
+def failed_job() -> farm_pb2.Job:
+    return farm_pb2.Job(
+        id="job-2", run_id="run-1", model_name="junk.onnx", model_sha256="b" * 64,
+        model_format="onnx", device_profile="rpi5", state=farm_pb2.JOB_STATE_FAILED, attempt=1,
+        max_attempts=3,
+        failure=farm_pb2.Failure(category=farm_pb2.FAILURE_CATEGORY_ARTIFACT_INVALID,
+                                 message="not an ONNX model", detail="stderr tail"),
+    )
+
+
+def test_run_document_matches_its_schema_for_success_and_failure():
+    document = run_document(farm_pb2.Run(id="run-1", created_at=1.0, jobs=[finished_job(), failed_job()]))
+    jsonschema.validate(document, SCHEMA)
+    ok, bad = document["jobs"]
+    assert ok["state"] == "succeeded"
+    assert ok["result"]["latency"]["count"] == 20
+    assert ok["result"]["latency"]["samples_ns"][:2] == [1_000_000, 1_001_000]
+    assert ok["result"]["memory"]["model_delta_bytes"] == 20 << 20
+    assert ok["settings"]["input_shapes"] == {"x": [1, 3]}
+    assert ok["settings"]["tflite_delegate_options"] == {"device": "usb"}
+    assert bad["result"] is None
+    assert bad["failure"] == {"category": "artifact_invalid", "message": "not an ONNX model",
+                              "signal": None, "detail": "stderr tail"}
+
+
+def test_unmeasured_figures_are_null_not_zero():
+    document = job_document(finished_job())
+    assert document["result"]["environment"]["governor"] is None
+    assert document["result"]["unavailable"] == [{"field": "environment.governor", "reason": "no cpufreq"}]
+    # Measured figures stay numbers even when they are 0 by nature.
+    assert document["result"]["latency"]["warmup_seconds"] == 0.0
+
+
+def test_schema_rejects_a_document_missing_a_promised_field():
+    document = run_document(farm_pb2.Run(id="r", jobs=[finished_job()]))
+    del document["jobs"][0]["result"]["latency"]["p99_seconds"]
+    with pytest.raises(jsonschema.ValidationError, match="p99_seconds"):
+        jsonschema.validate(document, SCHEMA)
+
+
+def test_jobs_listing_can_leave_out_raw_samples():
+    document = jobs_document([finished_job()], with_samples=False)
+    assert document["jobs"][0]["result"]["latency"]["samples_ns"] is None
+    assert document["jobs"][0]["result"]["latency"]["count"] == 20
+
+
+def test_devices_document():
+    device = farm_pb2.Device(
+        agent_id="a1", device_profile="local", state="idle", tags=["lab"],
+        capabilities=farm_pb2.Capabilities(
+            runtimes=[farm_pb2.RuntimeInfo(name="onnxruntime", version="1.20",
+                                           execution_providers=["CPUExecutionProvider"])],
+            cpu_cores=2,
+        ),
+    )
+    document = devices_document([device])
+    assert document["devices"][0]["capabilities"]["runtimes"][0]["execution_providers"] == ["CPUExecutionProvider"]
+    assert document["devices"][0]["current_job_id"] is None
