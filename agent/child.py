@@ -1,0 +1,334 @@
+"""The measured process: ``python -m hilfarm.agent.child SPEC.json``.
+
+The parent (harness.py) starts a fresh interpreter for every job, so nothing an earlier job
+loaded or leaked is in this process's memory or caches. The order of work here is the
+measurement protocol:
+
+1. pin to the profile's cores (before anything else allocates threads)
+2. import numpy and the runtime library
+3. set the address-space limit (current VmSize + the job's memory limit)
+4. read the baseline VmHWM / VmRSS — after the imports, so that the model's delta is the
+   model's (weights, session, arena, inputs) and not the cost of importing the library
+5. load the model (load_seconds), first inference (first_inference_seconds)
+6. warmup: at least warmup_runs AND at least warmup_seconds
+7. timed runs until both min_runs and min_seconds are met, capped by max_runs / max_seconds;
+   only ``runtime.run()`` sits between the two perf_counter_ns calls
+8. read VmHWM again
+
+Progress goes to the parent as JSON lines on the file descriptor named in the spec, at most a
+few per second. The outcome is written as JSON to the result path (temp file + rename), so a
+crash never leaves half a result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+REPORT_INTERVAL_NS = 250_000_000  # progress at most four times a second
+DRIFT_MIN_SAMPLES = 20
+
+
+class ProgressWriter:
+    def __init__(self, fd: int, t0: float) -> None:
+        self.fd = fd
+        self.t0 = t0
+
+    def report(self, phase: str, runs_done: int = 0, runs_target: int = 0, latest_ns: int = 0) -> None:
+        if self.fd < 0:
+            return
+        now = time.time()
+        line = json.dumps({
+            "phase": phase,
+            "runs_done": runs_done,
+            "runs_target": runs_target,
+            "elapsed_seconds": time.monotonic() - self.t0,
+            "latest_latency_seconds": latest_ns / 1e9,
+            "updated_at": now,
+        }) + "\n"
+        try:
+            os.write(self.fd, line.encode())
+        except OSError:
+            # The parent stopped listening; the measurement itself must go on.
+            self.fd = -1
+
+
+def read_proc_status(path: str = "/proc/self/status") -> Dict[str, int]:
+    """VmHWM, VmRSS, VmSize, ... in bytes (the file gives kB)."""
+    out: Dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[key] = int(parts[0]) * 1024
+    return out
+
+
+def timed_loop(
+    run: Callable[[], None],
+    min_runs: int,
+    min_ns: int,
+    max_runs: int,
+    max_ns: int,
+    progress: ProgressWriter,
+    phase: str,
+) -> Tuple[List[int], int]:
+    """Run until both minimums are met or either cap is hit. Returns (samples_ns, wall_ns)."""
+    perf = time.perf_counter_ns
+    samples: List[int] = []
+    append = samples.append
+    n = 0
+    start = perf()
+    next_report = start + REPORT_INTERVAL_NS
+    while True:
+        t0 = perf()
+        run()
+        t1 = perf()
+        append(t1 - t0)
+        n += 1
+        elapsed = t1 - start
+        if n >= max_runs or elapsed >= max_ns or (n >= min_runs and elapsed >= min_ns):
+            break
+        if t1 >= next_report:
+            progress.report(phase, n, min_runs, t1 - t0)
+            next_report = t1 + REPORT_INTERVAL_NS
+    return samples, elapsed
+
+
+def latency_stats(samples_ns: List[int]) -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
+    """Summary statistics; returns (fields, unavailable (field, reason) pairs)."""
+    import numpy as np
+
+    a = np.asarray(samples_ns, dtype=np.float64) / 1e9
+    n = len(a)
+    out: Dict[str, Any] = {}
+    unavailable: List[Tuple[str, str]] = []
+    total = float(a.sum())
+    p50, p90, p95, p99 = (float(x) for x in np.percentile(a, [50, 90, 95, 99]))
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if n > 1 else 0.0
+    out.update(
+        total_seconds=total,
+        min_seconds=float(a.min()),
+        mean_seconds=mean,
+        p50_seconds=p50,
+        p90_seconds=p90,
+        p95_seconds=p95,
+        p99_seconds=p99,
+        max_seconds=float(a.max()),
+        std_seconds=std,
+        throughput_per_second=(n / total) if total > 0 else None,
+    )
+    if n < 2:
+        out["std_seconds"] = None
+        unavailable.append(("latency.std_seconds", f"needs at least 2 timed runs, had {n}"))
+    out["cv"] = (std / mean) if (n > 1 and mean > 0) else None
+    if out["cv"] is None:
+        unavailable.append(("latency.cv", f"needs at least 2 timed runs with a non-zero mean, had {n}"))
+    if out["throughput_per_second"] is None:
+        unavailable.append(("latency.throughput_per_second", "the timed runs took no measurable time"))
+    if n >= DRIFT_MIN_SAMPLES:
+        tenth = n // 10
+        first = float(np.median(a[:tenth]))
+        last = float(np.median(a[-tenth:]))
+        out["drift_ratio"] = (last / first) if first > 0 else None
+        if first <= 0:
+            unavailable.append(("latency.drift_ratio", "the first tenth of the runs took no measurable time"))
+    else:
+        out["drift_ratio"] = None
+        unavailable.append(
+            ("latency.drift_ratio", f"needs at least {DRIFT_MIN_SAMPLES} timed runs, had {n}")
+        )
+    return out, unavailable
+
+
+def read_governor(cpu: int) -> Tuple[Optional[str], str]:
+    path = f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"
+    try:
+        with open(path) as f:
+            return f.read().strip(), path
+    except OSError as exc:
+        return None, f"{path} is not readable ({exc.strerror or exc}); no cpufreq driver on this machine"
+
+
+def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
+    from hilfarm.agent.results import (
+        BenchmarkResult, FailureCategory, JobFailed, JobSettings, Unavailable,
+    )
+
+    pin = spec.get("pin_cores") or []
+    if pin:
+        try:
+            os.sched_setaffinity(0, pin)
+        except (OSError, AttributeError, ValueError) as exc:
+            raise JobFailed(
+                FailureCategory.CONFIGURATION,
+                f"cannot pin the benchmark to cores {pin}: {exc}; check pin_cores in the device profile",
+            ) from exc
+
+    import numpy as np  # noqa: F401  (imported before the baseline on purpose)
+
+    from hilfarm.agent import inputs as inputs_mod
+    from hilfarm.agent import runtimes
+    from hilfarm.agent.capabilities import system_info
+
+    settings = JobSettings.from_dict(spec["settings"])
+    runtimes.load_plugins(spec.get("plugins") or [])
+    runtimes.load_plugins()  # and any named in $HILFARM_RUNTIME_PLUGINS
+    cls = runtimes.runtime_for(settings, spec["model_format"])
+    try:
+        cls.probe()  # imports the library now, before the baseline
+    except JobFailed:
+        raise
+    except Exception as exc:
+        raise JobFailed(
+            FailureCategory.DEVICE_FAULT,
+            f"runtime {cls.name} is not usable on this device: {type(exc).__name__}: {exc}",
+        ) from exc
+
+    result = BenchmarkResult()
+    unavailable = result.unavailable
+    mem = result.memory
+    limit = int(spec.get("memory_limit_bytes") or 0)
+    have_proc = os.path.exists("/proc/self/status")
+    if limit > 0:
+        import resource
+
+        vm_size = read_proc_status().get("VmSize", 0) if have_proc else 0
+        resource.setrlimit(resource.RLIMIT_AS, (vm_size + limit, vm_size + limit))
+    if have_proc:
+        base = read_proc_status()
+        mem.baseline_peak_bytes = base.get("VmHWM")
+        mem.baseline_rss_bytes = base.get("VmRSS")
+        mem.source = (f"/proc/self/status VmHWM/VmRSS of the child; baseline read after importing "
+                      f"{cls.name}, before loading the model")
+    try:
+        mem.model_file_bytes = os.path.getsize(spec["model_path"]) if spec.get("model_path") else None
+    except OSError:
+        mem.model_file_bytes = None
+    if mem.model_file_bytes is None:
+        unavailable.append(Unavailable("memory.model_file_bytes", "the job has no model file"))
+
+    runtime = cls(settings)
+    lat = result.latency
+    progress.report("loading")
+    t0 = time.perf_counter_ns()
+    runtime.load(spec.get("model_path") or "")
+    lat.load_seconds = (time.perf_counter_ns() - t0) / 1e9
+
+    specs = runtime.input_specs()
+    if spec.get("inputs_path"):
+        prepared = inputs_mod.npz_inputs(specs, spec["inputs_path"], settings.inputs_sha256)
+    else:
+        prepared = inputs_mod.random_inputs(specs, settings.input_shapes, settings.seed)
+    runtime.prepare(prepared.feeds)
+    result.warnings.extend(prepared.warnings)
+
+    run = runtime.run
+    r = spec["resolved"]
+    try:
+        progress.report("warmup")
+        t0 = time.perf_counter_ns()
+        run()
+        lat.first_inference_seconds = (time.perf_counter_ns() - t0) / 1e9
+        warm, warm_ns = timed_loop(
+            run, r["warmup_runs"], int(r["warmup_seconds"] * 1e9),
+            r["max_runs"], int(r["max_seconds"] * 1e9), progress, "warmup",
+        )
+        lat.warmup_runs = len(warm)
+        lat.warmup_seconds = warm_ns / 1e9
+        progress.report("measuring", 0, r["min_runs"])
+        samples, _wall = timed_loop(
+            run, r["min_runs"], int(r["min_seconds"] * 1e9),
+            r["max_runs"], int(r["max_seconds"] * 1e9), progress, "measuring",
+        )
+    except JobFailed:
+        raise
+    except Exception as exc:
+        raise runtime.classify_run_error(exc) from exc
+    progress.report("measuring", len(samples), r["min_runs"], samples[-1])
+
+    lat.samples_ns = samples
+    fields, missing = latency_stats(samples)
+    for k, v in fields.items():
+        setattr(lat, k, v)
+    unavailable.extend(Unavailable(f, why) for f, why in missing)
+
+    if have_proc:
+        end = read_proc_status()
+        mem.peak_bytes = end.get("VmHWM")
+        if mem.peak_bytes is not None and mem.baseline_peak_bytes is not None:
+            mem.model_delta_bytes = mem.peak_bytes - mem.baseline_peak_bytes
+    else:
+        for f in ("baseline_peak_bytes", "baseline_rss_bytes", "peak_bytes", "model_delta_bytes"):
+            unavailable.append(Unavailable(f"memory.{f}", "/proc/self/status does not exist on this OS"))
+
+    env = result.environment
+    info = system_info()
+    env.os, env.kernel, env.machine, env.python_version = (
+        info["os"], info["kernel"], info["machine"], info["python_version"],
+    )
+    desc = runtime.describe()
+    env.runtime, env.runtime_version = desc.name, desc.version
+    env.execution_provider, env.threads = desc.execution_provider, desc.threads
+    env.runtime_settings = desc.settings_text()
+    env.input_shapes = prepared.shapes
+    env.input_source = prepared.source
+    env.simulated = False
+    governor, why = read_governor(pin[0] if pin else 0)
+    if governor is None:
+        unavailable.append(Unavailable("environment.governor", why))
+    else:
+        env.governor = governor
+    if desc.threads == 0:
+        unavailable.append(Unavailable("environment.threads", f"{desc.name} chose its default thread count"))
+    return result.to_dict()
+
+
+def _write_atomic(path: str, obj: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def main(argv: List[str]) -> int:
+    with open(argv[1]) as f:
+        spec = json.load(f)
+    progress = ProgressWriter(int(spec.get("progress_fd", -1)), time.monotonic())
+    from hilfarm.agent.results import FailureCategory, JobFailed
+
+    try:
+        outcome: Dict[str, Any] = {"result": benchmark(spec, progress)}
+    except JobFailed as exc:
+        outcome = {"failure": exc.failure.to_dict()}
+    except MemoryError as exc:
+        outcome = {"failure": {
+            "category": FailureCategory.OUT_OF_MEMORY.value,
+            "message": f"ran out of memory: {exc}",
+            "signal": 0,
+            "detail": traceback.format_exc(),
+        }}
+    except Exception:
+        outcome = {"failure": {
+            "category": FailureCategory.INFRASTRUCTURE.value,
+            "message": "the benchmark harness failed unexpectedly (a bug in the agent)",
+            "signal": 0,
+            "detail": traceback.format_exc(),
+        }}
+    _write_atomic(spec["result_path"], outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the result is written, and some runtimes' destructors are
+    # slow or crash at exit, which would only blur how the job ended.
+    os._exit(code)

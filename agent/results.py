@@ -1,0 +1,240 @@
+"""Domain objects of the agent: job settings, progress, results and failures.
+
+These are plain dataclasses. Protobuf messages never appear here; ``wire.py`` converts at the
+boundary. A figure that was not measured is ``None`` here and is named in
+``BenchmarkResult.unavailable`` with the reason.
+
+The child process hands its outcome to the parent as JSON, so every object here converts to
+and from a plain dict (``to_dict`` / ``*_from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+class FailureCategory(enum.Enum):
+    """Whose fault a failure is. Names match ``hilfarm.v1.FailureCategory`` without the prefix."""
+
+    UNSPECIFIED = "unspecified"
+    ARTIFACT_INVALID = "artifact_invalid"  # the model file: not a model, truncated, unreadable
+    UNSUPPORTED_OP = "unsupported_op"  # the model needs an op this runtime lacks
+    INPUT_MISMATCH = "input_mismatch"  # the user's inputs or shapes do not fit the model
+    RUNTIME_CRASH = "runtime_crash"  # the runtime killed the child
+    OUT_OF_MEMORY = "out_of_memory"  # the model needs more than the job's memory limit
+    TIMEOUT = "timeout"  # the job ran past its time limit
+    DEVICE_FAULT = "device_fault"  # the device or its runtime setup is broken
+    INFRASTRUCTURE = "infrastructure"  # the farm failed (transfer, digest, lease)
+    CONFIGURATION = "configuration"  # the request asks for something impossible here
+
+
+@dataclass
+class Failure:
+    category: FailureCategory
+    message: str
+    signal: int = 0
+    detail: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "category": self.category.value,
+            "message": self.message,
+            "signal": self.signal,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Failure":
+        return cls(
+            category=FailureCategory(d["category"]),
+            message=d["message"],
+            signal=int(d.get("signal", 0)),
+            detail=d.get("detail", ""),
+        )
+
+
+class JobFailed(Exception):
+    """Raised anywhere in the agent to end a job with a categorised failure."""
+
+    def __init__(self, category: FailureCategory, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.failure = Failure(category=category, message=message, detail=detail)
+
+
+@dataclass
+class JobSettings:
+    """How one job is run. Zero / empty means "use the default" (see harness.resolve_settings)."""
+
+    warmup_runs: int = 0
+    warmup_seconds: float = 0.0
+    min_runs: int = 0
+    min_seconds: float = 0.0
+    max_runs: int = 0
+    max_seconds: float = 0.0
+    threads: int = 0
+    runtime: str = ""
+    execution_provider: str = ""
+    graph_optimization: str = ""
+    tflite_disable_xnnpack: bool = False
+    tflite_delegate_path: str = ""
+    tflite_delegate_options: Dict[str, str] = field(default_factory=dict)
+    # Input name -> concrete dims for its dynamic dimensions (insertion-ordered).
+    input_shapes: Dict[str, List[int]] = field(default_factory=dict)
+    inputs_sha256: str = ""
+    seed: int = 0
+    memory_limit_bytes: int = 0
+    timeout_seconds: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "JobSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Progress:
+    phase: str  # fetching, loading, warmup, measuring, reporting
+    runs_done: int = 0
+    runs_target: int = 0
+    elapsed_seconds: float = 0.0
+    latest_latency_seconds: float = 0.0
+    updated_at: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Progress":
+        return cls(**d)
+
+
+@dataclass
+class LatencyStats:
+    load_seconds: Optional[float] = None
+    first_inference_seconds: Optional[float] = None
+    warmup_runs: int = 0
+    warmup_seconds: Optional[float] = None
+    samples_ns: List[int] = field(default_factory=list)
+    total_seconds: Optional[float] = None
+    min_seconds: Optional[float] = None
+    mean_seconds: Optional[float] = None
+    p50_seconds: Optional[float] = None
+    p90_seconds: Optional[float] = None
+    p95_seconds: Optional[float] = None
+    p99_seconds: Optional[float] = None
+    max_seconds: Optional[float] = None
+    std_seconds: Optional[float] = None
+    cv: Optional[float] = None
+    throughput_per_second: Optional[float] = None
+    drift_ratio: Optional[float] = None
+
+
+@dataclass
+class MemoryStats:
+    baseline_peak_bytes: Optional[int] = None
+    baseline_rss_bytes: Optional[int] = None
+    peak_bytes: Optional[int] = None
+    model_delta_bytes: Optional[int] = None
+    model_file_bytes: Optional[int] = None
+    source: str = ""
+
+
+@dataclass
+class Environment:
+    agent_id: str = ""
+    device_profile: str = ""
+    hostname: str = ""
+    os: str = ""
+    kernel: str = ""
+    machine: str = ""
+    python_version: str = ""
+    runtime: str = ""
+    runtime_version: str = ""
+    execution_provider: str = ""
+    threads: int = 0
+    governor: str = ""
+    agent_version: str = ""
+    simulated: bool = False
+    input_shapes: Dict[str, List[int]] = field(default_factory=dict)
+    input_source: str = ""
+    runtime_settings: str = ""
+
+
+@dataclass
+class Unavailable:
+    field: str
+    reason: str
+
+
+@dataclass
+class BenchmarkResult:
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    memory: MemoryStats = field(default_factory=MemoryStats)
+    environment: Environment = field(default_factory=Environment)
+    unavailable: List[Unavailable] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "BenchmarkResult":
+        return cls(
+            latency=LatencyStats(**d.get("latency", {})),
+            memory=MemoryStats(**d.get("memory", {})),
+            environment=Environment(**d.get("environment", {})),
+            unavailable=[Unavailable(**u) for u in d.get("unavailable", [])],
+            warnings=list(d.get("warnings", [])),
+        )
+
+
+@dataclass
+class JobOutcome:
+    """What the harness hands back: a result, a failure, or a cancellation (neither)."""
+
+    result: Optional[BenchmarkResult] = None
+    failure: Optional[Failure] = None
+    cancelled: bool = False
+
+
+@dataclass
+class RuntimeInfo:
+    name: str
+    version: str = ""
+    package: str = ""
+    execution_providers: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Capabilities:
+    runtimes: List[RuntimeInfo] = field(default_factory=list)
+    cpu_cores: int = 0
+    memory_bytes: int = 0
+    machine: str = ""
+    os: str = ""
+    kernel: str = ""
+    python_version: str = ""
+    accelerators: List[str] = field(default_factory=list)
+    # Runtimes that failed to import, with the reason. Not on the wire; logged by the agent.
+    absent: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LeasedJob:
+    """One job the controller leased to this agent."""
+
+    lease_id: str
+    job_id: str
+    attempt: int
+    model_sha256: str
+    model_format: str
+    model_name: str = ""
+    device_profile: str = ""
+    expires_at: float = 0.0
+    settings: JobSettings = field(default_factory=JobSettings)
