@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test from a fresh clone: installs what the tests need (virtualenvs, PostgreSQL),
+# checks the committed gRPC stubs, then runs the suite in the main environment and the agent's
+# tests again under tflite-runtime (numpy < 2) and under Python 3.9.
+#
+#   bash scripts/test.sh [PYTEST_ARGS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+bash scripts/setup.sh
+
+echo "== gRPC stubs"
+protos/generate.sh --check
+
+echo "== PostgreSQL"
+bash scripts/ensure-postgres.sh
+export HILFARM_TEST_POSTGRES_URL=${HILFARM_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
+
+echo "== extra environments"
+.ci/envs.sh
+
+status=0
+run_pytest() {
+  local label=$1; shift
+  echo "== pytest ($label)"
+  set +e
+  "$@"
+  local rc=$?
+  set -e
+  # 5 = nothing collected: a misconfigured run must not look green.
+  if [ "$rc" -ne 0 ]; then echo "pytest ($label) failed with exit code $rc"; status=1; fi
+}
+
+run_pytest "main: Python 3.11, ai-edge-litert, numpy 2" .venv/bin/python -m pytest -q "$@"
+run_pytest "tflite-runtime, numpy<2" .venv-tflite/bin/python -m pytest -q tests/agent tests/samples "$@"
+run_pytest "agent on Python 3.9" .venv-py39/bin/python -m pytest -q tests/agent tests/samples "$@"
+
+echo "== done in $(( $(date +%s) - started ))s"
+exit $status
