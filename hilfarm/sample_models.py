@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, List, Mapping, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -107,11 +107,11 @@ def mlp_reference(x: np.ndarray, weights: Sequence[Tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------------------------
 
 
-def _onnx_model(graph: Any, *, opset: int = ONNX_OPSET, extra_opsets: Mapping[str, int] = ()) -> Any:
+def _onnx_model(graph: Any, *, opset: int = ONNX_OPSET, extra_opsets: Optional[Mapping[str, int]] = None) -> Any:
     onnx = _require("onnx")
     helper = onnx.helper
     opsets = [helper.make_opsetid("", opset)]
-    opsets += [helper.make_opsetid(domain, version) for domain, version in dict(extra_opsets).items()]
+    opsets += [helper.make_opsetid(domain, version) for domain, version in (extra_opsets or {}).items()]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="hilfarm.sample_models")
     model.ir_version = ONNX_IR_VERSION
     return model
