@@ -170,20 +170,38 @@ class JobSettings(_message.Message):
     def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at")
+    __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at", "telemetry")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     RUNS_DONE_FIELD_NUMBER: _ClassVar[int]
     RUNS_TARGET_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LATEST_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     phase: str
     runs_done: int
     runs_target: int
     elapsed_seconds: float
     latest_latency_seconds: float
     updated_at: float
-    def __init__(self, phase: _Optional[str] = ..., runs_done: _Optional[int] = ..., runs_target: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., latest_latency_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    telemetry: _containers.RepeatedCompositeFieldContainer[TelemetrySample]
+    def __init__(self, phase: _Optional[str] = ..., runs_done: _Optional[int] = ..., runs_target: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., latest_latency_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ..., telemetry: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ...) -> None: ...
+
+class TelemetrySample(_message.Message):
+    __slots__ = ("t", "sensor", "quantity", "channel", "value", "simulated")
+    T_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    t: float
+    sensor: str
+    quantity: str
+    channel: str
+    value: float
+    simulated: bool
+    def __init__(self, t: _Optional[float] = ..., sensor: _Optional[str] = ..., quantity: _Optional[str] = ..., channel: _Optional[str] = ..., value: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
 class LatencyResult(_message.Message):
     __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio")
@@ -285,19 +303,97 @@ class Unavailable(_message.Message):
     reason: str
     def __init__(self, field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class RailPower(_message.Message):
+    __slots__ = ("rail", "mean_watts")
+    RAIL_FIELD_NUMBER: _ClassVar[int]
+    MEAN_WATTS_FIELD_NUMBER: _ClassVar[int]
+    rail: str
+    mean_watts: float
+    def __init__(self, rail: _Optional[str] = ..., mean_watts: _Optional[float] = ...) -> None: ...
+
+class PowerResult(_message.Message):
+    __slots__ = ("idle_watts", "active_watts", "energy_per_inference_joules", "energy_method", "sensor", "sample_rate_hz", "rails", "simulated")
+    IDLE_WATTS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_WATTS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_PER_INFERENCE_JOULES_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_METHOD_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
+    RAILS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    idle_watts: float
+    active_watts: float
+    energy_per_inference_joules: float
+    energy_method: str
+    sensor: str
+    sample_rate_hz: float
+    rails: _containers.RepeatedCompositeFieldContainer[RailPower]
+    simulated: bool
+    def __init__(self, idle_watts: _Optional[float] = ..., active_watts: _Optional[float] = ..., energy_per_inference_joules: _Optional[float] = ..., energy_method: _Optional[str] = ..., sensor: _Optional[str] = ..., sample_rate_hz: _Optional[float] = ..., rails: _Optional[_Iterable[_Union[RailPower, _Mapping]]] = ..., simulated: bool = ...) -> None: ...
+
+class ZoneTemperature(_message.Message):
+    __slots__ = ("zone", "start_celsius", "max_celsius", "end_celsius", "sensor")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    START_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    END_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    start_celsius: float
+    max_celsius: float
+    end_celsius: float
+    sensor: str
+    def __init__(self, zone: _Optional[str] = ..., start_celsius: _Optional[float] = ..., max_celsius: _Optional[float] = ..., end_celsius: _Optional[float] = ..., sensor: _Optional[str] = ...) -> None: ...
+
+class ClockRange(_message.Message):
+    __slots__ = ("domain", "min_hz", "max_hz", "allowed_max_hz")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    MIN_HZ_FIELD_NUMBER: _ClassVar[int]
+    MAX_HZ_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MAX_HZ_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    min_hz: float
+    max_hz: float
+    allowed_max_hz: float
+    def __init__(self, domain: _Optional[str] = ..., min_hz: _Optional[float] = ..., max_hz: _Optional[float] = ..., allowed_max_hz: _Optional[float] = ...) -> None: ...
+
+class ThermalResult(_message.Message):
+    __slots__ = ("zones", "clocks", "throttled", "throttled_fraction", "throttle_reasons", "cooldown_seconds", "simulated")
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    CLOCKS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    zones: _containers.RepeatedCompositeFieldContainer[ZoneTemperature]
+    clocks: _containers.RepeatedCompositeFieldContainer[ClockRange]
+    throttled: bool
+    throttled_fraction: float
+    throttle_reasons: _containers.RepeatedScalarFieldContainer[str]
+    cooldown_seconds: float
+    simulated: bool
+    def __init__(self, zones: _Optional[_Iterable[_Union[ZoneTemperature, _Mapping]]] = ..., clocks: _Optional[_Iterable[_Union[ClockRange, _Mapping]]] = ..., throttled: bool = ..., throttled_fraction: _Optional[float] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cooldown_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
+
 class BenchmarkResult(_message.Message):
-    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings")
+    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
+    THERMAL_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyResult
     memory: MemoryResult
     environment: Environment
     unavailable: _containers.RepeatedCompositeFieldContainer[Unavailable]
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    power: PowerResult
+    thermal: ThermalResult
+    timeline: _containers.RepeatedCompositeFieldContainer[TelemetrySample]
+    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure")
