@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _farm import FarmProcess, scratch_dir  # noqa: E402
 
 from hilfarm.client import FarmClient  # noqa: E402
-from hilfarm.sample_models import make_onnx_identity, make_onnx_mlp  # noqa: E402
+from hilfarm.sample_models import make_onnx_heavy, make_onnx_identity  # noqa: E402
 from hilfarm.v1 import farm_pb2  # noqa: E402
 
 BARE_LOOP = r"""
@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = scratch_dir("fidelity")
-    heavy = make_onnx_mlp(root / "heavy.onnx", in_features=1024, hidden=2048, layers=4, batch=8)
+    heavy = make_onnx_heavy(root / "heavy.onnx")
     trivial = make_onnx_identity(root / "identity.onnx")
     farm = FarmProcess(["up", "--bind", "127.0.0.1:0"], root / "farm")
     try:
