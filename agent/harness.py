@@ -21,6 +21,7 @@ The child's stdout and stderr go to one file whose tail becomes the failure's de
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ class RunDefaults:
     max_seconds: float = 150.0
     memory_limit_bytes: int = 4 * 1024 ** 3
     timeout_seconds: float = 600.0
+    threads: int = 0  # 0 = the runtime's own default
 
 
 @dataclass
@@ -155,7 +157,10 @@ def run_benchmark(
     cancel: Optional[threading.Event] = None,
 ) -> JobOutcome:
     """Run one job in a fresh child process and return its result, failure or cancellation."""
-    resolved = resolve_settings(job.settings, job.defaults)
+    settings = job.settings
+    if not settings.threads and job.defaults.threads:
+        settings = dataclasses.replace(settings, threads=job.defaults.threads)
+    resolved = resolve_settings(settings, job.defaults)
     limit = int(resolved["memory_limit_bytes"])
     timeout = float(resolved["timeout_seconds"])
     with tempfile.TemporaryDirectory(prefix="hilfarm-job-") as work:
@@ -166,7 +171,7 @@ def run_benchmark(
         spec = {
             "model_path": job.model_path,
             "model_format": job.model_format,
-            "settings": job.settings.to_dict(),
+            "settings": settings.to_dict(),
             "resolved": resolved,
             "inputs_path": job.inputs_path,
             "pin_cores": list(job.pin_cores),

@@ -145,8 +145,14 @@ def _classify_common(exc: BaseException, during: str) -> JobFailed:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or any(p in text for p in _OOM_PATTERNS):
         # The limit itself is named by the harness, which knows it.
-        return JobFailed(FailureCategory.OUT_OF_MEMORY, f"ran out of memory during {during}: {text}")
-    return JobFailed(FailureCategory.RUNTIME_CRASH, f"the runtime failed during {during}: {text}")
+        m = re.search(r"Failed to allocate memory for requested buffer of size \d+", text)
+        what = m.group(0) if m else text.splitlines()[0][:300]
+        return JobFailed(FailureCategory.OUT_OF_MEMORY, f"ran out of memory during {during} ({what})", detail=text)
+    return JobFailed(
+        FailureCategory.RUNTIME_CRASH,
+        f"the runtime failed during {during}: {text.splitlines()[0][:300] if text else type(exc).__name__}",
+        detail=text,
+    )
 
 
 # ---------------------------------------------------------------- null

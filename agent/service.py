@@ -1,0 +1,372 @@
+"""The agent's service loop: dial out to the controller, take jobs, run them, report.
+
+The agent always connects to the controller (devices sit behind NAT). It registers with its
+profile, tags and probed capabilities, heartbeats in the background at the interval the
+controller asks for (registering again when the controller has forgotten it), and long-polls
+LeaseJob. Each leased job is fetched through the artifact cache, run by the harness in a
+fresh child process while progress is relayed (and a cancel answer kills the child), and its
+outcome is reported once, retried with the same job id and attempt while the controller is
+unavailable. Nothing a controller or a job does ends the loop; only ``stop`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple, Union
+
+import grpc
+
+from hilfarm import __version__
+from hilfarm.agent import runtimes, wire
+from hilfarm.agent.cache import ArtifactCache
+from hilfarm.agent.capabilities import probe_capabilities
+from hilfarm.agent.harness import BenchmarkJob, run_benchmark
+from hilfarm.agent.profiles import Profile, detect_profile, load_profile
+from hilfarm.agent.results import (
+    Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress,
+)
+from hilfarm.v1 import farm_pb2, farm_pb2_grpc
+
+log = logging.getLogger("hilfarm.agent")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "hilfarm" / "agent"
+
+
+@dataclass
+class AgentConfig:
+    controller: str  # host:port of the controller's gRPC endpoint
+    token: Optional[str] = None  # sent as "authorization: Bearer <token>" when set
+    profile: Optional[str] = None  # profile name or YAML path; None = detect from the machine
+    tags: List[str] = field(default_factory=list)  # added to the profile's tags
+    agent_id: Optional[str] = None  # None = the id stored in data_dir, created once
+    data_dir: Union[str, Path, None] = None  # artifact cache and agent state
+    runtime_plugins: List[str] = field(default_factory=list)  # modules registering more runtimes
+    lease_wait_seconds: float = 10.0
+    progress_interval_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+
+
+def run_agent(config: AgentConfig, stop: threading.Event) -> None:
+    """Serve the controller until ``stop`` is set. Raises only for a broken local setup
+    (a bad profile, an unwritable data dir), never for anything the controller does."""
+    Agent(config).run(stop)
+
+
+def _stable_agent_id(data_dir: Path, profile: Profile) -> str:
+    path = data_dir / "agent_id"
+    try:
+        stored = path.read_text().strip()
+        if stored:
+            return stored
+    except OSError:
+        pass
+    host = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-") or "device"
+    agent_id = f"{host}-{profile.name}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(agent_id + "\n")
+    os.replace(tmp, path)
+    return agent_id
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if config.profile:
+            self.profile = load_profile(config.profile)
+            log.info("device profile %s (from %s)", self.profile.name, " <- ".join(self.profile.sources))
+        else:
+            self.profile, why = detect_profile()
+            log.info("device profile %s detected: %s", self.profile.name, why)
+        runtimes.load_plugins(config.runtime_plugins)
+        runtimes.load_plugins()
+        self.capabilities = probe_capabilities(self.profile.runtimes_allowed or None)
+        self.capabilities.accelerators = list(self.profile.accelerators)
+        log.info(
+            "runtimes: %s",
+            ", ".join(f"{r.name} {r.version} ({r.package})" for r in self.capabilities.runtimes) or "none",
+        )
+        for name, why in self.capabilities.absent.items():
+            log.warning("runtime %s is not usable here: %s", name, why)
+        self.agent_id = config.agent_id or _stable_agent_id(self.data_dir, self.profile)
+        self.tags = list(self.profile.tags) + [t for t in config.tags if t not in self.profile.tags]
+        self.cache = ArtifactCache(self.data_dir)
+        self.hostname = socket.gethostname()
+        self.metadata: Tuple[Tuple[str, str], ...] = (
+            (("authorization", f"Bearer {config.token}"),) if config.token else ()
+        )
+        self._channel = grpc.insecure_channel(config.controller, options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", int(config.backoff_max_seconds * 1000)),
+        ])
+        self.stub = farm_pb2_grpc.AgentServiceStub(self._channel)
+        self.heartbeat_interval = 5.0
+        self.busy = False
+        self._registered = threading.Event()
+        self._register_lock = threading.Lock()
+
+    # ------------------------------------------------------------ controller calls
+
+    def register(self) -> None:
+        with self._register_lock:
+            resp = self.stub.Register(
+                farm_pb2.RegisterRequest(
+                    agent_id=self.agent_id,
+                    device_profile=self.profile.name,
+                    tags=self.tags,
+                    capabilities=wire.capabilities_to_pb(self.capabilities),
+                    hostname=self.hostname,
+                    agent_version=__version__,
+                ),
+                metadata=self.metadata,
+                timeout=10,
+            )
+            if resp.heartbeat_interval_seconds > 0:
+                self.heartbeat_interval = resp.heartbeat_interval_seconds
+            self._registered.set()
+        log.info(
+            "registered with %s as %s (profile %s, heartbeat every %.1f s)",
+            self.config.controller, self.agent_id, self.profile.name, self.heartbeat_interval,
+        )
+
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_interval):
+            if not self._registered.is_set():
+                continue  # the main loop is reconnecting; it registers again
+            try:
+                resp = self.stub.Heartbeat(
+                    farm_pb2.HeartbeatRequest(agent_id=self.agent_id, busy=self.busy),
+                    metadata=self.metadata, timeout=10,
+                )
+                if not resp.known:
+                    log.info("the controller does not know this agent (it restarted?); registering again")
+                    self.register()
+            except grpc.RpcError as exc:
+                log.debug("heartbeat failed: %s", exc.code())
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _lease(self, stop: threading.Event) -> Optional[LeasedJob]:
+        wait = self.config.lease_wait_seconds
+        fut = self.stub.LeaseJob.future(
+            farm_pb2.LeaseJobRequest(agent_id=self.agent_id, wait_seconds=wait),
+            metadata=self.metadata, timeout=wait + 10,
+        )
+        while not fut.done():
+            if stop.wait(0.1):
+                fut.cancel()
+                return None
+        resp = fut.result()  # raises grpc.RpcError
+        if not resp.HasField("lease"):
+            return None
+        return wire.lease_from_pb(resp.lease)
+
+    def _download(self, sha256: str) -> Iterator[bytes]:
+        for chunk in self.stub.DownloadArtifact(
+            farm_pb2.DownloadArtifactRequest(sha256=sha256), metadata=self.metadata, timeout=600
+        ):
+            yield chunk.data
+
+    def _progress(self, job: LeasedJob, p: Progress) -> bool:
+        """Report progress; True when the controller says to stop the job."""
+        try:
+            resp = self.stub.ReportProgress(
+                farm_pb2.ReportProgressRequest(
+                    agent_id=self.agent_id, lease_id=job.lease_id, progress=wire.progress_to_pb(p)
+                ),
+                metadata=self.metadata, timeout=10,
+            )
+            return resp.cancel
+        except grpc.RpcError as exc:
+            log.debug("progress report failed: %s", exc.code())
+            return False
+
+    def _report(self, job: LeasedJob, outcome: JobOutcome, stop: threading.Event) -> None:
+        req = wire.outcome_request(self.agent_id, job, outcome.result, outcome.failure)
+        delay = 0.5
+        while True:
+            try:
+                resp = self.stub.ReportResult(req, metadata=self.metadata, timeout=30)
+            except grpc.RpcError as exc:
+                if exc.code() in _RETRYABLE and not stop.is_set():
+                    log.warning("reporting job %s failed (%s); retrying in %.1f s", job.job_id, exc.code().name, delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, self.config.backoff_max_seconds)
+                    continue
+                log.error("could not report job %s attempt %d: %s", job.job_id, job.attempt, exc)
+                return
+            if resp.accepted:
+                log.info("job %s attempt %d reported (%s)", job.job_id, job.attempt,
+                         "failure" if outcome.failure else "result")
+            else:
+                log.warning("the controller refused the report of job %s: %s", job.job_id, resp.message)
+            return
+
+    # ------------------------------------------------------------ one job
+
+    def run_job(self, job: LeasedJob, stop: threading.Event) -> None:
+        log.info("job %s attempt %d: %s (%s)", job.job_id, job.attempt, job.model_name or job.model_sha256[:12],
+                 job.model_format)
+        self.busy = True
+        cancel = threading.Event()
+        relay = _ProgressRelay(self, job, cancel, self.config.progress_interval_seconds)
+        relay.start()
+        try:
+            outcome = self._execute(job, relay, cancel)
+        except JobFailed as exc:
+            outcome = JobOutcome(failure=exc.failure)
+        except Exception as exc:
+            log.exception("job %s failed inside the agent", job.job_id)
+            outcome = JobOutcome(failure=Failure(
+                FailureCategory.INFRASTRUCTURE,
+                f"the agent failed while running the job: {type(exc).__name__}: {exc}",
+                detail=traceback.format_exc(),
+            ))
+        finally:
+            relay.stop()
+        try:
+            if outcome.cancelled:
+                log.info("job %s was cancelled by the controller; the benchmark was stopped", job.job_id)
+                return
+            if outcome.result is not None:
+                env = outcome.result.environment
+                env.agent_id, env.device_profile = self.agent_id, self.profile.name
+                env.hostname, env.agent_version = self.hostname, __version__
+            else:
+                assert outcome.failure is not None
+                log.info("job %s failed: %s: %s", job.job_id, outcome.failure.category.name, outcome.failure.message)
+            relay.send(Progress(phase="reporting", updated_at=time.time()))
+            self._report(job, outcome, stop)
+        finally:
+            self.busy = False
+
+    def _execute(self, job: LeasedJob, relay: "_ProgressRelay", cancel: threading.Event) -> JobOutcome:
+        relay.update(Progress(phase="fetching", updated_at=time.time()))
+        model = self.cache.fetch(job.model_sha256, lambda: self._download(job.model_sha256))
+        inputs = None
+        if job.settings.inputs_sha256:
+            sha = job.settings.inputs_sha256
+            inputs = str(self.cache.fetch(sha, lambda: self._download(sha)))
+        if cancel.is_set():
+            return JobOutcome(cancelled=True)
+        runtime = runtimes.runtime_for(job.settings, job.model_format)
+        allowed = self.profile.runtimes_allowed
+        if allowed and runtime.name not in allowed:
+            raise JobFailed(
+                FailureCategory.CONFIGURATION,
+                f"device profile {self.profile.name} does not allow runtime {runtime.name} "
+                f"(allowed: {', '.join(allowed)})",
+            )
+        bench = BenchmarkJob(
+            model_path=str(model),
+            model_format=job.model_format,
+            settings=job.settings,
+            inputs_path=inputs,
+            pin_cores=list(self.profile.pin_cores),
+            plugins=list(self.config.runtime_plugins),
+            defaults=self.profile.run_defaults,
+        )
+        return run_benchmark(bench, on_progress=relay.update, cancel=cancel)
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self, stop: threading.Event) -> None:
+        heartbeat = threading.Thread(target=self._heartbeat_loop, args=(stop,), name="hilfarm-heartbeat",
+                                     daemon=True)
+        heartbeat.start()
+        delay = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    if not self._registered.is_set():
+                        self.register()
+                    job = self._lease(stop)
+                    delay = 0.5
+                    if job is not None:
+                        self.run_job(job, stop)
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                        log.error("the controller at %s refused this agent (%s): check the token (HILFARM_TOKEN)",
+                                  self.config.controller, code.name)
+                    elif code == grpc.StatusCode.CANCELLED and stop.is_set():
+                        break
+                    else:
+                        log.warning("controller %s unreachable (%s: %s); retrying in %.1f s",
+                                    self.config.controller, code.name, exc.details(), delay)
+                    # It may have restarted and forgotten us: register again on reconnection.
+                    self._registered.clear()
+                    stop.wait(delay)
+                    delay = min(delay * 2, self.config.backoff_max_seconds)
+                except Exception:
+                    log.exception("unexpected error in the agent loop; going on in %.1f s", delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, self.config.backoff_max_seconds)
+        finally:
+            stop.set()
+            heartbeat.join(timeout=2)
+            self._channel.close()
+            log.info("agent %s stopped", self.agent_id)
+
+
+class _ProgressRelay:
+    """Forwards the child's progress to the controller at least every ``interval`` seconds
+    (and at once on a phase change), and turns a cancel answer into the cancel event."""
+
+    def __init__(self, agent: Agent, job: LeasedJob, cancel: threading.Event, interval: float) -> None:
+        self.agent, self.job, self.cancel, self.interval = agent, job, cancel, interval
+        self.latest: Optional[Progress] = None
+        self._sent_phase = ""
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="hilfarm-progress-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def update(self, p: Progress) -> None:
+        self.latest = p
+        if p.phase != self._sent_phase:
+            self._wake.set()
+
+    def send(self, p: Progress) -> None:
+        if self.agent._progress(self.job, p):
+            self.cancel.set()
+
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            p = self.latest
+            if p is None or self._done.is_set():
+                continue
+            # Keep elapsed moving during one long inference, when the child has nothing new to say.
+            p = Progress(p.phase, p.runs_done, p.runs_target, time.monotonic() - self._started,
+                         p.latest_latency_seconds, time.time())
+            self._sent_phase = p.phase
+            self.send(p)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+        self._thread.join(timeout=5)

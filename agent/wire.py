@@ -1,0 +1,205 @@
+"""The agent's boundary with the wire: domain dataclasses <-> hilfarm.v1 protobuf messages.
+
+proto3 scalars have no "unset": a figure that was not measured goes out as zero and is named
+in ``BenchmarkResult.unavailable``; coming back, a field named there is ``None`` again. So
+``result_to_pb`` names every ``None`` figure that its result forgot to name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional
+
+from hilfarm.agent.results import (
+    BenchmarkResult, Capabilities, Environment, Failure, FailureCategory, JobSettings, LatencyStats,
+    LeasedJob, MemoryStats, Progress, RuntimeInfo, Unavailable,
+)
+from hilfarm.v1 import farm_pb2
+
+# ---------------------------------------------------------------- settings
+
+
+def _shapes_to_pb(shapes: Dict[str, List[int]]) -> List[farm_pb2.InputShape]:
+    return [farm_pb2.InputShape(name=n, dims=list(d)) for n, d in shapes.items()]
+
+
+def _shapes_from_pb(shapes) -> Dict[str, List[int]]:
+    return {s.name: list(s.dims) for s in shapes}
+
+
+_SETTINGS_SCALARS = [
+    f.name for f in dataclasses.fields(JobSettings)
+    if f.name not in ("tflite_delegate_options", "input_shapes")
+]
+
+
+def settings_to_pb(s: JobSettings) -> farm_pb2.JobSettings:
+    pb = farm_pb2.JobSettings(**{n: getattr(s, n) for n in _SETTINGS_SCALARS})
+    pb.tflite_delegate_options.update(s.tflite_delegate_options)
+    pb.input_shapes.extend(_shapes_to_pb(s.input_shapes))
+    return pb
+
+
+def settings_from_pb(pb: farm_pb2.JobSettings) -> JobSettings:
+    return JobSettings(
+        **{n: getattr(pb, n) for n in _SETTINGS_SCALARS},
+        tflite_delegate_options=dict(pb.tflite_delegate_options),
+        input_shapes=_shapes_from_pb(pb.input_shapes),
+    )
+
+
+def lease_from_pb(pb: farm_pb2.Lease) -> LeasedJob:
+    job = pb.job
+    return LeasedJob(
+        lease_id=pb.lease_id,
+        job_id=job.id,
+        attempt=job.attempt,
+        model_sha256=job.model_sha256,
+        model_format=job.model_format,
+        model_name=job.model_name,
+        device_profile=job.device_profile,
+        expires_at=pb.expires_at,
+        settings=settings_from_pb(job.settings),
+    )
+
+
+# ---------------------------------------------------------------- progress and failure
+
+
+def progress_to_pb(p: Progress) -> farm_pb2.Progress:
+    return farm_pb2.Progress(**dataclasses.asdict(p))
+
+
+def progress_from_pb(pb: farm_pb2.Progress) -> Progress:
+    return Progress(**{f.name: getattr(pb, f.name) for f in dataclasses.fields(Progress)})
+
+
+def _category_to_pb(c: FailureCategory) -> int:
+    return farm_pb2.FailureCategory.Value(f"FAILURE_CATEGORY_{c.name}")
+
+
+def _category_from_pb(v: int) -> FailureCategory:
+    name = farm_pb2.FailureCategory.Name(v)[len("FAILURE_CATEGORY_"):]
+    return FailureCategory[name]
+
+
+def failure_to_pb(f: Failure) -> farm_pb2.Failure:
+    return farm_pb2.Failure(
+        category=_category_to_pb(f.category), message=f.message, signal=f.signal, detail=f.detail
+    )
+
+
+def failure_from_pb(pb: farm_pb2.Failure) -> Failure:
+    return Failure(
+        category=_category_from_pb(pb.category), message=pb.message, signal=pb.signal, detail=pb.detail
+    )
+
+
+# ---------------------------------------------------------------- result
+
+_SECTIONS = (("latency", LatencyStats), ("memory", MemoryStats))
+
+
+def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
+    named = {u.field for u in r.unavailable}
+    unavailable = list(r.unavailable)
+    pb = farm_pb2.BenchmarkResult()
+    for section, cls in _SECTIONS:
+        obj = getattr(r, section)
+        target = getattr(pb, section)
+        for f in dataclasses.fields(cls):
+            v = getattr(obj, f.name)
+            if f.name == "samples_ns":
+                target.samples_ns.extend(int(x) for x in v)
+            elif v is None:
+                key = f"{section}.{f.name}"
+                if key not in named:
+                    unavailable.append(Unavailable(key, "not measured"))
+            else:
+                setattr(target, f.name, v)
+    env = r.environment
+    for f in dataclasses.fields(Environment):
+        if f.name == "input_shapes":
+            pb.environment.input_shapes.extend(_shapes_to_pb(env.input_shapes))
+        else:
+            setattr(pb.environment, f.name, getattr(env, f.name))
+    pb.unavailable.extend(farm_pb2.Unavailable(field=u.field, reason=u.reason) for u in unavailable)
+    pb.warnings.extend(r.warnings)
+    return pb
+
+
+def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
+    named = {u.field for u in pb.unavailable}
+    r = BenchmarkResult(
+        unavailable=[Unavailable(u.field, u.reason) for u in pb.unavailable],
+        warnings=list(pb.warnings),
+    )
+    for section, cls in _SECTIONS:
+        src = getattr(pb, section)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "samples_ns":
+                values[f.name] = list(src.samples_ns)
+            elif f"{section}.{f.name}" in named:
+                values[f.name] = None
+            else:
+                values[f.name] = getattr(src, f.name)
+        setattr(r, section, cls(**values))
+    env = {}
+    for f in dataclasses.fields(Environment):
+        if f.name == "input_shapes":
+            env[f.name] = _shapes_from_pb(pb.environment.input_shapes)
+        else:
+            env[f.name] = getattr(pb.environment, f.name)
+    r.environment = Environment(**env)
+    return r
+
+
+# ---------------------------------------------------------------- capabilities
+
+
+def capabilities_to_pb(c: Capabilities) -> farm_pb2.Capabilities:
+    return farm_pb2.Capabilities(
+        runtimes=[
+            farm_pb2.RuntimeInfo(
+                name=r.name, version=r.version, package=r.package,
+                execution_providers=list(r.execution_providers),
+            )
+            for r in c.runtimes
+        ],
+        cpu_cores=c.cpu_cores,
+        memory_bytes=c.memory_bytes,
+        machine=c.machine,
+        os=c.os,
+        kernel=c.kernel,
+        python_version=c.python_version,
+        accelerators=list(c.accelerators),
+    )
+
+
+def capabilities_from_pb(pb: farm_pb2.Capabilities) -> Capabilities:
+    return Capabilities(
+        runtimes=[
+            RuntimeInfo(r.name, r.version, r.package, list(r.execution_providers)) for r in pb.runtimes
+        ],
+        cpu_cores=pb.cpu_cores,
+        memory_bytes=pb.memory_bytes,
+        machine=pb.machine,
+        os=pb.os,
+        kernel=pb.kernel,
+        python_version=pb.python_version,
+        accelerators=list(pb.accelerators),
+    )
+
+
+def outcome_request(
+    agent_id: str, job: LeasedJob, result: Optional[BenchmarkResult], failure: Optional[Failure]
+) -> farm_pb2.ReportResultRequest:
+    req = farm_pb2.ReportResultRequest(
+        agent_id=agent_id, lease_id=job.lease_id, job_id=job.job_id, attempt=job.attempt
+    )
+    if failure is not None:
+        req.failure.CopyFrom(failure_to_pb(failure))
+    elif result is not None:
+        req.result.CopyFrom(result_to_pb(result))
+    return req
