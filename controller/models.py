@@ -1,0 +1,176 @@
+"""The controller's tables (SQLModel over SQLAlchemy 2) and the small domain types beside them.
+
+Timestamps are Unix seconds (float), the unit of the wire contract, so no time zone is ever
+guessed. States and failure categories are stored as lower-case strings rather than database
+enum types: a new state then needs no enum migration on PostgreSQL. Every table is declared
+on ``SQLModel.metadata``; a migration tool (alembic) can take that metadata as its target.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL (indexable, compact), the generic JSON text column elsewhere.
+JSONDocument = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+    @property
+    def active(self) -> bool:
+        """Handed to an agent and not finished: the job holds a lease."""
+        return self in ACTIVE_STATES
+
+
+ACTIVE_STATES = frozenset({JobState.LEASED, JobState.RUNNING})
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class FailureCategory(str, enum.Enum):
+    """Whose fault a failure is (mirrors hilfarm.v1.FailureCategory)."""
+
+    UNSPECIFIED = "unspecified"
+    ARTIFACT_INVALID = "artifact_invalid"
+    UNSUPPORTED_OP = "unsupported_op"
+    INPUT_MISMATCH = "input_mismatch"
+    RUNTIME_CRASH = "runtime_crash"
+    OUT_OF_MEMORY = "out_of_memory"
+    TIMEOUT = "timeout"
+    DEVICE_FAULT = "device_fault"
+    INFRASTRUCTURE = "infrastructure"
+    CONFIGURATION = "configuration"
+
+
+ARTIFACT_FORMATS = ("onnx", "tflite", "npz")
+MODEL_FORMATS = ("onnx", "tflite")
+# The runtime a job needs when its settings name none.
+RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
+
+
+@dataclass(frozen=True)
+class Failure:
+    category: FailureCategory
+    message: str
+    signal: int = 0
+    detail: str = ""
+
+
+class Artifact(SQLModel, table=True):
+    __tablename__ = "artifacts"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    format: str = Field(max_length=16)
+    filename: str = ""
+    created_at: float
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True, max_length=64)
+    created_at: float = Field(index=True)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The scheduler's question: the oldest queued jobs for one profile.
+        sa.Index("ix_jobs_state_profile_created", "state", "device_profile", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    run_id: str = Field(foreign_key="runs.id", index=True, max_length=64)
+    model_sha256: str = Field(foreign_key="artifacts.sha256", max_length=64)
+    model_name: str = ""
+    model_format: str = Field(max_length=16)
+    device_profile: str = Field(max_length=200)
+    # JobSettings as a document mirroring the proto field names (wire.message_to_dict).
+    settings: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONDocument, nullable=False))
+    required_tags: List[str] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    state: str = Field(default=JobState.QUEUED.value, max_length=16)
+    attempt: int = 0  # 0 until first leased; 1 for the first try
+    max_attempts: int = 3
+    agent_id: Optional[str] = Field(default=None, index=True, max_length=200)
+    lease_id: Optional[str] = Field(default=None, index=True, max_length=64)
+    lease_expires_at: Optional[float] = None
+    created_at: float = Field(index=True)
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    progress: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(JSONDocument))
+    # The whole BenchmarkResult including the raw samples, mirroring the proto field names.
+    result: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(JSONDocument))
+    failure_category: Optional[str] = Field(default=None, max_length=32)
+    failure_message: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text))
+    failure_signal: Optional[int] = None
+    failure_detail: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text))
+
+    @property
+    def job_state(self) -> JobState:
+        return JobState(self.state)
+
+    @property
+    def failure(self) -> Optional[Failure]:
+        if self.failure_category is None:
+            return None
+        return Failure(
+            category=FailureCategory(self.failure_category),
+            message=self.failure_message or "",
+            signal=self.failure_signal or 0,
+            detail=self.failure_detail or "",
+        )
+
+    def set_failure(self, failure: Optional[Failure]) -> None:
+        if failure is None:
+            self.failure_category = self.failure_message = self.failure_detail = None
+            self.failure_signal = None
+            return
+        self.failure_category = failure.category.value
+        self.failure_message = failure.message
+        self.failure_signal = failure.signal
+        self.failure_detail = failure.detail
+
+    @property
+    def runtime(self) -> str:
+        """The runtime this job needs: named in its settings, else implied by the model format."""
+        return self.settings.get("runtime") or RUNTIME_FOR_FORMAT.get(self.model_format, "")
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+
+    id: str = Field(primary_key=True, max_length=200)
+    profile: str = Field(max_length=200, index=True)
+    tags: List[str] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    # Capabilities as a document mirroring the proto field names.
+    capabilities: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONDocument, nullable=False))
+    hostname: str = ""
+    version: str = ""
+    registered_at: float
+    last_seen: float
+    busy: bool = False
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """An agent as people see it: its row plus what the controller derives about it."""
+
+    agent: Agent
+    state: str  # idle, busy, offline, draining
+    current_job_id: str = ""

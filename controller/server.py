@@ -1,0 +1,451 @@
+"""The controller's gRPC server: FarmService (people and their tools) and AgentService (devices)
+on one port, with server reflection, the standard health service and token authentication.
+
+Servicers only translate: wire messages in and out through wire.py, work done by the store,
+the artifact store and the scheduler. Domain errors become gRPC status codes in one place
+(``STATUS_FOR``).
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import inspect
+import itertools
+import logging
+import signal
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import grpc
+import platformdirs
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hilfarm.v1 import farm_pb2 as pb
+from hilfarm.v1 import farm_pb2_grpc as pb_grpc
+
+from . import wire
+from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
+from .errors import (
+    FailedPrecondition,
+    FarmError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from .models import Job
+from .scheduler import Scheduler
+from .store import Store, default_sqlite_url
+from .submission import ModelSpec, plan_run
+
+log = logging.getLogger("hilfarm.controller")
+
+STATUS_FOR: Dict[type, grpc.StatusCode] = {
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+MAX_MESSAGE_BYTES = 16 << 20
+WATCH_POLL_SECONDS = 0.15
+FARM_SERVICE = pb.DESCRIPTOR.services_by_name["FarmService"].full_name
+AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+# Health probes (load balancers, Kubernetes) carry no credentials, and health reveals nothing.
+_OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
+
+
+def status_for(exc: FarmError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR:
+            return STATUS_FOR[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+    if isinstance(exc, FarmError):
+        context.abort(status_for(exc), str(exc))
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"controller error in {method}: {type(exc).__name__}: {exc}")
+
+
+def _rpc(method: Callable) -> Callable:
+    """Map exceptions raised by a servicer method to gRPC status codes."""
+    name = method.__name__
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:
+                _abort_for(exc, context, name)
+        return streaming
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            _abort_for(exc, context, name)
+    return unary
+
+
+class _TokenAuth(grpc.ServerInterceptor):
+    """Refuse every call without ``authorization: Bearer <token>`` metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        if handler_call_details.method.startswith(_OPEN_METHODS_PREFIX):
+            return continuation(handler_call_details)
+        sent = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                sent = value
+        if sent is not None and hmac.compare_digest(str(sent).encode(), self._expected):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        if sent is None:
+            message = ("this controller requires a token: send metadata 'authorization: Bearer <token>' "
+                       "(the hilfarm CLI and agent read it from HILFARM_TOKEN)")
+        else:
+            message = ("the token in the 'authorization' metadata is not this controller's token "
+                       "(check HILFARM_TOKEN; the value must read 'Bearer <token>')")
+
+        def refuse(request_or_iterator, context):  # type: ignore[no-untyped-def]
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        kwargs = dict(request_deserializer=handler.request_deserializer,
+                      response_serializer=handler.response_serializer)
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+class _Services:
+    """What the servicers share."""
+
+    def __init__(self, controller: "Controller") -> None:
+        self.c = controller
+        self.store = controller.store
+        self.artifacts = controller.artifacts
+        self.scheduler = controller.scheduler
+
+    def job_pb(self, job: Job) -> pb.Job:
+        notes = self.scheduler.placement_notes([job])
+        return wire.job_to_pb(job, notes.get(job.id, ()))
+
+
+class FarmServicer(pb_grpc.FarmServiceServicer):
+    def __init__(self, services: _Services) -> None:
+        self.s = services
+
+    @_rpc
+    def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("the first chunk of an upload must carry the artifact header")
+        artifacts = self.s.artifacts
+        artifact = artifacts.check_header(wire.artifact_from_header(first.header, created_at=time.time()))
+        stored = artifacts.stat(artifact.sha256)
+        if stored is not None:
+            # The rest of the stream is never read: the client may stop sending.
+            return wire.artifact_ref_to_pb(stored, already_stored=True, bytes_received=len(first.data))
+        data = itertools.chain([first.data], (chunk.data for chunk in request_iterator))
+        recorded, already, received = artifacts.receive(artifact, data)
+        return wire.artifact_ref_to_pb(recorded, already_stored=already, bytes_received=received)
+
+    @_rpc
+    def StatArtifact(self, request, context):  # type: ignore[no-untyped-def]
+        stored = self.s.artifacts.stat(request.sha256)
+        if stored is None:
+            return pb.StatArtifactResponse(present=False)
+        return pb.StatArtifactResponse(present=True, ref=wire.artifact_ref_to_pb(stored))
+
+    @_rpc
+    def Submit(self, request, context):  # type: ignore[no-untyped-def]
+        run, jobs = plan_run(
+            self.s.artifacts,
+            models=[ModelSpec(m.sha256, m.name, m.format) for m in request.models],
+            device_profiles=list(request.device_profiles),
+            settings=wire.settings_from_pb(request.settings),
+            required_tags=list(request.required_tags),
+            max_attempts=request.max_attempts,
+            default_max_attempts=self.s.c.max_attempts,
+            now=time.time(),
+        )
+        self.s.store.add_run(run, jobs)
+        log.info("run %s submitted: %d job(s)", run.id, len(jobs))
+        self.s.scheduler.notify()
+        return wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
+
+    @_rpc
+    def GetRun(self, request, context):  # type: ignore[no-untyped-def]
+        run, jobs = self.s.store.get_run(request.run_id)
+        return wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
+
+    @_rpc
+    def GetJob(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.job_pb(self.s.store.get_job(request.job_id))
+
+    @_rpc
+    def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+        if request.limit < 0:
+            raise InvalidArgument(f"limit is {request.limit}; it must not be negative")
+        try:
+            states = [wire.job_state_from_pb(v) for v in request.states]
+        except ValueError as exc:
+            raise InvalidArgument(f"states: {exc}") from None
+        jobs = self.s.store.list_jobs(run_id=request.run_id, states=states, limit=request.limit)
+        notes = self.s.scheduler.placement_notes(jobs)
+        return pb.ListJobsResponse(jobs=[wire.job_to_pb(j, notes.get(j.id, ())) for j in jobs])
+
+    @_rpc
+    def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
+        job = self.s.store.cancel_job(request.job_id, now=time.time())
+        self.s.scheduler.notify()
+        return wire.job_to_pb(job)
+
+    @_rpc
+    def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
+        # Polling the database (rather than only waiting for in-process events) sees changes
+        # made through any controller replica; in-process events just cut the delay.
+        gone = threading.Event()
+        context.add_callback(gone.set)
+        scheduler = self.s.scheduler
+        last = b""
+        generation = None
+        while True:
+            generation = scheduler.generation
+            job = self.s.store.get_job(request.job_id)
+            msg = self.s.job_pb(job)
+            data = msg.SerializeToString(deterministic=True)
+            if data != last:
+                yield msg
+                last = data
+            if job.job_state.finished or gone.is_set() or not context.is_active():
+                return
+            if scheduler.stopping:
+                raise Unavailable("the controller is shutting down; watch the job again")
+            scheduler.wait_for_change(WATCH_POLL_SECONDS, since=generation)
+
+    @_rpc
+    def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in self.s.scheduler.devices()])
+
+
+class AgentServicer(pb_grpc.AgentServiceServicer):
+    def __init__(self, services: _Services) -> None:
+        self.s = services
+
+    @_rpc
+    def Register(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.agent_id.strip():
+            raise InvalidArgument("Register needs an agent_id (stable per physical device)")
+        if not request.device_profile.strip():
+            raise InvalidArgument(f"agent {request.agent_id} registered without a device profile")
+        self.s.scheduler.register(
+            request.agent_id,
+            profile=request.device_profile,
+            tags=list(request.tags),
+            capabilities=wire.capabilities_from_pb(request.capabilities),
+            hostname=request.hostname,
+            version=request.agent_version,
+        )
+        return pb.RegisterResponse(
+            heartbeat_interval_seconds=self.s.scheduler.heartbeat_interval,
+            lease_seconds=self.s.scheduler.lease_seconds,
+        )
+
+    @_rpc
+    def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.HeartbeatResponse(known=self.s.scheduler.heartbeat(request.agent_id, busy=request.busy))
+
+    @_rpc
+    def LeaseJob(self, request, context):  # type: ignore[no-untyped-def]
+        job = self.s.scheduler.lease(request.agent_id, request.wait_seconds, still_wanted=context.is_active)
+        if job is None:
+            return pb.LeaseJobResponse()
+        return pb.LeaseJobResponse(lease=wire.lease_to_pb(job))
+
+    @_rpc
+    def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
+        artifact, blocks = self.s.artifacts.open_chunks(check_digest(request.sha256), CHUNK_BYTES)
+        header = wire.artifact_to_header(artifact)
+        first = True
+        for block in blocks:
+            if first:
+                yield pb.ArtifactChunk(header=header, data=block)
+                first = False
+            else:
+                yield pb.ArtifactChunk(data=block)
+            if not context.is_active():
+                return
+        if first:
+            yield pb.ArtifactChunk(header=header)
+
+    @_rpc
+    def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
+        progress = wire.progress_from_pb(request.progress)
+        progress.setdefault("updated_at", time.time())
+        cancel, why = self.s.store.record_progress(
+            request.agent_id, request.lease_id, progress,
+            now=time.time(), lease_seconds=self.s.scheduler.lease_seconds,
+        )
+        if cancel:
+            log.info("agent %s told to stop lease %s: %s", request.agent_id, request.lease_id, why)
+        self.s.scheduler.notify()
+        return pb.ReportProgressResponse(cancel=cancel)
+
+    @_rpc
+    def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
+        outcome = request.WhichOneof("outcome")
+        if outcome is None:
+            raise InvalidArgument(f"report for job {request.job_id} carries neither a result nor a failure")
+        accepted, message = self.s.store.record_result(
+            request.agent_id, request.lease_id, request.job_id, request.attempt,
+            result=wire.result_from_pb(request.result) if outcome == "result" else None,
+            failure=wire.failure_from_pb(request.failure) if outcome == "failure" else None,
+            now=time.time(),
+        )
+        if not accepted:
+            log.warning("refused a report from agent %s: %s", request.agent_id, message)
+        self.s.scheduler.notify()
+        return pb.ReportResultResponse(accepted=accepted, message=message)
+
+
+class Controller:
+    """The controller service: a database, an artifact directory and a gRPC server."""
+
+    def __init__(
+        self,
+        *,
+        db_url: Optional[str] = None,
+        data_dir: Optional[Path] = None,
+        token: Optional[str] = None,
+        max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+        lease_seconds: float = 30,
+        heartbeat_interval: float = 5,
+        max_attempts: int = 3,
+        max_workers: int = 128,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
+        self.db_url = db_url or default_sqlite_url(self.data_dir)
+        self.token = token or None
+        self.max_attempts = max_attempts
+        self.max_workers = max_workers
+        self.store = Store(self.db_url)
+        self.artifacts = ArtifactStore(self.data_dir / "artifacts", self.store, max_bytes=max_artifact_bytes)
+        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval)
+        self.port: Optional[int] = None
+        self._server: Optional[grpc.Server] = None
+        self._health: Optional[health.HealthServicer] = None
+        self._stopped = threading.Event()
+
+    def start(self, bind: str = "127.0.0.1:0") -> int:
+        """Create missing tables, then listen on ``bind`` (host:port). Returns the port."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.create_schema()
+        self.artifacts.prepare()
+        interceptors = [_TokenAuth(self.token)] if self.token else []
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hilfarm-rpc"),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                # Agents behind NAT ping to keep their connection open; allow every 10 s.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        services = _Services(self)
+        pb_grpc.add_FarmServiceServicer_to_server(FarmServicer(services), server)
+        pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (FARM_SERVICE, AGENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            port = server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            raise RuntimeError(f"cannot listen on {bind}: {exc}") from exc
+        if not port:
+            raise RuntimeError(f"cannot listen on {bind} (address in use or not available)")
+        server.start()
+        self.scheduler.start()
+        for name in ("", FARM_SERVICE, AGENT_SERVICE):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        self.port = port
+        self._stopped.clear()
+        log.info("controller listening on %s (port %d), database %s, artifacts in %s",
+                 bind, port, self.store, self.artifacts.root)
+        return port
+
+    @property
+    def address(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the controller is not started")
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, let running calls finish for ``grace`` seconds, close the database."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
+        # Long-polls and watch streams return now instead of holding the grace period.
+        self.scheduler.stop()
+        server.stop(grace).wait()
+        self.store.close()
+        self._stopped.set()
+        log.info("controller stopped")
+
+    def wait(self) -> None:
+        """Block until ``stop`` completes (from another thread or a signal handler)."""
+        while not self._stopped.wait(0.5):
+            pass
+
+
+def serve_forever(controller: Controller, bind: Optional[str] = None, *, grace: float = 5.0) -> None:
+    """Run ``controller`` (starting it on ``bind`` if not started) until SIGTERM or SIGINT,
+    then stop gracefully. Call from the main thread."""
+    if controller.port is None:
+        controller.start(bind or "127.0.0.1:0")
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # A timed wait lets the main thread run the Python-level signal handlers.
+        while not stop_requested.wait(0.5):
+            if controller._stopped.is_set():
+                return
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        controller.stop(grace)

@@ -1,0 +1,144 @@
+"""Turning a user's submission into a run: checking the request, then one job per
+(model x device profile). Everything wrong with a request is reported before anything is stored.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+from .artifacts import ArtifactStore, check_digest
+from .errors import InvalidArgument, NotFound
+from .models import MODEL_FORMATS, RUNTIME_FOR_FORMAT, Job, JobState, Run
+
+KNOWN_RUNTIMES = ("onnxruntime", "tflite")
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    sha256: str
+    name: str = ""
+    format: str = ""
+
+
+def validate_settings(settings: Dict[str, Any]) -> None:
+    """Raise InvalidArgument naming the first field that cannot be right."""
+    for field, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            continue
+        if isinstance(value, str):
+            # Documents spell non-finite doubles as strings (see wire.py).
+            if value in ("NaN", "Infinity", "-Infinity") and field.endswith("_seconds"):
+                raise InvalidArgument(f"settings.{field} is {value}; it must be a finite number")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"settings.{field} is {value}; it must be a finite number")
+        if value < 0:
+            raise InvalidArgument(f"settings.{field} is {value}; it must not be negative")
+    for low, high in (("min_runs", "max_runs"), ("min_seconds", "max_seconds")):
+        lo, hi = settings.get(low, 0), settings.get(high, 0)
+        if lo and hi and lo > hi:
+            raise InvalidArgument(f"settings.{low} ({lo}) is larger than settings.{high} ({hi})")
+    runtime = settings.get("runtime", "")
+    if runtime and runtime not in KNOWN_RUNTIMES:
+        raise InvalidArgument(
+            f"settings.runtime {runtime!r} is not a runtime the farm knows ({', '.join(KNOWN_RUNTIMES)})"
+        )
+    optimization = settings.get("graph_optimization", "")
+    if optimization and optimization not in GRAPH_OPTIMIZATIONS:
+        raise InvalidArgument(
+            f"settings.graph_optimization {optimization!r} is not one of {', '.join(GRAPH_OPTIMIZATIONS)}"
+        )
+    for shape in settings.get("input_shapes", []):
+        if not shape.get("name"):
+            raise InvalidArgument("settings.input_shapes: every shape must name the model input it sizes")
+        dims = shape.get("dims", [])
+        if not dims or any(d <= 0 for d in dims):
+            raise InvalidArgument(
+                f"settings.input_shapes[{shape['name']}]: dims {dims} must be positive sizes"
+            )
+
+
+def _names(values: Sequence[str], what: str) -> List[str]:
+    out: List[str] = []
+    for value in values:
+        value = value.strip()
+        if not value:
+            raise InvalidArgument(f"an empty {what} was given")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def plan_run(
+    artifacts: ArtifactStore,
+    *,
+    models: Sequence[ModelSpec],
+    device_profiles: Sequence[str],
+    settings: Dict[str, Any],
+    required_tags: Sequence[str],
+    max_attempts: int,
+    default_max_attempts: int,
+    now: float,
+) -> Tuple[Run, List[Job]]:
+    """Check a submission and build its run and jobs (not yet stored)."""
+    if not models:
+        raise InvalidArgument("a submission needs at least one model")
+    profiles = _names(device_profiles, "device profile")
+    if not profiles:
+        raise InvalidArgument("a submission needs at least one device profile")
+    tags = _names(required_tags, "required tag")
+    if max_attempts < 0:
+        raise InvalidArgument(f"max_attempts is {max_attempts}; it must not be negative")
+    attempts = max_attempts or default_max_attempts
+    validate_settings(settings)
+
+    inputs = settings.get("inputs_sha256", "")
+    if inputs:
+        digest = check_digest(inputs, "settings.inputs_sha256")
+        stored = artifacts.stat(digest)
+        if stored is None:
+            raise NotFound(f"input tensors {digest} (settings.inputs_sha256) are not stored on this controller; upload them first")
+        if stored.format != "npz":
+            raise InvalidArgument(f"settings.inputs_sha256 names a {stored.format} artifact; input tensors must be npz")
+
+    resolved: List[Tuple[str, str, str]] = []
+    for model in models:
+        digest = check_digest(model.sha256, f"model {model.name!r}" if model.name else "model")
+        stored = artifacts.stat(digest)
+        label = model.name or digest
+        if stored is None:
+            raise NotFound(f"model {label} (sha256 {digest}) is not stored on this controller; upload it first")
+        fmt = (model.format or stored.format).lower()
+        if fmt not in MODEL_FORMATS:
+            raise InvalidArgument(f"model {label} is a {fmt!r} artifact; only {' and '.join(MODEL_FORMATS)} models can be benchmarked")
+        runtime = settings.get("runtime", "")
+        if runtime and runtime != RUNTIME_FOR_FORMAT[fmt]:
+            raise InvalidArgument(f"settings.runtime {runtime} cannot run model {label}, a {fmt} model")
+        resolved.append((digest, model.name or stored.filename or digest[:12], fmt))
+
+    run = Run(id=uuid.uuid4().hex, created_at=now)
+    jobs: List[Job] = []
+    for digest, name, fmt in resolved:
+        for profile in profiles:
+            jobs.append(
+                Job(
+                    id=uuid.uuid4().hex,
+                    run_id=run.id,
+                    model_sha256=digest,
+                    model_name=name,
+                    model_format=fmt,
+                    device_profile=profile,
+                    settings=dict(settings),
+                    required_tags=list(tags),
+                    state=JobState.QUEUED.value,
+                    attempt=0,
+                    max_attempts=attempts,
+                    # Microsecond steps keep the submitted order (it is the scheduling order).
+                    created_at=now + len(jobs) * 1e-6,
+                )
+            )
+    return run, jobs
+

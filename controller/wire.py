@@ -1,0 +1,364 @@
+"""Conversions between the controller's domain (SQLModel rows, dataclasses, JSON documents) and
+the hilfarm.v1 wire messages. Nothing else in the controller builds or reads a protobuf message
+except the gRPC servicers in server.py, which call these functions.
+
+JSON documents (job settings, progress, benchmark results, agent capabilities) mirror the proto
+fields exactly: the same field names, nested messages as objects, repeated fields as lists,
+int64 as JSON integers (raw samples stay exact), enums by name, non-finite doubles as the
+strings "NaN", "Infinity", "-Infinity" (as in the proto3 JSON mapping; PostgreSQL JSON cannot
+hold them as numbers). A field at its proto3 zero value is absent from the document: proto3
+cannot tell "zero" from "unset", and the result names every figure it could not measure in
+``unavailable``, so an absent figure is read as "not reported", never as a measured zero.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
+
+from google.protobuf.message import Message
+
+from hilfarm.v1 import farm_pb2 as pb
+
+from .models import Agent, Artifact, DeviceStatus, Failure, FailureCategory, Job, JobState, Run
+
+M = TypeVar("M", bound=Message)
+
+# ---------------------------------------------------------------- generic documents
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _is_repeated(field: Any) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 5.28; older ones have only label
+    if flag is not None:
+        return bool(flag)
+    return field.label == field.LABEL_REPEATED
+
+
+def _is_map(field: Any) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _scalar_to_json(field: Any, value: Any) -> Any:
+    if field.enum_type is not None:
+        named = field.enum_type.values_by_number.get(value)
+        return named.name if named is not None else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes):
+        raise TypeError(f"field {field.full_name} holds bytes, which a JSON document cannot carry")
+    return value
+
+
+def _scalar_from_json(field: Any, value: Any) -> Any:
+    if field.enum_type is not None and isinstance(value, str):
+        named = field.enum_type.values_by_name.get(value)
+        if named is None:
+            raise ValueError(f"{field.full_name}: {value!r} is not a value of {field.enum_type.full_name}")
+        return named.number
+    if field.cpp_type == field.CPPTYPE_DOUBLE or field.cpp_type == field.CPPTYPE_FLOAT:
+        if isinstance(value, str):
+            if value not in _NON_FINITE:
+                raise ValueError(f"{field.full_name}: {value!r} is not a number")
+            return _NON_FINITE[value]
+        return float(value)
+    return value
+
+
+def message_to_dict(msg: Message) -> Dict[str, Any]:
+    """A JSON-ready document with every field the message sets (see the module docstring)."""
+    out: Dict[str, Any] = {}
+    for field, value in msg.ListFields():
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is not None:
+                out[field.name] = {k: message_to_dict(v) for k, v in value.items()}
+            else:
+                out[field.name] = {k: _scalar_to_json(value_field, v) for k, v in value.items()}
+        elif _is_repeated(field):
+            if field.message_type is not None:
+                out[field.name] = [message_to_dict(v) for v in value]
+            else:
+                out[field.name] = [_scalar_to_json(field, v) for v in value]
+        elif field.message_type is not None:
+            out[field.name] = message_to_dict(value)
+        else:
+            out[field.name] = _scalar_to_json(field, value)
+    return out
+
+
+def _fill(msg: Message, doc: Dict[str, Any]) -> None:
+    fields = msg.DESCRIPTOR.fields_by_name
+    for name, value in doc.items():
+        field = fields.get(name)
+        if field is None:
+            raise ValueError(f"{msg.DESCRIPTOR.full_name} has no field {name!r}")
+        if value is None:
+            continue
+        target = getattr(msg, name) if (field.message_type is not None or _is_repeated(field)) else None
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            for k, v in value.items():
+                if value_field.message_type is not None:
+                    _fill(target[k], v)
+                else:
+                    target[k] = _scalar_from_json(value_field, v)
+        elif _is_repeated(field):
+            if field.message_type is not None:
+                for item in value:
+                    _fill(target.add(), item)
+            else:
+                target.extend(_scalar_from_json(field, v) for v in value)
+        elif field.message_type is not None:
+            target.SetInParent()
+            _fill(target, value)
+        else:
+            setattr(msg, name, _scalar_from_json(field, value))
+
+
+def dict_to_message(doc: Optional[Dict[str, Any]], message_type: Type[M]) -> M:
+    """The message a document made by ``message_to_dict`` describes. Unknown fields raise
+    ValueError rather than being dropped."""
+    msg = message_type()
+    if doc:
+        _fill(msg, doc)
+    return msg
+
+
+# ---------------------------------------------------------------- documents with a name
+
+def settings_to_pb(settings: Optional[Dict[str, Any]]) -> pb.JobSettings:
+    return dict_to_message(settings, pb.JobSettings)
+
+
+def settings_from_pb(msg: pb.JobSettings) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+def progress_to_pb(progress: Optional[Dict[str, Any]]) -> pb.Progress:
+    return dict_to_message(progress, pb.Progress)
+
+
+def progress_from_pb(msg: pb.Progress) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+def result_to_pb(result: Optional[Dict[str, Any]]) -> pb.BenchmarkResult:
+    return dict_to_message(result, pb.BenchmarkResult)
+
+
+def result_from_pb(msg: pb.BenchmarkResult) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+def capabilities_to_pb(capabilities: Optional[Dict[str, Any]]) -> pb.Capabilities:
+    return dict_to_message(capabilities, pb.Capabilities)
+
+
+def capabilities_from_pb(msg: pb.Capabilities) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+# ---------------------------------------------------------------- enums and failures
+
+_STATE_TO_PB = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.LEASED: pb.JOB_STATE_LEASED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+
+_CATEGORY_TO_PB = {
+    FailureCategory.UNSPECIFIED: pb.FAILURE_CATEGORY_UNSPECIFIED,
+    FailureCategory.ARTIFACT_INVALID: pb.FAILURE_CATEGORY_ARTIFACT_INVALID,
+    FailureCategory.UNSUPPORTED_OP: pb.FAILURE_CATEGORY_UNSUPPORTED_OP,
+    FailureCategory.INPUT_MISMATCH: pb.FAILURE_CATEGORY_INPUT_MISMATCH,
+    FailureCategory.RUNTIME_CRASH: pb.FAILURE_CATEGORY_RUNTIME_CRASH,
+    FailureCategory.OUT_OF_MEMORY: pb.FAILURE_CATEGORY_OUT_OF_MEMORY,
+    FailureCategory.TIMEOUT: pb.FAILURE_CATEGORY_TIMEOUT,
+    FailureCategory.DEVICE_FAULT: pb.FAILURE_CATEGORY_DEVICE_FAULT,
+    FailureCategory.INFRASTRUCTURE: pb.FAILURE_CATEGORY_INFRASTRUCTURE,
+    FailureCategory.CONFIGURATION: pb.FAILURE_CATEGORY_CONFIGURATION,
+}
+_CATEGORY_FROM_PB = {v: k for k, v in _CATEGORY_TO_PB.items()}
+
+
+def job_state_to_pb(state: JobState) -> int:
+    return _STATE_TO_PB[JobState(state)]
+
+
+def job_state_from_pb(value: int) -> JobState:
+    """Raises ValueError for JOB_STATE_UNSPECIFIED or a value this controller does not know."""
+    try:
+        return _STATE_FROM_PB[value]
+    except KeyError:
+        raise ValueError(f"job state {value} is not one this controller knows") from None
+
+
+def failure_to_pb(failure: Failure) -> pb.Failure:
+    return pb.Failure(
+        category=_CATEGORY_TO_PB[failure.category],
+        message=failure.message,
+        signal=failure.signal,
+        detail=failure.detail,
+    )
+
+
+def failure_from_pb(msg: pb.Failure) -> Failure:
+    # A category from a newer agent that this controller does not know still says nothing
+    # about whose fault it is: keep it as unspecified rather than refuse the report.
+    return Failure(
+        category=_CATEGORY_FROM_PB.get(msg.category, FailureCategory.UNSPECIFIED),
+        message=msg.message,
+        signal=msg.signal,
+        detail=msg.detail,
+    )
+
+
+# ---------------------------------------------------------------- jobs and runs
+
+def job_to_pb(job: Job, placement_notes: Sequence[str] = ()) -> pb.Job:
+    msg = pb.Job(
+        id=job.id,
+        run_id=job.run_id,
+        model_name=job.model_name,
+        model_sha256=job.model_sha256,
+        model_format=job.model_format,
+        device_profile=job.device_profile,
+        state=job_state_to_pb(job.job_state),
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        agent_id=job.agent_id or "",
+        created_at=job.created_at,
+        started_at=job.started_at or 0.0,
+        finished_at=job.finished_at or 0.0,
+        settings=settings_to_pb(job.settings),
+        required_tags=list(job.required_tags),
+        placement_notes=list(placement_notes),
+    )
+    if job.progress is not None:
+        msg.progress.CopyFrom(progress_to_pb(job.progress))
+    if job.result is not None:
+        msg.result.CopyFrom(result_to_pb(job.result))
+    failure = job.failure
+    if failure is not None:
+        msg.failure.CopyFrom(failure_to_pb(failure))
+    return msg
+
+
+def job_from_pb(msg: pb.Job) -> Job:
+    """The job a message describes. Placement notes are derived, not stored: read them from
+    ``msg.placement_notes``. Lease fields are not on the wire and stay unset."""
+    job = Job(
+        id=msg.id,
+        run_id=msg.run_id,
+        model_name=msg.model_name,
+        model_sha256=msg.model_sha256,
+        model_format=msg.model_format,
+        device_profile=msg.device_profile,
+        state=job_state_from_pb(msg.state).value,
+        attempt=msg.attempt,
+        max_attempts=msg.max_attempts,
+        agent_id=msg.agent_id or None,
+        created_at=msg.created_at,
+        started_at=msg.started_at or None,
+        finished_at=msg.finished_at or None,
+        settings=settings_from_pb(msg.settings),
+        required_tags=list(msg.required_tags),
+        progress=progress_from_pb(msg.progress) if msg.HasField("progress") else None,
+        result=result_from_pb(msg.result) if msg.HasField("result") else None,
+    )
+    if msg.HasField("failure"):
+        job.set_failure(failure_from_pb(msg.failure))
+    return job
+
+
+def run_to_pb(run: Run, jobs: Iterable[Job], notes: Optional[Dict[str, List[str]]] = None) -> pb.Run:
+    notes = notes or {}
+    return pb.Run(
+        id=run.id,
+        created_at=run.created_at,
+        jobs=[job_to_pb(job, notes.get(job.id, ())) for job in jobs],
+    )
+
+
+def run_from_pb(msg: pb.Run) -> Tuple[Run, List[Job]]:
+    return Run(id=msg.id, created_at=msg.created_at), [job_from_pb(j) for j in msg.jobs]
+
+
+def lease_to_pb(job: Job) -> pb.Lease:
+    return pb.Lease(lease_id=job.lease_id or "", job=job_to_pb(job), expires_at=job.lease_expires_at or 0.0)
+
+
+# ---------------------------------------------------------------- devices
+
+def device_to_pb(device: DeviceStatus) -> pb.Device:
+    agent = device.agent
+    return pb.Device(
+        agent_id=agent.id,
+        device_profile=agent.profile,
+        tags=list(agent.tags),
+        state=device.state,
+        last_seen=agent.last_seen,
+        hostname=agent.hostname,
+        agent_version=agent.version,
+        capabilities=capabilities_to_pb(agent.capabilities),
+        current_job_id=device.current_job_id,
+    )
+
+
+def device_from_pb(msg: pb.Device) -> DeviceStatus:
+    """Registration time is not on the wire; it is taken to be the last contact."""
+    agent = Agent(
+        id=msg.agent_id,
+        profile=msg.device_profile,
+        tags=list(msg.tags),
+        capabilities=capabilities_from_pb(msg.capabilities),
+        hostname=msg.hostname,
+        version=msg.agent_version,
+        registered_at=msg.last_seen,
+        last_seen=msg.last_seen,
+        busy=msg.state == "busy",
+        draining=msg.state == "draining",
+    )
+    return DeviceStatus(agent=agent, state=msg.state, current_job_id=msg.current_job_id)
+
+
+# ---------------------------------------------------------------- artifacts
+
+def artifact_from_header(header: pb.ArtifactHeader, *, created_at: float) -> Artifact:
+    return Artifact(
+        sha256=header.sha256.lower(),
+        size_bytes=header.size_bytes,
+        format=header.format.lower(),
+        filename=header.filename,
+        created_at=created_at,
+    )
+
+
+def artifact_to_header(artifact: Artifact) -> pb.ArtifactHeader:
+    return pb.ArtifactHeader(
+        sha256=artifact.sha256, size_bytes=artifact.size_bytes, filename=artifact.filename, format=artifact.format
+    )
+
+
+def artifact_ref_to_pb(artifact: Artifact, *, already_stored: bool = False, bytes_received: int = 0) -> pb.ArtifactRef:
+    return pb.ArtifactRef(
+        sha256=artifact.sha256,
+        size_bytes=artifact.size_bytes,
+        format=artifact.format,
+        filename=artifact.filename,
+        already_stored=already_stored,
+        bytes_received=bytes_received,
+    )
+
+
+def artifact_ref_from_pb(msg: pb.ArtifactRef) -> Tuple[Artifact, bool, int]:
+    """(artifact, already_stored, bytes_received); the stored time is not on the wire (0)."""
+    artifact = Artifact(
+        sha256=msg.sha256, size_bytes=msg.size_bytes, format=msg.format, filename=msg.filename, created_at=0.0
+    )
+    return artifact, msg.already_stored, msg.bytes_received
