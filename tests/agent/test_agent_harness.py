@@ -1,0 +1,244 @@
+"""The harness with real child processes: results, limits and every failure category."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hilfarm.agent.harness import BenchmarkJob, RunDefaults, resolve_settings, run_benchmark
+from hilfarm.agent.results import FailureCategory, JobSettings
+
+# Short runs: these tests check behaviour, not the numbers.
+QUICK = dict(warmup_runs=1, warmup_seconds=0.01, min_runs=30, min_seconds=0.05)
+
+
+def run(model, fmt="onnx", **settings):
+    kw = dict(QUICK)
+    kw.update(settings)
+    plugins = kw.pop("plugins", [])
+    inputs_path = kw.pop("inputs_path", None)
+    pin = kw.pop("pin_cores", [])
+    job = BenchmarkJob(str(model), fmt, JobSettings(**kw), inputs_path=inputs_path, pin_cores=pin, plugins=plugins)
+    return run_benchmark(job)
+
+
+def failure_of(outcome):
+    assert outcome.result is None, "expected a failure, got a result"
+    assert outcome.failure is not None
+    return outcome.failure
+
+
+def test_onnx_mlp_result_is_complete(models):
+    seen = []
+    job = BenchmarkJob(str(models["mlp"]), "onnx", JobSettings(threads=1, seed=7, **QUICK))
+    outcome = run_benchmark(job, on_progress=seen.append)
+    assert outcome.failure is None, outcome.failure
+    r = outcome.result
+    lat = r.latency
+    assert len(lat.samples_ns) >= 30
+    assert lat.load_seconds > 0 and lat.first_inference_seconds > 0
+    assert lat.warmup_runs >= 1 and lat.warmup_seconds >= 0.01
+    assert lat.min_seconds <= lat.p50_seconds <= lat.p90_seconds <= lat.p99_seconds <= lat.max_seconds
+    assert lat.total_seconds == pytest.approx(sum(lat.samples_ns) / 1e9)
+    assert lat.throughput_per_second == pytest.approx(len(lat.samples_ns) / lat.total_seconds)
+    assert lat.drift_ratio is not None and lat.drift_ratio > 0
+    mem = r.memory
+    assert mem.baseline_peak_bytes > 10 << 20  # the interpreter and onnxruntime are loaded
+    assert mem.peak_bytes >= mem.baseline_peak_bytes
+    assert mem.model_delta_bytes == mem.peak_bytes - mem.baseline_peak_bytes
+    assert mem.model_file_bytes == os.path.getsize(models["mlp"])
+    assert "VmHWM" in mem.source
+    env = r.environment
+    assert env.runtime == "onnxruntime" and env.runtime_version
+    assert env.execution_provider == "CPUExecutionProvider"
+    assert env.threads == 1
+    assert "graph_optimization=all" in env.runtime_settings and "enable_cpu_mem_arena" in env.runtime_settings
+    assert env.input_shapes == {"x": [1, 16]}
+    assert env.input_source == "random(seed=7)"
+    assert env.machine and env.kernel and env.python_version
+    assert env.simulated is False
+    governor_path = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+    if os.path.exists(governor_path):
+        assert env.governor
+    else:
+        assert any(u.field == "environment.governor" and governor_path in u.reason for u in r.unavailable)
+    phases = [p.phase for p in seen]
+    assert phases[0] == "loading" and "warmup" in phases and phases[-1] == "measuring"
+    assert seen[-1].runs_done == len(lat.samples_ns)
+
+
+def test_timed_runs_meet_both_minimums_and_respect_caps(models):
+    r = run(models["identity"], min_runs=5, min_seconds=0.2).result
+    assert sum(r.latency.samples_ns) / 1e9 <= 0.2 + 0.05  # wall time of the phase, not only samples
+    assert len(r.latency.samples_ns) > 5  # min_seconds kept it going
+    r = run(models["identity"], min_runs=25, min_seconds=0.0001).result
+    assert len(r.latency.samples_ns) >= 25
+    r = run(models["identity"], min_runs=1000, min_seconds=5, max_runs=40).result
+    assert len(r.latency.samples_ns) == 40
+    r = run(models["identity"], min_runs=10 ** 7, min_seconds=100, max_seconds=0.2).result
+    assert len(r.latency.samples_ns) < 10 ** 7
+
+
+def test_drift_needs_twenty_samples(models):
+    r = run(models["identity"], min_runs=10, min_seconds=0.0001, max_runs=10).result
+    assert r.latency.drift_ratio is None
+    assert any(u.field == "latency.drift_ratio" and "20" in u.reason for u in r.unavailable)
+
+
+def test_null_runtime_measures_tiny_harness_overhead():
+    r = run("", fmt="none", runtime="null", min_runs=20000, min_seconds=0.1).result
+    assert r.latency.p50_seconds < 5e-6, r.latency.p50_seconds
+    assert r.memory.model_file_bytes is None
+
+
+def test_dynamic_dim_defaults_to_one_with_a_warning(models):
+    r = run(models["dynamic"]).result
+    assert r.environment.input_shapes == {"x": [1, 16]}
+    assert any("dim 0" in w and "dynamic; used 1" in w and "--input-shape" in w for w in r.warnings)
+
+
+def test_dynamic_dim_set_by_the_job(models):
+    r = run(models["dynamic"], input_shapes={"x": [8, 16]}).result
+    assert r.environment.input_shapes == {"x": [8, 16]}
+    assert not r.warnings
+
+
+def test_npz_inputs_are_used(models, tmp_path):
+    path = tmp_path / "in.npz"
+    np.savez(path, x=np.ones((3, 16), dtype=np.float32))
+    r = run(models["dynamic"], inputs_path=str(path), inputs_sha256="ab" * 32).result
+    assert r.environment.input_shapes == {"x": [3, 16]}
+    assert r.environment.input_source == "npz:" + "ab" * 32
+
+
+@pytest.mark.parametrize("name", ["garbage", "truncated"])
+def test_not_a_model_is_artifact_invalid(models, name):
+    f = failure_of(run(models[name]))
+    assert f.category is FailureCategory.ARTIFACT_INVALID
+    assert "not a readable ONNX model" in f.message
+    assert "Protobuf parsing failed" in f.detail
+
+
+def test_unknown_custom_op_is_unsupported_and_named(models):
+    from hilfarm.sample_models import UNSUPPORTED_ONNX_DOMAIN, UNSUPPORTED_ONNX_OP
+
+    f = failure_of(run(models["unsupported"]))
+    assert f.category is FailureCategory.UNSUPPORTED_OP
+    assert UNSUPPORTED_ONNX_OP in f.message and UNSUPPORTED_ONNX_DOMAIN in f.message
+
+
+def test_missing_kernel_is_unsupported_and_named(models):
+    f = failure_of(run(models["no_kernel"]))
+    assert f.category is FailureCategory.UNSUPPORTED_OP
+    assert "Relu" in f.message and "opset 14" in f.message
+
+
+def test_model_beyond_memory_limit_is_out_of_memory(models):
+    f = failure_of(run(models["oom"], memory_limit_bytes=512 << 20))
+    assert f.category is FailureCategory.OUT_OF_MEMORY
+    assert "512.0 MiB" in f.message and "memory_limit_bytes=536870912" in f.message
+
+
+def test_hanging_model_times_out(models):
+    t0 = time.monotonic()
+    f = failure_of(run(models["hang"], timeout_seconds=1.5))
+    assert time.monotonic() - t0 < 10
+    assert f.category is FailureCategory.TIMEOUT
+    assert "1.5 s" in f.message
+
+
+def test_segfaulting_runtime_is_a_crash_naming_the_signal(plugins):
+    f = failure_of(run("", fmt="none", runtime="test-segfault", plugins=plugins))
+    assert f.category is FailureCategory.RUNTIME_CRASH
+    assert f.signal == signal.SIGSEGV
+    assert "SIGSEGV" in f.message
+
+
+def test_runtime_exiting_without_result_is_a_crash(plugins):
+    f = failure_of(run("", fmt="none", runtime="test-exit", plugins=plugins))
+    assert f.category is FailureCategory.RUNTIME_CRASH
+    assert "status 3" in f.message
+
+
+def test_hanging_runtime_times_out(plugins):
+    f = failure_of(run("", fmt="none", runtime="test-hang", plugins=plugins, timeout_seconds=1))
+    assert f.category is FailureCategory.TIMEOUT
+
+
+def test_unknown_runtime_is_configuration():
+    f = failure_of(run("", fmt="none", runtime="no-such-runtime"))
+    assert f.category is FailureCategory.CONFIGURATION
+    assert "no-such-runtime" in f.message and "onnxruntime" in f.message
+
+
+def test_unknown_execution_provider_is_configuration(models):
+    f = failure_of(run(models["mlp"], execution_provider="NoSuchExecutionProvider"))
+    assert f.category is FailureCategory.CONFIGURATION
+    assert "NoSuchExecutionProvider" in f.message and "CPUExecutionProvider" in f.message
+
+
+@pytest.mark.parametrize(
+    "shapes, words",
+    [
+        ({"nope": [1, 16]}, ["'nope'", "'x'"]),
+        ({"x": [1, 16, 1]}, ["rank 2", "rank 3"]),
+    ],
+)
+def test_input_spec_not_matching_model(models, shapes, words):
+    f = failure_of(run(models["dynamic"], input_shapes=shapes))
+    assert f.category is FailureCategory.INPUT_MISMATCH
+    for w in words:
+        assert w in f.message
+
+
+def test_fixed_dim_mismatch(models):
+    f = failure_of(run(models["mlp"], input_shapes={"x": [1, 17]}))
+    assert f.category is FailureCategory.INPUT_MISMATCH and "fixed at 16" in f.message
+
+
+@pytest.mark.parametrize(
+    "arrays, words",
+    [
+        ({"other": np.ones((1, 16), np.float32)}, ["no array for model input 'x'", "'other'"]),
+        ({"x": np.ones((1, 16), np.float64)}, ["float64", "float32"]),
+        ({"x": np.ones((1, 15), np.float32)}, ["fixed at 16"]),
+    ],
+)
+def test_npz_not_matching_model(models, tmp_path, arrays, words):
+    path = tmp_path / "in.npz"
+    np.savez(path, **arrays)
+    f = failure_of(run(models["mlp"], inputs_path=str(path)))
+    assert f.category is FailureCategory.INPUT_MISMATCH
+    for w in words:
+        assert w in f.message
+
+
+def test_cancel_kills_the_child(plugins):
+    cancel = threading.Event()
+    job = BenchmarkJob("", "none", JobSettings(runtime="test-slow", min_runs=10 ** 6, min_seconds=60),
+                       plugins=plugins)
+    timer = threading.Timer(0.8, cancel.set)
+    timer.start()
+    t0 = time.monotonic()
+    outcome = run_benchmark(job, cancel=cancel)
+    assert outcome.cancelled and outcome.result is None and outcome.failure is None
+    assert time.monotonic() - t0 < 5
+
+
+def test_pin_cores_sets_the_child_affinity(models, plugins):
+    r = run("", fmt="none", runtime="test-affinity", plugins=plugins, pin_cores=[0]).result
+    assert r.environment.runtime_settings == "cpus=0"
+    f = failure_of(run(models["identity"], pin_cores=[4096]))
+    assert f.category is FailureCategory.CONFIGURATION and "4096" in f.message
+
+
+def test_defaults_fill_zero_settings():
+    r = resolve_settings(JobSettings(min_runs=7), RunDefaults(min_seconds=2.5, timeout_seconds=9))
+    assert r["min_runs"] == 7 and r["min_seconds"] == 2.5 and r["timeout_seconds"] == 9
+    assert r["warmup_runs"] == 1 and r["warmup_seconds"] == 0.5 and r["max_runs"] == 100000
+    assert r["max_seconds"] == 150
