@@ -398,8 +398,9 @@ class Controller:
         self._server = server
         self.port = port
         self._stopped.clear()
-        log.info("controller listening on %s (port %d), database %s, artifacts in %s",
-                 bind, port, self.store, self.artifacts.root)
+        host = bind.rsplit(":", 1)[0] if ":" in bind else bind
+        log.info("controller listening on %s:%d, database %s, artifacts in %s",
+                 host, port, self.store, self.artifacts.root)
         return port
 
     @property

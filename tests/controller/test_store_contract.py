@@ -1,0 +1,276 @@
+"""The store's contract, run against every backend (a SQLite file and a real PostgreSQL server)."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import List
+
+import pytest
+
+from hilfarm.controller import wire
+from hilfarm.controller.errors import FailedPrecondition, NotFound
+from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run
+from hilfarm.controller.store import Store
+from hilfarm.v1 import farm_pb2 as pb
+
+from .test_wire import populate
+
+SHA = "a" * 64
+T0 = 1_700_000_000.0
+
+
+def everything_fits(agent, job) -> bool:
+    return True
+
+
+def add_artifact(store: Store, sha: str = SHA) -> None:
+    store.add_artifact(Artifact(sha256=sha, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
+
+
+def add_run(store: Store, profiles=("rpi5",), *, created_at: float = T0, max_attempts: int = 3,
+            tags=(), settings=None) -> List[Job]:
+    run = Run(id=uuid.uuid4().hex, created_at=created_at)
+    jobs = [
+        Job(id=uuid.uuid4().hex, run_id=run.id, model_sha256=SHA, model_name="net.onnx", model_format="onnx",
+            device_profile=p, settings=settings or {"min_runs": 10}, required_tags=list(tags),
+            max_attempts=max_attempts, created_at=created_at + i * 1e-6)
+        for i, p in enumerate(profiles)
+    ]
+    store.add_run(run, jobs)
+    return jobs
+
+
+def register(store: Store, agent_id: str, profile: str = "rpi5", now: float = T0):
+    return store.register_agent(agent_id, profile=profile, tags=["lab"], capabilities={"cpu_cores": 4},
+                                hostname="h", version="0.1", now=now)
+
+
+@pytest.fixture
+def stored(store: Store) -> Store:
+    add_artifact(store)
+    return store
+
+
+def test_create_schema_is_idempotent_and_keeps_rows(stored: Store, db_url: str):
+    jobs = add_run(stored)
+    stored.create_schema()
+    other = Store(db_url)
+    other.create_schema()
+    try:
+        assert other.get_job(jobs[0].id).settings == {"min_runs": 10}
+        assert other.get_artifact(SHA).size_bytes == 5 << 30  # beyond 32 bits
+    finally:
+        other.close()
+
+
+def test_a_digest_is_recorded_once_and_the_first_record_kept(stored: Store):
+    again = Artifact(sha256=SHA, size_bytes=1, format="tflite", filename="other", created_at=T0 + 5)
+    assert stored.add_artifact(again) is False
+    assert stored.get_artifact(SHA).filename == "net.onnx"
+    assert stored.get_artifact("b" * 64) is None
+
+
+def test_runs_and_jobs_read_back_as_stored(stored: Store):
+    jobs = add_run(stored, ("rpi5", "jetson", "x86"), tags=("usb",))
+    run, read = stored.get_run(jobs[0].run_id)
+    assert [j.device_profile for j in read] == ["rpi5", "jetson", "x86"]
+    assert read[0].required_tags == ["usb"] and read[0].job_state is JobState.QUEUED and read[0].attempt == 0
+    with pytest.raises(NotFound, match="run 'nope'"):
+        stored.get_run("nope")
+    with pytest.raises(NotFound, match="job 'nope'"):
+        stored.get_job("nope")
+
+
+def test_list_jobs_newest_first_filtered_and_limited(stored: Store):
+    old = add_run(stored, ("a", "b"), created_at=T0)
+    new = add_run(stored, ("c",), created_at=T0 + 10)
+    assert [j.id for j in stored.list_jobs()] == [new[0].id, old[1].id, old[0].id]
+    assert [j.id for j in stored.list_jobs(run_id=old[0].run_id)] == [old[1].id, old[0].id]
+    assert [j.id for j in stored.list_jobs(limit=1)] == [new[0].id]
+    stored.cancel_job(old[0].id, now=T0 + 20)
+    assert [j.id for j in stored.list_jobs(states=[JobState.CANCELLED])] == [old[0].id]
+    assert len(stored.list_jobs(states=[JobState.QUEUED, JobState.CANCELLED])) == 3
+
+
+def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Store):
+    register(stored, "pi-1")
+    other_profile = add_run(stored, ("jetson",), created_at=T0)
+    older = add_run(stored, ("rpi5",), created_at=T0 + 1, tags=("camera",))
+    newer = add_run(stored, ("rpi5",), created_at=T0 + 2)
+    fits = lambda agent, job: "camera" not in job.required_tags  # noqa: E731
+    job = stored.lease_next("pi-1", fits, now=T0 + 3, lease_seconds=30)
+    assert job.id == newer[0].id and job.job_state is JobState.LEASED
+    assert (job.agent_id, job.attempt, job.lease_expires_at) == ("pi-1", 1, T0 + 33)
+    assert job.lease_id and stored.get_agent("pi-1").busy
+    assert stored.get_job(other_profile[0].id).job_state is JobState.QUEUED
+    assert stored.get_job(older[0].id).job_state is JobState.QUEUED
+    assert stored.active_jobs_by_agent() == {"pi-1": newer[0].id}
+
+
+def test_lease_for_an_unregistered_agent_is_refused(stored: Store):
+    with pytest.raises(FailedPrecondition, match="must call Register"):
+        stored.lease_next("ghost", everything_fits, now=T0, lease_seconds=30)
+
+
+def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
+    for i in range(24):
+        add_run(stored, ("rpi5",), created_at=T0 + i)
+    agents = [f"pi-{i}" for i in range(4)]
+    for a in agents:
+        register(stored, a)
+    leased: List[str] = []
+    lock = threading.Lock()
+    errors: List[BaseException] = []
+
+    def work(agent_id: str) -> None:
+        try:
+            while True:
+                job = stored.lease_next(agent_id, everything_fits, now=time.time(), lease_seconds=30)
+                if job is None:
+                    return
+                with lock:
+                    leased.append(job.id)
+                ok, _ = stored.record_result(agent_id, job.lease_id, job.id, job.attempt,
+                                             result={"warnings": ["x"]}, failure=None, now=time.time())
+                assert ok
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(a,)) for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(leased) == 24 and len(set(leased)) == 24
+
+
+def test_heartbeat_renews_the_agents_leases(stored: Store):
+    register(stored, "pi-1")
+    add_run(stored)
+    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    assert stored.heartbeat("pi-1", busy=True, now=T0 + 20, lease_seconds=30)
+    assert stored.get_job(job.id).lease_expires_at == T0 + 50
+    assert stored.expire_leases(now=T0 + 40) == []
+    assert stored.heartbeat("ghost", busy=False, now=T0, lease_seconds=30) is False
+
+
+def test_expired_leases_requeue_until_attempts_run_out(stored: Store):
+    register(stored, "pi-1")
+    (job,) = add_run(stored, max_attempts=2)
+    now = T0
+    for attempt in (1, 2):
+        leased = stored.lease_next("pi-1", everything_fits, now=now, lease_seconds=30)
+        assert leased.attempt == attempt
+        assert stored.expire_leases(now=now + 29) == []
+        (changed,) = stored.expire_leases(now=now + 31)
+        assert changed[0].id == job.id
+        now += 100
+    final = stored.get_job(job.id)
+    assert final.job_state is JobState.FAILED and final.finished_at == T0 + 131
+    assert final.failure.category is FailureCategory.INFRASTRUCTURE
+    assert "agent pi-1 stopped responding during attempt 2 of 2" in final.failure.message
+    assert not stored.get_agent("pi-1").busy
+
+
+def test_a_requeued_job_has_no_lease_and_a_late_report_is_refused(stored: Store):
+    register(stored, "pi-1")
+    (job,) = add_run(stored)
+    leased = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=1)
+    stored.expire_leases(now=T0 + 2)
+    queued = stored.get_job(job.id)
+    assert queued.job_state is JobState.QUEUED and queued.lease_id is None and queued.agent_id is None
+    cancel, why = stored.record_progress("pi-1", leased.lease_id, {"runs_done": 1}, now=T0 + 3, lease_seconds=1)
+    assert cancel and "not held" in why
+    ok, message = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 3)
+    assert not ok and "stale" in message
+    assert stored.get_job(job.id).job_state is JobState.QUEUED
+
+
+def test_re_registering_gives_up_the_agents_leases(stored: Store):
+    register(stored, "pi-1")
+    (job,) = add_run(stored)
+    stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    stored.set_draining("pi-1", True)
+    agent, lost = register(stored, "pi-1", now=T0 + 1)
+    assert [(j.id, state) for j, state in lost] == [(job.id, JobState.QUEUED)]
+    assert agent.draining, "a restart does not undo an operator's drain"
+    assert stored.get_job(job.id).attempt == 1
+
+
+def test_progress_marks_running_and_renews_the_lease(stored: Store):
+    register(stored, "pi-1")
+    add_run(stored)
+    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    progress = wire.progress_from_pb(populate(pb.Progress()))
+    assert stored.record_progress("pi-1", job.lease_id, progress, now=T0 + 10, lease_seconds=30) == (False, "")
+    read = stored.get_job(job.id)
+    assert read.job_state is JobState.RUNNING and read.lease_expires_at == T0 + 40
+    assert wire.progress_to_pb(read.progress) == wire.progress_to_pb(progress)
+    cancel, why = stored.record_progress("pi-2", job.lease_id, progress, now=T0, lease_seconds=30)
+    assert cancel, "another agent cannot report under this lease"
+
+
+def test_result_is_stored_whole_and_idempotent_by_attempt(stored: Store):
+    register(stored, "pi-1")
+    add_run(stored)
+    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    result = wire.result_from_pb(populate(pb.BenchmarkResult()))
+    ok, _ = stored.record_result("pi-1", job.lease_id, job.id, 1, result=result, failure=None, now=T0 + 5)
+    assert ok
+    read = stored.get_job(job.id)
+    assert read.job_state is JobState.SUCCEEDED and read.finished_at == T0 + 5
+    assert wire.result_to_pb(read.result) == wire.result_to_pb(result)
+    assert not stored.get_agent("pi-1").busy
+    # The same report again (the agent never saw the answer): accepted, nothing changes.
+    failure = Failure(FailureCategory.RUNTIME_CRASH, "crashed")
+    ok, message = stored.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 9)
+    assert ok and "already stored" in message
+    again = stored.get_job(job.id)
+    assert again.job_state is JobState.SUCCEEDED and again.finished_at == T0 + 5 and again.failure is None
+    ok, message = stored.record_result("pi-1", job.lease_id, job.id, 2, result=result, failure=None, now=T0 + 9)
+    assert not ok and "attempt 2" in message
+
+
+def test_failure_is_stored_with_its_category_signal_and_detail(stored: Store):
+    register(stored, "pi-1")
+    add_run(stored)
+    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    failure = Failure(FailureCategory.RUNTIME_CRASH, "the runtime died on SIGSEGV", signal=11, detail="tail\n" * 500)
+    assert stored.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 1)[0]
+    read = stored.get_job(job.id)
+    assert read.job_state is JobState.FAILED and read.failure == failure and read.result is None
+
+
+def test_cancel(stored: Store):
+    register(stored, "pi-1")
+    queued, running = add_run(stored, ("x86", "rpi5"))
+    assert stored.cancel_job(queued.id, now=T0 + 1).job_state is JobState.CANCELLED
+    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    assert job.id == running.id
+    stored.cancel_job(running.id, now=T0 + 2)
+    assert stored.record_progress("pi-1", job.lease_id, {}, now=T0 + 3, lease_seconds=30) == (
+        True, f"job {running.id} was cancelled")
+    ok, message = stored.record_result("pi-1", job.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)
+    assert not ok and "cancelled" in message
+    assert stored.get_job(running.id).result is None
+    with pytest.raises(FailedPrecondition, match="already cancelled"):
+        stored.cancel_job(running.id, now=T0 + 5)
+    with pytest.raises(NotFound):
+        stored.cancel_job("nope", now=T0)
+
+
+def test_agents_register_update_and_drain(stored: Store):
+    register(stored, "pi-1")
+    capabilities = populate(pb.Capabilities())
+    stored.register_agent("pi-1", profile="rpi4", tags=["a", "b"],
+                                     capabilities=wire.capabilities_from_pb(capabilities),
+                                     hostname="pi", version="0.2", now=T0 + 5)
+    read = stored.get_agent("pi-1")
+    assert (read.profile, read.tags, read.version, read.last_seen) == ("rpi4", ["a", "b"], "0.2", T0 + 5)
+    assert wire.capabilities_to_pb(read.capabilities) == capabilities
+    assert stored.set_draining("pi-1", True).draining
+    assert [a.id for a in stored.list_agents()] == ["pi-1"]
+    with pytest.raises(NotFound, match="never registered"):
+        stored.set_draining("ghost", True)

@@ -1,0 +1,181 @@
+"""Every wire conversion round-trips a fully populated message: each field of the proto (found
+by walking its descriptor, so a field added to the contract is covered without editing here)."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+
+from hilfarm.controller import wire
+from hilfarm.controller.models import Failure, FailureCategory, JobState
+from hilfarm.v1 import farm_pb2 as pb
+
+_counter = itertools.count(1)
+
+
+def _repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
+
+
+def _scalar(field):
+    n = next(_counter)
+    if field.enum_type is not None:
+        return field.enum_type.values[-1].number
+    cpp = field.cpp_type
+    if cpp == field.CPPTYPE_STRING:
+        return f"{field.name}-{n}"
+    if cpp == field.CPPTYPE_BOOL:
+        return True
+    if cpp in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT):
+        return n + 0.25
+    if cpp in (field.CPPTYPE_INT64, field.CPPTYPE_UINT64):
+        return (1 << 60) + n  # beyond 2**53: JSON documents must keep int64 exact
+    return n
+
+
+def populate(msg):
+    """Set every field of ``msg`` (recursively) to a non-default value."""
+    for field in msg.DESCRIPTOR.fields:
+        if field.containing_oneof is not None and msg.WhichOneof(field.containing_oneof.name):
+            continue
+        target = getattr(msg, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            for key in ("a", "b"):
+                if value_field.message_type is not None:
+                    populate(target[key])
+                else:
+                    target[key] = _scalar(value_field)
+        elif _repeated(field):
+            for _ in range(2):
+                if field.message_type is not None:
+                    populate(target.add())
+                else:
+                    target.append(_scalar(field))
+        elif field.message_type is not None:
+            populate(target)
+        else:
+            setattr(msg, field.name, _scalar(field))
+    return msg
+
+
+def _through_json(doc):
+    # What the database stores: strict JSON (no NaN literals), read back.
+    return json.loads(json.dumps(doc, allow_nan=False))
+
+
+@pytest.mark.parametrize("message_type, to_pb, from_pb", [
+    (pb.JobSettings, wire.settings_to_pb, wire.settings_from_pb),
+    (pb.Progress, wire.progress_to_pb, wire.progress_from_pb),
+    (pb.BenchmarkResult, wire.result_to_pb, wire.result_from_pb),
+    (pb.Capabilities, wire.capabilities_to_pb, wire.capabilities_from_pb),
+])
+def test_documents_round_trip_every_field(message_type, to_pb, from_pb):
+    original = populate(message_type())
+    doc = _through_json(from_pb(original))
+    assert to_pb(doc) == original
+    # Every field appears in the document under its proto name.
+    assert set(doc) == {f.name for f in message_type.DESCRIPTOR.fields}
+
+
+def test_result_document_mirrors_the_proto_names_and_keeps_raw_samples():
+    samples = [1, 999_999_999_999, (1 << 62) + 7]
+    doc = wire.result_from_pb(pb.BenchmarkResult(
+        latency=pb.LatencyResult(samples_ns=samples, p99_seconds=0.5),
+        unavailable=[pb.Unavailable(field="memory.peak_bytes", reason="no /proc")],
+        warnings=["simulated sensor"],
+    ))
+    assert doc == {
+        "latency": {"samples_ns": samples, "p99_seconds": 0.5},
+        "unavailable": [{"field": "memory.peak_bytes", "reason": "no /proc"}],
+        "warnings": ["simulated sensor"],
+    }
+    assert all(type(s) is int for s in _through_json(doc)["latency"]["samples_ns"])
+
+
+def test_non_finite_doubles_survive_strict_json():
+    original = pb.BenchmarkResult(latency=pb.LatencyResult(cv=math.nan, drift_ratio=math.inf, min_seconds=-math.inf))
+    doc = _through_json(wire.result_from_pb(original))
+    assert doc["latency"] == {"cv": "NaN", "drift_ratio": "Infinity", "min_seconds": "-Infinity"}
+    back = wire.result_to_pb(doc).latency
+    assert math.isnan(back.cv) and back.drift_ratio == math.inf and back.min_seconds == -math.inf
+
+
+def test_a_document_with_an_unknown_field_is_refused_not_dropped():
+    with pytest.raises(ValueError, match="no field 'latency_ms'"):
+        wire.result_to_pb({"latency_ms": 3})
+
+
+def test_job_round_trips_with_placement_notes():
+    original = populate(pb.Job())
+    job = wire.job_from_pb(original)
+    assert wire.job_to_pb(job, list(original.placement_notes)) == original
+
+
+def test_a_job_without_progress_result_or_failure_leaves_them_unset():
+    job = wire.job_from_pb(pb.Job(id="j", run_id="r", state=pb.JOB_STATE_QUEUED, created_at=1.5))
+    assert job.progress is None and job.result is None and job.failure is None
+    msg = wire.job_to_pb(job)
+    assert not msg.HasField("progress") and not msg.HasField("result") and not msg.HasField("failure")
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_every_job_state_round_trips(state):
+    assert wire.job_state_from_pb(wire.job_state_to_pb(state)) is state
+
+
+def test_unspecified_job_state_is_refused():
+    with pytest.raises(ValueError):
+        wire.job_state_from_pb(pb.JOB_STATE_UNSPECIFIED)
+
+
+@pytest.mark.parametrize("category", list(FailureCategory))
+def test_every_failure_category_round_trips(category):
+    failure = Failure(category=category, message="m", signal=11, detail="tail")
+    assert wire.failure_from_pb(wire.failure_to_pb(failure)) == failure
+
+
+def test_a_failure_category_from_a_newer_agent_reads_as_unspecified():
+    assert wire.failure_from_pb(pb.Failure(category=99, message="x")).category is FailureCategory.UNSPECIFIED
+
+
+def test_every_failure_category_of_the_contract_is_known():
+    known = {wire.failure_to_pb(wire.failure_from_pb(pb.Failure(category=v.number))).category
+             for v in pb.FailureCategory.DESCRIPTOR.values}
+    assert known == {v.number for v in pb.FailureCategory.DESCRIPTOR.values}
+
+
+def test_run_round_trips():
+    original = populate(pb.Run())
+    run, jobs = wire.run_from_pb(original)
+    notes = {j.id: list(m.placement_notes) for j, m in zip(jobs, original.jobs)}
+    assert wire.run_to_pb(run, jobs, notes) == original
+
+
+@pytest.mark.parametrize("state", ["idle", "busy", "offline", "draining"])
+def test_device_round_trips(state):
+    original = populate(pb.Device())
+    original.state = state
+    device = wire.device_from_pb(original)
+    assert device.agent.busy == (state == "busy") and device.agent.draining == (state == "draining")
+    assert wire.device_to_pb(device) == original
+
+
+def test_lease_carries_the_job_and_its_expiry():
+    job = wire.job_from_pb(populate(pb.Job()))
+    job.lease_id, job.lease_expires_at = "lease-1", 1234.5
+    lease = wire.lease_to_pb(job)
+    assert (lease.lease_id, lease.expires_at) == ("lease-1", 1234.5)
+    assert wire.job_from_pb(lease.job) == wire.job_from_pb(wire.job_to_pb(job))
+
+
+def test_artifact_header_and_ref_round_trip():
+    header = pb.ArtifactHeader(sha256="ab" * 32, size_bytes=(1 << 40) + 1, filename="Net.onnx", format="onnx")
+    artifact = wire.artifact_from_header(header, created_at=5.0)
+    assert wire.artifact_to_header(artifact) == header
+    ref = populate(pb.ArtifactRef())
+    artifact, already, received = wire.artifact_ref_from_pb(ref)
+    assert wire.artifact_ref_to_pb(artifact, already_stored=already, bytes_received=received) == ref
