@@ -1,0 +1,162 @@
+"""Which agent may take which job, and why not: matching rules, placement notes, long-poll leases."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hilfarm.controller.models import Agent, Job
+from hilfarm.controller.scheduler import accepts
+from hilfarm.v1 import farm_pb2 as pb
+
+from .conftest import onnx_capabilities
+
+NOW = 1_700_000_000.0
+
+
+def agent(**kw) -> Agent:
+    base = dict(id="pi-1", profile="rpi5", tags=["lab", "usb"], registered_at=NOW, last_seen=NOW,
+                capabilities={"runtimes": [{"name": "onnxruntime", "version": "1.22.0",
+                                            "execution_providers": ["CPUExecutionProvider"]}]})
+    base.update(kw)
+    return Agent(**base)
+
+
+def job(**kw) -> Job:
+    base = dict(id="j1", run_id="r1", model_sha256="a" * 64, model_format="onnx", device_profile="rpi5",
+                created_at=NOW)
+    base.update(kw)
+    return Job(**base)
+
+
+@pytest.mark.parametrize("a, j, reason", [
+    (agent(), job(), "can take the job"),
+    (agent(profile="generic-x86-linux"), job(), "profile is generic-x86-linux, job needs rpi5"),
+    (agent(last_seen=NOW - 16), job(), "offline since " + time.strftime("%H:%M:%S", time.localtime(NOW - 16))),
+    (agent(draining=True), job(), "draining (taken out of service by an operator)"),
+    (agent(busy=True), job(), "busy"),
+    (agent(), job(required_tags=["camera", "usb", "gpu"]), "lacks tags camera, gpu (has lab, usb)"),
+    (agent(), job(model_format="tflite"), "no tflite runtime (has onnxruntime 1.22.0)"),
+    (agent(capabilities={}), job(), "no onnxruntime runtime (has no runtime)"),
+    (agent(), job(settings={"runtime": "tflite"}), "no tflite runtime (has onnxruntime 1.22.0)"),
+    (agent(), job(settings={"execution_provider": "CUDAExecutionProvider"}),
+     "onnxruntime 1.22.0 lacks execution provider CUDAExecutionProvider (has CPUExecutionProvider)"),
+])
+def test_accepts_says_why(a, j, reason):
+    ok, why = accepts(a, j, now=NOW, heartbeat_interval=5)
+    assert why == reason
+    assert ok == (reason == "can take the job")
+
+
+def test_accepts_names_the_job_an_agent_is_busy_with():
+    assert accepts(agent(), job(), now=NOW, heartbeat_interval=5, current_job_id="j9") == (False, "busy with job j9")
+
+
+def test_an_agent_is_online_for_three_heartbeat_intervals():
+    assert accepts(agent(last_seen=NOW - 14.9), job(), now=NOW, heartbeat_interval=5)[0]
+
+
+def test_placement_notes_say_why_each_agent_cannot_take_a_queued_job(farm, model):
+    (queued,) = farm.submit([model], ["rpi5"]).jobs
+    assert list(queued.placement_notes) == ["no agent with profile rpi5 has registered"]
+
+    farm.agent("laptop-1", "generic-x86-linux").register()
+    tflite_only = pb.Capabilities(runtimes=[pb.RuntimeInfo(name="tflite", version="2.14.0")])
+    farm.agent("pi-1", "rpi5", capabilities=tflite_only).register()
+    busy = farm.agent("pi-2", "rpi5")
+    busy.register()
+    (other,) = farm.submit([model], ["rpi5"]).jobs
+    # pi-2 leases the oldest job; the other one stays queued.
+    assert busy.lease().job.id == queued.id
+    farm.controller.store.register_agent("pi-3", profile="rpi5", tags=[], capabilities={}, hostname="",
+                                         version="", now=time.time() - 3600)
+    offline_since = time.strftime("%H:%M:%S", time.localtime(farm.controller.store.get_agent("pi-3").last_seen))
+    notes = list(farm.job(other.id).placement_notes)
+    assert notes == [
+        "pi-1: no onnxruntime runtime (has tflite 2.14.0)",
+        f"pi-2: busy with job {queued.id}",
+        f"pi-3: offline since {offline_since}",
+        "laptop-1: profile is generic-x86-linux, job needs rpi5",
+    ]
+    assert list(farm.job(queued.id).placement_notes) == [], "only queued jobs carry placement notes"
+
+
+def test_a_job_goes_only_to_an_agent_that_fits(farm, model):
+    farm.submit([model], ["rpi5"], required_tags=["camera"])
+    plain = farm.agent("pi-1", "rpi5")
+    plain.register()
+    assert plain.lease(wait=0.2) is None
+    with_camera = farm.agent("pi-2", "rpi5", tags=["camera"])
+    with_camera.register()
+    farm.controller.store.set_draining("pi-2", True)
+    assert with_camera.lease() is None, "a draining agent gets no work"
+    farm.controller.store.set_draining("pi-2", False)
+    lease = with_camera.lease()
+    assert lease is not None and lease.job.agent_id == "pi-2" and lease.job.state == pb.JOB_STATE_LEASED
+
+
+def test_a_waiting_lease_wakes_as_soon_as_a_job_is_submitted(farm, model):
+    pi = farm.agent("pi-1", "rpi5")
+    pi.register()
+    got = {}
+
+    def wait_for_work() -> None:
+        got["lease"] = pi.lease(wait=20)
+        got["at"] = time.monotonic()
+
+    waiter = threading.Thread(target=wait_for_work)
+    waiter.start()
+    time.sleep(0.3)
+    submitted = time.monotonic()
+    (job,) = farm.submit([model], ["rpi5"]).jobs
+    waiter.join(10)
+    assert got["lease"].job.id == job.id
+    assert got["at"] - submitted < 0.5
+
+
+def test_an_empty_long_poll_returns_after_its_wait(farm):
+    pi = farm.agent("pi-1", "rpi5")
+    pi.register()
+    start = time.monotonic()
+    assert pi.lease(wait=0.4) is None
+    assert 0.35 < time.monotonic() - start < 2
+
+
+@pytest.mark.postgres
+def test_replicas_sharing_postgresql_see_each_others_jobs(make_farm, postgres_url):
+    submitter = make_farm(db_url=postgres_url)
+    leaser = make_farm(db_url=postgres_url)
+    # Artifacts live on each replica's disk here; the lease only needs the database row.
+    sha = submitter.upload(b"\x01" * 100)
+    pi = leaser.agent("pi-1", "rpi5")
+    pi.register()
+    got = {}
+    waiter = threading.Thread(target=lambda: got.update(lease=pi.lease(wait=10)))
+    waiter.start()
+    time.sleep(0.2)
+    (job,) = submitter.submit([sha], ["rpi5"]).jobs
+    waiter.join(10)
+    assert got["lease"].job.id == job.id
+    assert submitter.job(job.id).state == pb.JOB_STATE_LEASED
+    devices = submitter.farm.ListDevices(pb.ListDevicesRequest()).devices
+    assert [(d.agent_id, d.state, d.current_job_id) for d in devices] == [("pi-1", "busy", job.id)]
+
+
+def test_list_devices_reports_each_agents_state(make_farm, model_bytes=b"\x02" * 64):
+    farm = make_farm(heartbeat_interval=0.2)
+    sha = farm.upload(model_bytes)
+    for name in ("pi-idle", "pi-busy", "pi-drain", "pi-gone"):
+        farm.agent(name, "rpi5", capabilities=onnx_capabilities()).register()
+    farm.submit([sha], ["rpi5"])
+    farm.agent("pi-busy", "rpi5").lease()
+    farm.controller.store.set_draining("pi-drain", True)
+    time.sleep(0.7)  # past three heartbeat intervals for the silent agent
+    for name in ("pi-idle", "pi-busy", "pi-drain"):
+        assert farm.agent(name).heartbeat(busy=name == "pi-busy")
+    devices = {d.agent_id: d for d in farm.farm.ListDevices(pb.ListDevicesRequest()).devices}
+    assert {k: d.state for k, d in devices.items()} == {
+        "pi-idle": "idle", "pi-busy": "busy", "pi-drain": "draining", "pi-gone": "offline"}
+    assert devices["pi-busy"].current_job_id
+    assert devices["pi-idle"].capabilities == onnx_capabilities()
+    assert devices["pi-idle"].hostname == "pi-idle.local" and devices["pi-idle"].agent_version == "0.1.0"
