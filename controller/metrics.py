@@ -1,0 +1,636 @@
+"""Prometheus metrics of the controller: the farm's health, the latest benchmark figures and the
+devices' live telemetry, read from the database at scrape time; plus counters and histograms of
+what this process handled (gRPC calls, job durations, artifact transfers).
+
+Why most figures are read at scrape time: several controller replicas share one database, and
+a gauge kept in memory would disagree between them and restart at zero with the process. A
+custom collector (``FarmCollector``) yields fresh metric families from the store on every scrape,
+so every replica exports the same numbers and dashboards aggregate them with ``max``.
+
+Units are base units (seconds, bytes, watts, joules, celsius, hertz, ratios 0..1) and every
+name starts with ``hilfarm_``. Labels are bounded: device profiles, agents (one per physical
+device), models, runtimes, failure categories. No job ids and no run ids, ever.
+
+A figure the agent did not measure is not exported (no series), never exported as zero. The
+result documents drop proto3 zero values (see wire.py), so a figure absent from a section that
+*is* present, and not named in ``unavailable``, was measured as zero.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import grpc
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+from prometheus_client.process_collector import ProcessCollector
+from sqlmodel import Session, select
+
+from .models import ACTIVE_STATES, Agent, Job, JobState
+from .scheduler import device_state
+
+log = logging.getLogger("hilfarm.controller.metrics")
+
+DEVICE_STATES = ("idle", "busy", "draining", "offline")
+OUTCOMES = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
+# The latency figures a result carries, as the quantile label of hilfarm_inference_latency_seconds.
+LATENCY_QUANTILES = (
+    ("0", "min_seconds"),
+    ("0.5", "p50_seconds"),
+    ("0.9", "p90_seconds"),
+    ("0.95", "p95_seconds"),
+    ("0.99", "p99_seconds"),
+    ("1", "max_seconds"),
+)
+# Telemetry quantities (TelemetrySample.quantity) -> (metric, help, label for the channel).
+TELEMETRY_METRICS = {
+    "power_watts": ("hilfarm_device_power_watts", "Latest power reading of a device rail, relayed from its agent.", "rail"),
+    "temperature_celsius": ("hilfarm_device_temperature_celsius", "Latest temperature of a device thermal zone, relayed from its agent.", "zone"),
+    "clock_hz": ("hilfarm_device_clock_hz", "Latest clock frequency of a device clock domain, relayed from its agent.", "domain"),
+    "throttled": ("hilfarm_device_throttled", "1 when the device reported throttling in its latest reading, else 0.", "source"),
+    "energy_joules": ("hilfarm_device_energy_joules", "Latest energy counter reading of a device rail, relayed from its agent.", "rail"),
+}
+
+GRPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+TRANSFER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def _bool_label(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# ---------------------------------------------------------------- benchmark figures
+
+@dataclass(frozen=True)
+class Figure:
+    """One number of one benchmark result, named and labelled as Prometheus sees it."""
+
+    name: str
+    labels: Tuple[Tuple[str, str], ...]
+    value: float
+
+
+# name -> (help, extra label names beyond RESULT_LABELS)
+RESULT_METRICS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "hilfarm_inference_latency_seconds": ("Steady-state inference latency of the latest result (quantile 0 = min, 1 = max).", ("quantile",)),
+    "hilfarm_inference_latency_mean_seconds": ("Mean steady-state inference latency of the latest result.", ()),
+    "hilfarm_inference_latency_cv_ratio": ("Coefficient of variation (std / mean) of the latest result's latency samples.", ()),
+    "hilfarm_inference_latency_drift_ratio": ("p50 of the last tenth of the timed runs over p50 of the first tenth.", ()),
+    "hilfarm_inference_throughput_per_second": ("Inferences per second over the latest result's timed runs.", ()),
+    "hilfarm_inference_timed_runs": ("Number of timed inferences in the latest result.", ()),
+    "hilfarm_model_load_seconds": ("Time to load the model in the latest result.", ()),
+    "hilfarm_first_inference_seconds": ("First (cold) inference time in the latest result.", ()),
+    "hilfarm_inference_peak_memory_bytes": ("Peak resident memory (VmHWM) of the benchmark process in the latest result.", ()),
+    "hilfarm_inference_model_memory_bytes": ("Peak memory due to the model (peak minus the baseline before load).", ()),
+    "hilfarm_model_file_bytes": ("Size of the model file.", ()),
+    "hilfarm_inference_energy_joules": ("Energy per inference in the latest result.", ()),
+    "hilfarm_inference_power_watts": ("Mean power over the timed runs of the latest result.", ()),
+    "hilfarm_inference_idle_power_watts": ("Mean power before the model was loaded, in the latest result.", ()),
+    "hilfarm_inference_max_temperature_celsius": ("Highest temperature of a thermal zone during the latest result.", ("zone",)),
+    "hilfarm_inference_throttled_ratio": ("Fraction of the latest result's timed run during which the device throttled.", ()),
+    "hilfarm_inference_result_timestamp_seconds": ("When the latest result was stored (Unix seconds).", ()),
+}
+RESULT_LABELS = ("model", "device_profile", "runtime", "simulated")
+
+
+def _section_value(result: Dict[str, Any], unavailable: set, section: str, field: str) -> Optional[float]:
+    """A measured figure, or None when it was not measured (see the module docstring)."""
+    doc = result.get(section)
+    if not isinstance(doc, dict) or f"{section}.{field}" in unavailable or section in unavailable:
+        return None
+    value = doc.get(field, 0.0)
+    if isinstance(value, str):  # "NaN" / "Infinity" from the JSON mapping: not a usable figure
+        return None
+    return float(value)
+
+
+def result_runtime(job: Job) -> str:
+    return job.runtime or "unknown"
+
+
+def result_figures(job: Job) -> List[Figure]:
+    """The figures of one succeeded job's result, for the collector and for remote-write."""
+    result = job.result or {}
+    env = result.get("environment") or {}
+    unavailable = {u.get("field", "") for u in result.get("unavailable", []) if isinstance(u, dict)}
+    base_sim = bool(env.get("simulated", False))
+    base = {"model": job.model_name or job.model_sha256[:12], "device_profile": job.device_profile,
+            "runtime": result_runtime(job)}
+    out: List[Figure] = []
+
+    def add(name: str, value: Optional[float], simulated: bool = base_sim, **extra: str) -> None:
+        if value is None:
+            return
+        labels = dict(base, simulated=_bool_label(simulated), **extra)
+        out.append(Figure(name, tuple(sorted(labels.items())), value))
+
+    def lat(field: str) -> Optional[float]:
+        return _section_value(result, unavailable, "latency", field)
+
+    for quantile, field in LATENCY_QUANTILES:
+        add("hilfarm_inference_latency_seconds", lat(field), quantile=quantile)
+    add("hilfarm_inference_latency_mean_seconds", lat("mean_seconds"))
+    add("hilfarm_inference_latency_cv_ratio", lat("cv"))
+    add("hilfarm_inference_latency_drift_ratio", lat("drift_ratio"))
+    add("hilfarm_inference_throughput_per_second", lat("throughput_per_second"))
+    samples = (result.get("latency") or {}).get("samples_ns")
+    if isinstance(samples, list):
+        add("hilfarm_inference_timed_runs", float(len(samples)))
+    add("hilfarm_model_load_seconds", lat("load_seconds"))
+    add("hilfarm_first_inference_seconds", lat("first_inference_seconds"))
+
+    def mem(field: str) -> Optional[float]:
+        return _section_value(result, unavailable, "memory", field)
+
+    add("hilfarm_inference_peak_memory_bytes", mem("peak_bytes"))
+    add("hilfarm_inference_model_memory_bytes", mem("model_delta_bytes"))
+    add("hilfarm_model_file_bytes", mem("model_file_bytes"))
+
+    power = result.get("power")
+    if isinstance(power, dict):
+        sim = base_sim or bool(power.get("simulated", False))
+        add("hilfarm_inference_energy_joules", _section_value(result, unavailable, "power", "energy_per_inference_joules"), sim)
+        add("hilfarm_inference_power_watts", _section_value(result, unavailable, "power", "active_watts"), sim)
+        add("hilfarm_inference_idle_power_watts", _section_value(result, unavailable, "power", "idle_watts"), sim)
+    thermal = result.get("thermal")
+    if isinstance(thermal, dict):
+        sim = base_sim or bool(thermal.get("simulated", False))
+        for zone in thermal.get("zones", []):
+            if "max_celsius" in zone and not isinstance(zone["max_celsius"], str):
+                add("hilfarm_inference_max_temperature_celsius", float(zone["max_celsius"]), sim,
+                    zone=str(zone.get("zone", "")) or "unnamed")
+        add("hilfarm_inference_throttled_ratio", _section_value(result, unavailable, "thermal", "throttled_fraction"), sim)
+    if job.finished_at is not None:
+        add("hilfarm_inference_result_timestamp_seconds", float(job.finished_at))
+    return out
+
+
+# ---------------------------------------------------------------- the scrape-time collector
+
+class FarmCollector:
+    """Yields the farm's gauges and store-derived counters, read from the database per scrape."""
+
+    def __init__(self, store: Any, *, heartbeat_interval: float, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.heartbeat_interval = heartbeat_interval
+        self.clock = clock
+        self._results_lock = threading.Lock()
+        self._results_token: Optional[Tuple[Any, ...]] = None
+        self._results: List[Figure] = []
+
+    def describe(self) -> Iterable[Metric]:
+        # Returning nothing keeps registration from running a scrape (and a database query).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("hilfarm_store_up", "1 when the controller could read its database at this scrape, else 0.")
+        try:
+            families = list(self._collect_farm()) + list(self._collect_results()) + list(self._collect_telemetry())
+        except Exception:
+            # A scrape must answer even when the database is down: the alert is on hilfarm_store_up.
+            log.exception("reading the database for a metrics scrape failed")
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        yield from families
+
+    def _session(self) -> Session:
+        return Session(self.store.engine, expire_on_commit=False)
+
+    # ---- agents, queue, leases, outcomes
+
+    def _collect_farm(self) -> Iterator[Metric]:
+        now = self.clock()
+        with self._session() as s:
+            agents: List[Agent] = list(s.exec(select(Agent)).all())
+            active_rows = s.exec(
+                select(Job.agent_id, Job.id).where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
+            ).all()
+            job_rows = s.exec(
+                select(Job.state, Job.device_profile, Job.failure_category, sa.func.count(), sa.func.min(Job.created_at))
+                .group_by(Job.state, Job.device_profile, Job.failure_category)
+            ).all()
+        current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
+        profiles = sorted({a.profile for a in agents} | {row[1] for row in job_rows})
+
+        by_state = GaugeMetricFamily("hilfarm_agents", "Agents by device state and profile.", labels=["state", "device_profile"])
+        device = GaugeMetricFamily("hilfarm_device_state", "1 for the device's current state, 0 for the others.",
+                                   labels=["agent", "device_profile", "state"])
+        busy = GaugeMetricFamily("hilfarm_device_busy", "1 while the device runs a job, 0 when idle, draining or offline.",
+                                 labels=["agent", "device_profile"])
+        seen = GaugeMetricFamily("hilfarm_device_last_seen_timestamp_seconds", "When the device's agent last called the controller.",
+                                 labels=["agent", "device_profile"])
+        counts: Dict[Tuple[str, str], int] = collections.Counter()
+        for agent in agents:
+            state = device_state(agent, now=now, heartbeat_interval=self.heartbeat_interval,
+                                 current_job_id=current.get(agent.id, ""))
+            counts[(state, agent.profile)] += 1
+            for candidate in DEVICE_STATES:
+                device.add_metric([agent.id, agent.profile, candidate], 1.0 if candidate == state else 0.0)
+            busy.add_metric([agent.id, agent.profile], 1.0 if state == "busy" else 0.0)
+            seen.add_metric([agent.id, agent.profile], float(agent.last_seen))
+        for profile in sorted({a.profile for a in agents}):
+            for state in DEVICE_STATES:
+                by_state.add_metric([state, profile], float(counts.get((state, profile), 0)))
+        yield by_state
+        yield device
+        yield busy
+        yield seen
+
+        queued = GaugeMetricFamily("hilfarm_jobs_queued", "Jobs waiting for an agent, by device profile.", labels=["device_profile"])
+        oldest = GaugeMetricFamily("hilfarm_jobs_oldest_queued_age_seconds",
+                                   "Age of the oldest queued job, by device profile (0 when none waits).", labels=["device_profile"])
+        leases = GaugeMetricFamily("hilfarm_leases_active", "Jobs leased to an agent (leased or running), by device profile.",
+                                   labels=["device_profile"])
+        outcomes = CounterMetricFamily("hilfarm_jobs", "Finished jobs by outcome and reason (failure category), read from the database.",
+                                       labels=["outcome", "reason", "device_profile"])
+        q_count: Dict[str, int] = collections.Counter()
+        q_oldest: Dict[str, float] = {}
+        l_count: Dict[str, int] = collections.Counter()
+        finished: Dict[Tuple[str, str, str], int] = collections.Counter()
+        for state, profile, category, count, min_created in job_rows:
+            if state == JobState.QUEUED.value:
+                q_count[profile] += count
+                q_oldest[profile] = min(q_oldest.get(profile, min_created), min_created)
+            elif state in (JobState.LEASED.value, JobState.RUNNING.value):
+                l_count[profile] += count
+            elif state in OUTCOMES:
+                if state == JobState.SUCCEEDED.value:
+                    reason = "ok"
+                elif state == JobState.CANCELLED.value:
+                    reason = "cancelled"
+                else:
+                    reason = category or "unspecified"
+                finished[(state, reason, profile)] += count
+        for profile in profiles:
+            queued.add_metric([profile], float(q_count.get(profile, 0)))
+            oldest.add_metric([profile], max(0.0, now - q_oldest[profile]) if profile in q_oldest else 0.0)
+            leases.add_metric([profile], float(l_count.get(profile, 0)))
+        for (state, reason, profile), count in sorted(finished.items()):
+            outcomes.add_metric([state, reason, profile], float(count))
+        yield queued
+        yield oldest
+        yield leases
+        yield outcomes
+
+    # ---- latest benchmark figures
+
+    def _collect_results(self) -> Iterator[Metric]:
+        families = {
+            name: GaugeMetricFamily(name, help_text, labels=list(RESULT_LABELS) + list(extra))
+            for name, (help_text, extra) in RESULT_METRICS.items()
+        }
+        for fig in self.latest_figures():
+            labels = dict(fig.labels)
+            family = families[fig.name]
+            family.add_metric([labels[k] for k in family._labelnames], fig.value)  # type: ignore[attr-defined]
+        yield from families.values()
+
+    def latest_figures(self) -> List[Figure]:
+        """Figures of the newest succeeded result per (model, device profile, runtime).
+
+        The newest rows are looked up again only when a result was added since the last scrape,
+        so a scrape costs one small aggregate query while nothing finishes.
+        """
+        succeeded = JobState.SUCCEEDED.value
+        with self._session() as s:
+            token = tuple(s.exec(
+                select(sa.func.count(), sa.func.max(Job.finished_at)).where(Job.state == succeeded)
+            ).one())
+            with self._results_lock:
+                if token == self._results_token:
+                    return list(self._results)
+            # Light columns of every succeeded job (no result documents), newest first.
+            rows = s.exec(
+                select(Job.id, Job.model_name, Job.model_sha256, Job.device_profile, Job.model_format, Job.settings)
+                .where(Job.state == succeeded)
+                .order_by(Job.finished_at.desc(), Job.id.desc())  # type: ignore[union-attr]
+            ).all()
+            newest: Dict[Tuple[str, str, str], str] = {}
+            for job_id, name, sha, profile, fmt, settings in rows:
+                probe = Job(id=job_id, run_id="", model_sha256=sha, model_name=name, model_format=fmt,
+                            device_profile=profile, settings=settings or {}, created_at=0.0)
+                key = (name or sha[:12], profile, result_runtime(probe))
+                newest.setdefault(key, job_id)
+            figures: List[Figure] = []
+            ids = list(newest.values())
+            for start in range(0, len(ids), 500):
+                for job in s.exec(select(Job).where(Job.id.in_(ids[start:start + 500]))).all():  # type: ignore[attr-defined]
+                    figures.extend(result_figures(job))
+        with self._results_lock:
+            self._results_token = token
+            self._results = figures
+        return list(figures)
+
+    # ---- live telemetry of the devices running a job
+
+    def _collect_telemetry(self) -> Iterator[Metric]:
+        families = {
+            quantity: GaugeMetricFamily(name, help_text, labels=["agent", "device_profile", channel_label, "simulated"])
+            for quantity, (name, help_text, channel_label) in TELEMETRY_METRICS.items()
+        }
+        with self._session() as s:
+            rows = s.exec(
+                select(Job.agent_id, Job.device_profile, Job.progress)
+                .where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
+            ).all()
+        for agent_id, profile, progress in rows:
+            if not agent_id or not isinstance(progress, dict):
+                continue
+            latest: Dict[Tuple[str, str], Dict[str, Any]] = {}
+            for sample in progress.get("telemetry", []) or []:
+                quantity = sample.get("quantity", "")
+                if quantity not in families or isinstance(sample.get("value", 0.0), str):
+                    continue
+                key = (quantity, sample.get("channel", "") or "")
+                if key not in latest or float(sample.get("t", 0.0)) >= float(latest[key].get("t", 0.0)):
+                    latest[key] = sample
+            for (quantity, channel), sample in sorted(latest.items()):
+                families[quantity].add_metric(
+                    [agent_id, profile, channel or "total", _bool_label(bool(sample.get("simulated", False)))],
+                    float(sample.get("value", 0.0)),
+                )
+        yield from families.values()
+
+
+# ---------------------------------------------------------------- events of this process
+
+class EventMetrics:
+    """Counters and histograms of what this controller process handled."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.grpc_seconds = Histogram(
+            "hilfarm_grpc_server_handling_seconds",
+            "Time the controller took to handle a gRPC call, by service, method and status code "
+            "(streams and long-polls included: WatchJob and LeaseJob are long by design).",
+            ["service", "method", "code"], buckets=GRPC_BUCKETS, registry=registry,
+        )
+        self.job_seconds = Histogram(
+            "hilfarm_job_duration_seconds",
+            "Time from lease to stored report of one job attempt, by device profile and outcome.",
+            ["device_profile", "outcome"], buckets=JOB_BUCKETS, registry=registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "hilfarm_job_queue_wait_seconds",
+            "Time a job waited from submission to its lease, by device profile.",
+            ["device_profile"], buckets=JOB_BUCKETS, registry=registry,
+        )
+        self.transfer_seconds = Histogram(
+            "hilfarm_artifact_transfer_seconds",
+            "Duration of one artifact upload or download stream.",
+            ["direction"], buckets=TRANSFER_BUCKETS, registry=registry,
+        )
+        self.transfer_bytes = Counter(
+            "hilfarm_artifact_transfer_bytes",
+            "Artifact bytes carried by upload and download streams.",
+            ["direction"], registry=registry,
+        )
+        self.remote_write_samples = Counter(
+            "hilfarm_remote_write_samples",
+            "Result samples sent to the remote-write endpoint, by outcome (sent, failed).",
+            ["outcome"], registry=registry,
+        )
+        for direction in ("upload", "download"):
+            self.transfer_bytes.labels(direction)
+            self.transfer_seconds.labels(direction)
+        for outcome in ("sent", "failed"):
+            self.remote_write_samples.labels(outcome)
+
+
+_TRANSFER_METHODS = {"UploadArtifact": "upload", "DownloadArtifact": "download"}
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Times every call and watches the few calls whose outcome is an event worth counting."""
+
+    def __init__(self, owner: "ControllerMetrics") -> None:
+        self.owner = owner
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        full = handler_call_details.method or ""
+        service, _, method = full.lstrip("/").rpartition("/")
+        events = self.owner.events
+        direction = _TRANSFER_METHODS.get(method)
+
+        def finish(started: float, context: grpc.ServicerContext, exc: Optional[BaseException]) -> None:
+            elapsed = time.perf_counter() - started
+            try:
+                events.grpc_seconds.labels(service or "unknown", method or "unknown", _code_name(context, exc)).observe(elapsed)
+                if direction is not None:
+                    events.transfer_seconds.labels(direction).observe(elapsed)
+            except Exception:  # metrics must never fail a call
+                log.exception("recording gRPC metrics failed")
+
+        def after(request: Any, response: Any) -> None:
+            try:
+                if method == "ReportResult" and getattr(response, "accepted", False):
+                    self.owner.result_reported(request.job_id, request.attempt)
+                elif method == "LeaseJob" and response is not None and response.HasField("lease"):
+                    job = response.lease.job
+                    if job.started_at and job.created_at:
+                        events.queue_wait_seconds.labels(job.device_profile).observe(max(0.0, job.started_at - job.created_at))
+            except Exception:
+                log.exception("recording job metrics after %s failed", method)
+
+        def count_bytes(message: Any) -> None:
+            if direction is not None:
+                size = len(getattr(message, "data", b""))
+                if size:
+                    events.transfer_bytes.labels(direction).inc(size)
+
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            def unary_unary(request, context):  # type: ignore[no-untyped-def]
+                started = time.perf_counter()
+                exc = None
+                try:
+                    response = inner_uu(request, context)
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    finish(started, context, exc)
+                after(request, response)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            def unary_stream(request, context):  # type: ignore[no-untyped-def]
+                started = time.perf_counter()
+                exc = None
+                try:
+                    for message in inner_us(request, context):
+                        count_bytes(message)
+                        yield message
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    finish(started, context, exc)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            def counted(iterator: Iterable[Any]) -> Iterator[Any]:
+                for message in iterator:
+                    count_bytes(message)
+                    yield message
+
+            def stream_unary(request_iterator, context):  # type: ignore[no-untyped-def]
+                started = time.perf_counter()
+                exc = None
+                try:
+                    return inner_su(counted(request_iterator), context)
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    finish(started, context, exc)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        if handler.stream_stream is not None:
+            inner_ss = handler.stream_stream
+
+            def stream_stream(request_iterator, context):  # type: ignore[no-untyped-def]
+                started = time.perf_counter()
+                exc = None
+                try:
+                    yield from inner_ss(request_iterator, context)
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    finish(started, context, exc)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler
+
+
+def _code_name(context: grpc.ServicerContext, exc: Optional[BaseException]) -> str:
+    code = None
+    try:
+        code = context.code()
+    except Exception:
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if exc is None:
+        return "OK"
+    if isinstance(exc, GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+# ---------------------------------------------------------------- the controller's metrics
+
+class ControllerMetrics:
+    """Everything the controller exports: one registry, one interceptor, one HTTP endpoint.
+
+    ``remote_write`` (a ``RemoteWriter``) also sends every stored result's figures, stamped
+    with the time the result was stored, to a Prometheus-compatible long-term store.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        heartbeat_interval: float,
+        clock: Callable[[], float] = time.time,
+        remote_write: Optional[Any] = None,
+    ) -> None:
+        self.store = store
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock)
+        self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)
+        self.events = EventMetrics(self.registry)
+        self.interceptor = MetricsInterceptor(self)
+        self.remote_write = remote_write
+        if remote_write is not None:
+            remote_write.on_outcome = lambda outcome, count: self.events.remote_write_samples.labels(outcome).inc(count)
+        self._seen_lock = threading.Lock()
+        # (job id, attempt) already observed: a repeated report (agent retry) is counted once.
+        self._seen: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()
+        self._http: Optional[Any] = None
+        self._http_thread: Optional[threading.Thread] = None
+        self.port: Optional[int] = None
+
+    def start_http(self, bind: str) -> int:
+        """Serve /metrics on ``bind`` (host:port, port 0 picks one). Returns the port."""
+        host, sep, port_text = bind.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise ValueError(f"metrics address {bind!r} is not HOST:PORT (e.g. 127.0.0.1:9464 or 0.0.0.0:9464)")
+        host = host.strip("[]") or "0.0.0.0"
+        try:
+            self._http, self._http_thread = start_http_server(int(port_text), addr=host, registry=self.registry)
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve metrics on {bind}: {exc}") from exc
+        self.port = int(self._http.server_address[1])
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        if self.remote_write is not None:
+            self.remote_write.start()
+        return self.port
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self.remote_write is not None:
+            self.remote_write.stop()
+
+    def result_reported(self, job_id: str, attempt: int) -> None:
+        """An agent's report was accepted: observe the attempt's duration, send its figures."""
+        with self._seen_lock:
+            if (job_id, attempt) in self._seen:
+                return
+            self._seen[(job_id, attempt)] = None
+            while len(self._seen) > 10_000:
+                self._seen.popitem(last=False)
+        job = self.store.get_job(job_id)
+        if job.attempt != attempt or job.finished_at is None:
+            return
+        if job.started_at is not None:
+            self.events.job_seconds.labels(job.device_profile, job.state).observe(max(0.0, job.finished_at - job.started_at))
+        if self.remote_write is not None and job.state == JobState.SUCCEEDED.value:
+            self.remote_write.submit(result_figures(job), timestamp=job.finished_at)
+
+    def scrape_text(self) -> str:
+        """The exposition text a scrape would get now (for tests and debugging)."""
+        from prometheus_client.exposition import generate_latest
+
+        return generate_latest(self.registry).decode()
+
+
+def figures_by_name(figures: Sequence[Figure]) -> Dict[str, List[Figure]]:
+    out: Dict[str, List[Figure]] = collections.defaultdict(list)
+    for fig in figures:
+        out[fig.name].append(fig)
+    return out

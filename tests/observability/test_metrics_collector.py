@@ -1,0 +1,191 @@
+"""The scrape-time collector reads the farm from a real database (SQLite file): agents by state,
+queue, leases, outcomes, the latest result's figures and the live telemetry of running jobs."""
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+pytest.importorskip("sqlmodel")
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from hilfarm.controller.metrics import ControllerMetrics
+from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, Run
+from hilfarm.controller.store import Store
+
+Sample = Tuple[str, Dict[str, str], float]
+
+
+def scrape(metrics: ControllerMetrics) -> List[Sample]:
+    out = []
+    for family in text_string_to_metric_families(metrics.scrape_text()):
+        for s in family.samples:
+            out.append((s.name, dict(s.labels), s.value))
+    return out
+
+
+def values(samples: List[Sample], name: str, **labels: str) -> List[float]:
+    return [v for n, ls, v in samples if n == name and all(ls.get(k) == val for k, val in labels.items())]
+
+
+def one(samples: List[Sample], name: str, **labels: str) -> float:
+    found = values(samples, name, **labels)
+    assert len(found) == 1, f"{name}{labels}: expected one sample, found {found}"
+    return found[0]
+
+
+RESULT = {
+    "latency": {
+        "samples_ns": [1_000_000, 2_000_000, 3_000_000],
+        "min_seconds": 0.001, "mean_seconds": 0.002, "p50_seconds": 0.002, "p90_seconds": 0.0028,
+        "p95_seconds": 0.0029, "p99_seconds": 0.00298, "max_seconds": 0.003, "std_seconds": 0.0008,
+        "cv": 0.4, "throughput_per_second": 500.0, "load_seconds": 0.05, "first_inference_seconds": 0.01,
+    },
+    "memory": {"peak_bytes": 50_000_000, "model_delta_bytes": 4_000_000, "model_file_bytes": 12345},
+    "environment": {"runtime": "onnxruntime", "simulated": True},
+    "power": {"active_watts": 4.5, "idle_watts": 2.0, "energy_per_inference_joules": 0.009, "simulated": True},
+    # throttled_fraction absent: a measured zero (proto3 drops zero values)
+    "thermal": {"zones": [{"zone": "cpu-thermal", "start_celsius": 40.0, "max_celsius": 55.5}], "simulated": True},
+    # drift_ratio absent *and* named: not measured, so not exported
+    "unavailable": [{"field": "latency.drift_ratio", "reason": "too few runs"}],
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    st = Store(f"sqlite:///{tmp_path / 'farm.db'}")
+    st.create_schema()
+    yield st
+    st.close()
+
+
+def _job(job_id: str, run_id: str, profile: str, created: float, name: str = "mlp.onnx") -> Job:
+    return Job(id=job_id, run_id=run_id, model_sha256="a" * 64, model_name=name, model_format="onnx",
+               device_profile=profile, created_at=created, max_attempts=1)
+
+
+def _populate(store: Store, now: float) -> None:
+    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=12345, format="onnx", filename="mlp.onnx", created_at=now))
+    store.add_run(Run(id="r1", created_at=now - 100), [
+        _job("j-ok", "r1", "rpi5", now - 100),
+        _job("j-fail", "r1", "rpi5", now - 99),
+        _job("j-run", "r1", "rpi5", now - 98),
+        _job("j-queued", "r1", "rpi5", now - 60),
+        _job("j-queued-jetson", "r1", "jetson", now - 30),
+    ])
+    for agent in ("rpi5-01", "rpi5-02", "rpi5-03"):
+        store.register_agent(agent, profile="rpi5", tags=[], capabilities={}, hostname=agent, version="1", now=now)
+    fits = lambda agent, job: job.id in ("j-ok", "j-fail", "j-run")  # noqa: E731
+    ok = store.lease_next("rpi5-01", fits, now=now - 12, lease_seconds=600)
+    store.record_result("rpi5-01", ok.lease_id, ok.id, ok.attempt, result=RESULT, failure=None, now=now - 4)
+    bad = store.lease_next("rpi5-02", fits, now=now - 12, lease_seconds=600)
+    store.record_result("rpi5-02", bad.lease_id, bad.id, bad.attempt, result=None,
+                        failure=Failure(FailureCategory.OUT_OF_MEMORY, "too big"), now=now - 3)
+    run = store.lease_next("rpi5-03", fits, now=now - 3, lease_seconds=600)
+    store.record_progress("rpi5-03", run.lease_id, {
+        "phase": "measuring",
+        "telemetry": [
+            {"t": 1.0, "sensor": "sim", "quantity": "temperature_celsius", "channel": "cpu-thermal", "value": 50.0, "simulated": True},
+            {"t": 2.0, "sensor": "sim", "quantity": "temperature_celsius", "channel": "cpu-thermal", "value": 51.5, "simulated": True},
+            {"t": 2.0, "sensor": "sim", "quantity": "power_watts", "channel": "VDD_IN", "value": 4.25, "simulated": True},
+            {"t": 2.0, "sensor": "sim", "quantity": "clock_hz", "channel": "cpu0", "value": 2.4e9, "simulated": True},
+            {"t": 2.0, "sensor": "sim", "quantity": "throttled", "channel": "vcgencmd", "simulated": True},
+        ],
+    }, now=now - 2, lease_seconds=600)
+    # A fourth agent that stopped calling long ago.
+    store.register_agent("rpi5-04", profile="rpi5", tags=[], capabilities={}, hostname="x", version="1", now=now - 3600)
+
+
+def test_farm_health_results_and_telemetry(store: Store) -> None:
+    now = time.time()
+    _populate(store, now)
+    samples = scrape(ControllerMetrics(store, heartbeat_interval=5))
+
+    assert one(samples, "hilfarm_store_up") == 1
+    assert one(samples, "hilfarm_agents", state="busy", device_profile="rpi5") == 1
+    assert one(samples, "hilfarm_agents", state="idle", device_profile="rpi5") == 2
+    assert one(samples, "hilfarm_agents", state="offline", device_profile="rpi5") == 1
+    assert one(samples, "hilfarm_device_state", agent="rpi5-04", state="offline") == 1
+    assert one(samples, "hilfarm_device_busy", agent="rpi5-03") == 1
+    assert one(samples, "hilfarm_jobs_queued", device_profile="rpi5") == 1
+    assert one(samples, "hilfarm_jobs_queued", device_profile="jetson") == 1
+    assert 59 <= one(samples, "hilfarm_jobs_oldest_queued_age_seconds", device_profile="rpi5") <= 120
+    assert one(samples, "hilfarm_leases_active", device_profile="rpi5") == 1
+    assert one(samples, "hilfarm_jobs_total", outcome="succeeded", reason="ok") == 1
+    assert one(samples, "hilfarm_jobs_total", outcome="failed", reason="out_of_memory") == 1
+
+    base = dict(model="mlp.onnx", device_profile="rpi5", runtime="onnxruntime", simulated="true")
+    assert one(samples, "hilfarm_inference_latency_seconds", quantile="0.5", **base) == pytest.approx(0.002)
+    assert one(samples, "hilfarm_inference_latency_seconds", quantile="0.99", **base) == pytest.approx(0.00298)
+    assert one(samples, "hilfarm_inference_peak_memory_bytes", **base) == 50_000_000
+    assert one(samples, "hilfarm_inference_energy_joules", **base) == pytest.approx(0.009)
+    assert one(samples, "hilfarm_inference_power_watts", **base) == pytest.approx(4.5)
+    assert one(samples, "hilfarm_inference_max_temperature_celsius", zone="cpu-thermal", **base) == 55.5
+    assert one(samples, "hilfarm_inference_throttled_ratio", **base) == 0.0
+    assert one(samples, "hilfarm_inference_timed_runs", **base) == 3
+    assert values(samples, "hilfarm_inference_latency_drift_ratio") == []
+
+    live = dict(agent="rpi5-03", device_profile="rpi5", simulated="true")
+    assert one(samples, "hilfarm_device_temperature_celsius", zone="cpu-thermal", **live) == 51.5
+    assert one(samples, "hilfarm_device_power_watts", rail="VDD_IN", **live) == 4.25
+    assert one(samples, "hilfarm_device_clock_hz", domain="cpu0", **live) == 2.4e9
+    assert one(samples, "hilfarm_device_throttled", source="vcgencmd", **live) == 0.0
+
+    # No label anywhere carries a job or run id.
+    for name, labels, _ in samples:
+        for value in labels.values():
+            assert not value.startswith(("j-", "r1")), (name, labels)
+
+
+def test_replicas_agree_and_a_restart_keeps_the_gauges(store: Store) -> None:
+    now = time.time()
+    _populate(store, now)
+    first = ControllerMetrics(store, heartbeat_interval=5, clock=lambda: now)
+    second = ControllerMetrics(store, heartbeat_interval=5, clock=lambda: now)
+    def farm(metrics: ControllerMetrics) -> list:
+        # Only what the store-reading collector yields: event counters are per process by design.
+        return sorted((s.name, sorted(s.labels.items()), s.value)
+                      for family in metrics.collector.collect() for s in family.samples)
+
+    assert farm(first) == farm(second)
+    assert len(farm(first)) > 40
+    assert any(n == "hilfarm_jobs_total" for n, _, _ in scrape(second))
+
+
+def test_newest_result_per_model_device_runtime_wins(store: Store) -> None:
+    now = time.time()
+    _populate(store, now)
+    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.002)
+    store.add_run(Run(id="r2", created_at=now), [_job("j-new", "r2", "rpi5", now)])
+    faster = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": 0.0015}}
+    job = store.lease_next("rpi5-01", lambda a, j: j.id == "j-new", now=now, lease_seconds=60)
+    store.record_result("rpi5-01", job.lease_id, job.id, job.attempt, result=faster, failure=None, now=now + 1)
+    assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.0015)
+
+
+def test_http_endpoint_serves_the_registry(store: Store) -> None:
+    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    port = metrics.start_http("127.0.0.1:0")
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        metrics.stop()
+    assert "hilfarm_store_up 1.0" in body
+    assert "hilfarm_grpc_server_handling_seconds" in body
+
+
+def test_bad_metrics_address_names_the_problem(store: Store) -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        ControllerMetrics(store, heartbeat_interval=5).start_http("localhost")
+
+
+def test_database_down_still_answers_with_store_up_zero(tmp_path: Path) -> None:
+    st = Store(f"sqlite:///{tmp_path / 'never-created' / 'x.db'}")  # no schema: every query fails
+    samples = scrape(ControllerMetrics(st, heartbeat_interval=5))
+    assert one(samples, "hilfarm_store_up") == 0
