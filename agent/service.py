@@ -149,9 +149,12 @@ class Agent:
         )
 
     def _heartbeat_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.heartbeat_interval):
+        while not stop.is_set():
             if not self._registered.is_set():
-                continue  # the main loop is reconnecting; it registers again
+                stop.wait(0.1)  # the main loop is (re)connecting; it registers
+                continue
+            if stop.wait(self.heartbeat_interval):
+                return
             try:
                 resp = self.stub.Heartbeat(
                     farm_pb2.HeartbeatRequest(agent_id=self.agent_id, busy=self.busy),

@@ -1,0 +1,291 @@
+"""The agent loop against a fake controller: a real gRPC server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+
+from hilfarm.agent import wire
+from hilfarm.agent.results import JobSettings
+from hilfarm.agent.service import AgentConfig, run_agent
+from hilfarm.v1 import farm_pb2, farm_pb2_grpc
+
+QUICK = JobSettings(warmup_runs=1, warmup_seconds=0.01, min_runs=20, min_seconds=0.05)
+
+
+class FakeController(farm_pb2_grpc.AgentServiceServicer):
+    """Just enough of the controller's agent side to drive one agent through its loop."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.artifacts = {}  # sha256 -> bytes served
+        self.queue = []  # farm_pb2.Job waiting for a lease
+        self.registrations = []
+        self.heartbeats = 0
+        self.known = True
+        self.metadata = []
+        self.downloads = []
+        self.progress = []  # (job_id, Progress)
+        self.reports = []  # ReportResultRequest, in order of arrival
+        self.cancel_jobs = set()
+        self.unavailable_reports = 0  # answer this many ReportResult calls with UNAVAILABLE
+        self.leases = {}
+
+    def add_artifact(self, data: bytes, serve: bytes = None) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        self.artifacts[sha] = data if serve is None else serve
+        return sha
+
+    def add_job(self, job_id: str, sha: str, fmt: str = "onnx", settings: JobSettings = QUICK) -> None:
+        with self.cond:
+            self.queue.append(farm_pb2.Job(
+                id=job_id, attempt=1, model_sha256=sha, model_format=fmt, model_name=f"{job_id}.{fmt}",
+                settings=wire.settings_to_pb(settings),
+            ))
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for the agent")
+                self.cond.wait(left)
+
+    def result_for(self, job_id: str) -> farm_pb2.ReportResultRequest:
+        self.wait_for(lambda: any(r.job_id == job_id for r in self.reports))
+        return next(r for r in self.reports if r.job_id == job_id)
+
+    # ---- AgentService
+    def _seen(self, context) -> None:
+        self.metadata.append(dict(context.invocation_metadata()))
+
+    def Register(self, request, context):
+        self._seen(context)
+        with self.cond:
+            self.registrations.append(request)
+            self.known = True
+            self.cond.notify_all()
+        return farm_pb2.RegisterResponse(heartbeat_interval_seconds=0.2, lease_seconds=30)
+
+    def Heartbeat(self, request, context):
+        with self.cond:
+            self.heartbeats += 1
+            self.cond.notify_all()
+            return farm_pb2.HeartbeatResponse(known=self.known)
+
+    def LeaseJob(self, request, context):
+        self._seen(context)
+        with self.cond:
+            self.cond.wait_for(lambda: self.queue, timeout=min(request.wait_seconds, 0.5))
+            if not self.queue:
+                return farm_pb2.LeaseJobResponse()
+            job = self.queue.pop(0)
+            lease_id = f"lease-{job.id}"
+            self.leases[lease_id] = job.id
+            return farm_pb2.LeaseJobResponse(lease=farm_pb2.Lease(lease_id=lease_id, job=job))
+
+    def DownloadArtifact(self, request, context):
+        self._seen(context)
+        self.downloads.append(request.sha256)
+        data = self.artifacts.get(request.sha256)
+        if data is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such artifact")
+        yield farm_pb2.ArtifactChunk(header=farm_pb2.ArtifactHeader(sha256=request.sha256, size_bytes=len(data)))
+        for i in range(0, len(data), 1 << 20):
+            yield farm_pb2.ArtifactChunk(data=data[i:i + (1 << 20)])
+
+    def ReportProgress(self, request, context):
+        with self.cond:
+            job_id = self.leases.get(request.lease_id, "")
+            self.progress.append((job_id, wire.progress_from_pb(request.progress)))
+            self.cond.notify_all()
+            return farm_pb2.ReportProgressResponse(cancel=job_id in self.cancel_jobs)
+
+    def ReportResult(self, request, context):
+        with self.cond:
+            if self.unavailable_reports > 0:
+                self.unavailable_reports -= 1
+                self.reports_refused = getattr(self, "reports_refused", []) + [request]
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the database is restarting")
+            self.reports.append(request)
+            self.cond.notify_all()
+            return farm_pb2.ReportResultResponse(accepted=True)
+
+
+def start_server(fake: FakeController, port: int = 0):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    farm_pb2_grpc.add_AgentServiceServicer_to_server(fake, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, bound
+
+
+@pytest.fixture
+def farm(tmp_path, models, plugins):
+    fake = FakeController()
+    server, port = start_server(fake)
+    stop = threading.Event()
+    profile = tmp_path / "test-unit.yaml"
+    profile.write_text(
+        "name: test-unit\ndescription: this machine, allowed the test runtimes\nextends: local\n"
+        "runtimes: {allowed: [onnxruntime, test-slow]}\n"
+    )
+    config = AgentConfig(
+        controller=f"127.0.0.1:{port}", token="s3cret", profile=str(profile), tags=["ci"],
+        data_dir=tmp_path / "agent", runtime_plugins=plugins,
+        lease_wait_seconds=0.5, progress_interval_seconds=0.2, backoff_max_seconds=0.5,
+    )
+    thread = threading.Thread(target=run_agent, args=(config, stop), daemon=True)
+    thread.start()
+
+    class Farm:
+        pass
+
+    f = Farm()
+    f.fake, f.server, f.port, f.stop, f.thread, f.config = fake, server, port, stop, thread, config
+    yield f
+    stop.set()
+    thread.join(timeout=15)
+    assert not thread.is_alive(), "the agent did not stop"
+    f.server.stop(0)
+
+
+def test_register_lease_download_progress_result(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["mlp"].read_bytes())
+    fake.add_job("j1", sha)
+    fake.add_job("j2", sha)
+    r1, r2 = fake.result_for("j1"), fake.result_for("j2")
+
+    reg = fake.registrations[0]
+    assert reg.device_profile == "test-unit" and "ci" in reg.tags and "local" in reg.tags
+    assert reg.agent_id and reg.agent_version and reg.hostname
+    assert "onnxruntime" in {r.name for r in reg.capabilities.runtimes}
+    assert all(m.get("authorization") == "Bearer s3cret" for m in fake.metadata)
+
+    for r in (r1, r2):
+        assert r.WhichOneof("outcome") == "result", r.failure
+        assert r.attempt == 1 and r.agent_id == reg.agent_id
+        result = wire.result_from_pb(r.result)
+        assert len(result.latency.samples_ns) >= 20
+        assert result.environment.agent_id == reg.agent_id and result.environment.device_profile == "test-unit"
+        assert result.environment.runtime == "onnxruntime"
+    assert fake.downloads == [sha]  # the second job used the cache
+    phases = [p.phase for job, p in fake.progress if job == "j1"]
+    assert phases[0] == "fetching" and "reporting" in phases
+    # the agent id is stable: stored in the data dir
+    assert (farm.config.data_dir / "agent_id").read_text().strip() == reg.agent_id
+
+
+def test_runtime_not_allowed_by_the_profile(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    fake.add_job("nullrun", sha, settings=JobSettings(runtime="null"))
+    f = wire.failure_from_pb(fake.result_for("nullrun").failure)
+    assert f.category.name == "CONFIGURATION"
+    assert "test-unit does not allow runtime null" in f.message
+
+
+def test_failed_job_is_reported_and_the_agent_goes_on(farm, models):
+    fake = farm.fake
+    bad = fake.add_artifact(models["garbage"].read_bytes())
+    good = fake.add_artifact(models["identity"].read_bytes())
+    fake.add_job("bad", bad)
+    fake.add_job("good", good)
+    f = wire.failure_from_pb(fake.result_for("bad").failure)
+    assert f.category.name == "ARTIFACT_INVALID"
+    assert fake.result_for("good").WhichOneof("outcome") == "result"
+
+
+def test_corrupted_download_is_an_infrastructure_failure(farm, models):
+    fake = farm.fake
+    data = models["identity"].read_bytes()
+    sha = fake.add_artifact(data, serve=data[:-3] + b"xyz")
+    fake.add_job("corrupt", sha)
+    f = wire.failure_from_pb(fake.result_for("corrupt").failure)
+    assert f.category.name == "INFRASTRUCTURE" and "corrupted" in f.message
+
+
+def test_cancel_stops_the_child_and_reports_nothing(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    slow = JobSettings(runtime="test-slow", min_runs=10 ** 6, min_seconds=120)
+    fake.add_job("long", sha, settings=slow)
+    fake.wait_for(lambda: any(j == "long" and p.phase == "measuring" for j, p in fake.progress))
+    t0 = time.monotonic()
+    with fake.cond:
+        fake.cancel_jobs.add("long")
+    fake.add_job("next", sha)
+    fake.result_for("next")
+    assert time.monotonic() - t0 < 10
+    assert [r.job_id for r in fake.reports] == ["next"]
+
+
+def test_progress_at_least_every_second_during_long_inference(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    fake.add_job("slowish", sha, settings=JobSettings(runtime="test-slow", min_runs=25, min_seconds=1.2,
+                                                      warmup_seconds=0.01))
+    fake.result_for("slowish")
+    times = [p.updated_at for j, p in fake.progress if j == "slowish" and p.phase == "measuring"]
+    assert len(times) >= 3
+    assert max(b - a for a, b in zip(times, times[1:])) <= 1.0
+
+
+def test_report_retried_while_controller_unavailable(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    fake.unavailable_reports = 2
+    fake.add_job("retry", sha)
+    r = fake.result_for("retry")
+    refused = fake.reports_refused
+    assert len(refused) == 2
+    assert all((x.job_id, x.attempt, x.lease_id) == (r.job_id, r.attempt, r.lease_id) for x in refused)
+    assert len([x for x in fake.reports if x.job_id == "retry"]) == 1
+
+
+def test_forgotten_agent_registers_again(farm):
+    fake = farm.fake
+    fake.wait_for(lambda: len(fake.registrations) >= 1)
+    with fake.cond:
+        fake.known = False
+    fake.wait_for(lambda: len(fake.registrations) >= 2, timeout=5)
+
+
+def test_controller_restart(farm, models, caplog):
+    caplog.set_level(logging.WARNING, logger="hilfarm.agent")
+    fake = farm.fake
+    fake.wait_for(lambda: len(fake.registrations) >= 1)
+    farm.server.stop(0).wait()
+    time.sleep(1.5)  # the agent finds the controller gone and keeps retrying
+    assert farm.thread.is_alive()
+    assert any("unreachable" in rec.getMessage() for rec in caplog.records)
+    fresh = FakeController()
+    farm.server, _ = start_server(fresh, farm.port)
+    fresh.wait_for(lambda: len(fresh.registrations) >= 1, timeout=15)
+    sha = fresh.add_artifact(models["identity"].read_bytes())
+    fresh.add_job("after-restart", sha)
+    assert fresh.result_for("after-restart").WhichOneof("outcome") == "result"
+
+
+def test_unreachable_controller_never_crashes_the_agent(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="hilfarm.agent")
+    stop = threading.Event()
+    config = AgentConfig(controller="127.0.0.1:1", profile="local", data_dir=tmp_path,
+                         lease_wait_seconds=0.5, backoff_max_seconds=0.2)
+    thread = threading.Thread(target=run_agent, args=(config, stop), daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    assert thread.is_alive()
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert any("127.0.0.1:1 unreachable" in rec.getMessage() for rec in caplog.records)
