@@ -1,0 +1,230 @@
+"""The user API over real gRPC: submit, runs and jobs, cancel, watch, auth, health, reflection,
+and a graceful stop on SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hilfarm.v1 import farm_pb2 as pb
+
+from .conftest import sample_result
+
+
+def test_submit_fans_out_one_job_per_model_and_device(farm):
+    a = farm.upload(b"\x10" * 100, filename="a.onnx")
+    b = farm.upload(b"\x11" * 100, fmt="tflite", filename="b.tflite")
+    settings = pb.JobSettings(min_runs=50, threads=2, input_shapes=[pb.InputShape(name="x", dims=[1, 3, 224, 224])])
+    run = farm.submit([a, b], ["rpi5", "jetson-orin-nano", "rpi5"], settings=settings, required_tags=["lab"],
+                      max_attempts=5)
+    assert [(j.model_name, j.model_format, j.device_profile) for j in run.jobs] == [
+        ("a.onnx", "onnx", "rpi5"), ("a.onnx", "onnx", "jetson-orin-nano"),
+        ("b.tflite", "tflite", "rpi5"), ("b.tflite", "tflite", "jetson-orin-nano")]
+    for job in run.jobs:
+        assert job.run_id == run.id and job.state == pb.JOB_STATE_QUEUED and job.max_attempts == 5
+        assert job.settings == settings and list(job.required_tags) == ["lab"] and job.attempt == 0
+    again = farm.farm.GetRun(pb.GetRunRequest(run_id=run.id))
+    assert [j.id for j in again.jobs] == [j.id for j in run.jobs]
+    assert farm.submit([a], ["x86"]).jobs[0].max_attempts == 3, "the controller's default"
+
+
+def test_submit_names_a_model_that_was_never_uploaded(farm):
+    missing = "e" * 64
+    with pytest.raises(grpc.RpcError) as err:
+        farm.submit([missing], ["rpi5"])
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing in err.value.details() and "upload it first" in err.value.details()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (pb.JobSettings(min_runs=-1), "settings.min_runs is -1; it must not be negative"),
+    (pb.JobSettings(warmup_seconds=-0.5), "settings.warmup_seconds is -0.5"),
+    (pb.JobSettings(timeout_seconds=float("nan")), "settings.timeout_seconds is NaN; it must be a finite number"),
+    (pb.JobSettings(runtime="tensorrt"), "settings.runtime 'tensorrt' is not a runtime the farm knows"),
+    (pb.JobSettings(runtime="tflite"), "settings.runtime tflite cannot run model"),
+    (pb.JobSettings(min_runs=100, max_runs=10), "settings.min_runs (100) is larger than settings.max_runs (10)"),
+    (pb.JobSettings(graph_optimization="max"), "settings.graph_optimization 'max' is not one of"),
+    (pb.JobSettings(input_shapes=[pb.InputShape(name="x", dims=[1, 0])]), "must be positive sizes"),
+    (pb.JobSettings(inputs_sha256="f" * 64), "are not stored on this controller"),
+])
+def test_submit_refuses_settings_that_cannot_be_right(farm, model, settings, message):
+    with pytest.raises(grpc.RpcError) as err:
+        farm.submit([model], ["rpi5"], settings=settings)
+    assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert message in err.value.details()
+    assert farm.farm.ListJobs(pb.ListJobsRequest()).jobs == [], "nothing is stored for a refused submission"
+
+
+def test_submit_refuses_an_input_file_as_a_model_and_an_empty_device_list(farm, model):
+    tensors = farm.upload(b"PK\x03\x04" + b"\x00" * 60, fmt="npz", filename="inputs.npz")
+    with pytest.raises(grpc.RpcError) as err:
+        farm.submit([tensors], ["rpi5"])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only onnx and tflite" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        farm.submit([model], [])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "device profile" in err.value.details()
+    run = farm.submit([model], ["rpi5"], settings=pb.JobSettings(inputs_sha256=tensors))
+    assert run.jobs[0].settings.inputs_sha256 == tensors
+
+
+def test_list_jobs_filters_by_run_and_state(farm, model):
+    first = farm.submit([model], ["a", "b"])
+    second = farm.submit([model], ["c"])
+    farm.farm.CancelJob(pb.CancelJobRequest(job_id=first.jobs[0].id))
+    listed = farm.farm.ListJobs(pb.ListJobsRequest()).jobs
+    assert [j.id for j in listed] == [second.jobs[0].id, first.jobs[1].id, first.jobs[0].id]
+    by_run = farm.farm.ListJobs(pb.ListJobsRequest(run_id=first.id)).jobs
+    assert [j.id for j in by_run] == [first.jobs[1].id, first.jobs[0].id]
+    cancelled = farm.farm.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_CANCELLED])).jobs
+    assert [j.id for j in cancelled] == [first.jobs[0].id]
+    assert len(farm.farm.ListJobs(pb.ListJobsRequest(limit=2)).jobs) == 2
+    with pytest.raises(grpc.RpcError) as err:
+        farm.farm.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_UNSPECIFIED]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_get_and_cancel_name_what_is_missing_or_finished(farm, model):
+    for call in (lambda: farm.job("nope"), lambda: farm.farm.GetRun(pb.GetRunRequest(run_id="nope")),
+                 lambda: farm.farm.CancelJob(pb.CancelJobRequest(job_id="nope"))):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and "'nope'" in err.value.details()
+    (job,) = farm.submit([model], ["rpi5"]).jobs
+    assert farm.farm.CancelJob(pb.CancelJobRequest(job_id=job.id)).state == pb.JOB_STATE_CANCELLED
+    with pytest.raises(grpc.RpcError) as err:
+        farm.farm.CancelJob(pb.CancelJobRequest(job_id=job.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "already cancelled" in err.value.details()
+
+
+def test_watch_sends_the_job_on_every_change_until_it_is_finished(farm, model):
+    (job,) = farm.submit([model], ["rpi5"]).jobs
+    seen = []
+    done = threading.Event()
+
+    def watch() -> None:
+        for update in farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=20):
+            seen.append(update)
+        done.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    wait_until = lambda n: [time.sleep(0.02) for _ in range(250) if len(seen) < n]  # noqa: E731
+    wait_until(1)
+    agent = farm.agent("pi-1")
+    agent.register()
+    lease = agent.lease()
+    wait_until(3)
+    agent.progress(lease, runs_done=3)
+    wait_until(4)
+    agent.report(lease, result=sample_result())
+    assert done.wait(10), "the stream ends once the job is finished"
+    watcher.join()
+    states = [u.state for u in seen]
+    assert states[0] == pb.JOB_STATE_QUEUED and states[-1] == pb.JOB_STATE_SUCCEEDED
+    assert pb.JOB_STATE_LEASED in states and pb.JOB_STATE_RUNNING in states
+    assert seen[-1].result == sample_result()
+    assert all(a != b for a, b in zip(seen, seen[1:])), "an update is sent only on a change"
+
+
+def test_watching_a_finished_job_sends_it_once(farm, model):
+    (job,) = farm.submit([model], ["rpi5"]).jobs
+    farm.farm.CancelJob(pb.CancelJobRequest(job_id=job.id))
+    updates = list(farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=5))
+    assert [u.state for u in updates] == [pb.JOB_STATE_CANCELLED]
+
+
+def test_a_watch_stops_polling_when_its_client_goes_away(farm, model, monkeypatch):
+    (job,) = farm.submit([model], ["rpi5"]).jobs
+    store = farm.controller.store
+    reads = []
+    real_get_job = store.get_job
+    monkeypatch.setattr(store, "get_job", lambda job_id: reads.append(job_id) or real_get_job(job_id))
+    call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id))
+    assert next(call).id == job.id
+    time.sleep(0.5)
+    assert len(reads) >= 2, "the watch polls the database while the client listens"
+    call.cancel()
+    time.sleep(0.4)
+    settled = len(reads)
+    time.sleep(0.6)
+    assert len(reads) == settled, "the watch went on polling for a client that left"
+
+
+@pytest.fixture
+def secured(make_farm):
+    return make_farm(token="s3cret")
+
+
+def test_every_call_needs_the_token(secured):
+    anonymous = secured.farm
+    with pytest.raises(grpc.RpcError) as err:
+        anonymous.ListJobs(pb.ListJobsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        anonymous.ListJobs(pb.ListJobsRequest(), metadata=(("authorization", "Bearer wrong"),))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "not this controller's token" in err.value.details()
+    header = pb.ArtifactChunk(header=pb.ArtifactHeader(sha256="a" * 64, size_bytes=1, format="onnx"))
+    with pytest.raises(grpc.RpcError) as err:
+        anonymous.UploadArtifact(iter([header]))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as err:
+        list(secured.agents.DownloadArtifact(pb.DownloadArtifactRequest(sha256="a" * 64)))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # With the token everything works, streams included.
+    sha = secured.upload(b"\x20" * 10)
+    assert secured.farm.ListJobs(pb.ListJobsRequest(), metadata=secured.metadata).jobs == []
+    data = b"".join(c.data for c in secured.agents.DownloadArtifact(
+        pb.DownloadArtifactRequest(sha256=sha), metadata=secured.metadata))
+    assert data == b"\x20" * 10
+
+
+def test_health_answers_without_a_token_and_reflection_lists_the_services(secured):
+    health = health_pb2_grpc.HealthStub(secured.channel)
+    for service in ("", "hilfarm.v1.FarmService", "hilfarm.v1.AgentService"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(secured.channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                          metadata=secured.metadata)
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"hilfarm.v1.FarmService", "hilfarm.v1.AgentService", "grpc.health.v1.Health"} <= names
+
+
+SERVE = textwrap.dedent("""
+    import logging, sys
+    from pathlib import Path
+    from hilfarm.controller.server import Controller, serve_forever
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    controller = Controller(data_dir=Path(sys.argv[1]))
+    print(controller.start("127.0.0.1:0"), flush=True)
+    serve_forever(controller, grace=1.0)
+    print("stopped", flush=True)
+""")
+
+
+def test_serve_forever_stops_gracefully_on_sigterm(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        port = int(proc.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    assert "received SIGTERM; stopping" in err and "controller stopped" in err
