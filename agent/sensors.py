@@ -219,8 +219,10 @@ class Sensor(abc.ABC):
     def __init__(self, root: Union[str, Path] = "/", runner: Optional[CommandRunner] = None,
                  **options: Any) -> None:
         self.sys = SysRoot(root)
-        self.runner: CommandRunner = runner if runner is not None else SubprocessRunner()
         self.options: Dict[str, Any] = dict(options)
+        # A prefix such as ["adb", "-s", "SERIAL", "shell"] runs the device's commands from a host.
+        prefix = self.options.pop("command_prefix", None) or ()
+        self.runner: CommandRunner = runner if runner is not None else SubprocessRunner(prefix=prefix)
         self._opened = False
 
     @property
@@ -300,7 +302,7 @@ def create_sensor(kind: str, options: Optional[Mapping[str, Any]] = None, root: 
     opts.pop("kind", None)
     allowed = getattr(cls, "option_names", None)
     if allowed is not None:
-        bad = sorted(set(opts) - set(allowed))
+        bad = sorted(set(opts) - set(allowed) - {"command_prefix"})
         if bad:
             raise SensorConfigError(
                 f"sensor kind {kind!r} has no option(s) {', '.join(bad)}; it takes: {', '.join(sorted(allowed)) or 'none'}")
