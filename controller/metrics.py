@@ -32,7 +32,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 from sqlmodel import Session, select
 
-from .models import ACTIVE_STATES, Agent, Job, JobState
+from .models import ACTIVE_STATES, RUNTIME_FOR_FORMAT, Agent, Job, JobState
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
@@ -111,6 +111,10 @@ def _section_value(result: Dict[str, Any], unavailable: set, section: str, field
     return float(value)
 
 
+def model_label(model_name: str) -> str:
+    return model_name or "unnamed"
+
+
 def result_runtime(job: Job) -> str:
     return job.runtime or "unknown"
 
@@ -121,7 +125,7 @@ def result_figures(job: Job) -> List[Figure]:
     env = result.get("environment") or {}
     unavailable = {u.get("field", "") for u in result.get("unavailable", []) if isinstance(u, dict)}
     base_sim = bool(env.get("simulated", False))
-    base = {"model": job.model_name or job.model_sha256[:12], "device_profile": job.device_profile,
+    base = {"model": model_label(job.model_name), "device_profile": job.device_profile,
             "runtime": result_runtime(job)}
     out: List[Figure] = []
 
@@ -219,6 +223,11 @@ class FarmCollector:
                 select(Job.state, Job.device_profile, Job.failure_category, sa.func.count(), sa.func.min(Job.created_at))
                 .group_by(Job.state, Job.device_profile, Job.failure_category)
             ).all()
+            model_rows = s.exec(
+                select(Job.model_name, Job.device_profile, Job.model_format, Job.state, sa.func.count())
+                .where(Job.state.in_(OUTCOMES))  # type: ignore[attr-defined]
+                .group_by(Job.model_name, Job.device_profile, Job.model_format, Job.state)
+            ).all()
         current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
         profiles = sorted({a.profile for a in agents} | {row[1] for row in job_rows})
 
@@ -282,6 +291,17 @@ class FarmCollector:
         yield leases
         yield outcomes
 
+        # The runtime a format implies: grouping on a JSON settings field differs per database,
+        # and a job's settings name a runtime other than its format's only in odd cases.
+        per_model = CounterMetricFamily("hilfarm_model_jobs", "Finished jobs by model, device profile, runtime and outcome.",
+                                        labels=["model", "device_profile", "runtime", "outcome"])
+        merged: Dict[Tuple[str, str, str, str], int] = collections.Counter()
+        for name, profile, fmt, state, count in model_rows:
+            merged[(model_label(name), profile, RUNTIME_FOR_FORMAT.get(fmt, fmt or "unknown"), state)] += count
+        for labels, count in sorted(merged.items()):
+            per_model.add_metric(list(labels), float(count))
+        yield per_model
+
     # ---- latest benchmark figures
 
     def _collect_results(self) -> Iterator[Metric]:
@@ -319,7 +339,7 @@ class FarmCollector:
             for job_id, name, sha, profile, fmt, settings in rows:
                 probe = Job(id=job_id, run_id="", model_sha256=sha, model_name=name, model_format=fmt,
                             device_profile=profile, settings=settings or {}, created_at=0.0)
-                key = (name or sha[:12], profile, result_runtime(probe))
+                key = (model_label(name), profile, result_runtime(probe))
                 newest.setdefault(key, job_id)
             figures: List[Figure] = []
             ids = list(newest.values())

@@ -54,11 +54,12 @@ def accepts(
     agent: Agent,
     job: Job,
     *,
-    now: float,
-    heartbeat_interval: float,
+    now: Optional[float] = None,
+    heartbeat_interval: float = 5.0,
     current_job_id: str = "",
 ) -> Tuple[bool, str]:
     """Whether ``agent`` can run ``job`` now, and why not (or "can take the job")."""
+    now = time.time() if now is None else now
     if agent.profile != job.device_profile:
         return False, f"profile is {agent.profile}, job needs {job.device_profile}"
     if not is_online(agent, now=now, heartbeat_interval=heartbeat_interval):
@@ -111,8 +112,12 @@ class Scheduler:
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
-        self._cond = threading.Condition()
-        self._generation = 0  # bumped on every notify, so a waiter never misses one
+        # Two wake-up channels, so that frequent progress reports do not wake every agent
+        # waiting for work: "work" (a job became leasable) and "change" (any job changed).
+        self._work = threading.Condition()
+        self._work_generation = 0
+        self._change = threading.Condition()
+        self._change_generation = 0
         self._stopping = threading.Event()
         self._reaper: Optional[threading.Thread] = None
 
@@ -125,7 +130,7 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stopping.set()
-        self.notify()
+        self.notify_work()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
             self._reaper = None
@@ -134,23 +139,34 @@ class Scheduler:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def notify(self) -> None:
-        """Something changed (a job queued, cancelled or finished; an agent registered)."""
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
+    def notify_work(self) -> None:
+        """A job may have become leasable (submitted, requeued) or an agent appeared."""
+        with self._work:
+            self._work_generation += 1
+            self._work.notify_all()
+        self.notify_change()
 
-    def wait_for_change(self, timeout: float, since: Optional[int] = None) -> int:
-        """Sleep until notified or ``timeout``; returns the generation to pass as ``since`` next."""
-        with self._cond:
-            if since is None or since == self._generation:
-                self._cond.wait(timeout)
-            return self._generation
+    def notify_change(self) -> None:
+        """A job changed (leased, progressed, finished, cancelled): wakes watchers."""
+        with self._change:
+            self._change_generation += 1
+            self._change.notify_all()
 
     @property
-    def generation(self) -> int:
-        with self._cond:
-            return self._generation
+    def change_generation(self) -> int:
+        with self._change:
+            return self._change_generation
+
+    def wait_for_change(self, timeout: float, since: int) -> None:
+        """Sleep until a change after generation ``since``, or ``timeout``."""
+        with self._change:
+            if since == self._change_generation and not self.stopping:
+                self._change.wait(timeout)
+
+    def _wait_for_work(self, timeout: float, since: int) -> None:
+        with self._work:
+            if since == self._work_generation and not self.stopping:
+                self._work.wait(timeout)
 
     # ------------------------------------------------------------ agents
 
@@ -169,7 +185,7 @@ class Scheduler:
             hostname=hostname, version=version, now=self.clock(),
         )
         log.info("agent %s registered (profile %s, tags %s)", agent_id, profile, ", ".join(tags) or "none")
-        self.notify()
+        self.notify_work()
         return agent
 
     def heartbeat(self, agent_id: str, *, busy: bool) -> bool:
@@ -220,7 +236,8 @@ class Scheduler:
     def lease(self, agent_id: str, wait_seconds: float, still_wanted: Callable[[], bool] = lambda: True) -> Optional[Job]:
         """Lease the oldest queued job that fits the agent, waiting up to ``wait_seconds``
         (at most MAX_LEASE_WAIT_SECONDS) for one to appear. None when none came."""
-        if self.store.get_agent(agent_id) is None:
+        agent = self.store.get_agent(agent_id)
+        if agent is None:
             raise FailedPrecondition(
                 f"agent {agent_id!r} is not registered with this controller; it must call Register first"
             )
@@ -231,21 +248,32 @@ class Scheduler:
             # The asking agent is online and idle by the fact that it asks.
             return accepts(agent, job, now=agent.last_seen, heartbeat_interval=hb)[0]
 
+        touched = time.monotonic()
+        first = True
         while True:
-            generation = self.generation
-            job = self.store.lease_next(agent_id, fits, now=self.clock(), lease_seconds=self.lease_seconds)
-            if job is not None:
-                self.notify()
-                return job
+            with self._work:
+                generation = self._work_generation
+            # After the first try, only queued work for the agent's profile is worth a write
+            # transaction; meanwhile a long wait still counts as contact with the agent.
+            if first or self.store.has_queued(agent.profile):
+                first = False
+                job = self.store.lease_next(agent_id, fits, now=self.clock(), lease_seconds=self.lease_seconds)
+                touched = time.monotonic()
+                if job is not None:
+                    self.notify_change()
+                    return job
+            elif time.monotonic() - touched >= hb:
+                self.store.touch_agent(agent_id, now=self.clock())
+                touched = time.monotonic()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.stopping or not still_wanted():
                 return None
-            self.wait_for_change(min(remaining, DB_RECHECK_SECONDS), since=generation)
+            self._wait_for_work(min(remaining, DB_RECHECK_SECONDS, hb), since=generation)
 
     def reap_once(self) -> List[Tuple[Job, JobState]]:
         changed = self.store.expire_leases(now=self.clock())
         if changed:
-            self.notify()
+            self.notify_work()
         return changed
 
     def _reap_loop(self) -> None:

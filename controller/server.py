@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import grpc
 import platformdirs
@@ -188,7 +188,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         )
         self.s.store.add_run(run, jobs)
         log.info("run %s submitted: %d job(s)", run.id, len(jobs))
-        self.s.scheduler.notify()
+        self.s.scheduler.notify_work()
         return wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
 
     @_rpc
@@ -215,7 +215,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
     @_rpc
     def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
         job = self.s.store.cancel_job(request.job_id, now=time.time())
-        self.s.scheduler.notify()
+        self.s.scheduler.notify_change()
         return wire.job_to_pb(job)
 
     @_rpc
@@ -226,9 +226,8 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         context.add_callback(gone.set)
         scheduler = self.s.scheduler
         last = b""
-        generation = None
         while True:
-            generation = scheduler.generation
+            generation = scheduler.change_generation
             job = self.s.store.get_job(request.job_id)
             msg = self.s.job_pb(job)
             data = msg.SerializeToString(deterministic=True)
@@ -306,7 +305,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         if cancel:
             log.info("agent %s told to stop lease %s: %s", request.agent_id, request.lease_id, why)
-        self.s.scheduler.notify()
+        self.s.scheduler.notify_change()
         return pb.ReportProgressResponse(cancel=cancel)
 
     @_rpc
@@ -322,7 +321,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         if not accepted:
             log.warning("refused a report from agent %s: %s", request.agent_id, message)
-        self.s.scheduler.notify()
+        self.s.scheduler.notify_change()
         return pb.ReportResultResponse(accepted=accepted, message=message)
 
 

@@ -248,6 +248,20 @@ class Store:
             )
             return True
 
+    def touch_agent(self, agent_id: str, *, now: float) -> None:
+        with self._write() as s:
+            agent = s.get(Agent, agent_id)
+            if agent is not None:
+                agent.last_seen = now
+                s.add(agent)
+
+    def has_queued(self, profile: str) -> bool:
+        with self._read() as s:
+            found = s.exec(
+                select(Job.id).where(Job.state == JobState.QUEUED.value, Job.device_profile == profile).limit(1)
+            ).first()
+            return found is not None
+
     def set_draining(self, agent_id: str, draining: bool) -> Agent:
         with self._write() as s:
             agent = s.get(Agent, agent_id)

@@ -12,7 +12,6 @@ import grpc
 import pytest
 
 from hilfarm.v1 import farm_pb2 as pb
-from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
 MIB = 1 << 20
 

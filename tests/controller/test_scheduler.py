@@ -160,3 +160,17 @@ def test_list_devices_reports_each_agents_state(make_farm, model_bytes=b"\x02" *
     assert devices["pi-busy"].current_job_id
     assert devices["pi-idle"].capabilities == onnx_capabilities()
     assert devices["pi-idle"].hostname == "pi-idle.local" and devices["pi-idle"].agent_version == "0.1.0"
+
+
+def test_an_agent_waiting_for_work_stays_online(make_farm):
+    farm = make_farm(heartbeat_interval=0.2)
+    pi = farm.agent("pi-1", "rpi5")
+    pi.register()
+    states = []
+    waiter = threading.Thread(target=lambda: pi.lease(wait=1.5))
+    waiter.start()
+    for _ in range(5):
+        time.sleep(0.25)
+        states += [d.state for d in farm.farm.ListDevices(pb.ListDevicesRequest()).devices]
+    waiter.join(5)
+    assert states == ["idle"] * 5, "a long-poll counts as contact: the agent is not offline while it waits"

@@ -274,3 +274,28 @@ def test_agents_register_update_and_drain(stored: Store):
     assert [a.id for a in stored.list_agents()] == ["pi-1"]
     with pytest.raises(NotFound, match="never registered"):
         stored.set_draining("ghost", True)
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'sub' / 'farm.db'}")
+    try:
+        store.create_schema()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.close()
+
+
+def test_the_default_database_is_sqlite_in_the_users_data_dir(tmp_path, monkeypatch):
+    from hilfarm.controller.server import Controller
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    controller = Controller()
+    try:
+        assert controller.data_dir == tmp_path / "hilfarm"
+        assert controller.db_url == f"sqlite:///{tmp_path / 'hilfarm' / 'hilfarm.db'}"
+        assert controller.artifacts.root == tmp_path / "hilfarm" / "artifacts"
+    finally:
+        controller.store.close()
