@@ -199,7 +199,8 @@ def run_benchmark(
         reader.start()
         outcome = _supervise(proc, limit, timeout, cancel)
         reader.join(timeout=2.0)
-        return _conclude(proc, outcome, result_path, log_path, limit, timeout)
+        last = reader.last.phase if reader.last is not None else "starting"
+        return _conclude(proc, outcome, result_path, log_path, limit, last)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -251,7 +252,7 @@ def _conclude(
     result_path: str,
     log_path: str,
     limit: int,
-    timeout: float,
+    phase: str,
 ) -> JobOutcome:
     tail = _tail(log_path)
     if early is not None:
@@ -288,13 +289,14 @@ def _conclude(
             hint = " (something outside the agent killed it, possibly the kernel's out-of-memory killer)"
         return JobOutcome(failure=Failure(
             FailureCategory.RUNTIME_CRASH,
-            f"the runtime crashed: the benchmark process died on {name}{hint}",
+            f"the runtime crashed: the benchmark process died on {name}{hint} during the {phase} phase"
+            + (" (a corrupt model file can do this)" if phase == "loading" else ""),
             signal=-rc,
             detail=tail,
         ))
     return JobOutcome(failure=Failure(
         FailureCategory.RUNTIME_CRASH,
-        f"the benchmark process exited with status {rc} without a result",
+        f"the benchmark process exited with status {rc} without a result during the {phase} phase",
         detail=tail,
     ))
 

@@ -400,6 +400,65 @@ def classify_tflite_error(exc: BaseException, during: str) -> JobFailed:
     return _classify_common(exc, during)
 
 
+def check_tflite_file(path: str) -> None:
+    """Cheap structural check of a .tflite flatbuffer before the interpreter sees it.
+
+    Older interpreters (tflite-runtime 2.14) do not verify the flatbuffer and die on SIGSEGV
+    reading a truncated file; this catches the common case (the file ends before the tables,
+    vectors or weight buffers it points to) and says so instead.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise JobFailed(FailureCategory.ARTIFACT_INVALID, f"the model file cannot be read: {exc}") from exc
+    size = len(data)
+
+    def bad(why: str) -> JobFailed:
+        return JobFailed(
+            FailureCategory.ARTIFACT_INVALID,
+            f"the file is not a readable TFLite model ({why}; truncated or not TFLite)",
+        )
+
+    def u32(pos: int) -> int:
+        if pos < 0 or pos + 4 > size:
+            raise bad(f"offset {pos} lies beyond the end of the {size}-byte file")
+        return struct.unpack_from("<I", data, pos)[0]
+
+    def table_fields(table: int) -> Tuple[int, List[int]]:
+        vtable = table - struct.unpack_from("<i", data, table)[0] if table + 4 <= size else -1
+        if vtable < 0 or vtable + 4 > size:
+            raise bad("a table's layout lies outside the file")
+        vsize = struct.unpack_from("<H", data, vtable)[0]
+        if vtable + vsize > size or vsize < 4:
+            raise bad("a table's layout lies outside the file")
+        return table, [struct.unpack_from("<H", data, vtable + 4 + 2 * i)[0] for i in range((vsize - 4) // 2)]
+
+    def vector(pos: int, elem: int) -> Tuple[int, int]:
+        start = pos + u32(pos)
+        n = u32(start)
+        if start + 4 + n * elem > size:
+            raise bad(f"a vector of {n} elements runs past the end of the {size}-byte file")
+        return start + 4, n
+
+    if size < 8 or data[4:8] != b"TFL3":
+        raise bad("no TFL3 file identifier")
+    root, fields = table_fields(u32(0))
+    # Model fields: 1 operator_codes, 2 subgraphs, 4 buffers (vectors of tables), 3 description.
+    for idx in (1, 2, 4):
+        if idx < len(fields) and fields[idx]:
+            first, n = vector(root + fields[idx], 4)
+            for i in range(n):
+                pos = first + 4 * i
+                table, tfields = table_fields(pos + u32(pos))
+                if idx == 4 and tfields and tfields[0]:  # Buffer.data: the weights
+                    vector(table + tfields[0], 1)
+    if len(fields) > 3 and fields[3]:
+        vector(root + fields[3], 1)
+
+
 @register_runtime("tflite", formats=("tflite",))
 class TfliteRuntime(Runtime):
     @classmethod
@@ -409,6 +468,7 @@ class TfliteRuntime(Runtime):
 
     def load(self, model_path: str) -> None:
         mod, self._package, self._version = import_tflite_interpreter()
+        check_tflite_file(model_path)
         s = self.settings
         kwargs: Dict[str, Any] = {"model_path": model_path}
         if s.threads > 0:

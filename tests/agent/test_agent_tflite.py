@@ -89,3 +89,12 @@ def test_missing_delegate_library_is_a_device_fault(tfl, tmp_path):
     f = run(tfl["mlp"], tflite_delegate_path=str(tmp_path / "libedgetpu.so.1")).failure
     assert f.category is FailureCategory.DEVICE_FAULT
     assert "libedgetpu.so.1" in f.message
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.9, 0.99])
+def test_truncated_anywhere_is_invalid_not_a_crash(tfl, tmp_path, fraction):
+    data = tfl["mlp"].read_bytes()
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    f = run(path).failure
+    assert f.category is FailureCategory.ARTIFACT_INVALID, f
