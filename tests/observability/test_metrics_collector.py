@@ -118,6 +118,8 @@ def test_farm_health_results_and_telemetry(store: Store) -> None:
     assert one(samples, "hilfarm_leases_active", device_profile="rpi5") == 1
     assert one(samples, "hilfarm_jobs_total", outcome="succeeded", reason="ok") == 1
     assert one(samples, "hilfarm_jobs_total", outcome="failed", reason="out_of_memory") == 1
+    assert one(samples, "hilfarm_model_jobs_total", model="mlp.onnx", device_profile="rpi5", runtime="onnxruntime",
+               outcome="succeeded") == 1
 
     base = dict(model="mlp.onnx", device_profile="rpi5", runtime="onnxruntime", simulated="true")
     assert one(samples, "hilfarm_inference_latency_seconds", quantile="0.5", **base) == pytest.approx(0.002)
