@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable, List, Optional
 
 from rich.console import Console, Group
@@ -45,21 +46,22 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
         ("model", "left"), ("device", "left"), ("state", "left"),
         ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
         ("mean ms", "right"), ("cv", "right"), ("inf/s", "right"),
-        ("load ms", "right"), ("peak MiB", "right"), ("model MiB", "right"),
+        ("load ms", "right"), ("peak MiB", "right"), ("+model MiB", "right"),
         ("runs", "right"), ("runtime", "left"),
     ):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
     notes: List[Text] = []
     for job in jobs:
         if job.HasField("result"):
             r = job.result
             lat, mem, env = r.latency, r.memory, r.environment
             missing = _unavailable(r)
-            provider = f" {env.execution_provider}" if env.execution_provider else ""
+            provider = env.execution_provider.replace("ExecutionProvider", "")
+            provider = f" {provider}" if provider else ""
             table.add_row(
                 job.model_name, job.device_profile, _state(job),
                 ms(lat.p50_seconds), ms(lat.p90_seconds), ms(lat.p99_seconds),
-                ms(lat.mean_seconds), f"{lat.cv:.3f}", f"{lat.throughput_per_second:.1f}",
+                ms(lat.mean_seconds), f"{lat.cv:.2f}", f"{lat.throughput_per_second:.0f}",
                 ms(lat.load_seconds),
                 "unknown" if "memory.peak_bytes" in missing else mib(mem.peak_bytes),
                 "unknown" if "memory.model_delta_bytes" in missing else mib(mem.model_delta_bytes),
@@ -194,7 +196,11 @@ def _or_unknown(missing: dict, field: str, text: str) -> str:
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped into a file or a CI log there is no terminal width to respect; 80 columns
+    # would squeeze the results table into ellipses.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def print_error(message: str, console_: Optional[Console] = None) -> None:
