@@ -321,6 +321,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         if not accepted:
             log.warning("refused a report from agent %s: %s", request.agent_id, message)
+        elif self.s.c.metrics is not None:
+            try:
+                self.s.c.metrics.result_reported(request.job_id, request.attempt)
+            except Exception:  # metrics must never cost a stored result
+                log.exception("metrics could not record the result of job %s", request.job_id)
         self.s.scheduler.notify_change()
         return pb.ReportResultResponse(accepted=accepted, message=message)
 
@@ -339,7 +344,11 @@ class Controller:
         heartbeat_interval: float = 5,
         max_attempts: int = 3,
         max_workers: int = 128,
+        metrics: Optional[Any] = None,
     ) -> None:
+        """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor`` and
+        ``result_reported(job_id, attempt)``); its interceptor sees every call, and it hears
+        of every accepted result report."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
         self.data_dir = Path(data_dir) if data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
@@ -347,6 +356,7 @@ class Controller:
         self.token = token or None
         self.max_attempts = max_attempts
         self.max_workers = max_workers
+        self.metrics = metrics
         self.store = Store(self.db_url)
         self.artifacts = ArtifactStore(self.data_dir / "artifacts", self.store, max_bytes=max_artifact_bytes)
         self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval)
@@ -360,7 +370,11 @@ class Controller:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.create_schema()
         self.artifacts.prepare()
-        interceptors = [_TokenAuth(self.token)] if self.token else []
+        interceptors: list = []
+        if self.metrics is not None:
+            interceptors.append(self.metrics.interceptor)  # first: refused calls count too
+        if self.token:
+            interceptors.append(_TokenAuth(self.token))
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hilfarm-rpc"),
             interceptors=interceptors,

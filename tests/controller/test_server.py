@@ -228,3 +228,32 @@ def test_serve_forever_stops_gracefully_on_sigterm(tmp_path):
     assert proc.returncode == 0, err
     assert "stopped" in out
     assert "received SIGTERM; stopping" in err and "controller stopped" in err
+
+
+def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes=b"\x30" * 50):
+    calls, results = [], []
+
+    class Recorder(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            calls.append(details.method)
+            return continuation(details)
+
+    class Metrics:
+        interceptor = Recorder()
+
+        def result_reported(self, job_id, attempt):
+            results.append((job_id, attempt))
+
+    farm = make_farm(metrics=Metrics(), token="t")
+    with pytest.raises(grpc.RpcError):
+        farm.farm.ListJobs(pb.ListJobsRequest())
+    sha = farm.upload(model_bytes)
+    (job,) = farm.submit([sha], ["rpi5"]).jobs
+    agent = farm.agent("pi-1")
+    agent.register()
+    lease = agent.lease()
+    agent.report(lease)
+    agent.report(lease, attempt=7)
+    assert calls[0] == "/hilfarm.v1.FarmService/ListJobs", "a refused call is seen too"
+    assert "/hilfarm.v1.AgentService/ReportResult" in calls
+    assert results == [(job.id, 1)]
