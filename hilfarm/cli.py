@@ -323,11 +323,24 @@ def jobs_list(ctx, run_id, states, limit, as_json):
 @jobs.command("show")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the job object of hilfarm.run/v1).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw latency and power/temperature/clock traces to FILE (.png or .html).")
 @click.pass_context
-def jobs_show(ctx, job_id, as_json):
+def jobs_show(ctx, job_id, as_json, plot_path):
     """Everything about one job: figures, where they came from, failure detail."""
     with _client(ctx) as client:
         job = client.get_job(job_id)
+    if plot_path is not None:
+        from hilfarm import plots
+
+        missing = plots.load_optional()
+        if missing:
+            raise click.ClickException(missing)
+        try:
+            plots.plot_job(job, plot_path)
+        except ValueError as exc:  # no samples, or a file name without .png / .html
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"wrote {plot_path}", err=True)
     if as_json:
         from hilfarm.documents import job_document
 

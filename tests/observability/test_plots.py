@@ -1,0 +1,68 @@
+"""`hilfarm jobs show --plot`: PNG and self-contained HTML pictures of a job."""
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from hilfarm import plots
+from hilfarm.v1 import farm_pb2
+
+
+def make_job(with_timeline: bool = True) -> farm_pb2.Job:
+    job = farm_pb2.Job(id="job-1", model_name="mlp.onnx", device_profile="rpi5", state=farm_pb2.JOB_STATE_SUCCEEDED)
+    job.result.environment.runtime = "onnxruntime"
+    job.result.environment.simulated = with_timeline
+    job.result.latency.samples_ns.extend(1_000_000 + (i % 7) * 50_000 + (i // 50) * 20_000 for i in range(300))
+    if with_timeline:
+        for i in range(40):
+            t = i * 0.1
+            job.result.timeline.add(t=t, sensor="sim", quantity="power_watts", channel="VDD_IN", value=3 + i * 0.02, simulated=True)
+            job.result.timeline.add(t=t, sensor="sim", quantity="temperature_celsius", channel="cpu-thermal", value=45 + i * 0.3, simulated=True)
+            job.result.timeline.add(t=t, sensor="sim", quantity="clock_hz", channel="cpu0", value=2.4e9 if i < 30 else 1.8e9, simulated=True)
+            job.result.timeline.add(t=t, sensor="sim", quantity="throttled", channel="soc", value=1.0 if i >= 30 else 0.0, simulated=True)
+    return job
+
+
+def _png_size(data: bytes) -> tuple:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_png_with_traces_is_taller_than_latency_only(tmp_path: Path) -> None:
+    full = plots.plot_job(make_job(True), tmp_path / "full.png").read_bytes()
+    bare = plots.plot_job(make_job(False), tmp_path / "bare.png").read_bytes()
+    wf, hf = _png_size(full)
+    wb, hb = _png_size(bare)
+    assert wf == wb and wf > 800
+    assert hf > 2 * hb  # two rows of traces under the latency row
+
+
+def test_figure_has_the_panels_and_says_simulated() -> None:
+    fig = plots.figure(plots.plot_data_from_pb(make_job(True)))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:2] == ["Latency distribution (300 timed runs)", "Latency over the timed runs"]
+    assert {"Power (simulated)", "Temperature (simulated)", "Clock (simulated)", "Throttled (simulated)"} <= set(titles)
+    assert "simulated" in fig._suptitle.get_text()
+    clock_axis = fig.axes[titles.index("Clock (simulated)")]
+    assert max(clock_axis.lines[0].get_ydata()) == pytest.approx(2.4)  # GHz
+
+
+def test_html_is_self_contained(tmp_path: Path) -> None:
+    page = plots.plot_job(make_job(True), tmp_path / "job.html").read_text()
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    encoded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
+    assert _png_size(base64.b64decode(encoded))[0] > 800
+    assert "<th>p50</th>" in page and "simulated" in page
+
+
+def test_failed_job_and_unknown_format_are_refused(tmp_path: Path) -> None:
+    failed = farm_pb2.Job(id="job-2", state=farm_pb2.JOB_STATE_FAILED)
+    with pytest.raises(plots.NothingToPlot, match="job-2 has no latency samples"):
+        plots.plot_job(failed, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="name it .png or .html"):
+        plots.plot_job(make_job(), tmp_path / "x.jpg")
