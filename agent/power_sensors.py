@@ -243,7 +243,7 @@ class RaplSensor(PowerSensor):
             wrap = None
             text = self.sys.read_optional(f"{z}/max_energy_range_uj")
             if text is not None and text.strip().isdigit():
-                wrap = int(text.strip()) + 1  # the counter runs 0..max_energy_range_uj
+                wrap = int(text.strip())  # a drop means the counter passed max_energy_range_uj
             self._zones.append((key, f"{z}/energy_uj", wrap, in_total))
         # Since kernel 5.10 energy_uj is root-only (a power side channel, CVE-2020-8694).
         try:

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Tuple
 
 from hilfarm.agent.sensors import (
     ClockReading,
+    SensorConfigError,
     SensorUnavailable,
     ThermalReading,
     ThermalSensor,
@@ -56,7 +57,8 @@ class ThermalZoneSensor(ThermalSensor):
                 if (self.sys.read_optional(tt) or "").strip() != "passive":
                     continue
                 text = (self.sys.read_optional(tt[: -len("_type")] + "_temp") or "").strip()
-                if re.fullmatch(r"-?\d+", text):
+                # x86_pkg_temp lists passive trips at 0: unset, not "always throttling".
+                if re.fullmatch(r"-?\d+", text) and int(text) > 0:
                     c = int(text) / 1000.0
                     passive = c if passive is None else min(passive, c)
             self._zones.append((name, f"{z}/temp", passive))
@@ -82,6 +84,10 @@ class ThermalZoneSensor(ThermalSensor):
                 c = self.sys.read_int(path) / 1000.0
             except SensorUnavailable as exc:
                 r.unreadable[name] = exc.reason
+                continue
+            if c <= -200.0:
+                # Jetson reports -256 °C for a zone whose sensor is powered off (e.g. an idle CV cluster).
+                r.unreadable[name] = f"reports {c:g} °C (no reading: its sensor is powered off)"
                 continue
             r.temperatures[name] = c
             if passive_trip and passive is not None and c >= passive:
@@ -185,6 +191,54 @@ class CpufreqSensor(ThermalSensor):
             r.info["governor"] = distinct[0] if len(distinct) == 1 else ",".join(
                 f"{k}={v}" for k, v in governors.items())
         r.throttled = bool(r.throttle_reasons)
+        return r
+
+
+@register_sensor("hwmon-temp")
+class HwmonTemperatureSensor(ThermalSensor):
+    """temp*_input (m°C) of named hwmon chips, e.g. coretemp, k10temp, nvme, cpu_thermal.
+
+    Options: ``chip`` (name or list; required), ``labels`` (only temperatures with these labels).
+    """
+
+    option_names = ("chip", "labels")
+
+    def open(self) -> None:
+        chips = _as_list(self.options.get("chip"))
+        if not chips:
+            raise SensorConfigError("hwmon-temp needs option chip (e.g. coretemp)")
+        only = set(_as_list(self.options.get("labels")))
+        self._temps: List[Tuple[str, str]] = []
+        found = []
+        for hw in self.sys.glob("sys/class/hwmon/hwmon*"):
+            d = hw if self.sys.exists(f"{hw}/name") else f"{hw}/device"
+            name = (self.sys.read_optional(f"{d}/name") or "").strip()
+            found.append(name or "?")
+            if name not in chips:
+                continue
+            for f in self.sys.glob(f"{d}/temp*_input"):
+                k = f.rsplit("/", 1)[-1][4:-len("_input")]
+                label = (self.sys.read_optional(f"{d}/temp{k}_label") or "").strip()
+                if only and label not in only:
+                    continue
+                self._temps.append((f"{name} {label}" if label else f"{name} temp{k}", f))
+        if not self._temps:
+            raise SensorUnavailable(f"no hwmon chip named {', '.join(chips)} with temperatures "
+                                    f"(chips found: {', '.join(found) or 'none'})")
+
+    def describe(self) -> str:
+        return "hwmon-temp " + ",".join(_as_list(self.options.get("chip")))
+
+    def read(self) -> ThermalReading:
+        self.ensure_open()
+        r = ThermalReading()
+        for name, f in self._temps:
+            try:
+                r.temperatures[name] = self.sys.read_int(f) / 1000.0
+            except SensorUnavailable as exc:
+                r.unreadable[name] = exc.reason
+        if not r.temperatures:
+            raise SensorUnavailable("no hwmon temperature could be read: " + "; ".join(r.unreadable.values()))
         return r
 
 

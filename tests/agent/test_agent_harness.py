@@ -145,6 +145,28 @@ def test_model_beyond_memory_limit_is_out_of_memory(models):
     assert "512.0 MiB" in f.message and "memory_limit_bytes=536870912" in f.message
 
 
+def test_runtime_growing_past_the_limit_is_out_of_memory(plugins):
+    f = failure_of(run("", fmt="none", runtime="test-hog", plugins=plugins, memory_limit_bytes=256 << 20,
+                       min_runs=10 ** 6, min_seconds=60))
+    assert f.category is FailureCategory.OUT_OF_MEMORY
+    assert "256.0 MiB" in f.message
+
+
+def test_parent_watch_stops_a_process_past_the_limit():
+    """The resident-memory watch alone (no address-space cap in this child)."""
+    import subprocess
+    import sys
+
+    from hilfarm.agent.harness import _supervise
+
+    grow = "import time\nkept = []\nwhile True:\n    kept.append(bytearray(b'1' * (16 << 20)))\n    time.sleep(0.01)"
+    proc = subprocess.Popen([sys.executable, "-c", grow], start_new_session=True)
+    outcome = _supervise(proc, 200 << 20, 30, None)
+    assert proc.returncode == -signal.SIGKILL
+    assert outcome.failure.category is FailureCategory.OUT_OF_MEMORY
+    assert "200.0 MiB" in outcome.failure.message and "resident" in outcome.failure.message
+
+
 def test_hanging_model_times_out(models):
     t0 = time.monotonic()
     f = failure_of(run(models["hang"], timeout_seconds=1.5))
