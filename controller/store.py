@@ -12,6 +12,10 @@ Concurrency:
   instead. A read transaction that later writes could otherwise fail with SQLITE_BUSY when another
   thread committed in between. Several *processes* on one SQLite file are not supported.
 
+Lock order, so PostgreSQL transactions never deadlock: job rows first, then agent rows. Agent
+rows are read without a lock and changed under ``no_autoflush``, so their UPDATE is only sent
+at commit, after every job row the transaction needs is locked.
+
 Rows returned are detached from their session; change state only through the methods here.
 """
 from __future__ import annotations
@@ -208,8 +212,9 @@ class Store:
         """Create or refresh an agent. A registering agent has (re)started, so the leases it
         held are lost: their jobs are requeued or failed, returned with their new state.
         An operator's drain outlives the restart."""
-        with self._write() as s:
-            agent = s.exec(select(Agent).where(Agent.id == agent_id).with_for_update()).first()
+        with self._write() as s, s.no_autoflush:
+            lost = self._release_leases(s, agent_id, now, "restarted")
+            agent = s.get(Agent, agent_id)
             if agent is None:
                 agent = Agent(id=agent_id, profile=profile, registered_at=now, last_seen=now)
             agent.profile = profile
@@ -221,7 +226,6 @@ class Store:
             agent.last_seen = now
             agent.busy = False
             s.add(agent)
-            lost = self._release_leases(s, agent_id, now, "restarted")
             return agent, lost
 
     def get_agent(self, agent_id: str) -> Optional[Agent]:
@@ -235,17 +239,14 @@ class Store:
     def heartbeat(self, agent_id: str, *, busy: bool, now: float, lease_seconds: float) -> bool:
         """Mark the agent seen and renew its leases. False when the agent is unknown."""
         with self._write() as s:
-            agent = s.get(Agent, agent_id)
-            if agent is None:
+            if s.get(Agent, agent_id) is None:
                 return False
-            agent.last_seen = now
-            agent.busy = busy
-            s.add(agent)
             s.execute(
                 sa.update(Job)
                 .where(Job.agent_id == agent_id, Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
                 .values(lease_expires_at=now + lease_seconds)
             )
+            s.execute(sa.update(Agent).where(Agent.id == agent_id).values(last_seen=now, busy=busy))
             return True
 
     def touch_agent(self, agent_id: str, *, now: float) -> None:
@@ -294,13 +295,13 @@ class Store:
         A lease the agent still holds is given up first: an agent runs one job at a time, so
         asking for work means it no longer works on its old job.
         """
-        with self._write() as s:
-            agent = s.exec(select(Agent).where(Agent.id == agent_id).with_for_update()).first()
+        with self._write() as s, s.no_autoflush:
+            agent = s.get(Agent, agent_id)
             if agent is None:
                 raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
+            self._release_leases(s, agent_id, now, "asked for new work")
             agent.last_seen = now
             agent.busy = False
-            self._release_leases(s, agent_id, now, "asked for new work")
             after: Optional[Tuple[float, str]] = None
             while True:
                 q = select(Job).where(Job.state == JobState.QUEUED.value, Job.device_profile == agent.profile)
@@ -342,16 +343,9 @@ class Store:
                 .where(Job.state.in_(_ACTIVE), Job.lease_expires_at < now)  # type: ignore[attr-defined]
                 .with_for_update(skip_locked=True)
             ).all()
-            out = []
-            for job in jobs:
-                agent_id = job.agent_id
-                out.append((job, self._lose_lease(s, job, now, "stopped responding")))
-                if agent_id:
-                    agent = s.get(Agent, agent_id)
-                    if agent is not None:
-                        agent.busy = False
-                        s.add(agent)
-            return out
+            # Agents are left alone: a silent agent shows as offline, and a live one says
+            # whether it is busy in its next heartbeat.
+            return [(job, self._lose_lease(s, job, now, "stopped responding")) for job in jobs]
 
     def _release_leases(self, s: Session, agent_id: str, now: float, why: str) -> List[Tuple[Job, JobState]]:
         jobs = s.exec(
@@ -401,7 +395,7 @@ class Store:
         Returns (cancel, why): cancel is True when the agent must stop the job, because it was
         cancelled or because this lease is no longer the job's current lease.
         """
-        with self._write() as s:
+        with self._write() as s, s.no_autoflush:
             job = s.exec(select(Job).where(Job.lease_id == lease_id).with_for_update()).first()
             if job is None or job.agent_id != agent_id:
                 return True, f"lease {lease_id} is not held by agent {agent_id} (it expired or was never granted)"
@@ -437,7 +431,7 @@ class Store:
         Returns (accepted, message)."""
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
-        with self._write() as s:
+        with self._write() as s, s.no_autoflush:
             job = s.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
             if job is None:
                 return False, f"job {job_id!r} does not exist on this controller"
