@@ -12,8 +12,10 @@ import logging
 import os
 import re
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Deque, Iterable, Iterator, Optional, Tuple
 
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import ARTIFACT_FORMATS, Artifact
@@ -22,6 +24,8 @@ from .store import Store
 log = logging.getLogger("hilfarm.controller")
 
 CHUNK_BYTES = 1 << 20
+# Chunks received but not yet hashed and written: bounds an upload's memory to a few MiB.
+_WRITE_AHEAD_CHUNKS = 8
 DEFAULT_MAX_ARTIFACT_BYTES = 4 << 30
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -105,7 +109,14 @@ class ArtifactStore:
         hasher = hashlib.sha256()
         received = 0
         try:
-            with open(tmp, "wb") as f:
+            # Hashing and writing run on a second thread (both release the GIL), so they
+            # overlap with receiving the next chunks instead of adding to the transfer time.
+            with open(tmp, "wb") as f, ThreadPoolExecutor(1, thread_name_prefix="artifact-write") as writer:
+                def consume(block: bytes) -> None:
+                    hasher.update(block)
+                    f.write(block)
+
+                pending: Deque[Future] = deque()
                 for block in data:
                     if not block:
                         continue
@@ -114,8 +125,11 @@ class ArtifactStore:
                         raise InvalidArgument(
                             f"upload of {name} sent more than the declared {artifact.size_bytes} bytes"
                         )
-                    hasher.update(block)
-                    f.write(block)
+                    pending.append(writer.submit(consume, block))
+                    if len(pending) > _WRITE_AHEAD_CHUNKS:
+                        pending.popleft().result()
+                for write in pending:
+                    write.result()
                 f.flush()
                 # The rename below publishes the file under its digest: its bytes must be on
                 # disk first, or a crash could leave a short file under a valid name.

@@ -101,12 +101,15 @@ class FarmClient:
 
     # ------------------------------------------------------------------ artifacts
 
-    def upload(self, path: Path, fmt: Optional[str] = None) -> Upload:
-        """Store a file on the controller; a digest it already has is not sent again."""
+    def upload(self, path: Path, fmt: Optional[str] = None, sha256: Optional[str] = None) -> Upload:
+        """Store a file on the controller; a digest it already has is not sent again.
+
+        `sha256` saves hashing the file again when the caller already knows its digest.
+        """
         path = Path(path)
         fmt = fmt or model_format(path)
         size = path.stat().st_size
-        digest = sha256_of(path)
+        digest = sha256 or sha256_of(path)
         stat = self._stub.StatArtifact(
             farm_pb2.StatArtifactRequest(sha256=digest), metadata=self._metadata
         )
