@@ -10,9 +10,12 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from .artifacts import ArtifactStore, check_digest
 from .errors import InvalidArgument, NotFound
-from .models import MODEL_FORMATS, RUNTIME_FOR_FORMAT, Job, JobState, Run
+from .models import MODEL_FORMATS, Job, JobState, Run
 
-KNOWN_RUNTIMES = ("onnxruntime", "tflite")
+# The model formats each runtime can run. "null" runs nothing whatever the model: it
+# measures the harness itself (benchmarks/harness_fidelity.py).
+RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "tflite": ("tflite",), "null": MODEL_FORMATS}
+KNOWN_RUNTIMES = tuple(RUNTIME_FORMATS)
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
 
@@ -115,8 +118,8 @@ def plan_run(
         if fmt not in MODEL_FORMATS:
             raise InvalidArgument(f"model {label} is a {fmt!r} artifact; only {' and '.join(MODEL_FORMATS)} models can be benchmarked")
         runtime = settings.get("runtime", "")
-        if runtime and runtime != RUNTIME_FOR_FORMAT[fmt]:
-            raise InvalidArgument(f"settings.runtime {runtime} cannot run model {label}, a {fmt} model")
+        if runtime and fmt not in RUNTIME_FORMATS[runtime]:
+            raise InvalidArgument(f"model {label} is a {fmt} model, which settings.runtime {runtime} cannot run")
         resolved.append((digest, model.name or stored.filename or digest[:12], fmt))
 
     run = Run(id=uuid.uuid4().hex, created_at=now)

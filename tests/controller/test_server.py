@@ -50,7 +50,7 @@ def test_submit_names_a_model_that_was_never_uploaded(farm):
     (pb.JobSettings(warmup_seconds=-0.5), "settings.warmup_seconds is -0.5"),
     (pb.JobSettings(timeout_seconds=float("nan")), "settings.timeout_seconds is NaN; it must be a finite number"),
     (pb.JobSettings(runtime="tensorrt"), "settings.runtime 'tensorrt' is not a runtime the farm knows"),
-    (pb.JobSettings(runtime="tflite"), "settings.runtime tflite cannot run model"),
+    (pb.JobSettings(runtime="tflite"), "which settings.runtime tflite cannot run"),
     (pb.JobSettings(min_runs=100, max_runs=10), "settings.min_runs (100) is larger than settings.max_runs (10)"),
     (pb.JobSettings(graph_optimization="max"), "settings.graph_optimization 'max' is not one of"),
     (pb.JobSettings(input_shapes=[pb.InputShape(name="x", dims=[1, 0])]), "must be positive sizes"),
@@ -257,3 +257,9 @@ def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes
     assert calls[0] == "/hilfarm.v1.FarmService/ListJobs", "a refused call is seen too"
     assert "/hilfarm.v1.AgentService/ReportResult" in calls
     assert results == [(job.id, 1)]
+
+
+def test_the_null_runtime_takes_any_model_format(farm, model):
+    """The harness-overhead runtime runs nothing, so it accepts ONNX and TFLite alike."""
+    run = farm.submit([model], ["rpi5"], settings=pb.JobSettings(runtime="null"))
+    assert [job.settings.runtime for job in run.jobs] == ["null"]
