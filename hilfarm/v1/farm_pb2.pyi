@@ -575,6 +575,14 @@ class ListDevicesResponse(_message.Message):
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
 
+class DrainDeviceRequest(_message.Message):
+    __slots__ = ("agent_id", "drain")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    drain: bool
+    def __init__(self, agent_id: _Optional[str] = ..., drain: bool = ...) -> None: ...
+
 class RegisterRequest(_message.Message):
     __slots__ = ("agent_id", "device_profile", "tags", "capabilities", "hostname", "agent_version")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -80,6 +80,11 @@ class FarmServiceStub(object):
                 request_serializer=hilfarm_dot_v1_dot_farm__pb2.ListDevicesRequest.SerializeToString,
                 response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListDevicesResponse.FromString,
                 _registered_method=True)
+        self.DrainDevice = channel.unary_unary(
+                '/hilfarm.v1.FarmService/DrainDevice',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.DrainDeviceRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.Device.FromString,
+                _registered_method=True)
 
 
 class FarmServiceServicer(object):
@@ -141,6 +146,12 @@ class FarmServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainDevice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FarmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +199,11 @@ def add_FarmServiceServicer_to_server(servicer, server):
                     servicer.ListDevices,
                     request_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListDevicesRequest.FromString,
                     response_serializer=hilfarm_dot_v1_dot_farm__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'DrainDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainDevice,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.DrainDeviceRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.Device.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +450,33 @@ class FarmService(object):
             '/hilfarm.v1.FarmService/ListDevices',
             hilfarm_dot_v1_dot_farm__pb2.ListDevicesRequest.SerializeToString,
             hilfarm_dot_v1_dot_farm__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/DrainDevice',
+            hilfarm_dot_v1_dot_farm__pb2.DrainDeviceRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.Device.FromString,
             options,
             channel_credentials,
             insecure,
