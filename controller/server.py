@@ -244,6 +244,15 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
     def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
         return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in self.s.scheduler.devices()])
 
+    @_rpc
+    def DrainDevice(self, request, context):  # type: ignore[no-untyped-def]
+        self.s.store.set_draining(request.agent_id, request.drain)
+        log.info("agent %s %s", request.agent_id, "drained" if request.drain else "back in service")
+        if not request.drain:
+            self.s.scheduler.notify_work()
+        (status,) = [d for d in self.s.scheduler.devices() if d.agent.id == request.agent_id]
+        return wire.device_to_pb(status)
+
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(self, services: _Services) -> None:

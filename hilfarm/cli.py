@@ -400,6 +400,43 @@ def devices_list(ctx, as_json):
         console().print(devices_table(found))
 
 
+@devices.command("show")
+@click.argument("agent_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one device of hilfarm.devices/v1).")
+@click.pass_context
+def devices_show(ctx, agent_id, as_json):
+    """One agent: profile, state, tags, runtimes with their providers, machine."""
+    with _client(ctx) as client:
+        every = client.list_devices()
+    found = [d for d in every if d.agent_id == agent_id]
+    if not found:
+        known = ", ".join(d.agent_id for d in every) or "none"
+        raise click.ClickException(f"no agent {agent_id!r} has registered (known: {known})")
+    from hilfarm.documents import device_document
+
+    document = device_document(found[0])
+    if as_json:
+        _print_json(document)
+    else:
+        from rich.pretty import Pretty
+
+        from hilfarm.display import console
+
+        console().print(Pretty(document))
+
+
+@devices.command("drain")
+@click.argument("agent_ids", nargs=-1, required=True)
+@click.option("--undo", is_flag=True, help="Put the devices back in service.")
+@click.pass_context
+def devices_drain(ctx, agent_ids, undo):
+    """Take devices out of service: no new jobs; a running job finishes."""
+    with _client(ctx) as client:
+        for agent_id in agent_ids:
+            device = client.drain_device(agent_id, drain=not undo)
+            click.echo(f"{device.agent_id}: {device.state}")
+
+
 # ---------------------------------------------------------------- serving
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -172,6 +172,11 @@ class FarmClient:
             if job.state in FINAL_STATES:
                 return
 
+    def drain_device(self, agent_id: str, drain: bool = True) -> farm_pb2.Device:
+        return self._stub.DrainDevice(
+            farm_pb2.DrainDeviceRequest(agent_id=agent_id, drain=drain), metadata=self._metadata
+        )
+
     def list_devices(self) -> list:
         return list(
             self._stub.ListDevices(farm_pb2.ListDevicesRequest(), metadata=self._metadata).devices

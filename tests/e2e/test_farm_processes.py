@@ -127,3 +127,23 @@ def test_unreachable_controller_is_a_clear_error(make_farm):
     done = farm.cli("devices", "list", timeout=60)
     assert done.returncode == 2
     assert "cannot reach the controller at 127.0.0.1:9" in done.stderr
+
+
+def test_a_drained_device_takes_no_new_jobs_until_put_back(farm, models):
+    drained = farm.cli("devices", "drain", "agent-1")
+    assert drained.returncode == 0 and "agent-1: draining" in drained.stdout
+    done = farm.cli("submit", str(models["mlp"]), "--device", "local", *QUICK, "--json")
+    job_id = json.loads(done.stdout)["jobs"][0]["id"]
+    time.sleep(1.0)
+    shown = json.loads(farm.cli("jobs", "show", job_id, "--json").stdout)
+    assert shown["state"] == "queued"
+    assert any("agent-1" in note and "draining" in note for note in shown["placement_notes"])
+    back = farm.cli("devices", "drain", "--undo", "agent-1")
+    assert back.returncode == 0 and "agent-1: idle" in back.stdout
+    watched = farm.cli("jobs", "watch", job_id, "--json")
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads(watched.stdout)["jobs"][0]["state"] == "succeeded"
+    shown = json.loads(farm.cli("devices", "show", "agent-1", "--json").stdout)
+    assert shown["agent_id"] == "agent-1" and shown["state"] in ("idle", "busy")
+    missing = farm.cli("devices", "show", "nobody")
+    assert missing.returncode != 0 and "no agent 'nobody'" in missing.stderr
