@@ -25,11 +25,12 @@ from typing import Dict, Optional, Tuple, Union
 from hilfarm.agent.sensors import SIMULATED_MARKER
 
 SIMULATED_SENSORS: Dict[str, Dict[str, object]] = {
-    # What a profile's sensors: section names to read a simulated tree.
+    # What a profile's sensors: section names to read a simulated tree. The first power sensor
+    # is the one the summary uses: the energy counter, differenced across the timed runs.
     "zones": {"kind": "thermal-zones"},
     "cpu_clocks": {"kind": "cpufreq"},
-    "board_power": {"kind": "hwmon-power", "chip": "ina226"},
     "energy": {"kind": "rapl"},
+    "board_power": {"kind": "hwmon-power", "chip": "ina226"},
 }
 
 

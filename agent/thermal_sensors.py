@@ -3,7 +3,9 @@ cpufreq, devfreq (GPU clocks, e.g. Jetson), and the Coral Edge TPU's apex driver
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from typing import Dict, List, Optional, Tuple
 
 from hilfarm.agent.sensors import (
@@ -118,80 +120,133 @@ class ThermalZoneSensor(ThermalSensor):
 class CpufreqSensor(ThermalSensor):
     """CPU clocks from /sys/devices/system/cpu/cpuN/cpufreq (kHz) and the governor.
 
+    One clock domain per cpufreq policy (the CPUs of a cluster share one), named by its CPUs.
     Throttled now = an x86 thermal_throttle counter rose since the previous reading, or (with
-    ``below_max_is_throttle``, for governors that pin the clock) a CPU clock below its allowed
+    ``below_max_is_throttle``, for governors that pin the clock) a clock below its allowed
     maximum. A lowered allowed maximum during a run is judged by the sampler. Options: ``cpus``.
     """
 
     option_names = ("cpus", "below_max_is_throttle")
 
+    # Governor, online state and x86 throttle counters change rarely: read them once a second.
+    slow_refresh_s = 1.0
+
     def open(self) -> None:
         wanted = self.options.get("cpus")
-        self._cpus: List[str] = []
+        # CPUs of one cluster share a policy (cpuN/cpufreq links to ../cpufreq/policyM): read each
+        # policy once, and report it as one clock domain named by its CPUs ("cpu0-3").
+        by_policy: Dict[str, List[Tuple[int, str]]] = {}
+        self._counters: Dict[str, List[str]] = {}
         for c in self.sys.glob("sys/devices/system/cpu/cpu[0-9]*"):
             base = c.rsplit("/", 1)[-1]
             if not re.fullmatch(r"cpu\d+", base):
                 continue
-            if wanted is not None and int(base[3:]) not in [int(x) for x in wanted]:
+            n = int(base[3:])
+            if wanted is not None and n not in [int(x) for x in wanted]:
                 continue
-            if self.sys.exists(f"{c}/cpufreq/scaling_cur_freq") or self.sys.exists(f"{c}/cpufreq/cpuinfo_cur_freq"):
-                self._cpus.append(c)
-        if not self._cpus:
+            d = f"{c}/cpufreq"
+            if not self.sys.exists(d):
+                continue
+            by_policy.setdefault(os.path.realpath(self.sys.path(d)), []).append((n, c))
+            self._counters[base] = [f"{c}/thermal_throttle/{k}" for k in ("core_throttle_count", "package_throttle_count")
+                                    if self.sys.exists(f"{c}/thermal_throttle/{k}")]
+        # (domain, policy dir relative to the root, current-clock file, [(cpu name, cpu dir)], hardware max)
+        self._policies: List[Tuple[str, str, str, List[Tuple[str, str]], Optional[float]]] = []
+        for members in sorted(by_policy.values()):
+            members.sort()
+            d = f"{members[0][1]}/cpufreq"
+            if self.sys.exists(f"{d}/scaling_cur_freq"):
+                cur = f"{d}/scaling_cur_freq"
+            elif self.sys.exists(f"{d}/cpuinfo_cur_freq"):
+                cur = f"{d}/cpuinfo_cur_freq"
+            else:
+                continue
+            hmax = self.sys.read_optional(f"{d}/cpuinfo_max_freq")
+            self._policies.append((_cpu_domain([n for n, _ in members]), d, cur,
+                                   [(f"cpu{n}", c) for n, c in members],
+                                   int(hmax) * 1000.0 if hmax and hmax.strip().isdigit() else None))
+        if not self._policies:
             raise SensorUnavailable("no cpufreq (/sys/devices/system/cpu/cpu*/cpufreq missing: no cpufreq driver "
                                     "for this CPU, e.g. inside a VM or container)")
         self._throttle_counts: Dict[str, int] = {}
+        self._slow_at = float("-inf")
+        self._online: Dict[str, bool] = {}
+        self._governor = ""
 
     def describe(self) -> str:
         return "cpufreq " + self.sys.display("sys/devices/system/cpu")
 
+    def _refresh_slow(self, r: ThermalReading) -> None:
+        governors: Dict[str, str] = {}
+        for dom, d, _, members, _ in self._policies:
+            online = False
+            for cpu, c in members:
+                up = (self.sys.read_optional(f"{c}/online") or "1").strip() != "0"
+                online = online or up
+                if not up:
+                    continue
+                for path in self._counters.get(cpu, []):
+                    text = self.sys.read_optional(path)
+                    if text is None or not text.strip().isdigit():
+                        continue
+                    key = f"{cpu} {path.rsplit('/', 1)[-1]}"
+                    now = int(text.strip())
+                    before = self._throttle_counts.get(key)
+                    self._throttle_counts[key] = now
+                    if before is not None and now > before:
+                        r.throttle_reasons.append(f"{key} rose by {now - before}")
+            self._online[dom] = online
+            gov = self.sys.read_optional(f"{d}/scaling_governor") if online else None
+            if gov:
+                governors[dom] = gov.strip()
+        distinct = sorted(set(governors.values()))
+        if len(distinct) == 1:
+            self._governor = distinct[0]
+        elif distinct:
+            self._governor = ",".join(f"{k}={v}" for k, v in governors.items())
+
     def read(self) -> ThermalReading:
         self.ensure_open()
         r = ThermalReading()
-        governors: Dict[str, str] = {}
+        now = time.monotonic()
+        if now - self._slow_at >= self.slow_refresh_s:
+            self._slow_at = now
+            self._refresh_slow(r)
         below = self.options.get("below_max_is_throttle", False)
-        for c in self._cpus:
-            cpu = c.rsplit("/", 1)[-1]
-            if (self.sys.read_optional(f"{c}/online") or "1").strip() == "0":
+        for dom, d, cur_file, _, hw_max in self._policies:
+            if not self._online.get(dom, True):
                 continue
-            d = f"{c}/cpufreq"
-            cur_file = f"{d}/scaling_cur_freq" if self.sys.exists(f"{d}/scaling_cur_freq") else f"{d}/cpuinfo_cur_freq"
             try:
                 khz = self.sys.read_int(cur_file)
             except SensorUnavailable as exc:
-                r.unreadable[cpu] = exc.reason
+                r.unreadable[dom] = exc.reason
                 continue
             smax = self.sys.read_optional(f"{d}/scaling_max_freq")
-            hmax = self.sys.read_optional(f"{d}/cpuinfo_max_freq")
             clock = ClockReading(
                 hz=khz * 1000.0,
                 allowed_max_hz=int(smax) * 1000.0 if smax and smax.strip().isdigit() else None,
-                hardware_max_hz=int(hmax) * 1000.0 if hmax and hmax.strip().isdigit() else None,
+                hardware_max_hz=hw_max,
             )
-            r.clocks[cpu] = clock
-            gov = self.sys.read_optional(f"{d}/scaling_governor")
-            if gov:
-                governors[cpu] = gov.strip()
+            r.clocks[dom] = clock
             if below and clock.allowed_max_hz and clock.hz < 0.98 * clock.allowed_max_hz:
                 r.throttle_reasons.append(
-                    f"{cpu} at {clock.hz / 1e6:g} MHz, below its allowed {clock.allowed_max_hz / 1e6:g} MHz")
-            for counter in ("core_throttle_count", "package_throttle_count"):
-                text = self.sys.read_optional(f"{c}/thermal_throttle/{counter}")
-                if text is None or not text.strip().isdigit():
-                    continue
-                key = f"{cpu}/{counter}"
-                now = int(text.strip())
-                before = self._throttle_counts.get(key)
-                self._throttle_counts[key] = now
-                if before is not None and now > before:
-                    r.throttle_reasons.append(f"{cpu} {counter} rose by {now - before}")
+                    f"{dom} at {clock.hz / 1e6:g} MHz, below its allowed {clock.allowed_max_hz / 1e6:g} MHz")
         if not r.clocks:
             raise SensorUnavailable("no CPU clock could be read: " + "; ".join(r.unreadable.values()))
-        if governors:
-            distinct = sorted(set(governors.values()))
-            r.info["governor"] = distinct[0] if len(distinct) == 1 else ",".join(
-                f"{k}={v}" for k, v in governors.items())
+        if self._governor:
+            r.info["governor"] = self._governor
         r.throttled = bool(r.throttle_reasons)
         return r
+
+
+def _cpu_domain(cpus: List[int]) -> str:
+    """[0, 1, 2, 3] -> cpu0-3; [4] -> cpu4; [0, 2] -> cpu0,2."""
+    cpus = sorted(cpus)
+    if len(cpus) == 1:
+        return f"cpu{cpus[0]}"
+    if cpus == list(range(cpus[0], cpus[-1] + 1)):
+        return f"cpu{cpus[0]}-{cpus[-1]}"
+    return "cpu" + ",".join(str(c) for c in cpus)
 
 
 @register_sensor("hwmon-temp")
@@ -266,6 +321,10 @@ class DevfreqSensor(ThermalSensor):
             elif _GPU_DEVFREQ.search(base):
                 n = sum(1 for dom, _ in self._devs if dom.startswith("gpu"))
                 self._devs.append(("gpu" if n == 0 else f"gpu{n}", d))
+        self._hw_max: Dict[str, Optional[int]] = {}
+        for dom, d in self._devs:
+            avail = (self.sys.read_optional(f"{d}/available_frequencies") or "").split()
+            self._hw_max[dom] = max((int(a) for a in avail if a.isdigit()), default=None)
         if not self._devs:
             raise SensorUnavailable("no devfreq device" + (f" named {', '.join(wanted)}" if wanted else " for a GPU")
                                     + " in /sys/class/devfreq")
@@ -284,8 +343,7 @@ class DevfreqSensor(ThermalSensor):
                 continue
             mx = self.sys.read_optional(f"{d}/max_freq")
             mn = self.sys.read_optional(f"{d}/min_freq")
-            avail = (self.sys.read_optional(f"{d}/available_frequencies") or "").split()
-            hw = max((int(a) for a in avail if a.isdigit()), default=None)
+            hw = self._hw_max.get(dom)
             r.clocks[dom] = ClockReading(hz=float(hz), allowed_max_hz=float(mx) if mx and mx.strip().isdigit() else None,
                                          hardware_max_hz=float(hw) if hw else None)
             if mx and mn:

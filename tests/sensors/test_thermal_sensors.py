@@ -62,6 +62,7 @@ def test_zone_garbage_value_is_unreadable(device):
 def test_cpufreq_clocks_governor_and_x86_throttle_counter(device):
     d = device("x86")
     s = make("cpufreq", d)
+    s.slow_refresh_s = 0.0  # read the counters on every reading (normally once a second)
     r = s.read()
     assert r.clocks["cpu3"].hz == 4500012000.0
     assert r.clocks["cpu0"].allowed_max_hz == 4.7e9 and r.clocks["cpu0"].hardware_max_hz == 4.7e9
@@ -73,20 +74,25 @@ def test_cpufreq_clocks_governor_and_x86_throttle_counter(device):
     assert s.read().throttled is False  # no further rise
 
 
-def test_cpufreq_skips_offline_cpus_and_mixed_governors(device):
+def test_cpufreq_one_domain_per_policy_offline_cpus_and_mixed_governors(device):
     d = device("jetson-orin-nano")
-    d.write("sys/devices/system/cpu/cpu5/online", 0)
-    d.write("sys/devices/system/cpu/cpu4/cpufreq/scaling_governor", "performance")
+    assert set(make("cpufreq", d).read().clocks) == {"cpu0-3", "cpu4-5"}
+    d.write("sys/devices/system/cpu/cpu4/cpufreq/scaling_governor", "performance")  # policy4, via the link
     r = make("cpufreq", d).read()
-    assert "cpu5" not in r.clocks and len(r.clocks) == 5
-    assert r.info["governor"].startswith("cpu0=schedutil,") and "cpu4=performance" in r.info["governor"]
+    assert r.info["governor"] == "cpu0-3=schedutil,cpu4-5=performance"
+    d.write("sys/devices/system/cpu/cpu4/online", 0)
+    d.write("sys/devices/system/cpu/cpu5/online", 0)
+    r = make("cpufreq", d).read()
+    assert set(r.clocks) == {"cpu0-3"} and r.info["governor"] == "schedutil"
+    x86 = make("cpufreq", device("x86")).read()  # intel_pstate: a policy per CPU
+    assert set(x86.clocks) == {"cpu0", "cpu1", "cpu2", "cpu3"}
 
 
 def test_cpufreq_below_max_under_a_pinning_governor(device):
     d = device("rpi4")
     r = make("cpufreq", d, below_max_is_throttle=True).read()
     assert r.throttled is True
-    assert r.throttle_reasons[0] == "cpu0 at 1500 MHz, below its allowed 1800 MHz"
+    assert r.throttle_reasons[0] == "cpu0-3 at 1500 MHz, below its allowed 1800 MHz"
 
 
 def test_no_cpufreq_in_a_container(device):
