@@ -455,9 +455,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
         def after(request: Any, response: Any) -> None:
             try:
-                if method == "ReportResult" and getattr(response, "accepted", False):
-                    self.owner.result_reported(request.job_id, request.attempt)
-                elif method == "LeaseJob" and response is not None and response.HasField("lease"):
+                # Accepted results reach result_reported from the servicer itself (server.py).
+                if method == "LeaseJob" and response is not None and response.HasField("lease"):
                     job = response.lease.job
                     if job.started_at and job.created_at:
                         events.queue_wait_seconds.labels(job.device_profile).observe(max(0.0, job.started_at - job.created_at))
@@ -602,6 +601,27 @@ class ControllerMetrics:
         self._http_thread: Optional[threading.Thread] = None
         self.port: Optional[int] = None
 
+    @classmethod
+    def for_controller(cls, controller: Any, *, remote_write_url: Optional[str] = None) -> "ControllerMetrics":
+        """Metrics over a (not yet started) server.Controller's store, installed as its
+        ``metrics`` so its interceptor sees every call."""
+        writer = None
+        if remote_write_url:
+            from .remote_write import RemoteWriter
+
+            writer = RemoteWriter(remote_write_url)
+        metrics = cls(controller.store, heartbeat_interval=controller.scheduler.heartbeat_interval,
+                      clock=controller.scheduler.clock, remote_write=writer)
+        controller.metrics = metrics
+        return metrics
+
+    def start(self, bind: Optional[str]) -> Optional[int]:
+        """Start remote-write (when configured) and, when ``bind`` is given, the HTTP endpoint.
+        Returns the HTTP port, or None without one."""
+        if self.remote_write is not None:
+            self.remote_write.start()
+        return self.start_http(bind) if bind else None
+
     def start_http(self, bind: str) -> int:
         """Serve /metrics on ``bind`` (host:port, port 0 picks one). Returns the port."""
         host, sep, port_text = bind.rpartition(":")
@@ -614,8 +634,6 @@ class ControllerMetrics:
             raise RuntimeError(f"cannot serve metrics on {bind}: {exc}") from exc
         self.port = int(self._http.server_address[1])
         log.info("metrics on http://%s:%d/metrics", host, self.port)
-        if self.remote_write is not None:
-            self.remote_write.start()
         return self.port
 
     def stop(self) -> None:

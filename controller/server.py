@@ -354,10 +354,14 @@ class Controller:
         max_attempts: int = 3,
         max_workers: int = 128,
         metrics: Optional[Any] = None,
+        metrics_bind: Optional[str] = None,
+        remote_write_url: Optional[str] = None,
     ) -> None:
         """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor`` and
         ``result_reported(job_id, attempt)``); its interceptor sees every call, and it hears
-        of every accepted result report."""
+        of every accepted result report. ``metrics_bind`` (HOST:PORT, port 0 picks one) serves
+        Prometheus metrics over HTTP; ``remote_write_url`` also sends every result, stamped with
+        its own time, to a Prometheus remote-write endpoint."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
         self.data_dir = Path(data_dir) if data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
@@ -369,6 +373,14 @@ class Controller:
         self.store = Store(self.db_url)
         self.artifacts = ArtifactStore(self.data_dir / "artifacts", self.store, max_bytes=max_artifact_bytes)
         self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval)
+        # ---- metrics hook (controller/metrics.py)
+        self.metrics_bind = metrics_bind
+        self.metrics_port: Optional[int] = None
+        if self.metrics is None and (metrics_bind or remote_write_url):
+            from .metrics import ControllerMetrics
+
+            ControllerMetrics.for_controller(self, remote_write_url=remote_write_url)
+        # ----
         self.port: Optional[int] = None
         self._server: Optional[grpc.Server] = None
         self._health: Optional[health.HealthServicer] = None
@@ -413,6 +425,8 @@ class Controller:
             raise RuntimeError(f"cannot listen on {bind}: {exc}") from exc
         if not port:
             raise RuntimeError(f"cannot listen on {bind} (address in use or not available)")
+        if self.metrics is not None and hasattr(self.metrics, "start"):
+            self.metrics_port = self.metrics.start(self.metrics_bind)
         server.start()
         self.scheduler.start()
         for name in ("", FARM_SERVICE, AGENT_SERVICE):
@@ -441,6 +455,8 @@ class Controller:
         # Long-polls and watch streams return now instead of holding the grace period.
         self.scheduler.stop()
         server.stop(grace).wait()
+        if self.metrics is not None and hasattr(self.metrics, "stop"):
+            self.metrics.stop()
         self.store.close()
         self._stopped.set()
         log.info("controller stopped")

@@ -197,7 +197,8 @@ def model_view() -> Dashboard:
         )
         .annotation(
             AnnotationQuery().name("New results").datasource(DS).enable(False).icon_color("blue")
-            .expr(f"max by (model, device_profile, runtime) (changes(hilfarm_inference_result_timestamp_seconds{{{sel}}}[5m])) > 0")
+            # Present for the minute after a result was stored, so a first result counts too.
+            .expr(f"time() - max by (model, device_profile, runtime) (hilfarm_inference_result_timestamp_seconds{{{sel}}}) < 60")
         )
         .with_row(Row("Latency"))
         .with_panel(st("p50 latency", "s", q(g("hilfarm_inference_latency_seconds", ',quantile="0.5"'), keys, instant=True), w=6))

@@ -462,8 +462,12 @@ def controller() -> None:
 @click.option("--max-artifact-bytes", default="4GiB", show_default=True, help="Largest artifact accepted.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="How long a job stays with an agent that stopped heartbeating.")
+@click.option("--metrics-bind", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:9464).")
+@click.option("--remote-write-url", envvar="HILFARM_REMOTE_WRITE_URL", default=None, metavar="URL",
+              help="Also send every result, stamped with its own time, to this Prometheus remote-write endpoint.")
 @click.pass_context
-def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds):
+def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, metrics_bind, remote_write_url):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
     from hilfarm.embedded import default_data_dir
@@ -474,9 +478,13 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         token=ctx.obj["token"],
         max_artifact_bytes=parse_size(max_artifact_bytes),
         lease_seconds=lease_seconds,
+        metrics_bind=metrics_bind,
+        remote_write_url=remote_write_url,
     )
     port = server.start(bind)
     click.echo(f"hilfarm controller listening on {bind.rsplit(':', 1)[0]}:{port}", err=True)
+    if server.metrics_port is not None:
+        click.echo(f"metrics on http://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
     serve_forever(server)
 
 
@@ -517,13 +525,15 @@ def agent_run(ctx, profile, tags, data_dir, agent_id):
               help="Where the farm keeps its database, artifacts and cache [user data dir].")
 @click.option("--profile", default="local", show_default=True, help="Profile of the local agent.")
 @click.option("--no-agent", is_flag=True, help="Run only the controller.")
+@click.option("--metrics-bind", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")
 @click.pass_context
-def up(ctx, bind, db_url, data_dir, profile, no_agent):
+def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind):
     """The embedded farm in the foreground: a controller and one local agent."""
     from hilfarm.embedded import EmbeddedFarm
 
     farm = EmbeddedFarm(data_dir=data_dir, bind=bind, db_url=db_url, profile=profile,
-                        token=ctx.obj["token"], with_agent=not no_agent)
+                        token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind)
     farm.start()
     stop = threading.Event()
     _stop_on_signals(stop)

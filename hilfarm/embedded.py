@@ -35,6 +35,7 @@ class EmbeddedFarm:
         profile: Optional[str] = "local",
         token: Optional[str] = None,
         with_agent: bool = True,
+        metrics_bind: Optional[str] = None,
     ):
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.bind = bind
@@ -42,6 +43,7 @@ class EmbeddedFarm:
         self.profile = profile
         self.token = token
         self.with_agent = with_agent
+        self.metrics_bind = metrics_bind
         self.address = ""
         self._controller = None
         self._agent_thread: Optional[threading.Thread] = None
@@ -54,7 +56,8 @@ class EmbeddedFarm:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._controller = Controller(
-            db_url=self.db_url, data_dir=self.data_dir / "controller", token=self.token
+            db_url=self.db_url, data_dir=self.data_dir / "controller", token=self.token,
+            metrics_bind=self.metrics_bind,
         )
         port = self._controller.start(self.bind)
         host = self.bind.rsplit(":", 1)[0] or "127.0.0.1"

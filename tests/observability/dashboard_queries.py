@@ -55,6 +55,12 @@ def metric_names(expr: str) -> Set[str]:
     return set(_NAME.findall(expr))
 
 
+def promql_regex_escape(value: str) -> str:
+    """As Grafana escapes a multi-value: regex metacharacters get a backslash, written as two
+    inside the PromQL string."""
+    return re.sub(r"([\\.*+?^$()\[\]{}|])", r"\\\\\1", value)
+
+
 def substitute(expr: str, values: Mapping[str, List[str]], rate_interval: str = "20s") -> str:
     """The query Grafana sends with these variable values (a multi-value regex alternation)."""
     expr = expr.replace("$__rate_interval", rate_interval)
@@ -62,7 +68,7 @@ def substitute(expr: str, values: Mapping[str, List[str]], rate_interval: str = 
     def one(m: "re.Match[str]") -> str:
         name = m.group(1) or m.group(2)
         chosen = values[name]
-        return chosen[0] if len(chosen) == 1 else "(" + "|".join(re.escape(v) for v in chosen) + ")"
+        return chosen[0] if len(chosen) == 1 else "(" + "|".join(promql_regex_escape(v) for v in chosen) + ")"
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -137,3 +140,44 @@ class Prometheus:
                 return result
             time.sleep(0.25)
         raise AssertionError(f"{expr!r} did not return the expected series within {timeout:.0f} s; last: {result}")
+
+
+HILFARM = [sys.executable, "-m", "hilfarm.cli"]
+
+
+class Proc:
+    """A hilfarm child process whose output goes to a file read while it runs."""
+
+    def __init__(self, args: List[str], log: Path, env: Optional[dict] = None) -> None:
+        self.log = log
+        self._file = log.open("wb")
+        env = dict(os.environ if env is None else env)
+        env.pop("HILFARM_TOKEN", None)
+        env.pop("HILFARM_CONTROLLER", None)
+        self.popen = subprocess.Popen(args, stdout=self._file, stderr=subprocess.STDOUT, env=env)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> str:
+        """The first group of ``pattern`` once it appears in the output."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text())
+            if m:
+                return m.group(1)
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{pattern!r} did not appear:\n{self.text()[-3000:]}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._file.close()
+        return self.popen.returncode

@@ -1,0 +1,308 @@
+"""End to end with a real Prometheus: a real controller process (`hilfarm controller serve
+--metrics-bind`) and a real agent process run real benchmarks; a simulated device (this test,
+speaking the agent API over gRPC) relays power/thermal telemetry; Prometheus scrapes every
+second and evaluates the deploy/ rules. Then every dashboard query (template variables filled
+with the label values Prometheus found), every recording rule and every alert expression is
+evaluated through Prometheus's HTTP API and must return the series it is about."""
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List
+
+import grpc
+import pytest
+import yaml
+
+pytest.importorskip("prometheus_client")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from hilfarm.client import FarmClient
+from hilfarm.v1 import farm_pb2, farm_pb2_grpc
+
+from . import dashboard_queries as dq
+from .promserver import HILFARM, Proc, Prometheus, free_port, require
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "rules"
+PLANNED = ("hilfarm_regression_detected",)
+SIM_PROFILE = "sim-rpi5"
+
+# What each alert's expression returns in this scenario. "fires": the expression itself returns
+# series. Otherwise the farm is healthy in that respect, and the probe (the alert's operand)
+# must return the series the alert watches.
+ALERTS = {
+    "HilfarmDeviceOffline": "fires",  # sim-rpi5-silent registered and went quiet
+    "HilfarmDeviceThrottling": "fires",  # the simulated device reports throttled=1
+    "HilfarmQueueStuck": 'max by (device_profile) (hilfarm_jobs_oldest_queued_age_seconds{device_profile="jetson"}) > 0',
+    "HilfarmControllerDatabaseDown": "min by (instance) (hilfarm_store_up) == 1",
+    "HilfarmInfrastructureFailures": 'sum(max without (instance, job, pod, namespace) (hilfarm_jobs_total{outcome="failed"})) > 0',
+    "HilfarmNightlyRegression": "planned",
+}
+
+
+class SimulatedDevice:
+    """A device whose agent is this test: registers, heartbeats, runs the jobs it leases by
+    reporting simulated telemetry (flagged simulated everywhere) and a simulated result."""
+
+    def __init__(self, address: str, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.channel = grpc.insecure_channel(address)
+        self.stub = farm_pb2_grpc.AgentServiceStub(self.channel)
+        self.stop = threading.Event()
+        self.holding = threading.Event()
+        self.busy = False
+
+    def register(self) -> None:
+        caps = farm_pb2.Capabilities(runtimes=[farm_pb2.RuntimeInfo(name="onnxruntime", version="sim")], cpu_cores=4)
+        self.stub.Register(farm_pb2.RegisterRequest(agent_id=self.agent_id, device_profile=SIM_PROFILE,
+                                                    capabilities=caps, hostname="sim", agent_version="test"))
+
+    @staticmethod
+    def telemetry(t: float, throttled: bool) -> List[farm_pb2.TelemetrySample]:
+        def s(quantity: str, channel: str, value: float) -> farm_pb2.TelemetrySample:
+            return farm_pb2.TelemetrySample(t=t, sensor="sim:test", quantity=quantity, channel=channel, value=value, simulated=True)
+
+        return [s("power_watts", "VDD_IN", 4.0 + t / 10), s("temperature_celsius", "cpu-thermal", 60.0 + t),
+                s("clock_hz", "cpu0", 1.5e9 if throttled else 2.4e9), s("throttled", "vcgencmd", 1.0 if throttled else 0.0)]
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except (grpc.RpcError, ValueError):
+            if not self.stop.is_set():  # a failure before the test ended it
+                raise
+
+    def _run(self) -> None:
+        """Complete the first job with a result; hold the second one running, reporting telemetry."""
+        self.register()
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
+        heartbeat.start()
+        for n in (1, 2):
+            lease = None
+            while lease is None and not self.stop.is_set():
+                response = self.stub.LeaseJob(farm_pb2.LeaseJobRequest(agent_id=self.agent_id, wait_seconds=2))
+                lease = response.lease if response.HasField("lease") else None
+            if lease is None:
+                return
+            self.busy = True
+            timeline: List[farm_pb2.TelemetrySample] = []
+            t = 0.0
+            while not self.stop.is_set():
+                samples = self.telemetry(t, throttled=n == 2 or t >= 1.0)
+                timeline += samples
+                progress = farm_pb2.Progress(phase="measuring", runs_done=int(t * 10), runs_target=30,
+                                             elapsed_seconds=t, updated_at=time.time(), telemetry=samples)
+                self.stub.ReportProgress(farm_pb2.ReportProgressRequest(agent_id=self.agent_id, lease_id=lease.lease_id, progress=progress))
+                t += 0.5
+                if n == 1 and t > 2.0:
+                    break
+                if n == 2:
+                    self.holding.set()
+                self.stop.wait(0.5)
+            if n == 1:
+                self.stub.ReportResult(farm_pb2.ReportResultRequest(
+                    agent_id=self.agent_id, lease_id=lease.lease_id, job_id=lease.job.id, attempt=lease.job.attempt,
+                    result=self.result(timeline)))
+                self.busy = False
+
+    def result(self, timeline: List[farm_pb2.TelemetrySample]) -> farm_pb2.BenchmarkResult:
+        r = farm_pb2.BenchmarkResult(timeline=timeline)
+        r.latency.samples_ns.extend([2_000_000 + 10_000 * (i % 5) for i in range(30)])
+        r.latency.p50_seconds, r.latency.p90_seconds, r.latency.p95_seconds = 0.00202, 0.00204, 0.00204
+        r.latency.p99_seconds, r.latency.min_seconds, r.latency.max_seconds = 0.00204, 0.002, 0.00204
+        r.latency.mean_seconds, r.latency.cv, r.latency.throughput_per_second = 0.00202, 0.007, 495.0
+        r.latency.load_seconds, r.latency.first_inference_seconds = 0.02, 0.004
+        r.memory.peak_bytes, r.memory.model_delta_bytes, r.memory.model_file_bytes = 40_000_000, 3_000_000, 70_000
+        r.environment.runtime, r.environment.simulated, r.environment.device_profile = "onnxruntime", True, SIM_PROFILE
+        r.power.active_watts, r.power.idle_watts, r.power.energy_per_inference_joules = 4.1, 3.0, 0.0083
+        r.power.simulated = True
+        r.thermal.zones.add(zone="cpu-thermal", start_celsius=60.0, max_celsius=62.0, end_celsius=62.0)
+        r.thermal.throttled, r.thermal.throttled_fraction, r.thermal.simulated = True, 0.5, True
+        return r
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.stub.Heartbeat(farm_pb2.HeartbeatRequest(agent_id=self.agent_id, busy=self.busy))
+            except (grpc.RpcError, ValueError):  # the channel closed at the end of the test
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.channel.close()
+
+
+def label_values(prom: Prometheus, selector: str, label: str) -> List[str]:
+    return prom.api(f"label/{label}/values", **{"match[]": selector})
+
+
+def resolve_variables(prom: Prometheus, doc: dict) -> Dict[str, List[str]]:
+    """Each variable's values, in dashboard order (later variables use earlier ones), as Grafana
+    would with every value selected."""
+    values: Dict[str, List[str]] = {}
+    for name, selector, label in dq.variable_queries(doc):
+        found = label_values(prom, dq.substitute(selector, values), label)
+        assert found, f"{doc['uid']}: variable {name} ({selector}, {label}) has no values"
+        values[name] = found
+    return values
+
+
+@pytest.fixture(scope="module")
+def observed_farm(tmp_path_factory):
+    from hilfarm import sample_models
+
+    require("prometheus")
+    root = tmp_path_factory.mktemp("obs-farm")
+    metrics_port = free_port()
+    controller = Proc(HILFARM + ["controller", "serve", "--bind", "127.0.0.1:0", "--metrics-bind", f"127.0.0.1:{metrics_port}",
+                                 "--data-dir", str(root / "controller")], root / "controller.log")
+    address = controller.wait_for(r"listening on ([\d.]+:\d+)")
+    agent = Proc(HILFARM + ["--controller", address, "agent", "run", "--profile", "local", "--agent-id", "local-1",
+                            "--data-dir", str(root / "agent")], root / "agent.log")
+    prom = Prometheus(root / "prometheus", scrape_targets=[f"127.0.0.1:{metrics_port}"],
+                      rule_files=sorted(RULES.glob("*.yml"))).start()
+    sim = SimulatedDevice(address, "sim-rpi5-01")
+    silent = SimulatedDevice(address, "sim-rpi5-silent")
+    try:
+        silent.register()  # and never calls again: offline after three heartbeat intervals
+        sim_thread = threading.Thread(target=sim.run, daemon=True)
+        sim_thread.start()
+        mlp = sample_models.make_onnx_mlp(root / "mlp.onnx", in_features=32, hidden=64, layers=2)
+        broken = root / "broken.onnx"
+        broken.write_bytes(b"not an onnx model")
+        settings = farm_pb2.JobSettings(warmup_runs=2, min_runs=20, min_seconds=0.2, max_seconds=3)
+        with FarmClient(address) as client:
+            deadline = time.monotonic() + 30
+            while not any(d.agent_id == "local-1" and d.state != "offline" for d in client.list_devices()):
+                assert time.monotonic() < deadline, "local agent did not register:\n" + agent.text()
+                time.sleep(0.1)
+            local = next(d.device_profile for d in client.list_devices() if d.agent_id == "local-1")
+            up_mlp, up_broken = client.upload(mlp), client.upload(broken)
+            runs = [client.submit([up_mlp], [local], settings), client.submit([up_mlp], [local], settings),
+                    client.submit([up_broken], [local], settings),
+                    client.submit([up_mlp], [SIM_PROFILE], settings), client.submit([up_mlp], [SIM_PROFILE], settings),
+                    client.submit([up_mlp], ["jetson"], settings)]  # no jetson: stays queued
+            local_jobs = [j.id for r in runs[:3] for j in r.jobs]
+            deadline = time.monotonic() + 90
+            while True:
+                states = [client.get_job(j).state for j in local_jobs]
+                if all(s in (farm_pb2.JOB_STATE_SUCCEEDED, farm_pb2.JOB_STATE_FAILED) for s in states) and sim.holding.is_set():
+                    break
+                assert time.monotonic() < deadline, f"jobs did not finish: {states}\n{agent.text()[-3000:]}"
+                time.sleep(0.2)
+            sim_jobs = [j.id for r in runs[3:5] for j in r.jobs]
+        # The silent device is offline after 3 heartbeat intervals (15 s by default); wait for
+        # Prometheus to see it, and for a few more scrapes of everything else.
+        prom.wait_for('max by (agent) (hilfarm_device_state{agent="sim-rpi5-silent",state="offline"}) == 1', timeout=40)
+        prom.wait_for("hilfarm_device_throttled == 1", timeout=10)
+        time.sleep(3)
+        yield {"prom": prom, "address": address, "local_profile": local, "local_jobs": local_jobs, "sim_jobs": sim_jobs,
+               "root": root, "controller": controller}
+    finally:
+        sim.close()
+        silent.close()
+        prom.stop()
+        agent.stop()
+        controller.stop()
+
+
+def test_scrape_has_the_farm_and_the_results(observed_farm) -> None:
+    prom: Prometheus = observed_farm["prom"]
+    local = observed_farm["local_profile"]
+    ok = prom.query(f'hilfarm_jobs_total{{outcome="succeeded",device_profile="{local}"}}')
+    assert [float(r["value"][1]) for r in ok] == [2.0]
+    failed = prom.query(f'hilfarm_jobs_total{{outcome="failed",device_profile="{local}"}}')
+    assert len(failed) == 1 and failed[0]["metric"]["reason"] not in ("ok", "")
+    p50 = prom.query(f'hilfarm_inference_latency_seconds{{model="mlp.onnx",device_profile="{local}",quantile="0.5"}}')
+    assert len(p50) == 1 and 0 < float(p50[0]["value"][1]) < 1
+    assert p50[0]["metric"]["runtime"] == "onnxruntime"
+    energy = prom.query(f'hilfarm_inference_energy_joules{{device_profile="{SIM_PROFILE}"}}')
+    assert [r["metric"]["simulated"] for r in energy] == ["true"]
+    assert float(energy[0]["value"][1]) == pytest.approx(0.0083)
+    temp = prom.query('hilfarm_device_temperature_celsius{agent="sim-rpi5-01",zone="cpu-thermal"}')
+    assert len(temp) == 1 and float(temp[0]["value"][1]) >= 60 and temp[0]["metric"]["simulated"] == "true"
+    queued = prom.query('hilfarm_jobs_queued{device_profile="jetson"}')
+    assert [float(r["value"][1]) for r in queued] == [1.0]
+    calls = prom.query('sum by (method) (hilfarm_grpc_server_handling_seconds_count{method="ReportResult"})')
+    assert float(calls[0]["value"][1]) >= 4
+    assert prom.query('hilfarm_artifact_transfer_bytes_total{direction="download"} > 0')
+    assert prom.query(f'hilfarm_job_duration_seconds_count{{device_profile="{local}",outcome="succeeded"}} == 2')
+    # No label carries a job id.
+    every_job = set(observed_farm["local_jobs"]) | set(observed_farm["sim_jobs"])
+    for series in prom.api("series", **{"match[]": '{__name__=~"hilfarm_.+"}'}):
+        assert not set(series.values()) & every_job, series
+
+
+def test_every_dashboard_query_returns_series(observed_farm) -> None:
+    prom: Prometheus = observed_farm["prom"]
+    end = time.time()
+    start = end - 60
+    checked = 0
+    for name, doc in dq.dashboards().items():
+        values = resolve_variables(prom, doc)
+        for title, expr, instant in dq.panel_queries(doc):
+            query = dq.substitute(expr, values)
+            result = prom.query(query, at=end) if instant else prom.query_range(query, start, end)
+            assert result, f"{name} panel {title!r} returned nothing: {query}"
+            checked += 1
+        for title, expr in dq.annotation_queries(doc):
+            query = dq.substitute(expr, values)
+            result = prom.query_range(query, start, end)  # must at least parse and evaluate
+            if not dq.metric_names(expr) & set(PLANNED):
+                assert result, f"{name} annotation {title!r} returned nothing: {query}"
+    assert checked == sum(len(dq.panel_queries(d)) for d in dq.dashboards().values()) > 30
+
+
+def test_every_recording_rule_and_alert(observed_farm) -> None:
+    prom: Prometheus = observed_farm["prom"]
+    recorded = alerts = 0
+    for path in sorted(RULES.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    assert prom.query(rule["expr"]), f"recording rule {rule['record']} expression returned nothing"
+                    assert prom.wait_for(rule["record"], timeout=10), rule["record"]
+                    recorded += 1
+                    continue
+                name = rule["alert"]
+                expect = ALERTS[name]
+                result = prom.query(rule["expr"])
+                if expect == "fires":
+                    assert result, f"alert {name} should fire here but its expression returned nothing"
+                elif expect == "planned":
+                    assert dq.metric_names(rule["expr"]) & set(PLANNED)
+                else:
+                    assert not result, f"alert {name} fires on a healthy farm: {result}"
+                    assert prom.query(expect), f"alert {name}: its probe returned nothing: {expect}"
+                alerts += 1
+    assert recorded == 7 and alerts == len(ALERTS)
+    # Prometheus itself evaluated every rule without error, and the firing ones are pending/firing.
+    groups = prom.api("rules")["groups"]
+    health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
+    assert all(h == "ok" for h, _ in health.values()), health
+    active = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]}
+    assert {"HilfarmDeviceOffline", "HilfarmDeviceThrottling"} <= active
+
+
+def test_jobs_show_plot_from_a_real_job(observed_farm) -> None:
+    out = observed_farm["root"] / "sim-job.png"
+    done = subprocess.run(HILFARM + ["--controller", observed_farm["address"], "jobs", "show", observed_farm["sim_jobs"][0],
+                                     "--plot", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = observed_farm["root"] / "local-job.html"
+    done = subprocess.run(HILFARM + ["--controller", observed_farm["address"], "jobs", "show", observed_farm["local_jobs"][0],
+                                     "--plot", str(page)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "data:image/png;base64," in page.read_text()
+
+
+def test_metrics_endpoint_is_plain_prometheus_text(observed_farm) -> None:
+    body = urllib.request.urlopen(observed_farm["prom"].url + "/api/v1/targets", timeout=5).read().decode()
+    assert '"health":"up"' in body
