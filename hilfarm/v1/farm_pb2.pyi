@@ -28,6 +28,13 @@ class FailureCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_CATEGORY_DEVICE_FAULT: _ClassVar[FailureCategory]
     FAILURE_CATEGORY_INFRASTRUCTURE: _ClassVar[FailureCategory]
     FAILURE_CATEGORY_CONFIGURATION: _ClassVar[FailureCategory]
+
+class VerdictStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_STATUS_UNSPECIFIED: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_PASS: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_FAIL: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_UNKNOWN: _ClassVar[VerdictStatus]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_LEASED: JobState
@@ -45,6 +52,10 @@ FAILURE_CATEGORY_TIMEOUT: FailureCategory
 FAILURE_CATEGORY_DEVICE_FAULT: FailureCategory
 FAILURE_CATEGORY_INFRASTRUCTURE: FailureCategory
 FAILURE_CATEGORY_CONFIGURATION: FailureCategory
+VERDICT_STATUS_UNSPECIFIED: VerdictStatus
+VERDICT_STATUS_PASS: VerdictStatus
+VERDICT_STATUS_FAIL: VerdictStatus
+VERDICT_STATUS_UNKNOWN: VerdictStatus
 
 class ArtifactHeader(_message.Message):
     __slots__ = ("sha256", "size_bytes", "filename", "format")
@@ -396,7 +407,7 @@ class BenchmarkResult(_message.Message):
     def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure")
+    __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure", "constraints", "verdicts", "constraint_set")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +427,9 @@ class Job(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_SET_FIELD_NUMBER: _ClassVar[int]
     id: str
     run_id: str
     model_name: str
@@ -435,7 +449,10 @@ class Job(_message.Message):
     progress: Progress
     result: BenchmarkResult
     failure: Failure
-    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_format: _Optional[str] = ..., device_profile: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., placement_notes: _Optional[_Iterable[str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    constraints: _containers.RepeatedCompositeFieldContainer[Budget]
+    verdicts: _containers.RepeatedCompositeFieldContainer[ConstraintVerdict]
+    constraint_set: str
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_format: _Optional[str] = ..., device_profile: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., placement_notes: _Optional[_Iterable[str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., constraint_set: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("id", "created_at", "jobs")
@@ -512,18 +529,22 @@ class ModelRef(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("models", "device_profiles", "settings", "required_tags", "max_attempts")
+    __slots__ = ("models", "device_profiles", "settings", "required_tags", "max_attempts", "constraints", "constraint_set")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_PROFILES_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_SET_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     device_profiles: _containers.RepeatedScalarFieldContainer[str]
     settings: JobSettings
     required_tags: _containers.RepeatedScalarFieldContainer[str]
     max_attempts: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., device_profiles: _Optional[_Iterable[str]] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    constraints: _containers.RepeatedCompositeFieldContainer[Budget]
+    constraint_set: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., device_profiles: _Optional[_Iterable[str]] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ..., constraints: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., constraint_set: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -582,6 +603,344 @@ class DrainDeviceRequest(_message.Message):
     agent_id: str
     drain: bool
     def __init__(self, agent_id: _Optional[str] = ..., drain: bool = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("name", "max", "min", "device_profile", "unit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max: float
+    min: float
+    device_profile: str
+    unit: str
+    def __init__(self, name: _Optional[str] = ..., max: _Optional[float] = ..., min: _Optional[float] = ..., device_profile: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
+
+class ConstraintVerdict(_message.Message):
+    __slots__ = ("constraint", "comparison", "budget", "measured", "margin", "status", "unit", "reason", "device_profile")
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    constraint: str
+    comparison: str
+    budget: float
+    measured: float
+    margin: float
+    status: VerdictStatus
+    unit: str
+    reason: str
+    device_profile: str
+    def __init__(self, constraint: _Optional[str] = ..., comparison: _Optional[str] = ..., budget: _Optional[float] = ..., measured: _Optional[float] = ..., margin: _Optional[float] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., unit: _Optional[str] = ..., reason: _Optional[str] = ..., device_profile: _Optional[str] = ...) -> None: ...
+
+class MetricComparison(_message.Message):
+    __slots__ = ("metric", "statistic", "baseline", "candidate", "ratio", "ci_low", "ci_high", "confidence", "p_value", "threshold", "verdict", "summary", "baseline_count", "candidate_count")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    statistic: str
+    baseline: float
+    candidate: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    p_value: float
+    threshold: float
+    verdict: str
+    summary: str
+    baseline_count: int
+    candidate_count: int
+    def __init__(self, metric: _Optional[str] = ..., statistic: _Optional[str] = ..., baseline: _Optional[float] = ..., candidate: _Optional[float] = ..., ratio: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., confidence: _Optional[float] = ..., p_value: _Optional[float] = ..., threshold: _Optional[float] = ..., verdict: _Optional[str] = ..., summary: _Optional[str] = ..., baseline_count: _Optional[int] = ..., candidate_count: _Optional[int] = ...) -> None: ...
+
+class Comparison(_message.Message):
+    __slots__ = ("baseline_job_id", "candidate_job_id", "metrics", "regression", "summary")
+    BASELINE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    baseline_job_id: str
+    candidate_job_id: str
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricComparison]
+    regression: bool
+    summary: str
+    def __init__(self, baseline_job_id: _Optional[str] = ..., candidate_job_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., regression: bool = ..., summary: _Optional[str] = ...) -> None: ...
+
+class Baseline(_message.Message):
+    __slots__ = ("name", "model_name", "device_profile", "runtime_config", "job_id", "model_sha256", "accepted_at", "suite")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SUITE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_name: str
+    device_profile: str
+    runtime_config: str
+    job_id: str
+    model_sha256: str
+    accepted_at: float
+    suite: str
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., job_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., accepted_at: _Optional[float] = ..., suite: _Optional[str] = ...) -> None: ...
+
+class Tolerances(_message.Message):
+    __slots__ = ("latency_ratio", "memory_ratio", "energy_ratio", "temperature_celsius", "alpha")
+    LATENCY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    latency_ratio: float
+    memory_ratio: float
+    energy_ratio: float
+    temperature_celsius: float
+    alpha: float
+    def __init__(self, latency_ratio: _Optional[float] = ..., memory_ratio: _Optional[float] = ..., energy_ratio: _Optional[float] = ..., temperature_celsius: _Optional[float] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class SuiteSpec(_message.Message):
+    __slots__ = ("name", "models", "device_profiles", "settings", "constraints", "constraint_set", "baseline", "tolerances", "no_confirm", "placement_timeout_seconds", "required_tags", "schedule")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_SET_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCES_FIELD_NUMBER: _ClassVar[int]
+    NO_CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    device_profiles: _containers.RepeatedScalarFieldContainer[str]
+    settings: JobSettings
+    constraints: _containers.RepeatedCompositeFieldContainer[Budget]
+    constraint_set: str
+    baseline: str
+    tolerances: Tolerances
+    no_confirm: bool
+    placement_timeout_seconds: float
+    required_tags: _containers.RepeatedScalarFieldContainer[str]
+    schedule: str
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., device_profiles: _Optional[_Iterable[str]] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., constraint_set: _Optional[str] = ..., baseline: _Optional[str] = ..., tolerances: _Optional[_Union[Tolerances, _Mapping]] = ..., no_confirm: bool = ..., placement_timeout_seconds: _Optional[float] = ..., required_tags: _Optional[_Iterable[str]] = ..., schedule: _Optional[str] = ...) -> None: ...
+
+class SuiteCase(_message.Message):
+    __slots__ = ("model_name", "model_sha256", "device_profile", "runtime_config", "outcome", "job_id", "baseline_job_id", "verdicts", "comparison", "confirmation", "message", "job", "confirm_job_ids", "duration_seconds")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_sha256: str
+    device_profile: str
+    runtime_config: str
+    outcome: str
+    job_id: str
+    baseline_job_id: str
+    verdicts: _containers.RepeatedCompositeFieldContainer[ConstraintVerdict]
+    comparison: Comparison
+    confirmation: Comparison
+    message: str
+    job: Job
+    confirm_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    duration_seconds: float
+    def __init__(self, model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., outcome: _Optional[str] = ..., job_id: _Optional[str] = ..., baseline_job_id: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., comparison: _Optional[_Union[Comparison, _Mapping]] = ..., confirmation: _Optional[_Union[Comparison, _Mapping]] = ..., message: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., confirm_job_ids: _Optional[_Iterable[str]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+
+class SuiteRun(_message.Message):
+    __slots__ = ("id", "suite", "trigger", "baseline", "state", "outcome", "started_at", "finished_at", "cases", "message", "accepted")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SUITE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    suite: str
+    trigger: str
+    baseline: str
+    state: str
+    outcome: str
+    started_at: float
+    finished_at: float
+    cases: _containers.RepeatedCompositeFieldContainer[SuiteCase]
+    message: str
+    accepted: bool
+    def __init__(self, id: _Optional[str] = ..., suite: _Optional[str] = ..., trigger: _Optional[str] = ..., baseline: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[SuiteCase, _Mapping]]] = ..., message: _Optional[str] = ..., accepted: bool = ...) -> None: ...
+
+class CompareJobsRequest(_message.Message):
+    __slots__ = ("baseline_job_id", "candidate_job_id", "tolerances")
+    BASELINE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCES_FIELD_NUMBER: _ClassVar[int]
+    baseline_job_id: str
+    candidate_job_id: str
+    tolerances: Tolerances
+    def __init__(self, baseline_job_id: _Optional[str] = ..., candidate_job_id: _Optional[str] = ..., tolerances: _Optional[_Union[Tolerances, _Mapping]] = ...) -> None: ...
+
+class AcceptBaselineRequest(_message.Message):
+    __slots__ = ("name", "job_ids", "suite")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    SUITE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    suite: str
+    def __init__(self, name: _Optional[str] = ..., job_ids: _Optional[_Iterable[str]] = ..., suite: _Optional[str] = ...) -> None: ...
+
+class AcceptBaselineResponse(_message.Message):
+    __slots__ = ("baselines",)
+    BASELINES_FIELD_NUMBER: _ClassVar[int]
+    baselines: _containers.RepeatedCompositeFieldContainer[Baseline]
+    def __init__(self, baselines: _Optional[_Iterable[_Union[Baseline, _Mapping]]] = ...) -> None: ...
+
+class ListBaselinesRequest(_message.Message):
+    __slots__ = ("name", "model_name", "device_profile")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_name: str
+    device_profile: str
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., device_profile: _Optional[str] = ...) -> None: ...
+
+class ListBaselinesResponse(_message.Message):
+    __slots__ = ("baselines",)
+    BASELINES_FIELD_NUMBER: _ClassVar[int]
+    baselines: _containers.RepeatedCompositeFieldContainer[Baseline]
+    def __init__(self, baselines: _Optional[_Iterable[_Union[Baseline, _Mapping]]] = ...) -> None: ...
+
+class StartSuiteRunRequest(_message.Message):
+    __slots__ = ("suite", "trigger", "accept")
+    SUITE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    suite: SuiteSpec
+    trigger: str
+    accept: bool
+    def __init__(self, suite: _Optional[_Union[SuiteSpec, _Mapping]] = ..., trigger: _Optional[str] = ..., accept: bool = ...) -> None: ...
+
+class GetSuiteRunRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListSuiteRunsRequest(_message.Message):
+    __slots__ = ("suite", "limit")
+    SUITE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    suite: str
+    limit: int
+    def __init__(self, suite: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListSuiteRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[SuiteRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[SuiteRun, _Mapping]]] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("model_name", "device_profile", "metric", "runtime_config", "limit")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    device_profile: str
+    metric: str
+    runtime_config: str
+    limit: int
+    def __init__(self, model_name: _Optional[str] = ..., device_profile: _Optional[str] = ..., metric: _Optional[str] = ..., runtime_config: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class HistoryPoint(_message.Message):
+    __slots__ = ("t", "job_id", "suite_run_id", "value", "model_sha256", "runtime_config", "outcome")
+    T_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SUITE_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    t: float
+    job_id: str
+    suite_run_id: str
+    value: float
+    model_sha256: str
+    runtime_config: str
+    outcome: str
+    def __init__(self, t: _Optional[float] = ..., job_id: _Optional[str] = ..., suite_run_id: _Optional[str] = ..., value: _Optional[float] = ..., model_sha256: _Optional[str] = ..., runtime_config: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ChangePoint(_message.Message):
+    __slots__ = ("index", "t", "job_id", "before", "after", "ratio", "p_value")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    T_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    t: float
+    job_id: str
+    before: float
+    after: float
+    ratio: float
+    p_value: float
+    def __init__(self, index: _Optional[int] = ..., t: _Optional[float] = ..., job_id: _Optional[str] = ..., before: _Optional[float] = ..., after: _Optional[float] = ..., ratio: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("metric", "unit", "points", "change_points", "method")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_POINTS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    unit: str
+    points: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
+    change_points: _containers.RepeatedCompositeFieldContainer[ChangePoint]
+    method: str
+    def __init__(self, metric: _Optional[str] = ..., unit: _Optional[str] = ..., points: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., change_points: _Optional[_Iterable[_Union[ChangePoint, _Mapping]]] = ..., method: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("agent_id", "device_profile", "tags", "capabilities", "hostname", "agent_version")

@@ -85,6 +85,41 @@ class FarmServiceStub(object):
                 request_serializer=hilfarm_dot_v1_dot_farm__pb2.DrainDeviceRequest.SerializeToString,
                 response_deserializer=hilfarm_dot_v1_dot_farm__pb2.Device.FromString,
                 _registered_method=True)
+        self.CompareJobs = channel.unary_unary(
+                '/hilfarm.v1.FarmService/CompareJobs',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.CompareJobsRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.Comparison.FromString,
+                _registered_method=True)
+        self.AcceptBaseline = channel.unary_unary(
+                '/hilfarm.v1.FarmService/AcceptBaseline',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.AcceptBaselineRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.AcceptBaselineResponse.FromString,
+                _registered_method=True)
+        self.ListBaselines = channel.unary_unary(
+                '/hilfarm.v1.FarmService/ListBaselines',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.ListBaselinesRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListBaselinesResponse.FromString,
+                _registered_method=True)
+        self.StartSuiteRun = channel.unary_unary(
+                '/hilfarm.v1.FarmService/StartSuiteRun',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.StartSuiteRunRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.SuiteRun.FromString,
+                _registered_method=True)
+        self.GetSuiteRun = channel.unary_unary(
+                '/hilfarm.v1.FarmService/GetSuiteRun',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.GetSuiteRunRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.SuiteRun.FromString,
+                _registered_method=True)
+        self.ListSuiteRuns = channel.unary_unary(
+                '/hilfarm.v1.FarmService/ListSuiteRuns',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.ListSuiteRunsRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListSuiteRunsResponse.FromString,
+                _registered_method=True)
+        self.GetHistory = channel.unary_unary(
+                '/hilfarm.v1.FarmService/GetHistory',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.HistoryResponse.FromString,
+                _registered_method=True)
 
 
 class FarmServiceServicer(object):
@@ -152,6 +187,49 @@ class FarmServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareJobs(self, request, context):
+        """Regression testing: statistics against a baseline, suites, nightly history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptBaseline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBaselines(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartSuiteRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSuiteRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSuiteRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FarmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +282,41 @@ def add_FarmServiceServicer_to_server(servicer, server):
                     servicer.DrainDevice,
                     request_deserializer=hilfarm_dot_v1_dot_farm__pb2.DrainDeviceRequest.FromString,
                     response_serializer=hilfarm_dot_v1_dot_farm__pb2.Device.SerializeToString,
+            ),
+            'CompareJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareJobs,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.CompareJobsRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.Comparison.SerializeToString,
+            ),
+            'AcceptBaseline': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptBaseline,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.AcceptBaselineRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.AcceptBaselineResponse.SerializeToString,
+            ),
+            'ListBaselines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBaselines,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListBaselinesRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.ListBaselinesResponse.SerializeToString,
+            ),
+            'StartSuiteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSuiteRun,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.StartSuiteRunRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.SuiteRun.SerializeToString,
+            ),
+            'GetSuiteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSuiteRun,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.GetSuiteRunRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.SuiteRun.SerializeToString,
+            ),
+            'ListSuiteRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSuiteRuns,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListSuiteRunsRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.ListSuiteRunsResponse.SerializeToString,
+            ),
+            'GetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHistory,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.HistoryRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.HistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +590,195 @@ class FarmService(object):
             '/hilfarm.v1.FarmService/DrainDevice',
             hilfarm_dot_v1_dot_farm__pb2.DrainDeviceRequest.SerializeToString,
             hilfarm_dot_v1_dot_farm__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/CompareJobs',
+            hilfarm_dot_v1_dot_farm__pb2.CompareJobsRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.Comparison.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptBaseline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/AcceptBaseline',
+            hilfarm_dot_v1_dot_farm__pb2.AcceptBaselineRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.AcceptBaselineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBaselines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/ListBaselines',
+            hilfarm_dot_v1_dot_farm__pb2.ListBaselinesRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.ListBaselinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSuiteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/StartSuiteRun',
+            hilfarm_dot_v1_dot_farm__pb2.StartSuiteRunRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.SuiteRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSuiteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/GetSuiteRun',
+            hilfarm_dot_v1_dot_farm__pb2.GetSuiteRunRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.SuiteRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSuiteRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/ListSuiteRuns',
+            hilfarm_dot_v1_dot_farm__pb2.ListSuiteRunsRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.ListSuiteRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/GetHistory',
+            hilfarm_dot_v1_dot_farm__pb2.HistoryRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.HistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
