@@ -17,6 +17,9 @@ echo "== PostgreSQL"
 bash scripts/ensure-postgres.sh
 export HILFARM_TEST_POSTGRES_URL=${HILFARM_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
 
+echo "== Prometheus (promtool and the server the observability tests start)"
+bash scripts/ensure-prometheus.sh
+
 echo "== extra environments"
 .ci/envs.sh
 
