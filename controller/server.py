@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import grpc
 import platformdirs
@@ -38,6 +38,8 @@ from .errors import (
     Unavailable,
 )
 from .models import Job
+from .regression_store import RegressionStore
+from .suites import SuiteRunner, budgets_by_job, budgets_from_doc
 from .scheduler import Scheduler
 from .store import Store, default_sqlite_url
 from .submission import ModelSpec, plan_run
@@ -145,7 +147,15 @@ class _Services:
 
     def job_pb(self, job: Job) -> pb.Job:
         notes = self.scheduler.placement_notes([job])
-        return wire.job_to_pb(job, notes.get(job.id, ()))
+        msg = wire.job_to_pb(job, notes.get(job.id, ()))
+        return wire.add_evaluation(msg, self.c.regressions.evaluations([job.id]).get(job.id))
+
+    def run_pb(self, run: Any, jobs: List[Job]) -> pb.Run:
+        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
+        evaluations = self.c.regressions.evaluations(j.id for j in jobs)
+        for job_msg in msg.jobs:
+            wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
+        return msg
 
 
 class FarmServicer(pb_grpc.FarmServiceServicer):
@@ -186,15 +196,18 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             default_max_attempts=self.s.c.max_attempts,
             now=time.time(),
         )
+        budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
         self.s.store.add_run(run, jobs)
+        # Budgets are stored before any agent can report a result for these jobs.
+        self.s.c.regressions.add_budgets(budgets_by_job(jobs, budgets), request.constraint_set)
         log.info("run %s submitted: %d job(s)", run.id, len(jobs))
         self.s.scheduler.notify_work()
-        return wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
+        return self.s.run_pb(run, jobs)
 
     @_rpc
     def GetRun(self, request, context):  # type: ignore[no-untyped-def]
         run, jobs = self.s.store.get_run(request.run_id)
-        return wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
+        return self.s.run_pb(run, jobs)
 
     @_rpc
     def GetJob(self, request, context):  # type: ignore[no-untyped-def]
@@ -210,7 +223,9 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             raise InvalidArgument(f"states: {exc}") from None
         jobs = self.s.store.list_jobs(run_id=request.run_id, states=states, limit=request.limit)
         notes = self.s.scheduler.placement_notes(jobs)
-        return pb.ListJobsResponse(jobs=[wire.job_to_pb(j, notes.get(j.id, ())) for j in jobs])
+        evaluations = self.s.c.regressions.evaluations(j.id for j in jobs)
+        return pb.ListJobsResponse(jobs=[wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id))
+                                         for j in jobs])
 
     @_rpc
     def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
@@ -252,6 +267,37 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             self.s.scheduler.notify_work()
         (status,) = [d for d in self.s.scheduler.devices() if d.agent.id == request.agent_id]
         return wire.device_to_pb(status)
+
+
+    # ---- regression testing (controller/suites.py, regression.py, changepoints.py)
+
+    @_rpc
+    def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.compare(request)
+
+    @_rpc
+    def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.accept(request)
+
+    @_rpc
+    def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.list_baselines(request)
+
+    @_rpc
+    def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.start_suite(request)
+
+    @_rpc
+    def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.get_suite_run(request.id)
+
+    @_rpc
+    def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.list_suite_runs(request)
+
+    @_rpc
+    def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
+        return self.s.c.regression_rpcs.history(request)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -327,6 +373,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             result=wire.result_from_pb(request.result) if outcome == "result" else None,
             failure=wire.failure_from_pb(request.failure) if outcome == "failure" else None,
             now=time.time(),
+            on_result=self.s.c.judge_result,
         )
         if not accepted:
             log.warning("refused a report from agent %s: %s", request.agent_id, message)
@@ -373,6 +420,16 @@ class Controller:
         self.store = Store(self.db_url)
         self.artifacts = ArtifactStore(self.data_dir / "artifacts", self.store, max_bytes=max_artifact_bytes)
         self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval)
+        # ---- constraints, baselines, suites and nightly runs (controller/regression_service.py)
+        from .regression_service import RegressionRpcs
+
+        self.regressions = RegressionStore(self.store)
+        self.suites = SuiteRunner(self.store, self.regressions, self.artifacts, self.scheduler,
+                                  default_max_attempts=max_attempts)
+        self.regression_rpcs = RegressionRpcs(self)
+        self.judge_result = self.regression_rpcs.judge_result
+        self.nightly: Optional[Any] = None  # a nightly.NightlyRunner, started with the server
+        # ----
         # ---- metrics hook (controller/metrics.py)
         self.metrics_bind = metrics_bind
         self.metrics_port: Optional[int] = None
@@ -429,6 +486,8 @@ class Controller:
             self.metrics_port = self.metrics.start(self.metrics_bind)
         server.start()
         self.scheduler.start()
+        if self.nightly is not None:
+            self.nightly.start()
         for name in ("", FARM_SERVICE, AGENT_SERVICE):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
@@ -453,8 +512,11 @@ class Controller:
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         # Long-polls and watch streams return now instead of holding the grace period.
+        if self.nightly is not None:
+            self.nightly.stop()
         self.scheduler.stop()
         server.stop(grace).wait()
+        self.suites.join(grace)
         if self.metrics is not None and hasattr(self.metrics, "stop"):
             self.metrics.stop()
         self.store.close()

@@ -425,10 +425,12 @@ class Store:
         result: Optional[dict],
         failure: Optional[Failure],
         now: float,
+        on_result: Optional[Callable[[Session, Job], None]] = None,
     ) -> Tuple[bool, str]:
         """Store the outcome of one attempt. Idempotent by (job, attempt): a repeat of the stored
         report is accepted and changes nothing; a report for another attempt or lease is refused.
-        Returns (accepted, message)."""
+        ``on_result`` runs in the same transaction once a result is stored (constraint verdicts),
+        so nobody sees the result without what is derived from it. Returns (accepted, message)."""
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
         with self._write() as s, s.no_autoflush:
@@ -454,6 +456,8 @@ class Store:
             if result is not None:
                 job.state = JobState.SUCCEEDED.value
                 job.result = dict(result)
+                if on_result is not None:
+                    on_result(s, job)
             else:
                 job.state = JobState.FAILED.value
                 job.set_failure(failure)

@@ -362,3 +362,102 @@ def artifact_ref_from_pb(msg: pb.ArtifactRef) -> Tuple[Artifact, bool, int]:
         sha256=msg.sha256, size_bytes=msg.size_bytes, format=msg.format, filename=msg.filename, created_at=0.0
     )
     return artifact, msg.already_stored, msg.bytes_received
+
+
+# ---------------------------------------------------------------- constraints, baselines, suites
+# (documents made by hilfarm.constraints, regression.py and regression_store.py)
+
+def budget_doc_to_pb(doc: Dict[str, Any]) -> pb.Budget:
+    return dict_to_message(doc, pb.Budget)
+
+
+def budget_doc_from_pb(msg: pb.Budget) -> Dict[str, Any]:
+    doc = message_to_dict(msg)
+    doc.setdefault("name", "")
+    return doc
+
+
+_VERDICT_STATUS = {"pass": pb.VERDICT_STATUS_PASS, "fail": pb.VERDICT_STATUS_FAIL,
+                   "unknown": pb.VERDICT_STATUS_UNKNOWN}
+_VERDICT_STATUS_FROM_PB = {v: k for k, v in _VERDICT_STATUS.items()}
+
+
+def verdict_doc_to_pb(doc: Dict[str, Any]) -> pb.ConstraintVerdict:
+    msg = pb.ConstraintVerdict(
+        constraint=doc.get("constraint", ""), comparison=doc.get("comparison", ""),
+        budget=float(doc.get("budget") or 0.0), status=_VERDICT_STATUS.get(doc.get("status", ""), pb.VERDICT_STATUS_UNKNOWN),
+        unit=doc.get("unit") or "", reason=doc.get("reason") or "", device_profile=doc.get("device_profile") or "",
+    )
+    if doc.get("measured") is not None:
+        msg.measured = float(doc["measured"])
+    if doc.get("margin") is not None:
+        msg.margin = float(doc["margin"])
+    return msg
+
+
+def verdict_doc_from_pb(msg: pb.ConstraintVerdict) -> Dict[str, Any]:
+    return {
+        "constraint": msg.constraint, "comparison": msg.comparison, "budget": msg.budget,
+        "measured": msg.measured if msg.HasField("measured") else None,
+        "margin": msg.margin if msg.HasField("margin") else None,
+        "status": _VERDICT_STATUS_FROM_PB.get(msg.status, "unknown"), "unit": msg.unit,
+        "reason": msg.reason, "device_profile": msg.device_profile,
+    }
+
+
+def add_evaluation(msg: pb.Job, evaluation: Any) -> pb.Job:
+    """Budgets and verdicts of a job (a regression_store.JobEvaluation, or None)."""
+    if evaluation is not None:
+        msg.constraint_set = evaluation.constraint_set
+        msg.constraints.extend(budget_doc_to_pb(b) for b in evaluation.budgets)
+        msg.verdicts.extend(verdict_doc_to_pb(v) for v in evaluation.verdicts or [])
+    return msg
+
+
+def comparison_to_pb(doc: Optional[Dict[str, Any]]) -> pb.Comparison:
+    return dict_to_message(doc, pb.Comparison)
+
+
+def comparison_from_pb(msg: pb.Comparison) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+def baseline_to_pb(row: Any) -> pb.Baseline:
+    return pb.Baseline(name=row.name, model_name=row.model_name, device_profile=row.device_profile,
+                       runtime_config=row.runtime_config, job_id=row.job_id, model_sha256=row.model_sha256,
+                       accepted_at=row.accepted_at, suite=row.suite)
+
+
+def tolerances_from_pb(msg: pb.Tolerances) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+def suite_spec_from_pb(msg: pb.SuiteSpec) -> Dict[str, Any]:
+    return message_to_dict(msg)
+
+
+def suite_spec_to_pb(doc: Dict[str, Any]) -> pb.SuiteSpec:
+    return dict_to_message(doc, pb.SuiteSpec)
+
+
+def suite_case_to_pb(row: Any, job: Optional[pb.Job] = None) -> pb.SuiteCase:
+    msg = pb.SuiteCase(
+        model_name=row.model_name, model_sha256=row.model_sha256, device_profile=row.device_profile,
+        runtime_config=row.runtime_config, outcome=row.outcome, job_id=row.job_id,
+        baseline_job_id=row.baseline_job_id, message=row.message, confirm_job_ids=list(row.confirm_job_ids),
+        duration_seconds=row.duration_seconds,
+        verdicts=[verdict_doc_to_pb(v) for v in row.verdicts],
+    )
+    if row.comparison:
+        msg.comparison.CopyFrom(comparison_to_pb(row.comparison))
+    if row.confirmation:
+        msg.confirmation.CopyFrom(comparison_to_pb(row.confirmation))
+    if job is not None:
+        msg.job.CopyFrom(job)
+    return msg
+
+
+def suite_run_to_pb(row: Any, cases: Sequence[pb.SuiteCase] = ()) -> pb.SuiteRun:
+    return pb.SuiteRun(id=row.id, suite=row.suite, trigger=row.trigger, baseline=row.baseline, state=row.state,
+                       outcome=row.outcome, started_at=row.started_at, finished_at=row.finished_at or 0.0,
+                       message=row.message, accepted=row.accepted, cases=list(cases))

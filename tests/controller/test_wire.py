@@ -111,6 +111,9 @@ def test_a_document_with_an_unknown_field_is_refused_not_dropped():
 
 def test_job_round_trips_with_placement_notes():
     original = populate(pb.Job())
+    # Budgets and verdicts live in their own table; they round-trip through add_evaluation.
+    for name in ("constraints", "verdicts", "constraint_set"):
+        original.ClearField(name)
     job = wire.job_from_pb(original)
     assert wire.job_to_pb(job, list(original.placement_notes)) == original
 
@@ -150,6 +153,9 @@ def test_every_failure_category_of_the_contract_is_known():
 
 def test_run_round_trips():
     original = populate(pb.Run())
+    for job in original.jobs:  # budgets and verdicts: see add_evaluation
+        for name in ("constraints", "verdicts", "constraint_set"):
+            job.ClearField(name)
     run, jobs = wire.run_from_pb(original)
     notes = {j.id: list(m.placement_notes) for j, m in zip(jobs, original.jobs)}
     assert wire.run_to_pb(run, jobs, notes) == original
@@ -179,3 +185,15 @@ def test_artifact_header_and_ref_round_trip():
     ref = populate(pb.ArtifactRef())
     artifact, already, received = wire.artifact_ref_from_pb(ref)
     assert wire.artifact_ref_to_pb(artifact, already_stored=already, bytes_received=received) == ref
+
+
+def test_budgets_and_verdicts_round_trip():
+    budget = {"name": "latency.p99", "max": 0.04, "device_profile": "rpi5", "unit": "s"}
+    assert wire.budget_doc_from_pb(wire.budget_doc_to_pb(budget)) == budget
+    for verdict in (
+        {"constraint": "latency.p99", "comparison": "<=", "budget": 0.04, "measured": 0.05, "margin": -0.01,
+         "status": "fail", "unit": "s", "reason": "", "device_profile": "rpi5"},
+        {"constraint": "power.mean", "comparison": "<=", "budget": 3.0, "measured": None, "margin": None,
+         "status": "unknown", "unit": "W", "reason": "no power sensor", "device_profile": ""},
+    ):
+        assert wire.verdict_doc_from_pb(wire.verdict_doc_to_pb(verdict)) == verdict

@@ -1,0 +1,156 @@
+"""The regression-testing side of FarmService: constraint verdicts when a result arrives,
+comparisons, baselines, suite runs and nightly history. server.py's servicer methods call
+these with the request message; wire.py converts."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, Iterator, List
+
+from sqlmodel import Session
+
+from hilfarm.constraints import Verdict, evaluate
+from hilfarm.v1 import farm_pb2 as pb
+
+from . import changepoints, regression, wire
+from .errors import FailedPrecondition, InvalidArgument
+from .models import Job, JobState
+from .regression_store import JobEvaluation
+from .suites import budgets_from_doc
+
+log = logging.getLogger("hilfarm.controller")
+
+
+class RegressionRpcs:
+    def __init__(self, controller: Any) -> None:
+        self.c = controller
+
+    # ------------------------------------------------------------ constraints
+
+    def judge_result(self, s: Session, job: Job) -> None:
+        """Verdicts for a result being stored (called inside the store's transaction)."""
+        evaluation = s.get(JobEvaluation, job.id)
+        if evaluation is None:
+            return
+        verdicts: List[Verdict] = evaluate(budgets_from_doc(evaluation.budgets), job.result or {})
+        evaluation.verdicts = [v.to_dict() for v in verdicts]
+        evaluation.evaluated_at = time.time()
+        s.add(evaluation)
+
+    # ------------------------------------------------------------ comparisons and baselines
+
+    def _result(self, job_id: str) -> Job:
+        job = self.c.store.get_job(job_id)
+        if job.job_state != JobState.SUCCEEDED or not job.result:
+            raise FailedPrecondition(f"job {job_id} is {job.state}; only a job with a result can be compared or accepted")
+        return job
+
+    def compare(self, request: pb.CompareJobsRequest) -> pb.Comparison:
+        if not request.baseline_job_id or not request.candidate_job_id:
+            raise InvalidArgument("CompareJobs needs a baseline job id and a candidate job id")
+        base, cand = self._result(request.baseline_job_id), self._result(request.candidate_job_id)
+        tol = regression.Tolerances.from_dict(wire.tolerances_from_pb(request.tolerances))
+        comparison = regression.compare_results(base.result or {}, cand.result or {}, tol,
+                                                baseline_job_id=base.id, candidate_job_id=cand.id)
+        return wire.comparison_to_pb(comparison.to_dict())
+
+    def accept(self, request: pb.AcceptBaselineRequest) -> pb.AcceptBaselineResponse:
+        name = request.name.strip() or "main"
+        if name.startswith("@"):
+            raise InvalidArgument(f"baseline name {name!r}: names starting with @ are references, not names")
+        if not request.job_ids:
+            raise InvalidArgument("AcceptBaseline needs at least one job id")
+        jobs = [self._result(j) for j in request.job_ids]
+        rows = self.c.regressions.accept(name, jobs, suite=request.suite, now=time.time())
+        return pb.AcceptBaselineResponse(baselines=[wire.baseline_to_pb(r) for r in rows])
+
+    def list_baselines(self, request: pb.ListBaselinesRequest) -> pb.ListBaselinesResponse:
+        rows = self.c.regressions.list_baselines(name=request.name, model_name=request.model_name,
+                                                 profile=request.device_profile)
+        return pb.ListBaselinesResponse(baselines=[wire.baseline_to_pb(r) for r in rows])
+
+    # ------------------------------------------------------------ suites
+
+    def start_suite(self, request: pb.StartSuiteRunRequest) -> pb.SuiteRun:
+        spec = wire.suite_spec_from_pb(request.suite)
+        run = self.c.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept)
+        return wire.suite_run_to_pb(run)
+
+    def get_suite_run(self, run_id: str) -> pb.SuiteRun:
+        run, cases = self.c.regressions.get_suite_run(run_id)
+        jobs: Dict[str, pb.Job] = {}
+        ids = [c.job_id for c in cases if c.job_id]
+        evaluations = self.c.regressions.evaluations(ids)
+        for job_id in ids:
+            job = self.c.store.get_job(job_id)
+            jobs[job_id] = wire.add_evaluation(wire.job_to_pb(job), evaluations.get(job_id))
+        return wire.suite_run_to_pb(run, [wire.suite_case_to_pb(c, jobs.get(c.job_id)) for c in cases])
+
+    def list_suite_runs(self, request: pb.ListSuiteRunsRequest) -> pb.ListSuiteRunsResponse:
+        if request.limit < 0:
+            raise InvalidArgument(f"limit is {request.limit}; it must not be negative")
+        rows = self.c.regressions.list_suite_runs(suite=request.suite, limit=request.limit or 50)
+        out = pb.ListSuiteRunsResponse()
+        for row in rows:
+            _, cases = self.c.regressions.get_suite_run(row.id)
+            out.runs.append(wire.suite_run_to_pb(row, [wire.suite_case_to_pb(c) for c in cases]))
+        return out
+
+    # ------------------------------------------------------------ history
+
+    def history(self, request: pb.HistoryRequest) -> pb.HistoryResponse:
+        if not request.model_name or not request.device_profile:
+            raise InvalidArgument("history needs a model name and a device profile")
+        metric = request.metric or "latency.p50"
+        if metric not in regression.HISTORY_UNITS:
+            raise InvalidArgument(f"history metric {metric!r} is not one of {', '.join(regression.HISTORY_UNITS)}")
+        rows = self.c.regressions.history(request.model_name, request.device_profile,
+                                          config=request.runtime_config, limit=request.limit or 365)
+        out = pb.HistoryResponse(metric=metric, unit=regression.HISTORY_UNITS[metric], method=changepoints.METHOD)
+        kept = [r for r in rows if r.values.get(metric) is not None]
+        for r in kept:
+            out.points.append(pb.HistoryPoint(t=r.finished_at or 0.0, job_id=r.job_id, suite_run_id=r.suite_run_id,
+                                              value=float(r.values[metric]), model_sha256=r.model_sha256,
+                                              runtime_config=r.runtime_config, outcome=r.outcome))
+        for point in changepoints.detect([float(r.values[metric]) for r in kept]):
+            at = kept[point.index]
+            out.change_points.append(pb.ChangePoint(index=point.index, t=at.finished_at or 0.0, job_id=at.job_id,
+                                                    before=point.before, after=point.after, ratio=point.ratio,
+                                                    p_value=point.p_value))
+        return out
+
+
+def regression_metric_families(controller: Any) -> Iterator[Any]:
+    """Prometheus families for the Grafana model view, read at scrape time:
+    hilfarm_regression_detected{model,device_profile,runtime} (0/1, newest suite case),
+    hilfarm_suite_runs_total{suite,outcome}, and
+    hilfarm_constraint_pass{model,device_profile,runtime,constraint} (1 pass, 0 fail; a budget the
+    device could not measure has no sample rather than a made-up one)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    reg = controller.regressions
+    detected = GaugeMetricFamily("hilfarm_regression_detected",
+                                 "1 when the newest suite run of this model found a confirmed regression",
+                                 labels=["model", "device_profile", "runtime"])
+    for case in reg.latest_cases():
+        if case.outcome in ("error", "model_failed"):
+            continue
+        runtime = case.runtime_config.split(" ", 1)[0]
+        detected.add_metric([case.model_name, case.device_profile, runtime], 1.0 if case.outcome == "regression" else 0.0)
+    yield detected
+    runs = CounterMetricFamily("hilfarm_suite_runs_total", "Finished regression suite runs by outcome",
+                               labels=["suite", "outcome"])
+    for (suite, outcome), n in sorted(reg.suite_run_counts().items()):
+        runs.add_metric([suite, outcome], float(n))
+    yield runs
+    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it",
+                               labels=["model", "device_profile", "runtime", "constraint"])
+    for job, evaluation in reg.latest_verdicts():
+        worst: Dict[str, float] = {}
+        for v in evaluation.verdicts or []:
+            if v.get("status") in ("pass", "fail"):
+                key = v.get("constraint", "")
+                worst[key] = min(worst.get(key, 1.0), 0.0 if v.get("status") == "fail" else 1.0)
+        for key, value in sorted(worst.items()):
+            passes.add_metric([job.model_name, job.device_profile, job.runtime, key], value)
+    yield passes

@@ -1,0 +1,247 @@
+"""Tables and queries for constraints, baselines and regression suites.
+
+Kept beside the core store rather than in it: these tables only ever reference jobs, and new
+tables need no migration of existing ones (``create_schema`` adds them to an old database).
+They share the core ``Store``'s engine, sessions and write lock.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import sqlalchemy as sa
+from sqlmodel import Field, Session, SQLModel, select
+
+from .errors import NotFound
+from .models import Job, JSONDocument
+from .store import Store
+
+LAST_ACCEPTED = "@last"
+
+
+class JobEvaluation(SQLModel, table=True):
+    """The budgets a job is judged by and, once its result is stored, the verdicts."""
+
+    __tablename__ = "job_evaluations"
+
+    job_id: str = Field(primary_key=True, foreign_key="jobs.id", max_length=64)
+    constraint_set: str = ""
+    budgets: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    verdicts: Optional[List[Dict[str, Any]]] = Field(default=None, sa_column=sa.Column(JSONDocument))
+    evaluated_at: Optional[float] = None
+
+
+class BaselineRow(SQLModel, table=True):
+    """One acceptance of a job as the baseline; the newest row of a key is the baseline."""
+
+    __tablename__ = "baselines"
+    __table_args__ = (sa.Index("ix_baselines_key", "name", "model_name", "device_profile", "runtime_config"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    model_name: str = Field(max_length=500)
+    device_profile: str = Field(max_length=200)
+    runtime_config: str = Field(max_length=500)
+    job_id: str = Field(foreign_key="jobs.id", max_length=64)
+    model_sha256: str = Field(max_length=64)
+    suite: str = ""
+    accepted_at: float = Field(index=True)
+
+
+class SuiteRunRow(SQLModel, table=True):
+    __tablename__ = "suite_runs"
+
+    id: str = Field(primary_key=True, max_length=64)
+    suite: str = Field(index=True, max_length=200)
+    trigger: str = "cli"
+    baseline: str = ""
+    state: str = "running"
+    outcome: str = ""
+    started_at: float = Field(index=True)
+    finished_at: Optional[float] = None
+    message: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    accept: bool = False
+    accepted: bool = False
+    spec: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONDocument, nullable=False))
+
+
+class SuiteCaseRow(SQLModel, table=True):
+    __tablename__ = "suite_cases"
+    __table_args__ = (sa.Index("ix_suite_cases_key", "model_name", "device_profile", "finished_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    suite_run_id: str = Field(foreign_key="suite_runs.id", index=True, max_length=64)
+    position: int = 0
+    model_name: str = Field(max_length=500)
+    model_sha256: str = Field(max_length=64)
+    device_profile: str = Field(max_length=200)
+    runtime_config: str = ""
+    outcome: str = ""
+    job_id: str = ""
+    baseline_job_id: str = ""
+    verdicts: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    comparison: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(JSONDocument))
+    confirmation: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(JSONDocument))
+    confirm_job_ids: List[str] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    message: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    values: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONDocument, nullable=False))
+    finished_at: Optional[float] = None
+    duration_seconds: float = 0.0
+
+
+def runtime_config(job: Job) -> str:
+    """The runtime and the settings that change its speed: a baseline only compares like with like."""
+    s = job.settings
+    parts = [job.runtime or "auto"]
+    for key, label in (("execution_provider", "provider"), ("threads", "threads"),
+                       ("graph_optimization", "opt"), ("tflite_delegate_path", "delegate")):
+        if s.get(key):
+            parts.append(f"{label}={s[key]}")
+    if s.get("tflite_disable_xnnpack"):
+        parts.append("no-xnnpack")
+    for shape in s.get("input_shapes", []):
+        parts.append(f"{shape.get('name')}={'x'.join(str(d) for d in shape.get('dims', []))}")
+    return " ".join(parts)
+
+
+class RegressionStore:
+    """Queries over the tables above, through the core store's sessions."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ constraints
+
+    def add_budgets(self, job_budgets: Dict[str, List[Dict[str, Any]]], constraint_set: str) -> None:
+        if not job_budgets:
+            return
+        with self.store._write() as s:
+            for job_id, budgets in job_budgets.items():
+                s.add(JobEvaluation(job_id=job_id, constraint_set=constraint_set, budgets=list(budgets)))
+
+    def evaluation_in(self, s: Session, job_id: str) -> Optional[JobEvaluation]:
+        return s.get(JobEvaluation, job_id)
+
+    def evaluations(self, job_ids: Iterable[str]) -> Dict[str, JobEvaluation]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        with self.store._read() as s:
+            rows = s.exec(select(JobEvaluation).where(JobEvaluation.job_id.in_(ids))).all()  # type: ignore[attr-defined]
+            return {r.job_id: r for r in rows}
+
+    def latest_verdicts(self) -> List[Tuple[Job, JobEvaluation]]:
+        """The newest evaluated job of each (model, profile, runtime) with its verdicts."""
+        with self.store._read() as s:
+            rows = s.exec(
+                select(Job, JobEvaluation).join(JobEvaluation, JobEvaluation.job_id == Job.id)
+                .where(JobEvaluation.verdicts.is_not(None))  # type: ignore[union-attr]
+                .order_by(Job.finished_at)
+            ).all()
+        latest: Dict[Tuple[str, str, str], Tuple[Job, JobEvaluation]] = {}
+        for job, ev in rows:
+            latest[(job.model_name, job.device_profile, job.runtime)] = (job, ev)
+        return list(latest.values())
+
+    # ------------------------------------------------------------ baselines
+
+    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float) -> List[BaselineRow]:
+        rows = [
+            BaselineRow(name=name, model_name=j.model_name, device_profile=j.device_profile,
+                        runtime_config=runtime_config(j), job_id=j.id, model_sha256=j.model_sha256,
+                        suite=suite, accepted_at=now + i * 1e-6)
+            for i, j in enumerate(jobs)
+        ]
+        with self.store._write() as s:
+            for row in rows:
+                s.add(row)
+        return rows
+
+    def find_baseline(self, ref: str, model_name: str, profile: str, config: str) -> Optional[BaselineRow]:
+        """The newest acceptance under ``ref`` (a name, or ``@last`` for any name)."""
+        q = select(BaselineRow).where(BaselineRow.model_name == model_name, BaselineRow.device_profile == profile,
+                                      BaselineRow.runtime_config == config)
+        if ref and ref != LAST_ACCEPTED:
+            q = q.where(BaselineRow.name == ref)
+        q = q.order_by(BaselineRow.accepted_at.desc()).limit(1)  # type: ignore[attr-defined]
+        with self.store._read() as s:
+            return s.exec(q).first()
+
+    def list_baselines(self, *, name: str = "", model_name: str = "", profile: str = "") -> List[BaselineRow]:
+        """The current baseline of every key (newest acceptance wins)."""
+        q = select(BaselineRow)
+        if name:
+            q = q.where(BaselineRow.name == name)
+        if model_name:
+            q = q.where(BaselineRow.model_name == model_name)
+        if profile:
+            q = q.where(BaselineRow.device_profile == profile)
+        with self.store._read() as s:
+            rows = s.exec(q.order_by(BaselineRow.accepted_at)).all()
+        current: Dict[Tuple[str, str, str, str], BaselineRow] = {}
+        for row in rows:
+            current[(row.name, row.model_name, row.device_profile, row.runtime_config)] = row
+        return sorted(current.values(), key=lambda r: (r.name, r.model_name, r.device_profile))
+
+    # ------------------------------------------------------------ suite runs
+
+    def create_suite_run(self, suite: str, *, trigger: str, baseline: str, spec: Dict[str, Any], accept: bool,
+                         now: float) -> SuiteRunRow:
+        row = SuiteRunRow(id=uuid.uuid4().hex, suite=suite, trigger=trigger, baseline=baseline, spec=spec,
+                          accept=accept, started_at=now)
+        with self.store._write() as s:
+            s.add(row)
+        return row
+
+    def save_suite_run(self, run: SuiteRunRow, cases: Sequence[SuiteCaseRow] = ()) -> None:
+        with self.store._write() as s:
+            s.merge(run)
+            for case in cases:
+                merged = s.merge(case)
+                s.flush()
+                case.id = merged.id
+
+    def get_suite_run(self, run_id: str) -> Tuple[SuiteRunRow, List[SuiteCaseRow]]:
+        with self.store._read() as s:
+            run = s.get(SuiteRunRow, run_id)
+            if run is None:
+                raise NotFound(f"suite run {run_id!r} does not exist on this controller")
+            cases = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.suite_run_id == run_id)
+                           .order_by(SuiteCaseRow.position)).all()
+            return run, list(cases)
+
+    def list_suite_runs(self, *, suite: str = "", limit: int = 50) -> List[SuiteRunRow]:
+        q = select(SuiteRunRow)
+        if suite:
+            q = q.where(SuiteRunRow.suite == suite)
+        q = q.order_by(SuiteRunRow.started_at.desc()).limit(limit)  # type: ignore[attr-defined]
+        with self.store._read() as s:
+            return list(s.exec(q).all())
+
+    def suite_run_counts(self) -> Dict[Tuple[str, str], int]:
+        with self.store._read() as s:
+            rows = s.exec(select(SuiteRunRow.suite, SuiteRunRow.outcome, sa.func.count())
+                          .where(SuiteRunRow.state == "finished")
+                          .group_by(SuiteRunRow.suite, SuiteRunRow.outcome)).all()
+        return {(suite, outcome): int(n) for suite, outcome, n in rows}
+
+    def latest_cases(self) -> List[SuiteCaseRow]:
+        """The newest finished case of each (model, profile, runtime configuration)."""
+        with self.store._read() as s:
+            rows = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
+                          .order_by(SuiteCaseRow.finished_at)).all()
+        latest: Dict[Tuple[str, str, str], SuiteCaseRow] = {}
+        for row in rows:
+            latest[(row.model_name, row.device_profile, row.runtime_config)] = row
+        return list(latest.values())
+
+    def history(self, model_name: str, profile: str, *, config: str = "", limit: int = 365) -> List[SuiteCaseRow]:
+        """Finished suite cases of one model on one profile, oldest first."""
+        q = select(SuiteCaseRow).where(SuiteCaseRow.model_name == model_name,
+                                       SuiteCaseRow.device_profile == profile,
+                                       SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
+        if config:
+            q = q.where(SuiteCaseRow.runtime_config == config)
+        q = q.order_by(SuiteCaseRow.finished_at.desc()).limit(limit)  # type: ignore[union-attr]
+        with self.store._read() as s:
+            return list(reversed(s.exec(q).all()))
