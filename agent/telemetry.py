@@ -410,17 +410,30 @@ class Sampler:
                     ps.rails.append(RailSummary(rail, e / d))
                 elif e is not None:
                     ps.rails.append(RailSummary(rail, e))
+        stalled = {}
+        if totals:
+            # A counter that did not move while time passed updates more slowly than the phase
+            # lasted (NVML's energy counter ticks every few tens of ms): no figure, not zero.
+            for label, e, d in (("timed runs", e_timed, d_timed), ("idle baseline", e_idle, d_idle)):
+                if e == 0 and d > 0:
+                    stalled[label] = (f"the energy counter did not advance during the {label} ({d:.3f} s): they were "
+                                      f"shorter than its update interval; run longer (min_seconds)")
+            if "timed runs" in stalled:
+                e_timed = None
+            if "idle baseline" in stalled:
+                e_idle = None
         ps.active_watts = self._mean(e_timed, d_timed)
         ps.idle_watts = self._mean(e_idle, d_idle)
-        ps.energy_joules = e_timed if d_timed else None
+        ps.energy_joules = e_timed if d_timed and e_timed is not None else None
         if ps.idle_watts is None:
-            out.unavailable["power.idle_watts"] = (
+            out.unavailable["power.idle_watts"] = stalled.get("idle baseline") or (
                 "no idle readings before the job started" if not idle else
                 "one idle reading of an energy counter gives no energy difference")
         if ps.active_watts is None:
-            out.unavailable["power.active_watts"] = "fewer than two power readings during the timed runs"
+            out.unavailable["power.active_watts"] = stalled.get("timed runs") or \
+                "fewer than two power readings during the timed runs"
         if ps.energy_joules is None:
-            out.unavailable["power.energy_per_inference_joules"] = \
+            out.unavailable["power.energy_per_inference_joules"] = stalled.get("timed runs") or \
                 "fewer than two power readings during the timed runs"
         elif not inferences:
             out.unavailable["power.energy_per_inference_joules"] = "the number of timed inferences is not known"

@@ -248,3 +248,18 @@ def test_rate_is_capped_at_100_hz():
     assert Sampler([], rate_hz=1000).rate_hz == 100.0
     with pytest.raises(ValueError):
         Sampler([], rate_hz=0)
+
+
+def test_a_counter_that_did_not_move_is_no_figure_not_zero(device):
+    d = device("x86")
+    clock = Clock()
+    s = Sampler(sensors(d, ("rapl", {})), clock=clock)
+    s.start(background=False)
+    clock.t += 1
+    s.mark("measuring")
+    clock.t += 0.02  # shorter than the counter's update interval: it reads the same
+    s.stop()
+    summary = s.summary(inferences=3)
+    assert summary.power.active_watts is None and summary.power.energy_per_inference_joules is None
+    assert "did not advance during the timed runs (0.020 s)" in summary.unavailable["power.active_watts"]
+    assert "did not advance during the idle baseline" in summary.unavailable["power.idle_watts"]
