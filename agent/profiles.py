@@ -210,18 +210,59 @@ def _device_tree_model(root: Path) -> str:
         return ""
 
 
-def detect_profile(root: Union[str, Path] = "/", machine: Optional[str] = None) -> Tuple[Profile, str]:
-    """Pick a shipped profile for this machine; returns (profile, why it was chosen)."""
+# (substring of /proc/device-tree/model, profile), most specific first.
+_BOARD_MODELS = (
+    ("Raspberry Pi 5", "raspberry-pi-5"),
+    ("Raspberry Pi 4", "raspberry-pi-4"),
+    ("Jetson AGX Orin", "jetson-agx-orin"),
+    ("Jetson Orin Nano", "jetson-orin-nano"),
+    ("Jetson Orin NX", "jetson-orin-nano"),  # same rails and zones as the Orin Nano
+    ("Jetson Xavier NX", "jetson-xavier-nx"),
+    ("Jetson Nano", "jetson-nano"),
+    ("Jetson", "jetson"),
+    ("Phanbell", "coral-dev-board"),  # the Coral Dev Board's i.MX8MQ device tree
+)
+# USB ids of a Coral USB Accelerator: before its firmware is loaded, and after.
+_CORAL_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
+
+
+def _coral_usb_present(root: Path) -> bool:
+    for dev in sorted((root / "sys/bus/usb/devices").glob("*")):
+        try:
+            ids = ((dev / "idVendor").read_text().strip(), (dev / "idProduct").read_text().strip())
+        except OSError:
+            continue
+        if ids in _CORAL_USB_IDS:
+            return True
+    return False
+
+
+def detect_family(root: Union[str, Path] = "/", machine: Optional[str] = None) -> Tuple[str, str]:
+    """The shipped profile name for the machine below ``root``, and why (files read from ``root``
+    so fixtures of each device family test it)."""
     root = Path(root)
     m = machine or platform.machine()
     model = _device_tree_model(root)
     if model:
-        for needle, name in (("Raspberry Pi 5", "raspberry-pi-5"), ("Raspberry Pi 4", "raspberry-pi-4"),
-                             ("Jetson", "jetson")):
+        for needle, name in _BOARD_MODELS:
             if needle in model:
-                return load_profile(name, machine=m), f"/proc/device-tree/model says {model!r}"
+                why = f"/proc/device-tree/model says {model!r}"
+                if name.startswith("raspberry-pi") and _coral_usb_present(root):
+                    return "coral-usb-rpi", why + " and a Coral USB Accelerator is on the USB bus"
+                return name, why
+    if (root / "system/build.prop").is_file():
+        return "android-phone", "/system/build.prop exists (Android)"
+    if (root / "proc/driver/nvidia/version").is_file() and generic_profile_name(m) == "generic-x86-linux":
+        return "nvidia-gpu-host", "/proc/driver/nvidia/version exists (NVIDIA driver loaded)"
     name = generic_profile_name(m)
     why = f"machine is {m}"
     why += f" and /proc/device-tree/model ({model!r}) names no known board" if model else \
         " and there is no /proc/device-tree/model naming a known board"
+    return name, why
+
+
+def detect_profile(root: Union[str, Path] = "/", machine: Optional[str] = None) -> Tuple[Profile, str]:
+    """Pick a shipped profile for this machine; returns (profile, why it was chosen)."""
+    m = machine or platform.machine()
+    name, why = detect_family(root, m)
     return load_profile(name, machine=m), why

@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:  # the child process never needs the telemetry types
+    from hilfarm.agent.telemetry import TelemetryPoint, TelemetrySummary
 
 
 class FailureCategory(enum.Enum):
@@ -105,13 +108,17 @@ class Progress:
     elapsed_seconds: float = 0.0
     latest_latency_seconds: float = 0.0
     updated_at: float = 0.0
+    # Sensor readings since the previous report, added by the agent (never by the child).
+    telemetry: List["TelemetryPoint"] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d.pop("telemetry")
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Progress":
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k != "telemetry"})
 
 
 @dataclass
@@ -179,9 +186,13 @@ class BenchmarkResult:
     environment: Environment = field(default_factory=Environment)
     unavailable: List[Unavailable] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    # Power, thermal and the timeline: measured by the agent outside the child, added after it.
+    telemetry: Optional["TelemetrySummary"] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d.pop("telemetry")
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "BenchmarkResult":

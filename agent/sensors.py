@@ -219,6 +219,7 @@ class Sensor(abc.ABC):
     """Common base of every sensor: a root to read, a runner for commands, options from a profile."""
 
     kind: str = ""
+    name: str = ""  # the profile's name for this sensor (its key under sensors:)
     role: str = ""  # "power" or "thermal"
     max_rate_hz: float = 100.0  # how often reading it makes sense (command sensors are slower)
 

@@ -29,7 +29,11 @@ from hilfarm.agent import runtimes, wire
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
-from hilfarm.agent.profiles import Profile, detect_profile, load_profile
+from hilfarm.agent.job_telemetry import (
+    JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
+)
+from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_profile
+from hilfarm.agent.sensors import SensorConfigError
 from hilfarm.agent.results import (
     Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress,
 )
@@ -103,6 +107,19 @@ class Agent:
         )
         for name, why in self.capabilities.absent.items():
             log.warning("runtime %s is not usable here: %s", name, why)
+        self.telemetry = telemetry_config(self.profile)
+        self._simulated: Optional[SimulatedDeviceHost] = None
+        if self.telemetry.simulate:
+            self._simulated = SimulatedDeviceHost(self.data_dir)
+            self.telemetry.root = str(self._simulated.root)
+            log.warning("profile %s simulates its sensors: every power and thermal figure is flagged simulated",
+                        self.profile.name)
+        try:
+            # A misspelt sensor kind or option is the profile's fault: say so at start, not per job.
+            for s in build_sensors(self.telemetry.sensors, self.telemetry.root):
+                s.close()
+        except SensorConfigError as exc:
+            raise ProfileError(f"{self.profile.sources[-1]}: field {exc}") from None
         self.agent_id = config.agent_id or _stable_agent_id(self.data_dir, self.profile)
         self.tags = list(self.profile.tags) + [t for t in config.tags if t not in self.profile.tags]
         self.cache = ArtifactCache(self.data_dir)
@@ -288,7 +305,25 @@ class Agent:
             plugins=list(self.config.runtime_plugins),
             defaults=self.profile.run_defaults,
         )
-        return run_benchmark(bench, on_progress=relay.update, cancel=cancel)
+        # Cooldown, then the sampler (outside the child) with an idle baseline before it starts.
+        relay.update(Progress(phase="cooldown", updated_at=time.time()))
+        tel = JobTelemetry(self.telemetry, cancel=cancel)
+        tel.before_run()
+        relay.telemetry = tel
+        try:
+            outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel)
+        except BaseException:
+            tel.abort()
+            raise
+        finally:
+            relay.telemetry = None
+        if outcome.result is None:
+            tel.abort()
+            return outcome
+        tel.mark("finished")
+        summary = tel.finish(inferences=len(outcome.result.latency.samples_ns))
+        attach_summary(outcome.result, summary, self.profile.name)
+        return outcome
 
     # ------------------------------------------------------------ main loop
 
@@ -328,6 +363,8 @@ class Agent:
             stop.set()
             heartbeat.join(timeout=2)
             self._channel.close()
+            if self._simulated is not None:
+                self._simulated.stop()
             log.info("agent %s stopped", self.agent_id)
 
 
@@ -342,12 +379,16 @@ class _ProgressRelay:
         self._wake = threading.Event()
         self._done = threading.Event()
         self._started = time.monotonic()
+        self.telemetry: Optional[JobTelemetry] = None  # set while the job's sampler runs
         self._thread = threading.Thread(target=self._loop, name="hilfarm-progress-relay", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def update(self, p: Progress) -> None:
+        tel = self.telemetry
+        if tel is not None:
+            tel.mark(p.phase)  # the sampler's phases follow the child's
         self.latest = p
         if p.phase != self._sent_phase:
             self._wake.set()
@@ -366,6 +407,9 @@ class _ProgressRelay:
             # Keep elapsed moving during one long inference, when the child has nothing new to say.
             p = Progress(p.phase, p.runs_done, p.runs_target, time.monotonic() - self._started,
                          p.latest_latency_seconds, time.time())
+            tel = self.telemetry
+            if tel is not None:
+                p.telemetry = tel.drain()
             self._sent_phase = p.phase
             self.send(p)
 

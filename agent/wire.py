@@ -14,6 +14,7 @@ from hilfarm.agent.results import (
     BenchmarkResult, Capabilities, Environment, Failure, FailureCategory, JobSettings, LatencyStats,
     LeasedJob, MemoryStats, Progress, RuntimeInfo, Unavailable,
 )
+from hilfarm.agent import telemetry_wire
 from hilfarm.v1 import farm_pb2
 
 # ---------------------------------------------------------------- settings
@@ -67,11 +68,16 @@ def lease_from_pb(pb: farm_pb2.Lease) -> LeasedJob:
 
 
 def progress_to_pb(p: Progress) -> farm_pb2.Progress:
-    return farm_pb2.Progress(**dataclasses.asdict(p))
+    pb = farm_pb2.Progress(**{f.name: getattr(p, f.name) for f in dataclasses.fields(Progress)
+                              if f.name != "telemetry"})
+    pb.telemetry.extend(telemetry_wire.samples_to_pb(p.telemetry))
+    return pb
 
 
 def progress_from_pb(pb: farm_pb2.Progress) -> Progress:
-    return Progress(**{f.name: getattr(pb, f.name) for f in dataclasses.fields(Progress)})
+    p = Progress(**{f.name: getattr(pb, f.name) for f in dataclasses.fields(Progress) if f.name != "telemetry"})
+    p.telemetry = telemetry_wire.samples_from_pb(pb.telemetry)
+    return p
 
 
 def _category_to_pb(c: FailureCategory) -> int:
@@ -125,6 +131,9 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
             setattr(pb.environment, f.name, getattr(env, f.name))
     pb.unavailable.extend(farm_pb2.Unavailable(field=u.field, reason=u.reason) for u in unavailable)
     pb.warnings.extend(r.warnings)
+    if r.telemetry is not None:
+        # Adds power, thermal, timeline, their unavailable figures and warnings, and simulated.
+        telemetry_wire.apply_summary(pb, r.telemetry)
     return pb
 
 
@@ -152,6 +161,11 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
         else:
             env[f.name] = getattr(pb.environment, f.name)
     r.environment = Environment(**env)
+    if pb.HasField("power") or pb.HasField("thermal") or len(pb.timeline):
+        r.telemetry = telemetry_wire.summary_from_result(pb)
+        # The result's own lists hold the telemetry's unavailable figures and warnings (as
+        # job_telemetry.attach_summary leaves them); the summary keeps only the figures.
+        r.telemetry.warnings, r.telemetry.unavailable = [], {}
     return r
 
 

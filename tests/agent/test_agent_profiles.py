@@ -106,7 +106,8 @@ def test_not_yaml_and_unknown_name(tmp_path):
     [
         ("Raspberry Pi 5 Model B Rev 1.0", "aarch64", "raspberry-pi-5"),
         ("Raspberry Pi 4 Model B Rev 1.4", "aarch64", "raspberry-pi-4"),
-        ("NVIDIA Jetson Orin Nano Developer Kit", "aarch64", "jetson"),
+        ("NVIDIA Jetson Orin Nano Developer Kit", "aarch64", "jetson-orin-nano"),
+        ("NVIDIA Jetson TX2 Developer Kit", "aarch64", "jetson"),  # a Jetson without its own profile
         ("Pine64 RockPro64", "aarch64", "generic-aarch64-linux"),
         (None, "x86_64", "generic-x86-linux"),
     ],
