@@ -259,21 +259,35 @@ def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at
 @click.option("--attempts", "max_attempts", type=click.IntRange(min=0), default=0,
               help="Attempts when an agent is lost mid-job (0: controller default).")
 @_settings_options
+@click.option("--constraints", "constraints_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Constraint set (YAML, hilfarm.constraints/v1): every job gets a verdict per budget.")
+@click.option("--allow-unknown", is_flag=True,
+              help="With --constraints: a budget the device cannot measure does not fail (exit 0).")
 @click.option("--wait", is_flag=True, help="Wait for the results, showing progress.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (schema hilfarm.run/v1).")
 @click.pass_context
-def submit(ctx, models, devices, tags, max_attempts, wait, as_json, **options):
+def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unknown, wait, as_json, **options):
     """Benchmark MODEL(s) on the named device profiles.
 
-    With --wait the exit code says how it went: 0 every job succeeded, 1 a job failed
-    because of the model or its settings, 2 the farm could not run a job.
+    With --wait the exit code says how it went: 0 every job succeeded (and met every budget),
+    1 a job failed because of the model or its settings, or broke a budget, or a budget could
+    not be measured on the device (unless --allow-unknown), 2 the farm could not run a job.
     """
     settings, inputs_file = build_settings(options)
+    budgets, set_name = [], ""
+    if constraints_file is not None:
+        from hilfarm.constraints import ConstraintError, budget_to_pb, load_constraint_set
+
+        try:
+            constraint_set = load_constraint_set(constraints_file)
+        except ConstraintError as error:
+            raise click.BadParameter(str(error), param_hint="--constraints") from None
+        budgets, set_name = [budget_to_pb(b) for b in constraint_set.budgets], constraint_set.name
     with _client(ctx) as client:
         uploads = _upload_all(client, models, quiet=as_json)
         if inputs_file is not None:
             settings.inputs_sha256 = client.upload(inputs_file, fmt="npz").sha256
-        run = client.submit(uploads, devices, settings, tags, max_attempts)
+        run = client.submit(uploads, devices, settings, tags, max_attempts, constraints=budgets, constraint_set=set_name)
         if not wait:
             if as_json:
                 from hilfarm.documents import run_document
@@ -286,7 +300,21 @@ def submit(ctx, models, devices, tags, max_attempts, wait, as_json, **options):
             return
         jobs = wait_for_jobs(client, [j.id for j in run.jobs], live=not as_json and sys.stderr.isatty())
         _report(jobs, as_json, run.id, run.created_at)
-        ctx.exit(exit_code_for(jobs))
+        code = exit_code_for(jobs)
+        if code == EXIT_OK:
+            code = exit_code_for_verdicts(jobs, allow_unknown=allow_unknown)
+        ctx.exit(code)
+
+
+def exit_code_for_verdicts(jobs: Sequence[farm_pb2.Job], *, allow_unknown: bool = False) -> int:
+    """1 when a budget is broken, or unknown (never a silent pass) unless allowed."""
+    for job in jobs:
+        for verdict in job.verdicts:
+            if verdict.status == farm_pb2.VERDICT_STATUS_FAIL:
+                return EXIT_MODEL_FAILED
+            if verdict.status != farm_pb2.VERDICT_STATUS_PASS and not allow_unknown:
+                return EXIT_MODEL_FAILED
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- jobs
@@ -466,8 +494,12 @@ def controller() -> None:
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:9464).")
 @click.option("--remote-write-url", envvar="HILFARM_REMOTE_WRITE_URL", default=None, metavar="URL",
               help="Also send every result, stamped with its own time, to this Prometheus remote-write endpoint.")
+@click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
 @click.pass_context
-def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, metrics_bind, remote_write_url):
+def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, metrics_bind, remote_write_url,
+                     nightly_suites):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
     from hilfarm.embedded import default_data_dir
@@ -481,6 +513,14 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         metrics_bind=metrics_bind,
         remote_write_url=remote_write_url,
     )
+    if nightly_suites:
+        from hilfarm.controller.nightly import NightlyRunner
+        from hilfarm.suite_files import SuiteError
+
+        try:
+            server.nightly = NightlyRunner.from_files(server, list(nightly_suites))
+        except (SuiteError, ValueError) as error:
+            raise click.BadParameter(str(error), param_hint="--nightly") from None
     port = server.start(bind)
     click.echo(f"hilfarm controller listening on {bind.rsplit(':', 1)[0]}:{port}", err=True)
     if server.metrics_port is not None:
@@ -581,6 +621,13 @@ def demo(ctx, models, data_dir, as_json, **options):
     finally:
         farm.stop()
     ctx.exit(exit_code_for(jobs_))
+
+
+# ---------------------------------------------------------------- regression testing (hilfarm/regress.py)
+
+from hilfarm.regress import attach as _attach_regress  # noqa: E402 - commands join the group defined above
+
+_attach_regress(main)
 
 
 if __name__ == "__main__":

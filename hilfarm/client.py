@@ -130,6 +130,8 @@ class FarmClient:
         settings: farm_pb2.JobSettings,
         required_tags: Sequence[str] = (),
         max_attempts: int = 0,
+        constraints: Sequence[farm_pb2.Budget] = (),
+        constraint_set: str = "",
     ) -> farm_pb2.Run:
         request = farm_pb2.SubmitRequest(
             models=[
@@ -140,6 +142,8 @@ class FarmClient:
             settings=settings,
             required_tags=list(required_tags),
             max_attempts=max_attempts,
+            constraints=list(constraints),
+            constraint_set=constraint_set,
         )
         return self._stub.Submit(request, metadata=self._metadata)
 
@@ -181,6 +185,40 @@ class FarmClient:
         return list(
             self._stub.ListDevices(farm_pb2.ListDevicesRequest(), metadata=self._metadata).devices
         )
+
+
+    # ------------------------------------------------------------------ regression testing
+
+    def compare_jobs(self, baseline_job_id: str, candidate_job_id: str) -> farm_pb2.Comparison:
+        return self._stub.CompareJobs(
+            farm_pb2.CompareJobsRequest(baseline_job_id=baseline_job_id, candidate_job_id=candidate_job_id),
+            metadata=self._metadata)
+
+    def accept_baseline(self, name: str, job_ids: Sequence[str], suite: str = "") -> list:
+        return list(self._stub.AcceptBaseline(
+            farm_pb2.AcceptBaselineRequest(name=name, job_ids=list(job_ids), suite=suite),
+            metadata=self._metadata).baselines)
+
+    def list_baselines(self, name: str = "", model_name: str = "", device_profile: str = "") -> list:
+        return list(self._stub.ListBaselines(
+            farm_pb2.ListBaselinesRequest(name=name, model_name=model_name, device_profile=device_profile),
+            metadata=self._metadata).baselines)
+
+    def start_suite_run(self, suite: farm_pb2.SuiteSpec, accept: bool = False, trigger: str = "cli") -> farm_pb2.SuiteRun:
+        return self._stub.StartSuiteRun(
+            farm_pb2.StartSuiteRunRequest(suite=suite, accept=accept, trigger=trigger), metadata=self._metadata)
+
+    def get_suite_run(self, run_id: str) -> farm_pb2.SuiteRun:
+        return self._stub.GetSuiteRun(farm_pb2.GetSuiteRunRequest(id=run_id), metadata=self._metadata)
+
+    def list_suite_runs(self, suite: str = "", limit: int = 0) -> list:
+        return list(self._stub.ListSuiteRuns(farm_pb2.ListSuiteRunsRequest(suite=suite, limit=limit),
+                                             metadata=self._metadata).runs)
+
+    def history(self, model_name: str, device_profile: str, metric: str = "", limit: int = 0) -> farm_pb2.HistoryResponse:
+        return self._stub.GetHistory(
+            farm_pb2.HistoryRequest(model_name=model_name, device_profile=device_profile, metric=metric, limit=limit),
+            metadata=self._metadata)
 
 
 def _chunks(path: Path, header: farm_pb2.ArtifactHeader) -> Iterator[farm_pb2.ArtifactChunk]:

@@ -56,6 +56,37 @@ def job_document(job: farm_pb2.Job, *, with_samples: bool = True) -> Dict[str, A
         "progress": _progress(job.progress) if job.HasField("progress") else None,
         "result": _result(job.result, with_samples) if job.HasField("result") else None,
         "failure": _failure(job.failure) if job.HasField("failure") else None,
+        "constraint_set": job.constraint_set or None,
+        "constraints": [_budget(b) for b in job.constraints],
+        "verdicts": [verdict_document(v) for v in job.verdicts],
+    }
+
+
+_VERDICT_STATUS = {farm_pb2.VERDICT_STATUS_PASS: "pass", farm_pb2.VERDICT_STATUS_FAIL: "fail"}
+
+
+def verdict_document(v: farm_pb2.ConstraintVerdict) -> Dict[str, Any]:
+    """One budget's verdict; status is pass, fail or unknown (measured and margin null)."""
+    return {
+        "constraint": v.constraint,
+        "comparison": v.comparison,
+        "budget": v.budget,
+        "measured": v.measured if v.HasField("measured") else None,
+        "margin": v.margin if v.HasField("margin") else None,
+        "status": _VERDICT_STATUS.get(v.status, "unknown"),
+        "unit": v.unit,
+        "reason": v.reason or None,
+        "device_profile": v.device_profile or None,
+    }
+
+
+def _budget(b: farm_pb2.Budget) -> Dict[str, Any]:
+    return {
+        "name": b.name,
+        "max": b.max if b.HasField("max") else None,
+        "min": b.min if b.HasField("min") else None,
+        "unit": b.unit,
+        "device_profile": b.device_profile or None,
     }
 
 
@@ -120,6 +151,7 @@ def _settings(s: farm_pb2.JobSettings) -> Dict[str, Any]:
 
 def _progress(p: farm_pb2.Progress) -> Dict[str, Any]:
     return {
+        "telemetry": [_sample(t) for t in p.telemetry],
         "phase": p.phase,
         "runs_done": p.runs_done,
         "runs_target": p.runs_target,
@@ -191,6 +223,50 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
             "input_source": env.input_source,
             "runtime_settings": env.runtime_settings,
         },
+        "power": _power(r.power, unavailable) if r.HasField("power") else None,
+        "thermal": _thermal(r.thermal) if r.HasField("thermal") else None,
+        "timeline": [_sample(t) for t in r.timeline] if with_samples else None,
         "unavailable": [{"field": u.field, "reason": u.reason} for u in r.unavailable],
         "warnings": list(r.warnings),
     }
+
+
+def _power(p: farm_pb2.PowerResult, unavailable: Dict[str, str]) -> Dict[str, Any]:
+    def figure(name: str, value: float) -> Optional[float]:
+        return None if f"power.{name}" in unavailable else value
+
+    return {
+        "idle_watts": figure("idle_watts", p.idle_watts),
+        "active_watts": figure("active_watts", p.active_watts),
+        "energy_per_inference_joules": figure("energy_per_inference_joules", p.energy_per_inference_joules),
+        "energy_method": p.energy_method or None,
+        "sensor": p.sensor,
+        "sample_rate_hz": p.sample_rate_hz,
+        "rails": {rail.rail: rail.mean_watts for rail in p.rails},
+        "simulated": p.simulated,
+    }
+
+
+def _thermal(t: farm_pb2.ThermalResult) -> Dict[str, Any]:
+    return {
+        "zones": [
+            {"zone": z.zone, "start_celsius": z.start_celsius, "max_celsius": z.max_celsius,
+             "end_celsius": z.end_celsius, "sensor": z.sensor}
+            for z in t.zones
+        ],
+        "clocks": [
+            {"domain": c.domain, "min_hz": c.min_hz, "max_hz": c.max_hz,
+             "allowed_max_hz": c.allowed_max_hz or None}
+            for c in t.clocks
+        ],
+        "throttled": t.throttled,
+        "throttled_fraction": t.throttled_fraction,
+        "throttle_reasons": list(t.throttle_reasons),
+        "cooldown_seconds": t.cooldown_seconds,
+        "simulated": t.simulated,
+    }
+
+
+def _sample(t: farm_pb2.TelemetrySample) -> Dict[str, Any]:
+    return {"t": t.t, "sensor": t.sensor, "quantity": t.quantity, "channel": t.channel,
+            "value": t.value, "simulated": t.simulated}

@@ -1,0 +1,137 @@
+"""Suites end to end on an embedded farm (real controller, real agent, real child processes):
+exit codes 0/1/2, JUnit validity, baselines, confirmation re-runs, history and compare."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hilfarm.cli import main
+from hilfarm.embedded import EmbeddedFarm
+from hilfarm.sample_models import make_onnx_mlp
+
+pytest.importorskip("onnxruntime")
+
+SETTINGS = {"min_runs": 80, "min_seconds": 0.2, "warmup_runs": 5, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("farm")
+    with EmbeddedFarm(data_dir=root / "farm") as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "fast": make_onnx_mlp(root / "fast.onnx", hidden=512, batch=16),
+        "slow": make_onnx_mlp(root / "slow.onnx", hidden=1024, batch=128, layers=3),
+    }
+
+
+def cli(farm, *args):
+    return CliRunner().invoke(main, ["--controller", farm.address, *args], catch_exceptions=False)
+
+
+def write_suite(path: Path, **fields) -> Path:
+    doc = {"schema": "hilfarm.suite/v1", "name": "e2e", "devices": [fields.pop("device", "local")],
+           "settings": SETTINGS, **fields}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_suite_lifecycle(farm, models, tmp_path):
+    profile = farm.local_profile()
+    suite = write_suite(tmp_path / "suite.yaml", device=profile, baseline="main",
+                        models=[{"path": str(models["fast"]), "name": "net.onnx"}],
+                        constraints={"budgets": {"latency.p99": "5s", "memory.peak": "4GiB"}})
+    # No baseline yet: said so, not a failure; --accept makes this run the baseline.
+    junit = tmp_path / "first.xml"
+    done = cli(farm, "regress", str(suite), "--accept", "--junit", str(junit), "--json")
+    assert done.exit_code == 0, done.output
+    run = json.loads(done.output)
+    assert run["cases"][0]["outcome"] == "no_baseline"
+    assert "no baseline 'main'" in run["cases"][0]["message"]
+    assert run["accepted"] is True
+    tree = ET.parse(junit).getroot()
+    assert tree.tag == "testsuites" and tree.get("skipped") == "1" and tree.get("failures") == "0"
+
+    # Same model again: compared with the accepted baseline, passes.
+    done = cli(farm, "regress", str(suite), "--json", "--junit", str(tmp_path / "second.xml"))
+    assert done.exit_code == 0, done.output
+    case = json.loads(done.output)["cases"][0]
+    assert case["outcome"] == "pass" and case["baseline_job_id"]
+    latency = [m for m in case["comparison"]["metrics"] if m["metric"] == "latency.median"][0]
+    assert "Mann-Whitney" in latency["statistic"]
+    if latency["verdict"] == "regression":  # run-to-run noise on a shared machine: the re-run clears it
+        assert case["confirmation"]["regression"] is False and "not confirmed" in case["message"]
+    assert {v["status"] for v in case["verdicts"]} == {"VERDICT_STATUS_PASS"}
+    assert ET.parse(tmp_path / "second.xml").getroot().get("failures") == "0"
+
+    # A much slower model under the same name: a regression, confirmed by an interleaved re-run.
+    slow = write_suite(tmp_path / "slow.yaml", device=profile, baseline="main",
+                       models=[{"path": str(models["slow"]), "name": "net.onnx"}])
+    report, md, junit = tmp_path / "report.html", tmp_path / "summary.md", tmp_path / "slow.xml"
+    done = cli(farm, "regress", str(slow), "--junit", str(junit), "--report", str(report), "--markdown", str(md))
+    assert done.exit_code == 1, done.output
+    root = ET.parse(junit).getroot()
+    assert root.get("failures") == "1"
+    failure = root.find(".//failure")
+    assert failure is not None and "confirmed by a re-run" in failure.get("message")
+    page = report.read_text()
+    assert "<svg" in page and "Confirmation re-run" in page and "regression" in page
+    assert "regression" in md.read_text()
+
+    # History lists every run; compare shows the regression between two jobs.
+    done = cli(farm, "results", "history", "net.onnx", "--device", profile, "--json")
+    assert done.exit_code == 0, done.output
+    points = json.loads(done.output)["points"]
+    assert len(points) == 3 and points[-1]["outcome"] == "regression"
+    done = cli(farm, "results", "compare", points[0]["job_id"], points[-1]["job_id"])
+    assert done.exit_code == 1 and "REGRESSION" in done.output
+
+
+def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models, tmp_path):
+    profile = farm.local_profile()
+    suite = write_suite(tmp_path / "b.yaml", device=profile, name="budgets",
+                        models=[{"path": str(models["fast"]), "name": "budget-net.onnx"}],
+                        constraints={"budgets": {"latency.p50": "1ns"}})
+    done = cli(farm, "regress", str(suite), "--json")
+    assert done.exit_code == 1, done.output
+    case = json.loads(done.output)["cases"][0]
+    assert case["outcome"] == "budget_broken"
+    assert case["verdicts"][0]["status"] == "VERDICT_STATUS_FAIL" and case["verdicts"][0]["margin"] < 0
+
+    # submit --constraints: a budget on a figure this agent did not measure is unknown -> exit 1
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(yaml.safe_dump({"name": "t", "budgets": {"latency.p99": "10s", "energy.per_inference": "1J"}}))
+    args = ["submit", str(models["fast"]), "--device", profile, "--runs", "20", "--constraints", str(budgets),
+            "--wait", "--json"]
+    done = cli(farm, *args)
+    job = json.loads(done.output)["jobs"][0]
+    verdicts = {v["constraint"]: v for v in job["verdicts"]}
+    assert verdicts["latency.p99"]["status"] == "pass"
+    energy = verdicts["energy.per_inference"]
+    if energy["status"] == "unknown":
+        assert energy["measured"] is None and energy["reason"]
+        assert done.exit_code == 1
+        assert cli(farm, *args, "--allow-unknown").exit_code == 0
+    else:  # a simulated power sensor: measured, and said to be simulated
+        assert "simulated" in energy["reason"]
+
+
+def test_no_device_for_the_profile_is_a_farm_error(farm, models, tmp_path):
+    suite = write_suite(tmp_path / "nodev.yaml", device="no-such-device", name="nodev",
+                        models=[{"path": str(models["fast"])}], placement_timeout_seconds=0.5)
+    junit = tmp_path / "nodev.xml"
+    done = cli(farm, "regress", str(suite), "--junit", str(junit))
+    assert done.exit_code == 2, done.output
+    root = ET.parse(junit).getroot()
+    assert root.get("errors") == "1"
+    assert "no agent took the job" in root.find(".//error").get("message")
