@@ -38,8 +38,21 @@ def finished_job() -> farm_pb2.Job:
             ),
             environment=farm_pb2.Environment(runtime="onnxruntime", runtime_version="1.20.0",
                                              input_shapes=[farm_pb2.InputShape(name="x", dims=[1, 3])]),
-            unavailable=[farm_pb2.Unavailable(field="environment.governor", reason="no cpufreq")],
+            unavailable=[farm_pb2.Unavailable(field="environment.governor", reason="no cpufreq"),
+                         farm_pb2.Unavailable(field="power.energy_per_inference_joules",
+                                              reason="the energy counter did not advance")],
             warnings=["governor unknown"],
+            power=farm_pb2.PowerResult(idle_watts=2.5, active_watts=6.0, sensor="hwmon:ina226",
+                                       energy_method="integrated power", sample_rate_hz=10.0,
+                                       rails=[farm_pb2.RailPower(rail="VDD_IN", mean_watts=6.0)]),
+            thermal=farm_pb2.ThermalResult(
+                zones=[farm_pb2.ZoneTemperature(zone="cpu-thermal", start_celsius=45.0, max_celsius=81.5,
+                                                end_celsius=80.0, sensor="thermal-zones")],
+                clocks=[farm_pb2.ClockRange(domain="cpu0-3", min_hz=1.2e9, max_hz=2.4e9)],
+                throttled=True, throttled_fraction=0.25, throttle_reasons=["soft temperature limit"],
+            ),
+            timeline=[farm_pb2.TelemetrySample(t=0.1, sensor="hwmon:ina226", quantity="power_watts",
+                                               channel="VDD_IN", value=6.1, simulated=True)],
         ),
     )
 
@@ -67,6 +80,30 @@ def test_run_document_matches_its_schema_for_success_and_failure():
     assert bad["result"] is None
     assert bad["failure"] == {"category": "artifact_invalid", "message": "not an ONNX model",
                               "signal": None, "detail": "stderr tail"}
+
+
+def test_power_thermal_and_timeline_are_in_the_document():
+    result = job_document(finished_job())["result"]
+    assert result["power"]["active_watts"] == 6.0 and result["power"]["rails"] == {"VDD_IN": 6.0}
+    # Named unavailable, so null: a counter that did not move is not "0 J per inference".
+    assert result["power"]["energy_per_inference_joules"] is None
+    zone = result["thermal"]["zones"][0]
+    assert (zone["zone"], zone["max_celsius"]) == ("cpu-thermal", 81.5)
+    assert result["thermal"]["throttled"] is True and result["thermal"]["throttled_fraction"] == 0.25
+    assert result["thermal"]["clocks"][0]["allowed_max_hz"] is None
+    assert result["timeline"] == [{"t": 0.1, "sensor": "hwmon:ina226", "quantity": "power_watts",
+                                   "channel": "VDD_IN", "value": 6.1, "simulated": True}]
+    assert jobs_document([finished_job()], with_samples=False)["jobs"][0]["result"]["timeline"] is None
+
+
+def test_a_device_without_sensors_has_null_power_and_thermal():
+    job = finished_job()
+    job.result.ClearField("power")
+    job.result.ClearField("thermal")
+    document = run_document(farm_pb2.Run(id="r", jobs=[job]))
+    jsonschema.validate(document, SCHEMA)
+    assert document["jobs"][0]["result"]["power"] is None
+    assert document["jobs"][0]["result"]["thermal"] is None
 
 
 def test_unmeasured_figures_are_null_not_zero():
