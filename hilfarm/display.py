@@ -45,8 +45,8 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
     for column, justify in (
         ("model", "left"), ("device", "left"), ("state", "left"),
         ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
-        ("mean ms", "right"), ("cv", "right"), ("inf/s", "right"),
-        ("load ms", "right"), ("peak MiB", "right"), ("+model MiB", "right"),
+        ("cv", "right"), ("inf/s", "right"), ("peak MiB", "right"), ("+model MiB", "right"),
+        ("W", "right"), ("mJ/inf", "right"), ("max °C", "right"), ("throttled", "right"),
         ("runs", "right"), ("runtime", "left"),
     ):
         table.add_column(column, justify=justify, no_wrap=True)
@@ -61,18 +61,18 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
             table.add_row(
                 job.model_name, job.device_profile, _state(job),
                 ms(lat.p50_seconds), ms(lat.p90_seconds), ms(lat.p99_seconds),
-                ms(lat.mean_seconds), f"{lat.cv:.2f}", f"{lat.throughput_per_second:.0f}",
-                ms(lat.load_seconds),
+                f"{lat.cv:.2f}", f"{lat.throughput_per_second:.0f}",
                 "unknown" if "memory.peak_bytes" in missing else mib(mem.peak_bytes),
                 "unknown" if "memory.model_delta_bytes" in missing else mib(mem.model_delta_bytes),
+                *power_and_heat_cells(r),
                 str(len(lat.samples_ns)),
                 f"{env.runtime} {env.runtime_version}{provider}"
-                + (" [simulated]" if env.simulated else ""),
+                + (", SIMULATED sensors" if env.simulated else ""),
             )
             for warning in r.warnings:
                 notes.append(Text(f"{job.model_name} on {job.device_profile}: {warning}", style="yellow"))
         else:
-            table.add_row(job.model_name, job.device_profile, _state(job), *[""] * 11)
+            table.add_row(job.model_name, job.device_profile, _state(job), *[""] * 13)
         if job.HasField("failure"):
             f = job.failure
             notes.append(
@@ -87,9 +87,45 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
     return Group(table, *notes)
 
 
+def power_and_heat_cells(result: farm_pb2.BenchmarkResult) -> List[str]:
+    """Active watts, millijoules per inference, hottest zone, throttled share: 'unknown' where
+    the device has no sensor for it (the reason is in `jobs show`)."""
+    missing = _unavailable(result)
+    power, thermal = result.power, result.thermal
+    has_power = result.HasField("power")
+    watts = f"{power.active_watts:.2f}" if has_power and "power.active_watts" not in missing else "unknown"
+    energy = (f"{power.energy_per_inference_joules * 1e3:.3f}"
+              if has_power and "power.energy_per_inference_joules" not in missing else "unknown")
+    zones = list(thermal.zones) if result.HasField("thermal") else []
+    hottest = f"{max(z.max_celsius for z in zones):.1f}" if zones else "unknown"
+    throttled = (f"{thermal.throttled_fraction:.0%}" if thermal.throttled else "no") if result.HasField("thermal") else "unknown"
+    return [watts, energy, hottest, throttled]
+
+
+def live_readings(progress: farm_pb2.Progress) -> str:
+    """The newest power, temperature and throttle readings of a running job, e.g. '6.1 W 72.3 °C'."""
+    latest = {}
+    for sample in progress.telemetry:
+        latest[(sample.quantity, sample.channel)] = sample
+    watts = [s for (q, _), s in latest.items() if q == "power_watts"]
+    temps = [s for (q, _), s in latest.items() if q == "temperature_celsius"]
+    parts = []
+    if watts:
+        # Several rails: the largest is the total (VDD_IN, a board's input) or the main rail.
+        parts.append(f"{max(s.value for s in watts):.1f} W")
+    if temps:
+        parts.append(f"{max(s.value for s in temps):.1f} °C")
+    if any(q == "throttled" and s.value for (q, _), s in latest.items()):
+        parts.append("THROTTLED")
+    if parts and any(s.simulated for s in latest.values()):
+        parts.append("(simulated)")
+    return " ".join(parts)
+
+
 def progress_table(jobs: Iterable[farm_pb2.Job]) -> Table:
     table = Table(title="hilfarm: running")
-    for column in ("model", "device", "state", "attempt", "phase", "runs", "last ms", "elapsed s", "agent / why waiting"):
+    for column in ("model", "device", "state", "attempt", "phase", "runs", "last ms", "elapsed s",
+                   "device now", "agent / why waiting"):
         table.add_column(column)
     for job in jobs:
         p = job.progress
@@ -98,7 +134,7 @@ def progress_table(jobs: Iterable[farm_pb2.Job]) -> Table:
         table.add_row(
             job.model_name, job.device_profile, _state(job), f"{job.attempt}/{job.max_attempts}",
             p.phase, runs, ms(p.latest_latency_seconds) if p.latest_latency_seconds else "",
-            f"{p.elapsed_seconds:.1f}" if p.elapsed_seconds else "", where,
+            f"{p.elapsed_seconds:.1f}" if p.elapsed_seconds else "", live_readings(p), where,
         )
     return table
 
@@ -184,11 +220,49 @@ def job_detail(job: farm_pb2.Job) -> Group:
         ):
             envt.add_row(key, value)
         parts.append(envt)
+        parts.extend(_power_and_thermal_tables(r))
         for field, reason in missing.items():
             parts.append(Text(f"unknown {field}: {reason}", style="yellow"))
     if job.HasField("failure") and job.failure.detail:
         parts.append(Text("detail:\n" + job.failure.detail, style="dim"))
     return Group(*parts)
+
+
+def _power_and_thermal_tables(r: farm_pb2.BenchmarkResult) -> list:
+    tables = []
+    if r.HasField("power"):
+        p = r.power
+        missing = _unavailable(r)
+        sim = " (simulated)" if p.simulated else ""
+        power = Table(title=f"power ({p.sensor}, {p.sample_rate_hz:.1f} Hz){sim}", show_header=False)
+        power.add_column("figure")
+        power.add_column("value", justify="right")
+        for name, label, text in (
+            ("idle_watts", "idle", f"{p.idle_watts:.3f} W"),
+            ("active_watts", "active (timed runs)", f"{p.active_watts:.3f} W"),
+            ("energy_per_inference_joules", f"energy per inference ({p.energy_method or 'unknown method'})",
+             f"{p.energy_per_inference_joules * 1e3:.4f} mJ"),
+        ):
+            power.add_row(label, "unknown" if f"power.{name}" in missing else text)
+        for rail in p.rails:
+            power.add_row(f"rail {rail.rail}", f"{rail.mean_watts:.3f} W")
+        tables.append(power)
+    if r.HasField("thermal"):
+        t = r.thermal
+        sim = " (simulated)" if t.simulated else ""
+        verdict = f"throttled {t.throttled_fraction:.0%} of the run" if t.throttled else "not throttled"
+        heat = Table(title=f"thermal: {verdict}, cooled down {t.cooldown_seconds:.1f} s first{sim}")
+        for column in ("zone / clock", "start", "max", "end", "source"):
+            heat.add_column(column)
+        for z in t.zones:
+            heat.add_row(z.zone, f"{z.start_celsius:.1f} °C", f"{z.max_celsius:.1f} °C", f"{z.end_celsius:.1f} °C", z.sensor)
+        for c in t.clocks:
+            ceiling = f" (allowed {c.allowed_max_hz / 1e6:.0f} MHz)" if c.allowed_max_hz else ""
+            heat.add_row(c.domain, f"{c.min_hz / 1e6:.0f} MHz", f"{c.max_hz / 1e6:.0f} MHz{ceiling}", "", "cpufreq / device")
+        tables.append(heat)
+        for reason in t.throttle_reasons:
+            tables.append(Text(f"throttle reason: {reason}", style="yellow"))
+    return tables
 
 
 def _or_unknown(missing: dict, field: str, text: str) -> str:

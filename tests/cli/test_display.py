@@ -1,0 +1,50 @@
+"""What the terminal shows: unknown where a device has no sensor, live readings while running."""
+
+from __future__ import annotations
+
+from hilfarm.display import console, live_readings, power_and_heat_cells, results_table
+from hilfarm.v1 import farm_pb2
+
+
+def test_a_device_without_sensors_shows_unknown_not_zero():
+    result = farm_pb2.BenchmarkResult(latency=farm_pb2.LatencyResult(p50_seconds=0.001))
+    assert power_and_heat_cells(result) == ["unknown", "unknown", "unknown", "unknown"]
+
+
+def test_power_and_heat_cells_from_measured_figures():
+    result = farm_pb2.BenchmarkResult(
+        power=farm_pb2.PowerResult(active_watts=6.25, energy_per_inference_joules=0.0123),
+        thermal=farm_pb2.ThermalResult(
+            zones=[farm_pb2.ZoneTemperature(zone="a", max_celsius=70.0),
+                   farm_pb2.ZoneTemperature(zone="b", max_celsius=81.26)],
+            throttled=True, throttled_fraction=0.4,
+        ),
+        unavailable=[farm_pb2.Unavailable(field="power.energy_per_inference_joules", reason="x")],
+    )
+    assert power_and_heat_cells(result) == ["6.25", "unknown", "81.3", "40%"]
+
+
+def test_live_readings_take_the_newest_value_of_each_channel():
+    progress = farm_pb2.Progress(telemetry=[
+        farm_pb2.TelemetrySample(t=1, quantity="power_watts", channel="VDD_IN", value=5.0),
+        farm_pb2.TelemetrySample(t=1, quantity="temperature_celsius", channel="cpu", value=60.0),
+        farm_pb2.TelemetrySample(t=2, quantity="power_watts", channel="VDD_IN", value=7.5),
+        farm_pb2.TelemetrySample(t=2, quantity="temperature_celsius", channel="cpu", value=61.5),
+        farm_pb2.TelemetrySample(t=2, quantity="throttled", channel="device", value=1.0, simulated=True),
+    ])
+    assert live_readings(progress) == "7.5 W 61.5 °C THROTTLED (simulated)"
+    assert live_readings(farm_pb2.Progress()) == ""
+
+
+def test_results_table_marks_simulated_sensors_in_plain_text():
+    job = farm_pb2.Job(
+        model_name="m.onnx", device_profile="simulated", state=farm_pb2.JOB_STATE_SUCCEEDED,
+        result=farm_pb2.BenchmarkResult(
+            latency=farm_pb2.LatencyResult(samples_ns=[1000, 2000], p50_seconds=1.5e-6),
+            environment=farm_pb2.Environment(runtime="onnxruntime", runtime_version="1.2", simulated=True),
+        ),
+    )
+    out = console()
+    with out.capture() as captured:
+        out.print(results_table([job]))
+    assert "SIMULATED sensors" in captured.get()
