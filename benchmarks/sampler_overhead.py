@@ -38,12 +38,15 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--device", choices=sorted({d for d, _, _ in SENSORS}),
+                    help="only the sensors of one device (a real agent samples one device)")
     args = ap.parse_args()
+    chosen = [s for s in SENSORS if args.device in (None, s[0])]
     work = Path(tempfile.mkdtemp(prefix="hilfarm-sampler-bench-"))
     try:
-        for dev in {d for d, _, _ in SENSORS}:
+        for dev in {d for d, _, _ in chosen}:
             shutil.copytree(FIXTURES / dev, work / dev, symlinks=True)
-        sensors = [create_sensor(kind, opts, root=work / dev) for dev, kind, opts in SENSORS]
+        sensors = [create_sensor(kind, opts, root=work / dev) for dev, kind, opts in chosen]
         sampler = Sampler(sensors, rate_hz=args.rate)
         sampler.start()  # opens the sensors outside the measured window
         time.sleep(0.5)
@@ -60,7 +63,7 @@ def main() -> int:
         shutil.rmtree(work)
     cpu, wall = cpu1 - cpu0, wall1 - wall0
     figures = {
-        "sensors": len(SENSORS),
+        "sensors": len(chosen),
         "rate_hz": args.rate,
         "wall_seconds": round(wall, 3),
         "readings": readings,
