@@ -197,6 +197,7 @@ class FarmCollector:
         up = GaugeMetricFamily("hilfarm_store_up", "1 when the controller could read its database at this scrape, else 0.")
         try:
             families = list(self._collect_farm()) + list(self._collect_results()) + list(self._collect_telemetry())
+            families += list(self._collect_regressions())
         except Exception:
             # A scrape must answer even when the database is down: the alert is on hilfarm_store_up.
             log.exception("reading the database for a metrics scrape failed")
@@ -206,6 +207,12 @@ class FarmCollector:
         up.add_metric([], 1.0)
         yield up
         yield from families
+
+    def _collect_regressions(self) -> Iterator[Metric]:
+        # Regression suites and constraint verdicts (controller/regression_service.py).
+        from .regression_service import regression_metric_families
+
+        yield from regression_metric_families(self.store)
 
     def _session(self) -> Session:
         return Session(self.store.engine, expire_on_commit=False)

@@ -120,7 +120,7 @@ class RegressionRpcs:
         return out
 
 
-def regression_metric_families(controller: Any) -> Iterator[Any]:
+def regression_metric_families(store: Any) -> Iterator[Any]:
     """Prometheus families for the Grafana model view, read at scrape time:
     hilfarm_regression_detected{model,device_profile,runtime} (0/1, newest suite case),
     hilfarm_suite_runs_total{suite,outcome}, and
@@ -128,7 +128,9 @@ def regression_metric_families(controller: Any) -> Iterator[Any]:
     device could not measure has no sample rather than a made-up one)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    reg = controller.regressions
+    from .regression_store import RegressionStore
+
+    reg = RegressionStore(store)
     detected = GaugeMetricFamily("hilfarm_regression_detected",
                                  "1 when the newest suite run of this model found a confirmed regression",
                                  labels=["model", "device_profile", "runtime"])

@@ -101,6 +101,8 @@ class Store:
 
     def create_schema(self) -> None:
         """Create missing tables. Existing tables and their rows are left untouched."""
+        from . import regression_store  # noqa: F401 - its tables (baselines, suites) join the metadata
+
         SQLModel.metadata.create_all(self.engine)
 
     def close(self) -> None:
