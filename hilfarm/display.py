@@ -39,6 +39,25 @@ def _state(job: farm_pb2.Job) -> Text:
     return Text(name, style=_STATE_STYLE.get(name, ""))
 
 
+_VERDICT_STYLE = {farm_pb2.VERDICT_STATUS_PASS: ("pass", "green"), farm_pb2.VERDICT_STATUS_FAIL: ("FAIL", "red")}
+
+
+def verdict_line(job: farm_pb2.Job) -> Text:
+    """The job's budgets in one line: pass, FAIL or unknown (with why) per budget."""
+    from hilfarm.constraints import format_value
+
+    line = Text(f"{job.model_name} on {job.device_profile} budgets" +
+                (f" ({job.constraint_set})" if job.constraint_set else "") + ":")
+    for v in job.verdicts:
+        word, style = _VERDICT_STYLE.get(v.status, ("unknown", "yellow"))
+        measured = format_value(v.measured, v.unit) if v.HasField("measured") else "unknown"
+        line.append(f" {v.constraint} {v.comparison} {format_value(v.budget, v.unit)} ")
+        line.append(f"{word}", style=style)
+        line.append(f" [{measured}]" if v.HasField("measured") else f" [{v.reason}]")
+        line.append(";")
+    return line
+
+
 def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
     """One row per job with the headline figures; failures explained under the table."""
     table = Table(title="hilfarm results", show_lines=False)
@@ -73,6 +92,8 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
                 notes.append(Text(f"{job.model_name} on {job.device_profile}: {warning}", style="yellow"))
         else:
             table.add_row(job.model_name, job.device_profile, _state(job), *[""] * 13)
+        if job.verdicts:
+            notes.append(verdict_line(job))
         if job.HasField("failure"):
             f = job.failure
             notes.append(
