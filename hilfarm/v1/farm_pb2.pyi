@@ -134,7 +134,7 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JobSettings(_message.Message):
-    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds")
+    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds")
     class TfliteDelegateOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class JobSettings(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SUSTAINED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     warmup_runs: int
     warmup_seconds: float
     min_runs: int
@@ -178,7 +179,8 @@ class JobSettings(_message.Message):
     seed: int
     memory_limit_bytes: int
     timeout_seconds: float
-    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    sustained_seconds: float
+    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at", "telemetry")
@@ -386,8 +388,50 @@ class ThermalResult(_message.Message):
     simulated: bool
     def __init__(self, zones: _Optional[_Iterable[_Union[ZoneTemperature, _Mapping]]] = ..., clocks: _Optional[_Iterable[_Union[ClockRange, _Mapping]]] = ..., throttled: bool = ..., throttled_fraction: _Optional[float] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cooldown_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
+class SustainedWindow(_message.Message):
+    __slots__ = ("start_seconds", "end_seconds", "runs", "p50_seconds", "p90_seconds", "mean_watts", "max_celsius", "min_clock_hz", "throttled_fraction")
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P90_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_WATTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLOCK_HZ_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    start_seconds: float
+    end_seconds: float
+    runs: int
+    p50_seconds: float
+    p90_seconds: float
+    mean_watts: float
+    max_celsius: float
+    min_clock_hz: float
+    throttled_fraction: float
+    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., runs: _Optional[int] = ..., p50_seconds: _Optional[float] = ..., p90_seconds: _Optional[float] = ..., mean_watts: _Optional[float] = ..., max_celsius: _Optional[float] = ..., min_clock_hz: _Optional[float] = ..., throttled_fraction: _Optional[float] = ...) -> None: ...
+
+class SustainedResult(_message.Message):
+    __slots__ = ("requested_seconds", "duration_seconds", "window_seconds", "windows", "latency_change_ratio", "temperature_rise_celsius", "throttled_after_seconds", "simulated")
+    REQUESTED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_CHANGE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_RISE_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    requested_seconds: float
+    duration_seconds: float
+    window_seconds: float
+    windows: _containers.RepeatedCompositeFieldContainer[SustainedWindow]
+    latency_change_ratio: float
+    temperature_rise_celsius: float
+    throttled_after_seconds: float
+    simulated: bool
+    def __init__(self, requested_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., window_seconds: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[SustainedWindow, _Mapping]]] = ..., latency_change_ratio: _Optional[float] = ..., temperature_rise_celsius: _Optional[float] = ..., throttled_after_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
+
 class BenchmarkResult(_message.Message):
-    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline")
+    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline", "sustained")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -396,6 +440,7 @@ class BenchmarkResult(_message.Message):
     POWER_FIELD_NUMBER: _ClassVar[int]
     THERMAL_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    SUSTAINED_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyResult
     memory: MemoryResult
     environment: Environment
@@ -404,7 +449,8 @@ class BenchmarkResult(_message.Message):
     power: PowerResult
     thermal: ThermalResult
     timeline: _containers.RepeatedCompositeFieldContainer[TelemetrySample]
-    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ...) -> None: ...
+    sustained: SustainedResult
+    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., sustained: _Optional[_Union[SustainedResult, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure", "constraints", "verdicts", "constraint_set")
