@@ -27,7 +27,9 @@ def write(tmp_path, doc) -> Path:
 
 
 def test_example_constraint_sets_load():
-    for path in PROFILES.glob("constraints-*.yaml"):
+    examples = sorted((PROFILES / "constraints").glob("*.yaml"))
+    assert [p.name for p in examples] == ["doorbell-camera.yaml", "kiosk.yaml"]
+    for path in examples:
         assert load_constraint_set(path).budgets
 
 
