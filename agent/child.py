@@ -11,7 +11,8 @@ measurement protocol:
    model's (weights, session, arena, inputs) and not the cost of importing the library
 5. load the model (load_seconds), first inference (first_inference_seconds)
 6. warmup: at least warmup_runs AND at least warmup_seconds
-7. timed runs until both min_runs and min_seconds are met, capped by max_runs / max_seconds;
+7. timed runs until both min_runs and min_seconds are met, capped by max_runs / max_seconds
+   (in sustained mode: for sustained_seconds of wall time, capped only by a safety count);
    only ``runtime.run()`` sits between the two perf_counter_ns calls
 8. read VmHWM again
 
@@ -77,18 +78,22 @@ def timed_loop(
     max_ns: int,
     progress: ProgressWriter,
     phase: str,
-) -> Tuple[List[int], int]:
-    """Run until both minimums are met or either cap is hit. Returns (samples_ns, measured_ns).
+    report_target: Optional[int] = None,
+) -> Tuple[List[int], int, int]:
+    """Run until both minimums are met or either cap is hit.
+    Returns (samples_ns, measured_ns, wall_ns from the first start to the last end).
 
     The minimum duration counts measured inference time (the sum of the samples, what a result
     calls total_seconds), so a result's total is never short of what the job asked for; the
     maximum counts wall time, because it is there to bound how long the device is busy.
+    Progress says ``report_target`` runs are the target (default min_runs).
     """
     perf = time.perf_counter_ns
     samples: List[int] = []
     append = samples.append
     n = 0
     measured = 0
+    target = min_runs if report_target is None else report_target
     start = perf()
     next_report = start + REPORT_INTERVAL_NS
     while True:
@@ -102,9 +107,9 @@ def timed_loop(
         if n >= max_runs or t1 - start >= max_ns or (n >= min_runs and measured >= min_ns):
             break
         if t1 >= next_report:
-            progress.report(phase, n, min_runs, dt)
+            progress.report(phase, n, target, dt)
             next_report = t1 + REPORT_INTERVAL_NS
-    return samples, measured
+    return samples, measured, t1 - start
 
 
 def latency_stats(samples_ns: List[int]) -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
@@ -243,22 +248,36 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
         t0 = time.perf_counter_ns()
         run()
         lat.first_inference_seconds = (time.perf_counter_ns() - t0) / 1e9
-        warm, warm_ns = timed_loop(
+        warm, warm_ns, _ = timed_loop(
             run, r["warmup_runs"], int(r["warmup_seconds"] * 1e9),
             r["max_runs"], int(r["max_seconds"] * 1e9), progress, "warmup",
         )
         lat.warmup_runs = len(warm)
         lat.warmup_seconds = warm_ns / 1e9
-        progress.report("measuring", 0, r["min_runs"])
-        samples, _measured = timed_loop(
-            run, r["min_runs"], int(r["min_seconds"] * 1e9),
-            r["max_runs"], int(r["max_seconds"] * 1e9), progress, "measuring",
-        )
+        sustained = float(r.get("sustained_seconds") or 0.0)
+        if sustained > 0:
+            # Sustained mode: wall time alone ends the phase; the run count is only a safety cap.
+            cap = int(r["sustained_max_runs"])
+            progress.report("measuring", 0, 0)
+            samples, _measured, wall_ns = timed_loop(
+                run, cap, 1 << 62, cap, int(sustained * 1e9), progress, "measuring", report_target=0,
+            )
+            if len(samples) >= cap:
+                result.warnings.append(
+                    f"the sustained run stopped at its safety cap of {cap} runs after {wall_ns / 1e9:.1f} s "
+                    f"of the {sustained:g} s asked for")
+        else:
+            progress.report("measuring", 0, r["min_runs"])
+            samples, _measured, wall_ns = timed_loop(
+                run, r["min_runs"], int(r["min_seconds"] * 1e9),
+                r["max_runs"], int(r["max_seconds"] * 1e9), progress, "measuring",
+            )
+        result.timed_wall_seconds = wall_ns / 1e9
     except JobFailed:
         raise
     except Exception as exc:
         raise runtime.classify_run_error(exc) from exc
-    progress.report("measuring", len(samples), r["min_runs"], samples[-1])
+    progress.report("measuring", len(samples), 0 if sustained > 0 else r["min_runs"], samples[-1])
 
     lat.samples_ns = samples
     fields, missing = latency_stats(samples)

@@ -4,7 +4,8 @@ The child (``python -m hilfarm.agent.child``) does the measuring; this side enfo
 limits and turns how the child ended into an outcome:
 
 * time: the whole child (load, warmup, runs) gets ``timeout_seconds`` of wall clock, then it
-  is killed → TIMEOUT naming the limit.
+  is killed → TIMEOUT naming the limit. In sustained mode the limit is ``sustained_seconds +
+  timeout_seconds``: the timeout covers everything but the sustained phase.
 * memory: the limit is on what the device really spends, resident memory. Two layers:
   the child caps its own address space at (its size after importing the runtime + the limit),
   so one huge allocation fails at once inside the runtime ("Failed to allocate", bad_alloc,
@@ -83,6 +84,15 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
     )}
     # A job asking for fewer max runs than min runs gets what it capped, not an error.
     r["min_runs"] = min(r["min_runs"], r["max_runs"])
+    sustained = float(settings.sustained_seconds or 0.0)
+    r["sustained_seconds"] = sustained if sustained > 0 else 0.0
+    if sustained > 0:
+        from hilfarm.agent.sustained import SUSTAINED_MAX_RUNS
+
+        r["sustained_max_runs"] = SUSTAINED_MAX_RUNS
+        # timeout_seconds bounds the rest of the job (start, load, warmup, result): the
+        # sustained phase comes on top, so no sustained run is killed for lasting as asked.
+        r["timeout_seconds"] = float(r["timeout_seconds"]) + sustained
     return r
 
 
@@ -197,7 +207,10 @@ def run_benchmark(
             finally:
                 os.close(w_fd)
         reader.start()
-        outcome = _supervise(proc, limit, timeout, cancel)
+        what = "timeout_seconds"
+        if resolved["sustained_seconds"] > 0:
+            what = f"sustained_seconds {resolved['sustained_seconds']:g} + timeout_seconds"
+        outcome = _supervise(proc, limit, timeout, cancel, what)
         reader.join(timeout=2.0)
         last = reader.last.phase if reader.last is not None else "starting"
         return _conclude(proc, outcome, result_path, log_path, limit, last)
@@ -212,7 +225,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _supervise(
-    proc: subprocess.Popen, limit: int, timeout: float, cancel: Optional[threading.Event]
+    proc: subprocess.Popen, limit: int, timeout: float, cancel: Optional[threading.Event],
+    timeout_from: str = "timeout_seconds",
 ) -> Optional[JobOutcome]:
     """Wait for the child; kill it on timeout, memory or cancel and say which."""
     deadline = time.monotonic() + timeout
@@ -241,7 +255,7 @@ def _supervise(
             _kill(proc)
             return JobOutcome(failure=Failure(
                 FailureCategory.TIMEOUT,
-                f"the job ran past its time limit of {timeout:g} s (timeout_seconds) and was stopped; "
+                f"the job ran past its time limit of {timeout:g} s ({timeout_from}) and was stopped; "
                 f"the model may hang, or needs a longer timeout or fewer runs",
             ))
 

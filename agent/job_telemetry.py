@@ -6,7 +6,7 @@ Profile sections used (see profiles/device-profile.schema.json):
 
   sensors:       name -> {kind: <registered sensor kind>, <its options>}; order matters: the
                  first power sensor is the one power figures come from
-  telemetry:     {rate_hz, idle_baseline_seconds, root, simulate}
+  telemetry:     {rate_hz, idle_baseline_seconds, root, simulate, simulated_model}
   thermal:       {cooldown: {below_celsius, zone, max_wait_seconds, idle_seconds, idle_load_below,
                  poll_seconds}, expect_governor}
 """
@@ -28,7 +28,7 @@ from hilfarm.agent.sensors import (
     ThermalSensor,
     create_sensor,
 )
-from hilfarm.agent.simulated_device import SIMULATED_SENSORS, LoadMeter, SimulatedDevice
+from hilfarm.agent.simulated_device import SIMULATED_SENSORS, LoadMeter, SimulatedDevice, SimulatedModel
 from hilfarm.agent.telemetry import DEFAULT_RATE_HZ, Sampler, TelemetryPoint, TelemetrySummary
 
 log = logging.getLogger("hilfarm.agent")
@@ -55,6 +55,7 @@ class TelemetryConfig:
     cooldown: CooldownRule = field(default_factory=CooldownRule)
     expect_governor: str = "performance"
     profile_name: str = ""
+    simulated_model: Dict[str, float] = field(default_factory=dict)  # SimulatedModel overrides
 
 
 def telemetry_config(profile: Any) -> TelemetryConfig:
@@ -84,6 +85,7 @@ def telemetry_config(profile: Any) -> TelemetryConfig:
         cooldown=rule,
         expect_governor=str(thermal.get("expect_governor", "performance")),
         profile_name=getattr(profile, "name", ""),
+        simulated_model=dict(tel.get("simulated_model") or {}),
     )
 
 
@@ -263,9 +265,19 @@ class SimulatedDeviceHost:
     """Runs a SimulatedDevice under the agent's data directory for a profile with
     ``telemetry: {simulate: true}``, driven by the load of the whole machine."""
 
-    def __init__(self, data_dir: Union[str, Path]) -> None:
+    def __init__(self, data_dir: Union[str, Path], model: Optional[Mapping[str, float]] = None) -> None:
+        """``model``: SimulatedModel fields to override (the profile's telemetry.simulated_model);
+        an unknown name raises SensorConfigError naming it."""
+        known = set(SimulatedModel.__dataclass_fields__)
+        for name in model or {}:
+            if name not in known:
+                raise SensorConfigError(f"telemetry.simulated_model.{name}: not a parameter of the simulated model "
+                                        f"(known: {', '.join(sorted(known))})")
         self.root = Path(data_dir) / "simulated-device"
-        self.device = SimulatedDevice(self.root)
+        defaults = SimulatedModel()
+        # YAML numbers: counts (cpus, load_cores, ...) stay integers, as the model writes them to files.
+        params = {k: type(getattr(defaults, k))(v) for k, v in (model or {}).items()}
+        self.device = SimulatedDevice(self.root, SimulatedModel(**params))
         self.device.start()
 
     def stop(self) -> None:

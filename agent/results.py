@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 if TYPE_CHECKING:  # the child process never needs the telemetry types
+    from hilfarm.agent.sustained import SustainedSummary
     from hilfarm.agent.telemetry import TelemetryPoint, TelemetrySummary
 
 
@@ -90,6 +91,7 @@ class JobSettings:
     seed: int = 0
     memory_limit_bytes: int = 0
     timeout_seconds: float = 0.0
+    sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,10 +190,16 @@ class BenchmarkResult:
     warnings: List[str] = field(default_factory=list)
     # Power, thermal and the timeline: measured by the agent outside the child, added after it.
     telemetry: Optional["TelemetrySummary"] = None
+    # Sustained mode's windows, formed by the agent from the samples and the telemetry.
+    sustained: Optional["SustainedSummary"] = None
+    # Wall time of the timed phase, as the child measured it (not on the wire: it places the
+    # samples on the telemetry's clock in sustained mode).
+    timed_wall_seconds: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("telemetry")
+        d.pop("sustained")
         return d
 
     @classmethod
@@ -202,6 +210,7 @@ class BenchmarkResult:
             environment=Environment(**d.get("environment", {})),
             unavailable=[Unavailable(**u) for u in d.get("unavailable", [])],
             warnings=list(d.get("warnings", [])),
+            timed_wall_seconds=d.get("timed_wall_seconds"),
         )
 
 

@@ -34,6 +34,7 @@ from hilfarm.agent.job_telemetry import (
 )
 from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_profile
 from hilfarm.agent.sensors import SensorConfigError
+from hilfarm.agent.sustained import attach_sustained, sustained_summary
 from hilfarm.agent.results import (
     Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress,
 )
@@ -110,7 +111,10 @@ class Agent:
         self.telemetry = telemetry_config(self.profile)
         self._simulated: Optional[SimulatedDeviceHost] = None
         if self.telemetry.simulate:
-            self._simulated = SimulatedDeviceHost(self.data_dir)
+            try:
+                self._simulated = SimulatedDeviceHost(self.data_dir, self.telemetry.simulated_model)
+            except SensorConfigError as exc:
+                raise ProfileError(f"{self.profile.sources[-1]}: field {exc}") from None
             self.telemetry.root = str(self._simulated.root)
             log.warning("profile %s simulates its sensors: every power and thermal figure is flagged simulated",
                         self.profile.name)
@@ -321,8 +325,13 @@ class Agent:
             tel.abort()
             return outcome
         tel.mark("finished")
-        summary = tel.finish(inferences=len(outcome.result.latency.samples_ns))
-        attach_summary(outcome.result, summary, self.profile.name)
+        result = outcome.result
+        summary = tel.finish(inferences=len(result.latency.samples_ns))
+        attach_summary(result, summary, self.profile.name)
+        if job.settings.sustained_seconds > 0:
+            attach_sustained(result, sustained_summary(
+                result.latency.samples_ns, job.settings.sustained_seconds, tel.sampler,
+                wall_seconds=result.timed_wall_seconds))
         return outcome
 
     # ------------------------------------------------------------ main loop

@@ -50,16 +50,22 @@ class SimulatedModel:
     cooling_states: int = 4
     supply_mv: int = 5100
     energy_range_uj: int = 262143328850
+    # 0: load is the whole machine's, as a fraction of all its cores. N > 0: as a fraction of
+    # N cores (at most 1), so one busy core heats the model alike on a laptop and a 64-core host.
+    load_cores: int = 0
 
 
 class LoadMeter:
     """CPU load as a fraction of all cores: of one process (utime+stime from /proc/PID/stat)
     or of the whole machine (/proc/stat)."""
 
-    def __init__(self, pid: Optional[int] = None, cores: Optional[int] = None, proc: Union[str, Path] = "/proc") -> None:
+    def __init__(self, pid: Optional[int] = None, cores: Optional[int] = None, proc: Union[str, Path] = "/proc",
+                 of_cores: int = 0) -> None:
         self.pid = pid
         self.proc = Path(proc)
         self.cores = cores or os.cpu_count() or 1
+        # Whole-machine load relative to this many cores (0: all of them).
+        self.of_cores = of_cores
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last: Optional[Tuple[float, float]] = None
 
@@ -85,7 +91,10 @@ class LoadMeter:
         last, self._last = self._last, now
         if last is None or now[1] <= last[1]:
             return 0.0
-        return max(0.0, min(1.0, (now[0] - last[0]) / (now[1] - last[1])))
+        frac = (now[0] - last[0]) / (now[1] - last[1])
+        if self.pid is None and self.of_cores > 0:
+            frac *= self.cores / self.of_cores
+        return max(0.0, min(1.0, frac))
 
 
 class SimulatedDevice:
@@ -96,7 +105,7 @@ class SimulatedDevice:
                  load: Optional[LoadMeter] = None, rate_hz: float = 10.0, time_scale: float = 1.0) -> None:
         self.root = Path(root)
         self.model = model or SimulatedModel()
-        self.load_meter = load or LoadMeter()
+        self.load_meter = load or LoadMeter(of_cores=self.model.load_cores)
         self.rate_hz = rate_hz
         self.time_scale = time_scale
         self.temp_c = self.model.ambient_c + self.model.idle_watts * self.model.thermal_resistance_c_per_w

@@ -14,6 +14,7 @@ reason; every figure from a simulated sensor tree is flagged simulated.
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 import time
@@ -95,6 +96,41 @@ class TelemetrySummary:
     warnings: List[str] = field(default_factory=list)
     info: Dict[str, str] = field(default_factory=dict)  # governor, nvpmodel, jetson_clocks ...
     simulated: bool = False
+
+
+@dataclass
+class WindowReadings:
+    """Sensor figures over one window of time (a sustained run's window)."""
+
+    mean_watts: Optional[float] = None
+    max_celsius: Optional[float] = None
+    min_clock_hz: Optional[float] = None
+    throttled_fraction: Optional[float] = None
+
+
+@dataclass
+class WindowedTelemetry:
+    windows: List[WindowReadings] = field(default_factory=list)
+    throttled_after_seconds: Optional[float] = None  # since the windows' start
+    throttle_judged: bool = False  # some reading said whether the device throttled
+    # Figure (mean_watts, max_celsius, min_clock_hz, throttled_fraction) -> why some window lacks it.
+    unavailable: Dict[str, str] = field(default_factory=dict)
+    simulated: bool = False
+
+
+def _interpolate(series: Sequence[Tuple[float, float]], t: float) -> float:
+    """Value at ``t`` of the piecewise-linear function through ``series`` (sorted, covering t)."""
+    k = bisect.bisect_left([p[0] for p in series], t)
+    if k < len(series) and series[k][0] == t:
+        return series[k][1]
+    (t0, v0), (t1, v1) = series[k - 1], series[k]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+
+def _integral(series: Sequence[Tuple[float, float]], a: float, b: float) -> float:
+    """Integral over [a, b] of the piecewise-linear function through ``series`` (covering it)."""
+    pts = [(a, _interpolate(series, a))] + [p for p in series if a < p[0] < b] + [(b, _interpolate(series, b))]
+    return sum((t1 - t0) * (v0 + v1) / 2.0 for (t0, v0), (t1, v1) in zip(pts, pts[1:]))
 
 
 # ---------------------------------------------------------------- sampling
@@ -330,6 +366,117 @@ class Sampler:
             return []
         first, last = idx[0], idx[-1]
         return snaps[first:min(last + 2, len(snaps))]
+
+    def mark_time(self, phase: str) -> Optional[float]:
+        """When ``phase`` was first marked, in seconds since the sampler started."""
+        with self._lock:
+            for name, t in self._marks:
+                if name == phase:
+                    return t
+        return None
+
+    def windows(self, start: float, edges: Sequence[float]) -> WindowedTelemetry:
+        """Power, hottest temperature, lowest clock and throttled fraction in each window
+        [start + edges[k], start + edges[k+1]] (sampler seconds), and when throttling was first
+        seen after ``start``.
+
+        Energy counters and sampled power are taken as linear between readings, so a window's
+        energy is the counter interpolated at its edges (or the power integrated across it).
+        Temperatures and clocks are the readings taken inside the window (the one in effect at
+        its start when none was); each throttle verdict holds until the next reading, as in the
+        summary. A window the readings do not cover gets no figure, and the reason is named.
+        """
+        with self._lock:
+            snaps = list(self._snapshots)
+        out = WindowedTelemetry(simulated=any(self._sim))
+        bounds = [(start + a, start + b) for a, b in zip(edges, edges[1:])]
+        power_idx = [i for i, s in enumerate(self.sensors) if isinstance(s, PowerSensor)]
+        thermal_idx = [i for i, s in enumerate(self.sensors) if not isinstance(s, PowerSensor)]
+
+        def absent(role: str, what: str) -> str:
+            return "; ".join(f"{k}: {v}" for k, v in self.unavailable_sensors.items() if f"({role})" in k) or \
+                f"no {what} sensor is configured for this device"
+
+        def missing(name: str, why: str) -> None:
+            out.unavailable.setdefault(name, why)
+
+        out.windows = [WindowReadings() for _ in bounds]
+        if not power_idx:
+            missing("mean_watts", absent("power", "power"))
+        else:
+            self._window_power(snaps, power_idx[0], bounds, out)
+        if not thermal_idx:
+            why = absent("thermal", "thermal")
+            for name in ("max_celsius", "min_clock_hz", "throttled_fraction"):
+                missing(name, why)
+            return out
+        judged = [s for s in snaps if s.throttled is not None]
+        out.throttle_judged = bool(judged)
+        last = len(bounds) - 1
+        for k, ((a, b), w) in enumerate(zip(bounds, out.windows)):
+            inside = [s for s in snaps if s.thermal and a <= s.t and (s.t < b or (k == last and s.t <= b))]
+            if not inside:
+                before = [s for s in snaps if s.thermal and s.t <= a]
+                inside = before[-1:]
+            temps = [c for s in inside for r in s.thermal.values() for c in r.temperatures.values()]
+            clocks = [clk.hz for s in inside for r in s.thermal.values() for clk in r.clocks.values()]
+            w.max_celsius = max(temps) if temps else None
+            w.min_clock_hz = min(clocks) if clocks else None
+            if w.max_celsius is None:
+                missing("max_celsius", f"no temperature was read during {a - start:g}-{b - start:g} s")
+            if w.min_clock_hz is None:
+                missing("min_clock_hz", f"no clock was read during {a - start:g}-{b - start:g} s")
+            w.throttled_fraction = self._held_fraction(judged, a, b)
+            if w.throttled_fraction is None:
+                missing("throttled_fraction", "no sensor on this device reports throttling" if not judged else
+                        f"no throttle reading before {b - start:g} s")
+        end = bounds[-1][1] if bounds else start
+        for s in judged:
+            if start <= s.t <= end and s.throttled:
+                out.throttled_after_seconds = s.t - start
+                break
+        return out
+
+    @staticmethod
+    def _held_fraction(judged: List[_Snapshot], a: float, b: float) -> Optional[float]:
+        held = [s for s in judged if s.t <= a][-1:] + [s for s in judged if a < s.t < b]
+        if not held or b <= a:
+            return None
+        from_t = max(a, held[0].t)
+        hot = 0.0
+        for s, nxt in zip(held, held[1:] + [None]):
+            t0 = max(a, s.t)
+            t1 = b if nxt is None else nxt.t
+            if s.throttled:
+                hot += t1 - t0
+        return hot / (b - from_t) if b > from_t else None
+
+    def _window_power(self, snaps: List[_Snapshot], i: int, bounds: List[Tuple[float, float]],
+                      out: WindowedTelemetry) -> None:
+        counters = [name for (j, name) in self._counter_state if j == i and self._in_total(i, name)]
+        series: List[List[Tuple[float, float]]] = []
+        if counters:
+            for name in counters:
+                series.append([(s.t, s.energy[(i, name)]) for s in snaps if (i, name) in s.energy])
+        else:
+            series.append([(s.t, s.power[i].total_watts) for s in snaps
+                           if i in s.power and s.power[i].total_watts is not None])
+        for (a, b), w in zip(bounds, out.windows):
+            if b <= a or any(len(ser) < 2 or ser[0][0] > a or ser[-1][0] < b for ser in series):
+                out.unavailable.setdefault("mean_watts", f"the power readings do not cover the window "
+                                                         f"{a - bounds[0][0]:g}-{b - bounds[0][0]:g} s")
+                continue
+            if counters:
+                energy = sum(_interpolate(ser, b) - _interpolate(ser, a) for ser in series)
+                if energy == 0:
+                    # Not zero watts: the counter updates more slowly than the window lasts.
+                    out.unavailable.setdefault("mean_watts", f"the energy counter did not advance during "
+                                                             f"{a - bounds[0][0]:g}-{b - bounds[0][0]:g} s; "
+                                                             f"use longer windows")
+                    continue
+            else:
+                energy = _integral(series[0], a, b)
+            w.mean_watts = energy / (b - a)
 
     def timeline(self, max_points: Optional[int] = None) -> List[TelemetryPoint]:
         """Every reading as points, thinned evenly (keeping the first and last reading) so that

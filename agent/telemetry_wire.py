@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Mapping
 
+from hilfarm.agent.sustained import SustainedSummary, SustainedWindow
 from hilfarm.agent.telemetry import (
     ClockSummary,
     PowerSummary,
@@ -138,4 +139,40 @@ def summary_from_result(result: farm_pb2.BenchmarkResult) -> TelemetrySummary:
         s.power = power_from_pb(result.power, unavailable)
     if result.HasField("thermal"):
         s.thermal = thermal_from_pb(result.thermal, unavailable)
+    return s
+
+
+_WINDOW_OPTIONAL = ("p50_seconds", "p90_seconds", "mean_watts", "max_celsius", "min_clock_hz", "throttled_fraction")
+_SUSTAINED_OPTIONAL = ("latency_change_ratio", "temperature_rise_celsius", "throttled_after_seconds")
+
+
+def sustained_to_pb(s: SustainedSummary) -> farm_pb2.SustainedResult:
+    """The windows and summary figures (the summary's unavailable reasons travel in the
+    result's unavailable list: see sustained.attach_sustained)."""
+    pb = farm_pb2.SustainedResult(requested_seconds=s.requested_seconds, duration_seconds=s.duration_seconds,
+                                  window_seconds=s.window_seconds, simulated=s.simulated)
+    for name in _SUSTAINED_OPTIONAL:
+        v = getattr(s, name)
+        if v is not None:
+            setattr(pb, name, v)
+    for w in s.windows:
+        wpb = pb.windows.add(start_seconds=w.start_seconds, end_seconds=w.end_seconds, runs=w.runs)
+        for name in _WINDOW_OPTIONAL:
+            v = getattr(w, name)
+            if v is not None:
+                setattr(wpb, name, v)
+    return pb
+
+
+def sustained_from_pb(pb: farm_pb2.SustainedResult, unavailable: Mapping[str, str] = {}) -> SustainedSummary:
+    s = SustainedSummary(requested_seconds=pb.requested_seconds, duration_seconds=pb.duration_seconds,
+                         window_seconds=pb.window_seconds, simulated=pb.simulated,
+                         unavailable={k: v for k, v in unavailable.items() if k.startswith("sustained.")})
+    for name in _SUSTAINED_OPTIONAL:
+        setattr(s, name, getattr(pb, name) if pb.HasField(name) else None)
+    for wpb in pb.windows:
+        w = SustainedWindow(wpb.start_seconds, wpb.end_seconds, wpb.runs)
+        for name in _WINDOW_OPTIONAL:
+            setattr(w, name, getattr(wpb, name) if wpb.HasField(name) else None)
+        s.windows.append(w)
     return s

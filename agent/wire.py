@@ -134,6 +134,14 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
     if r.telemetry is not None:
         # Adds power, thermal, timeline, their unavailable figures and warnings, and simulated.
         telemetry_wire.apply_summary(pb, r.telemetry)
+    if r.sustained is not None:
+        pb.sustained.CopyFrom(telemetry_wire.sustained_to_pb(r.sustained))
+        known = {u.field for u in pb.unavailable}
+        for name, reason in r.sustained.unavailable.items():
+            if name not in known:
+                pb.unavailable.add(field=name, reason=reason)
+        if r.sustained.simulated:
+            pb.environment.simulated = True
     return pb
 
 
@@ -166,6 +174,8 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
         # The result's own lists hold the telemetry's unavailable figures and warnings (as
         # job_telemetry.attach_summary leaves them); the summary keeps only the figures.
         r.telemetry.warnings, r.telemetry.unavailable = [], {}
+    if pb.HasField("sustained"):
+        r.sustained = telemetry_wire.sustained_from_pb(pb.sustained)
     return r
 
 

@@ -265,3 +265,42 @@ def test_defaults_fill_zero_settings():
     assert r["min_runs"] == 7 and r["min_seconds"] == 2.5 and r["timeout_seconds"] == 9
     assert r["warmup_runs"] == 1 and r["warmup_seconds"] == 0.5 and r["max_runs"] == 100000
     assert r["max_seconds"] == 150
+
+
+def test_sustained_mode_runs_for_its_wall_time_whatever_the_run_counts(models):
+    seen = []
+    job = BenchmarkJob(str(models["mlp"]), "onnx", JobSettings(threads=1, sustained_seconds=1.0, min_runs=3,
+                                                               max_runs=5, max_seconds=0.1, **{
+                                                                   k: v for k, v in QUICK.items() if k != "min_runs"}))
+    outcome = run_benchmark(job, on_progress=seen.append)
+    assert outcome.failure is None, outcome.failure
+    r = outcome.result
+    assert len(r.latency.samples_ns) > 5  # max_runs did not apply
+    assert 1.0 <= r.timed_wall_seconds < 1.5
+    assert r.latency.total_seconds <= r.timed_wall_seconds
+    measuring = [p for p in seen if p.phase == "measuring"]
+    assert measuring and all(p.runs_target == 0 for p in measuring)  # no run count is the target
+    assert not any("safety cap" in w for w in r.warnings)
+
+
+def test_sustained_mode_stops_at_the_safety_cap_and_says_so(monkeypatch):
+    monkeypatch.setattr("hilfarm.agent.sustained.SUSTAINED_MAX_RUNS", 1000)
+    r = run("", fmt="none", runtime="null", sustained_seconds=30.0).result
+    assert len(r.latency.samples_ns) == 1000
+    assert any("safety cap of 1000 runs" in w and "of the 30 s asked for" in w for w in r.warnings), r.warnings
+
+
+def test_sustained_phase_comes_on_top_of_the_timeout(plugins):
+    r = resolve_settings(JobSettings(sustained_seconds=120, timeout_seconds=30), RunDefaults())
+    assert r["timeout_seconds"] == 150 and r["sustained_seconds"] == 120
+    assert resolve_settings(JobSettings(sustained_seconds=60), RunDefaults(timeout_seconds=600))["timeout_seconds"] == 660
+    assert resolve_settings(JobSettings(), RunDefaults())["sustained_seconds"] == 0.0
+    # 0.05 s per inference for 1.5 s: a 1.5 s timeout alone would kill it in the sustained phase.
+    outcome = run("", fmt="none", runtime="test-slow", plugins=plugins, sustained_seconds=1.5, timeout_seconds=1.5)
+    assert outcome.failure is None, outcome.failure
+    assert outcome.result.timed_wall_seconds >= 1.5
+    # The limit still holds, and its message says what it was made of.
+    f = failure_of(run("", fmt="none", runtime="test-slow", plugins=plugins, sustained_seconds=0.2,
+                       timeout_seconds=0.2, warmup_seconds=5.0))
+    assert f.category is FailureCategory.TIMEOUT
+    assert "0.4 s (sustained_seconds 0.2 + timeout_seconds)" in f.message

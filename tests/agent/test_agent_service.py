@@ -289,3 +289,73 @@ def test_unreachable_controller_never_crashes_the_agent(tmp_path, caplog):
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert any("127.0.0.1:1 unreachable" in rec.getMessage() for rec in caplog.records)
+
+
+HOT_PROFILE = """\
+name: sim-hot
+description: the simulated device, made to heat up (and throttle) within seconds
+extends: simulated
+telemetry:
+  simulated_model:
+    time_constant_s: 3.0
+    idle_watts: 2.0
+    max_watts: 6.0
+    thermal_resistance_c_per_w: 8.0
+    passive_trip_c: 62.0
+    load_cores: 1
+thermal:
+  cooldown: {below_celsius: 46, zone: cpu-thermal, max_wait_seconds: 15, poll_seconds: 0.2}
+"""
+
+
+def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_path, models):
+    """One busy core is full load for this model: 41 °C idle, heading for 73 °C with a 3 s time
+    constant, so five seconds of inference heat it by several degrees and cross the 62 °C trip."""
+    fake = FakeController()
+    server, port = start_server(fake)
+    profile = tmp_path / "sim-hot.yaml"
+    profile.write_text(HOT_PROFILE)
+    stop = threading.Event()
+    config = AgentConfig(controller=f"127.0.0.1:{port}", profile=str(profile), data_dir=tmp_path / "agent",
+                         lease_wait_seconds=0.5, progress_interval_seconds=0.2, backoff_max_seconds=0.5)
+    thread = threading.Thread(target=run_agent, args=(config, stop), daemon=True)
+    thread.start()
+    try:
+        sha = fake.add_artifact(models["mlp"].read_bytes())
+        fake.add_job("hot", sha, settings=JobSettings(warmup_runs=1, warmup_seconds=0.01, threads=1, min_runs=3,
+                                                      max_runs=10, sustained_seconds=5.0))
+        report = fake.result_for("hot")
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        server.stop(0)
+    assert report.WhichOneof("outcome") == "result", report.failure
+    pb = report.result
+    s = pb.sustained
+    assert pb.HasField("sustained") and s.requested_seconds == 5.0 and s.window_seconds == 1.0
+    # The windows tile the whole timed phase, which lasted the five seconds asked for.
+    assert 5.0 <= s.duration_seconds < 6.0
+    assert [w.start_seconds for w in s.windows] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [w.end_seconds for w in s.windows][:-1] == [1.0, 2.0, 3.0, 4.0]
+    assert s.windows[-1].end_seconds == pytest.approx(s.duration_seconds)
+    assert sum(w.runs for w in s.windows) == len(pb.latency.samples_ns) > 10  # max_runs did not apply
+    for w in s.windows:
+        assert w.runs > 0 and 0 < w.p50_seconds <= w.p90_seconds
+        assert w.HasField("mean_watts") and w.mean_watts > 0
+        assert w.HasField("max_celsius") and w.HasField("min_clock_hz") and w.HasField("throttled_fraction")
+    # The model draws 2..6 W. It steps its energy counter from a thread of this busy process, so
+    # one window may see a late step of the next: check the windows' energy as a whole.
+    energy = sum(w.mean_watts * (w.end_seconds - w.start_seconds) for w in s.windows)
+    assert 2.0 * 0.9 <= energy / s.duration_seconds <= 6.0 * 1.1
+    temps = [w.max_celsius for w in s.windows]
+    assert temps[-1] > temps[0] and s.temperature_rise_celsius == pytest.approx(temps[-1] - temps[0])
+    assert s.latency_change_ratio == pytest.approx(s.windows[-1].p50_seconds / s.windows[0].p50_seconds)
+    # It crossed the trip: the first throttled reading lies in a window that was (partly) throttled.
+    assert s.HasField("throttled_after_seconds") and 0 <= s.throttled_after_seconds <= s.duration_seconds
+    hot = next(w for w in s.windows if w.start_seconds <= s.throttled_after_seconds <= w.end_seconds)
+    assert hot.throttled_fraction > 0 and hot.min_clock_hz < 1.8e9
+    assert not any(u.field.startswith("sustained.") for u in pb.unavailable), list(pb.unavailable)
+    # Every figure here came from the model, and says so.
+    assert s.simulated and pb.environment.simulated and pb.power.simulated and pb.thermal.simulated
+    back = wire.result_from_pb(pb)
+    assert back.sustained.windows[0].runs == s.windows[0].runs and back.sustained.simulated
