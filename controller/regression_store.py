@@ -6,17 +6,62 @@ They share the core ``Store``'s engine, sessions and write lock.
 """
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Session, SQLModel, select
 
 from .errors import NotFound
-from .models import Job, JSONDocument
+from .models import Job
 from .store import Store
 
 LAST_ACCEPTED = "@last"
+
+_NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def _numbers_back(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE_TEXT.get(value, value)
+    if isinstance(value, dict):
+        return {k: _numbers_back(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_back(v) for v in value]
+    return value
+
+
+class RegressionDocument(sa.types.TypeDecorator):
+    """JSONB on PostgreSQL, JSON text elsewhere, holding documents the controller computes
+    (verdicts, comparisons, headline values), which may carry NaN or infinity: a throughput
+    over zero seconds, a ratio over a zero baseline. PostgreSQL's JSON has no such numbers and
+    refuses the whole row, while SQLite stores them; so they are written as the strings of the
+    proto3 JSON mapping on every backend and read back as the numbers they were."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.engine.Dialect) -> sa.types.TypeEngine:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else sa.JSON())
+
+    def process_bind_param(self, value: Any, dialect: sa.engine.Dialect) -> Any:
+        return _finite_json(value)
+
+    def process_result_value(self, value: Any, dialect: sa.engine.Dialect) -> Any:
+        return _numbers_back(value)
+
 
 
 class JobEvaluation(SQLModel, table=True):
@@ -26,8 +71,8 @@ class JobEvaluation(SQLModel, table=True):
 
     job_id: str = Field(primary_key=True, foreign_key="jobs.id", max_length=64)
     constraint_set: str = ""
-    budgets: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
-    verdicts: Optional[List[Dict[str, Any]]] = Field(default=None, sa_column=sa.Column(JSONDocument))
+    budgets: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
+    verdicts: Optional[List[Dict[str, Any]]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
     evaluated_at: Optional[float] = None
 
 
@@ -62,7 +107,7 @@ class SuiteRunRow(SQLModel, table=True):
     message: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     accept: bool = False
     accepted: bool = False
-    spec: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONDocument, nullable=False))
+    spec: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(RegressionDocument, nullable=False))
 
 
 class SuiteCaseRow(SQLModel, table=True):
@@ -79,12 +124,12 @@ class SuiteCaseRow(SQLModel, table=True):
     outcome: str = ""
     job_id: str = ""
     baseline_job_id: str = ""
-    verdicts: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
-    comparison: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(JSONDocument))
-    confirmation: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(JSONDocument))
-    confirm_job_ids: List[str] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    verdicts: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
+    comparison: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    confirmation: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    confirm_job_ids: List[str] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
-    values: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONDocument, nullable=False))
+    values: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(RegressionDocument, nullable=False))
     finished_at: Optional[float] = None
     duration_seconds: float = 0.0
 
@@ -135,8 +180,9 @@ class RegressionStore:
         with self.store._read() as s:
             rows = s.exec(
                 select(Job, JobEvaluation).join(JobEvaluation, JobEvaluation.job_id == Job.id)
-                .where(JobEvaluation.verdicts.is_not(None))  # type: ignore[union-attr]
-                .order_by(Job.finished_at)
+                # Not ``verdicts IS NOT NULL``: an unjudged row holds JSON null, which is not SQL NULL.
+                .where(JobEvaluation.evaluated_at.is_not(None), Job.finished_at.is_not(None))  # type: ignore[union-attr]
+                .order_by(Job.finished_at, Job.created_at, Job.id)
             ).all()
         latest: Dict[Tuple[str, str, str], Tuple[Job, JobEvaluation]] = {}
         for job, ev in rows:
@@ -163,7 +209,8 @@ class RegressionStore:
                                       BaselineRow.runtime_config == config)
         if ref and ref != LAST_ACCEPTED:
             q = q.where(BaselineRow.name == ref)
-        q = q.order_by(BaselineRow.accepted_at.desc()).limit(1)  # type: ignore[attr-defined]
+        # The id breaks ties of the clock: the later acceptance wins on every backend.
+        q = q.order_by(BaselineRow.accepted_at.desc(), BaselineRow.id.desc()).limit(1)  # type: ignore[attr-defined,union-attr]
         with self.store._read() as s:
             return s.exec(q).first()
 
@@ -177,11 +224,11 @@ class RegressionStore:
         if profile:
             q = q.where(BaselineRow.device_profile == profile)
         with self.store._read() as s:
-            rows = s.exec(q.order_by(BaselineRow.accepted_at)).all()
+            rows = s.exec(q.order_by(BaselineRow.accepted_at, BaselineRow.id)).all()  # type: ignore[arg-type]
         current: Dict[Tuple[str, str, str, str], BaselineRow] = {}
         for row in rows:
             current[(row.name, row.model_name, row.device_profile, row.runtime_config)] = row
-        return sorted(current.values(), key=lambda r: (r.name, r.model_name, r.device_profile))
+        return sorted(current.values(), key=lambda r: (r.name, r.model_name, r.device_profile, r.runtime_config))
 
     # ------------------------------------------------------------ suite runs
 
@@ -214,7 +261,9 @@ class RegressionStore:
         q = select(SuiteRunRow)
         if suite:
             q = q.where(SuiteRunRow.suite == suite)
-        q = q.order_by(SuiteRunRow.started_at.desc()).limit(limit)  # type: ignore[attr-defined]
+        # Without a tie-breaker PostgreSQL may order runs started at the same instant differently
+        # from one query (or one LIMIT) to the next.
+        q = q.order_by(SuiteRunRow.started_at.desc(), SuiteRunRow.id.desc()).limit(limit)  # type: ignore[attr-defined]
         with self.store._read() as s:
             return list(s.exec(q).all())
 
@@ -229,7 +278,7 @@ class RegressionStore:
         """The newest finished case of each (model, profile, runtime configuration)."""
         with self.store._read() as s:
             rows = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
-                          .order_by(SuiteCaseRow.finished_at)).all()
+                          .order_by(SuiteCaseRow.finished_at, SuiteCaseRow.id)).all()
         latest: Dict[Tuple[str, str, str], SuiteCaseRow] = {}
         for row in rows:
             latest[(row.model_name, row.device_profile, row.runtime_config)] = row
@@ -242,6 +291,6 @@ class RegressionStore:
                                        SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
         if config:
             q = q.where(SuiteCaseRow.runtime_config == config)
-        q = q.order_by(SuiteCaseRow.finished_at.desc()).limit(limit)  # type: ignore[union-attr]
+        q = q.order_by(SuiteCaseRow.finished_at.desc(), SuiteCaseRow.id.desc()).limit(limit)  # type: ignore[union-attr]
         with self.store._read() as s:
             return list(reversed(s.exec(q).all()))
