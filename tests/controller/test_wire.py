@@ -197,3 +197,28 @@ def test_budgets_and_verdicts_round_trip():
          "status": "unknown", "unit": "W", "reason": "no power sensor", "device_profile": ""},
     ):
         assert wire.verdict_doc_from_pb(wire.verdict_doc_to_pb(verdict)) == verdict
+
+
+def test_sustained_windows_keep_which_figures_were_measured():
+    # proto3 optional: a measured 0.0 (no throttling, no temperature change) must come back as
+    # measured, and a figure the device could not give must come back unset, not as 0.0.
+    original = pb.BenchmarkResult(sustained=pb.SustainedResult(
+        requested_seconds=60.0, duration_seconds=60.0, window_seconds=1.0, simulated=True,
+        windows=[pb.SustainedWindow(start_seconds=0.0, end_seconds=1.0, runs=120, p50_seconds=0.008,
+                                    p90_seconds=0.009, max_celsius=55.0, throttled_fraction=0.0),
+                 pb.SustainedWindow(start_seconds=1.0, end_seconds=2.0, runs=0, max_celsius=55.0,
+                                    throttled_fraction=0.25)],
+        latency_change_ratio=1.0, temperature_rise_celsius=0.0,
+    ), unavailable=[pb.Unavailable(field="sustained.windows.mean_watts", reason="no power sensor")])
+    doc = _through_json(wire.result_from_pb(original))
+    first, second = doc["sustained"]["windows"]
+    assert first["throttled_fraction"] == 0.0 and "mean_watts" not in first
+    assert "p50_seconds" not in second and "start_seconds" in second
+    assert doc["sustained"]["temperature_rise_celsius"] == 0.0
+    assert "throttled_after_seconds" not in doc["sustained"]
+    back = wire.result_to_pb(doc)
+    assert back == original
+    assert back.sustained.windows[0].HasField("throttled_fraction")
+    assert not back.sustained.windows[0].HasField("mean_watts")
+    assert back.sustained.HasField("temperature_rise_celsius")
+    assert not back.sustained.HasField("throttled_after_seconds")
