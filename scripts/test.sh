@@ -36,8 +36,8 @@ run_pytest() {
 }
 
 run_pytest "main: Python 3.11, ai-edge-litert, numpy 2" .venv/bin/python -m pytest -q "$@"
-run_pytest "tflite-runtime, numpy<2" .venv-tflite/bin/python -m pytest -q tests/agent tests/samples "$@"
-run_pytest "agent on Python 3.9" .venv-py39/bin/python -m pytest -q tests/agent tests/samples "$@"
+run_pytest "tflite-runtime, numpy<2" .venv-tflite/bin/python -m pytest -q tests/agent tests/sensors tests/samples "$@"
+run_pytest "agent on Python 3.9" .venv-py39/bin/python -m pytest -q tests/agent tests/sensors tests/samples "$@"
 
 echo "== done in $(( $(date +%s) - started ))s"
 exit $status
