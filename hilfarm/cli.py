@@ -146,6 +146,11 @@ def _settings_options(func):
         click.option("--memory-limit", help="Memory limit of the benchmark process, e.g. 2GiB."),
         click.option("--timeout", "timeout_seconds", type=click.FloatRange(min=0),
                      help="Wall-clock limit of the benchmark process in seconds."),
+        click.option("--sustained", "sustained_seconds", type=click.FloatRange(min=0, min_open=True),
+                     metavar="SECONDS",
+                     help="Sustained mode: run the timed phase for SECONDS of wall time (run counts do not "
+                          "apply; --timeout then covers the rest of the job) and report latency, power and "
+                          "temperature per window, to expose thermal throttling."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -158,7 +163,7 @@ def build_settings(options: Dict[str, object]) -> Tuple[farm_pb2.JobSettings, Op
     for name in ("min_runs", "min_seconds", "max_runs", "max_seconds", "warmup_runs",
                  "warmup_seconds", "threads", "runtime", "execution_provider",
                  "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path",
-                 "seed", "timeout_seconds"):
+                 "seed", "timeout_seconds", "sustained_seconds"):
         value = options.get(name)
         if value is not None:
             setattr(settings, name, value)

@@ -242,6 +242,7 @@ def job_detail(job: farm_pb2.Job) -> Group:
             envt.add_row(key, value)
         parts.append(envt)
         parts.extend(_power_and_thermal_tables(r))
+        parts.extend(_sustained_tables(r))
         for field, reason in missing.items():
             parts.append(Text(f"unknown {field}: {reason}", style="yellow"))
     if job.HasField("failure") and job.failure.detail:
@@ -284,6 +285,41 @@ def _power_and_thermal_tables(r: farm_pb2.BenchmarkResult) -> list:
         for reason in t.throttle_reasons:
             tables.append(Text(f"throttle reason: {reason}", style="yellow"))
     return tables
+
+
+def _sustained_tables(r: farm_pb2.BenchmarkResult) -> list:
+    """Sustained mode: one row per window, and the run's change from the first window to the last."""
+    if not r.HasField("sustained"):
+        return []
+    s = r.sustained
+    missing = _unavailable(r)
+    sim = " (simulated)" if s.simulated else ""
+
+    def opt(msg, name: str, fmt: str, scale: float = 1.0) -> str:
+        return format(getattr(msg, name) * scale, fmt) if msg.HasField(name) else "-"
+
+    table = Table(title=f"sustained {s.duration_seconds:.0f} s of {s.requested_seconds:g} s asked, "
+                        f"windows of {s.window_seconds:g} s{sim}")
+    for column in ("window", "runs", "p50 ms", "W", "max °C", "throttled %"):
+        table.add_column(column, justify="left" if column == "window" else "right")
+    for w in s.windows:
+        table.add_row(f"{w.start_seconds:.0f}-{w.end_seconds:.0f} s", str(w.runs),
+                      ms(w.p50_seconds) if w.HasField("p50_seconds") else "-",
+                      opt(w, "mean_watts", ".2f"), opt(w, "max_celsius", ".1f"),
+                      opt(w, "throttled_fraction", ".0f", 100.0))
+    change = [
+        f"p50 last/first window ×{s.latency_change_ratio:.3f}" if s.HasField("latency_change_ratio")
+        else "p50 change unknown",
+        f"temperature {s.temperature_rise_celsius:+.1f} °C" if s.HasField("temperature_rise_celsius")
+        else "temperature change unknown",
+    ]
+    if s.HasField("throttled_after_seconds"):
+        change.append(f"throttled after {s.throttled_after_seconds:.1f} s")
+    elif "sustained.throttled_after_seconds" in missing:
+        change.append("throttling unknown")
+    else:
+        change.append("not throttled")
+    return [table, Text("sustained: " + ", ".join(change))]
 
 
 def _or_unknown(missing: dict, field: str, text: str) -> str:

@@ -146,6 +146,7 @@ def _settings(s: farm_pb2.JobSettings) -> Dict[str, Any]:
         "seed": s.seed,
         "memory_limit_bytes": s.memory_limit_bytes,
         "timeout_seconds": s.timeout_seconds,
+        "sustained_seconds": s.sustained_seconds,
     }
 
 
@@ -226,8 +227,34 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
         "power": _power(r.power, unavailable) if r.HasField("power") else None,
         "thermal": _thermal(r.thermal) if r.HasField("thermal") else None,
         "timeline": [_sample(t) for t in r.timeline] if with_samples else None,
+        "sustained": _sustained(r.sustained) if r.HasField("sustained") else None,
         "unavailable": [{"field": u.field, "reason": u.reason} for u in r.unavailable],
         "warnings": list(r.warnings),
+    }
+
+
+def _optional(msg: Any, name: str) -> Optional[float]:
+    # The sustained figures are proto3 optional: unset (not measured) is null.
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+_WINDOW_FIGURES = ("p50_seconds", "p90_seconds", "mean_watts", "max_celsius", "min_clock_hz", "throttled_fraction")
+
+
+def _sustained(s: farm_pb2.SustainedResult) -> Dict[str, Any]:
+    return {
+        "requested_seconds": s.requested_seconds,
+        "duration_seconds": s.duration_seconds,
+        "window_seconds": s.window_seconds,
+        "windows": [
+            dict({"start_seconds": w.start_seconds, "end_seconds": w.end_seconds, "runs": w.runs},
+                 **{name: _optional(w, name) for name in _WINDOW_FIGURES})
+            for w in s.windows
+        ],
+        "latency_change_ratio": _optional(s, "latency_change_ratio"),
+        "temperature_rise_celsius": _optional(s, "temperature_rise_celsius"),
+        "throttled_after_seconds": _optional(s, "throttled_after_seconds"),
+        "simulated": s.simulated,
     }
 
 

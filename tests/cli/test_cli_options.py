@@ -81,3 +81,17 @@ def test_model_format_from_extension_or_magic(tmp_path):
     other.write_bytes(b"PK\x03\x04" + b"\x00" * 16)
     with pytest.raises(ModelFormatError, match="name it"):
         model_format(other)
+
+
+def test_sustained_option_maps_to_sustained_seconds_and_refuses_zero():
+    from hilfarm.cli import demo, submit
+
+    settings, _ = build_settings({"sustained_seconds": 120.0, "timeout_seconds": 60.0})
+    assert settings.sustained_seconds == 120.0 and settings.timeout_seconds == 60.0
+    assert build_settings({"sustained_seconds": None})[0].sustained_seconds == 0.0
+    for command in (submit, demo):
+        option = next(p for p in command.params if p.name == "sustained_seconds")
+        assert option.opts == ["--sustained"]
+        assert option.type.convert("90", option, None) == 90.0
+        with pytest.raises(click.BadParameter):
+            option.type.convert("0", option, None)

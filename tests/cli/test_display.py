@@ -48,3 +48,32 @@ def test_results_table_marks_simulated_sensors_in_plain_text():
     with out.capture() as captured:
         out.print(results_table([job]))
     assert "SIMULATED sensors" in captured.get()
+
+
+def test_job_detail_shows_the_sustained_windows():
+    from hilfarm.display import job_detail
+
+    job = farm_pb2.Job(id="j", model_name="m.onnx", device_profile="simulated", state=farm_pb2.JOB_STATE_SUCCEEDED,
+                       result=farm_pb2.BenchmarkResult(
+                           latency=farm_pb2.LatencyResult(samples_ns=[1000, 2000], p50_seconds=1.5e-6),
+                           sustained=farm_pb2.SustainedResult(
+                               requested_seconds=2.0, duration_seconds=2.0, window_seconds=1.0, simulated=True,
+                               windows=[farm_pb2.SustainedWindow(start_seconds=0, end_seconds=1, runs=500,
+                                                                 p50_seconds=0.002, mean_watts=5.25,
+                                                                 max_celsius=61.04, throttled_fraction=0.0),
+                                        farm_pb2.SustainedWindow(start_seconds=1, end_seconds=2, runs=0,
+                                                                 max_celsius=75.5, throttled_fraction=0.25)],
+                               temperature_rise_celsius=14.5),
+                           unavailable=[farm_pb2.Unavailable(field="sustained.latency_change_ratio", reason="x")]))
+    out = console()
+    with out.capture() as captured:
+        out.print(job_detail(job))
+    text = captured.get()
+    assert "sustained 2 s of 2 s asked, windows of 1 s (simulated)" in text
+    def cells(window):
+        line = next(line for line in text.splitlines() if window in line)
+        return [c.strip() for c in line.strip().strip("│┃").split("│")]
+
+    assert cells("0-1 s") == ["0-1 s", "500", "2.000", "5.25", "61.0", "0"]
+    assert cells("1-2 s") == ["1-2 s", "0", "-", "-", "75.5", "25"]  # no inference ended there, no power
+    assert "sustained: p50 change unknown, temperature +14.5 °C, not throttled" in text

@@ -139,3 +139,35 @@ def test_devices_document():
     document = devices_document([device])
     assert document["devices"][0]["capabilities"]["runtimes"][0]["execution_providers"] == ["CPUExecutionProvider"]
     assert document["devices"][0]["current_job_id"] is None
+
+
+def sustained_job() -> farm_pb2.Job:
+    job = finished_job()
+    job.settings.sustained_seconds = 2.0
+    job.result.sustained.CopyFrom(farm_pb2.SustainedResult(
+        requested_seconds=2.0, duration_seconds=2.0, window_seconds=1.0, simulated=True,
+        windows=[farm_pb2.SustainedWindow(start_seconds=0.0, end_seconds=1.0, runs=500, p50_seconds=0.001,
+                                          p90_seconds=0.0012, max_celsius=60.0, throttled_fraction=0.0),
+                 farm_pb2.SustainedWindow(start_seconds=1.0, end_seconds=2.0, runs=400, p50_seconds=0.0013,
+                                          p90_seconds=0.0015, max_celsius=75.5, throttled_fraction=0.5)],
+        latency_change_ratio=1.3, temperature_rise_celsius=15.5, throttled_after_seconds=1.5,
+    ))
+    job.result.unavailable.add(field="sustained.windows.mean_watts", reason="no power sensor")
+    return job
+
+
+def test_sustained_windows_are_in_the_document_with_nulls_for_unmeasured_figures():
+    document = run_document(farm_pb2.Run(id="r", jobs=[sustained_job(), finished_job()]))
+    jsonschema.validate(document, SCHEMA)
+    sustained, plain = document["jobs"]
+    assert sustained["settings"]["sustained_seconds"] == 2.0
+    s = sustained["result"]["sustained"]
+    assert s["window_seconds"] == 1.0 and s["simulated"] is True
+    assert s["windows"][0] == {"start_seconds": 0.0, "end_seconds": 1.0, "runs": 500, "p50_seconds": 0.001,
+                               "p90_seconds": 0.0012, "mean_watts": None, "max_celsius": 60.0,
+                               "min_clock_hz": None, "throttled_fraction": 0.0}
+    assert (s["latency_change_ratio"], s["temperature_rise_celsius"], s["throttled_after_seconds"]) == (1.3, 15.5, 1.5)
+    assert plain["result"]["sustained"] is None and plain["settings"]["sustained_seconds"] == 0.0
+    del sustained["result"]["sustained"]["windows"][0]["runs"]
+    with pytest.raises(jsonschema.ValidationError, match="runs"):
+        jsonschema.validate(document, SCHEMA)
