@@ -572,17 +572,32 @@ def agent_run(ctx, profile, tags, data_dir, agent_id):
 @click.option("--no-agent", is_flag=True, help="Run only the controller.")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")
+@click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
 @click.pass_context
-def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind):
+def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_suites):
     """The embedded farm in the foreground: a controller and one local agent."""
+    import time
+
     from hilfarm.embedded import EmbeddedFarm
+    from hilfarm.suite_files import SuiteError
 
     farm = EmbeddedFarm(data_dir=data_dir, bind=bind, db_url=db_url, profile=profile,
-                        token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind)
-    farm.start()
+                        token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
+                        nightly=list(nightly_suites))
+    try:
+        farm.start()
+    except SuiteError as error:
+        farm.stop()
+        raise click.BadParameter(str(error), param_hint="--nightly") from None
     stop = threading.Event()
     _stop_on_signals(stop)
     click.echo(f"hilfarm is up: controller {farm.address}, data in {farm.data_dir}", err=True)
+    runner = farm.nightly_runner
+    for entry in runner.entries if runner is not None else []:
+        click.echo(f"nightly suite {entry.suite.name} ({entry.schedule}): next run at "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry.next_at))}", err=True)
     if not no_agent:
         click.echo(f"benchmark a model:  hilfarm submit MODEL.onnx --device {farm.local_profile()} --wait", err=True)
     try:

@@ -10,11 +10,14 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import platformdirs
 
 from hilfarm.client import FarmClient
+
+if TYPE_CHECKING:
+    from hilfarm.controller.nightly import NightlyRunner
 
 log = logging.getLogger("hilfarm.embedded")
 
@@ -36,7 +39,14 @@ class EmbeddedFarm:
         token: Optional[str] = None,
         with_agent: bool = True,
         metrics_bind: Optional[str] = None,
+        nightly: Sequence[Path] = (),
+        nightly_clock: Optional[Callable[[], float]] = None,
     ):
+        """``nightly``: suite files the controller runs on the cron schedule in each (as
+        ``controller serve --nightly``); ``nightly_clock`` replaces the time those schedules
+        are read against (tests move it). A suite file that is wrong (a missing or malformed
+        schedule included) raises hilfarm.suite_files.SuiteError from ``start`` before anything
+        listens."""
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.bind = bind
         self.db_url = db_url
@@ -44,6 +54,8 @@ class EmbeddedFarm:
         self.token = token
         self.with_agent = with_agent
         self.metrics_bind = metrics_bind
+        self.nightly = [Path(p) for p in nightly]
+        self.nightly_clock = nightly_clock
         self.address = ""
         self._controller = None
         self._agent_thread: Optional[threading.Thread] = None
@@ -59,6 +71,8 @@ class EmbeddedFarm:
             db_url=self.db_url, data_dir=self.data_dir / "controller", token=self.token,
             metrics_bind=self.metrics_bind,
         )
+        if self.nightly:
+            self._schedule_nightly()
         port = self._controller.start(self.bind)
         host = self.bind.rsplit(":", 1)[0] or "127.0.0.1"
         if host in ("0.0.0.0", "[::]"):
@@ -68,6 +82,27 @@ class EmbeddedFarm:
             self._start_agent()
             self._wait_for_agent(ready_timeout)
         return self
+
+    def _schedule_nightly(self) -> None:
+        from hilfarm.controller.nightly import NightlyRunner
+
+        from hilfarm.suite_files import SuiteError
+
+        kwargs = {"clock": self.nightly_clock} if self.nightly_clock is not None else {}
+        try:
+            self._controller.nightly = NightlyRunner.from_files(self._controller, self.nightly, **kwargs)
+        except BaseException as error:
+            self._controller.store.close()
+            self._controller = None
+            if isinstance(error, ValueError) and not isinstance(error, SuiteError):
+                # NightlyRunner's own checks (no schedule, not cron) also name the file.
+                raise SuiteError(str(error)) from error
+            raise
+
+    @property
+    def nightly_runner(self) -> Optional["NightlyRunner"]:
+        """The controller's nightly runner (None without --nightly suites or before start)."""
+        return self._controller.nightly if self._controller is not None else None
 
     def _start_agent(self) -> None:
         from hilfarm.agent.service import AgentConfig, run_agent
