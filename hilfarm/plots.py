@@ -34,6 +34,16 @@ class Reading:
 
 
 @dataclass
+class Window:
+    """One window of a sustained run (None: not measured in that window)."""
+
+    start: float
+    end: float
+    p50_seconds: Optional[float]
+    max_celsius: Optional[float]
+
+
+@dataclass
 class JobPlotData:
     """What a job plot shows, independent of the wire format."""
 
@@ -44,6 +54,7 @@ class JobPlotData:
     samples_ns: List[int]
     timeline: List[Reading] = field(default_factory=list)
     simulated: bool = False
+    sustained: List[Window] = field(default_factory=list)  # empty unless run in sustained mode
 
     @property
     def title(self) -> str:
@@ -62,6 +73,10 @@ def plot_data_from_pb(job: Any) -> JobPlotData:
         samples_ns=list(result.latency.samples_ns),
         timeline=[Reading(s.t, s.quantity, s.channel, s.value, s.simulated) for s in result.timeline],
         simulated=result.environment.simulated,
+        sustained=[Window(w.start_seconds, w.end_seconds,
+                          w.p50_seconds if w.HasField("p50_seconds") else None,
+                          w.max_celsius if w.HasField("max_celsius") else None)
+                   for w in result.sustained.windows],
     )
 
 
@@ -101,7 +116,7 @@ def figure(data: JobPlotData):  # type: ignore[no-untyped-def]
     for r in data.timeline:
         by_quantity.setdefault(r.quantity, {}).setdefault(r.channel or "total", []).append(r)
     traces = [t for t in TRACES if t[0] in by_quantity]
-    rows = 1 + (len(traces) + 1) // 2
+    rows = 1 + (len(traces) + 1) // 2 + (1 if data.sustained else 0)
     fig = Figure(figsize=(11, 3.4 * rows), layout="constrained")
     fig.suptitle(data.title + ("  [simulated readings]" if data.simulated else ""), fontsize=11)
     grid = fig.add_gridspec(rows, 2)
@@ -140,7 +155,27 @@ def figure(data: JobPlotData):  # type: ignore[no-untyped-def]
         ax.set_xlabel("time since the sampler started (s)")
         ax.set_ylabel(unit)
         ax.legend(fontsize=7, loc="best")
+    if data.sustained:
+        _sustained_panel(fig.add_subplot(grid[rows - 1, :]), data.sustained, data.simulated)
     return fig
+
+
+def _sustained_panel(ax, windows: Sequence[Window], simulated: bool) -> None:  # type: ignore[no-untyped-def]
+    """p50 latency and the hottest zone per window on one time axis: throttling shows as the
+    latency rising while the temperature levels off at the trip point."""
+    mids = [(w.start + w.end) / 2 for w in windows]
+    lat = [(m, w.p50_seconds * 1e3) for m, w in zip(mids, windows) if w.p50_seconds is not None]
+    ax.plot([m for m, _ in lat], [v for _, v in lat], marker="o", markersize=3, color="#3274d9", label="p50")
+    ax.set_xlabel("time since the timed phase began (s)")
+    ax.set_ylabel("p50 latency (ms)", color="#3274d9")
+    ax.set_ylim(bottom=0)
+    temps = [(m, w.max_celsius) for m, w in zip(mids, windows) if w.max_celsius is not None]
+    if temps:
+        twin = ax.twinx()
+        twin.plot([m for m, _ in temps], [v for _, v in temps], marker="s", markersize=3, color="#d44a3a")
+        twin.set_ylabel("max temperature (°C)" + (" simulated" if simulated else ""), color="#d44a3a")
+    ax.set_title("Sustained run: latency and temperature per window" + (" (simulated)" if simulated else ""),
+                 fontsize=10)
 
 
 def png_bytes(data: JobPlotData, dpi: int = 110) -> bytes:

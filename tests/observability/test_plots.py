@@ -66,3 +66,19 @@ def test_failed_job_and_unknown_format_are_refused(tmp_path: Path) -> None:
         plots.plot_job(failed, tmp_path / "x.png")
     with pytest.raises(ValueError, match="name it .png or .html"):
         plots.plot_job(make_job(), tmp_path / "x.jpg")
+
+
+def test_sustained_windows_add_a_latency_and_temperature_panel() -> None:
+    job = make_job(True)
+    for k in range(4):
+        w = job.result.sustained.windows.add(start_seconds=k, end_seconds=k + 1, runs=100, p50_seconds=0.001 * (1 + k / 10))
+        if k != 2:
+            w.max_celsius = 50.0 + 5 * k  # window 2: no temperature read
+    fig = plots.figure(plots.plot_data_from_pb(job))
+    ax = next(a for a in fig.axes if a.get_title().startswith("Sustained run"))
+    assert ax.get_title().endswith("(simulated)")
+    assert list(ax.lines[0].get_xdata()) == [0.5, 1.5, 2.5, 3.5]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([1.0, 1.1, 1.2, 1.3])
+    twin = next(a for a in fig.axes if a is not ax and a.get_ylabel().startswith("max temperature"))
+    assert list(twin.lines[0].get_xdata()) == [0.5, 1.5, 3.5]  # nothing drawn where nothing was measured
+    assert not any(a.get_title().startswith("Sustained") for a in plots.figure(plots.plot_data_from_pb(make_job(True))).axes)
