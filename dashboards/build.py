@@ -27,7 +27,7 @@ from grafana_foundation_sdk.builders.dashboard import (
     ThresholdsConfig,
 )
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode, GraphDrawStyle
+from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode, GraphDrawStyle, LineInterpolation
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
@@ -43,8 +43,8 @@ DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 REPLICA = "without (instance, job, pod, namespace)"
 TAGS = ["hilfarm"]
 # Metric names that a later part of the controller will export (a query on them may return
-# nothing today); the staleness and e2e tests know this list.
-PLANNED_METRICS = ("hilfarm_regression_detected",)
+# nothing today); the staleness and e2e tests know this list. Empty: every name is exported.
+PLANNED_METRICS: tuple = ()
 
 
 def dedup(expr: str) -> str:
@@ -182,6 +182,10 @@ def model_view() -> Dashboard:
     keys = "{{model}} on {{device_profile}} ({{runtime}})"
     g = lambda name, extra="": dedup(f"{name}{{{sel}{extra}}}")  # noqa: E731
     verdicts = "sum by (outcome) (" + dedup("increase(hilfarm_model_jobs_total{%s}[$__rate_interval])" % sel) + ")"
+    budgets = g("hilfarm_constraint_pass")
+    suites = 'suite=~"$suite"'
+    suite_runs = "sum by (suite, outcome) (" + dedup("increase(hilfarm_suite_runs_total{%s}[$__rate_interval])" % suites) + ")"
+    suite_totals = "sum by (suite, outcome) (" + dedup("hilfarm_suite_runs_total{%s}" % suites) + ")"
     return (
         base("hilfarm-models", "hilfarm / Models",
              "Latest benchmark figures per model, device profile and runtime. A value from a simulated "
@@ -191,6 +195,7 @@ def model_view() -> Dashboard:
                                  'label_values(hilfarm_inference_latency_seconds{model=~"$model"}, device_profile)'))
         .with_variable(label_var("runtime", "Runtime",
                                  'label_values(hilfarm_inference_latency_seconds{model=~"$model",device_profile=~"$device_profile"}, runtime)'))
+        .with_variable(label_var("suite", "Suite", "label_values(hilfarm_suite_runs_total, suite)"))
         .annotation(
             AnnotationQuery().name("Regressions").datasource(DS).enable(True).icon_color("red")
             .expr(f"max by (model, device_profile, runtime) (hilfarm_regression_detected{{{sel}}}) > 0")
@@ -226,6 +231,20 @@ def model_view() -> Dashboard:
                        description="Fraction of the timed run during which the device throttled."))
         .with_panel(ts("Verdicts", "none", q(verdicts, "{{outcome}}"), bars=True, stacked=True,
                        description="Finished jobs of the selected models by outcome."))
+        .with_row(Row("Budgets and regression suites"))
+        .with_panel(st("Budgets met", "percentunit", q(f"avg({budgets})", instant=True), w=6, h=8,
+                       description="Share of the budgets (constraint sets) the newest result of each selected model "
+                                   "met. A budget the device could not measure is left out, not counted as met."))
+        .with_panel(ts("Budgets", "none", q(budgets, "{{constraint}} " + keys), w=18, h=8,
+                       description="Each budget of the newest judged result over time: 1 pass, 0 fail. A budget the "
+                                   "device could not measure (unknown) has no line.")
+                    .min(0).max(1).draw_style(GraphDrawStyle.LINE).line_interpolation(LineInterpolation.STEP_AFTER))
+        .with_panel(ts("Suite runs by outcome", "none", q(suite_runs, "{{suite}} {{outcome}}"), bars=True, stacked=True,
+                       description="Finished regression suite runs (nightly and hilfarm regress): pass, fail (a "
+                                   "confirmed regression, a broken budget, a failing model) or error (the farm "
+                                   "could not run it)."))
+        .with_panel(ts("Suite runs so far", "none", q(suite_totals, "{{suite}} {{outcome}}"),
+                       description="Every finished run of each suite since the database was created, by outcome."))
     )
 
 

@@ -1,7 +1,9 @@
 """End to end with a real Prometheus: a real controller process (`hilfarm controller serve
 --metrics-bind`) and a real agent process run real benchmarks; a simulated device (this test,
 speaking the agent API over gRPC) relays power/thermal telemetry; Prometheus scrapes every
-second and evaluates the deploy/ rules. Then every dashboard query (template variables filled
+second and evaluates the deploy/ rules. One job carries budgets (one met, one broken), and a regression
+suite compares a slower model with an accepted baseline, so the budget, suite and regression
+metrics exist too. Then every dashboard query (template variables filled
 with the label values Prometheus found), every recording rule and every alert expression is
 evaluated through Prometheus's HTTP API and must return the series it is about."""
 from __future__ import annotations
@@ -23,6 +25,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from hilfarm.client import FarmClient
+from hilfarm.constraints import budget_to_pb, parse_constraint_set
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
 from . import dashboard_queries as dq
@@ -30,7 +33,6 @@ from .promserver import HILFARM, Proc, Prometheus, free_port, require
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules"
-PLANNED = ("hilfarm_regression_detected",)
 SIM_PROFILE = "sim-rpi5"
 
 # What each alert's expression returns in this scenario. "fires": the expression itself returns
@@ -42,7 +44,7 @@ ALERTS = {
     "HilfarmQueueStuck": 'max by (device_profile) (hilfarm_jobs_oldest_queued_age_seconds{device_profile="jetson"}) > 0',
     "HilfarmControllerDatabaseDown": "min by (instance) (hilfarm_store_up) == 1",
     "HilfarmInfrastructureFailures": 'sum(max without (instance, job, pod, namespace) (hilfarm_jobs_total{outcome="failed"})) > 0',
-    "HilfarmNightlyRegression": "planned",
+    "HilfarmNightlyRegression": "fires",  # the suite found mlp.onnx slower than its baseline
 }
 
 
@@ -176,7 +178,11 @@ def observed_farm(tmp_path_factory):
         mlp = sample_models.make_onnx_mlp(root / "mlp.onnx", in_features=32, hidden=64, layers=2)
         broken = root / "broken.onnx"
         broken.write_bytes(b"not an onnx model")
+        slower = sample_models.make_onnx_mlp(root / "slower.onnx", in_features=32, hidden=512, layers=3, batch=64)
         settings = farm_pb2.JobSettings(warmup_runs=2, min_runs=20, min_seconds=0.2, max_seconds=3)
+        # As `submit --constraints` builds them: p99 within 10 s (met), p50 within 1 ns (broken).
+        constraints = parse_constraint_set({"name": "e2e", "budgets": {"latency.p99": "10s", "latency.p50": "1ns"}})
+        budgets = [budget_to_pb(b) for b in constraints.budgets]
         with FarmClient(address) as client:
             deadline = time.monotonic() + 30
             while not any(d.agent_id == "local-1" and d.state != "offline" for d in client.list_devices()):
@@ -184,7 +190,8 @@ def observed_farm(tmp_path_factory):
                 time.sleep(0.1)
             local = next(d.device_profile for d in client.list_devices() if d.agent_id == "local-1")
             up_mlp, up_broken = client.upload(mlp), client.upload(broken)
-            runs = [client.submit([up_mlp], [local], settings), client.submit([up_mlp], [local], settings),
+            runs = [client.submit([up_mlp], [local], settings),
+                    client.submit([up_mlp], [local], settings, constraints=budgets, constraint_set=constraints.name),
                     client.submit([up_broken], [local], settings),
                     client.submit([up_mlp], [SIM_PROFILE], settings), client.submit([up_mlp], [SIM_PROFILE], settings),
                     client.submit([up_mlp], ["jetson"], settings)]  # no jetson: stays queued
@@ -197,6 +204,20 @@ def observed_farm(tmp_path_factory):
                 assert time.monotonic() < deadline, f"jobs did not finish: {states}\n{agent.text()[-3000:]}"
                 time.sleep(0.2)
             sim_jobs = [j.id for r in runs[3:5] for j in r.jobs]
+            # The first result is the baseline; a suite runs a slower model under the same name
+            # against it (no confirmation re-run, to keep this short): a regression, run outcome fail.
+            client.accept_baseline("main", [local_jobs[0]], suite="e2e-nightly")
+            up_slower = client.upload(slower)
+            spec = farm_pb2.SuiteSpec(name="e2e-nightly", device_profiles=[local], settings=settings, baseline="main",
+                                      no_confirm=True, placement_timeout_seconds=60,
+                                      models=[farm_pb2.ModelRef(sha256=up_slower.sha256, name="mlp.onnx", format="onnx")])
+            suite_run = client.start_suite_run(spec, trigger="nightly")
+            deadline = time.monotonic() + 90
+            while (suite_run := client.get_suite_run(suite_run.id)).state != "finished":
+                assert time.monotonic() < deadline, f"suite run did not finish\n{agent.text()[-3000:]}"
+                time.sleep(0.2)
+            assert [c.outcome for c in suite_run.cases] == ["regression"], suite_run
+            local_jobs.append(suite_run.cases[0].job_id)
         # The silent device is offline after 3 heartbeat intervals (15 s by default); wait for
         # Prometheus to see it, and for a few more scrapes of everything else.
         prom.wait_for('max by (agent) (hilfarm_device_state{agent="sim-rpi5-silent",state="offline"}) == 1', timeout=40)
@@ -216,7 +237,7 @@ def test_scrape_has_the_farm_and_the_results(observed_farm) -> None:
     prom: Prometheus = observed_farm["prom"]
     local = observed_farm["local_profile"]
     ok = prom.query(f'hilfarm_jobs_total{{outcome="succeeded",device_profile="{local}"}}')
-    assert [float(r["value"][1]) for r in ok] == [2.0]
+    assert [float(r["value"][1]) for r in ok] == [3.0]  # two submitted, one of the suite
     failed = prom.query(f'hilfarm_jobs_total{{outcome="failed",device_profile="{local}"}}')
     assert len(failed) == 1 and failed[0]["metric"]["reason"] not in ("ok", "")
     p50 = prom.query(f'hilfarm_inference_latency_seconds{{model="mlp.onnx",device_profile="{local}",quantile="0.5"}}')
@@ -232,7 +253,15 @@ def test_scrape_has_the_farm_and_the_results(observed_farm) -> None:
     calls = prom.query('sum by (method) (hilfarm_grpc_server_handling_seconds_count{method="ReportResult"})')
     assert float(calls[0]["value"][1]) >= 4
     assert prom.query('hilfarm_artifact_transfer_bytes_total{direction="download"} > 0')
-    assert prom.query(f'hilfarm_job_duration_seconds_count{{device_profile="{local}",outcome="succeeded"}} == 2')
+    assert prom.query(f'hilfarm_job_duration_seconds_count{{device_profile="{local}",outcome="succeeded"}} == 3')
+    # The budgets of the newest judged result, the suite run and the regression it found.
+    budgets = {r["metric"]["constraint"]: float(r["value"][1])
+               for r in prom.query(f'hilfarm_constraint_pass{{model="mlp.onnx",device_profile="{local}",runtime="onnxruntime"}}')}
+    assert budgets == {"latency.p99": 1.0, "latency.p50": 0.0}
+    runs = prom.query('hilfarm_suite_runs_total{suite="e2e-nightly"}')
+    assert [(r["metric"]["outcome"], float(r["value"][1])) for r in runs] == [("fail", 1.0)]
+    detected = prom.query(f'hilfarm_regression_detected{{model="mlp.onnx",device_profile="{local}"}}')
+    assert [(r["metric"]["runtime"], float(r["value"][1])) for r in detected] == [("onnxruntime", 1.0)]
     # No label carries a job id.
     every_job = set(observed_farm["local_jobs"]) | set(observed_farm["sim_jobs"])
     for series in prom.api("series", **{"match[]": '{__name__=~"hilfarm_.+"}'}):
@@ -253,9 +282,7 @@ def test_every_dashboard_query_returns_series(observed_farm) -> None:
             checked += 1
         for title, expr in dq.annotation_queries(doc):
             query = dq.substitute(expr, values)
-            result = prom.query_range(query, start, end)  # must at least parse and evaluate
-            if not dq.metric_names(expr) & set(PLANNED):
-                assert result, f"{name} annotation {title!r} returned nothing: {query}"
+            assert prom.query_range(query, start, end), f"{name} annotation {title!r} returned nothing: {query}"
     assert checked == sum(len(dq.panel_queries(d)) for d in dq.dashboards().values()) > 30
 
 
@@ -275,8 +302,6 @@ def test_every_recording_rule_and_alert(observed_farm) -> None:
                 result = prom.query(rule["expr"])
                 if expect == "fires":
                     assert result, f"alert {name} should fire here but its expression returned nothing"
-                elif expect == "planned":
-                    assert dq.metric_names(rule["expr"]) & set(PLANNED)
                 else:
                     assert not result, f"alert {name} fires on a healthy farm: {result}"
                     assert prom.query(expect), f"alert {name}: its probe returned nothing: {expect}"
@@ -287,7 +312,7 @@ def test_every_recording_rule_and_alert(observed_farm) -> None:
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
     assert all(h == "ok" for h, _ in health.values()), health
     active = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]}
-    assert {"HilfarmDeviceOffline", "HilfarmDeviceThrottling"} <= active
+    assert {"HilfarmDeviceOffline", "HilfarmDeviceThrottling", "HilfarmNightlyRegression"} <= active
 
 
 def test_jobs_show_plot_from_a_real_job(observed_farm) -> None:
