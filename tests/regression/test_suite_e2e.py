@@ -17,6 +17,10 @@ from hilfarm.sample_models import make_onnx_mlp
 pytest.importorskip("onnxruntime")
 
 SETTINGS = {"min_runs": 80, "min_seconds": 0.2, "warmup_runs": 5, "threads": 1}
+# A shared 2-core machine swings a sub-millisecond model by tens of percent between runs; the
+# statistics' 3 % default is tested on recorded sample sets (test_statistics.py). Here the
+# point is the lifecycle, so the same model must pass and a several-times slower one must not.
+LIFECYCLE_TOLERANCES = {"latency_ratio": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,7 @@ def write_suite(path: Path, **fields) -> Path:
 def test_suite_lifecycle(farm, models, tmp_path):
     profile = farm.local_profile()
     suite = write_suite(tmp_path / "suite.yaml", device=profile, baseline="main",
+                        tolerances=LIFECYCLE_TOLERANCES,
                         models=[{"path": str(models["fast"]), "name": "net.onnx"}],
                         constraints={"budgets": {"latency.p99": "5s", "memory.peak": "4GiB"}})
     # No baseline yet: said so, not a failure; --accept makes this run the baseline.
@@ -76,6 +81,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
 
     # A much slower model under the same name: a regression, confirmed by an interleaved re-run.
     slow = write_suite(tmp_path / "slow.yaml", device=profile, baseline="main",
+                       tolerances=LIFECYCLE_TOLERANCES,
                        models=[{"path": str(models["slow"]), "name": "net.onnx"}])
     report, md, junit = tmp_path / "report.html", tmp_path / "summary.md", tmp_path / "slow.xml"
     done = cli(farm, "regress", str(slow), "--junit", str(junit), "--report", str(report), "--markdown", str(md))
