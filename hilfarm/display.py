@@ -70,6 +70,7 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
     ):
         table.add_column(column, justify=justify, no_wrap=True)
     notes: List[Text] = []
+    unknown_sections = {}  # (device, section) -> reason, said once per device
     for job in jobs:
         if job.HasField("result"):
             r = job.result
@@ -88,6 +89,9 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
                 f"{env.runtime} {env.runtime_version}{provider}"
                 + (", SIMULATED sensors" if env.simulated else ""),
             )
+            for u in r.unavailable:
+                if u.field in ("power", "thermal"):
+                    unknown_sections.setdefault((job.device_profile, u.field), u.reason)
             for warning in r.warnings:
                 notes.append(Text(f"{job.model_name} on {job.device_profile}: {warning}", style="yellow"))
         else:
@@ -105,6 +109,8 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
             )
         for note in job.placement_notes:
             notes.append(Text(f"{job.model_name} waits for {job.device_profile}: {note}", style="magenta"))
+    for (device, section), reason in unknown_sections.items():
+        notes.append(Text(f"{device}: {section} unknown, {reason}", style="dim"))
     return Group(table, *notes)
 
 

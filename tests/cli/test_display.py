@@ -77,3 +77,21 @@ def test_job_detail_shows_the_sustained_windows():
     assert cells("0-1 s") == ["0-1 s", "500", "2.000", "5.25", "61.0", "0"]
     assert cells("1-2 s") == ["1-2 s", "0", "-", "-", "75.5", "25"]  # no inference ended there, no power
     assert "sustained: p50 change unknown, temperature +14.5 °C, not throttled" in text
+
+
+def test_results_table_says_once_per_device_why_power_is_unknown():
+    def job(name):
+        return farm_pb2.Job(
+            model_name=name, device_profile="local", state=farm_pb2.JOB_STATE_SUCCEEDED,
+            result=farm_pb2.BenchmarkResult(
+                latency=farm_pb2.LatencyResult(samples_ns=[1000]),
+                unavailable=[farm_pb2.Unavailable(field="power", reason="no RAPL domains"),
+                             farm_pb2.Unavailable(field="power.active_watts", reason="no RAPL domains")],
+            ),
+        )
+
+    out = console()
+    with out.capture() as captured:
+        out.print(results_table([job("a.onnx"), job("b.onnx")]))
+    text = captured.get()
+    assert text.count("local: power unknown, no RAPL domains") == 1
