@@ -526,11 +526,53 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
             server.nightly = NightlyRunner.from_files(server, list(nightly_suites))
         except (SuiteError, ValueError) as error:
             raise click.BadParameter(str(error), param_hint="--nightly") from None
-    port = server.start(bind)
+    from hilfarm.controller.schema import SchemaError
+
+    try:
+        port = server.start(bind)
+    except SchemaError as error:
+        raise click.ClickException(f"the database cannot be used: {error}") from None
     click.echo(f"hilfarm controller listening on {bind.rsplit(':', 1)[0]}:{port}", err=True)
     if server.metrics_port is not None:
         click.echo(f"metrics on http://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
     serve_forever(server)
+
+
+@controller.command("migrate")
+@click.option("--db", "db_url", envvar="HILFARM_DB", default=None,
+              help="SQLAlchemy URL (env HILFARM_DB); default SQLite in the data dir.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the default SQLite database is [user data dir/controller].")
+@click.option("--sql", "as_sql", is_flag=True, help="Print the upgrade SQL for the database's dialect; change nothing.")
+@click.option("--from", "from_revision", default=None, metavar="REV",
+              help="With --sql: the revision the database is at [none: an empty database].")
+@click.option("--new", "new_message", default=None, metavar="MESSAGE",
+              help="Development: write a revision for what the models changed (in controller/migrations/versions/).")
+def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
+    """Upgrade the database schema to this version (the controller also does this at start)."""
+    from hilfarm.controller import schema
+    from hilfarm.controller.store import Store, default_sqlite_url
+    from hilfarm.embedded import default_data_dir
+
+    try:
+        if new_message is not None:
+            click.echo(f"wrote {schema.new_revision(new_message)}: check it, then commit it")
+            return
+        url = db_url or default_sqlite_url(data_dir or default_data_dir() / "controller")
+        if as_sql:
+            click.echo(schema.upgrade_sql(url, from_revision=from_revision), nl=False)
+            return
+        store = Store(url)
+        try:
+            report = store.migrate()
+        finally:
+            store.close()
+    except schema.SchemaError as error:
+        raise click.ClickException(str(error)) from None
+    if report.adopted:
+        click.echo(f"adopted a database from before migrations at revision {schema.INITIAL_REVISION}")
+    click.echo(f"schema revision {report.before or '(empty)'} -> {report.after}" if report.changed
+               else f"schema is current (revision {report.after})")
 
 
 @main.group()
