@@ -691,6 +691,12 @@ from hilfarm.regress import attach as _attach_regress  # noqa: E402 - commands j
 
 _attach_regress(main)
 
+# ---------------------------------------------------------------- provisioning devices over SSH (hilfarm/provision.py)
+
+from hilfarm.provision import attach as _attach_provision  # noqa: E402 - paramiko is imported only when used
+
+_attach_provision(main)
+
 
 if __name__ == "__main__":
     main()
