@@ -25,6 +25,7 @@ import logging
 import re
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence
@@ -46,6 +47,9 @@ INITIAL_REVISION = "0001"
 # pg_advisory_lock key for "the schema is being migrated": one constant per database, so it
 # must not collide with another application's lock in a shared database ("hilfarm" in ASCII).
 _PG_LOCK_KEY = 0x68696C6661726D
+# alembic's ``context`` and ``op`` are process-wide proxies: two threads running migrations at
+# once (two stores in one process) would swap each other's configuration mid-run.
+_IN_PROCESS = threading.RLock()
 
 
 class SchemaError(RuntimeError):
@@ -133,7 +137,7 @@ def migrate(engine: sa.Engine) -> MigrationReport:
     script = script_directory()
     head = script.get_current_head()
     with engine.connect() as conn:
-        with _schema_lock(conn):
+        with _schema_lock(conn), _IN_PROCESS:
             report = _migrate_locked(conn, script, head)
     if report.changed:
         log.info("database schema %s -> %s%s", report.before or "(empty)", report.after,
@@ -147,7 +151,8 @@ def upgrade_sql(url: str, *, from_revision: Optional[str] = None, to_revision: s
     output = io.StringIO()
     spec = f"{from_revision}:{to_revision}" if from_revision else to_revision
     try:
-        command.upgrade(alembic_config(url, output=output), spec, sql=True)
+        with _IN_PROCESS:
+            command.upgrade(alembic_config(url, output=output), spec, sql=True)
     except CommandError as exc:
         raise SchemaError(f"cannot write the upgrade SQL {spec}: {exc}") from None
     return output.getvalue()
@@ -170,8 +175,9 @@ def new_revision(message: str) -> Path:
                 if not differences(conn):
                     raise SchemaError("the models match the newest revision "
                                       f"({head_revision()}): there is nothing to migrate")
-                script = command.revision(alembic_config(connection=conn), message,
-                                          autogenerate=True, rev_id=rev_id)
+                with _IN_PROCESS:
+                    script = command.revision(alembic_config(connection=conn), message,
+                                              autogenerate=True, rev_id=rev_id)
         finally:
             engine.dispose()
     assert script is not None and not isinstance(script, list)
@@ -314,7 +320,8 @@ def _adopt(conn: sa.Connection, initial: sa.MetaData) -> None:
             "It was changed by hand or by an unreleased hilfarm; nothing was changed. Make it "
             "match, or migrate its rows into a new database")
     if missing:
-        initial.create_all(conn, tables=missing)
+        # By name: the diff's tables are alembic's copies, without their indexes.
+        initial.create_all(conn, tables=[initial.tables[name] for name in sorted(missing_names)])
     MigrationContext.configure(conn).stamp(script_directory(), INITIAL_REVISION)
     log.info("database from before schema migrations adopted at revision %s%s", INITIAL_REVISION,
              f" (created its missing tables {sorted(missing_names)})" if missing else "")

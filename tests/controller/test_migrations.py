@@ -1,0 +1,307 @@
+"""Schema migrations on SQLite and PostgreSQL: the migrated schema is the models' schema, revisions
+go down and up, a database from before migrations is adopted with its rows, one from a newer
+version is refused, replicas migrating at once do not collide, and a new revision can be written."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlmodel import SQLModel
+
+from hilfarm.controller import schema
+from hilfarm.controller.models import Artifact, Job, Run
+from hilfarm.controller.regression_store import RegressionStore
+from hilfarm.controller.schema import SchemaError
+from hilfarm.controller.store import Store
+
+SHA = "c" * 64
+T0 = 1_700_000_000.0
+CORE_TABLES = {"artifacts", "runs", "jobs", "agents"}
+ALL_TABLES = CORE_TABLES | {"job_evaluations", "baselines", "suite_runs", "suite_cases"}
+
+
+def tables(url: str) -> set:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def revision_of(store: Store):
+    with store.engine.connect() as conn:
+        return schema.current_revision(conn)
+
+
+def add_rows(store: Store) -> str:
+    store.add_artifact(Artifact(sha256=SHA, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
+    job = Job(id="job-1", run_id="run-1", model_sha256=SHA, model_name="net.onnx", model_format="onnx",
+              device_profile="rpi5", settings={"min_runs": 10}, required_tags=["usb"], created_at=T0)
+    store.add_run(Run(id="run-1", created_at=T0), [job])
+    return job.id
+
+
+@pytest.fixture
+def fresh(db_url: str):
+    store = Store(db_url)
+    yield store
+    store.close()
+
+
+def test_upgrade_from_empty_gives_exactly_the_models_schema(fresh: Store, db_url: str):
+    report = fresh.migrate()
+    assert (report.before, report.after, report.adopted) == (None, schema.head_revision(), False)
+    assert ALL_TABLES <= tables(db_url)
+    with fresh.engine.connect() as conn:
+        diffs = schema.differences(conn)
+        assert diffs == [], (
+            "the models differ from the schema the migrations build: add a revision with "
+            f"`hilfarm controller migrate --new MESSAGE` ({schema.describe(diffs)})")
+        if conn.dialect.name == "postgresql":  # the JSON documents are JSONB there, as the models declare
+            types = {c["name"]: type(c["type"]).__name__ for c in sa.inspect(conn).get_columns("jobs")}
+            assert types["settings"] == types["result"] == "JSONB"
+    # The store works on the migrated schema, and migrating again changes nothing.
+    job_id = add_rows(fresh)
+    assert fresh.migrate() == schema.MigrationReport(before=report.after, after=report.after)
+    assert fresh.get_job(job_id).settings == {"min_runs": 10}
+
+
+def test_the_model_check_sees_a_change_that_has_no_revision(fresh: Store):
+    """The comparison above would fail if models.py changed without a revision."""
+    fresh.migrate()
+    changed = sa.MetaData()
+    for table in schema.target_metadata().sorted_tables:
+        table.to_metadata(changed)
+    changed.tables["jobs"].append_column(sa.Column("note", sa.String(100), nullable=True))
+    sa.Index("ix_agents_hostname", changed.tables["agents"].c.hostname)
+    changed.tables["runs"].c.created_at.type = sa.String(32)
+    with fresh.engine.connect() as conn:
+        described = schema.describe(schema.differences(conn, changed))
+    assert "add_column jobs.note" in described
+    assert "add_index ix_agents_hostname on agents" in described
+    assert "modify_type runs.created_at" in described
+
+
+def test_downgrade_to_base_and_up_again(fresh: Store, db_url: str):
+    fresh.migrate()
+    with fresh.engine.connect() as conn:
+        command.downgrade(schema.alembic_config(connection=conn), "base")
+        conn.commit()
+    assert not (tables(db_url) & ALL_TABLES)
+    assert revision_of(fresh) is None
+    assert fresh.migrate().before is None
+    with fresh.engine.connect() as conn:
+        assert schema.differences(conn) == []
+    add_rows(fresh)
+
+
+def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db_url: str):
+    SQLModel.metadata.create_all(fresh.engine, tables=[schema.target_metadata().tables[n] for n in ALL_TABLES])
+    job_id = add_rows(fresh)
+    RegressionStore(fresh).add_budgets({job_id: [{"name": "latency_p50", "max": 0.01}]}, "doorbell")
+
+    report = fresh.migrate()
+    assert (report.before, report.after, report.adopted) == (None, schema.head_revision(), True)
+    assert revision_of(fresh) == schema.head_revision()
+    assert fresh.get_job(job_id).required_tags == ["usb"]
+    assert fresh.get_artifact(SHA).size_bytes == 5 << 30
+    assert RegressionStore(fresh).evaluations([job_id])[job_id].constraint_set == "doorbell"
+    with fresh.engine.connect() as conn:
+        assert schema.differences(conn) == []
+    assert fresh.migrate().adopted is False  # stamped: the second start is an ordinary one
+
+
+def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: Store, db_url: str):
+    """create_all of the first versions made only the core tables; later ones added the rest."""
+    SQLModel.metadata.create_all(fresh.engine, tables=[schema.target_metadata().tables[n] for n in CORE_TABLES])
+    job_id = add_rows(fresh)
+    assert fresh.migrate().adopted
+    assert ALL_TABLES <= tables(db_url)
+    assert fresh.get_job(job_id).state == "queued"
+    with fresh.engine.connect() as conn:
+        assert schema.differences(conn) == []
+
+
+def test_a_create_all_database_that_differs_is_refused_and_left_alone(fresh: Store, db_url: str):
+    changed = sa.MetaData()
+    for table in schema.target_metadata().sorted_tables:
+        table.to_metadata(changed)
+    changed.tables["jobs"].append_column(sa.Column("hand_added", sa.Integer, nullable=True))
+    changed.create_all(fresh.engine)
+    with pytest.raises(SchemaError, match=r"(?s)no migration record.*remove_column jobs\.hand_added"):
+        fresh.migrate()
+    assert "alembic_version" not in tables(db_url)
+
+
+def test_a_database_from_a_newer_version_is_refused_and_left_alone(fresh: Store, db_url: str):
+    fresh.migrate()
+    job_id = add_rows(fresh)
+    with fresh.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
+    head = schema.head_revision()
+    with pytest.raises(SchemaError, match=rf"revision '0999'.*newest revision is '{head}'.*nothing was changed"):
+        fresh.migrate()
+    assert revision_of(fresh) == "0999"
+    assert fresh.get_job(job_id).settings == {"min_runs": 10}
+    # The command line says the same and exits 1, without a traceback.
+    done = subprocess.run([sys.executable, "-m", "hilfarm.cli", "controller", "migrate", "--db", db_url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "'0999'" in done.stderr and f"'{head}'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_controller_migrates_at_start_and_refuses_a_newer_database(make_farm, db_url: str, tmp_path: Path):
+    farm = make_farm(db_url=db_url)
+    assert revision_of(farm.controller.store) == schema.head_revision()
+    with farm.controller.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
+    from hilfarm.controller.server import Controller
+
+    late = Controller(db_url=db_url, data_dir=tmp_path / "late")
+    try:
+        with pytest.raises(SchemaError, match="'0999'"):
+            late.start("127.0.0.1:0")
+    finally:
+        late.store.close()
+
+
+REPLICA = """
+import sys, time, pathlib
+from hilfarm.controller.store import Store
+store = Store(sys.argv[1])
+print("ready", flush=True)
+gate = pathlib.Path(sys.argv[2])
+while not gate.exists():
+    time.sleep(0.002)
+print(store.migrate().before, flush=True)
+"""
+
+
+@pytest.mark.postgres
+def test_replicas_starting_at_once_migrate_once(postgres_url: str, tmp_path: Path):
+    """Controller processes on one PostgreSQL database, released together: one migrates, the
+    others wait on the schema lock and then find the schema current."""
+    gate = tmp_path / "go"
+    replicas = [subprocess.Popen([sys.executable, "-c", REPLICA, postgres_url, str(gate)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for r in replicas:
+            assert r.stdout.readline().strip() == "ready", r.stderr.read()
+        gate.touch()
+        outcomes = [r.communicate(timeout=60) for r in replicas]
+    finally:
+        for r in replicas:
+            if r.poll() is None:
+                r.kill()
+    assert [r.returncode for r in replicas] == [0, 0, 0], [err for _, err in outcomes]
+    head = schema.head_revision()
+    assert sorted(out.split()[-1] for out, _ in outcomes) == sorted(["None", head, head])
+    store = Store(postgres_url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema.differences(conn) == []
+    finally:
+        store.close()
+
+
+def test_stores_in_one_process_migrating_at_once(db_url: str):
+    stores = [Store(db_url) for _ in range(3)]
+    reports: List[schema.MigrationReport] = []
+    errors: List[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def migrate(store: Store) -> None:
+        start.wait()
+        try:
+            reports.append(store.migrate())
+        except BaseException as exc:  # reported below with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        assert sorted(str(r.before) for r in reports) == sorted(["None"] + [schema.head_revision()] * 2)
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.postgres
+def test_a_migration_waits_while_another_replica_holds_the_schema_lock(postgres_url: str):
+    holder = sa.create_engine(postgres_url)
+    store = Store(postgres_url)
+    try:
+        with holder.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": schema._PG_LOCK_KEY})
+            conn.commit()
+            worker = threading.Thread(target=store.migrate)
+            worker.start()
+            time.sleep(1.0)
+            assert worker.is_alive() and "jobs" not in tables(postgres_url)
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": schema._PG_LOCK_KEY})
+            conn.commit()
+            worker.join(30)
+        assert not worker.is_alive()
+        assert revision_of(store) == schema.head_revision()
+        with store.engine.connect() as conn:  # the lock went back with the migration
+            assert conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": schema._PG_LOCK_KEY}).scalar()
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": schema._PG_LOCK_KEY})
+            conn.commit()
+    finally:
+        store.close()
+        holder.dispose()
+
+
+def test_a_new_revision_is_written_for_a_model_change_and_applies(db_url: str, tmp_path: Path, monkeypatch):
+    """What `hilfarm controller migrate --new` does, on a copy of the migrations directory."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(schema.MIGRATIONS_DIR, checkout / "controller" / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (checkout / "pyproject.toml").write_text("")
+    monkeypatch.setattr(schema, "MIGRATIONS_DIR", checkout / "controller" / "migrations")
+    monkeypatch.setattr(schema, "VERSIONS_DIR", checkout / "controller" / "migrations" / "versions")
+    with pytest.raises(SchemaError, match="nothing to migrate"):
+        schema.new_revision("no change")
+    assert [p.name for p in schema.VERSIONS_DIR.glob("*.py")] == ["0001_initial.py"]
+
+    changed = sa.MetaData()
+    for table in schema.target_metadata().sorted_tables:
+        table.to_metadata(changed)
+    changed.tables["jobs"].append_column(sa.Column("note", sa.String(100), nullable=True))
+    sa.Index("ix_agents_hostname", changed.tables["agents"].c.hostname)
+    monkeypatch.setattr(schema, "target_metadata", lambda: changed)
+
+    path = schema.new_revision("jobs get a note")
+    assert path.name == "0002_jobs_get_a_note.py"
+    text = path.read_text()
+    assert "note" in text and "ix_agents_hostname" in text and "hilfarm" not in text.split('"""', 2)[2]
+
+    store = Store(db_url)
+    try:
+        assert store.migrate().after == "0002"
+        with store.engine.connect() as conn:
+            assert schema.differences(conn) == []
+            command.downgrade(schema.alembic_config(connection=conn), "0001")
+            conn.commit()
+            assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
+    finally:
+        store.close()
+
+
+def test_upgrade_sql_is_written_without_a_database():
+    sql = schema.upgrade_sql("postgresql+psycopg://nobody@unreachable.invalid/x")
+    assert "CREATE TABLE jobs" in sql and "JSONB" in sql and "CREATE INDEX ix_jobs_state_profile_created" in sql
+    assert "INSERT INTO alembic_version" in sql
+    assert "CREATE TABLE" not in schema.upgrade_sql("sqlite://", from_revision=schema.head_revision())
