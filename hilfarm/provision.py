@@ -784,10 +784,12 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
     controller_there = agent_controller or controller_here
     _, host = parse_target(target)
     there_host = controller_there.rsplit(":", 1)[0].strip("[]")
-    if _is_loopback(there_host) and not _is_loopback(host):
+    # An explicit --agent-controller on loopback is believed (a reverse tunnel, `ssh -R`).
+    if agent_controller is None and _is_loopback(there_host) and not _is_loopback(host):
         raise ProvisionError(
             f"the agent on {host} would dial {controller_there}, its own loopback; pass --controller HOST:PORT "
-            "(or --agent-controller) with an address of the controller that the device can reach")
+            "with an address of the controller that the device can reach (or --agent-controller, the address "
+            "as the device sees it)")
 
     client = None
     seen_before: Optional[float] = None

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from hilfarm.embedded import EmbeddedFarm
+from hilfarm.provision import build_wheel
 
 from .conftest import REPO, base_python, keygen, free_port, run_cli
 from .wheelhouse import build_wheelhouse
@@ -92,12 +93,16 @@ def test_provision_registers_runs_a_job_upgrades_reports_status_and_uninstalls(t
         assert job["state"] == "succeeded"
         assert job["result"]["environment"]["agent_id"] == agent_id
 
-        # Again: an upgrade in place (venv kept, hilfarm reinstalled, the agent restarted).
+        # Again: an upgrade in place (venv kept, hilfarm reinstalled, the agent restarted), this
+        # time from a ready wheel (the first run built one from the source tree).
+        wheel = build_wheel(REPO, tmp_path / "built")
+        install[install.index("--from-wheel") + 1] = str(wheel)
         second = run_cli(install, cli_home)
         assert second.returncode == 0, second.stderr
         assert json.loads(second.stdout)["agent_id"] == agent_id
         new_pid = int((prefix / "agent.pid").read_text())
         assert new_pid != pid and _pid_alive(new_pid)
+        assert f"send {wheel.name}" in second.stderr and "kept " in second.stderr
         assert not _pid_alive(pid), "the old agent is still running beside the new one"
 
         status = run_cli(["--controller", farm.address, "--token", TOKEN, "device", "provision", "--status"]
@@ -106,6 +111,13 @@ def test_provision_registers_runs_a_job_upgrades_reports_status_and_uninstalls(t
         assert "nohup, running" in status.stdout and f"pid {new_pid}" in status.stdout
         assert f"HILFARM_AGENT_ID={agent_id}" in status.stdout and TOKEN not in status.stdout
         assert "idle" in status.stdout  # the controller's view
+
+        # An agent that cannot reach the controller it was given: the wait ends with its log.
+        lost = run_cli(install[:-3] + ["--agent-controller", f"127.0.0.1:{free_port()}", "--wait-seconds", "3"],
+                       cli_home)
+        assert lost.returncode == 1
+        assert "is running but did not register with the controller within 3 s" in lost.stderr
+        assert "The end of its log" in lost.stderr and "unreachable" in lost.stderr
 
         removed = run_cli(["device", "provision", "--uninstall"] + _ssh_args(sshd, known_hosts)
                           + ["--prefix", str(prefix)], cli_home)
