@@ -154,6 +154,7 @@ class RemoteHost:
         known = (known_hosts or Path(settings.get("userknownhostsfile", str(DEFAULT_KNOWN_HOSTS)).split()[0])).expanduser()
         label = f"{user}@{host}:{port}"
 
+        sock = _proxy(paramiko, settings, address, port, config_path)
         client = paramiko.SSHClient()
         if known.is_file():
             try:
@@ -167,7 +168,7 @@ class RemoteHost:
                 address, port=port, username=user,
                 key_filename=_identity_files(identity, settings.get("identityfile", [])) or None,
                 allow_agent=True, look_for_keys=True,
-                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
             )
         except SSHError:
             client.close()
@@ -297,6 +298,23 @@ class RemoteHost:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _proxy(paramiko: Any, settings: dict, address: str, port: int, config_path: Optional[Path]) -> Any:
+    """ProxyCommand, or ProxyJump through the system's ssh (with the same config file), from
+    ~/.ssh/config: devices in a lab are often reached through a bastion."""
+    command = settings.get("proxycommand", "")
+    if command and command.lower() != "none":
+        return paramiko.ProxyCommand(command)
+    jump = settings.get("proxyjump", "")
+    if not jump or jump.lower() == "none":
+        return None
+    hops = [h.strip() for h in jump.split(",") if h.strip()]
+    args = ["ssh"] + (["-F", str(config_path)] if config_path is not None and config_path.is_file() else [])
+    if len(hops) > 1:
+        args += ["-J", ",".join(hops[:-1])]
+    args += ["-W", f"{address}:{port}", hops[-1]]
+    return paramiko.ProxyCommand(" ".join(shlex.quote(a) for a in args))
 
 
 def _local_user() -> str:

@@ -207,3 +207,21 @@ def test_a_python_too_old_is_named_with_what_to_install(tmp_path, sshd, known_ho
     assert f"{fake} is Python 3.7.3; the agent needs Python >= 3.9" in result.stderr
     assert "--python" in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_ssh_config_names_the_device_and_a_jump_host(tmp_path, sshd, known_hosts, cli_home):
+    """HostName, Port, User, IdentityFile and UserKnownHostsFile from ~/.ssh/config, and a
+    ProxyJump through a bastion (here the same sshd, reached by the system's ssh)."""
+    ssh_dir = cli_home / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    entry = (f"  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n  IdentityFile {sshd.client_key}\n"
+             f"  UserKnownHostsFile {known_hosts}\n")
+    (ssh_dir / "config").write_text(f"Host lab-device\n{entry}  ProxyJump bastion\n\n"
+                                    f"Host bastion\n{entry}  BatchMode yes\n  StrictHostKeyChecking yes\n")
+    logins_before = sshd.log.read_text().count("Accepted publickey")
+    result = run_cli(["--controller", "farm.example:50051", "device", "provision", "lab-device", "--profile", "local",
+                      "--python", base_python(),
+                      "--prefix", str(tmp_path / "p"), "--dry-run"], cli_home)
+    assert result.returncode == 0, result.stderr
+    assert f"{sshd.user}@lab-device:{sshd.port}: " in result.stderr
+    assert sshd.log.read_text().count("Accepted publickey") == logins_before + 2  # the bastion, then the device
