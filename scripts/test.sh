@@ -20,6 +20,9 @@ export HILFARM_TEST_POSTGRES_URL=${HILFARM_TEST_POSTGRES_URL:-postgresql+psycopg
 echo "== Prometheus (promtool and the server the observability tests start)"
 bash scripts/ensure-prometheus.sh
 
+echo "== OpenSSH server (the provisioning tests start their own sshd on loopback)"
+bash scripts/ensure-sshd.sh
+
 echo "== extra environments"
 .ci/envs.sh
 
