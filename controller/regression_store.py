@@ -1,8 +1,9 @@
 """Tables and queries for constraints, baselines and regression suites.
 
-Kept beside the core store rather than in it: these tables only ever reference jobs, and new
-tables need no migration of existing ones (``create_schema`` adds them to an old database).
-They share the core ``Store``'s engine, sessions and write lock.
+Kept beside the core store rather than in it: these tables only ever reference jobs. Like
+every table, they are created and changed by the migrations in controller/migrations/versions/
+(a change here needs a new revision: ``hilfarm controller migrate --new``). They share the
+core ``Store``'s engine, sessions and write lock.
 """
 from __future__ import annotations
 
