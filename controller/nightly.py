@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from croniter import croniter
 
+from hilfarm.client import sha256_of
 from hilfarm.suite_files import SuiteFile, load_suite
 
 from .artifacts import CHUNK_BYTES
@@ -28,16 +29,6 @@ class NightlySuite:
     schedule: str
     next_at: float = 0.0
     runs: List[str] = field(default_factory=list)
-
-
-def _hash_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class NightlyRunner:
@@ -70,7 +61,7 @@ class NightlyRunner:
             if m.path is None:
                 out.append({"sha256": m.sha256, "name": m.name, "format": m.format})
                 continue
-            digest = _hash_file(m.path)
+            digest = sha256_of(m.path)
             fmt = m.format or m.path.suffix.lower().lstrip(".")
             if self.c.artifacts.stat(digest) is None:
                 artifact = Artifact(sha256=digest, size_bytes=m.path.stat().st_size, format=fmt,
