@@ -117,6 +117,7 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
             v = getattr(obj, f.name)
             if f.name == "samples_ns":
                 target.samples_ns.extend(int(x) for x in v)
+                target.count = len(v)
             elif v is None:
                 key = f"{section}.{f.name}"
                 if key not in named:

@@ -224,8 +224,12 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         jobs = self.s.store.list_jobs(run_id=request.run_id, states=states, limit=request.limit)
         notes = self.s.scheduler.placement_notes(jobs)
         evaluations = self.s.c.regressions.evaluations(j.id for j in jobs)
-        return pb.ListJobsResponse(jobs=[wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id))
-                                         for j in jobs])
+        listed = [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
+        if not request.include_samples:
+            for job in listed:
+                job.result.latency.ClearField("samples_ns")
+                job.result.ClearField("timeline")
+        return pb.ListJobsResponse(jobs=listed)
 
     @_rpc
     def CancelJob(self, request, context):  # type: ignore[no-untyped-def]

@@ -154,10 +154,12 @@ class FarmClient:
         return self._stub.GetJob(farm_pb2.GetJobRequest(job_id=job_id), metadata=self._metadata)
 
     def list_jobs(
-        self, run_id: str = "", states: Iterable[int] = (), limit: int = 0
+        self, run_id: str = "", states: Iterable[int] = (), limit: int = 0,
+        include_samples: bool = False,
     ) -> list:
         response = self._stub.ListJobs(
-            farm_pb2.ListJobsRequest(run_id=run_id, states=list(states), limit=limit),
+            farm_pb2.ListJobsRequest(run_id=run_id, states=list(states), limit=limit,
+                                     include_samples=include_samples),
             metadata=self._metadata,
         )
         return list(response.jobs)

@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from hilfarm.documents import failure_category_name, state_name
+from hilfarm.documents import failure_category_name, state_name, timed_runs
 from hilfarm.v1 import farm_pb2
 
 _STATE_STYLE = {
@@ -85,7 +85,7 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
                 "unknown" if "memory.peak_bytes" in missing else mib(mem.peak_bytes),
                 "unknown" if "memory.model_delta_bytes" in missing else mib(mem.model_delta_bytes),
                 *power_and_heat_cells(r),
-                str(len(lat.samples_ns)),
+                str(timed_runs(lat)),
                 f"{env.runtime} {env.runtime_version}{provider}"
                 + (", SIMULATED sensors" if env.simulated else ""),
             )
@@ -216,7 +216,7 @@ def job_detail(job: farm_pb2.Job) -> Group:
             ("load", f"{ms(lat.load_seconds)} ms", env.runtime),
             ("first inference", f"{ms(lat.first_inference_seconds)} ms", env.runtime),
             ("warmup", f"{lat.warmup_runs} runs, {lat.warmup_seconds:.2f} s", "harness"),
-            ("timed runs", f"{len(lat.samples_ns)} in {lat.total_seconds:.2f} s", "perf_counter_ns"),
+            ("timed runs", f"{timed_runs(lat)} in {lat.total_seconds:.2f} s", "perf_counter_ns"),
             ("min / mean / max", f"{ms(lat.min_seconds)} / {ms(lat.mean_seconds)} / {ms(lat.max_seconds)} ms", ""),
             ("p50 / p90 / p95 / p99", f"{ms(lat.p50_seconds)} / {ms(lat.p90_seconds)} / {ms(lat.p95_seconds)} / {ms(lat.p99_seconds)} ms", ""),
             ("std / cv", f"{ms(lat.std_seconds)} ms / {lat.cv:.3f}", ""),

@@ -16,6 +16,11 @@ JOBS_SCHEMA_ID = "hilfarm.jobs/v1"
 DEVICES_SCHEMA_ID = "hilfarm.devices/v1"
 
 
+def timed_runs(latency: farm_pb2.LatencyResult) -> int:
+    """How many timed runs a result has, also when a listing left the raw samples out."""
+    return latency.count or len(latency.samples_ns)
+
+
 def state_name(state: int) -> str:
     return farm_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
 
@@ -195,7 +200,7 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
     latency = {
         name: figure("latency", name, getattr(r.latency, name)) for name in _LATENCY_FIGURES
     }
-    latency["count"] = len(r.latency.samples_ns)
+    latency["count"] = timed_runs(r.latency)
     latency["samples_ns"] = list(r.latency.samples_ns) if with_samples else None
     memory: Dict[str, Any] = {
         name: figure("memory", name, getattr(r.memory, name)) for name in _MEMORY_FIGURES

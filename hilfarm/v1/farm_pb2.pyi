@@ -217,7 +217,7 @@ class TelemetrySample(_message.Message):
     def __init__(self, t: _Optional[float] = ..., sensor: _Optional[str] = ..., quantity: _Optional[str] = ..., channel: _Optional[str] = ..., value: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
 class LatencyResult(_message.Message):
-    __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio")
+    __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio", "count")
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FIRST_INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +235,7 @@ class LatencyResult(_message.Message):
     CV_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     DRIFT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     load_seconds: float
     first_inference_seconds: float
     warmup_runs: int
@@ -252,7 +253,8 @@ class LatencyResult(_message.Message):
     cv: float
     throughput_per_second: float
     drift_ratio: float
-    def __init__(self, load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., samples_ns: _Optional[_Iterable[int]] = ..., total_seconds: _Optional[float] = ..., min_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p50_seconds: _Optional[float] = ..., p90_seconds: _Optional[float] = ..., p95_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., std_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., throughput_per_second: _Optional[float] = ..., drift_ratio: _Optional[float] = ...) -> None: ...
+    count: int
+    def __init__(self, load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., samples_ns: _Optional[_Iterable[int]] = ..., total_seconds: _Optional[float] = ..., min_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p50_seconds: _Optional[float] = ..., p90_seconds: _Optional[float] = ..., p95_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., std_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., throughput_per_second: _Optional[float] = ..., drift_ratio: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class MemoryResult(_message.Message):
     __slots__ = ("baseline_peak_bytes", "baseline_rss_bytes", "peak_bytes", "model_delta_bytes", "model_file_bytes", "source")
@@ -617,14 +619,16 @@ class WatchJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("run_id", "states", "limit")
+    __slots__ = ("run_id", "states", "limit", "include_samples")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     states: _containers.RepeatedScalarFieldContainer[JobState]
     limit: int
-    def __init__(self, run_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+    include_samples: bool
+    def __init__(self, run_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ..., include_samples: bool = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)

@@ -67,6 +67,7 @@ def test_result_round_trip():
     r = full_result()
     pb = farm_pb2.BenchmarkResult.FromString(wire.result_to_pb(r).SerializeToString())
     assert list(pb.latency.samples_ns) == [1000, 2000, 3000]
+    assert pb.latency.count == 3  # so a listing without the samples still knows how many
     assert wire.result_from_pb(pb) == r
 
 

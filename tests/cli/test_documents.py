@@ -127,6 +127,13 @@ def test_jobs_listing_can_leave_out_raw_samples():
     assert document["jobs"][0]["result"]["latency"]["count"] == 20
 
 
+def test_the_run_count_survives_a_listing_without_samples():
+    job = finished_job()
+    job.result.latency.count = 20
+    job.result.latency.ClearField("samples_ns")  # what ListJobs sends by default
+    assert job_document(job)["result"]["latency"]["count"] == 20
+
+
 def test_devices_document():
     device = farm_pb2.Device(
         agent_id="a1", device_profile="local", state="idle", tags=["lab"],

@@ -263,3 +263,20 @@ def test_the_null_runtime_takes_any_model_format(farm, model):
     """The harness-overhead runtime runs nothing, so it accepts ONNX and TFLite alike."""
     run = farm.submit([model], ["rpi5"], settings=pb.JobSettings(runtime="null"))
     assert [job.settings.runtime for job in run.jobs] == ["null"]
+
+
+def test_listings_leave_out_raw_samples_and_timelines_unless_asked(farm, model):
+    """A listing of long runs would be tens of MB; GetJob still carries every sample."""
+    farm.submit([model], ["rpi5"])
+    agent = farm.agent("pi-1")
+    agent.register()
+    lease = agent.lease()
+    result = sample_result([5, 6, 7])
+    result.timeline.add(t=0.1, sensor="rapl", quantity="energy_joules", channel="package-0", value=1.0)
+    assert agent.report(lease, result=result).accepted
+    (listed,) = farm.farm.ListJobs(pb.ListJobsRequest()).jobs
+    assert list(listed.result.latency.samples_ns) == [] and len(listed.result.timeline) == 0
+    assert listed.result.latency.p50_seconds == result.latency.p50_seconds  # the figures stay
+    (full,) = farm.farm.ListJobs(pb.ListJobsRequest(include_samples=True)).jobs
+    assert list(full.result.latency.samples_ns) == [5, 6, 7] and len(full.result.timeline) == 1
+    assert list(farm.job(lease.job.id).result.latency.samples_ns) == [5, 6, 7]
