@@ -301,7 +301,7 @@ telemetry:
     idle_watts: 2.0
     max_watts: 6.0
     thermal_resistance_c_per_w: 8.0
-    passive_trip_c: 62.0
+    passive_trip_c: 56.0
     load_cores: 1
 thermal:
   cooldown: {below_celsius: 46, zone: cpu-thermal, max_wait_seconds: 15, poll_seconds: 0.2}
@@ -310,7 +310,9 @@ thermal:
 
 def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_path, models):
     """One busy core is full load for this model: 41 °C idle, heading for 73 °C with a 3 s time
-    constant, so five seconds of inference heat it by several degrees and cross the 62 °C trip."""
+    constant, so five seconds of inference heat it by several degrees and cross the 56 °C trip
+    (about 2 s in at full load, still well inside the run when a shared machine gives the
+    child only part of a core)."""
     fake = FakeController()
     server, port = start_server(fake)
     profile = tmp_path / "sim-hot.yaml"
@@ -353,7 +355,10 @@ def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_pat
     # It crossed the trip: the first throttled reading lies in a window that was (partly) throttled.
     assert s.HasField("throttled_after_seconds") and 0 <= s.throttled_after_seconds <= s.duration_seconds
     hot = next(w for w in s.windows if w.start_seconds <= s.throttled_after_seconds <= w.end_seconds)
-    assert hot.throttled_fraction > 0 and hot.min_clock_hz < 1.8e9
+    assert hot.throttled_fraction > 0
+    # The lowered clock is read in the same or a later snapshot than the trip (the model updates
+    # its files between two sensor reads), so it shows from the hot window on, not always in it.
+    assert min(w.min_clock_hz for w in s.windows if w.start_seconds >= hot.start_seconds) < 1.8e9
     assert not any(u.field.startswith("sustained.") for u in pb.unavailable), list(pb.unavailable)
     # Every figure here came from the model, and says so.
     assert s.simulated and pb.environment.simulated and pb.power.simulated and pb.thermal.simulated
