@@ -1,20 +1,24 @@
 """The measured process: ``python -m hilfarm.agent.child SPEC.json``.
 
-The parent (harness.py) starts a fresh interpreter for every job, so nothing an earlier job
-loaded or leaked is in this process's memory or caches. The order of work here is the
-measurement protocol:
+The parent (harness.py) starts a fresh interpreter for every repeat of a job, so nothing an
+earlier repeat or job loaded or leaked is in this process's memory or caches, and the
+between-process variance shows across repeats. The order of work here is the measurement
+protocol:
 
+0. die with the agent: ask the kernel for SIGKILL when the parent goes (Linux), and stop at
+   once if the parent is already gone
 1. pin to the profile's cores (before anything else allocates threads)
 2. import numpy and the runtime library
 3. set the address-space limit (current VmSize + the job's memory limit)
 4. read the baseline VmHWM / VmRSS — after the imports, so that the model's delta is the
    model's (weights, session, arena, inputs) and not the cost of importing the library
 5. load the model (load_seconds), first inference (first_inference_seconds)
-6. warmup: at least warmup_runs AND at least warmup_seconds
+6. warmup: at least warmup_runs AND at least warmup_seconds, then on until latency stops
+   trending (statistics.SteadyStateDetector), for at most warmup_max_seconds
 7. timed runs until both min_runs and min_seconds are met, capped by max_runs / max_seconds
    (in sustained mode: for sustained_seconds of wall time, capped only by a safety count);
    only ``runtime.run()`` sits between the two perf_counter_ns calls
-8. read VmHWM again
+8. read VmHWM again; summarise the runs and judge whether they were one steady state
 
 Progress goes to the parent as JSON lines on the file descriptor named in the spec, at most a
 few per second. The outcome is written as JSON to the result path (temp file + rename), so a
@@ -31,7 +35,6 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 REPORT_INTERVAL_NS = 250_000_000  # progress at most four times a second
-DRIFT_MIN_SAMPLES = 20
 
 
 class ProgressWriter:
@@ -112,51 +115,59 @@ def timed_loop(
     return samples, measured, t1 - start
 
 
-def latency_stats(samples_ns: List[int]) -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
-    """Summary statistics; returns (fields, unavailable (field, reason) pairs)."""
-    import numpy as np
+def warm_up(
+    run: Callable[[], None],
+    min_runs: int,
+    min_ns: int,
+    max_wall_ns: int,
+    progress: ProgressWriter,
+) -> Tuple[int, int, bool]:
+    """Warm up until both minimums are met and latency has stopped trending, or until
+    ``max_wall_ns`` of wall time. Returns (runs, measured_ns, steady)."""
+    from hilfarm.agent.statistics import SteadyStateDetector
 
-    a = np.asarray(samples_ns, dtype=np.float64) / 1e9
-    n = len(a)
-    out: Dict[str, Any] = {}
-    unavailable: List[Tuple[str, str]] = []
-    total = float(a.sum())
-    p50, p90, p95, p99 = (float(x) for x in np.percentile(a, [50, 90, 95, 99]))
-    mean = float(a.mean())
-    std = float(a.std(ddof=1)) if n > 1 else 0.0
-    out.update(
-        total_seconds=total,
-        min_seconds=float(a.min()),
-        mean_seconds=mean,
-        p50_seconds=p50,
-        p90_seconds=p90,
-        p95_seconds=p95,
-        p99_seconds=p99,
-        max_seconds=float(a.max()),
-        std_seconds=std,
-        throughput_per_second=(n / total) if total > 0 else None,
-    )
-    if n < 2:
-        out["std_seconds"] = None
-        unavailable.append(("latency.std_seconds", f"needs at least 2 timed runs, had {n}"))
-    out["cv"] = (std / mean) if (n > 1 and mean > 0) else None
-    if out["cv"] is None:
-        unavailable.append(("latency.cv", f"needs at least 2 timed runs with a non-zero mean, had {n}"))
-    if out["throughput_per_second"] is None:
-        unavailable.append(("latency.throughput_per_second", "the timed runs took no measurable time"))
-    if n >= DRIFT_MIN_SAMPLES:
-        tenth = n // 10
-        first = float(np.median(a[:tenth]))
-        last = float(np.median(a[-tenth:]))
-        out["drift_ratio"] = (last / first) if first > 0 else None
-        if first <= 0:
-            unavailable.append(("latency.drift_ratio", "the first tenth of the runs took no measurable time"))
-    else:
-        out["drift_ratio"] = None
-        unavailable.append(
-            ("latency.drift_ratio", f"needs at least {DRIFT_MIN_SAMPLES} timed runs, had {n}")
-        )
-    return out, unavailable
+    perf = time.perf_counter_ns
+    detector = SteadyStateDetector()
+    n = 0
+    measured = 0
+    start = perf()
+    next_report = start + REPORT_INTERVAL_NS
+    while True:
+        t0 = perf()
+        run()
+        t1 = perf()
+        dt = t1 - t0
+        n += 1
+        measured += dt
+        detector.add(dt)
+        if n >= min_runs and measured >= min_ns and detector.steady:
+            return n, measured, True
+        if t1 - start >= max_wall_ns:
+            return n, measured, False
+        if t1 >= next_report:
+            progress.report("warmup", n, 0, dt)
+            next_report = t1 + REPORT_INTERVAL_NS
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when the agent that started it dies (Linux), so a
+    benchmark never outlives its agent to run beside the job's next attempt. The parent may
+    have died before the request took effect: then stop now."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(3)
 
 
 def read_governor(cpu: int) -> Tuple[Optional[str], str]:
@@ -169,9 +180,12 @@ def read_governor(cpu: int) -> Tuple[Optional[str], str]:
 
 
 def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
+    from hilfarm.agent import statistics
     from hilfarm.agent.results import (
-        BenchmarkResult, FailureCategory, JobFailed, JobSettings, Unavailable,
+        BenchmarkResult, FailureCategory, JobFailed, JobSettings, RepeatStats, Stability, Unavailable,
     )
+
+    started_at = time.time()
 
     pin = spec.get("pin_cores") or []
     if pin:
@@ -243,17 +257,22 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
 
     run = runtime.run
     r = spec["resolved"]
+    repeat = RepeatStats(index=int(spec.get("repeat_index", 0)), started_at=started_at)
     try:
         progress.report("warmup")
         t0 = time.perf_counter_ns()
         run()
         lat.first_inference_seconds = (time.perf_counter_ns() - t0) / 1e9
-        warm, warm_ns, _ = timed_loop(
-            run, r["warmup_runs"], int(r["warmup_seconds"] * 1e9),
-            r["max_runs"], int(r["max_seconds"] * 1e9), progress, "warmup",
+        warm_max = max(float(r["warmup_max_seconds"]), float(r["warmup_seconds"]))
+        warm_runs, warm_ns, repeat.steady = warm_up(
+            run, r["warmup_runs"], int(r["warmup_seconds"] * 1e9), int(warm_max * 1e9), progress,
         )
-        lat.warmup_runs = len(warm)
+        lat.warmup_runs = warm_runs
         lat.warmup_seconds = warm_ns / 1e9
+        if not repeat.steady:
+            result.warnings.append(
+                f"latency was still trending after {warm_max:g} s of warmup (warmup_max_seconds): the timed "
+                f"runs may not be the steady state")
         sustained = float(r.get("sustained_seconds") or 0.0)
         if sustained > 0:
             # Sustained mode: wall time alone ends the phase; the run count is only a safety cap.
@@ -280,10 +299,16 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
     progress.report("measuring", len(samples), 0 if sustained > 0 else r["min_runs"], samples[-1])
 
     lat.samples_ns = samples
-    fields, missing = latency_stats(samples)
+    fields, missing = statistics.summarize(samples)
     for k, v in fields.items():
         setattr(lat, k, v)
     unavailable.extend(Unavailable(f, why) for f, why in missing)
+    reasons = statistics.stability_reasons(samples)
+    if not repeat.steady:
+        reasons.insert(0, f"warmup did not reach a steady state within {warm_max:g} s")
+    result.stability = Stability(steady=not reasons, reasons=reasons)
+    result.warnings.extend(w for w in reasons if not w.startswith("warmup did not"))
+    result.warnings.extend(statistics.stability_notes(samples) if not reasons else [])
 
     if have_proc:
         end = read_proc_status()
@@ -313,6 +338,14 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
         env.governor = governor
     if desc.threads == 0:
         unavailable.append(Unavailable("environment.threads", f"{desc.name} chose its default thread count"))
+    repeat.count = len(samples)
+    repeat.load_seconds, repeat.first_inference_seconds = lat.load_seconds, lat.first_inference_seconds
+    repeat.warmup_runs, repeat.warmup_seconds = lat.warmup_runs, lat.warmup_seconds
+    repeat.p50_seconds, repeat.mean_seconds, repeat.p99_seconds = lat.p50_seconds, lat.mean_seconds, lat.p99_seconds
+    repeat.cv, repeat.drift_ratio, repeat.peak_bytes = lat.cv, lat.drift_ratio, mem.peak_bytes
+    repeat.warnings = list(reasons)
+    repeat.wall_seconds = time.time() - started_at
+    result.repeats = [repeat]
     return result.to_dict()
 
 
@@ -326,6 +359,7 @@ def _write_atomic(path: str, obj: Dict[str, Any]) -> None:
 def main(argv: List[str]) -> int:
     with open(argv[1]) as f:
         spec = json.load(f)
+    die_with_parent(int(spec.get("parent_pid") or 0))
     progress = ProgressWriter(int(spec.get("progress_fd", -1)), time.monotonic())
     from hilfarm.agent.results import FailureCategory, JobFailed
 

@@ -16,6 +16,12 @@ limits and turns how the child ended into an outcome:
   reliably, so this side always rewrites an OUT_OF_MEMORY message to name it.
 * a signal → RUNTIME_CRASH naming the signal; a non-zero exit without a result → RUNTIME_CRASH.
 * cancellation: when ``cancel`` is set the child is killed and the outcome says cancelled.
+* repeats: a job runs in ``repeats`` children, one after the other (each its own load, warmup
+  and timed phase); the first repeat that fails ends the job with its failure, and the results
+  of all repeats are joined (repeats.py).
+* no orphans: the child asks the kernel to kill it when the agent dies (child.die_with_parent),
+  and every child is recorded in the agent's ChildRegistry while it runs, so an agent that
+  starts after a crash ends whatever its predecessor left behind (orphans.py).
 
 The child's stdout and stderr go to one file whose tail becomes the failure's detail.
 """
@@ -35,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+from hilfarm.agent.orphans import ChildRegistry
+from hilfarm.agent.repeats import join_repeats
 from hilfarm.agent.results import (
     BenchmarkResult, Failure, FailureCategory, JobOutcome, JobSettings, Progress,
 )
@@ -51,6 +59,7 @@ class RunDefaults:
 
     warmup_runs: int = 1
     warmup_seconds: float = 0.5
+    warmup_max_seconds: float = 30.0  # warmup goes on until steady, at most this long
     min_runs: int = 50
     min_seconds: float = 1.0
     max_runs: int = 100_000
@@ -58,6 +67,7 @@ class RunDefaults:
     memory_limit_bytes: int = 4 * 1024 ** 3
     timeout_seconds: float = 600.0
     threads: int = 0  # 0 = the runtime's own default
+    repeats: int = 1  # fresh child processes per job
 
 
 @dataclass
@@ -69,6 +79,8 @@ class BenchmarkJob:
     pin_cores: List[int] = field(default_factory=list)
     plugins: List[str] = field(default_factory=list)  # runtime plugin modules for the child
     defaults: RunDefaults = field(default_factory=RunDefaults)
+    work_root: Optional[str] = None  # where the children's work directories go (None: system temp)
+    children: Optional[ChildRegistry] = None  # records each running child (the agent's)
 
 
 def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, Any]:
@@ -79,8 +91,8 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
         return v if v and v > 0 else getattr(defaults, name)
 
     r = {name: pick(name) for name in (
-        "warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds",
-        "memory_limit_bytes", "timeout_seconds",
+        "warmup_runs", "warmup_seconds", "warmup_max_seconds", "min_runs", "min_seconds", "max_runs",
+        "max_seconds", "memory_limit_bytes", "timeout_seconds", "repeats",
     )}
     # A job asking for fewer max runs than min runs gets what it capped, not an error.
     r["min_runs"] = min(r["min_runs"], r["max_runs"])
@@ -89,6 +101,7 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
     if sustained > 0:
         from hilfarm.agent.sustained import SUSTAINED_MAX_RUNS
 
+        r["repeats"] = 1  # a sustained run is one long process: its heat is the point
         r["sustained_max_runs"] = SUSTAINED_MAX_RUNS
         # timeout_seconds bounds the rest of the job (start, load, warmup, result): the
         # sustained phase comes on top, so no sustained run is killed for lasting as asked.
@@ -165,15 +178,46 @@ def run_benchmark(
     job: BenchmarkJob,
     on_progress: Optional[Callable[[Progress], None]] = None,
     cancel: Optional[threading.Event] = None,
+    on_child: Optional[Callable[[Optional[int]], None]] = None,
 ) -> JobOutcome:
-    """Run one job in a fresh child process and return its result, failure or cancellation."""
+    """Run one job in ``repeats`` fresh child processes, one after the other, and return the
+    joined result, the first failure, or a cancellation. ``on_child`` hears each child's pid
+    when it starts and None when it has ended."""
     settings = job.settings
     if not settings.threads and job.defaults.threads:
         settings = dataclasses.replace(settings, threads=job.defaults.threads)
     resolved = resolve_settings(settings, job.defaults)
+    repeats = int(resolved["repeats"])
+    results: List[BenchmarkResult] = []
+    for index in range(repeats):
+        def relay(p: Progress, index: int = index) -> None:
+            p.repeat, p.repeats = index + 1, repeats
+            if on_progress is not None:
+                on_progress(p)
+
+        outcome = _run_child(job, settings, resolved, index, relay, cancel, on_child)
+        if outcome.result is None:
+            if outcome.failure is not None and repeats > 1:
+                outcome.failure.message = f"repeat {index + 1} of {repeats}: {outcome.failure.message}"
+            return outcome
+        results.append(outcome.result)
+    return JobOutcome(result=join_repeats(results))
+
+
+def _run_child(
+    job: BenchmarkJob,
+    settings: JobSettings,
+    resolved: Dict[str, Any],
+    index: int,
+    on_progress: Callable[[Progress], None],
+    cancel: Optional[threading.Event],
+    on_child: Optional[Callable[[Optional[int]], None]],
+) -> JobOutcome:
     limit = int(resolved["memory_limit_bytes"])
     timeout = float(resolved["timeout_seconds"])
-    with tempfile.TemporaryDirectory(prefix="hilfarm-job-") as work:
+    if job.work_root is not None:
+        os.makedirs(job.work_root, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hilfarm-job-", dir=job.work_root) as work:
         result_path = os.path.join(work, "result.json")
         log_path = os.path.join(work, "child.log")
         spec_path = os.path.join(work, "spec.json")
@@ -189,6 +233,8 @@ def run_benchmark(
             "memory_limit_bytes": limit,
             "progress_fd": w_fd,
             "result_path": result_path,
+            "repeat_index": index,
+            "parent_pid": os.getpid(),
         }
         with open(spec_path, "w") as f:
             json.dump(spec, f)
@@ -206,12 +252,24 @@ def run_benchmark(
                 )
             finally:
                 os.close(w_fd)
-        reader.start()
-        what = "timeout_seconds"
-        if resolved["sustained_seconds"] > 0:
-            what = f"sustained_seconds {resolved['sustained_seconds']:g} + timeout_seconds"
-        outcome = _supervise(proc, limit, timeout, cancel, what)
-        reader.join(timeout=2.0)
+        if job.children is not None:
+            job.children.add(proc.pid, work)
+        if on_child is not None:
+            on_child(proc.pid)
+        try:
+            reader.start()
+            what = "timeout_seconds"
+            if resolved["sustained_seconds"] > 0:
+                what = f"sustained_seconds {resolved['sustained_seconds']:g} + timeout_seconds"
+            outcome = _supervise(proc, limit, timeout, cancel, what)
+            reader.join(timeout=2.0)
+        finally:
+            if proc.poll() is None:  # the agent is failing or stopping: the child goes with it
+                _kill(proc)
+            if on_child is not None:
+                on_child(None)
+            if job.children is not None:
+                job.children.remove(proc.pid)
         last = reader.last.phase if reader.last is not None else "starting"
         return _conclude(proc, outcome, result_path, log_path, limit, last)
 

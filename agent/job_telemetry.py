@@ -28,7 +28,9 @@ from hilfarm.agent.sensors import (
     ThermalSensor,
     create_sensor,
 )
-from hilfarm.agent.simulated_device import SIMULATED_SENSORS, LoadMeter, SimulatedDevice, SimulatedModel
+from hilfarm.agent.simulated_device import (
+    SIMULATED_SENSORS, IdleLoad, LoadMeter, SimulatedDevice, SimulatedModel,
+)
 from hilfarm.agent.telemetry import DEFAULT_RATE_HZ, Sampler, TelemetryPoint, TelemetrySummary
 
 log = logging.getLogger("hilfarm.agent")
@@ -263,7 +265,8 @@ class JobTelemetry:
 
 class SimulatedDeviceHost:
     """Runs a SimulatedDevice under the agent's data directory for a profile with
-    ``telemetry: {simulate: true}``, driven by the load of the whole machine."""
+    ``telemetry: {simulate: true}``, driven by the load of the job's benchmark process tree
+    (``follow``), idle between jobs."""
 
     def __init__(self, data_dir: Union[str, Path], model: Optional[Mapping[str, float]] = None) -> None:
         """``model``: SimulatedModel fields to override (the profile's telemetry.simulated_model);
@@ -277,8 +280,11 @@ class SimulatedDeviceHost:
         defaults = SimulatedModel()
         # YAML numbers: counts (cpus, load_cores, ...) stay integers, as the model writes them to files.
         params = {k: type(getattr(defaults, k))(v) for k, v in (model or {}).items()}
-        self.device = SimulatedDevice(self.root, SimulatedModel(**params))
+        self.device = SimulatedDevice(self.root, SimulatedModel(**params), load=IdleLoad())
         self.device.start()
+
+    def follow(self, pid: Optional[int]) -> None:
+        self.device.follow(pid)
 
     def stop(self) -> None:
         self.device.stop()

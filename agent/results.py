@@ -92,6 +92,8 @@ class JobSettings:
     memory_limit_bytes: int = 0
     timeout_seconds: float = 0.0
     sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
+    repeats: int = 0  # fresh child processes to measure in (0: the profile's default)
+    warmup_max_seconds: float = 0.0  # cap on warming up until steady (0: the profile's default)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,6 +114,8 @@ class Progress:
     updated_at: float = 0.0
     # Sensor readings since the previous report, added by the agent (never by the child).
     telemetry: List["TelemetryPoint"] = field(default_factory=list)
+    repeat: int = 0  # the repeat running now, from 1; set by the parent, not the child
+    repeats: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -142,6 +146,60 @@ class LatencyStats:
     cv: Optional[float] = None
     throughput_per_second: Optional[float] = None
     drift_ratio: Optional[float] = None
+    # Over several repeats: the figures above pool every repeat's samples; these say how far
+    # apart the repeats were (see LatencyResult in the proto).
+    repeats: int = 1
+    repeat_p50_min_seconds: Optional[float] = None
+    repeat_p50_max_seconds: Optional[float] = None
+    between_repeat_spread: Optional[float] = None
+
+
+@dataclass
+class RepeatStats:
+    """One child process of a job (RepeatResult on the wire)."""
+
+    index: int = 0
+    first_sample: int = 0  # where its samples begin in LatencyStats.samples_ns
+    count: int = 0
+    load_seconds: Optional[float] = None
+    first_inference_seconds: Optional[float] = None
+    warmup_runs: int = 0
+    warmup_seconds: Optional[float] = None
+    steady: bool = False  # warmup ended because latency stopped trending
+    p50_seconds: Optional[float] = None
+    mean_seconds: Optional[float] = None
+    p99_seconds: Optional[float] = None
+    cv: Optional[float] = None
+    drift_ratio: Optional[float] = None
+    peak_bytes: Optional[int] = None
+    started_at: float = 0.0
+    wall_seconds: float = 0.0
+    warnings: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Stability:
+    steady: bool = True
+    reasons: List[str] = field(default_factory=list)
+
+
+@dataclass
+class BusyProcess:
+    pid: int
+    name: str
+    cpu_cores: float
+
+
+@dataclass
+class DeviceActivity:
+    """How quiet the device was while a job measured (agent/activity.py)."""
+
+    load_average_start: Optional[float] = None
+    load_average_end: Optional[float] = None
+    other_cpu_cores: Optional[float] = None
+    busy: List[BusyProcess] = field(default_factory=list)
+    quiet: bool = True
+    source: str = ""
 
 
 @dataclass
@@ -195,6 +253,9 @@ class BenchmarkResult:
     # Wall time of the timed phase, as the child measured it (not on the wire: it places the
     # samples on the telemetry's clock in sustained mode).
     timed_wall_seconds: Optional[float] = None
+    repeats: List[RepeatStats] = field(default_factory=list)
+    stability: Stability = field(default_factory=Stability)
+    activity: Optional[DeviceActivity] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -204,6 +265,11 @@ class BenchmarkResult:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "BenchmarkResult":
+        activity = d.get("activity")
+        if activity is not None:
+            activity = dict(activity)
+            activity["busy"] = [BusyProcess(**b) for b in activity.get("busy", [])]
+            activity = DeviceActivity(**activity)
         return cls(
             latency=LatencyStats(**d.get("latency", {})),
             memory=MemoryStats(**d.get("memory", {})),
@@ -211,6 +277,9 @@ class BenchmarkResult:
             unavailable=[Unavailable(**u) for u in d.get("unavailable", [])],
             warnings=list(d.get("warnings", [])),
             timed_wall_seconds=d.get("timed_wall_seconds"),
+            repeats=[RepeatStats(**r) for r in d.get("repeats", [])],
+            stability=Stability(**d.get("stability", {})),
+            activity=activity,
         )
 
 

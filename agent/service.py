@@ -26,9 +26,11 @@ import grpc
 
 from hilfarm import __version__
 from hilfarm.agent import runtimes, wire
+from hilfarm.agent.activity import ActivityMeter, activity_warning
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
+from hilfarm.agent.orphans import ChildRegistry
 from hilfarm.agent.job_telemetry import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
 )
@@ -36,7 +38,7 @@ from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_p
 from hilfarm.agent.sensors import SensorConfigError
 from hilfarm.agent.sustained import attach_sustained, sustained_summary
 from hilfarm.agent.results import (
-    Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress,
+    Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress, Unavailable,
 )
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
@@ -124,6 +126,11 @@ class Agent:
                 s.close()
         except SensorConfigError as exc:
             raise ProfileError(f"{self.profile.sources[-1]}: field {exc}") from None
+        # Whatever a previous agent on this data dir left running or lying around goes first:
+        # nothing else of the farm may run while this agent measures.
+        self.children = ChildRegistry(self.data_dir)
+        for line in self.children.sweep():
+            log.warning("%s", line)
         self.agent_id = config.agent_id or _stable_agent_id(self.data_dir, self.profile)
         self.tags = list(self.profile.tags) + [t for t in config.tags if t not in self.profile.tags]
         self.cache = ArtifactCache(self.data_dir)
@@ -252,7 +259,7 @@ class Agent:
                  job.model_format)
         self.busy = True
         cancel = threading.Event()
-        relay = _ProgressRelay(self, job, cancel, self.config.progress_interval_seconds)
+        relay = _ProgressRelay(self, job, cancel, self.config.progress_interval_seconds, stop)
         relay.start()
         try:
             outcome = self._execute(job, relay, cancel)
@@ -269,7 +276,10 @@ class Agent:
             relay.stop()
         try:
             if outcome.cancelled:
-                log.info("job %s was cancelled by the controller; the benchmark was stopped", job.job_id)
+                if stop.is_set():
+                    log.info("job %s: the agent is stopping; the benchmark was stopped", job.job_id)
+                else:
+                    log.info("job %s was cancelled by the controller; the benchmark was stopped", job.job_id)
                 return
             if outcome.result is not None:
                 env = outcome.result.environment
@@ -308,14 +318,24 @@ class Agent:
             pin_cores=list(self.profile.pin_cores),
             plugins=list(self.config.runtime_plugins),
             defaults=self.profile.run_defaults,
+            work_root=str(self.children.work_root),
+            children=self.children,
         )
         # Cooldown, then the sampler (outside the child) with an idle baseline before it starts.
         relay.update(Progress(phase="cooldown", updated_at=time.time()))
         tel = JobTelemetry(self.telemetry, cancel=cancel)
         tel.before_run()
         relay.telemetry = tel
+        activity = ActivityMeter()
+
+        def on_child(pid: Optional[int]) -> None:
+            activity.exclude(pid)
+            if self._simulated is not None:
+                self._simulated.follow(pid)  # the model heats with this job's processes only
+
+        activity.start()
         try:
-            outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel)
+            outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel, on_child=on_child)
         except BaseException:
             tel.abort()
             raise
@@ -326,6 +346,13 @@ class Agent:
             return outcome
         tel.mark("finished")
         result = outcome.result
+        result.activity = activity.finish()
+        if result.activity is not None:
+            warning = activity_warning(result.activity)
+            if warning:
+                result.warnings.append(warning)
+        else:
+            result.unavailable.append(Unavailable("activity", "/proc is not readable on this OS"))
         summary = tel.finish(inferences=len(result.latency.samples_ns))
         attach_summary(result, summary, self.profile.name)
         if job.settings.sustained_seconds > 0:
@@ -381,13 +408,16 @@ class _ProgressRelay:
     """Forwards the child's progress to the controller at least every ``interval`` seconds
     (and at once on a phase change), and turns a cancel answer into the cancel event."""
 
-    def __init__(self, agent: Agent, job: LeasedJob, cancel: threading.Event, interval: float) -> None:
+    def __init__(self, agent: Agent, job: LeasedJob, cancel: threading.Event, interval: float,
+                 stop: Optional[threading.Event] = None) -> None:
         self.agent, self.job, self.cancel, self.interval = agent, job, cancel, interval
+        self.stop_agent = stop  # an agent that stops takes its running benchmark with it
         self.latest: Optional[Progress] = None
         self._sent_phase = ""
         self._wake = threading.Event()
         self._done = threading.Event()
         self._started = time.monotonic()
+        self._next_send = 0.0
         self.telemetry: Optional[JobTelemetry] = None  # set while the job's sampler runs
         self._thread = threading.Thread(target=self._loop, name="hilfarm-progress-relay", daemon=True)
 
@@ -402,20 +432,29 @@ class _ProgressRelay:
         if p.phase != self._sent_phase:
             self._wake.set()
 
+    def _phase_changed(self) -> bool:
+        p = self.latest
+        return p is not None and p.phase != self._sent_phase
+
     def send(self, p: Progress) -> None:
         if self.agent._progress(self.job, p):
             self.cancel.set()
 
     def _loop(self) -> None:
         while not self._done.is_set():
-            self._wake.wait(self.interval)
+            self._wake.wait(min(self.interval, 0.1) if self.stop_agent is not None else self.interval)
             self._wake.clear()
+            if self.stop_agent is not None and self.stop_agent.is_set():
+                self.cancel.set()
+            if time.monotonic() < self._next_send and not self._phase_changed():
+                continue
+            self._next_send = time.monotonic() + self.interval
             p = self.latest
             if p is None or self._done.is_set():
                 continue
             # Keep elapsed moving during one long inference, when the child has nothing new to say.
             p = Progress(p.phase, p.runs_done, p.runs_target, time.monotonic() - self._started,
-                         p.latest_latency_seconds, time.time())
+                         p.latest_latency_seconds, time.time(), repeat=p.repeat, repeats=p.repeats)
             tel = self.telemetry
             if tel is not None:
                 p.telemetry = tel.drain()

@@ -1,6 +1,7 @@
 """A simulated device for demos and end-to-end tests: a thermal and power model driven by the
-real CPU load of a process (or of the whole machine), written as a sysfs tree that the real
-sensor code reads.
+real CPU load of a process tree (the agent's benchmark child: see :meth:`SimulatedDevice.follow`)
+or of the whole machine, written as a sysfs tree that the real sensor code reads. Following
+the job's own processes keeps the model's heat independent of whatever else the machine runs.
 
 The tree has a thermal zone with trip points, a cpufreq cooling device, per-CPU cpufreq files
 whose clock drops when the zone is hot, an INA226-like hwmon power monitor and a RAPL-like
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from hilfarm.agent.sensors import SIMULATED_MARKER
 
@@ -50,14 +51,15 @@ class SimulatedModel:
     cooling_states: int = 4
     supply_mv: int = 5100
     energy_range_uj: int = 262143328850
-    # 0: load is the whole machine's, as a fraction of all its cores. N > 0: as a fraction of
-    # N cores (at most 1), so one busy core heats the model alike on a laptop and a 64-core host.
+    # 0: load as a fraction of all the machine's cores. N > 0: as a fraction of N cores (at
+    # most 1), so one busy core heats the model alike on a laptop and a 64-core host.
     load_cores: int = 0
 
 
 class LoadMeter:
-    """CPU load as a fraction of all cores: of one process (utime+stime from /proc/PID/stat)
-    or of the whole machine (/proc/stat)."""
+    """CPU load as a fraction of all cores: of one process and its descendants (utime+stime
+    from /proc/PID/stat, children from /proc/PID/task/*/children) or of the whole machine
+    (/proc/stat)."""
 
     def __init__(self, pid: Optional[int] = None, cores: Optional[int] = None, proc: Union[str, Path] = "/proc",
                  of_cores: int = 0) -> None:
@@ -69,12 +71,39 @@ class LoadMeter:
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last: Optional[Tuple[float, float]] = None
 
+    def _process_seconds(self, pid: int) -> float:
+        text = (self.proc / str(pid) / "stat").read_text()
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = text.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime
+
+    def _children(self, pid: int) -> List[int]:
+        out: List[int] = []
+        try:
+            tasks = list((self.proc / str(pid) / "task").iterdir())
+        except OSError:
+            return out
+        for task in tasks:
+            try:
+                out.extend(int(c) for c in (task / "children").read_text().split())
+            except (OSError, ValueError):
+                continue
+        return out
+
     def _sample(self) -> Tuple[float, float]:
         if self.pid is not None:
-            text = (self.proc / str(self.pid) / "stat").read_text()
-            # The command name may hold spaces and parentheses: fields start after the last ')'.
-            fields = text.rsplit(")", 1)[1].split()
-            busy = (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime
+            busy = self._process_seconds(self.pid)  # raises when the process is gone
+            todo, seen = self._children(self.pid), {self.pid}
+            while todo:
+                pid = todo.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                try:
+                    busy += self._process_seconds(pid)
+                except (OSError, IndexError, ValueError):
+                    continue
+                todo.extend(self._children(pid))
             return busy, time.monotonic() * self.cores
         first = (self.proc / "stat").read_text().splitlines()[0].split()[1:]
         vals = [int(v) for v in first]
@@ -92,9 +121,16 @@ class LoadMeter:
         if last is None or now[1] <= last[1]:
             return 0.0
         frac = (now[0] - last[0]) / (now[1] - last[1])
-        if self.pid is None and self.of_cores > 0:
+        if self.of_cores > 0:
             frac *= self.cores / self.of_cores
         return max(0.0, min(1.0, frac))
+
+
+class IdleLoad:
+    """The load of a simulated device with no job running: none."""
+
+    def read(self) -> float:
+        return 0.0
 
 
 class SimulatedDevice:
@@ -102,7 +138,7 @@ class SimulatedDevice:
     deterministic advance, or :meth:`start` for a thread that follows the real load."""
 
     def __init__(self, root: Union[str, Path], model: Optional[SimulatedModel] = None,
-                 load: Optional[LoadMeter] = None, rate_hz: float = 10.0, time_scale: float = 1.0) -> None:
+                 load: Optional[Union[LoadMeter, IdleLoad]] = None, rate_hz: float = 10.0, time_scale: float = 1.0) -> None:
         self.root = Path(root)
         self.model = model or SimulatedModel()
         self.load_meter = load or LoadMeter(of_cores=self.model.load_cores)
@@ -154,6 +190,15 @@ class SimulatedDevice:
         r = "sys/class/powercap/intel-rapl:0"
         self._w(f"{r}/name", "package-0")
         self._w(f"{r}/max_energy_range_uj", m.energy_range_uj)
+
+    def follow(self, pid: Optional[int]) -> None:
+        """Drive the model by the load of ``pid`` and its descendants; None: no job, no load."""
+        if pid is None:
+            self.load_meter = IdleLoad()
+        else:
+            meter = LoadMeter(pid=pid, of_cores=self.model.load_cores)
+            meter.read()  # primes it: the next read covers the time since now
+            self.load_meter = meter
 
     def allowed_khz(self) -> int:
         m = self.model

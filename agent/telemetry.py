@@ -358,14 +358,33 @@ class Sampler:
 
     # -------------------------------------------------------------- summary
 
-    def _window(self, phase: str) -> List[_Snapshot]:
-        """Readings of ``phase`` plus the first reading after it (the one that closes it)."""
+    def _segments(self, phase: str) -> List[List[_Snapshot]]:
+        """Each stretch of ``phase`` (a job of several repeats has one timed stretch per repeat),
+        as its readings plus the first reading after it (the one that closes it)."""
         snaps = self._snapshots
-        idx = [k for k, s in enumerate(snaps) if s.phase == phase]
-        if not idx:
-            return []
-        first, last = idx[0], idx[-1]
-        return snaps[first:min(last + 2, len(snaps))]
+        out: List[List[_Snapshot]] = []
+        k = 0
+        while k < len(snaps):
+            if snaps[k].phase != phase:
+                k += 1
+                continue
+            first = k
+            while k < len(snaps) and snaps[k].phase == phase:
+                k += 1
+            out.append(snaps[first:min(k + 1, len(snaps))])
+        return out
+
+    @staticmethod
+    def _over(segments: List[List[_Snapshot]],
+              measure: Callable[[List[_Snapshot]], Tuple[Optional[float], float]]) -> Tuple[Optional[float], float]:
+        """A quantity and the time it covers, summed over segments; a lone reading (no time
+        covered) stands for itself when no segment covers any time."""
+        parts = [measure(seg) for seg in segments]
+        covered = [(e, d) for e, d in parts if e is not None and d > 0]
+        if covered:
+            return sum(e for e, _ in covered), sum(d for _, d in covered)
+        singles = [e for e, _ in parts if e is not None]
+        return (singles[0], 0.0) if singles else (None, 0.0)
 
     def mark_time(self, phase: str) -> Optional[float]:
         """When ``phase`` was first marked, in seconds since the sampler started."""
@@ -502,11 +521,11 @@ class Sampler:
         with self._lock:
             out = TelemetrySummary()
             out.simulated = any(self._sim)
-            timed = self._window(timed_phase)
+            timed = self._segments(timed_phase)
             if not timed:
                 out.warnings.append(f"no '{timed_phase}' phase was marked: the summary covers the whole run")
-                timed = list(self._snapshots)
-            idle = self._window(idle_phase)
+                timed = [list(self._snapshots)]
+            idle = self._segments(idle_phase)[:1]  # the baseline before the first repeat
             out.power = self._power_summary(timed, idle, inferences, out)
             out.thermal = self._thermal_summary(timed, out)
             for (i, ch), why in self._unreadable.items():
@@ -517,8 +536,8 @@ class Sampler:
         out.timeline = self.timeline()
         return out
 
-    def _power_summary(self, timed: List[_Snapshot], idle: List[_Snapshot], inferences: Optional[int],
-                       out: TelemetrySummary) -> Optional[PowerSummary]:
+    def _power_summary(self, timed: List[List[_Snapshot]], idle: List[List[_Snapshot]],
+                       inferences: Optional[int], out: TelemetrySummary) -> Optional[PowerSummary]:
         power_idx = [i for i, s in enumerate(self.sensors) if isinstance(s, PowerSensor)]
         if not power_idx:
             why = "; ".join(f"{k}: {v}" for k, v in self.unavailable_sensors.items() if "(power)" in k) or \
@@ -536,23 +555,23 @@ class Sampler:
             out.warnings.append(note)
         if totals:
             ps.energy_method = "energy counter"
-            e_timed, d_timed = self._counter_energy(timed, i, totals)
-            e_idle, d_idle = self._counter_energy(idle, i, totals)
+            e_timed, d_timed = self._over(timed, lambda seg: self._counter_energy(seg, i, totals))
+            e_idle, d_idle = self._over(idle, lambda seg: self._counter_energy(seg, i, totals))
             for name in counters:
-                e, d = self._counter_energy(timed, i, [name])
+                e, d = self._over(timed, lambda seg: self._counter_energy(seg, i, [name]))
                 if e is not None and d:
                     ps.rails.append(RailSummary(name, e / d))
         else:
             ps.energy_method = "integrated power"
-            e_timed, d_timed = self._integrate(timed, i, None)
-            e_idle, d_idle = self._integrate(idle, i, None)
+            e_timed, d_timed = self._over(timed, lambda seg: self._integrate(seg, i, None))
+            e_idle, d_idle = self._over(idle, lambda seg: self._integrate(seg, i, None))
             rails = []
-            for s in timed:
+            for s in (snap for seg in timed for snap in seg):
                 if i in s.power:
                     rails = list(s.power[i].rails)
                     break
             for rail in rails:
-                e, d = self._integrate(timed, i, rail)
+                e, d = self._over(timed, lambda seg: self._integrate(seg, i, rail))
                 if e is not None and d:
                     ps.rails.append(RailSummary(rail, e / d))
                 elif e is not None:
@@ -637,7 +656,7 @@ class Sampler:
         e = sum((t1 - t0) * (v0 + v1) / 2.0 for (t0, v0), (t1, v1) in zip(pts, pts[1:]))
         return e, pts[-1][0] - pts[0][0]
 
-    def _thermal_summary(self, timed: List[_Snapshot], out: TelemetrySummary) -> Optional[ThermalSummary]:
+    def _thermal_summary(self, segments: List[List[_Snapshot]], out: TelemetrySummary) -> Optional[ThermalSummary]:
         thermal_idx = [i for i, s in enumerate(self.sensors) if not isinstance(s, PowerSensor)]
         if not thermal_idx:
             why = "; ".join(f"{k}: {v}" for k, v in self.unavailable_sensors.items() if "(thermal)" in k) or \
@@ -645,6 +664,7 @@ class Sampler:
             out.unavailable["thermal"] = why
             return None
         ts = ThermalSummary(simulated=any(self._sim[i] for i in thermal_idx))
+        timed = [snap for seg in segments for snap in seg]
         zones: Dict[Tuple[int, str], List[float]] = {}
         clocks: Dict[str, List[Tuple[float, Optional[float], Optional[float]]]] = {}
         for s in timed:
@@ -668,13 +688,17 @@ class Sampler:
             out.unavailable["thermal.throttled"] = "no sensor on this device reports throttling"
         else:
             ts.throttled = any(s.throttled for s in judged)
-            if len(judged) == 1 or judged[-1].t == judged[0].t:
-                ts.throttled_fraction = 1.0 if judged[0].throttled else 0.0
-            else:
-                span = judged[-1].t - judged[0].t
-                # Each reading holds until the next one.
-                hot = sum(b.t - a.t for a, b in zip(judged, judged[1:]) if a.throttled)
+            # Each reading holds until the next one of its own stretch; the time between two
+            # repeats' timed runs is not the run's.
+            span = hot = 0.0
+            for seg in segments:
+                seen_here = [s for s in seg if s.throttled is not None]
+                span += seen_here[-1].t - seen_here[0].t if seen_here else 0.0
+                hot += sum(b.t - a.t for a, b in zip(seen_here, seen_here[1:]) if a.throttled)
+            if span > 0:
                 ts.throttled_fraction = hot / span
+            else:
+                ts.throttled_fraction = 1.0 if judged[0].throttled else 0.0
             seen = set()
             for s in judged:
                 for reason in s.reasons:

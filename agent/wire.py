@@ -11,8 +11,9 @@ import dataclasses
 from typing import Dict, List, Optional
 
 from hilfarm.agent.results import (
-    BenchmarkResult, Capabilities, Environment, Failure, FailureCategory, JobSettings, LatencyStats,
-    LeasedJob, MemoryStats, Progress, RuntimeInfo, Unavailable,
+    BenchmarkResult, BusyProcess, Capabilities, DeviceActivity, Environment, Failure, FailureCategory,
+    JobSettings, LatencyStats, LeasedJob, MemoryStats, Progress, RepeatStats, RuntimeInfo, Stability,
+    Unavailable,
 )
 from hilfarm.agent import telemetry_wire
 from hilfarm.v1 import farm_pb2
@@ -124,6 +125,11 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
                     unavailable.append(Unavailable(key, "not measured"))
             else:
                 setattr(target, f.name, v)
+    pb.repeats.extend(_repeat_to_pb(rep) for rep in r.repeats)
+    pb.stability.steady = r.stability.steady
+    pb.stability.reasons.extend(r.stability.reasons)
+    if r.activity is not None:
+        pb.activity.CopyFrom(_activity_to_pb(r.activity))
     env = r.environment
     for f in dataclasses.fields(Environment):
         if f.name == "input_shapes":
@@ -146,6 +152,50 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
     return pb
 
 
+def _present(msg, name: str) -> bool:
+    """False only for a proto3 ``optional`` field left unset (other scalars are always there)."""
+    field = msg.DESCRIPTOR.fields_by_name[name]
+    has_presence = getattr(field, "has_presence", None)  # protobuf >= 5.28
+    if has_presence is None:
+        has_presence = field.containing_oneof is not None
+    return msg.HasField(name) if has_presence and field.message_type is None else True
+
+
+def _optional_fields(msg, obj) -> None:
+    """Copy a dataclass's fields onto a message of the same field names, leaving None unset."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None or isinstance(v, list):
+            continue
+        setattr(msg, f.name, v)
+
+
+def _repeat_to_pb(rep: RepeatStats) -> farm_pb2.RepeatResult:
+    msg = farm_pb2.RepeatResult()
+    _optional_fields(msg, rep)
+    msg.warnings.extend(rep.warnings)
+    return msg
+
+
+def _repeat_from_pb(msg: farm_pb2.RepeatResult) -> RepeatStats:
+    values = {f.name: (getattr(msg, f.name) if _present(msg, f.name) else None)
+              for f in dataclasses.fields(RepeatStats) if f.name != "warnings"}
+    return RepeatStats(**values, warnings=list(msg.warnings))
+
+
+def _activity_to_pb(a: DeviceActivity) -> farm_pb2.DeviceActivity:
+    msg = farm_pb2.DeviceActivity()
+    _optional_fields(msg, a)
+    msg.busy.extend(farm_pb2.BusyProcess(pid=b.pid, name=b.name, cpu_cores=b.cpu_cores) for b in a.busy)
+    return msg
+
+
+def _activity_from_pb(msg: farm_pb2.DeviceActivity) -> DeviceActivity:
+    values = {f.name: (getattr(msg, f.name) if _present(msg, f.name) else None)
+              for f in dataclasses.fields(DeviceActivity) if f.name != "busy"}
+    return DeviceActivity(**values, busy=[BusyProcess(b.pid, b.name, b.cpu_cores) for b in msg.busy])
+
+
 def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
     named = {u.field for u in pb.unavailable}
     r = BenchmarkResult(
@@ -158,11 +208,15 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
         for f in dataclasses.fields(cls):
             if f.name == "samples_ns":
                 values[f.name] = list(src.samples_ns)
-            elif f"{section}.{f.name}" in named:
+            elif f"{section}.{f.name}" in named or not _present(src, f.name):
                 values[f.name] = None
             else:
                 values[f.name] = getattr(src, f.name)
         setattr(r, section, cls(**values))
+    r.repeats = [_repeat_from_pb(rep) for rep in pb.repeats]
+    r.stability = Stability(steady=pb.stability.steady, reasons=list(pb.stability.reasons)) \
+        if pb.HasField("stability") else Stability()
+    r.activity = _activity_from_pb(pb.activity) if pb.HasField("activity") else None
     env = {}
     for f in dataclasses.fields(Environment):
         if f.name == "input_shapes":

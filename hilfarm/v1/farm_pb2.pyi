@@ -134,7 +134,7 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JobSettings(_message.Message):
-    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds")
+    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds")
     class TfliteDelegateOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,8 @@ class JobSettings(_message.Message):
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SUSTAINED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPEATS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     warmup_runs: int
     warmup_seconds: float
     min_runs: int
@@ -180,10 +182,12 @@ class JobSettings(_message.Message):
     memory_limit_bytes: int
     timeout_seconds: float
     sustained_seconds: float
-    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ...) -> None: ...
+    repeats: int
+    warmup_max_seconds: float
+    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ..., repeats: _Optional[int] = ..., warmup_max_seconds: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at", "telemetry")
+    __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at", "telemetry", "repeat", "repeats")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     RUNS_DONE_FIELD_NUMBER: _ClassVar[int]
     RUNS_TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +195,8 @@ class Progress(_message.Message):
     LATEST_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_FIELD_NUMBER: _ClassVar[int]
+    REPEATS_FIELD_NUMBER: _ClassVar[int]
     phase: str
     runs_done: int
     runs_target: int
@@ -198,7 +204,9 @@ class Progress(_message.Message):
     latest_latency_seconds: float
     updated_at: float
     telemetry: _containers.RepeatedCompositeFieldContainer[TelemetrySample]
-    def __init__(self, phase: _Optional[str] = ..., runs_done: _Optional[int] = ..., runs_target: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., latest_latency_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ..., telemetry: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ...) -> None: ...
+    repeat: int
+    repeats: int
+    def __init__(self, phase: _Optional[str] = ..., runs_done: _Optional[int] = ..., runs_target: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., latest_latency_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ..., telemetry: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., repeat: _Optional[int] = ..., repeats: _Optional[int] = ...) -> None: ...
 
 class TelemetrySample(_message.Message):
     __slots__ = ("t", "sensor", "quantity", "channel", "value", "simulated")
@@ -217,7 +225,7 @@ class TelemetrySample(_message.Message):
     def __init__(self, t: _Optional[float] = ..., sensor: _Optional[str] = ..., quantity: _Optional[str] = ..., channel: _Optional[str] = ..., value: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
 class LatencyResult(_message.Message):
-    __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio", "count")
+    __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio", "count", "repeats", "repeat_p50_min_seconds", "repeat_p50_max_seconds", "between_repeat_spread")
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FIRST_INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +244,10 @@ class LatencyResult(_message.Message):
     THROUGHPUT_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     DRIFT_RATIO_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPEATS_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_P50_MIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_P50_MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BETWEEN_REPEAT_SPREAD_FIELD_NUMBER: _ClassVar[int]
     load_seconds: float
     first_inference_seconds: float
     warmup_runs: int
@@ -254,7 +266,11 @@ class LatencyResult(_message.Message):
     throughput_per_second: float
     drift_ratio: float
     count: int
-    def __init__(self, load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., samples_ns: _Optional[_Iterable[int]] = ..., total_seconds: _Optional[float] = ..., min_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p50_seconds: _Optional[float] = ..., p90_seconds: _Optional[float] = ..., p95_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., std_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., throughput_per_second: _Optional[float] = ..., drift_ratio: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+    repeats: int
+    repeat_p50_min_seconds: float
+    repeat_p50_max_seconds: float
+    between_repeat_spread: float
+    def __init__(self, load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., samples_ns: _Optional[_Iterable[int]] = ..., total_seconds: _Optional[float] = ..., min_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p50_seconds: _Optional[float] = ..., p90_seconds: _Optional[float] = ..., p95_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., std_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., throughput_per_second: _Optional[float] = ..., drift_ratio: _Optional[float] = ..., count: _Optional[int] = ..., repeats: _Optional[int] = ..., repeat_p50_min_seconds: _Optional[float] = ..., repeat_p50_max_seconds: _Optional[float] = ..., between_repeat_spread: _Optional[float] = ...) -> None: ...
 
 class MemoryResult(_message.Message):
     __slots__ = ("baseline_peak_bytes", "baseline_rss_bytes", "peak_bytes", "model_delta_bytes", "model_file_bytes", "source")
@@ -432,8 +448,80 @@ class SustainedResult(_message.Message):
     simulated: bool
     def __init__(self, requested_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., window_seconds: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[SustainedWindow, _Mapping]]] = ..., latency_change_ratio: _Optional[float] = ..., temperature_rise_celsius: _Optional[float] = ..., throttled_after_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
+class RepeatResult(_message.Message):
+    __slots__ = ("index", "first_sample", "count", "load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "steady", "p50_seconds", "mean_seconds", "p99_seconds", "cv", "drift_ratio", "peak_bytes", "started_at", "wall_seconds", "warnings")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STEADY_FIELD_NUMBER: _ClassVar[int]
+    P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CV_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    first_sample: int
+    count: int
+    load_seconds: float
+    first_inference_seconds: float
+    warmup_runs: int
+    warmup_seconds: float
+    steady: bool
+    p50_seconds: float
+    mean_seconds: float
+    p99_seconds: float
+    cv: float
+    drift_ratio: float
+    peak_bytes: int
+    started_at: float
+    wall_seconds: float
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., first_sample: _Optional[int] = ..., count: _Optional[int] = ..., load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., steady: bool = ..., p50_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., drift_ratio: _Optional[float] = ..., peak_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Stability(_message.Message):
+    __slots__ = ("steady", "reasons")
+    STEADY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    steady: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, steady: bool = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BusyProcess(_message.Message):
+    __slots__ = ("pid", "name", "cpu_cores")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    name: str
+    cpu_cores: float
+    def __init__(self, pid: _Optional[int] = ..., name: _Optional[str] = ..., cpu_cores: _Optional[float] = ...) -> None: ...
+
+class DeviceActivity(_message.Message):
+    __slots__ = ("load_average_start", "load_average_end", "other_cpu_cores", "busy", "quiet", "source")
+    LOAD_AVERAGE_START_FIELD_NUMBER: _ClassVar[int]
+    LOAD_AVERAGE_END_FIELD_NUMBER: _ClassVar[int]
+    OTHER_CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    QUIET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    load_average_start: float
+    load_average_end: float
+    other_cpu_cores: float
+    busy: _containers.RepeatedCompositeFieldContainer[BusyProcess]
+    quiet: bool
+    source: str
+    def __init__(self, load_average_start: _Optional[float] = ..., load_average_end: _Optional[float] = ..., other_cpu_cores: _Optional[float] = ..., busy: _Optional[_Iterable[_Union[BusyProcess, _Mapping]]] = ..., quiet: bool = ..., source: _Optional[str] = ...) -> None: ...
+
 class BenchmarkResult(_message.Message):
-    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline", "sustained")
+    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline", "sustained", "repeats", "stability", "activity")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -443,6 +531,9 @@ class BenchmarkResult(_message.Message):
     THERMAL_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     SUSTAINED_FIELD_NUMBER: _ClassVar[int]
+    REPEATS_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyResult
     memory: MemoryResult
     environment: Environment
@@ -452,7 +543,10 @@ class BenchmarkResult(_message.Message):
     thermal: ThermalResult
     timeline: _containers.RepeatedCompositeFieldContainer[TelemetrySample]
     sustained: SustainedResult
-    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., sustained: _Optional[_Union[SustainedResult, _Mapping]] = ...) -> None: ...
+    repeats: _containers.RepeatedCompositeFieldContainer[RepeatResult]
+    stability: Stability
+    activity: DeviceActivity
+    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., sustained: _Optional[_Union[SustainedResult, _Mapping]] = ..., repeats: _Optional[_Iterable[_Union[RepeatResult, _Mapping]]] = ..., stability: _Optional[_Union[Stability, _Mapping]] = ..., activity: _Optional[_Union[DeviceActivity, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure", "constraints", "verdicts", "constraint_set")
@@ -669,7 +763,7 @@ class Budget(_message.Message):
     def __init__(self, name: _Optional[str] = ..., max: _Optional[float] = ..., min: _Optional[float] = ..., device_profile: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class ConstraintVerdict(_message.Message):
-    __slots__ = ("constraint", "comparison", "budget", "measured", "margin", "status", "unit", "reason", "device_profile")
+    __slots__ = ("constraint", "comparison", "budget", "measured", "margin", "status", "unit", "reason", "device_profile", "simulated")
     CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
     COMPARISON_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
@@ -679,6 +773,7 @@ class ConstraintVerdict(_message.Message):
     UNIT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
     constraint: str
     comparison: str
     budget: float
@@ -688,10 +783,11 @@ class ConstraintVerdict(_message.Message):
     unit: str
     reason: str
     device_profile: str
-    def __init__(self, constraint: _Optional[str] = ..., comparison: _Optional[str] = ..., budget: _Optional[float] = ..., measured: _Optional[float] = ..., margin: _Optional[float] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., unit: _Optional[str] = ..., reason: _Optional[str] = ..., device_profile: _Optional[str] = ...) -> None: ...
+    simulated: bool
+    def __init__(self, constraint: _Optional[str] = ..., comparison: _Optional[str] = ..., budget: _Optional[float] = ..., measured: _Optional[float] = ..., margin: _Optional[float] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., unit: _Optional[str] = ..., reason: _Optional[str] = ..., device_profile: _Optional[str] = ..., simulated: bool = ...) -> None: ...
 
 class MetricComparison(_message.Message):
-    __slots__ = ("metric", "statistic", "baseline", "candidate", "ratio", "ci_low", "ci_high", "confidence", "p_value", "threshold", "verdict", "summary", "baseline_count", "candidate_count")
+    __slots__ = ("metric", "statistic", "baseline", "candidate", "ratio", "ci_low", "ci_high", "confidence", "p_value", "threshold", "verdict", "summary", "baseline_count", "candidate_count", "simulated", "noise", "noise_floor", "noise_source", "inconclusive")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
@@ -706,6 +802,11 @@ class MetricComparison(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     BASELINE_COUNT_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INCONCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     metric: str
     statistic: str
     baseline: float
@@ -720,21 +821,28 @@ class MetricComparison(_message.Message):
     summary: str
     baseline_count: int
     candidate_count: int
-    def __init__(self, metric: _Optional[str] = ..., statistic: _Optional[str] = ..., baseline: _Optional[float] = ..., candidate: _Optional[float] = ..., ratio: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., confidence: _Optional[float] = ..., p_value: _Optional[float] = ..., threshold: _Optional[float] = ..., verdict: _Optional[str] = ..., summary: _Optional[str] = ..., baseline_count: _Optional[int] = ..., candidate_count: _Optional[int] = ...) -> None: ...
+    simulated: bool
+    noise: float
+    noise_floor: float
+    noise_source: str
+    inconclusive: bool
+    def __init__(self, metric: _Optional[str] = ..., statistic: _Optional[str] = ..., baseline: _Optional[float] = ..., candidate: _Optional[float] = ..., ratio: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., confidence: _Optional[float] = ..., p_value: _Optional[float] = ..., threshold: _Optional[float] = ..., verdict: _Optional[str] = ..., summary: _Optional[str] = ..., baseline_count: _Optional[int] = ..., candidate_count: _Optional[int] = ..., simulated: bool = ..., noise: _Optional[float] = ..., noise_floor: _Optional[float] = ..., noise_source: _Optional[str] = ..., inconclusive: bool = ...) -> None: ...
 
 class Comparison(_message.Message):
-    __slots__ = ("baseline_job_id", "candidate_job_id", "metrics", "regression", "summary")
+    __slots__ = ("baseline_job_id", "candidate_job_id", "metrics", "regression", "summary", "simulated")
     BASELINE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     REGRESSION_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
     baseline_job_id: str
     candidate_job_id: str
     metrics: _containers.RepeatedCompositeFieldContainer[MetricComparison]
     regression: bool
     summary: str
-    def __init__(self, baseline_job_id: _Optional[str] = ..., candidate_job_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., regression: bool = ..., summary: _Optional[str] = ...) -> None: ...
+    simulated: bool
+    def __init__(self, baseline_job_id: _Optional[str] = ..., candidate_job_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., regression: bool = ..., summary: _Optional[str] = ..., simulated: bool = ...) -> None: ...
 
 class Baseline(_message.Message):
     __slots__ = ("name", "model_name", "device_profile", "runtime_config", "job_id", "model_sha256", "accepted_at", "suite")
@@ -799,7 +907,7 @@ class SuiteSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., device_profiles: _Optional[_Iterable[str]] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., constraint_set: _Optional[str] = ..., baseline: _Optional[str] = ..., tolerances: _Optional[_Union[Tolerances, _Mapping]] = ..., no_confirm: bool = ..., placement_timeout_seconds: _Optional[float] = ..., required_tags: _Optional[_Iterable[str]] = ..., schedule: _Optional[str] = ...) -> None: ...
 
 class SuiteCase(_message.Message):
-    __slots__ = ("model_name", "model_sha256", "device_profile", "runtime_config", "outcome", "job_id", "baseline_job_id", "verdicts", "comparison", "confirmation", "message", "job", "confirm_job_ids", "duration_seconds")
+    __slots__ = ("model_name", "model_sha256", "device_profile", "runtime_config", "outcome", "job_id", "baseline_job_id", "verdicts", "comparison", "confirmation", "message", "job", "confirm_job_ids", "duration_seconds", "simulated")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -814,6 +922,7 @@ class SuiteCase(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     CONFIRM_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_sha256: str
     device_profile: str
@@ -828,10 +937,11 @@ class SuiteCase(_message.Message):
     job: Job
     confirm_job_ids: _containers.RepeatedScalarFieldContainer[str]
     duration_seconds: float
-    def __init__(self, model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., outcome: _Optional[str] = ..., job_id: _Optional[str] = ..., baseline_job_id: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., comparison: _Optional[_Union[Comparison, _Mapping]] = ..., confirmation: _Optional[_Union[Comparison, _Mapping]] = ..., message: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., confirm_job_ids: _Optional[_Iterable[str]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    simulated: bool
+    def __init__(self, model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., outcome: _Optional[str] = ..., job_id: _Optional[str] = ..., baseline_job_id: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., comparison: _Optional[_Union[Comparison, _Mapping]] = ..., confirmation: _Optional[_Union[Comparison, _Mapping]] = ..., message: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., confirm_job_ids: _Optional[_Iterable[str]] = ..., duration_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
 class SuiteRun(_message.Message):
-    __slots__ = ("id", "suite", "trigger", "baseline", "state", "outcome", "started_at", "finished_at", "cases", "message", "accepted")
+    __slots__ = ("id", "suite", "trigger", "baseline", "state", "outcome", "started_at", "finished_at", "cases", "message", "accepted", "simulated")
     ID_FIELD_NUMBER: _ClassVar[int]
     SUITE_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
@@ -843,6 +953,7 @@ class SuiteRun(_message.Message):
     CASES_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     suite: str
     trigger: str
@@ -854,7 +965,8 @@ class SuiteRun(_message.Message):
     cases: _containers.RepeatedCompositeFieldContainer[SuiteCase]
     message: str
     accepted: bool
-    def __init__(self, id: _Optional[str] = ..., suite: _Optional[str] = ..., trigger: _Optional[str] = ..., baseline: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[SuiteCase, _Mapping]]] = ..., message: _Optional[str] = ..., accepted: bool = ...) -> None: ...
+    simulated: bool
+    def __init__(self, id: _Optional[str] = ..., suite: _Optional[str] = ..., trigger: _Optional[str] = ..., baseline: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[SuiteCase, _Mapping]]] = ..., message: _Optional[str] = ..., accepted: bool = ..., simulated: bool = ...) -> None: ...
 
 class CompareJobsRequest(_message.Message):
     __slots__ = ("baseline_job_id", "candidate_job_id", "tolerances")

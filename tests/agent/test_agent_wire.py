@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hilfarm.agent import wire
 from hilfarm.agent.results import (
-    BenchmarkResult, Capabilities, Environment, Failure, FailureCategory, JobSettings, LatencyStats,
-    MemoryStats, Progress, RuntimeInfo, Unavailable,
+    BenchmarkResult, BusyProcess, Capabilities, DeviceActivity, Environment, Failure, FailureCategory,
+    JobSettings, LatencyStats, MemoryStats, Progress, RepeatStats, RuntimeInfo, Stability, Unavailable,
 )
 from hilfarm.v1 import farm_pb2
 
@@ -17,6 +17,7 @@ def full_settings():
         tflite_disable_xnnpack=True, tflite_delegate_path="/usr/lib/libedgetpu.so.1",
         tflite_delegate_options={"device": "usb"}, input_shapes={"x": [4, 3, 224, 224], "mask": [4]},
         inputs_sha256="cd" * 32, seed=42, memory_limit_bytes=1 << 30, timeout_seconds=60,
+        repeats=5, warmup_max_seconds=12.5,
     )
 
 
@@ -37,7 +38,7 @@ def test_failure_round_trip_for_every_category():
 
 
 def test_progress_round_trip():
-    p = Progress("measuring", 12, 50, 3.5, 0.0125, 1700000000.5)
+    p = Progress("measuring", 12, 50, 3.5, 0.0125, 1700000000.5, repeat=2, repeats=5)
     assert wire.progress_from_pb(wire.progress_to_pb(p)) == p
 
 
@@ -48,6 +49,7 @@ def full_result():
             samples_ns=[1000, 2000, 3000], total_seconds=6e-6, min_seconds=1e-6, mean_seconds=2e-6,
             p50_seconds=2e-6, p90_seconds=2.8e-6, p95_seconds=2.9e-6, p99_seconds=2.98e-6, max_seconds=3e-6,
             std_seconds=1e-6, cv=0.5, throughput_per_second=500000.0, drift_ratio=None,
+            repeats=2, repeat_p50_min_seconds=1.5e-6, repeat_p50_max_seconds=2.5e-6, between_repeat_spread=0.51,
         ),
         memory=MemoryStats(1 << 20, 1 << 19, 5 << 20, 4 << 20, 1234, "/proc/self/status VmHWM"),
         environment=Environment(
@@ -60,6 +62,18 @@ def full_result():
         unavailable=[Unavailable("latency.drift_ratio", "needs at least 20 timed runs, had 3"),
                      Unavailable("environment.governor", "no cpufreq")],
         warnings=["input 'x' dim 0 'batch' is dynamic; used 1 — set it with --input-shape"],
+        repeats=[
+            RepeatStats(index=0, first_sample=0, count=1, load_seconds=0.5, first_inference_seconds=0.01,
+                        warmup_runs=3, warmup_seconds=0.6, steady=True, p50_seconds=1e-6, mean_seconds=1e-6,
+                        p99_seconds=1e-6, cv=None, drift_ratio=None, peak_bytes=5 << 20, started_at=1700000000.25,
+                        wall_seconds=1.5),
+            # A repeat with nothing measured but its count: every optional figure stays unset.
+            RepeatStats(index=1, first_sample=1, count=2, steady=False, started_at=1700000002.0, wall_seconds=2.0,
+                        warnings=["latency drifted +40% from the first to the last tenth of the timed runs"]),
+        ],
+        stability=Stability(steady=False, reasons=["repeat 2 of 2: latency drifted +40%"]),
+        activity=DeviceActivity(load_average_start=0.25, load_average_end=1.5, other_cpu_cores=0.75,
+                                busy=[BusyProcess(4242, "make", 0.7)], quiet=False, source="/proc/*/stat"),
     )
 
 
@@ -69,6 +83,13 @@ def test_result_round_trip():
     assert list(pb.latency.samples_ns) == [1000, 2000, 3000]
     assert pb.latency.count == 3  # so a listing without the samples still knows how many
     assert wire.result_from_pb(pb) == r
+
+
+def test_a_result_without_repeats_or_activity_comes_back_without_them():
+    r = full_result()
+    r.repeats, r.stability, r.activity = [], Stability(), None
+    back = wire.result_from_pb(farm_pb2.BenchmarkResult.FromString(wire.result_to_pb(r).SerializeToString()))
+    assert back.repeats == [] and back.activity is None and back.stability == Stability()
 
 
 def test_unnamed_missing_figure_is_named_on_the_wire():
