@@ -264,12 +264,12 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
         run()
         lat.first_inference_seconds = (time.perf_counter_ns() - t0) / 1e9
         warm_max = max(float(r["warmup_max_seconds"]), float(r["warmup_seconds"]))
-        warm_runs, warm_ns, repeat.steady = warm_up(
+        warm_runs, warm_ns, warm_steady = warm_up(
             run, r["warmup_runs"], int(r["warmup_seconds"] * 1e9), int(warm_max * 1e9), progress,
         )
         lat.warmup_runs = warm_runs
         lat.warmup_seconds = warm_ns / 1e9
-        if not repeat.steady:
+        if not warm_steady:
             result.warnings.append(
                 f"latency was still trending after {warm_max:g} s of warmup (warmup_max_seconds): the timed "
                 f"runs may not be the steady state")
@@ -304,9 +304,10 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
         setattr(lat, k, v)
     unavailable.extend(Unavailable(f, why) for f, why in missing)
     reasons = statistics.stability_reasons(samples)
-    if not repeat.steady:
+    if not warm_steady:
         reasons.insert(0, f"warmup did not reach a steady state within {warm_max:g} s")
     result.stability = Stability(steady=not reasons, reasons=reasons)
+    repeat.steady = not reasons
     result.warnings.extend(w for w in reasons if not w.startswith("warmup did not"))
     result.warnings.extend(statistics.stability_notes(samples) if not reasons else [])
 

@@ -165,7 +165,7 @@ class RepeatStats:
     first_inference_seconds: Optional[float] = None
     warmup_runs: int = 0
     warmup_seconds: Optional[float] = None
-    steady: bool = False  # warmup ended because latency stopped trending
+    steady: bool = False  # warmup converged and the timed runs were one steady state
     p50_seconds: Optional[float] = None
     mean_seconds: Optional[float] = None
     p99_seconds: Optional[float] = None

@@ -1,33 +1,49 @@
 """Comparing a candidate run with its baseline: is it slower, bigger, hungrier, hotter?
 
-Latency is compared on the raw samples. Latency samples are skewed (a floor, a long right
-tail, outliers from interrupts), so nothing here assumes normality:
+**Latency is decided at the level of repeats.** Most of the variance between two runs of one
+model lives between processes (memory layout, allocator and cache state, CPU placement,
+clocks and heat, neighbours), not between the inferences of one process. A job is measured in
+R fresh processes, and the units of the test are the per-repeat medians, never the pooled
+inferences: 400 inferences per run would turn a 4 % offset between two processes into
+p=1e-234 (``compare_latency_samples`` below shows it; it is kept for the benchmark that
+measures both and for the spread check).
 
-- the effect is the ratio of medians, with a bootstrap confidence interval
-  (``scipy.stats.bootstrap``, BCa, resampling both runs);
-- its significance is the Mann-Whitney U test (``scipy.stats.mannwhitneyu``), which uses ranks;
-- a regression needs all three: p below alpha, the interval entirely above 1, and a median
-  slowdown of at least the minimum effect (default 3 %). The minimum effect is what keeps
-  noise, which with thousands of samples is always "significant", from failing builds.
+- effect: the ratio of the geometric means of the per-repeat medians, with a Student t
+  confidence interval on their logs;
+- noise: the between-repeat spread (standard deviation of the log per-repeat medians), pooled
+  over both runs; where this device × model × configuration has a history, never taken below
+  what the history shows, so a lucky quiet pair of runs cannot make a small shift look real;
+- significance: Student t on the logs (p below alpha);
+- a regression needs all of: p below alpha, the interval entirely above 1, a slowdown of at
+  least the minimum effect (default 3 %), and at least the **noise floor** — the smallest
+  change these repeat counts resolve on this device's noise (the t quantile at alpha times
+  the standard error). A change between the minimum effect and the noise floor is reported as
+  inconclusive with the floor named ("add repeats or quiet the device").
+- a run whose timed phase was not one steady state (result.stability) is not evidence: its
+  unsteady repeats are left out, and a side with no steady repeat makes the comparison
+  inconclusive.
 
 A change in spread alone (same median, wider distribution) is tested apart with the
 Brown-Forsythe test (``scipy.stats.levene`` centred on the median) and reported as
 ``changed``; it does not fail a build by itself, since tail budgets (latency.p99) judge tails.
 
 Memory, energy per inference and peak temperature are single readings per run: they are
-compared against tolerances (5 %, 10 %, 3 °C by default) rather than tested.
+compared against tolerances (5 %, 10 %, 3 °C by default) rather than tested. A figure that
+came from a simulated sensor makes its comparison (and the whole comparison) say so.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
 
 REGRESSION, IMPROVEMENT, UNCHANGED, CHANGED, UNKNOWN = "regression", "improvement", "unchanged", "changed", "unknown"
 MIN_SAMPLES = 20
+# How many of the newest runs of a device × model × configuration make its noise history.
+NOISE_HISTORY_RUNS = 30
 CONFIDENCE = 0.95
 _BOOTSTRAP_RESAMPLES = 2000
 _BOOTSTRAP_CAP = 2000  # samples per run fed to the bootstrap (a uniform thinning beyond it)
@@ -65,12 +81,18 @@ class MetricComparison:
     summary: str = ""
     baseline_count: int = 0
     candidate_count: int = 0
+    simulated: bool = False
+    noise: Optional[float] = None         # between-repeat spread the decision used
+    noise_floor: Optional[float] = None   # smallest change the repeats resolve on that noise
+    noise_source: str = ""
+    inconclusive: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
-        # Non-finite numbers as the strings the proto3 JSON mapping uses (PostgreSQL JSON has no NaN).
+        # Non-finite numbers as the strings the proto3 JSON mapping uses (PostgreSQL JSON has no NaN);
+        # an unknown noise figure is left out (the proto field is optional).
         return {k: (("NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity"))
                     if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in asdict(self).items()}
+                for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -84,11 +106,20 @@ class Comparison:
         return any(m.verdict == REGRESSION for m in self.metrics)
 
     @property
+    def simulated(self) -> bool:
+        return any(m.simulated for m in self.metrics)
+
+    @property
+    def inconclusive(self) -> bool:
+        """Latency could not be judged (an unsteady side, a change below the noise floor)."""
+        return not self.regression and any(m.inconclusive for m in self.metrics)
+
+    @property
     def summary(self) -> str:
         worse = [m.summary for m in self.metrics if m.verdict == REGRESSION]
         if worse:
             return "; ".join(worse)
-        changed = [m.summary for m in self.metrics if m.verdict in (CHANGED, IMPROVEMENT)]
+        changed = [m.summary for m in self.metrics if m.verdict in (CHANGED, IMPROVEMENT) or m.inconclusive]
         return "; ".join(changed) if changed else "no regression"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -98,6 +129,7 @@ class Comparison:
             "metrics": [m.to_dict() for m in self.metrics],
             "regression": self.regression,
             "summary": self.summary,
+            "simulated": self.simulated,
         }
 
 
@@ -120,14 +152,16 @@ def _bootstrap(data: tuple, seed: int) -> Any:
         return stats.bootstrap(data, _median_ratio, random_state=np.random.default_rng(seed), **kwargs)
 
 
-def compare_latency(baseline_ns: Sequence[int], candidate_ns: Sequence[int], tol: Tolerances = Tolerances(),
-                    *, seed: int = 0) -> MetricComparison:
-    """Median latency of two runs: ratio of medians with a bootstrap CI, Mann-Whitney U."""
+def compare_latency_samples(baseline_ns: Sequence[int], candidate_ns: Sequence[int],
+                            tol: Tolerances = Tolerances(), *, seed: int = 0) -> MetricComparison:
+    """Median latency of two runs judged on their pooled samples: ratio of medians with a
+    bootstrap CI, Mann-Whitney U. Not how regressions are decided (see the module docstring):
+    it treats every inference as independent, so a between-process offset looks certain."""
     b = np.asarray(baseline_ns, dtype=np.float64)
     c = np.asarray(candidate_ns, dtype=np.float64)
     out = MetricComparison(
         metric="latency.median",
-        statistic="Mann-Whitney U (two-sided) + BCa bootstrap CI of the ratio of medians",
+        statistic="Mann-Whitney U (two-sided) + BCa bootstrap CI of the ratio of medians, on pooled samples",
         threshold=tol.latency_ratio, confidence=CONFIDENCE,
         baseline_count=int(b.size), candidate_count=int(c.size),
     )
@@ -159,6 +193,153 @@ def compare_latency(baseline_ns: Sequence[int], candidate_ns: Sequence[int], tol
     else:
         out.verdict = UNCHANGED
         why = "not significant" if not significant else f"below the {tol.latency_ratio:.0%} minimum effect"
+        out.summary = f"latency unchanged ({why}): {effect}"
+    return out
+
+
+@dataclass(frozen=True)
+class NoiseHistory:
+    """Between-repeat spreads of earlier runs of one device × model × configuration, each
+    with its number of repeats: pooled, they say how noisy that device usually is."""
+
+    spreads: Tuple[Tuple[float, int], ...] = ()
+
+    @property
+    def runs(self) -> int:
+        return len(self.spreads)
+
+    def pooled(self) -> Tuple[Optional[float], int]:
+        """(pooled standard deviation of log per-repeat medians, its degrees of freedom)."""
+        df = sum(r - 1 for s, r in self.spreads if r > 1 and math.isfinite(s))
+        if df <= 0:
+            return None, 0
+        var = sum((r - 1) * s * s for s, r in self.spreads if r > 1 and math.isfinite(s)) / df
+        return math.sqrt(var), df
+
+
+@dataclass(frozen=True)
+class RepeatMedians:
+    """The per-repeat medians of one result (seconds), the steady ones apart."""
+
+    all: Tuple[float, ...]
+    steady: Tuple[float, ...]
+    unsteady_reasons: Tuple[str, ...] = ()
+
+
+def is_steady(result: Mapping[str, Any]) -> bool:
+    """Whether a stored result measured one steady state. A result from before the stability
+    check has no ``stability`` and counts as steady; in a stored one an absent ``steady`` is
+    false (proto3 leaves false out)."""
+    stability = result.get("stability")
+    return True if stability is None else bool(stability.get("steady", False))
+
+
+def repeat_medians(result: Mapping[str, Any]) -> RepeatMedians:
+    """Per-repeat medians of a stored result. A result from before repeats (or a listing
+    without samples) counts as one repeat: the median of its samples, else its p50."""
+    latency = result.get("latency", {})
+    samples = latency.get("samples_ns") or []
+    repeats = result.get("repeats") or []
+    medians: List[float] = []
+    steady: List[float] = []
+    for rep in repeats:
+        value = rep.get("p50_seconds")
+        first, count = int(rep.get("first_sample", 0)), int(rep.get("count", 0))
+        if value is None and count and len(samples) >= first + count:
+            value = float(np.median(samples[first:first + count])) / 1e9
+        if value is None or not value > 0:
+            continue
+        medians.append(float(value))
+        if rep.get("steady", False):
+            steady.append(float(value))
+    if not repeats:
+        value = float(np.median(samples)) / 1e9 if samples else latency.get("p50_seconds")
+        if value is not None and value > 0:
+            medians = [float(value)]
+            if is_steady(result):
+                steady = [float(value)]
+    reasons = tuple((result.get("stability") or {}).get("reasons") or ())
+    return RepeatMedians(tuple(medians), tuple(steady), reasons)
+
+
+def _log_var(values: Sequence[float]) -> Tuple[float, int]:
+    """(sum of squared deviations of the logs, degrees of freedom)."""
+    if len(values) < 2:
+        return 0.0, 0
+    logs = np.log(np.asarray(values, dtype=np.float64))
+    return float(((logs - logs.mean()) ** 2).sum()), len(values) - 1
+
+
+def compare_latency_repeats(baseline: RepeatMedians, candidate: RepeatMedians, tol: Tolerances = Tolerances(),
+                            history: NoiseHistory = NoiseHistory()) -> MetricComparison:
+    """Median latency of two runs with the repeat as the unit (see the module docstring)."""
+    out = MetricComparison(
+        metric="latency.median",
+        statistic="Student t on the log per-repeat medians (repeats as units; between-repeat spread pooled "
+                  "over both runs and this device's history)",
+        threshold=tol.latency_ratio, confidence=CONFIDENCE,
+        baseline_count=len(baseline.steady), candidate_count=len(candidate.steady),
+    )
+    for side, medians in (("baseline", baseline), ("candidate", candidate)):
+        if not medians.steady:
+            why = "; ".join(medians.unsteady_reasons[:2]) or "no repeat with a steady median"
+            out.inconclusive = True
+            out.summary = (f"latency not judged: the {side}'s timed runs were not one steady state ({why}); "
+                           "its figures are shown but are no evidence of a change")
+            return out
+    b, c = np.asarray(baseline.steady), np.asarray(candidate.steady)
+    nb, nc = len(b), len(c)
+    out.baseline = float(np.exp(np.log(b).mean()))
+    out.candidate = float(np.exp(np.log(c).mean()))
+    out.ratio = out.candidate / out.baseline
+    d = math.log(out.ratio)
+    ss_b, df_b = _log_var(b)
+    ss_c, df_c = _log_var(c)
+    df_now = df_b + df_c
+    s_now = math.sqrt((ss_b + ss_c) / df_now) if df_now > 0 else None
+    s_hist, df_hist = history.pooled()
+    if s_now is None and s_hist is None:
+        out.summary = ("latency not compared: one repeat on each side and no noise history for this device, model "
+                       "and configuration; run with at least 2 repeats (--repeats 5)")
+        return out
+    # The noise never below what this device usually shows: a pair of lucky quiet runs must
+    # not make a small shift look real.
+    if s_now is not None and (s_hist is None or s_now >= s_hist):
+        s, df = s_now, df_now
+        out.noise_source = f"this comparison's {nb}+{nc} repeats"
+    else:
+        s, df = s_hist, (df_now if df_now > 0 else df_hist)
+        out.noise_source = f"this device's history of {history.runs} runs"
+        if s_now is not None:
+            out.noise_source += f" (this comparison's {nb}+{nc} repeats showed {s_now:.1%})"
+    out.noise = s
+    se = s * math.sqrt(1.0 / nb + 1.0 / nc)
+    t_crit_alpha = float(stats.t.ppf(1 - tol.alpha / 2, df))
+    t_crit_ci = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df))
+    out.noise_floor = math.expm1(t_crit_alpha * se) if se > 0 else 0.0
+    if se > 0:
+        out.p_value = float(2 * stats.t.sf(abs(d) / se, df))
+        out.ci_low, out.ci_high = math.exp(d - t_crit_ci * se), math.exp(d + t_crit_ci * se)
+    else:  # every repeat gave the very same median: no noise at all
+        out.p_value = 0.0 if d != 0 else 1.0
+        out.ci_low = out.ci_high = out.ratio
+    change = out.ratio - 1
+    significant = out.p_value < tol.alpha
+    effect = (f"median {out.baseline * 1e3:.3f} → {out.candidate * 1e3:.3f} ms ({change:+.1%}, 95% CI "
+              f"{out.ci_low - 1:+.1%} … {out.ci_high - 1:+.1%}, p={out.p_value:.2g}; {nb}+{nc} repeats, "
+              f"between-repeat spread {s:.1%} from {out.noise_source}, noise floor {out.noise_floor:.1%})")
+    big_enough = abs(change) >= tol.latency_ratio
+    if significant and change >= tol.latency_ratio and out.ci_low > 1 and change >= out.noise_floor:
+        out.verdict, out.summary = REGRESSION, f"latency regressed: {effect}"
+    elif significant and -change >= tol.latency_ratio and out.ci_high < 1 and -change >= out.noise_floor:
+        out.verdict, out.summary = IMPROVEMENT, f"latency improved: {effect}"
+    elif big_enough and abs(change) < out.noise_floor:
+        out.verdict, out.inconclusive = UNCHANGED, True
+        out.summary = (f"latency change of {change:+.1%} is below this device's noise floor of "
+                       f"{out.noise_floor:.1%}; add repeats or quiet the device: {effect}")
+    else:
+        out.verdict = UNCHANGED
+        why = f"below the {tol.latency_ratio:.0%} minimum effect" if not big_enough else "not significant"
         out.summary = f"latency unchanged ({why}): {effect}"
     return out
 
@@ -207,8 +388,8 @@ def _max_temperature(result: Mapping[str, Any]) -> Optional[float]:
 
 
 def _tolerance(metric: str, base: Optional[float], cand: Optional[float], *, relative: bool, limit: float,
-               unit: str) -> MetricComparison:
-    out = MetricComparison(metric=metric, threshold=limit,
+               unit: str, simulated: bool = False) -> MetricComparison:
+    out = MetricComparison(metric=metric, threshold=limit, simulated=simulated,
                            statistic=("relative tolerance on one reading per run" if relative
                                       else "absolute tolerance on one reading per run"))
     if base is None or cand is None:
@@ -227,6 +408,8 @@ def _tolerance(metric: str, base: Optional[float], cand: Optional[float], *, rel
         out.ratio = cand - base
         change = out.ratio
         text = f"{metric} {base:.1f} → {cand:.1f} {unit} ({change:+.1f}, tolerance {limit:g})"
+    if simulated:
+        text += " (simulated sensor)"
     if change > limit:
         out.verdict, out.summary = REGRESSION, f"{metric} regressed: {text}"
     elif -change > limit:
@@ -236,13 +419,19 @@ def _tolerance(metric: str, base: Optional[float], cand: Optional[float], *, rel
     return out
 
 
+def _simulated(result: Mapping[str, Any], section: str) -> bool:
+    return bool((result.get(section) or {}).get("simulated"))
+
+
 def compare_results(baseline: Mapping[str, Any], candidate: Mapping[str, Any], tol: Tolerances = Tolerances(), *,
-                    baseline_job_id: str = "", candidate_job_id: str = "") -> Comparison:
+                    baseline_job_id: str = "", candidate_job_id: str = "",
+                    history: NoiseHistory = NoiseHistory()) -> Comparison:
     """Every comparison of two result documents (BenchmarkResult fields as stored)."""
     b_ns = baseline.get("latency", {}).get("samples_ns") or []
     c_ns = candidate.get("latency", {}).get("samples_ns") or []
     comparison = Comparison(baseline_job_id, candidate_job_id)
-    comparison.metrics.append(compare_latency(b_ns, c_ns, tol))
+    comparison.metrics.append(compare_latency_repeats(repeat_medians(baseline), repeat_medians(candidate), tol,
+                                                      history))
     comparison.metrics.append(compare_spread(b_ns, c_ns, tol))
     comparison.metrics.append(_tolerance("memory.peak", _reading(baseline, "memory", "peak_bytes"),
                                          _reading(candidate, "memory", "peak_bytes"),
@@ -250,19 +439,29 @@ def compare_results(baseline: Mapping[str, Any], candidate: Mapping[str, Any], t
     comparison.metrics.append(_tolerance("energy.per_inference",
                                          _reading(baseline, "power", "energy_per_inference_joules"),
                                          _reading(candidate, "power", "energy_per_inference_joules"),
-                                         relative=True, limit=tol.energy_ratio, unit="J"))
+                                         relative=True, limit=tol.energy_ratio, unit="J",
+                                         simulated=_simulated(baseline, "power") or _simulated(candidate, "power")))
     comparison.metrics.append(_tolerance("temperature.max", _max_temperature(baseline), _max_temperature(candidate),
-                                         relative=False, limit=tol.temperature_celsius, unit="°C"))
+                                         relative=False, limit=tol.temperature_celsius, unit="°C",
+                                         simulated=_simulated(baseline, "thermal") or _simulated(candidate, "thermal")))
     return comparison
 
 
 def headline_values(result: Mapping[str, Any]) -> Dict[str, Optional[float]]:
-    """The figures kept per nightly case for history and change-point detection."""
+    """The figures kept per nightly case for history and change-point detection. The p50 is
+    the median of the per-repeat medians, so one odd process cannot move the history; the
+    between-repeat spread and the repeat count make the device's noise history."""
     lat = result.get("latency", {})
     samples = lat.get("samples_ns") or []
-    median = float(np.median(samples)) / 1e9 if samples else lat.get("p50_seconds")
+    medians = repeat_medians(result).all
+    median = float(np.median(medians)) if medians else lat.get("p50_seconds")
     p99 = float(np.percentile(samples, 99)) / 1e9 if samples else lat.get("p99_seconds")
+    spread = lat.get("between_repeat_spread")
+    if spread is None and len(medians) >= 2:
+        spread = float(np.std(np.log(medians), ddof=1))
     return {
+        "latency.between_repeat_spread": spread,
+        "latency.repeats": float(len(medians)) if medians else None,
         "latency.p50": median,
         "latency.p99": p99,
         "latency.mean": lat.get("mean_seconds"),
@@ -275,4 +474,15 @@ def headline_values(result: Mapping[str, Any]) -> Dict[str, Optional[float]]:
 
 
 HISTORY_UNITS = {"latency.p50": "s", "latency.p99": "s", "latency.mean": "s", "latency.load": "s",
+                 "latency.between_repeat_spread": "ratio",
                  "memory.peak": "bytes", "energy.per_inference": "J", "power.mean": "W", "temperature.max": "C"}
+
+
+def noise_history(values: Sequence[Mapping[str, Any]], limit: int = NOISE_HISTORY_RUNS) -> NoiseHistory:
+    """A NoiseHistory from the headline values of earlier runs (oldest first)."""
+    spreads = []
+    for v in list(values)[-limit:]:
+        spread, repeats = v.get("latency.between_repeat_spread"), v.get("latency.repeats")
+        if spread is not None and repeats is not None and repeats >= 2 and math.isfinite(float(spread)):
+            spreads.append((float(spread), int(repeats)))
+    return NoiseHistory(tuple(spreads))

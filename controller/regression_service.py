@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 from sqlmodel import Session
 
@@ -15,7 +15,7 @@ from hilfarm.v1 import farm_pb2 as pb
 from . import changepoints, regression, wire
 from .errors import FailedPrecondition, InvalidArgument
 from .models import Job, JobState
-from .regression_store import JobEvaluation
+from .regression_store import JobEvaluation, runtime_config
 from .suites import budgets_from_doc
 
 log = logging.getLogger("hilfarm.controller")
@@ -50,8 +50,10 @@ class RegressionRpcs:
             raise InvalidArgument("CompareJobs needs a baseline job id and a candidate job id")
         base, cand = self._result(request.baseline_job_id), self._result(request.candidate_job_id)
         tol = regression.Tolerances.from_dict(wire.tolerances_from_pb(request.tolerances))
+        history = self.c.suites.noise_history(cand.model_name, cand.device_profile, runtime_config(cand))
         comparison = regression.compare_results(base.result or {}, cand.result or {}, tol,
-                                                baseline_job_id=base.id, candidate_job_id=cand.id)
+                                                baseline_job_id=base.id, candidate_job_id=cand.id,
+                                                history=history)
         return wire.comparison_to_pb(comparison.to_dict())
 
     def accept(self, request: pb.AcceptBaselineRequest) -> pb.AcceptBaselineResponse:
@@ -133,26 +135,30 @@ def regression_metric_families(store: Any) -> Iterator[Any]:
     reg = RegressionStore(store)
     detected = GaugeMetricFamily("hilfarm_regression_detected",
                                  "1 when the newest suite run of this model found a confirmed regression",
-                                 labels=["model", "device_profile", "runtime"])
+                                 labels=["model", "device_profile", "runtime", "simulated"])
     for case in reg.latest_cases():
         if case.outcome in ("error", "model_failed"):
             continue
         runtime = case.runtime_config.split(" ", 1)[0]
-        detected.add_metric([case.model_name, case.device_profile, runtime], 1.0 if case.outcome == "regression" else 0.0)
+        simulated = "true" if wire.case_simulated(case) else "false"
+        detected.add_metric([case.model_name, case.device_profile, runtime, simulated],
+                            1.0 if case.outcome == "regression" else 0.0)
     yield detected
     runs = CounterMetricFamily("hilfarm_suite_runs_total", "Finished regression suite runs by outcome",
                                labels=["suite", "outcome"])
     for (suite, outcome), n in sorted(reg.suite_run_counts().items()):
         runs.add_metric([suite, outcome], float(n))
     yield runs
-    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it",
-                               labels=["model", "device_profile", "runtime", "constraint"])
+    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it "
+                               "(simulated=\"true\": judged on a simulated sensor, never a real pass)",
+                               labels=["model", "device_profile", "runtime", "constraint", "simulated"])
     for job, evaluation in reg.latest_verdicts():
-        worst: Dict[str, float] = {}
+        worst: Dict[Tuple[str, bool], float] = {}
         for v in evaluation.verdicts or []:
             if v.get("status") in ("pass", "fail"):
-                key = v.get("constraint", "")
+                key = (v.get("constraint", ""), bool(v.get("simulated")))
                 worst[key] = min(worst.get(key, 1.0), 0.0 if v.get("status") == "fail" else 1.0)
-        for key, value in sorted(worst.items()):
-            passes.add_metric([job.model_name, job.device_profile, job.runtime, key], value)
+        for (name, simulated), value in sorted(worst.items()):
+            passes.add_metric([job.model_name, job.device_profile, job.runtime, name,
+                               "true" if simulated else "false"], value)
     yield passes

@@ -70,7 +70,9 @@ def accepts(
         return False, f"busy with job {current_job_id}"
     if agent.busy:
         return False, "busy"
-    missing = [tag for tag in job.required_tags if tag not in agent.tags]
+    # "agent:<id>" pins a job to one agent (a confirmation re-run stays on the device that
+    # found the suspect; a person can pin with --tag agent:<id>).
+    missing = [tag for tag in job.required_tags if tag not in agent.tags and tag != f"agent:{agent.id}"]
     if missing:
         has = ", ".join(agent.tags) or "no tags"
         return False, f"lacks tag{'s' if len(missing) > 1 else ''} {', '.join(missing)} (has {has})"

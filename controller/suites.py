@@ -6,10 +6,18 @@ A suite is a ``SuiteSpec`` document (the proto's fields, as wire.message_to_dict
 suites it was given on their cron schedules. Both go through ``SuiteRunner.start``, so a suite
 behaves the same whoever starts it, and every run is recorded (tables in regression_store.py).
 
+Every job of a suite is measured in ``repeats`` fresh processes (5 unless the suite says
+otherwise), because the comparison with the baseline takes the repeat as its unit
+(regression.py). A suspected regression is confirmed on the device that found it: baseline and
+candidate are re-run one repeat at a time, alternating (A B A B ...), pinned to that agent, so
+that whatever changes on the device over time touches both alike.
+
 Case outcomes, worst first: ``error`` (the farm could not run it: no agent took the job, the
 device or the farm failed), ``model_failed`` (the model or its settings are to blame),
 ``regression`` (confirmed), ``budget_broken``, ``unknown_budget`` (a budget the device cannot
-measure), ``no_baseline`` (nothing to compare with: said so, not a failure by itself), ``pass``.
+measure, or one only a simulated sensor measured), ``inconclusive`` (a side was unsteady, or the
+change is below the device's noise floor: said so, not a failure by itself), ``no_baseline``
+(nothing to compare with: said so, not a failure by itself), ``pass``.
 """
 from __future__ import annotations
 
@@ -33,7 +41,10 @@ log = logging.getLogger("hilfarm.controller.suites")
 
 DEFAULT_BASELINE = "main"
 DEFAULT_PLACEMENT_TIMEOUT = 300.0
-OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "no_baseline", "pass")
+DEFAULT_REPEATS = 5
+OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
+                 "no_baseline", "pass")
+NOT_FAILURES = ("pass", "no_baseline", "inconclusive")
 _FARM_FAULTS = {FailureCategory.INFRASTRUCTURE, FailureCategory.DEVICE_FAULT, FailureCategory.UNSPECIFIED}
 
 
@@ -47,7 +58,7 @@ def run_outcome(cases: Sequence[SuiteCaseRow]) -> str:
     w = worst([c.outcome for c in cases])
     if w == "error" or not cases:
         return "error"
-    return "pass" if w in ("pass", "no_baseline") else "fail"
+    return "pass" if w in NOT_FAILURES else "fail"
 
 
 def budgets_from_doc(docs: Sequence[Dict[str, Any]]) -> List[Budget]:
@@ -66,6 +77,19 @@ def budget_to_doc(b: Budget) -> Dict[str, Any]:
     if b.unit:
         doc["unit"] = b.unit
     return doc
+
+
+def pin_tag(agent_id: str) -> str:
+    """The required tag that pins a job to one agent (scheduler.accepts knows it)."""
+    return f"agent:{agent_id}"
+
+
+def suite_settings(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The suite's run settings, with the suite's default number of repeats."""
+    settings = dict(spec.get("settings") or {})
+    if not settings.get("repeats"):
+        settings["repeats"] = DEFAULT_REPEATS
+    return settings
 
 
 def budgets_by_job(jobs: Sequence[Job], budgets: Sequence[Budget]) -> Dict[str, List[Dict[str, Any]]]:
@@ -124,13 +148,13 @@ class SuiteRunner:
     # ------------------------------------------------------------ the run
 
     def _submit(self, spec: Dict[str, Any], models: Sequence[Dict[str, Any]], profiles: Sequence[str],
-                settings: Optional[Dict[str, Any]] = None) -> List[Job]:
+                settings: Optional[Dict[str, Any]] = None, extra_tags: Sequence[str] = ()) -> List[Job]:
         run, jobs = plan_run(
             self.artifacts,
             models=[ModelSpec(m.get("sha256", ""), m.get("name", ""), m.get("format", "")) for m in models],
             device_profiles=list(profiles),
-            settings=dict(settings if settings is not None else spec.get("settings", {})),
-            required_tags=list(spec.get("required_tags", [])),
+            settings=dict(settings if settings is not None else suite_settings(spec)),
+            required_tags=list(spec.get("required_tags", [])) + list(extra_tags),
             max_attempts=0,
             default_max_attempts=self.default_max_attempts,
             now=self.clock(),
@@ -214,12 +238,14 @@ class SuiteRunner:
             else:
                 case.baseline_job_id = baseline.job_id
                 base_job = self.store.get_job(baseline.job_id)
+                history = self.noise_history(job.model_name, job.device_profile, config)
                 comparison = regression.compare_results(base_job.result or {}, job.result or {}, tol,
-                                                        baseline_job_id=base_job.id, candidate_job_id=job.id)
+                                                        baseline_job_id=base_job.id, candidate_job_id=job.id,
+                                                        history=history)
                 case.comparison = comparison.to_dict()
                 if comparison.regression and not spec.get("no_confirm"):
                     suspects.append((case, job, base_job))
-                case.outcome = "regression" if comparison.regression else "pass"
+                case.outcome = outcome_of(comparison)
                 case.message = comparison.summary
         if suspects:
             self._confirm(spec, suspects, tol, timeout)
@@ -238,13 +264,18 @@ class SuiteRunner:
         self.reg.save_suite_run(run, cases)
         log.info("suite run %s (%s): %s", run.id, run.suite, run.outcome)
 
+    def noise_history(self, model_name: str, profile: str, config: str) -> regression.NoiseHistory:
+        """The between-repeat spreads of this device × model × configuration's recent runs."""
+        rows = self.reg.history(model_name, profile, config=config, limit=regression.NOISE_HISTORY_RUNS)
+        return regression.noise_history([r.values for r in rows])
+
     @staticmethod
     def _judge_budgets(case: SuiteCaseRow) -> None:
         if case.outcome in ("error", "model_failed"):
             return
         verdicts = [Verdict.from_dict(v) for v in case.verdicts]
-        broken = [v for v in verdicts if v.status == FAIL]
-        unknown = [v for v in verdicts if v.status == UNKNOWN]
+        broken = [v for v in verdicts if v.gating_status == FAIL]
+        unknown = [v for v in verdicts if v.gating_status == UNKNOWN]
         notes = []
         if broken:
             notes.append("budget broken: " + ", ".join(f"{v.constraint} {v.comparison} {v.budget:g}" for v in broken))
@@ -254,23 +285,30 @@ class SuiteRunner:
             case.message = "; ".join(notes + ([case.message] if case.message else []))
         if broken and case.outcome != "regression":
             case.outcome = "budget_broken"
-        elif unknown and case.outcome in ("pass", "no_baseline"):
+        elif unknown and case.outcome in NOT_FAILURES:
             case.outcome = "unknown_budget"
 
     def _confirm(self, spec: Dict[str, Any], suspects: Sequence[Tuple[SuiteCaseRow, Job, Job]],
                  tol: regression.Tolerances, timeout: float) -> None:
-        """Re-run each suspect interleaved with its baseline model on the same profile
-        (baseline, candidate, baseline, candidate) and compare the fresh runs. Only a regression
-        both attempts show fails the case."""
+        """Re-run each suspect on the agent that found it, one repeat per job, baseline and
+        candidate alternating (A B A B ...), and compare the fresh repeats. Only a regression
+        both attempts show fails the case; an artifact confirmed against itself comes out
+        clean, because both sides then see the same device at the same times."""
         planned: List[Tuple[SuiteCaseRow, List[Job], List[Job]]] = []
         for case, job, base_job in suspects:
             model = {"sha256": job.model_sha256, "name": job.model_name, "format": job.model_format}
             base_model = {"sha256": base_job.model_sha256, "name": base_job.model_name, "format": base_job.model_format}
             have_baseline_artifact = self.artifacts.stat(base_job.model_sha256) is not None
-            order = [base_model, model, base_model, model] if have_baseline_artifact else [model]
+            pairs = max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), 2)
+            one_repeat = dict(job.settings or {}, repeats=1)
+            pinned = [pin_tag(job.agent_id)] if job.agent_id else []
             submitted: List[Job] = []
-            for m in order:  # one run each, in this order: the scheduler keeps submission order
-                submitted += self._submit(spec, [m], [job.device_profile], settings=job.settings)
+            for _ in range(pairs):  # one run each, in this order: the agent takes them as queued
+                if have_baseline_artifact:
+                    submitted += self._submit(spec, [base_model], [job.device_profile], settings=one_repeat,
+                                              extra_tags=pinned)
+                submitted += self._submit(spec, [model], [job.device_profile], settings=one_repeat,
+                                          extra_tags=pinned)
             bases = submitted[0::2] if have_baseline_artifact else []
             cands = submitted[1::2] if have_baseline_artifact else submitted
             case.confirm_job_ids = [j.id for j in submitted]
@@ -285,28 +323,51 @@ class SuiteRunner:
                                  "from the first attempt alone")
                 continue
             if done_b:
-                base_result = _merged(done_b)
+                base_result = joined_result(done_b)
                 base_id = ",".join(j.id for j in done_b)
             else:
                 base_result = self.store.get_job(case.baseline_job_id).result or {}
                 base_id = case.baseline_job_id
-            comparison = regression.compare_results(base_result, _merged(done_c), tol, baseline_job_id=base_id,
-                                                    candidate_job_id=",".join(j.id for j in done_c))
+            history = self.noise_history(case.model_name, case.device_profile, case.runtime_config)
+            comparison = regression.compare_results(base_result, joined_result(done_c), tol, baseline_job_id=base_id,
+                                                    candidate_job_id=",".join(j.id for j in done_c), history=history)
             case.confirmation = comparison.to_dict()
             if comparison.regression:
                 case.outcome = "regression"
                 case.message = f"confirmed by a re-run: {comparison.summary} (first attempt: {case.message})"
             else:
-                case.outcome = "pass"
+                case.outcome = "inconclusive" if comparison.inconclusive else "pass"
                 case.message = (f"suspected regression not confirmed by a re-run interleaved with the baseline "
-                                f"model ({comparison.summary}); first attempt: {case.message}")
+                                f"model on the same device ({comparison.summary}); first attempt: {case.message}")
 
 
-def _merged(jobs: Sequence[Job]) -> Dict[str, Any]:
-    """One result from several runs of the same model: samples pooled, single readings from the first."""
+def outcome_of(comparison: regression.Comparison) -> str:
+    if comparison.regression:
+        return "regression"
+    return "inconclusive" if comparison.inconclusive else "pass"
+
+
+def joined_result(jobs: Sequence[Job]) -> Dict[str, Any]:
+    """One result from several runs of the same model (one repeat each, as a confirmation
+    makes them): every run's repeats, in order, its samples after the previous run's; single
+    readings (memory, power, heat) from the first run; steady only when every run was."""
     first = dict(jobs[0].result or {})
     samples: List[int] = []
+    repeats: List[Dict[str, Any]] = []
+    reasons: List[str] = []
+    steady = True
     for job in jobs:
-        samples += (job.result or {}).get("latency", {}).get("samples_ns", [])
-    first["latency"] = dict(first.get("latency", {}), samples_ns=samples)
+        result = job.result or {}
+        own = result.get("latency", {}).get("samples_ns", [])
+        steady = steady and regression.is_steady(result)
+        reasons += (result.get("stability") or {}).get("reasons", [])
+        runs = result.get("repeats") or [{"first_sample": 0, "count": len(own),
+                                          "p50_seconds": result.get("latency", {}).get("p50_seconds"),
+                                          "steady": regression.is_steady(result)}]
+        for rep in runs:
+            repeats.append(dict(rep, index=len(repeats), first_sample=len(samples) + int(rep.get("first_sample", 0))))
+        samples += own
+    first["latency"] = dict(first.get("latency", {}), samples_ns=samples, repeats=len(repeats))
+    first["repeats"] = repeats
+    first["stability"] = {"steady": steady, "reasons": reasons}
     return first

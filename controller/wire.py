@@ -387,6 +387,7 @@ def verdict_doc_to_pb(doc: Dict[str, Any]) -> pb.ConstraintVerdict:
         constraint=doc.get("constraint", ""), comparison=doc.get("comparison", ""),
         budget=float(doc.get("budget") or 0.0), status=_VERDICT_STATUS.get(doc.get("status", ""), pb.VERDICT_STATUS_UNKNOWN),
         unit=doc.get("unit") or "", reason=doc.get("reason") or "", device_profile=doc.get("device_profile") or "",
+        simulated=bool(doc.get("simulated")),
     )
     if doc.get("measured") is not None:
         msg.measured = float(doc["measured"])
@@ -401,7 +402,7 @@ def verdict_doc_from_pb(msg: pb.ConstraintVerdict) -> Dict[str, Any]:
         "measured": msg.measured if msg.HasField("measured") else None,
         "margin": msg.margin if msg.HasField("margin") else None,
         "status": _VERDICT_STATUS_FROM_PB.get(msg.status, "unknown"), "unit": msg.unit,
-        "reason": msg.reason, "device_profile": msg.device_profile,
+        "reason": msg.reason, "device_profile": msg.device_profile, "simulated": msg.simulated,
     }
 
 
@@ -447,6 +448,7 @@ def suite_case_to_pb(row: Any, job: Optional[pb.Job] = None) -> pb.SuiteCase:
         baseline_job_id=row.baseline_job_id, message=row.message, confirm_job_ids=list(row.confirm_job_ids),
         duration_seconds=row.duration_seconds,
         verdicts=[verdict_doc_to_pb(v) for v in row.verdicts],
+        simulated=case_simulated(row),
     )
     if row.comparison:
         msg.comparison.CopyFrom(comparison_to_pb(row.comparison))
@@ -457,7 +459,14 @@ def suite_case_to_pb(row: Any, job: Optional[pb.Job] = None) -> pb.SuiteCase:
     return msg
 
 
+def case_simulated(row: Any) -> bool:
+    """A suite case was judged on a simulated figure: a verdict or a comparison says so."""
+    return (any(v.get("simulated") for v in row.verdicts or [])
+            or bool((row.comparison or {}).get("simulated")) or bool((row.confirmation or {}).get("simulated")))
+
+
 def suite_run_to_pb(row: Any, cases: Sequence[pb.SuiteCase] = ()) -> pb.SuiteRun:
     return pb.SuiteRun(id=row.id, suite=row.suite, trigger=row.trigger, baseline=row.baseline, state=row.state,
                        outcome=row.outcome, started_at=row.started_at, finished_at=row.finished_at or 0.0,
-                       message=row.message, accepted=row.accepted, cases=list(cases))
+                       message=row.message, accepted=row.accepted, cases=list(cases),
+                       simulated=any(c.simulated for c in cases))

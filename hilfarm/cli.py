@@ -312,12 +312,14 @@ def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unk
 
 
 def exit_code_for_verdicts(jobs: Sequence[farm_pb2.Job], *, allow_unknown: bool = False) -> int:
-    """1 when a budget is broken, or unknown (never a silent pass) unless allowed."""
+    """1 when a budget is broken, or unknown (never a silent pass) unless allowed. A pass on a
+    simulated reading counts as unknown: a simulation never makes a real pass."""
     for job in jobs:
         for verdict in job.verdicts:
             if verdict.status == farm_pb2.VERDICT_STATUS_FAIL:
                 return EXIT_MODEL_FAILED
-            if verdict.status != farm_pb2.VERDICT_STATUS_PASS and not allow_unknown:
+            real_pass = verdict.status == farm_pb2.VERDICT_STATUS_PASS and not verdict.simulated
+            if not real_pass and not allow_unknown:
                 return EXIT_MODEL_FAILED
     return EXIT_OK
 

@@ -61,19 +61,27 @@ class Verdict:
     unit: str
     reason: str = ""
     device_profile: str = ""
+    simulated: bool = False  # the figure came from a simulated sensor
+
+    @property
+    def gating_status(self) -> str:
+        """The status that decides exit codes and suite outcomes: a simulated reading is never
+        a real pass (it counts as unknown); a simulated failure still fails."""
+        return UNKNOWN if self.simulated and self.status == PASS else self.status
 
     def to_dict(self) -> Dict[str, Any]:
         return {
             "constraint": self.constraint, "comparison": self.comparison, "budget": self.budget,
             "measured": self.measured, "margin": self.margin, "status": self.status,
             "unit": self.unit, "reason": self.reason, "device_profile": self.device_profile,
+            "simulated": self.simulated,
         }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> "Verdict":
         return cls(**{k: doc.get(k) for k in (
             "constraint", "comparison", "budget", "measured", "margin", "status", "unit",
-            "reason", "device_profile")})
+            "reason", "device_profile")}, simulated=bool(doc.get("simulated")))
 
 
 @dataclass(frozen=True)
@@ -229,7 +237,8 @@ def resolve(budgets: Sequence[Budget], profile: str) -> List[Budget]:
     return list(out.values())
 
 
-def _verdicts_for(budget: Budget, value: Optional[float], why: str, unit: str) -> List[Verdict]:
+def _verdicts_for(budget: Budget, value: Optional[float], why: str, unit: str,
+                  simulated: bool = False) -> List[Verdict]:
     out = []
     for comparison, limit in (("<=", budget.max), (">=", budget.min)):
         if limit is None:
@@ -239,7 +248,8 @@ def _verdicts_for(budget: Budget, value: Optional[float], why: str, unit: str) -
             continue
         margin = limit - value if comparison == "<=" else value - limit
         status = PASS if margin >= 0 else FAIL
-        out.append(Verdict(budget.name, comparison, limit, value, margin, status, unit, why, budget.device_profile))
+        out.append(Verdict(budget.name, comparison, limit, value, margin, status, unit, why, budget.device_profile,
+                           simulated))
     return out
 
 
@@ -263,9 +273,10 @@ def evaluate(budgets: Sequence[Budget], result: Mapping[str, Any]) -> List[Verdi
             value, why = None, str(missing)
         except (TypeError, ValueError) as exc:
             value, why = None, f"{budget.name} could not be read: {exc}"
-        if value is not None and _simulated(result, budget.name):
-            why = "measured by a simulated sensor"
-        verdicts += _verdicts_for(budget, value, why, fig.unit)
+        simulated = value is not None and _simulated(result, budget.name)
+        if simulated:
+            why = "measured by a simulated sensor, not a device: never a real pass"
+        verdicts += _verdicts_for(budget, value, why, fig.unit, simulated)
     return verdicts
 
 
@@ -275,8 +286,9 @@ def _simulated(result: Mapping[str, Any], name: str) -> bool:
 
 
 def overall(verdicts: Sequence[Verdict]) -> str:
-    """fail if any budget is broken, else unknown if any figure is unknown, else pass."""
-    statuses = {v.status for v in verdicts}
+    """fail if any budget is broken, else unknown if any figure is unknown (or only simulated),
+    else pass."""
+    statuses = {v.gating_status for v in verdicts}
     if FAIL in statuses:
         return FAIL
     if UNKNOWN in statuses:
@@ -429,7 +441,7 @@ def verdict_to_pb(v: Verdict) -> Any:
 
     msg = farm_pb2.ConstraintVerdict(
         constraint=v.constraint, comparison=v.comparison, budget=v.budget, status=_STATUS_PB[v.status],
-        unit=v.unit, reason=v.reason, device_profile=v.device_profile,
+        unit=v.unit, reason=v.reason, device_profile=v.device_profile, simulated=v.simulated,
     )
     if v.measured is not None:
         msg.measured = v.measured
@@ -444,7 +456,7 @@ def verdict_from_pb(msg: Any) -> Verdict:
         measured=msg.measured if msg.HasField("measured") else None,
         margin=msg.margin if msg.HasField("margin") else None,
         status=_STATUS_FROM_PB.get(msg.status, UNKNOWN), unit=msg.unit, reason=msg.reason,
-        device_profile=msg.device_profile,
+        device_profile=msg.device_profile, simulated=msg.simulated,
     )
 
 

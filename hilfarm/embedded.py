@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import platformdirs
 
@@ -98,6 +98,13 @@ class EmbeddedFarm:
                 # NightlyRunner's own checks (no schedule, not cron) also name the file.
                 raise SuiteError(str(error)) from error
             raise
+
+    @property
+    def controller(self) -> Any:
+        """The running controller (a hilfarm.controller.server.Controller), for embedding."""
+        if self._controller is None:
+            raise RuntimeError("the embedded farm is not started")
+        return self._controller
 
     @property
     def nightly_runner(self) -> Optional["NightlyRunner"]:

@@ -115,11 +115,18 @@ def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
         reg.save_suite_run(run, [SuiteCaseRow(suite_run_id=run.id, model_name="det", model_sha256="a" * 64,
                                               device_profile="rpi5", runtime_config="onnxruntime threads=2",
                                               outcome=outcome, finished_at=100.0 + i)])
+    # A case judged on a simulated device's energy says so in its label.
+    run = reg.create_suite_run("demo", trigger="cli", baseline="main", spec={}, accept=False, now=103.0)
+    run.state, run.outcome = "finished", "pass"
+    reg.save_suite_run(run, [SuiteCaseRow(suite_run_id=run.id, model_name="mlp", model_sha256="b" * 64,
+                                          device_profile="simulated", runtime_config="onnxruntime", outcome="pass",
+                                          comparison={"metrics": [], "simulated": True}, finished_at=103.0)])
     families = {f.name: f for f in regression_metric_families(store)}
     detected = families["hilfarm_regression_detected"].samples
-    assert [(s.labels, s.value) for s in detected] == [
-        ({"model": "det", "device_profile": "rpi5", "runtime": "onnxruntime"}, 1.0)]
+    assert sorted((s.labels["model"], s.labels["simulated"], s.value) for s in detected) == [
+        ("det", "false", 1.0), ("mlp", "true", 0.0)]
+    assert {k for s in detected for k in s.labels} == {"model", "device_profile", "runtime", "simulated"}
     runs = {(s.labels["suite"], s.labels["outcome"]): s.value for s in families["hilfarm_suite_runs"].samples
             if s.name.endswith("_total")}
-    assert runs == {("vision", "fail"): 1.0, ("vision", "pass"): 1.0}
+    assert runs == {("vision", "fail"): 1.0, ("vision", "pass"): 1.0, ("demo", "pass"): 1.0}
     store.close()
