@@ -192,9 +192,12 @@ def test_budgets_and_verdicts_round_trip():
     assert wire.budget_doc_from_pb(wire.budget_doc_to_pb(budget)) == budget
     for verdict in (
         {"constraint": "latency.p99", "comparison": "<=", "budget": 0.04, "measured": 0.05, "margin": -0.01,
-         "status": "fail", "unit": "s", "reason": "", "device_profile": "rpi5"},
+         "status": "fail", "unit": "s", "reason": "", "device_profile": "rpi5", "simulated": False},
         {"constraint": "power.mean", "comparison": "<=", "budget": 3.0, "measured": None, "margin": None,
-         "status": "unknown", "unit": "W", "reason": "no power sensor", "device_profile": ""},
+         "status": "unknown", "unit": "W", "reason": "no power sensor", "device_profile": "", "simulated": False},
+        {"constraint": "power.mean", "comparison": "<=", "budget": 3.0, "measured": 2.5, "margin": 0.5,
+         "status": "pass", "unit": "W", "reason": "measured by a simulated sensor", "device_profile": "",
+         "simulated": True},
     ):
         assert wire.verdict_doc_from_pb(wire.verdict_doc_to_pb(verdict)) == verdict
 
