@@ -57,9 +57,15 @@ class SimulatedModel:
 
 
 class LoadMeter:
-    """CPU load as a fraction of all cores: of one process and its descendants (utime+stime
-    from /proc/PID/stat, children from /proc/PID/task/*/children) or of the whole machine
-    (/proc/stat)."""
+    """CPU load as a fraction of all cores: of one process and its descendants, or of the whole
+    machine (/proc/stat).
+
+    For a process tree the load is its *demand*: the time its threads ran plus the time they
+    waited, runnable, for a CPU (/proc/PID/task/*/schedstat), so a benchmark that would keep a
+    core busy counts as full load even while a busy host lends it only part of one. A simulated
+    device stands for a device of its own; how crowded the machine that simulates it is must
+    not change its heat. Where schedstat is missing, the time the tree ran (utime + stime of
+    /proc/PID/stat) stands in."""
 
     def __init__(self, pid: Optional[int] = None, cores: Optional[int] = None, proc: Union[str, Path] = "/proc",
                  of_cores: int = 0) -> None:
@@ -72,7 +78,19 @@ class LoadMeter:
         self._last: Optional[Tuple[float, float]] = None
 
     def _process_seconds(self, pid: int) -> float:
-        text = (self.proc / str(pid) / "stat").read_text()
+        demand = 0
+        try:
+            for task in (self.proc / str(pid) / "task").iterdir():
+                try:
+                    ran, waited = (task / "schedstat").read_text().split()[:2]
+                    demand += int(ran) + int(waited)
+                except (OSError, ValueError):
+                    continue
+        except OSError:
+            pass
+        if demand:
+            return demand / 1e9
+        text = (self.proc / str(pid) / "stat").read_text()  # raises when the process is gone
         # The command name may hold spaces and parentheses: fields start after the last ')'.
         fields = text.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime

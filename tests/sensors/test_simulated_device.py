@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,8 +71,10 @@ def test_load_meter_follows_a_real_busy_process():
         child.kill()
         child.wait()
     assert busy > 0.25  # a spinning process, even on a loaded 2-core machine
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(5)"],
+                            stdout=subprocess.PIPE)
     try:
+        assert idle.stdout.readline() == b"ready\n"  # done starting up: from now on it only sleeps
         meter = LoadMeter(pid=idle.pid, cores=1)
         meter.read()
         time.sleep(0.4)
@@ -82,6 +86,38 @@ def test_load_meter_follows_a_real_busy_process():
     whole.read()
     time.sleep(0.1)
     assert 0.0 <= whole.read() <= 1.0
+
+
+SPIN = "import time\nt=time.time()\nwhile time.time()-t<8: pass"
+
+
+def test_the_load_of_a_process_tree_is_its_demand_however_crowded_the_machine():
+    """A spinning benchmark is full load for the simulated device even when the host lends it
+    a fraction of a core: the device it stands for would be its own. Crowd every core of this
+    machine twice over, then read a process whose spinning child does the work."""
+    crowd = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(2 * (os.cpu_count() or 1))]
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {SPIN!r}])"])
+    try:
+        time.sleep(0.5)  # the child has started
+        meter = LoadMeter(pid=parent.pid, of_cores=1)
+        meter.read()
+        time.sleep(1.0)
+        demand = meter.read()
+        before, t0 = ran_seconds(crowd[0].pid), time.monotonic()
+        time.sleep(1.0)
+        got = (ran_seconds(crowd[0].pid) - before) / (time.monotonic() - t0)
+    finally:
+        for p in crowd + [parent]:
+            p.kill()
+            p.wait()
+    assert demand >= 0.9, demand
+    assert got < 0.8, got  # the machine really was crowded: no spinner had a core to itself
+
+
+def ran_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_thread_follows_the_load_of_a_process(tmp_path):
