@@ -365,3 +365,142 @@ def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_pat
     assert s.simulated and pb.environment.simulated and pb.power.simulated and pb.thermal.simulated
     back = wire.result_from_pb(pb)
     assert back.sustained.windows[0].runs == s.windows[0].runs and back.sustained.simulated
+
+
+# ---------------------------------------------------------------- no benchmark outlives its agent
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status waits to be collected
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def running_children(data_dir):
+    import json
+
+    return [json.loads(p.read_text()) for p in (data_dir / "children").glob("*.json")]
+
+
+def test_an_agent_killed_mid_job_takes_its_benchmark_with_it(tmp_path, models, plugins):
+    """kill -9 a real agent process while its child measures: the kernel ends the child at
+    once (parent-death signal), so it never runs beside the job's next attempt."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    fake = FakeController()
+    server, port = start_server(fake)
+    data_dir = tmp_path / "agent"
+    profile = tmp_path / "slow-ok.yaml"
+    profile.write_text("name: slow-ok\ndescription: allows the slow test runtime\nextends: local\n"
+                       "runtimes: {allowed: [onnxruntime, test-slow]}\n")
+    env = dict(os.environ, HILFARM_RUNTIME_PLUGINS=plugins[0])
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "hilfarm.cli", "--controller", f"127.0.0.1:{port}", "agent", "run",
+         "--profile", str(profile), "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sha = fake.add_artifact(models["identity"].read_bytes())
+        fake.add_job("long", sha, settings=JobSettings(runtime="test-slow", min_runs=10 ** 6, min_seconds=300))
+        fake.wait_for(lambda: any(j == "long" and p.phase == "measuring" for j, p in fake.progress), timeout=60)
+        (child,) = running_children(data_dir)
+        assert pid_alive(child["pid"])
+        agent.kill()
+        agent.wait()
+        assert wait_until(lambda: not pid_alive(child["pid"]), 2.0), "the benchmark outlived its agent"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        server.stop(0)
+
+
+def test_a_starting_agent_ends_what_a_previous_one_left_running(tmp_path, models, plugins):
+    """A benchmark child whose agent is gone without taking it along (where the parent-death
+    signal is not available) is ended by the next agent on that data dir, and every work
+    directory left behind is removed, before the agent takes work."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hilfarm.agent.orphans import ChildRegistry
+
+    data_dir = tmp_path / "agent"
+    registry = ChildRegistry(data_dir)
+    work = registry.work_root / "hilfarm-job-left"
+    work.mkdir(parents=True)
+    stray = registry.work_root / "hilfarm-job-stray"
+    stray.mkdir()
+    spec = work / "spec.json"
+    spec.write_text(json.dumps({
+        "model_path": str(models["identity"]), "model_format": "onnx",
+        "settings": {"runtime": "test-slow", "min_runs": 10 ** 6, "min_seconds": 300.0},
+        "resolved": {"warmup_runs": 1, "warmup_seconds": 0.01, "warmup_max_seconds": 1.0, "min_runs": 10 ** 6,
+                     "min_seconds": 300.0, "max_runs": 10 ** 7, "max_seconds": 600.0,
+                     "memory_limit_bytes": 0, "timeout_seconds": 600.0, "repeats": 1, "sustained_seconds": 0.0},
+        "plugins": plugins, "progress_fd": -1, "result_path": str(work / "result.json"),
+    }))
+    left = subprocess.Popen([sys.executable, "-m", "hilfarm.agent.child", str(spec)], start_new_session=True,
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        registry.add(left.pid, str(work))
+        time.sleep(0.5)
+        assert pid_alive(left.pid)
+        from hilfarm.agent.service import Agent
+
+        Agent(AgentConfig(controller="127.0.0.1:1", profile="local", data_dir=data_dir))
+        assert wait_until(lambda: left.poll() is not None, 2.0), "the leftover benchmark is still running"
+        assert left.returncode == -9
+        assert not work.exists() and not stray.exists() and running_children(data_dir) == []
+    finally:
+        if left.poll() is None:
+            left.kill()
+        left.wait()
+
+
+def test_a_recorded_pid_that_now_belongs_to_another_process_is_left_alone(tmp_path):
+    """Pids are reused: a record whose process started at another time is not a benchmark."""
+    import json
+    import subprocess
+    import sys
+
+    from hilfarm.agent.orphans import ChildRegistry
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        registry = ChildRegistry(tmp_path)
+        (registry.dir / f"{other.pid}.json").write_text(json.dumps(
+            {"pid": other.pid, "start_ticks": 1, "workdir": str(tmp_path / "gone")}))
+        registry.sweep()
+        assert other.poll() is None and running_children(tmp_path) == []
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_stopping_agent_stops_its_running_benchmark(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    fake.add_job("long", sha, settings=JobSettings(runtime="test-slow", min_runs=10 ** 6, min_seconds=300))
+    fake.wait_for(lambda: any(j == "long" and p.phase == "measuring" for j, p in fake.progress))
+    (child,) = running_children(farm.config.data_dir)
+    t0 = time.monotonic()
+    farm.stop.set()
+    farm.thread.join(timeout=15)
+    assert not farm.thread.is_alive() and time.monotonic() - t0 < 5
+    assert not pid_alive(child["pid"]) and running_children(farm.config.data_dir) == []
+    assert [r.job_id for r in fake.reports] == []  # nothing is reported for a job it did not finish
