@@ -125,6 +125,11 @@ def _settings_options(func):
         click.option("--max-seconds", type=click.FloatRange(min=0), help="Cap on timed duration [150 s]."),
         click.option("--warmup", "warmup_runs", type=click.IntRange(min=0), help="Minimum warmup runs [1]."),
         click.option("--warmup-seconds", type=click.FloatRange(min=0), help="Minimum warmup time [0.5 s]."),
+        click.option("--warmup-max-seconds", type=click.FloatRange(min=0, min_open=True),
+                     help="Warmup goes on until latency stops trending, at most this long [30 s]."),
+        click.option("--repeats", type=click.IntRange(min=1, max=100),
+                     help="Fresh processes to measure in, each with its own load, warmup and timed runs "
+                          "[profile default, 1; regress: 5]. Comparisons take the repeat as their unit."),
         click.option("--threads", type=click.IntRange(min=0), help="Runtime threads (0: runtime default)."),
         click.option("--runtime", type=click.Choice(["onnxruntime", "tflite", "null"]),
                      help="Runtime (default: from the model format)."),
@@ -163,7 +168,7 @@ def build_settings(options: Dict[str, object]) -> Tuple[farm_pb2.JobSettings, Op
     for name in ("min_runs", "min_seconds", "max_runs", "max_seconds", "warmup_runs",
                  "warmup_seconds", "threads", "runtime", "execution_provider",
                  "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path",
-                 "seed", "timeout_seconds", "sustained_seconds"):
+                 "seed", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds"):
         value = options.get(name)
         if value is not None:
             setattr(settings, name, value)

@@ -92,6 +92,11 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
             for u in r.unavailable:
                 if u.field in ("power", "thermal"):
                     unknown_sections.setdefault((job.device_profile, u.field), u.reason)
+            if lat.repeats > 1:
+                notes.append(Text(f"{job.model_name} on {job.device_profile}: {repeats_line(r)}"))
+            if r.HasField("stability") and not r.stability.steady:
+                notes.append(Text(f"{job.model_name} on {job.device_profile}: UNSTEADY, no evidence for a "
+                                  "regression check (see below)", style="bold yellow"))
             for warning in r.warnings:
                 notes.append(Text(f"{job.model_name} on {job.device_profile}: {warning}", style="yellow"))
         else:
@@ -112,6 +117,15 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
     for (device, section), reason in unknown_sections.items():
         notes.append(Text(f"{device}: {section} unknown, {reason}", style="dim"))
     return Group(table, *notes)
+
+
+def repeats_line(r: farm_pb2.BenchmarkResult) -> str:
+    """'5 processes, medians 1.02-1.08 ms, 1.9 % apart': how far the repeats of a job agreed."""
+    lat = r.latency
+    text = f"{lat.repeats} processes, medians {ms(lat.repeat_p50_min_seconds)}-{ms(lat.repeat_p50_max_seconds)} ms"
+    if lat.HasField("between_repeat_spread"):
+        text += f", {lat.between_repeat_spread:.1%} apart (between-process spread)"
+    return text
 
 
 def power_and_heat_cells(result: farm_pb2.BenchmarkResult) -> List[str]:
@@ -157,6 +171,8 @@ def progress_table(jobs: Iterable[farm_pb2.Job]) -> Table:
     for job in jobs:
         p = job.progress
         runs = f"{p.runs_done}/{p.runs_target}" if p.runs_target else (str(p.runs_done) if p.runs_done else "")
+        if p.repeats > 1:
+            runs = f"repeat {p.repeat}/{p.repeats} " + runs
         where = job.agent_id or "; ".join(job.placement_notes)
         table.add_row(
             job.model_name, job.device_profile, _state(job), f"{job.attempt}/{job.max_attempts}",
@@ -247,6 +263,7 @@ def job_detail(job: farm_pb2.Job) -> Group:
         ):
             envt.add_row(key, value)
         parts.append(envt)
+        parts.extend(_repeat_tables(r))
         parts.extend(_power_and_thermal_tables(r))
         parts.extend(_sustained_tables(r))
         for field, reason in missing.items():
@@ -254,6 +271,40 @@ def job_detail(job: farm_pb2.Job) -> Group:
     if job.HasField("failure") and job.failure.detail:
         parts.append(Text("detail:\n" + job.failure.detail, style="dim"))
     return Group(*parts)
+
+
+def _repeat_tables(r: farm_pb2.BenchmarkResult) -> list:
+    """One row per process of the job, whether the runs were steady, and how quiet the device was."""
+    out: list = []
+    if r.repeats:
+        table = Table(title=f"repeats: {repeats_line(r)}" if len(r.repeats) > 1 else "repeat")
+        for column in ("#", "runs", "p50 ms", "p99 ms", "cv", "drift", "warmup s", "peak MiB", "steady"):
+            table.add_column(column, justify="right")
+
+        def opt(rep, name: str, text) -> str:
+            return text(getattr(rep, name)) if rep.HasField(name) else "-"
+
+        for rep in r.repeats:
+            table.add_row(str(rep.index + 1), str(rep.count), opt(rep, "p50_seconds", ms), opt(rep, "p99_seconds", ms),
+                          opt(rep, "cv", lambda v: f"{v:.2f}"), opt(rep, "drift_ratio", lambda v: f"{v:.3f}"),
+                          opt(rep, "warmup_seconds", lambda v: f"{v:.2f}"), opt(rep, "peak_bytes", mib),
+                          "yes" if rep.steady else Text("NO", style="bold yellow"))
+        out.append(table)
+    if r.HasField("stability"):
+        if r.stability.steady:
+            out.append(Text("steady: warmup settled and the timed runs neither drifted nor split into modes"))
+        else:
+            out.append(Text("UNSTEADY (no evidence for a regression check): " + "; ".join(r.stability.reasons),
+                            style="bold yellow"))
+    if r.HasField("activity"):
+        a = r.activity
+        load = (f", load average {a.load_average_start:.2f} → {a.load_average_end:.2f}"
+                if a.HasField("load_average_start") and a.HasField("load_average_end") else "")
+        busy = ", ".join(f"{b.name} (pid {b.pid}) {b.cpu_cores:.2f}" for b in a.busy)
+        other = f"other processes used {a.other_cpu_cores:.2f} cores" if a.HasField("other_cpu_cores") else ""
+        out.append(Text(f"device {'quiet' if a.quiet else 'NOT QUIET'}: {other}{load}"
+                        + (f" (busiest: {busy})" if busy else ""), style="" if a.quiet else "yellow"))
+    return out
 
 
 def _power_and_thermal_tables(r: farm_pb2.BenchmarkResult) -> list:

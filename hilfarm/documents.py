@@ -82,6 +82,7 @@ def verdict_document(v: farm_pb2.ConstraintVerdict) -> Dict[str, Any]:
         "unit": v.unit,
         "reason": v.reason or None,
         "device_profile": v.device_profile or None,
+        "simulated": v.simulated,
     }
 
 
@@ -152,6 +153,8 @@ def _settings(s: farm_pb2.JobSettings) -> Dict[str, Any]:
         "memory_limit_bytes": s.memory_limit_bytes,
         "timeout_seconds": s.timeout_seconds,
         "sustained_seconds": s.sustained_seconds,
+        "repeats": s.repeats,
+        "warmup_max_seconds": s.warmup_max_seconds,
     }
 
 
@@ -164,6 +167,8 @@ def _progress(p: farm_pb2.Progress) -> Dict[str, Any]:
         "elapsed_seconds": p.elapsed_seconds,
         "latest_latency_seconds": p.latest_latency_seconds or None,
         "updated_at": p.updated_at or None,
+        "repeat": p.repeat or None,
+        "repeats": p.repeats or None,
     }
 
 
@@ -202,6 +207,9 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
     }
     latency["count"] = timed_runs(r.latency)
     latency["samples_ns"] = list(r.latency.samples_ns) if with_samples else None
+    latency["repeats"] = r.latency.repeats or max(1, len(r.repeats))
+    for name in ("repeat_p50_min_seconds", "repeat_p50_max_seconds", "between_repeat_spread"):
+        latency[name] = _optional(r.latency, name)
     memory: Dict[str, Any] = {
         name: figure("memory", name, getattr(r.memory, name)) for name in _MEMORY_FIGURES
     }
@@ -233,8 +241,35 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
         "thermal": _thermal(r.thermal) if r.HasField("thermal") else None,
         "timeline": [_sample(t) for t in r.timeline] if with_samples else None,
         "sustained": _sustained(r.sustained) if r.HasField("sustained") else None,
+        "repeats": [_repeat(rep) for rep in r.repeats],
+        # A result from before the stability check has none: it was judged steady.
+        "stability": {"steady": r.stability.steady, "reasons": list(r.stability.reasons)}
+        if r.HasField("stability") else {"steady": True, "reasons": []},
+        "activity": _activity(r.activity) if r.HasField("activity") else None,
         "unavailable": [{"field": u.field, "reason": u.reason} for u in r.unavailable],
         "warnings": list(r.warnings),
+    }
+
+
+_REPEAT_FIGURES = ("load_seconds", "first_inference_seconds", "warmup_seconds", "p50_seconds", "mean_seconds",
+                   "p99_seconds", "cv", "drift_ratio", "peak_bytes")
+
+
+def _repeat(rep: farm_pb2.RepeatResult) -> Dict[str, Any]:
+    return dict({"index": rep.index, "first_sample": rep.first_sample, "count": rep.count,
+                 "warmup_runs": rep.warmup_runs, "steady": rep.steady, "started_at": rep.started_at or None,
+                 "wall_seconds": rep.wall_seconds},
+                **{name: _optional(rep, name) for name in _REPEAT_FIGURES}, warnings=list(rep.warnings))
+
+
+def _activity(a: farm_pb2.DeviceActivity) -> Dict[str, Any]:
+    return {
+        "load_average_start": _optional(a, "load_average_start"),
+        "load_average_end": _optional(a, "load_average_end"),
+        "other_cpu_cores": _optional(a, "other_cpu_cores"),
+        "busy": [{"pid": b.pid, "name": b.name, "cpu_cores": b.cpu_cores} for b in a.busy],
+        "quiet": a.quiet,
+        "source": a.source,
     }
 
 

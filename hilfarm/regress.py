@@ -119,11 +119,12 @@ def _print_suite(run: farm_pb2.SuiteRun) -> None:
     table = Table(title=f"suite {run.suite}: {run.outcome}", show_lines=False)
     for column in ("outcome", "model", "device", "runtime", "budgets", "detail"):
         table.add_column(column, overflow="fold")
-    style = {"pass": "green", "no_baseline": "yellow", "unknown_budget": "yellow"}
+    style = {"pass": "green", "no_baseline": "yellow", "unknown_budget": "yellow", "inconclusive": "yellow"}
     for case in run.cases:
-        budgets = " ".join(f"{v.constraint}:{status_name(v.status)}" for v in case.verdicts) or "-"
-        table.add_row(f"[{style.get(case.outcome, 'red')}]{case.outcome}[/]", case.model_name, case.device_profile,
-                      case.runtime_config, budgets, case.message)
+        budgets = " ".join(f"{v.constraint}:{status_name(v.status)}" + ("(simulated)" if v.simulated else "")
+                           for v in case.verdicts) or "-"
+        outcome = f"[{style.get(case.outcome, 'red')}]{case.outcome}[/]" + (" SIMULATED" if case.simulated else "")
+        table.add_row(outcome, case.model_name, case.device_profile, case.runtime_config, budgets, case.message)
     console().print(table)
     if run.accepted:
         console().print(f"results accepted as baseline {run.baseline}")
@@ -142,8 +143,8 @@ def results() -> None:
 @click.argument("model")
 @click.option("--device", "device", required=True, metavar="PROFILE", help="Device profile.")
 @click.option("--metric", default="latency.p50", show_default=True,
-              help="latency.p50, latency.p99, latency.mean, latency.load, memory.peak, energy.per_inference, "
-                   "power.mean, temperature.max")
+              help="latency.p50, latency.p99, latency.mean, latency.load, latency.between_repeat_spread "
+                   "(the device's noise), memory.peak, energy.per_inference, power.mean, temperature.max")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Newest N points (0: up to a year).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the HistoryResponse message).")
 @click.pass_context
@@ -179,14 +180,17 @@ def results_history(ctx, model, device, metric, limit, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the Comparison message).")
 @click.pass_context
 def results_compare(ctx, baseline_job, candidate_job, as_json):
-    """Compare job CANDIDATE_JOB with BASELINE_JOB on their raw samples. Exit 1 on a regression."""
+    """Compare job CANDIDATE_JOB with BASELINE_JOB, repeat by repeat (each job's per-process
+    medians are the units), with the device's noise history. Exit 1 on a regression."""
     with _client(ctx) as client:
         comparison = client.compare_jobs(baseline_job, candidate_job)
     if as_json:
         click.echo(json.dumps(_message_json(comparison), indent=2))
     else:
-        click.echo(f"baseline {baseline_job} vs candidate {candidate_job}: "
-                   f"{'REGRESSION' if comparison.regression else 'no regression'}")
+        verdict = "REGRESSION" if comparison.regression else ("inconclusive" if any(
+            m.inconclusive for m in comparison.metrics) else "no regression")
+        click.echo(f"baseline {baseline_job} vs candidate {candidate_job}: {verdict}"
+                   + (" (simulated figures compared)" if comparison.simulated else ""))
         for m in comparison.metrics:
             click.echo(f"  [{m.verdict}] {m.summary}")
             click.echo(f"      {m.statistic}")

@@ -41,8 +41,11 @@ def _verdict_text(v: farm_pb2.ConstraintVerdict) -> str:
 
 def junit_xml(run: farm_pb2.SuiteRun, *, allow_unknown: bool = False) -> str:
     """One <testsuite> per suite run; per case a test for the regression check and one per budget.
-    A regression or broken budget is a <failure>, a farm error an <error>, a missing baseline a
-    <skipped> test, an unknown budget a <failure> unless ``allow_unknown`` (then <skipped>)."""
+    A regression or broken budget is a <failure>, a farm error an <error>, a missing baseline or
+    an inconclusive comparison (an unsteady run, a change below the device's noise floor) a
+    <skipped> test, an unknown budget a <failure> unless ``allow_unknown`` (then <skipped>); a
+    budget passed on a simulated reading is unknown, never a pass. A case judged on simulated
+    figures has the property ``simulated=true`` and says so in its name."""
     suite = ET.Element("testsuite", name=run.suite or "hilfarm", id=run.id,
                        timestamp=_iso(run.started_at), hostname="hilfarm")
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -51,8 +54,13 @@ def junit_xml(run: farm_pb2.SuiteRun, *, allow_unknown: bool = False) -> str:
         classname = f"hilfarm.{run.suite}.{case.model_name}.{case.device_profile}".replace(" ", "_")
         total_time += case.duration_seconds
 
-        def add(name: str, kind: str = "", message: str = "", body: str = "", seconds: float = 0.0) -> None:
-            tc = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
+        def add(name: str, kind: str = "", message: str = "", body: str = "", seconds: float = 0.0,
+                simulated: bool = False) -> None:
+            tc = ET.SubElement(suite, "testcase", classname=classname, name=name + (" (simulated)" if simulated else ""),
+                               time=f"{seconds:.3f}")
+            if simulated:
+                props = ET.SubElement(tc, "properties")
+                ET.SubElement(props, "property", name="simulated", value="true")
             counts["tests"] += 1
             if kind:
                 el = ET.SubElement(tc, kind, message=message[:1000])
@@ -69,20 +77,26 @@ def junit_xml(run: farm_pb2.SuiteRun, *, allow_unknown: bool = False) -> str:
                 seconds=case.duration_seconds)
             continue
         regression_name = f"regression {_case_name(case)}"
+        judged_on_simulation = case.simulated
         if not case.baseline_job_id:
             add(regression_name, "skipped", case.message or "no baseline", seconds=case.duration_seconds)
         elif case.outcome == "regression":
-            add(regression_name, "failure", case.message, _comparison_text(case), seconds=case.duration_seconds)
+            add(regression_name, "failure", case.message, _comparison_text(case), seconds=case.duration_seconds,
+                simulated=judged_on_simulation)
+        elif _inconclusive(case):
+            add(regression_name, "skipped", "inconclusive: " + case.message, _comparison_text(case),
+                seconds=case.duration_seconds, simulated=judged_on_simulation)
         else:
-            add(regression_name, seconds=case.duration_seconds)
+            add(regression_name, seconds=case.duration_seconds, simulated=judged_on_simulation)
             suite[-1].find("system-out").text += "\n" + _comparison_text(case)  # type: ignore[union-attr]
         for v in case.verdicts:
             name = f"budget {v.constraint} {v.comparison} {format_value(v.budget, v.unit)} {_case_name(case)}"
             status = status_name(v.status)
             if status == "fail":
-                add(name, "failure", _verdict_text(v))
-            elif status == "unknown":
-                add(name, "skipped" if allow_unknown else "failure", "unknown: " + _verdict_text(v))
+                add(name, "failure", _verdict_text(v), simulated=v.simulated)
+            elif status == "unknown" or v.simulated:
+                why = "unknown: " if status == "unknown" else "simulated, never a real pass: "
+                add(name, "skipped" if allow_unknown else "failure", why + _verdict_text(v), simulated=v.simulated)
             else:
                 add(name)
     if not run.cases:
@@ -97,6 +111,14 @@ def junit_xml(run: farm_pb2.SuiteRun, *, allow_unknown: bool = False) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _inconclusive(case: farm_pb2.SuiteCase) -> bool:
+    """The latency comparison could not decide (or the case says so after its confirmation)."""
+    if case.outcome == "inconclusive":
+        return True
+    latest = case.confirmation if case.confirmation.metrics else case.comparison
+    return any(m.inconclusive for m in latest.metrics)
 
 
 def _iso(ts: float) -> str:
@@ -118,8 +140,8 @@ def _comparison_text(case: farm_pb2.SuiteCase) -> str:
 
 # ---------------------------------------------------------------- Markdown
 
-_ICON = {"pass": "✅", "no_baseline": "➖", "unknown_budget": "❔", "budget_broken": "❌", "regression": "❌",
-         "model_failed": "❌", "error": "⚠️"}
+_ICON = {"pass": "✅", "no_baseline": "➖", "inconclusive": "❔", "unknown_budget": "❔", "budget_broken": "❌",
+         "regression": "❌", "model_failed": "❌", "error": "⚠️"}
 
 
 def markdown(run: farm_pb2.SuiteRun) -> str:
@@ -138,9 +160,14 @@ def markdown(run: farm_pb2.SuiteRun) -> str:
         change = ""
         for m in case.comparison.metrics:
             if m.metric == "latency.median" and math.isfinite(m.ratio):
-                change = f"{m.ratio - 1:+.1%} (95% CI {m.ci_low - 1:+.1%}…{m.ci_high - 1:+.1%}, p={m.p_value:.2g})"
+                change = f"{m.ratio - 1:+.1%} (95% CI {m.ci_low - 1:+.1%}…{m.ci_high - 1:+.1%}, p={m.p_value:.2g}"
+                if m.HasField("noise_floor"):
+                    change += f"; noise floor {m.noise_floor:.1%}"
+                change += ")"
         budgets = ", ".join(f"{v.constraint}: {status_name(v.status)}" for v in case.verdicts) or "—"
         note = case.message.replace("|", "\\|").replace("\n", " ")
+        if case.simulated:
+            note = "SIMULATED figures judged. " + note
         out.append(f"| {_ICON.get(case.outcome, '')} {case.outcome} | {case.model_name} | {case.device_profile} | "
                    f"{case.runtime_config} | {p50} | {change or '—'} | {budgets} | {note} |")
     out.append("")

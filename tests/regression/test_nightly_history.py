@@ -130,3 +130,33 @@ def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
             if s.name.endswith("_total")}
     assert runs == {("vision", "fail"): 1.0, ("vision", "pass"): 1.0, ("demo", "pass"): 1.0}
     store.close()
+
+
+def test_junit_and_markdown_say_inconclusive_and_simulated():
+    """An inconclusive comparison is skipped, not passed; a budget passed on a simulated sensor
+    is never a pass; a case judged on simulated figures says so in its name and properties."""
+    noisy = farm_pb2.Comparison(metrics=[farm_pb2.MetricComparison(
+        metric="latency.median", verdict="unchanged", inconclusive=True, ratio=1.04, ci_low=0.98, ci_high=1.1,
+        noise_floor=0.06, summary="latency change of +4.0% is below this device's noise floor of 6.0%")])
+    run = farm_pb2.SuiteRun(id="r2", suite="s", outcome="pass", started_at=1.8e9, cases=[
+        farm_pb2.SuiteCase(model_name="a", device_profile="p", outcome="inconclusive", baseline_job_id="b",
+                           comparison=noisy, message="below this device's noise floor of 6.0%"),
+        farm_pb2.SuiteCase(model_name="e", device_profile="simulated", outcome="unknown_budget", baseline_job_id="b",
+                           simulated=True,
+                           verdicts=[farm_pb2.ConstraintVerdict(constraint="power.mean", comparison="<=", budget=9,
+                                                                measured=5.0, margin=4.0, unit="W", simulated=True,
+                                                                status=farm_pb2.VERDICT_STATUS_PASS,
+                                                                reason="measured by a simulated sensor")]),
+    ])
+    root = ET.fromstring(reports.junit_xml(run).split("\n", 1)[1])
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("3", "1", "1")
+    skipped = root.find(".//testcase/skipped")
+    assert skipped is not None and skipped.get("message").startswith("inconclusive: ")
+    budget = [tc for tc in root.iter("testcase") if tc.get("name").startswith("budget power.mean")][0]
+    assert budget.get("name").endswith("(simulated)")
+    assert budget.find("failure").get("message").startswith("simulated, never a real pass")
+    assert budget.find("properties/property").attrib == {"name": "simulated", "value": "true"}
+    lenient = ET.fromstring(reports.junit_xml(run, allow_unknown=True).split("\n", 1)[1])
+    assert (lenient.get("failures"), lenient.get("skipped")) == ("0", "2")
+    md = reports.markdown(run)
+    assert "noise floor 6.0%" in md and "SIMULATED figures judged" in md and "❔ inconclusive" in md
