@@ -87,3 +87,18 @@ def test_schema_errors_name_the_file_and_the_field(tmp_path, doc, field):
     with pytest.raises(ConstraintError) as error:
         load_constraint_set(path)
     assert str(path) in str(error.value) and field in str(error.value)
+
+
+def test_a_simulated_reading_is_judged_and_flagged_but_never_a_real_pass(tmp_path):
+    cs = load_constraint_set(write(tmp_path, {"name": "sim", "budgets": {
+        "power.mean": "5W", "temperature.max": "60C", "latency.p99": "1s"}}))
+    simulated = dict(RESULT, power=dict(RESULT["power"], simulated=True),
+                     thermal=dict(RESULT["thermal"], simulated=True))
+    by_name = {v.constraint: v for v in evaluate(cs.budgets, simulated)}
+    power, heat, latency = by_name["power.mean"], by_name["temperature.max"], by_name["latency.p99"]
+    assert power.status == PASS and power.simulated and power.gating_status == UNKNOWN
+    assert "simulated" in power.reason
+    assert heat.status == FAIL and heat.simulated and heat.gating_status == FAIL  # a simulated failure still fails
+    assert latency.status == PASS and not latency.simulated and latency.gating_status == PASS  # real timing
+    assert overall([power, latency]) == UNKNOWN and overall([latency]) == PASS
+    assert power.to_dict()["simulated"] is True and type(power).from_dict(power.to_dict()) == power

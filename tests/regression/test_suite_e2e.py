@@ -180,3 +180,20 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     assert starts == sorted(starts)
     assert case.confirmation is not None and case.confirmation["regression"] is False, case.message
     assert case.outcome in ("pass", "inconclusive") and "not confirmed" in case.message
+
+
+def test_a_budget_met_on_a_simulated_sensor_is_never_a_real_pass(models, tmp_path):
+    """On the simulated device, a power budget the model meets is judged, flagged simulated and
+    counted as unknown: `submit --constraints --wait` exits 1 unless --allow-unknown."""
+    budgets = tmp_path / "power.yaml"
+    budgets.write_text(yaml.safe_dump({"name": "sim", "budgets": {"power.mean": "100W", "latency.p99": "10s"}}))
+    with EmbeddedFarm(data_dir=tmp_path / "sim-farm", profile="simulated") as sim:
+        args = ["submit", str(models["fast"]), "--device", "simulated", "--runs", "20", "--constraints",
+                str(budgets), "--wait", "--json"]
+        done = cli(sim, *args)
+        job = json.loads(done.output)["jobs"][0]
+        verdicts = {v["constraint"]: v for v in job["verdicts"]}
+        assert verdicts["power.mean"]["status"] == "pass" and verdicts["power.mean"]["simulated"] is True
+        assert verdicts["latency.p99"]["simulated"] is False
+        assert done.exit_code == 1
+        assert cli(sim, *args, "--allow-unknown").exit_code == 0
