@@ -92,6 +92,8 @@ class JobSettings:
     memory_limit_bytes: int = 0
     timeout_seconds: float = 0.0
     sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
+    profile_ops: bool = False  # per-operator profile after the timed phase (agent/op_profile.py)
+    profile_ops_runs: int = 0  # profiled inferences; 0 = op_profile.DEFAULT_RUNS
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,12 +175,50 @@ class Environment:
     input_shapes: Dict[str, List[int]] = field(default_factory=dict)
     input_source: str = ""
     runtime_settings: str = ""
+    emulated: bool = False  # ran under an instruction-set emulator: timings are the emulator's
+    emulation: str = ""  # which emulator, and how it was recognised
+    recorded: bool = False  # some figures were read from recordings, not measured here
+    recorded_sources: List[str] = field(default_factory=list)
 
 
 @dataclass
 class Unavailable:
     field: str
     reason: str
+
+
+@dataclass
+class OpTime:
+    node: str
+    op_type: str = ""
+    provider: str = ""
+    calls: int = 0
+    mean_seconds: Optional[float] = None  # None: the runtime has no per-op timer
+    share: Optional[float] = None
+    order: int = 0
+
+
+@dataclass
+class OpProfile:
+    """Per-operator profile of a job (JobSettings.profile_ops), taken after the timed phase."""
+
+    source: str = ""
+    runs: int = 0
+    ops: List[OpTime] = field(default_factory=list)
+    nodes_by_provider: Dict[str, int] = field(default_factory=dict)
+    timing_unavailable: str = ""  # why ops have no times
+    trace_format: str = ""
+    trace: Optional[str] = None  # the runtime's own full trace (text); the controller stores it
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "OpProfile":
+        d = dict(d)
+        d["ops"] = [OpTime(**o) for o in d.get("ops", [])]
+        return cls(**d)
 
 
 @dataclass
@@ -195,6 +235,7 @@ class BenchmarkResult:
     # Wall time of the timed phase, as the child measured it (not on the wire: it places the
     # samples on the telemetry's clock in sustained mode).
     timed_wall_seconds: Optional[float] = None
+    op_profile: Optional[OpProfile] = None  # with JobSettings.profile_ops
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -211,6 +252,7 @@ class BenchmarkResult:
             unavailable=[Unavailable(**u) for u in d.get("unavailable", [])],
             warnings=list(d.get("warnings", [])),
             timed_wall_seconds=d.get("timed_wall_seconds"),
+            op_profile=OpProfile.from_dict(d["op_profile"]) if d.get("op_profile") else None,
         )
 
 
