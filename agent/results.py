@@ -283,6 +283,7 @@ class Capabilities:
     kernel: str = ""
     python_version: str = ""
     accelerators: List[str] = field(default_factory=list)
+    emulation: str = ""  # non-empty: the agent runs under an emulator (agent/emulation.py)
     # Runtimes that failed to import, with the reason. Not on the wire; logged by the agent.
     absent: Dict[str, str] = field(default_factory=dict)
 

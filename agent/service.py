@@ -27,7 +27,8 @@ import grpc
 from hilfarm import __version__
 from hilfarm.agent import runtimes, wire
 from hilfarm.agent.cache import ArtifactCache
-from hilfarm.agent.capabilities import probe_capabilities
+from hilfarm.agent.capabilities import probe_capabilities_in_child
+from hilfarm.agent.emulation import detect_emulation
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.job_telemetry import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
@@ -100,8 +101,13 @@ class Agent:
             log.info("device profile %s detected: %s", self.profile.name, why)
         runtimes.load_plugins(config.runtime_plugins)
         runtimes.load_plugins()
-        self.capabilities = probe_capabilities(self.profile.runtimes_allowed or None)
+        self.capabilities = probe_capabilities_in_child(self.profile.runtimes_allowed or None,
+                                                        config.runtime_plugins)
         self.capabilities.accelerators = list(self.profile.accelerators)
+        self.capabilities.emulation = detect_emulation()
+        if self.capabilities.emulation:
+            log.warning("this agent runs under an emulator; every result is labelled emulated: %s",
+                        self.capabilities.emulation)
         log.info(
             "runtimes: %s",
             ", ".join(f"{r.name} {r.version} ({r.package})" for r in self.capabilities.runtimes) or "none",
@@ -120,7 +126,7 @@ class Agent:
                         self.profile.name)
         try:
             # A misspelt sensor kind or option is the profile's fault: say so at start, not per job.
-            for s in build_sensors(self.telemetry.sensors, self.telemetry.root):
+            for s in build_sensors(self.telemetry.sensors, self.telemetry.root, self.telemetry.command_runner()):
                 s.close()
         except SensorConfigError as exc:
             raise ProfileError(f"{self.profile.sources[-1]}: field {exc}") from None
@@ -195,10 +201,17 @@ class Agent:
             farm_pb2.LeaseJobRequest(agent_id=self.agent_id, wait_seconds=wait),
             metadata=self.metadata, timeout=wait + 10,
         )
-        while not fut.done():
-            if stop.wait(0.1):
+        # Wake on the answer, or twice a second to notice ``stop``: an idle agent must cost its
+        # device next to nothing (benchmarks/agent_footprint.py), so no tight polling here.
+        done = threading.Event()
+        fut.add_done_callback(lambda _f: done.set())
+        while not done.wait(0.5):
+            if stop.is_set():
                 fut.cancel()
                 return None
+        if stop.is_set() and not fut.done():
+            fut.cancel()
+            return None
         resp = fut.result()  # raises grpc.RpcError
         if not resp.HasField("lease"):
             return None
@@ -275,6 +288,8 @@ class Agent:
                 env = outcome.result.environment
                 env.agent_id, env.device_profile = self.agent_id, self.profile.name
                 env.hostname, env.agent_version = self.hostname, __version__
+                if self.capabilities.emulation:
+                    env.emulated, env.emulation = True, self.capabilities.emulation
             else:
                 assert outcome.failure is not None
                 log.info("job %s failed: %s: %s", job.job_id, outcome.failure.category.name, outcome.failure.message)
@@ -327,7 +342,7 @@ class Agent:
         tel.mark("finished")
         result = outcome.result
         summary = tel.finish(inferences=len(result.latency.samples_ns))
-        attach_summary(result, summary, self.profile.name)
+        attach_summary(result, summary, self.profile.name, self.telemetry.recorded)
         if job.settings.sustained_seconds > 0:
             attach_sustained(result, sustained_summary(
                 result.latency.samples_ns, job.settings.sustained_seconds, tel.sampler,

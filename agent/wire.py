@@ -235,6 +235,7 @@ def capabilities_to_pb(c: Capabilities) -> farm_pb2.Capabilities:
         kernel=c.kernel,
         python_version=c.python_version,
         accelerators=list(c.accelerators),
+        emulation=c.emulation,
     )
 
 
@@ -250,6 +251,7 @@ def capabilities_from_pb(pb: farm_pb2.Capabilities) -> Capabilities:
         kernel=pb.kernel,
         python_version=pb.python_version,
         accelerators=list(pb.accelerators),
+        emulation=pb.emulation,
     )
 
 

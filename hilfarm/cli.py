@@ -151,6 +151,11 @@ def _settings_options(func):
                      help="Sustained mode: run the timed phase for SECONDS of wall time (run counts do not "
                           "apply; --timeout then covers the rest of the job) and report latency, power and "
                           "temperature per window, to expose thermal throttling."),
+        click.option("--profile-ops", "profile_ops", is_flag=True, default=None,
+                     help="After the timed runs, profile every node/operator (time, and the provider or "
+                          "delegate that ran it); the full trace is kept with the result."),
+        click.option("--profile-ops-runs", "profile_ops_runs", type=click.IntRange(min=1, max=1000),
+                     help="Inferences the per-operator profile averages over [10]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -163,7 +168,7 @@ def build_settings(options: Dict[str, object]) -> Tuple[farm_pb2.JobSettings, Op
     for name in ("min_runs", "min_seconds", "max_runs", "max_seconds", "warmup_runs",
                  "warmup_seconds", "threads", "runtime", "execution_provider",
                  "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path",
-                 "seed", "timeout_seconds", "sustained_seconds"):
+                 "seed", "timeout_seconds", "sustained_seconds", "profile_ops", "profile_ops_runs"):
         value = options.get(name)
         if value is not None:
             setattr(settings, name, value)

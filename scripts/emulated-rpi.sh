@@ -35,7 +35,7 @@ wheel_requirements=(
   "tflite-runtime==2.13.*" "onnxruntime==1.16.3"
   "click>=8.1" "PyYAML>=6" "jsonschema>=4.17" "platformdirs>=3" "rich>=13"
 )
-recipe_version=1  # bump when the steps below change what a build produces
+recipe_version=2  # bump when the steps below change what a build produces
 
 rootfs_key=$(printf '%s\n' "$recipe_version" "$suite" "$arch" "$variant" "$include" | sha256sum | cut -c1-16)
 wheels_key=$(printf '%s\n' "$recipe_version" "$wheel_platform" "$wheel_python" "${wheel_requirements[@]}" | sha256sum | cut -c1-16)
@@ -84,6 +84,8 @@ if [ ! -x "$rootfs/usr/bin/python3" ]; then
     { tail -n 30 "$cache/rootfs/debootstrap.log" >&2; say "debootstrap failed (log: $cache/rootfs/debootstrap.log)"; exit 1; }
   # The login Raspberry Pi OS has, sshd's privilege separation directory, and a clean apt cache.
   chroot "$tmp" /usr/sbin/useradd --create-home --shell /bin/bash pi
+  # No password, but not locked either: sshd (without PAM) refuses a locked account's key login.
+  chroot "$tmp" /usr/sbin/usermod -p '*' pi
   mkdir -p "$tmp/run/sshd"
   rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
   echo "rpi5-emulated" >"$tmp/etc/hostname"

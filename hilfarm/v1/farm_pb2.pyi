@@ -594,7 +594,7 @@ class RuntimeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., package: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("runtimes", "cpu_cores", "memory_bytes", "machine", "os", "kernel", "python_version", "accelerators")
+    __slots__ = ("runtimes", "cpu_cores", "memory_bytes", "machine", "os", "kernel", "python_version", "accelerators", "emulation")
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
     CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -603,6 +603,7 @@ class Capabilities(_message.Message):
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
+    EMULATION_FIELD_NUMBER: _ClassVar[int]
     runtimes: _containers.RepeatedCompositeFieldContainer[RuntimeInfo]
     cpu_cores: int
     memory_bytes: int
@@ -611,7 +612,8 @@ class Capabilities(_message.Message):
     kernel: str
     python_version: str
     accelerators: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., machine: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., accelerators: _Optional[_Iterable[str]] = ...) -> None: ...
+    emulation: str
+    def __init__(self, runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., machine: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., accelerators: _Optional[_Iterable[str]] = ..., emulation: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("agent_id", "device_profile", "tags", "state", "last_seen", "hostname", "agent_version", "capabilities", "current_job_id")
