@@ -95,17 +95,50 @@ PROBE_TIMEOUT_SECONDS = 300.0  # importing the runtimes under emulation takes a 
 
 def probe_capabilities_in_child(allowed: Optional[Sequence[str]] = None, plugins: Sequence[str] = (),
                                 timeout: float = PROBE_TIMEOUT_SECONDS) -> Capabilities:
-    """probe_capabilities in a fresh interpreter, so this process never imports the runtimes."""
+    """probe_capabilities in a fresh interpreter, so this process never imports the runtimes.
+
+    A runtime whose import kills the interpreter (an abort in its native code) cannot take the
+    others with it: when the probe of all of them dies, each is probed in a child of its own,
+    and the one that dies is reported absent with how it died."""
+    names = list(allowed) if allowed else sorted(runtimes.registered_runtimes())
+    try:
+        return _probe_child(names, plugins, timeout)
+    except _ProbeDied:
+        pass
+    caps: Optional[Capabilities] = None
+    found: List[RuntimeInfo] = []
+    absent: Dict[str, str] = {}
+    for name in names:
+        try:
+            one = _probe_child([name], plugins, timeout)
+        except _ProbeDied as exc:
+            absent[name] = str(exc)
+            continue
+        caps = caps or one
+        found.extend(one.runtimes)
+        absent.update(one.absent)
+    if caps is None:
+        caps = probe_capabilities([])  # the machine's figures, with no runtime imported
+    caps.runtimes, caps.absent = found, absent
+    return caps
+
+
+class _ProbeDied(Exception):
+    pass
+
+
+def _probe_child(names: Sequence[str], plugins: Sequence[str], timeout: float) -> Capabilities:
     command = [sys.executable, "-m", "hilfarm.agent.capabilities"]
-    for name in allowed or []:
+    for name in names:
         command += ["--allowed", name]
     for module in plugins:
         command += ["--plugin", module]
     proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
-        raise RuntimeError("probing the runtimes failed in a child process: " + " / ".join(tail))
+        tail = [ln for ln in proc.stderr.decode("utf-8", "replace").strip().splitlines() if ln.strip()][-4:]
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        raise _ProbeDied(f"importing it killed the probe process ({how}): " + " / ".join(tail))
     doc = json.loads(proc.stdout.decode("utf-8"))
     caps = Capabilities(**{k: v for k, v in doc.items() if k not in ("runtimes",)})
     caps.runtimes = [RuntimeInfo(**r) for r in doc.get("runtimes", [])]

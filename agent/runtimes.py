@@ -259,6 +259,14 @@ def classify_ort_error(exc: BaseException, during: str) -> JobFailed:
     return _classify_common(exc, during)
 
 
+def provider_list(text: str) -> List[str]:
+    """``--provider`` as ONNX Runtime's priority list; CPU last unless named."""
+    providers = [p.strip() for p in (text or "").split(",") if p.strip()] or ["CPUExecutionProvider"]
+    if len(providers) > 1 and "CPUExecutionProvider" not in providers:
+        providers.append("CPUExecutionProvider")
+    return providers
+
+
 @register_runtime("onnxruntime", formats=("onnx",))
 class OnnxRuntime(Runtime):
     @classmethod
@@ -288,23 +296,26 @@ class OnnxRuntime(Runtime):
                 f"use one of {', '.join(_ORT_OPT_LEVELS)}",
             )
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_OPT_LEVELS[level_name])
-        ep = s.execution_provider or "CPUExecutionProvider"
+        # One provider, or a priority list "TensorrtExecutionProvider,CUDAExecutionProvider":
+        # ONNX Runtime gives each node to the first provider in the list that can run it.
+        providers = provider_list(s.execution_provider)
         available = ort.get_available_providers()
-        if ep not in available:
+        missing = [ep for ep in providers if ep not in available]
+        if missing:
             raise JobFailed(
                 FailureCategory.CONFIGURATION,
-                f"execution provider {ep} is not available in onnxruntime {ort.__version__} on this "
+                f"execution provider {', '.join(missing)} is not available in onnxruntime {ort.__version__} on this "
                 f"device (available: {', '.join(available)})",
             )
         self._level = level_name
         self._opts = opts
         self._model_path = model_path
-        self._providers = [ep]
+        self._providers = providers
         try:
-            self._sess = ort.InferenceSession(model_path, sess_options=opts, providers=[ep])
+            self._sess = ort.InferenceSession(model_path, sess_options=opts, providers=providers)
         except Exception as exc:
             raise classify_ort_error(exc, "model load") from exc
-        self._ep = self._sess.get_providers()[0]
+        self._ep = ", ".join(self._sess.get_providers())
         self._feeds: Dict[str, Any] = {}
 
     def input_specs(self) -> List[TensorSpec]:

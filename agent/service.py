@@ -25,7 +25,7 @@ from typing import Iterator, List, Optional, Tuple, Union
 import grpc
 
 from hilfarm import __version__
-from hilfarm.agent import runtimes, wire
+from hilfarm.agent import acceleration, runtimes, wire
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities_in_child
 from hilfarm.agent.emulation import detect_emulation
@@ -315,10 +315,12 @@ class Agent:
                 f"device profile {self.profile.name} does not allow runtime {runtime.name} "
                 f"(allowed: {', '.join(allowed)})",
             )
+        settings = acceleration.resolve(job.settings, runtime.name, self.profile.name, self.profile.acceleration,
+                                        self.capabilities)
         bench = BenchmarkJob(
             model_path=str(model),
             model_format=job.model_format,
-            settings=job.settings,
+            settings=settings,
             inputs_path=inputs,
             pin_cores=list(self.profile.pin_cores),
             plugins=list(self.config.runtime_plugins),

@@ -358,6 +358,33 @@ def jobs_list(ctx, run_id, states, limit, as_json):
         console().print(jobs_table(found))
 
 
+@jobs.command("trace")
+@click.argument("job_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the trace here [standard output].")
+@click.pass_context
+def jobs_trace(ctx, job_id, output):
+    """The full per-operator trace of a job run with --profile-ops (the runtime's own format,
+    e.g. ONNX Runtime's Chrome trace JSON: open it in chrome://tracing or Perfetto)."""
+    with _client(ctx) as client:
+        job = client.get_job(job_id)
+        profile = job.result.op_profile
+        if not job.result.HasField("op_profile"):
+            raise click.ClickException(f"job {job_id} has no per-operator profile (submit it with --profile-ops)")
+        if not profile.trace_sha256:
+            why = profile.timing_unavailable or "the runtime wrote none"
+            raise click.ClickException(f"job {job_id} has a per-operator profile but no trace: {why}")
+        stream = output.open("wb") if output is not None else sys.stdout.buffer
+        try:
+            for block in client.download(profile.trace_sha256):
+                stream.write(block)
+        finally:
+            if output is not None:
+                stream.close()
+    if output is not None:
+        click.echo(f"wrote {output} ({profile.trace_bytes} bytes, {profile.trace_format})", err=True)
+
+
 @jobs.command("show")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the job object of hilfarm.run/v1).")

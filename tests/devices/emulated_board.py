@@ -4,7 +4,8 @@ on a loopback port, with everything running as aarch64 code under qemu-user.
 
 The cached root filesystem is never changed: the board runs on an overlay (the cache as the
 lower layer, a temporary directory as the upper one), in its own mount, PID and UTS namespaces
-(`unshare`), chrooted. /proc is the namespace's own, /tmp and /run are fresh tmpfs, the
+(`unshare`), chrooted. /proc is the namespace's own, /sys this machine's (ONNX Runtime reads
+the CPU list there; the agent's sensors read the recorded tree instead), /tmp and /run are fresh tmpfs, the
 wheelhouse is bind-mounted read-only at /srv/wheelhouse, and the recorded Raspberry Pi 5 tree
 (tests/fixtures) is copied to /opt/hilfarm-recorded/rpi5. The board shares this machine's
 network namespace, so its sshd listens on 127.0.0.1 and its agent dials the controller there.
@@ -34,6 +35,7 @@ set -eu
 lower=$1 upper=$2 work=$3 merged=$4 wheelhouse=$5
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc proc "$merged/proc"
+mount -t sysfs sysfs "$merged/sys"
 mount --rbind /dev "$merged/dev"
 mount -t tmpfs -o mode=1777 tmpfs "$merged/tmp"
 mount -t tmpfs tmpfs "$merged/run"
