@@ -221,7 +221,9 @@ class JobTelemetry:
     def __init__(self, config: TelemetryConfig, root: Optional[Union[str, Path]] = None,
                  runner: Optional[CommandRunner] = None, cancel: Optional[threading.Event] = None) -> None:
         self.config = config
-        self.root = str(root if root is not None else config.root)
+        # A path, or a SysRoot (a phone read over adb).
+        self.root = root if root is not None and not isinstance(root, (str, Path)) else str(
+            root if root is not None else config.root)
         self.runner = runner if runner is not None else config.command_runner()
         self.cancel = cancel
         self.cooldown: Optional[CooldownOutcome] = None

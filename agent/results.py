@@ -144,6 +144,8 @@ class LatencyStats:
     cv: Optional[float] = None
     throughput_per_second: Optional[float] = None
     drift_ratio: Optional[float] = None
+    # Timed runs when there are no raw samples (a phone's benchmark binary prints only a summary).
+    count: Optional[int] = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
@@ -64,6 +64,10 @@ class AgentConfig:
     lease_wait_seconds: float = 10.0
     progress_interval_seconds: float = 1.0
     backoff_max_seconds: float = 30.0
+    # Phone mode: drive the Android device with this serial over adb (agent/android.py);
+    # adb_runner replaces adb itself (recorded outputs in tests).
+    adb_serial: Optional[str] = None
+    adb_runner: Optional[Callable[..., str]] = None
 
 
 def run_agent(config: AgentConfig, stop: threading.Event) -> None:
@@ -101,8 +105,17 @@ class Agent:
             log.info("device profile %s detected: %s", self.profile.name, why)
         runtimes.load_plugins(config.runtime_plugins)
         runtimes.load_plugins()
-        self.capabilities = probe_capabilities_in_child(self.profile.runtimes_allowed or None,
-                                                        config.runtime_plugins)
+        self.phone: Optional[Callable[..., str]] = None
+        if config.adb_serial or config.adb_runner is not None:
+            from hilfarm.agent import android
+
+            self.phone = config.adb_runner or android.AdbRunner(config.adb_serial or "")
+            # Raises android.NoDevice (a clear "not attached") when the phone is not there.
+            self.capabilities, facts = android.phone_capabilities(self.phone, self.profile.data.get("android") or {})
+            log.info("driving Android phone %s (%s) over adb", getattr(self.phone, "serial", ""), self.capabilities.os)
+        else:
+            self.capabilities = probe_capabilities_in_child(self.profile.runtimes_allowed or None,
+                                                            config.runtime_plugins)
         self.capabilities.accelerators = list(self.profile.accelerators)
         self.capabilities.emulation = detect_emulation()
         if self.capabilities.emulation:
@@ -124,9 +137,12 @@ class Agent:
             self.telemetry.root = str(self._simulated.root)
             log.warning("profile %s simulates its sensors: every power and thermal figure is flagged simulated",
                         self.profile.name)
+        if self.phone is not None and getattr(self.phone, "recorded", ""):
+            self.telemetry.recorded = self.telemetry.recorded or self.phone.recorded  # type: ignore[attr-defined]
         try:
             # A misspelt sensor kind or option is the profile's fault: say so at start, not per job.
-            for s in build_sensors(self.telemetry.sensors, self.telemetry.root, self.telemetry.command_runner()):
+            root, runner = self._sensor_access()
+            for s in build_sensors(self.telemetry.sensors, root, runner):
                 s.close()
         except SensorConfigError as exc:
             raise ProfileError(f"{self.profile.sources[-1]}: field {exc}") from None
@@ -150,6 +166,14 @@ class Agent:
         self.busy = False
         self._registered = threading.Event()
         self._register_lock = threading.Lock()
+
+    def _sensor_access(self) -> Tuple[object, object]:
+        """Where the sensors read: the phone over adb, a recording, or this machine."""
+        if self.phone is not None:
+            from hilfarm.agent import android
+
+            return android.AdbSysRoot(self.phone), android.AdbShell(self.phone)
+        return self.telemetry.root, self.telemetry.command_runner()
 
     # ------------------------------------------------------------ controller calls
 
@@ -328,11 +352,15 @@ class Agent:
         )
         # Cooldown, then the sampler (outside the child) with an idle baseline before it starts.
         relay.update(Progress(phase="cooldown", updated_at=time.time()))
-        tel = JobTelemetry(self.telemetry, cancel=cancel)
+        root, runner = self._sensor_access()
+        tel = JobTelemetry(self.telemetry, root=root, runner=runner, cancel=cancel)
         tel.before_run()
         relay.telemetry = tel
         try:
-            outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel)
+            if self.phone is not None:
+                outcome = self._run_on_phone(bench, job, runtime.name, relay, cancel)
+            else:
+                outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel)
         except BaseException:
             tel.abort()
             raise
@@ -343,12 +371,29 @@ class Agent:
             return outcome
         tel.mark("finished")
         result = outcome.result
-        summary = tel.finish(inferences=len(result.latency.samples_ns))
+        summary = tel.finish(inferences=len(result.latency.samples_ns) or result.latency.count)
         attach_summary(result, summary, self.profile.name, self.telemetry.recorded)
         if job.settings.sustained_seconds > 0:
             attach_sustained(result, sustained_summary(
                 result.latency.samples_ns, job.settings.sustained_seconds, tel.sampler,
                 wall_seconds=result.timed_wall_seconds))
+        return outcome
+
+    def _run_on_phone(self, bench: BenchmarkJob, job: LeasedJob, runtime: str, relay: "_ProgressRelay",
+                      cancel: threading.Event) -> JobOutcome:
+        from hilfarm.agent import android
+        from hilfarm.agent.harness import resolve_settings
+
+        phone_job = android.AndroidJob(bench.model_path, bench.model_format, runtime, bench.settings,
+                                       job.model_sha256, resolve_settings(bench.settings, bench.defaults))
+        try:
+            outcome = android.run_on_phone(self.phone, phone_job, self.profile.data.get("android") or {}, cancel,
+                                           on_phase=lambda p: relay.update(Progress(phase=p, updated_at=time.time())))
+        except android.AdbError as exc:
+            raise JobFailed(FailureCategory.DEVICE_FAULT, f"the phone could not run the job: {exc}") from None
+        if outcome.result is not None:
+            env, caps = outcome.result.environment, self.capabilities
+            env.os, env.kernel, env.machine = caps.os, caps.kernel, caps.machine
         return outcome
 
     # ------------------------------------------------------------ main loop

@@ -118,6 +118,9 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
             if f.name == "samples_ns":
                 target.samples_ns.extend(int(x) for x in v)
                 target.count = len(v)
+            elif f.name == "count":
+                if v:
+                    target.count = v
             elif v is None:
                 key = f"{section}.{f.name}"
                 if key not in named:
@@ -190,6 +193,8 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
         for f in dataclasses.fields(cls):
             if f.name == "samples_ns":
                 values[f.name] = list(src.samples_ns)
+            elif f.name == "count":
+                values[f.name] = src.count if src.count and not src.samples_ns else None
             elif f"{section}.{f.name}" in named:
                 values[f.name] = None
             else:

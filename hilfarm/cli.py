@@ -618,23 +618,36 @@ def agent() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact cache and agent state [user data dir/agent].")
 @click.option("--agent-id", default=None, help="Stable id of this device (default: derived and stored).")
+@click.option("--adb-serial", default=None, metavar="SERIAL",
+              help="Phone mode: drive the Android device with this serial over adb from this host "
+                   "(one agent per phone; use --profile android-phone or a unit profile extending it).")
 @click.pass_context
-def agent_run(ctx, profile, tags, data_dir, agent_id):
+def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial):
     """Dial out to the controller and run the jobs it leases to this device."""
     from hilfarm.agent.service import AgentConfig, run_agent
     from hilfarm.embedded import default_data_dir
 
+    if adb_serial and not agent_id:
+        agent_id = f"android-{re.sub(r'[^A-Za-z0-9._-]+', '-', adb_serial)}"
     config = AgentConfig(
         controller=ctx.obj["controller"],
         token=ctx.obj["token"],
-        profile=profile,
+        profile=profile or ("android-phone" if adb_serial else None),
         tags=list(tags),
-        data_dir=data_dir or default_data_dir() / "agent",
+        data_dir=data_dir or default_data_dir() / ("agent" if not adb_serial else f"agent-{agent_id}"),
         agent_id=agent_id,
+        adb_serial=adb_serial,
     )
     stop = threading.Event()
     _stop_on_signals(stop)
-    run_agent(config, stop)
+    try:
+        run_agent(config, stop)
+    except Exception as exc:
+        from hilfarm.agent.android import AdbError
+
+        if isinstance(exc, AdbError):
+            raise click.ClickException(str(exc)) from None
+        raise
 
 
 @main.command()

@@ -127,6 +127,7 @@ def device_document(device: farm_pb2.Device) -> Dict[str, Any]:
             "kernel": caps.kernel,
             "python_version": caps.python_version,
             "accelerators": list(caps.accelerators),
+            "emulation": caps.emulation or None,
         },
     }
 
