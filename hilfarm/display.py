@@ -190,7 +190,7 @@ def devices_table(devices: Iterable[farm_pb2.Device]) -> Table:
         caps = d.capabilities
         runtimes = ", ".join(f"{r.name} {r.version}" for r in caps.runtimes)
         table.add_row(
-            d.agent_id, d.device_profile, d.state, ",".join(d.tags), runtimes,
+            d.agent_id, d.device_profile + (" (EMULATED)" if caps.emulation else ""), d.state, ",".join(d.tags), runtimes,
             str(caps.cpu_cores), f"{caps.memory_bytes / (1 << 30):.1f}", d.current_job_id,
         )
     return table
