@@ -47,6 +47,16 @@ exec chroot "$merged" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config.hilfarm
 """
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies, even if the test is
+    killed before its teardown runs, so a board never outlives the tests (unshare --kill-child
+    then takes the whole namespace down)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,7 +118,8 @@ LogLevel VERBOSE
                 ["unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "private",
                  "sh", "-c", _BOOT, "boot", str(self.rootfs), str(upper), str(ovl_work), str(self.merged),
                  str(self.wheelhouse)],
-                stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
             if self._wait_for_banner():
                 return self
             self.stop()
