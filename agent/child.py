@@ -19,6 +19,8 @@ protocol:
    (in sustained mode: for sustained_seconds of wall time, capped only by a safety count);
    only ``runtime.run()`` sits between the two perf_counter_ns calls
 8. read VmHWM again; summarise the runs and judge whether they were one steady state
+9. with ``profile_ops``: the per-operator profile (agent/op_profile.py), which touches none of
+   the figures above
 
 Progress goes to the parent as JSON lines on the file descriptor named in the spec, at most a
 few per second. The outcome is written as JSON to the result path (temp file + rename), so a
@@ -319,6 +321,14 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
     else:
         for f in ("baseline_peak_bytes", "baseline_rss_bytes", "peak_bytes", "model_delta_bytes"):
             unavailable.append(Unavailable(f"memory.{f}", "/proc/self/status does not exist on this OS"))
+
+    last_repeat = int(spec.get("repeat_index", 0)) == int(r.get("repeats", 1)) - 1
+    if settings.profile_ops and last_repeat:
+        # After the timed phase and the memory figures: profiling slows every node and allocates.
+        # Once per job, in its last process: the operators do not change between processes.
+        from hilfarm.agent.op_profile import profile_after_run
+
+        result.op_profile = profile_after_run(runtime, settings.profile_ops_runs)
 
     env = result.environment
     info = system_info()

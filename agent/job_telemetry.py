@@ -58,6 +58,18 @@ class TelemetryConfig:
     expect_governor: str = "performance"
     profile_name: str = ""
     simulated_model: Dict[str, float] = field(default_factory=dict)  # SimulatedModel overrides
+    # telemetry.recorded: the sensors read a recording (root and/or command outputs), not this
+    # machine; every reading is flagged recorded and the description goes with the result.
+    recorded: str = ""
+    recorded_commands: str = ""
+
+    def command_runner(self) -> Optional[CommandRunner]:
+        """Recorded command outputs when the profile names them, else None (run the commands)."""
+        if not self.recorded_commands:
+            return None
+        from hilfarm.agent.sensors import RecordedRunner
+
+        return RecordedRunner(self.recorded_commands)
 
 
 def telemetry_config(profile: Any) -> TelemetryConfig:
@@ -77,12 +89,15 @@ def telemetry_config(profile: Any) -> TelemetryConfig:
     sensors = dict(getattr(profile, "sensors", None) or data.get("sensors") or {})
     if tel.get("simulate") and not sensors:
         sensors = {k: dict(v) for k, v in SIMULATED_SENSORS.items()}
+    recorded = dict(tel.get("recorded") or {})
     return TelemetryConfig(
         sensors=sensors,
         rate_hz=float(tel.get("rate_hz", DEFAULT_RATE_HZ)),
         power_sensor=str(tel.get("power_sensor", "")),
         idle_baseline_seconds=float(tel.get("idle_baseline_seconds", 0.5)),
-        root=str(tel.get("root", "/")),
+        root=str(recorded.get("root") or tel.get("root", "/")),
+        recorded=str(recorded.get("description", "")),
+        recorded_commands=str(recorded.get("commands", "")),
         simulate=bool(tel.get("simulate", False)),
         cooldown=rule,
         expect_governor=str(thermal.get("expect_governor", "performance")),
@@ -208,8 +223,10 @@ class JobTelemetry:
     def __init__(self, config: TelemetryConfig, root: Optional[Union[str, Path]] = None,
                  runner: Optional[CommandRunner] = None, cancel: Optional[threading.Event] = None) -> None:
         self.config = config
-        self.root = str(root if root is not None else config.root)
-        self.runner = runner
+        # A path, or a SysRoot (a phone read over adb).
+        self.root = root if root is not None and not isinstance(root, (str, Path)) else str(
+            root if root is not None else config.root)
+        self.runner = runner if runner is not None else config.command_runner()
         self.cancel = cancel
         self.cooldown: Optional[CooldownOutcome] = None
         self.sampler: Optional[Sampler] = None
@@ -239,7 +256,11 @@ class JobTelemetry:
             self.sampler.mark(phase)
 
     def drain(self) -> List[TelemetryPoint]:
-        return self.sampler.drain() if self.sampler is not None else []
+        points = self.sampler.drain() if self.sampler is not None else []
+        if self.config.recorded:
+            for p in points:
+                p.recorded = True
+        return points
 
     def abort(self) -> None:
         if self.sampler is not None:
@@ -251,6 +272,8 @@ class JobTelemetry:
         assert self.sampler is not None, "before_run() was not called"
         self.sampler.stop()
         summary = self.sampler.summary(inferences=inferences)
+        if self.config.recorded:
+            mark_recorded(summary)
         if summary.thermal is not None and self.cooldown is not None:
             summary.thermal.cooldown_seconds = self.cooldown.seconds
         if self.cooldown is not None and self.cooldown.message:
@@ -290,7 +313,19 @@ class SimulatedDeviceHost:
         self.device.stop()
 
 
-def attach_summary(result: Any, summary: TelemetrySummary, profile_name: str = "") -> None:
+def mark_recorded(summary: TelemetrySummary) -> None:
+    """Flag every figure of a summary read from a recording (profile telemetry.recorded)."""
+    summary.recorded = True
+    if summary.power is not None:
+        summary.power.recorded = True
+    if summary.thermal is not None:
+        summary.thermal.recorded = True
+    for p in summary.timeline:
+        p.recorded = True
+
+
+def attach_summary(result: Any, summary: TelemetrySummary, profile_name: str = "",
+                   recorded: str = "") -> None:
     """Put a job's telemetry into its BenchmarkResult (agent/results.py): the summary itself,
     its unavailable figures (with the profile named, so a person knows which device setup lacks
     the sensor) and warnings into the result's own lists, the governor into the environment and
@@ -320,6 +355,11 @@ def attach_summary(result: Any, summary: TelemetrySummary, profile_name: str = "
         env.runtime_settings = f"{env.runtime_settings}; {note}" if env.runtime_settings else note
     if summary.simulated:
         env.simulated = True
+    if summary.recorded:
+        env.recorded = True
+        source = f"sensors: {recorded}" if recorded else "sensors: a recording"
+        if source not in env.recorded_sources:
+            env.recorded_sources.append(source)
     # Kept once, in the result's lists and environment.
     summary.warnings = []
     summary.unavailable = {}

@@ -49,6 +49,7 @@ class Profile:
     accelerators: List[str] = field(default_factory=list)
     sensors: Dict[str, Any] = field(default_factory=dict)
     thermal: Dict[str, Any] = field(default_factory=dict)
+    acceleration: Dict[str, Any] = field(default_factory=dict)  # expected providers / delegate
     sources: List[str] = field(default_factory=list)  # the files layered, base first
     data: Dict[str, Any] = field(default_factory=dict)  # the merged document
 
@@ -198,6 +199,7 @@ def _to_profile(d: Dict[str, Any], sources: List[str]) -> Profile:
         accelerators=list(d.get("accelerators", [])),
         sensors=dict(d.get("sensors", {})),
         thermal=dict(d.get("thermal", {})),
+        acceleration=dict(d.get("acceleration", {})),
         sources=sources,
         data=d,
     )

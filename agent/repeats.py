@@ -111,6 +111,7 @@ def join_repeats(results: Sequence[BenchmarkResult]) -> BenchmarkResult:
             f"{lat.repeat_p50_max_seconds * 1e3:.3f} ms (spread {spread:.1%} between processes); a comparison "
             f"needs more repeats to resolve a small change")
     joined.warnings = warnings
+    joined.op_profile = results[-1].op_profile  # taken in the last process only
     joined.stability = Stability(steady=all(r.stability.steady for r in results), reasons=reasons)
     joined.timed_wall_seconds = sum(r.timed_wall_seconds or 0.0 for r in results)
     return joined

@@ -94,6 +94,8 @@ class JobSettings:
     sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
     repeats: int = 0  # fresh child processes to measure in (0: the profile's default)
     warmup_max_seconds: float = 0.0  # cap on warming up until steady (0: the profile's default)
+    profile_ops: bool = False  # per-operator profile after the timed phase (agent/op_profile.py)
+    profile_ops_runs: int = 0  # profiled inferences; 0 = op_profile.DEFAULT_RUNS
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,6 +148,8 @@ class LatencyStats:
     cv: Optional[float] = None
     throughput_per_second: Optional[float] = None
     drift_ratio: Optional[float] = None
+    # Timed runs when there are no raw samples (a phone's benchmark binary prints only a summary).
+    count: Optional[int] = None
     # Over several repeats: the figures above pool every repeat's samples; these say how far
     # apart the repeats were (see LatencyResult in the proto).
     repeats: int = 1
@@ -231,12 +235,50 @@ class Environment:
     input_shapes: Dict[str, List[int]] = field(default_factory=dict)
     input_source: str = ""
     runtime_settings: str = ""
+    emulated: bool = False  # ran under an instruction-set emulator: timings are the emulator's
+    emulation: str = ""  # which emulator, and how it was recognised
+    recorded: bool = False  # some figures were read from recordings, not measured here
+    recorded_sources: List[str] = field(default_factory=list)
 
 
 @dataclass
 class Unavailable:
     field: str
     reason: str
+
+
+@dataclass
+class OpTime:
+    node: str
+    op_type: str = ""
+    provider: str = ""
+    calls: int = 0
+    mean_seconds: Optional[float] = None  # None: the runtime has no per-op timer
+    share: Optional[float] = None
+    order: int = 0
+
+
+@dataclass
+class OpProfile:
+    """Per-operator profile of a job (JobSettings.profile_ops), taken after the timed phase."""
+
+    source: str = ""
+    runs: int = 0
+    ops: List[OpTime] = field(default_factory=list)
+    nodes_by_provider: Dict[str, int] = field(default_factory=dict)
+    timing_unavailable: str = ""  # why ops have no times
+    trace_format: str = ""
+    trace: Optional[str] = None  # the runtime's own full trace (text); the controller stores it
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "OpProfile":
+        d = dict(d)
+        d["ops"] = [OpTime(**o) for o in d.get("ops", [])]
+        return cls(**d)
 
 
 @dataclass
@@ -256,6 +298,7 @@ class BenchmarkResult:
     repeats: List[RepeatStats] = field(default_factory=list)
     stability: Stability = field(default_factory=Stability)
     activity: Optional[DeviceActivity] = None
+    op_profile: Optional[OpProfile] = None  # with JobSettings.profile_ops
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -280,6 +323,7 @@ class BenchmarkResult:
             repeats=[RepeatStats(**r) for r in d.get("repeats", [])],
             stability=Stability(**d.get("stability", {})),
             activity=activity,
+            op_profile=OpProfile.from_dict(d["op_profile"]) if d.get("op_profile") else None,
         )
 
 
@@ -310,6 +354,7 @@ class Capabilities:
     kernel: str = ""
     python_version: str = ""
     accelerators: List[str] = field(default_factory=list)
+    emulation: str = ""  # non-empty: the agent runs under an emulator (agent/emulation.py)
     # Runtimes that failed to import, with the reason. Not on the wire; logged by the agent.
     absent: Dict[str, str] = field(default_factory=dict)
 

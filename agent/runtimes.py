@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
-from hilfarm.agent.results import FailureCategory, JobFailed, JobSettings, RuntimeInfo
+from hilfarm.agent.results import FailureCategory, JobFailed, JobSettings, OpProfile, RuntimeInfo
 
 PLUGINS_ENV = "HILFARM_RUNTIME_PLUGINS"
 
@@ -88,6 +88,13 @@ class Runtime(abc.ABC):
     def classify_run_error(self, exc: BaseException) -> JobFailed:
         """Map an exception raised by run() to a failure; runtimes refine this."""
         return _classify_common(exc, "inference")
+
+    def profile_ops(self, runs: int) -> "OpProfile":
+        """Per-operator profile over ``runs`` inferences, after the timed phase (see
+        agent/op_profile.py). Runtimes that can profile override this."""
+        from hilfarm.agent.results import OpProfile
+
+        return OpProfile(source=self.name, timing_unavailable=f"runtime {self.name} has no per-operator profiler")
 
 
 _REGISTRY: Dict[str, Type[Runtime]] = {}
@@ -252,6 +259,14 @@ def classify_ort_error(exc: BaseException, during: str) -> JobFailed:
     return _classify_common(exc, during)
 
 
+def provider_list(text: str) -> List[str]:
+    """``--provider`` as ONNX Runtime's priority list; CPU last unless named."""
+    providers = [p.strip() for p in (text or "").split(",") if p.strip()] or ["CPUExecutionProvider"]
+    if len(providers) > 1 and "CPUExecutionProvider" not in providers:
+        providers.append("CPUExecutionProvider")
+    return providers
+
+
 @register_runtime("onnxruntime", formats=("onnx",))
 class OnnxRuntime(Runtime):
     @classmethod
@@ -281,21 +296,26 @@ class OnnxRuntime(Runtime):
                 f"use one of {', '.join(_ORT_OPT_LEVELS)}",
             )
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_OPT_LEVELS[level_name])
-        ep = s.execution_provider or "CPUExecutionProvider"
+        # One provider, or a priority list "TensorrtExecutionProvider,CUDAExecutionProvider":
+        # ONNX Runtime gives each node to the first provider in the list that can run it.
+        providers = provider_list(s.execution_provider)
         available = ort.get_available_providers()
-        if ep not in available:
+        missing = [ep for ep in providers if ep not in available]
+        if missing:
             raise JobFailed(
                 FailureCategory.CONFIGURATION,
-                f"execution provider {ep} is not available in onnxruntime {ort.__version__} on this "
+                f"execution provider {', '.join(missing)} is not available in onnxruntime {ort.__version__} on this "
                 f"device (available: {', '.join(available)})",
             )
         self._level = level_name
         self._opts = opts
+        self._model_path = model_path
+        self._providers = providers
         try:
-            self._sess = ort.InferenceSession(model_path, sess_options=opts, providers=[ep])
+            self._sess = ort.InferenceSession(model_path, sess_options=opts, providers=providers)
         except Exception as exc:
             raise classify_ort_error(exc, "model load") from exc
-        self._ep = self._sess.get_providers()[0]
+        self._ep = ", ".join(self._sess.get_providers())
         self._feeds: Dict[str, Any] = {}
 
     def input_specs(self) -> List[TensorSpec]:
@@ -319,6 +339,32 @@ class OnnxRuntime(Runtime):
 
     def classify_run_error(self, exc: BaseException) -> JobFailed:
         return classify_ort_error(exc, "inference")
+
+    def profile_ops(self, runs: int) -> OpProfile:
+        """A second session with the same options and providers plus ONNX Runtime's profiler;
+        ``runs`` + 1 inferences, the first dropped as warm-up."""
+        import tempfile
+
+        from hilfarm.agent import op_profile
+
+        ort = self._ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._opts.intra_op_num_threads
+        opts.graph_optimization_level = self._opts.graph_optimization_level
+        opts.enable_profiling = True
+        with tempfile.TemporaryDirectory(prefix="hilfarm-ort-profile-") as tmp:
+            opts.profile_file_prefix = os.path.join(tmp, "ort-profile")
+            sess = ort.InferenceSession(self._model_path, sess_options=opts, providers=self._providers)
+            for _ in range(runs + 1):
+                sess.run(None, self._feeds)
+            with open(sess.end_profiling()) as f:
+                trace = f.read()
+        ops, profiled = op_profile.parse_ort_trace(trace)
+        profile = op_profile.OpProfile(
+            source=f"onnxruntime {ort.__version__} profiler (SessionOptions.enable_profiling), a second session "
+                   f"with the job's options after the timed phase; first profiled run dropped",
+            runs=profiled, ops=ops, trace_format="onnxruntime-chrome-trace-json", trace=trace)
+        return op_profile.finish(profile, self._providers)
 
     def describe(self) -> RuntimeDescription:
         threads = self.settings.threads or 0
@@ -527,6 +573,24 @@ class TfliteRuntime(Runtime):
 
     def classify_run_error(self, exc: BaseException) -> JobFailed:
         return classify_tflite_error(exc, "inference")
+
+    def profile_ops(self, runs: int) -> OpProfile:
+        """Which delegate ran each operator (from the interpreter's node list); no times: the
+        Python interpreter has no per-operator timer (benchmark_model has, on phones)."""
+        from hilfarm.agent import op_profile
+
+        delegated = self._delegate if self._delegate != "none (builtin kernels)" else "delegate"
+        ops = op_profile.tflite_node_delegation(self._interp._get_ops_details(), delegated, "CPU (builtin kernels)")
+        profile = op_profile.OpProfile(
+            source=f"{self._package} {self._version} interpreter node list (_get_ops_details)",
+            runs=0, ops=ops,
+            timing_unavailable=(f"the TFLite Python interpreter ({self._package} {self._version}) has no per-operator "
+                                f"timer; per-operator times come from benchmark_model --enable_op_profiling "
+                                f"(Android agents)"))
+        # XNNPACK is itself a CPU delegate: only an external delegate (an accelerator) makes a
+        # node left to the builtin kernels a fallback worth a warning.
+        requested = [self._delegate] if self.settings.tflite_delegate_path else []
+        return op_profile.finish(profile, requested)
 
     def describe(self) -> RuntimeDescription:
         s = self.settings

@@ -225,7 +225,8 @@ class Sensor(abc.ABC):
 
     def __init__(self, root: Union[str, Path] = "/", runner: Optional[CommandRunner] = None,
                  **options: Any) -> None:
-        self.sys = SysRoot(root)
+        # A SysRoot itself may be given: a phone's files read over adb (agent/android.py).
+        self.sys = root if isinstance(root, SysRoot) else SysRoot(root)
         self.options: Dict[str, Any] = dict(options)
         # A prefix such as ["adb", "-s", "SERIAL", "shell"] runs the device's commands from a host.
         prefix = self.options.pop("command_prefix", None) or ()

@@ -20,15 +20,16 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
 from hilfarm import __version__
-from hilfarm.agent import runtimes, wire
+from hilfarm.agent import acceleration, runtimes, wire
 from hilfarm.agent.activity import ActivityMeter, activity_warning
 from hilfarm.agent.cache import ArtifactCache
-from hilfarm.agent.capabilities import probe_capabilities
+from hilfarm.agent.capabilities import probe_capabilities_in_child
+from hilfarm.agent.emulation import detect_emulation
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.orphans import ChildRegistry
 from hilfarm.agent.job_telemetry import (
@@ -65,6 +66,10 @@ class AgentConfig:
     lease_wait_seconds: float = 10.0
     progress_interval_seconds: float = 1.0
     backoff_max_seconds: float = 30.0
+    # Phone mode: drive the Android device with this serial over adb (agent/android.py);
+    # adb_runner replaces adb itself (recorded outputs in tests).
+    adb_serial: Optional[str] = None
+    adb_runner: Optional[Callable[..., str]] = None
 
 
 def run_agent(config: AgentConfig, stop: threading.Event) -> None:
@@ -102,8 +107,22 @@ class Agent:
             log.info("device profile %s detected: %s", self.profile.name, why)
         runtimes.load_plugins(config.runtime_plugins)
         runtimes.load_plugins()
-        self.capabilities = probe_capabilities(self.profile.runtimes_allowed or None)
+        self.phone: Optional[Callable[..., str]] = None
+        if config.adb_serial or config.adb_runner is not None:
+            from hilfarm.agent import android
+
+            self.phone = config.adb_runner or android.AdbRunner(config.adb_serial or "")
+            # Raises android.NoDevice (a clear "not attached") when the phone is not there.
+            self.capabilities, facts = android.phone_capabilities(self.phone, self.profile.data.get("android") or {})
+            log.info("driving Android phone %s (%s) over adb", getattr(self.phone, "serial", ""), self.capabilities.os)
+        else:
+            self.capabilities = probe_capabilities_in_child(self.profile.runtimes_allowed or None,
+                                                            config.runtime_plugins)
         self.capabilities.accelerators = list(self.profile.accelerators)
+        self.capabilities.emulation = detect_emulation()
+        if self.capabilities.emulation:
+            log.warning("this agent runs under an emulator; every result is labelled emulated: %s",
+                        self.capabilities.emulation)
         log.info(
             "runtimes: %s",
             ", ".join(f"{r.name} {r.version} ({r.package})" for r in self.capabilities.runtimes) or "none",
@@ -120,9 +139,12 @@ class Agent:
             self.telemetry.root = str(self._simulated.root)
             log.warning("profile %s simulates its sensors: every power and thermal figure is flagged simulated",
                         self.profile.name)
+        if self.phone is not None and getattr(self.phone, "recorded", ""):
+            self.telemetry.recorded = self.telemetry.recorded or self.phone.recorded  # type: ignore[attr-defined]
         try:
             # A misspelt sensor kind or option is the profile's fault: say so at start, not per job.
-            for s in build_sensors(self.telemetry.sensors, self.telemetry.root):
+            root, runner = self._sensor_access()
+            for s in build_sensors(self.telemetry.sensors, root, runner):
                 s.close()
         except SensorConfigError as exc:
             raise ProfileError(f"{self.profile.sources[-1]}: field {exc}") from None
@@ -151,6 +173,14 @@ class Agent:
         self.busy = False
         self._registered = threading.Event()
         self._register_lock = threading.Lock()
+
+    def _sensor_access(self) -> Tuple[object, object]:
+        """Where the sensors read: the phone over adb, a recording, or this machine."""
+        if self.phone is not None:
+            from hilfarm.agent import android
+
+            return android.AdbSysRoot(self.phone), android.AdbShell(self.phone)
+        return self.telemetry.root, self.telemetry.command_runner()
 
     # ------------------------------------------------------------ controller calls
 
@@ -202,10 +232,17 @@ class Agent:
             farm_pb2.LeaseJobRequest(agent_id=self.agent_id, wait_seconds=wait),
             metadata=self.metadata, timeout=wait + 10,
         )
-        while not fut.done():
-            if stop.wait(0.1):
+        # Wake on the answer, or twice a second to notice ``stop``: an idle agent must cost its
+        # device next to nothing (benchmarks/agent_footprint.py), so no tight polling here.
+        done = threading.Event()
+        fut.add_done_callback(lambda _f: done.set())
+        while not done.wait(0.5):
+            if stop.is_set():
                 fut.cancel()
                 return None
+        if stop.is_set() and not fut.done():
+            fut.cancel()
+            return None
         resp = fut.result()  # raises grpc.RpcError
         if not resp.HasField("lease"):
             return None
@@ -285,6 +322,8 @@ class Agent:
                 env = outcome.result.environment
                 env.agent_id, env.device_profile = self.agent_id, self.profile.name
                 env.hostname, env.agent_version = self.hostname, __version__
+                if self.capabilities.emulation:
+                    env.emulated, env.emulation = True, self.capabilities.emulation
             else:
                 assert outcome.failure is not None
                 log.info("job %s failed: %s: %s", job.job_id, outcome.failure.category.name, outcome.failure.message)
@@ -310,10 +349,12 @@ class Agent:
                 f"device profile {self.profile.name} does not allow runtime {runtime.name} "
                 f"(allowed: {', '.join(allowed)})",
             )
+        settings = acceleration.resolve(job.settings, runtime.name, self.profile.name, self.profile.acceleration,
+                                        self.capabilities)
         bench = BenchmarkJob(
             model_path=str(model),
             model_format=job.model_format,
-            settings=job.settings,
+            settings=settings,
             inputs_path=inputs,
             pin_cores=list(self.profile.pin_cores),
             plugins=list(self.config.runtime_plugins),
@@ -323,7 +364,8 @@ class Agent:
         )
         # Cooldown, then the sampler (outside the child) with an idle baseline before it starts.
         relay.update(Progress(phase="cooldown", updated_at=time.time()))
-        tel = JobTelemetry(self.telemetry, cancel=cancel)
+        root, runner = self._sensor_access()
+        tel = JobTelemetry(self.telemetry, root=root, runner=runner, cancel=cancel)
         tel.before_run()
         relay.telemetry = tel
         activity = ActivityMeter()
@@ -335,7 +377,10 @@ class Agent:
 
         activity.start()
         try:
-            outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel, on_child=on_child)
+            if self.phone is not None:
+                outcome = self._run_on_phone(bench, job, runtime.name, relay, cancel)
+            else:
+                outcome = run_benchmark(bench, on_progress=relay.update, cancel=cancel, on_child=on_child)
         except BaseException:
             tel.abort()
             raise
@@ -346,19 +391,37 @@ class Agent:
             return outcome
         tel.mark("finished")
         result = outcome.result
-        result.activity = activity.finish()
+        result.activity = activity.finish() if self.phone is None else None
         if result.activity is not None:
             warning = activity_warning(result.activity)
             if warning:
                 result.warnings.append(warning)
         else:
-            result.unavailable.append(Unavailable("activity", "/proc is not readable on this OS"))
-        summary = tel.finish(inferences=len(result.latency.samples_ns))
-        attach_summary(result, summary, self.profile.name)
+            result.unavailable.append(Unavailable("activity", "the phone's processes are not read over adb"
+                                                  if self.phone is not None else "/proc is not readable on this OS"))
+        summary = tel.finish(inferences=len(result.latency.samples_ns) or result.latency.count)
+        attach_summary(result, summary, self.profile.name, self.telemetry.recorded)
         if job.settings.sustained_seconds > 0:
             attach_sustained(result, sustained_summary(
                 result.latency.samples_ns, job.settings.sustained_seconds, tel.sampler,
                 wall_seconds=result.timed_wall_seconds))
+        return outcome
+
+    def _run_on_phone(self, bench: BenchmarkJob, job: LeasedJob, runtime: str, relay: "_ProgressRelay",
+                      cancel: threading.Event) -> JobOutcome:
+        from hilfarm.agent import android
+        from hilfarm.agent.harness import resolve_settings
+
+        phone_job = android.AndroidJob(bench.model_path, bench.model_format, runtime, bench.settings,
+                                       job.model_sha256, resolve_settings(bench.settings, bench.defaults))
+        try:
+            outcome = android.run_on_phone(self.phone, phone_job, self.profile.data.get("android") or {}, cancel,
+                                           on_phase=lambda p: relay.update(Progress(phase=p, updated_at=time.time())))
+        except android.AdbError as exc:
+            raise JobFailed(FailureCategory.DEVICE_FAULT, f"the phone could not run the job: {exc}") from None
+        if outcome.result is not None:
+            env, caps = outcome.result.environment, self.capabilities
+            env.os, env.kernel, env.machine = caps.os, caps.kernel, caps.machine
         return outcome
 
     # ------------------------------------------------------------ main loop

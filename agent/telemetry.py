@@ -38,6 +38,7 @@ class TelemetryPoint:
     channel: str
     value: float
     simulated: bool = False
+    recorded: bool = False  # read from a recording (the profile's telemetry.recorded)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class PowerSummary:
     sample_rate_hz: float = 0.0
     rails: List[RailSummary] = field(default_factory=list)
     simulated: bool = False
+    recorded: bool = False
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ThermalSummary:
     throttle_reasons: List[str] = field(default_factory=list)
     cooldown_seconds: Optional[float] = None
     simulated: bool = False
+    recorded: bool = False
 
 
 @dataclass
@@ -96,6 +99,7 @@ class TelemetrySummary:
     warnings: List[str] = field(default_factory=list)
     info: Dict[str, str] = field(default_factory=dict)  # governor, nvpmodel, jetson_clocks ...
     simulated: bool = False
+    recorded: bool = False
 
 
 @dataclass

@@ -27,7 +27,7 @@ _THERMAL_OPTIONAL = ("throttled", "throttled_fraction", "cooldown_seconds")
 
 def power_to_pb(p: PowerSummary) -> farm_pb2.PowerResult:
     pb = farm_pb2.PowerResult(energy_method=p.energy_method, sensor=p.sensor, sample_rate_hz=p.sample_rate_hz,
-                              simulated=p.simulated)
+                              simulated=p.simulated, recorded=p.recorded)
     for name in _POWER_OPTIONAL:
         v = getattr(p, name)
         if v is not None:
@@ -38,14 +38,15 @@ def power_to_pb(p: PowerSummary) -> farm_pb2.PowerResult:
 
 def power_from_pb(pb: farm_pb2.PowerResult, unavailable: Mapping[str, str] = {}) -> PowerSummary:
     p = PowerSummary(energy_method=pb.energy_method, sensor=pb.sensor, sample_rate_hz=pb.sample_rate_hz,
-                     simulated=pb.simulated, rails=[RailSummary(r.rail, r.mean_watts) for r in pb.rails])
+                     simulated=pb.simulated, recorded=pb.recorded, rails=[RailSummary(r.rail, r.mean_watts) for r in pb.rails])
     for name in _POWER_OPTIONAL:
         setattr(p, name, None if f"power.{name}" in unavailable else getattr(pb, name))
     return p
 
 
 def thermal_to_pb(t: ThermalSummary) -> farm_pb2.ThermalResult:
-    pb = farm_pb2.ThermalResult(throttle_reasons=list(t.throttle_reasons), simulated=t.simulated)
+    pb = farm_pb2.ThermalResult(throttle_reasons=list(t.throttle_reasons), simulated=t.simulated,
+                                recorded=t.recorded)
     for name in _THERMAL_OPTIONAL:
         v = getattr(t, name)
         if v is not None:
@@ -64,6 +65,7 @@ def thermal_from_pb(pb: farm_pb2.ThermalResult, unavailable: Mapping[str, str] =
         clocks=[ClockSummary(c.domain, c.min_hz, c.max_hz, c.allowed_max_hz or None) for c in pb.clocks],
         throttle_reasons=list(pb.throttle_reasons),
         simulated=pb.simulated,
+        recorded=pb.recorded,
     )
     for name in _THERMAL_OPTIONAL:
         setattr(t, name, None if f"thermal.{name}" in unavailable else getattr(pb, name))
@@ -72,11 +74,11 @@ def thermal_from_pb(pb: farm_pb2.ThermalResult, unavailable: Mapping[str, str] =
 
 def sample_to_pb(p: TelemetryPoint) -> farm_pb2.TelemetrySample:
     return farm_pb2.TelemetrySample(t=p.t, sensor=p.sensor, quantity=p.quantity, channel=p.channel, value=p.value,
-                                    simulated=p.simulated)
+                                    simulated=p.simulated, recorded=p.recorded)
 
 
 def sample_from_pb(pb: farm_pb2.TelemetrySample) -> TelemetryPoint:
-    return TelemetryPoint(pb.t, pb.sensor, pb.quantity, pb.channel, pb.value, pb.simulated)
+    return TelemetryPoint(pb.t, pb.sensor, pb.quantity, pb.channel, pb.value, pb.simulated, pb.recorded)
 
 
 def samples_to_pb(points: Iterable[TelemetryPoint]) -> List[farm_pb2.TelemetrySample]:
@@ -127,6 +129,8 @@ def apply_summary(result: farm_pb2.BenchmarkResult, s: TelemetrySummary, context
             result.warnings.append(w)
     if s.simulated:
         result.environment.simulated = True
+    if s.recorded:
+        result.environment.recorded = True
 
 
 def summary_from_result(result: farm_pb2.BenchmarkResult) -> TelemetrySummary:
@@ -134,6 +138,8 @@ def summary_from_result(result: farm_pb2.BenchmarkResult) -> TelemetrySummary:
     unavailable = {u.field: u.reason for u in result.unavailable
                    if u.field.startswith("power") or u.field.startswith("thermal")}
     s = TelemetrySummary(unavailable=unavailable, simulated=result.environment.simulated,
+                         recorded=result.HasField("power") and result.power.recorded
+                         or result.HasField("thermal") and result.thermal.recorded,
                          timeline=samples_from_pb(result.timeline), warnings=list(result.warnings))
     if result.HasField("power"):
         s.power = power_from_pb(result.power, unavailable)

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 
 from hilfarm.agent.results import (
     BenchmarkResult, BusyProcess, Capabilities, DeviceActivity, Environment, Failure, FailureCategory,
-    JobSettings, LatencyStats, LeasedJob, MemoryStats, Progress, RepeatStats, RuntimeInfo, Stability,
-    Unavailable,
+    JobSettings, LatencyStats, LeasedJob, MemoryStats, OpProfile, OpTime, Progress, RepeatStats, RuntimeInfo,
+    Stability, Unavailable,
 )
 from hilfarm.agent import telemetry_wire
 from hilfarm.v1 import farm_pb2
@@ -119,6 +119,9 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
             if f.name == "samples_ns":
                 target.samples_ns.extend(int(x) for x in v)
                 target.count = len(v)
+            elif f.name == "count":
+                if v:
+                    target.count = v
             elif v is None:
                 key = f"{section}.{f.name}"
                 if key not in named:
@@ -134,6 +137,8 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
     for f in dataclasses.fields(Environment):
         if f.name == "input_shapes":
             pb.environment.input_shapes.extend(_shapes_to_pb(env.input_shapes))
+        elif f.name == "recorded_sources":
+            pb.environment.recorded_sources.extend(env.recorded_sources)
         else:
             setattr(pb.environment, f.name, getattr(env, f.name))
     pb.unavailable.extend(farm_pb2.Unavailable(field=u.field, reason=u.reason) for u in unavailable)
@@ -149,6 +154,8 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
                 pb.unavailable.add(field=name, reason=reason)
         if r.sustained.simulated:
             pb.environment.simulated = True
+    if r.op_profile is not None:
+        pb.op_profile.CopyFrom(op_profile_to_pb(r.op_profile))
     return pb
 
 
@@ -194,6 +201,32 @@ def _activity_from_pb(msg: farm_pb2.DeviceActivity) -> DeviceActivity:
     values = {f.name: (getattr(msg, f.name) if _present(msg, f.name) else None)
               for f in dataclasses.fields(DeviceActivity) if f.name != "busy"}
     return DeviceActivity(**values, busy=[BusyProcess(b.pid, b.name, b.cpu_cores) for b in msg.busy])
+def op_profile_to_pb(p: OpProfile) -> farm_pb2.OpProfile:
+    pb = farm_pb2.OpProfile(source=p.source, runs=p.runs, timing_unavailable=p.timing_unavailable,
+                            trace_format=p.trace_format, warnings=list(p.warnings))
+    for op in p.ops:
+        item = pb.ops.add(node=op.node, op_type=op.op_type, provider=op.provider, calls=op.calls, order=op.order)
+        if op.mean_seconds is not None:
+            item.mean_seconds = op.mean_seconds
+        if op.share is not None:
+            item.share = op.share
+    pb.nodes_by_provider.update(p.nodes_by_provider)
+    if p.trace is not None:
+        data = p.trace.encode("utf-8")
+        pb.trace = data
+        pb.trace_bytes = len(data)
+    return pb
+
+
+def op_profile_from_pb(pb: farm_pb2.OpProfile) -> OpProfile:
+    return OpProfile(
+        source=pb.source, runs=pb.runs, timing_unavailable=pb.timing_unavailable, trace_format=pb.trace_format,
+        warnings=list(pb.warnings), nodes_by_provider=dict(pb.nodes_by_provider),
+        trace=pb.trace.decode("utf-8", "replace") if pb.trace else None,
+        ops=[OpTime(node=o.node, op_type=o.op_type, provider=o.provider, calls=o.calls, order=o.order,
+                    mean_seconds=o.mean_seconds if o.HasField("mean_seconds") else None,
+                    share=o.share if o.HasField("share") else None) for o in pb.ops],
+    )
 
 
 def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
@@ -208,6 +241,8 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
         for f in dataclasses.fields(cls):
             if f.name == "samples_ns":
                 values[f.name] = list(src.samples_ns)
+            elif f.name == "count":
+                values[f.name] = src.count if src.count and not src.samples_ns else None
             elif f"{section}.{f.name}" in named or not _present(src, f.name):
                 values[f.name] = None
             else:
@@ -221,6 +256,8 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
     for f in dataclasses.fields(Environment):
         if f.name == "input_shapes":
             env[f.name] = _shapes_from_pb(pb.environment.input_shapes)
+        elif f.name == "recorded_sources":
+            env[f.name] = list(pb.environment.recorded_sources)
         else:
             env[f.name] = getattr(pb.environment, f.name)
     r.environment = Environment(**env)
@@ -231,6 +268,8 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
         r.telemetry.warnings, r.telemetry.unavailable = [], {}
     if pb.HasField("sustained"):
         r.sustained = telemetry_wire.sustained_from_pb(pb.sustained)
+    if pb.HasField("op_profile"):
+        r.op_profile = op_profile_from_pb(pb.op_profile)
     return r
 
 
@@ -253,6 +292,7 @@ def capabilities_to_pb(c: Capabilities) -> farm_pb2.Capabilities:
         kernel=c.kernel,
         python_version=c.python_version,
         accelerators=list(c.accelerators),
+        emulation=c.emulation,
     )
 
 
@@ -268,6 +308,7 @@ def capabilities_from_pb(pb: farm_pb2.Capabilities) -> Capabilities:
         kernel=pb.kernel,
         python_version=pb.python_version,
         accelerators=list(pb.accelerators),
+        emulation=pb.emulation,
     )
 
 

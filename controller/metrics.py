@@ -97,7 +97,9 @@ RESULT_METRICS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "hilfarm_inference_throttled_ratio": ("Fraction of the latest result's timed run during which the device throttled.", ()),
     "hilfarm_inference_result_timestamp_seconds": ("When the latest result was stored (Unix seconds).", ()),
 }
-RESULT_LABELS = ("model", "device_profile", "runtime", "simulated")
+# emulated: the agent ran under an instruction-set emulator (its timings mean nothing);
+# recorded: the figure was read from a recording (a recorded sensor tree or benchmark output).
+RESULT_LABELS = ("model", "device_profile", "runtime", "simulated", "emulated", "recorded")
 
 
 def _section_value(result: Dict[str, Any], unavailable: set, section: str, field: str) -> Optional[float]:
@@ -126,13 +128,16 @@ def result_figures(job: Job) -> List[Figure]:
     unavailable = {u.get("field", "") for u in result.get("unavailable", []) if isinstance(u, dict)}
     base_sim = bool(env.get("simulated", False))
     base = {"model": model_label(job.model_name), "device_profile": job.device_profile,
-            "runtime": result_runtime(job)}
+            "runtime": result_runtime(job), "emulated": _bool_label(bool(env.get("emulated", False)))}
+    # Latency and memory are recorded only where the benchmark's own output was (a phone's recording).
+    base_rec = any(str(s).startswith("latency") for s in env.get("recorded_sources", []))
     out: List[Figure] = []
 
-    def add(name: str, value: Optional[float], simulated: bool = base_sim, **extra: str) -> None:
+    def add(name: str, value: Optional[float], simulated: bool = base_sim, recorded: bool = base_rec,
+            **extra: str) -> None:
         if value is None:
             return
-        labels = dict(base, simulated=_bool_label(simulated), **extra)
+        labels = dict(base, simulated=_bool_label(simulated), recorded=_bool_label(recorded), **extra)
         out.append(Figure(name, tuple(sorted(labels.items())), value))
 
     def lat(field: str) -> Optional[float]:
@@ -160,17 +165,19 @@ def result_figures(job: Job) -> List[Figure]:
     power = result.get("power")
     if isinstance(power, dict):
         sim = base_sim or bool(power.get("simulated", False))
-        add("hilfarm_inference_energy_joules", _section_value(result, unavailable, "power", "energy_per_inference_joules"), sim)
-        add("hilfarm_inference_power_watts", _section_value(result, unavailable, "power", "active_watts"), sim)
-        add("hilfarm_inference_idle_power_watts", _section_value(result, unavailable, "power", "idle_watts"), sim)
+        rec = bool(power.get("recorded", False))
+        add("hilfarm_inference_energy_joules", _section_value(result, unavailable, "power", "energy_per_inference_joules"), sim, rec)
+        add("hilfarm_inference_power_watts", _section_value(result, unavailable, "power", "active_watts"), sim, rec)
+        add("hilfarm_inference_idle_power_watts", _section_value(result, unavailable, "power", "idle_watts"), sim, rec)
     thermal = result.get("thermal")
     if isinstance(thermal, dict):
         sim = base_sim or bool(thermal.get("simulated", False))
+        rec = bool(thermal.get("recorded", False))
         for zone in thermal.get("zones", []):
             if "max_celsius" in zone and not isinstance(zone["max_celsius"], str):
-                add("hilfarm_inference_max_temperature_celsius", float(zone["max_celsius"]), sim,
+                add("hilfarm_inference_max_temperature_celsius", float(zone["max_celsius"]), sim, rec,
                     zone=str(zone.get("zone", "")) or "unnamed")
-        add("hilfarm_inference_throttled_ratio", _section_value(result, unavailable, "thermal", "throttled_fraction"), sim)
+        add("hilfarm_inference_throttled_ratio", _section_value(result, unavailable, "thermal", "throttled_fraction"), sim, rec)
     if job.finished_at is not None:
         add("hilfarm_inference_result_timestamp_seconds", float(job.finished_at))
     return out

@@ -38,6 +38,7 @@ from .errors import (
     Unavailable,
 )
 from .models import Job
+from .op_traces import store_op_trace
 from .regression_store import RegressionStore
 from .suites import SuiteRunner, budgets_by_job, budgets_from_doc
 from .scheduler import Scheduler
@@ -158,6 +159,23 @@ class _Services:
         return msg
 
 
+def _artifact_chunks(artifacts: Any, sha256: str, context: grpc.ServicerContext) -> Iterator[Any]:
+    """A stored artifact as a stream of chunks, the header on the first."""
+    artifact, blocks = artifacts.open_chunks(check_digest(sha256), CHUNK_BYTES)
+    header = wire.artifact_to_header(artifact)
+    first = True
+    for block in blocks:
+        if first:
+            yield pb.ArtifactChunk(header=header, data=block)
+            first = False
+        else:
+            yield pb.ArtifactChunk(data=block)
+        if not context.is_active():
+            return
+    if first:
+        yield pb.ArtifactChunk(header=header)
+
+
 class FarmServicer(pb_grpc.FarmServiceServicer):
     def __init__(self, services: _Services) -> None:
         self.s = services
@@ -260,6 +278,10 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             scheduler.wait_for_change(WATCH_POLL_SECONDS, since=generation)
 
     @_rpc
+    def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
+        yield from _artifact_chunks(self.s.artifacts, request.sha256, context)
+
+    @_rpc
     def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
         return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in self.s.scheduler.devices()])
 
@@ -340,19 +362,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     @_rpc
     def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
-        artifact, blocks = self.s.artifacts.open_chunks(check_digest(request.sha256), CHUNK_BYTES)
-        header = wire.artifact_to_header(artifact)
-        first = True
-        for block in blocks:
-            if first:
-                yield pb.ArtifactChunk(header=header, data=block)
-                first = False
-            else:
-                yield pb.ArtifactChunk(data=block)
-            if not context.is_active():
-                return
-        if first:
-            yield pb.ArtifactChunk(header=header)
+        yield from _artifact_chunks(self.s.artifacts, request.sha256, context)
 
     @_rpc
     def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
@@ -372,6 +382,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         outcome = request.WhichOneof("outcome")
         if outcome is None:
             raise InvalidArgument(f"report for job {request.job_id} carries neither a result nor a failure")
+        if outcome == "result" and request.result.op_profile.trace:
+            store_op_trace(self.s.artifacts, request.result.op_profile, request.job_id)
         accepted, message = self.s.store.record_result(
             request.agent_id, request.lease_id, request.job_id, request.attempt,
             result=wire.result_from_pb(request.result) if outcome == "result" else None,

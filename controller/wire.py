@@ -4,7 +4,7 @@ except the gRPC servicers in server.py, which call these functions.
 
 JSON documents (job settings, progress, benchmark results, agent capabilities) mirror the proto
 fields exactly: the same field names, nested messages as objects, repeated fields as lists,
-int64 as JSON integers (raw samples stay exact), enums by name, non-finite doubles as the
+int64 as JSON integers (raw samples stay exact), enums by name, bytes as base64, non-finite doubles as the
 strings "NaN", "Infinity", "-Infinity" (as in the proto3 JSON mapping; PostgreSQL JSON cannot
 hold them as numbers). A field at its proto3 zero value is absent from the document: proto3
 cannot tell "zero" from "unset", and the result names every figure it could not measure in
@@ -12,6 +12,7 @@ cannot tell "zero" from "unset", and the result names every figure it could not 
 """
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -46,11 +47,14 @@ def _scalar_to_json(field: Any, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, bytes):
-        raise TypeError(f"field {field.full_name} holds bytes, which a JSON document cannot carry")
+        # As in the proto3 JSON mapping: bytes travel as base64 text.
+        return base64.b64encode(value).decode("ascii")
     return value
 
 
 def _scalar_from_json(field: Any, value: Any) -> Any:
+    if field.type == field.TYPE_BYTES and isinstance(value, str):
+        return base64.b64decode(value)
     if field.enum_type is not None and isinstance(value, str):
         named = field.enum_type.values_by_name.get(value)
         if named is None:

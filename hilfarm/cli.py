@@ -156,6 +156,11 @@ def _settings_options(func):
                      help="Sustained mode: run the timed phase for SECONDS of wall time (run counts do not "
                           "apply; --timeout then covers the rest of the job) and report latency, power and "
                           "temperature per window, to expose thermal throttling."),
+        click.option("--profile-ops", "profile_ops", is_flag=True, default=None,
+                     help="After the timed runs, profile every node/operator (time, and the provider or "
+                          "delegate that ran it); the full trace is kept with the result."),
+        click.option("--profile-ops-runs", "profile_ops_runs", type=click.IntRange(min=1, max=1000),
+                     help="Inferences the per-operator profile averages over [10]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -168,7 +173,8 @@ def build_settings(options: Dict[str, object]) -> Tuple[farm_pb2.JobSettings, Op
     for name in ("min_runs", "min_seconds", "max_runs", "max_seconds", "warmup_runs",
                  "warmup_seconds", "threads", "runtime", "execution_provider",
                  "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path",
-                 "seed", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds"):
+                 "seed", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds",
+                 "profile_ops", "profile_ops_runs"):
         value = options.get(name)
         if value is not None:
             setattr(settings, name, value)
@@ -358,6 +364,33 @@ def jobs_list(ctx, run_id, states, limit, as_json):
         from hilfarm.display import console, jobs_table
 
         console().print(jobs_table(found))
+
+
+@jobs.command("trace")
+@click.argument("job_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the trace here [standard output].")
+@click.pass_context
+def jobs_trace(ctx, job_id, output):
+    """The full per-operator trace of a job run with --profile-ops (the runtime's own format,
+    e.g. ONNX Runtime's Chrome trace JSON: open it in chrome://tracing or Perfetto)."""
+    with _client(ctx) as client:
+        job = client.get_job(job_id)
+        profile = job.result.op_profile
+        if not job.result.HasField("op_profile"):
+            raise click.ClickException(f"job {job_id} has no per-operator profile (submit it with --profile-ops)")
+        if not profile.trace_sha256:
+            why = profile.timing_unavailable or "the runtime wrote none"
+            raise click.ClickException(f"job {job_id} has a per-operator profile but no trace: {why}")
+        stream = output.open("wb") if output is not None else sys.stdout.buffer
+        try:
+            for block in client.download(profile.trace_sha256):
+                stream.write(block)
+        finally:
+            if output is not None:
+                stream.close()
+    if output is not None:
+        click.echo(f"wrote {output} ({profile.trace_bytes} bytes, {profile.trace_format})", err=True)
 
 
 @jobs.command("show")
@@ -593,23 +626,36 @@ def agent() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact cache and agent state [user data dir/agent].")
 @click.option("--agent-id", default=None, help="Stable id of this device (default: derived and stored).")
+@click.option("--adb-serial", default=None, metavar="SERIAL",
+              help="Phone mode: drive the Android device with this serial over adb from this host "
+                   "(one agent per phone; use --profile android-phone or a unit profile extending it).")
 @click.pass_context
-def agent_run(ctx, profile, tags, data_dir, agent_id):
+def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial):
     """Dial out to the controller and run the jobs it leases to this device."""
     from hilfarm.agent.service import AgentConfig, run_agent
     from hilfarm.embedded import default_data_dir
 
+    if adb_serial and not agent_id:
+        agent_id = f"android-{re.sub(r'[^A-Za-z0-9._-]+', '-', adb_serial)}"
     config = AgentConfig(
         controller=ctx.obj["controller"],
         token=ctx.obj["token"],
-        profile=profile,
+        profile=profile or ("android-phone" if adb_serial else None),
         tags=list(tags),
-        data_dir=data_dir or default_data_dir() / "agent",
+        data_dir=data_dir or default_data_dir() / ("agent" if not adb_serial else f"agent-{agent_id}"),
         agent_id=agent_id,
+        adb_serial=adb_serial,
     )
     stop = threading.Event()
     _stop_on_signals(stop)
-    run_agent(config, stop)
+    try:
+        run_agent(config, stop)
+    except Exception as exc:
+        from hilfarm.agent.android import AdbError
+
+        if isinstance(exc, AdbError):
+            raise click.ClickException(str(exc)) from None
+        raise
 
 
 @main.command()

@@ -150,6 +150,12 @@ class FarmClient:
     def get_run(self, run_id: str) -> farm_pb2.Run:
         return self._stub.GetRun(farm_pb2.GetRunRequest(run_id=run_id), metadata=self._metadata)
 
+    def download(self, sha256: str) -> Iterator[bytes]:
+        """A stored artifact's bytes (a model, inputs, or a job's per-operator trace), in chunks."""
+        for chunk in self._stub.DownloadArtifact(farm_pb2.DownloadArtifactRequest(sha256=sha256),
+                                                 metadata=self._metadata, timeout=600):
+            yield chunk.data
+
     def get_job(self, job_id: str) -> farm_pb2.Job:
         return self._stub.GetJob(farm_pb2.GetJobRequest(job_id=job_id), metadata=self._metadata)
 

@@ -87,7 +87,9 @@ def results_table(jobs: Iterable[farm_pb2.Job]) -> Group:
                 *power_and_heat_cells(r),
                 str(timed_runs(lat)),
                 f"{env.runtime} {env.runtime_version}{provider}"
-                + (", SIMULATED sensors" if env.simulated else ""),
+                + (", SIMULATED sensors" if env.simulated else "")
+                + (", EMULATED (timings mean nothing)" if env.emulated else "")
+                + (", recorded sensors" if env.recorded else ""),
             )
             for u in r.unavailable:
                 if u.field in ("power", "thermal"):
@@ -204,7 +206,7 @@ def devices_table(devices: Iterable[farm_pb2.Device]) -> Table:
         caps = d.capabilities
         runtimes = ", ".join(f"{r.name} {r.version}" for r in caps.runtimes)
         table.add_row(
-            d.agent_id, d.device_profile, d.state, ",".join(d.tags), runtimes,
+            d.agent_id, d.device_profile + (" (EMULATED)" if caps.emulation else ""), d.state, ",".join(d.tags), runtimes,
             str(caps.cpu_cores), f"{caps.memory_bytes / (1 << 30):.1f}", d.current_job_id,
         )
     return table
@@ -260,12 +262,18 @@ def job_detail(job: farm_pb2.Job) -> Group:
             ("governor", _or_unknown(missing, "environment.governor", env.governor)),
             ("agent", f"{env.agent_id} ({env.hostname}), hilfarm {env.agent_version}"),
             ("simulated readings", "yes" if env.simulated else "no"),
+            ("emulated", f"EMULATED: {env.emulation}" if env.emulated else "no"),
+            ("recorded readings", "; ".join(env.recorded_sources) or "yes" if env.recorded else "no"),
         ):
             envt.add_row(key, value)
         parts.append(envt)
         parts.extend(_repeat_tables(r))
         parts.extend(_power_and_thermal_tables(r))
         parts.extend(_sustained_tables(r))
+        if r.HasField("op_profile"):
+            from hilfarm.op_profiles import op_profile_table
+
+            parts.extend(op_profile_table(r.op_profile))
         for field, reason in missing.items():
             parts.append(Text(f"unknown {field}: {reason}", style="yellow"))
     if job.HasField("failure") and job.failure.detail:
@@ -312,7 +320,7 @@ def _power_and_thermal_tables(r: farm_pb2.BenchmarkResult) -> list:
     if r.HasField("power"):
         p = r.power
         missing = _unavailable(r)
-        sim = " (simulated)" if p.simulated else ""
+        sim = " (simulated)" if p.simulated else " (recorded)" if p.recorded else ""
         power = Table(title=f"power ({p.sensor}, {p.sample_rate_hz:.1f} Hz){sim}", show_header=False)
         power.add_column("figure")
         power.add_column("value", justify="right")
@@ -328,7 +336,7 @@ def _power_and_thermal_tables(r: farm_pb2.BenchmarkResult) -> list:
         tables.append(power)
     if r.HasField("thermal"):
         t = r.thermal
-        sim = " (simulated)" if t.simulated else ""
+        sim = " (simulated)" if t.simulated else " (recorded)" if t.recorded else ""
         verdict = f"throttled {t.throttled_fraction:.0%} of the run" if t.throttled else "not throttled"
         heat = Table(title=f"thermal: {verdict}, cooled down {t.cooldown_seconds:.1f} s first{sim}")
         for column in ("zone / clock", "start", "max", "end", "source"):

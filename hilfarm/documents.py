@@ -128,6 +128,7 @@ def device_document(device: farm_pb2.Device) -> Dict[str, Any]:
             "kernel": caps.kernel,
             "python_version": caps.python_version,
             "accelerators": list(caps.accelerators),
+            "emulation": caps.emulation or None,
         },
     }
 
@@ -236,6 +237,10 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
             "input_shapes": {shape.name: list(shape.dims) for shape in env.input_shapes},
             "input_source": env.input_source,
             "runtime_settings": env.runtime_settings,
+            "emulated": env.emulated,
+            "emulation": env.emulation or None,
+            "recorded": env.recorded,
+            "recorded_sources": list(env.recorded_sources),
         },
         "power": _power(r.power, unavailable) if r.HasField("power") else None,
         "thermal": _thermal(r.thermal) if r.HasField("thermal") else None,
@@ -246,6 +251,7 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
         "stability": {"steady": r.stability.steady, "reasons": list(r.stability.reasons)}
         if r.HasField("stability") else {"steady": True, "reasons": []},
         "activity": _activity(r.activity) if r.HasField("activity") else None,
+        "op_profile": op_profile_document(r.op_profile) if r.HasField("op_profile") else None,
         "unavailable": [{"field": u.field, "reason": u.reason} for u in r.unavailable],
         "warnings": list(r.warnings),
     }
@@ -311,6 +317,7 @@ def _power(p: farm_pb2.PowerResult, unavailable: Dict[str, str]) -> Dict[str, An
         "sample_rate_hz": p.sample_rate_hz,
         "rails": {rail.rail: rail.mean_watts for rail in p.rails},
         "simulated": p.simulated,
+        "recorded": p.recorded,
     }
 
 
@@ -331,9 +338,32 @@ def _thermal(t: farm_pb2.ThermalResult) -> Dict[str, Any]:
         "throttle_reasons": list(t.throttle_reasons),
         "cooldown_seconds": t.cooldown_seconds,
         "simulated": t.simulated,
+        "recorded": t.recorded,
     }
 
 
 def _sample(t: farm_pb2.TelemetrySample) -> Dict[str, Any]:
     return {"t": t.t, "sensor": t.sensor, "quantity": t.quantity, "channel": t.channel,
-            "value": t.value, "simulated": t.simulated}
+            "value": t.value, "simulated": t.simulated, "recorded": t.recorded}
+
+
+OP_PROFILE_TOP = 20  # nodes in the run document; the full list is in the trace
+
+
+def op_profile_document(p: farm_pb2.OpProfile, top: int = OP_PROFILE_TOP) -> Dict[str, Any]:
+    """The per-operator profile: the ``top`` slowest nodes (all with top=0), slowest first."""
+    ops = list(p.ops)[:top] if top > 0 else list(p.ops)
+    return {
+        "source": p.source,
+        "runs": p.runs,
+        "node_count": len(p.ops),
+        "ops": [{"node": o.node, "op_type": o.op_type, "provider": o.provider, "calls": o.calls,
+                 "mean_seconds": o.mean_seconds if o.HasField("mean_seconds") else None,
+                 "share": o.share if o.HasField("share") else None, "order": o.order} for o in ops],
+        "nodes_by_provider": dict(p.nodes_by_provider),
+        "timing_unavailable": p.timing_unavailable or None,
+        "trace_sha256": p.trace_sha256 or None,
+        "trace_bytes": p.trace_bytes,
+        "trace_format": p.trace_format or None,
+        "warnings": list(p.warnings),
+    }

@@ -55,6 +55,9 @@ class JobPlotData:
     timeline: List[Reading] = field(default_factory=list)
     simulated: bool = False
     sustained: List[Window] = field(default_factory=list)  # empty unless run in sustained mode
+    op_profile: Any = None  # hilfarm.v1.OpProfile of a job run with --profile-ops
+    emulated: bool = False  # measured under an instruction-set emulator: timings mean nothing
+    recorded: bool = False  # some readings came from a recording
 
     @property
     def title(self) -> str:
@@ -77,6 +80,9 @@ def plot_data_from_pb(job: Any) -> JobPlotData:
                           w.p50_seconds if w.HasField("p50_seconds") else None,
                           w.max_celsius if w.HasField("max_celsius") else None)
                    for w in result.sustained.windows],
+        op_profile=result.op_profile if result.HasField("op_profile") else None,
+        emulated=result.environment.emulated,
+        recorded=result.environment.recorded,
     )
 
 
@@ -116,9 +122,11 @@ def figure(data: JobPlotData):  # type: ignore[no-untyped-def]
     for r in data.timeline:
         by_quantity.setdefault(r.quantity, {}).setdefault(r.channel or "total", []).append(r)
     traces = [t for t in TRACES if t[0] in by_quantity]
-    rows = 1 + (len(traces) + 1) // 2 + (1 if data.sustained else 0)
+    rows = 1 + (len(traces) + 1) // 2 + (1 if data.sustained else 0) + (1 if data.op_profile is not None else 0)
     fig = Figure(figsize=(11, 3.4 * rows), layout="constrained")
-    fig.suptitle(data.title + ("  [simulated readings]" if data.simulated else ""), fontsize=11)
+    fig.suptitle(data.title + ("  [simulated readings]" if data.simulated else "")
+                 + ("  [EMULATED: timings mean nothing]" if data.emulated else "")
+                 + ("  [recorded readings]" if data.recorded else ""), fontsize=11)
     grid = fig.add_gridspec(rows, 2)
 
     ax = fig.add_subplot(grid[0, 0])
@@ -156,7 +164,12 @@ def figure(data: JobPlotData):  # type: ignore[no-untyped-def]
         ax.set_ylabel(unit)
         ax.legend(fontsize=7, loc="best")
     if data.sustained:
-        _sustained_panel(fig.add_subplot(grid[rows - 1, :]), data.sustained, data.simulated)
+        _sustained_panel(fig.add_subplot(grid[rows - 1 - (data.op_profile is not None), :]), data.sustained,
+                         data.simulated)
+    if data.op_profile is not None:
+        from hilfarm.op_profiles import draw_op_profile
+
+        draw_op_profile(fig.add_subplot(grid[rows - 1, :]), data.op_profile)
     return fig
 
 

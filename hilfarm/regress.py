@@ -181,11 +181,20 @@ def results_history(ctx, model, device, metric, limit, as_json):
 @click.pass_context
 def results_compare(ctx, baseline_job, candidate_job, as_json):
     """Compare job CANDIDATE_JOB with BASELINE_JOB, repeat by repeat (each job's per-process
-    medians are the units), with the device's noise history. Exit 1 on a regression."""
+    medians are the units), with the device's noise history, and node by node where both ran
+    with --profile-ops. Exit 1 on a regression."""
+    from hilfarm import op_profiles
+
     with _client(ctx) as client:
         comparison = client.compare_jobs(baseline_job, candidate_job)
+        # Node by node, where both jobs ran with --profile-ops.
+        a, b = (client.get_job(j).result for j in (baseline_job, candidate_job))
+    nodes = (op_profiles.compare_op_profiles(a.op_profile, b.op_profile)
+             if a.HasField("op_profile") and b.HasField("op_profile") else None)
     if as_json:
-        click.echo(json.dumps(_message_json(comparison), indent=2))
+        doc = _message_json(comparison)
+        doc["op_nodes"] = op_profiles.comparison_document(nodes) if nodes is not None else None
+        click.echo(json.dumps(doc, indent=2))
     else:
         verdict = "REGRESSION" if comparison.regression else ("inconclusive" if any(
             m.inconclusive for m in comparison.metrics) else "no regression")
@@ -194,6 +203,10 @@ def results_compare(ctx, baseline_job, candidate_job, as_json):
         for m in comparison.metrics:
             click.echo(f"  [{m.verdict}] {m.summary}")
             click.echo(f"      {m.statistic}")
+        if nodes is not None:
+            from hilfarm.display import console
+
+            console().print(op_profiles.comparison_table(nodes))
     ctx.exit(EXIT_FAIL if comparison.regression else EXIT_OK)
 
 

@@ -134,7 +134,7 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JobSettings(_message.Message):
-    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds")
+    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds", "profile_ops", "profile_ops_runs")
     class TfliteDelegateOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,8 @@ class JobSettings(_message.Message):
     SUSTAINED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REPEATS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_OPS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_OPS_RUNS_FIELD_NUMBER: _ClassVar[int]
     warmup_runs: int
     warmup_seconds: float
     min_runs: int
@@ -184,7 +186,9 @@ class JobSettings(_message.Message):
     sustained_seconds: float
     repeats: int
     warmup_max_seconds: float
-    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ..., repeats: _Optional[int] = ..., warmup_max_seconds: _Optional[float] = ...) -> None: ...
+    profile_ops: bool
+    profile_ops_runs: int
+    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ..., repeats: _Optional[int] = ..., warmup_max_seconds: _Optional[float] = ..., profile_ops: bool = ..., profile_ops_runs: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at", "telemetry", "repeat", "repeats")
@@ -209,20 +213,22 @@ class Progress(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., runs_done: _Optional[int] = ..., runs_target: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., latest_latency_seconds: _Optional[float] = ..., updated_at: _Optional[float] = ..., telemetry: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., repeat: _Optional[int] = ..., repeats: _Optional[int] = ...) -> None: ...
 
 class TelemetrySample(_message.Message):
-    __slots__ = ("t", "sensor", "quantity", "channel", "value", "simulated")
+    __slots__ = ("t", "sensor", "quantity", "channel", "value", "simulated", "recorded")
     T_FIELD_NUMBER: _ClassVar[int]
     SENSOR_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
     t: float
     sensor: str
     quantity: str
     channel: str
     value: float
     simulated: bool
-    def __init__(self, t: _Optional[float] = ..., sensor: _Optional[str] = ..., quantity: _Optional[str] = ..., channel: _Optional[str] = ..., value: _Optional[float] = ..., simulated: bool = ...) -> None: ...
+    recorded: bool
+    def __init__(self, t: _Optional[float] = ..., sensor: _Optional[str] = ..., quantity: _Optional[str] = ..., channel: _Optional[str] = ..., value: _Optional[float] = ..., simulated: bool = ..., recorded: bool = ...) -> None: ...
 
 class LatencyResult(_message.Message):
     __slots__ = ("load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "samples_ns", "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds", "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv", "throughput_per_second", "drift_ratio", "count", "repeats", "repeat_p50_min_seconds", "repeat_p50_max_seconds", "between_repeat_spread")
@@ -289,7 +295,7 @@ class MemoryResult(_message.Message):
     def __init__(self, baseline_peak_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., peak_bytes: _Optional[int] = ..., model_delta_bytes: _Optional[int] = ..., model_file_bytes: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ("agent_id", "device_profile", "hostname", "os", "kernel", "machine", "python_version", "runtime", "runtime_version", "execution_provider", "threads", "governor", "agent_version", "simulated", "input_shapes", "input_source", "runtime_settings")
+    __slots__ = ("agent_id", "device_profile", "hostname", "os", "kernel", "machine", "python_version", "runtime", "runtime_version", "execution_provider", "threads", "governor", "agent_version", "simulated", "input_shapes", "input_source", "runtime_settings", "emulated", "emulation", "recorded", "recorded_sources")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +313,10 @@ class Environment(_message.Message):
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    EMULATED_FIELD_NUMBER: _ClassVar[int]
+    EMULATION_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_SOURCES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     device_profile: str
     hostname: str
@@ -324,7 +334,11 @@ class Environment(_message.Message):
     input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
     input_source: str
     runtime_settings: str
-    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., machine: _Optional[str] = ..., python_version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., governor: _Optional[str] = ..., agent_version: _Optional[str] = ..., simulated: bool = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., input_source: _Optional[str] = ..., runtime_settings: _Optional[str] = ...) -> None: ...
+    emulated: bool
+    emulation: str
+    recorded: bool
+    recorded_sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., machine: _Optional[str] = ..., python_version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., governor: _Optional[str] = ..., agent_version: _Optional[str] = ..., simulated: bool = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., input_source: _Optional[str] = ..., runtime_settings: _Optional[str] = ..., emulated: bool = ..., emulation: _Optional[str] = ..., recorded: bool = ..., recorded_sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Unavailable(_message.Message):
     __slots__ = ("field", "reason")
@@ -343,7 +357,7 @@ class RailPower(_message.Message):
     def __init__(self, rail: _Optional[str] = ..., mean_watts: _Optional[float] = ...) -> None: ...
 
 class PowerResult(_message.Message):
-    __slots__ = ("idle_watts", "active_watts", "energy_per_inference_joules", "energy_method", "sensor", "sample_rate_hz", "rails", "simulated")
+    __slots__ = ("idle_watts", "active_watts", "energy_per_inference_joules", "energy_method", "sensor", "sample_rate_hz", "rails", "simulated", "recorded")
     IDLE_WATTS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_WATTS_FIELD_NUMBER: _ClassVar[int]
     ENERGY_PER_INFERENCE_JOULES_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +366,7 @@ class PowerResult(_message.Message):
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     RAILS_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
     idle_watts: float
     active_watts: float
     energy_per_inference_joules: float
@@ -360,7 +375,8 @@ class PowerResult(_message.Message):
     sample_rate_hz: float
     rails: _containers.RepeatedCompositeFieldContainer[RailPower]
     simulated: bool
-    def __init__(self, idle_watts: _Optional[float] = ..., active_watts: _Optional[float] = ..., energy_per_inference_joules: _Optional[float] = ..., energy_method: _Optional[str] = ..., sensor: _Optional[str] = ..., sample_rate_hz: _Optional[float] = ..., rails: _Optional[_Iterable[_Union[RailPower, _Mapping]]] = ..., simulated: bool = ...) -> None: ...
+    recorded: bool
+    def __init__(self, idle_watts: _Optional[float] = ..., active_watts: _Optional[float] = ..., energy_per_inference_joules: _Optional[float] = ..., energy_method: _Optional[str] = ..., sensor: _Optional[str] = ..., sample_rate_hz: _Optional[float] = ..., rails: _Optional[_Iterable[_Union[RailPower, _Mapping]]] = ..., simulated: bool = ..., recorded: bool = ...) -> None: ...
 
 class ZoneTemperature(_message.Message):
     __slots__ = ("zone", "start_celsius", "max_celsius", "end_celsius", "sensor")
@@ -389,7 +405,7 @@ class ClockRange(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., min_hz: _Optional[float] = ..., max_hz: _Optional[float] = ..., allowed_max_hz: _Optional[float] = ...) -> None: ...
 
 class ThermalResult(_message.Message):
-    __slots__ = ("zones", "clocks", "throttled", "throttled_fraction", "throttle_reasons", "cooldown_seconds", "simulated")
+    __slots__ = ("zones", "clocks", "throttled", "throttled_fraction", "throttle_reasons", "cooldown_seconds", "simulated", "recorded")
     ZONES_FIELD_NUMBER: _ClassVar[int]
     CLOCKS_FIELD_NUMBER: _ClassVar[int]
     THROTTLED_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +413,7 @@ class ThermalResult(_message.Message):
     THROTTLE_REASONS_FIELD_NUMBER: _ClassVar[int]
     COOLDOWN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
     zones: _containers.RepeatedCompositeFieldContainer[ZoneTemperature]
     clocks: _containers.RepeatedCompositeFieldContainer[ClockRange]
     throttled: bool
@@ -404,7 +421,8 @@ class ThermalResult(_message.Message):
     throttle_reasons: _containers.RepeatedScalarFieldContainer[str]
     cooldown_seconds: float
     simulated: bool
-    def __init__(self, zones: _Optional[_Iterable[_Union[ZoneTemperature, _Mapping]]] = ..., clocks: _Optional[_Iterable[_Union[ClockRange, _Mapping]]] = ..., throttled: bool = ..., throttled_fraction: _Optional[float] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cooldown_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
+    recorded: bool
+    def __init__(self, zones: _Optional[_Iterable[_Union[ZoneTemperature, _Mapping]]] = ..., clocks: _Optional[_Iterable[_Union[ClockRange, _Mapping]]] = ..., throttled: bool = ..., throttled_fraction: _Optional[float] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cooldown_seconds: _Optional[float] = ..., simulated: bool = ..., recorded: bool = ...) -> None: ...
 
 class SustainedWindow(_message.Message):
     __slots__ = ("start_seconds", "end_seconds", "runs", "p50_seconds", "p90_seconds", "mean_watts", "max_celsius", "min_clock_hz", "throttled_fraction")
@@ -521,7 +539,7 @@ class DeviceActivity(_message.Message):
     def __init__(self, load_average_start: _Optional[float] = ..., load_average_end: _Optional[float] = ..., other_cpu_cores: _Optional[float] = ..., busy: _Optional[_Iterable[_Union[BusyProcess, _Mapping]]] = ..., quiet: bool = ..., source: _Optional[str] = ...) -> None: ...
 
 class BenchmarkResult(_message.Message):
-    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline", "sustained", "repeats", "stability", "activity")
+    __slots__ = ("latency", "memory", "environment", "unavailable", "warnings", "power", "thermal", "timeline", "sustained", "repeats", "stability", "activity", "op_profile")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -534,6 +552,7 @@ class BenchmarkResult(_message.Message):
     REPEATS_FIELD_NUMBER: _ClassVar[int]
     STABILITY_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    OP_PROFILE_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyResult
     memory: MemoryResult
     environment: Environment
@@ -546,7 +565,57 @@ class BenchmarkResult(_message.Message):
     repeats: _containers.RepeatedCompositeFieldContainer[RepeatResult]
     stability: Stability
     activity: DeviceActivity
-    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., sustained: _Optional[_Union[SustainedResult, _Mapping]] = ..., repeats: _Optional[_Iterable[_Union[RepeatResult, _Mapping]]] = ..., stability: _Optional[_Union[Stability, _Mapping]] = ..., activity: _Optional[_Union[DeviceActivity, _Mapping]] = ...) -> None: ...
+    op_profile: OpProfile
+    def __init__(self, latency: _Optional[_Union[LatencyResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., power: _Optional[_Union[PowerResult, _Mapping]] = ..., thermal: _Optional[_Union[ThermalResult, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TelemetrySample, _Mapping]]] = ..., sustained: _Optional[_Union[SustainedResult, _Mapping]] = ..., repeats: _Optional[_Iterable[_Union[RepeatResult, _Mapping]]] = ..., stability: _Optional[_Union[Stability, _Mapping]] = ..., activity: _Optional[_Union[DeviceActivity, _Mapping]] = ..., op_profile: _Optional[_Union[OpProfile, _Mapping]] = ...) -> None: ...
+
+class OpTime(_message.Message):
+    __slots__ = ("node", "op_type", "provider", "calls", "mean_seconds", "share", "order")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    op_type: str
+    provider: str
+    calls: int
+    mean_seconds: float
+    share: float
+    order: int
+    def __init__(self, node: _Optional[str] = ..., op_type: _Optional[str] = ..., provider: _Optional[str] = ..., calls: _Optional[int] = ..., mean_seconds: _Optional[float] = ..., share: _Optional[float] = ..., order: _Optional[int] = ...) -> None: ...
+
+class OpProfile(_message.Message):
+    __slots__ = ("source", "runs", "ops", "nodes_by_provider", "timing_unavailable", "trace_format", "trace_sha256", "trace_bytes", "trace", "warnings")
+    class NodesByProviderEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    NODES_BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    TIMING_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TRACE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    runs: int
+    ops: _containers.RepeatedCompositeFieldContainer[OpTime]
+    nodes_by_provider: _containers.ScalarMap[str, int]
+    timing_unavailable: str
+    trace_format: str
+    trace_sha256: str
+    trace_bytes: int
+    trace: bytes
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source: _Optional[str] = ..., runs: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[OpTime, _Mapping]]] = ..., nodes_by_provider: _Optional[_Mapping[str, int]] = ..., timing_unavailable: _Optional[str] = ..., trace_format: _Optional[str] = ..., trace_sha256: _Optional[str] = ..., trace_bytes: _Optional[int] = ..., trace: _Optional[bytes] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure", "constraints", "verdicts", "constraint_set")
@@ -619,7 +688,7 @@ class RuntimeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., package: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("runtimes", "cpu_cores", "memory_bytes", "machine", "os", "kernel", "python_version", "accelerators")
+    __slots__ = ("runtimes", "cpu_cores", "memory_bytes", "machine", "os", "kernel", "python_version", "accelerators", "emulation")
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
     CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -628,6 +697,7 @@ class Capabilities(_message.Message):
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
+    EMULATION_FIELD_NUMBER: _ClassVar[int]
     runtimes: _containers.RepeatedCompositeFieldContainer[RuntimeInfo]
     cpu_cores: int
     memory_bytes: int
@@ -636,7 +706,8 @@ class Capabilities(_message.Message):
     kernel: str
     python_version: str
     accelerators: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., machine: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., accelerators: _Optional[_Iterable[str]] = ...) -> None: ...
+    emulation: str
+    def __init__(self, runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., cpu_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., machine: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., accelerators: _Optional[_Iterable[str]] = ..., emulation: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("agent_id", "device_profile", "tags", "state", "last_seen", "hostname", "agent_version", "capabilities", "current_job_id")

@@ -120,6 +120,11 @@ class FarmServiceStub(object):
                 request_serializer=hilfarm_dot_v1_dot_farm__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=hilfarm_dot_v1_dot_farm__pb2.HistoryResponse.FromString,
                 _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/hilfarm.v1.FarmService/DownloadArtifact',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ArtifactChunk.FromString,
+                _registered_method=True)
 
 
 class FarmServiceServicer(object):
@@ -230,6 +235,13 @@ class FarmServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadArtifact(self, request, context):
+        """A stored artifact by digest: a model, input tensors, or a job's per-operator trace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FarmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +329,11 @@ def add_FarmServiceServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=hilfarm_dot_v1_dot_farm__pb2.HistoryRequest.FromString,
                     response_serializer=hilfarm_dot_v1_dot_farm__pb2.HistoryResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.ArtifactChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -779,6 +796,33 @@ class FarmService(object):
             '/hilfarm.v1.FarmService/GetHistory',
             hilfarm_dot_v1_dot_farm__pb2.HistoryRequest.SerializeToString,
             hilfarm_dot_v1_dot_farm__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/DownloadArtifact',
+            hilfarm_dot_v1_dot_farm__pb2.DownloadArtifactRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.ArtifactChunk.FromString,
             options,
             channel_credentials,
             insecure,

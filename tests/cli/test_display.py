@@ -95,3 +95,39 @@ def test_results_table_says_once_per_device_why_power_is_unknown():
         out.print(results_table([job("a.onnx"), job("b.onnx")]))
     text = captured.get()
     assert text.count("local: power unknown, no RAPL domains") == 1
+
+
+def test_job_detail_shows_emulated_recorded_and_the_op_profile_at_80_and_120_columns():
+    from rich.console import Console
+
+    from hilfarm.display import job_detail
+
+    job = farm_pb2.Job(id="j1", model_name="det.onnx", device_profile="raspberry-pi-5",
+                       state=farm_pb2.JOB_STATE_SUCCEEDED)
+    r = job.result
+    r.latency.samples_ns.extend([1_000_000] * 5)
+    r.environment.runtime, r.environment.emulated = "onnxruntime", True
+    r.environment.emulation = "qemu-user: this process runs as aarch64, but /proc/cpuinfo describes an x86 CPU"
+    r.environment.recorded = True
+    r.environment.recorded_sources.append("sensors: Raspberry Pi 5 recorded at idle")
+    r.power.active_watts, r.power.recorded, r.power.sensor = 1.73, True, "vcgencmd pmic_read_adc"
+    p = r.op_profile
+    p.runs, p.source = 10, "onnxruntime profiler"
+    p.ops.add(node="/backbone/conv_with_a_rather_long_name_1", op_type="Conv", provider="CUDAExecutionProvider",
+              calls=10, mean_seconds=0.003, share=0.75)
+    p.ops.add(node="/head/resize", op_type="Resize", provider="CPUExecutionProvider", calls=10,
+              mean_seconds=0.001, share=0.25)
+    p.nodes_by_provider.update({"CUDAExecutionProvider": 1, "CPUExecutionProvider": 1})
+    p.warnings.append("1 of 2 nodes ran on the CPU although CUDAExecutionProvider was asked for: /head/resize (Resize)")
+    p.trace_sha256, p.trace_bytes, p.trace_format = "ab" * 32, 12345, "onnxruntime-chrome-trace-json"
+    for width in (80, 120):
+        out = Console(width=width, record=True, color_system=None)
+        out.print(job_detail(job))
+        text = out.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        flat = " ".join(text.split())
+        assert "EMULATED: qemu-user" in flat and "sensors: Raspberry Pi 5 recorded at idle" in flat
+        assert "(recorded)" in flat
+        assert "per-operator profile: 2 of 2 nodes, slowest first" in flat
+        assert "CPUExecutionProvider" in flat and "ran on the CPU although CUDAExecutionProvider" in flat
+        assert "hilfarm jobs trace JOB" in flat

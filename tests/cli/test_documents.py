@@ -92,7 +92,7 @@ def test_power_thermal_and_timeline_are_in_the_document():
     assert result["thermal"]["throttled"] is True and result["thermal"]["throttled_fraction"] == 0.25
     assert result["thermal"]["clocks"][0]["allowed_max_hz"] is None
     assert result["timeline"] == [{"t": 0.1, "sensor": "hwmon:ina226", "quantity": "power_watts",
-                                   "channel": "VDD_IN", "value": 6.1, "simulated": True}]
+                                   "channel": "VDD_IN", "value": 6.1, "simulated": True, "recorded": False}]
     assert jobs_document([finished_job()], with_samples=False)["jobs"][0]["result"]["timeline"] is None
 
 

@@ -25,6 +25,8 @@ def _scalar(field):
     if field.enum_type is not None:
         return field.enum_type.values[-1].number
     cpp = field.cpp_type
+    if field.type == field.TYPE_BYTES:
+        return bytes([n % 256, 0, 255]) + f"{field.name}-{n}".encode()
     if cpp == field.CPPTYPE_STRING:
         return f"{field.name}-{n}"
     if cpp == field.CPPTYPE_BOOL:

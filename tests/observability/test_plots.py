@@ -82,3 +82,21 @@ def test_sustained_windows_add_a_latency_and_temperature_panel() -> None:
     twin = next(a for a in fig.axes if a is not ax and a.get_ylabel().startswith("max temperature"))
     assert list(twin.lines[0].get_xdata()) == [0.5, 1.5, 3.5]  # nothing drawn where nothing was measured
     assert not any(a.get_title().startswith("Sustained") for a in plots.figure(plots.plot_data_from_pb(make_job(True))).axes)
+
+
+def test_op_profile_panel_colours_nodes_by_provider(tmp_path: Path) -> None:
+    job = make_job(False)
+    p = job.result.op_profile
+    p.runs = 10
+    for i, (node, provider) in enumerate([("conv1", "CUDAExecutionProvider"), ("resize", "CPUExecutionProvider"),
+                                          ("fc", "CUDAExecutionProvider")]):
+        p.ops.add(node=node, op_type="Op", provider=provider, calls=10, mean_seconds=(3 - i) * 1e-3, order=i)
+    fig = plots.figure(plots.plot_data_from_pb(job))
+    ax = next(a for a in fig.axes if a.get_title().startswith("Per-operator profile"))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["fc (Op)", "resize (Op)", "conv1 (Op)"]  # slowest at the top
+    colours = {tuple(b.get_facecolor()) for b in ax.patches}
+    assert len(colours) == 2  # one colour per provider
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"CPUExecutionProvider", "CUDAExecutionProvider"}
+    png = plots.plot_job(job, tmp_path / "ops.png").read_bytes()
+    assert _png_size(png)[1] > _png_size(plots.plot_job(make_job(False), tmp_path / "bare.png").read_bytes())[1]
