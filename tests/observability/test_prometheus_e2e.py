@@ -179,7 +179,8 @@ def observed_farm(tmp_path_factory):
         broken = root / "broken.onnx"
         broken.write_bytes(b"not an onnx model")
         slower = sample_models.make_onnx_mlp(root / "slower.onnx", in_features=32, hidden=512, layers=3, batch=64)
-        settings = farm_pb2.JobSettings(warmup_runs=2, min_runs=20, min_seconds=0.2, max_seconds=3)
+        # Three processes a job: the baseline's repeats are the units the suite's comparison tests.
+        settings = farm_pb2.JobSettings(warmup_runs=2, min_runs=20, min_seconds=0.2, max_seconds=3, repeats=3)
         # As `submit --constraints` builds them: p99 within 10 s (met), p50 within 1 ns (broken).
         constraints = parse_constraint_set({"name": "e2e", "budgets": {"latency.p99": "10s", "latency.p50": "1ns"}})
         budgets = [budget_to_pb(b) for b in constraints.budgets]
@@ -216,7 +217,8 @@ def observed_farm(tmp_path_factory):
             while (suite_run := client.get_suite_run(suite_run.id)).state != "finished":
                 assert time.monotonic() < deadline, f"suite run did not finish\n{agent.text()[-3000:]}"
                 time.sleep(0.2)
-            assert [c.outcome for c in suite_run.cases] == ["regression"], suite_run
+            assert [c.outcome for c in suite_run.cases] == ["regression"], (suite_run, [
+                client.get_job(j).result.stability for j in (local_jobs[0], suite_run.cases[0].job_id)])
             local_jobs.append(suite_run.cases[0].job_id)
         # The silent device is offline after 3 heartbeat intervals (15 s by default); wait for
         # Prometheus to see it, and for a few more scrapes of everything else.
