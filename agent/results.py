@@ -92,6 +92,8 @@ class JobSettings:
     memory_limit_bytes: int = 0
     timeout_seconds: float = 0.0
     sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
+    # > 0: the size of a dynamic dimension input_shapes leaves unset; 0: such a dimension fails the job.
+    dynamic_dimension_default: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -97,10 +97,12 @@ def test_null_runtime_measures_tiny_harness_overhead():
     assert r.memory.model_file_bytes is None
 
 
-def test_dynamic_dim_defaults_to_one_with_a_warning(models):
-    r = run(models["dynamic"]).result
-    assert r.environment.input_shapes == {"x": [1, 16]}
-    assert any("dim 0" in w and "dynamic; used 1" in w and "--input-shape" in w for w in r.warnings)
+def test_unset_dynamic_dim_fails_the_job_unless_a_default_is_given(models):
+    f = failure_of(run(models["dynamic"]))
+    assert f.category is FailureCategory.INPUT_MISMATCH
+    assert "input 'x'" in f.message and "dim 0 ('batch') is dynamic" in f.message
+    r = run(models["dynamic"], dynamic_dimension_default=4).result
+    assert r.environment.input_shapes == {"x": [4, 16]}
 
 
 def test_dynamic_dim_set_by_the_job(models):
