@@ -228,8 +228,9 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         listed = [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
         if not request.include_samples:
             for job in listed:
-                job.result.latency.ClearField("samples_ns")
-                job.result.ClearField("timeline")
+                if job.HasField("result"):  # touching job.result would give every job an empty one
+                    job.result.latency.ClearField("samples_ns")
+                    job.result.ClearField("timeline")
         return pb.ListJobsResponse(jobs=listed)
 
     @_rpc
@@ -484,22 +485,21 @@ class Controller:
         reflection.enable_server_reflection(
             (FARM_SERVICE, AGENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        # Metrics first: a gRPC server that never started keeps its port until it is collected.
+        if self.metrics is not None and hasattr(self.metrics, "start"):
+            self.metrics_port = self.metrics.start(self.metrics_bind)
         busy = (f"cannot listen on {bind}: the address is in use (is another hilfarm controller "
                 f"running there?) or not available on this machine")
         try:
             port = server.add_insecure_port(bind)
         except RuntimeError as exc:
-            raise CannotListen(f"{busy} ({exc})") from exc
+            port, cause = 0, f" ({exc})"
+        else:
+            cause = ""
         if not port:
-            raise CannotListen(busy)
-        if self.metrics is not None and hasattr(self.metrics, "start"):
-            try:
-                self.metrics_port = self.metrics.start(self.metrics_bind)
-            except BaseException:
-                server.stop(None)  # give the gRPC port back
-                if hasattr(self.metrics, "stop"):
-                    self.metrics.stop()
-                raise
+            if self.metrics is not None and hasattr(self.metrics, "stop"):
+                self.metrics.stop()
+            raise CannotListen(busy + cause)
         server.start()
         self.scheduler.start()
         if self.nightly is not None:
