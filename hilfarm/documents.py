@@ -26,10 +26,25 @@ SCHEMA_FILES = {
     JOBS_SCHEMA_ID: "jobs.schema.json",
     DEVICES_SCHEMA_ID: "devices.schema.json",
     SUITE_RUN_SCHEMA_ID: "suite-run.schema.json",
-    HISTORY_SCHEMA_ID: "results.schema.json",
-    COMPARISON_SCHEMA_ID: "results.schema.json",
-    BASELINES_SCHEMA_ID: "results.schema.json",
+    HISTORY_SCHEMA_ID: "history.schema.json",
+    COMPARISON_SCHEMA_ID: "comparison.schema.json",
+    BASELINES_SCHEMA_ID: "baselines.schema.json",
 }
+
+
+def schema_registry():  # type: ignore[no-untyped-def]
+    """Every schema above, for jsonschema: they refer to each other by $id (a suite run's job is
+    the job of hilfarm.run/v1). ``jsonschema.validate(doc, {"$ref": doc["schema"]}, registry=...)``."""
+    import json
+    from pathlib import Path
+
+    from referencing import Registry, Resource
+
+    here = Path(__file__).parent
+    return Registry().with_resources(
+        (schema_id, Resource.from_contents(json.loads((here / name).read_text())))
+        for schema_id, name in SCHEMA_FILES.items()
+    )
 
 
 def timed_runs(latency: farm_pb2.LatencyResult) -> int:
@@ -375,7 +390,7 @@ def suite_run_document(run: farm_pb2.SuiteRun) -> Dict[str, Any]:
                 "model_sha256": c.model_sha256,
                 "device_profile": c.device_profile,
                 "runtime_config": c.runtime_config,
-                "outcome": c.outcome,
+                "outcome": c.outcome or None,
                 "message": c.message or None,
                 "job_id": c.job_id or None,
                 "baseline_job_id": c.baseline_job_id or None,

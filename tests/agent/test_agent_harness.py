@@ -306,3 +306,17 @@ def test_sustained_phase_comes_on_top_of_the_timeout(plugins):
                        timeout_seconds=0.2, warmup_seconds=5.0))
     assert f.category is FailureCategory.TIMEOUT
     assert "0.4 s (sustained_seconds 0.2 + timeout_seconds)" in f.message
+
+
+def test_a_hilfarm_folder_in_the_working_directory_cannot_shadow_the_installed_package(models, tmp_path, monkeypatch):
+    """`python -m hilfarm.agent.child` puts its working directory first on sys.path. An agent
+    started in a checkout (or anywhere a `hilfarm/` folder lies) must still run its jobs."""
+    decoy = tmp_path / "hilfarm"
+    decoy.mkdir()
+    # Importing this instead of the package fails loudly, whichever way hilfarm is installed
+    # (an editable install still finds hilfarm.agent through its own finder; a wheel does not).
+    (decoy / "__init__.py").write_text("raise ImportError('imported the hilfarm/ folder of the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    outcome = run(models["mlp"])
+    assert outcome.failure is None, outcome.failure
+    assert outcome.result.latency.p50_seconds > 0
