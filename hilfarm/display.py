@@ -124,6 +124,9 @@ class Column:
     flexible: bool = False  # text that may wrap (names)
     optional: bool = False  # moves under the table when the width cannot hold it
     unit: str = ""          # written after a value moved under the table
+    # When every row has the same value (one device, one model), the column goes and the value
+    # joins the title: "{}" is how it reads there, e.g. "on {}".
+    in_title: str = ""
 
 
 @dataclass
@@ -137,11 +140,15 @@ def _width(cell: Cell) -> int:
     return max((cell_len(line) for line in text.split("\n")), default=0)
 
 
+def _need(column: Column, cells: Sequence[Cell]) -> int:
+    return max([_width(column.header)] + [_width(c) for c in cells])
+
+
 def fit_columns(columns: Sequence[Column], rows: Sequence[Row], width: int) -> List[int]:
     """Indexes of the columns to show: all of them, unless ``width`` cannot hold them; then the
     optional ones go, last first, until the rest fit (flexible columns counted at a minimum)."""
     def need(i: int) -> int:
-        natural = max([_width(columns[i].header)] + [_width(r.cells[i]) for r in rows])
+        natural = _need(columns[i], [r.cells[i] for r in rows])
         return min(natural, _FLEX_MIN) if columns[i].flexible else natural
 
     kept = list(range(len(columns)))
@@ -153,27 +160,109 @@ def fit_columns(columns: Sequence[Column], rows: Sequence[Row], width: int) -> L
     return kept
 
 
+def _allot(naturals: Dict[int, int], room: int) -> Dict[int, int]:
+    """Widths for the flexible columns in ``room``: a column that needs less than an even share
+    gets what it needs, the rest share what is left evenly (water-filling)."""
+    widths: Dict[int, int] = {}
+    left = dict(naturals)
+    while left:
+        share = max(room // len(left), 1)
+        small = {i: n for i, n in left.items() if n <= share}
+        if not small:
+            for i in left:
+                widths[i] = max(share, 4)
+            break
+        for i, n in small.items():
+            widths[i] = n
+            room -= n
+            del left[i]
+    return widths
+
+
+_BREAK_AFTER = re.compile(r"(?<=[-_./ ])")
+
+
+def wrap_name(text: str, width: int) -> str:
+    """A name over lines of at most ``width``, broken after - _ . / where it can be, mid-word
+    only where it must, and as even as the same number of lines allows ("raspberry-pi-5" in 13
+    columns: "raspberry-" / "pi-5", not "raspberry-pi-" / "5")."""
+    greedy = _wrap_greedy(text, width)
+    count = len(greedy)
+    # Narrower, but never so narrow that a piece which fitted must be cut.
+    pieces = [cell_len(p) for p in _BREAK_AFTER.split(text) if cell_len(p) <= width]
+    for target in range(max([-(-cell_len(text) // count)] + pieces), width):
+        even = _wrap_greedy(text, target)
+        if len(even) <= count:
+            return "\n".join(even)
+    return "\n".join(greedy)
+
+
+def _wrap_greedy(text: str, width: int) -> List[str]:
+    lines: List[str] = []
+    current = ""
+    for part in _BREAK_AFTER.split(text):
+        while cell_len(part) > width:  # one piece longer than the column: fold it
+            room = width - cell_len(current)
+            if room <= 0:
+                lines.append(current)
+                current, room = "", width
+            current += part[:room]
+            part = part[room:]
+            lines.append(current)
+            current = ""
+        if cell_len(current) + cell_len(part) > width:
+            lines.append(current)
+            current = ""
+        current += part
+    lines.append(current)
+    return [line.rstrip() for line in lines if line]
+
+
 class FittedTable:
     """A table that fits the width it is printed at (see the module docstring)."""
 
     def __init__(self, columns: Sequence[Column], rows: Sequence[Row], *, title: str = "") -> None:
-        # A column with nothing in it (no device measured power, say) is not shown at all.
-        used = [i for i, c in enumerate(columns)
-                if not c.optional or any(_width(r.cells[i]) for r in rows)]
+        # A column with nothing in it (no device measured power, say) is not shown at all; one
+        # that says the same in every row says it once, in the title.
+        said_once = []
+        used = []
+        for i, c in enumerate(columns):
+            values = {_plain(r.cells[i]) for r in rows}
+            if c.in_title and len(values) == 1 and values != {""}:
+                said_once.append(c.in_title.format(values.pop()))
+            elif not c.optional or any(_width(r.cells[i]) for r in rows):
+                used.append(i)
         self.columns = [columns[i] for i in used]
         self.rows = [Row(r.key, [r.cells[i] for i in used]) for r in rows]
-        self.title = title
+        self.title = " ".join(filter(None, [title] + said_once))
 
     def __rich_console__(self, console_: Console, options: ConsoleOptions) -> RenderResult:
-        kept = fit_columns(self.columns, self.rows, options.max_width)
-        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style="bold",
-                      title=self.title or None, title_justify="left", title_style="bold")
+        width = options.max_width
+        kept = fit_columns(self.columns, self.rows, width)
+        naturals = {i: _need(self.columns[i], [r.cells[i] for r in self.rows]) for i in kept}
+        flexible = [i for i in kept if self.columns[i].flexible]
+        room = width - sum(n for i, n in naturals.items() if i not in flexible) - _GAP * (len(kept) - 1)
+        widths = naturals
+        if flexible and sum(naturals[i] for i in flexible) > room:
+            widths = dict(naturals)
+            widths.update(_allot({i: naturals[i] for i in flexible}, room))
+        if self.title:  # a line of its own: a table's title would wrap at the table's width
+            yield Text(self.title, style="bold")
+        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style="bold")
         for i in kept:
             c = self.columns[i]
             table.add_column(c.header, justify=c.justify,  # type: ignore[arg-type]
-                             no_wrap=not c.flexible, overflow="fold" if c.flexible else "ellipsis")
+                             no_wrap=not c.flexible, overflow="fold" if c.flexible else "ellipsis",
+                             max_width=widths[i] if c.flexible else None)
         for row in self.rows:
-            table.add_row(*[row.cells[i] for i in kept])
+            cells = []
+            for i in kept:
+                cell = row.cells[i]
+                if self.columns[i].flexible and _width(cell) > widths[i]:
+                    wrapped = wrap_name(_plain(cell), widths[i])
+                    cell = Text(wrapped, style=cell.style) if isinstance(cell, Text) else wrapped
+                cells.append(cell)
+            table.add_row(*cells)
         yield table
         moved = [i for i in range(len(self.columns)) if i not in kept]
         for row in self.rows:
@@ -226,14 +315,17 @@ def power_and_heat_cells(result: farm_pb2.BenchmarkResult) -> List[str]:
     return [watts, energy, hottest, throttled]
 
 
+_MODEL = Column("model", flexible=True, in_title="{}")
+_DEVICE = Column("device", flexible=True, in_title="on {}")
+
 _COMPACT_COLUMNS = [
-    Column("job"), Column("model", flexible=True), Column("device", flexible=True), Column("state"),
+    Column("job"), _MODEL, _DEVICE, Column("state"),
     Column("p50\nms", "right"), Column("p99\nms", "right"), Column("peak\nMiB", "right"),
     Column("W", "right", optional=True, unit="W"), Column("max\n°C", "right", optional=True, unit="°C"),
 ]
 
 _WIDE_COLUMNS = [
-    Column("job"), Column("run"), Column("model", flexible=True), Column("device", flexible=True),
+    Column("job"), Column("run"), _MODEL, _DEVICE,
     Column("state"), Column("p50 ms", "right"), Column("p90 ms", "right"), Column("p99 ms", "right"),
     Column("cv", "right"), Column("inf/s", "right"), Column("peak MiB", "right"),
     Column("+model MiB", "right"), Column("W", "right"), Column("mJ/inf", "right"),
@@ -324,7 +416,7 @@ def result_notes(jobs: Sequence[farm_pb2.Job], keys: Dict[str, str], *, wide: bo
                     if section in missing:
                         notes.append(Text(f"{key} {section} unknown: {missing[section]}", style="dim"))
         if job.verdicts:
-            notes.append(verdicts_table(job, key))
+            notes.append(verdicts_table(job, key, brief=point_to_detail))
         notes.extend(placement_lines(job, key))
     for device, (sections, key) in unmeasured.items():
         why = f" (why: `hilfarm jobs show {key}`)" if point_to_detail else ""
@@ -338,9 +430,9 @@ def result_notes(jobs: Sequence[farm_pb2.Job], keys: Dict[str, str], *, wide: bo
 _VERDICT_STYLE = {farm_pb2.VERDICT_STATUS_PASS: ("pass", "green"), farm_pb2.VERDICT_STATUS_FAIL: ("FAIL", "red")}
 
 
-def verdicts_table(job: farm_pb2.Job, key: str) -> Group:
+def verdicts_table(job: farm_pb2.Job, key: str, *, brief: bool = False) -> Group:
     """The job's budgets, one line each: pass, FAIL or unknown, the figure measured and the
-    headroom, or why it could not be measured."""
+    headroom, or why it could not be measured (``brief``: where to read why)."""
     from hilfarm.constraints import format_value
 
     title = Text(f"{key} budgets" + (f" ({job.constraint_set})" if job.constraint_set else "")
@@ -356,7 +448,8 @@ def verdicts_table(job: farm_pb2.Job, key: str) -> Group:
             measured = format_value(v.measured, v.unit)
             margin = f"margin {format_value(v.margin, v.unit)}" if v.HasField("margin") else ""
         else:
-            measured, margin = "unknown", v.reason
+            measured = "unknown"
+            margin = f"not measured (why: `hilfarm jobs show {key}`)" if brief else v.reason
         table.add_row(Text(word, style=style), budget, measured, margin)
     return Group(title, table)
 
@@ -410,7 +503,7 @@ def live_readings(progress: farm_pb2.Progress) -> str:
 
 
 _PROGRESS_COLUMNS = [
-    Column("job"), Column("model", flexible=True), Column("device", flexible=True), Column("state"),
+    Column("job"), _MODEL, _DEVICE, Column("state"),
     Column("runs", "right"), Column("last\nms", "right"), Column("time\ns", "right"),
     Column("device now", optional=True),
 ]

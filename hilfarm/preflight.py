@@ -41,8 +41,8 @@ def placement_problems(
                                for p in known) or "none"
             problems.append(
                 f"no agent has registered with device profile {profile!r}"
-                + (f" — did you mean {close[0]!r}?" if close else "")
-                + f" Profiles the farm has: {listed}."
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; profiles the farm has: {listed}."
             )
             continue
         offered = {}
