@@ -76,7 +76,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
     assert "Mann-Whitney" in latency["statistic"]
     if latency["verdict"] == "regression":  # run-to-run noise on a shared machine: the re-run clears it
         assert case["confirmation"]["regression"] is False and "not confirmed" in case["message"]
-    assert {v["status"] for v in case["verdicts"]} == {"VERDICT_STATUS_PASS"}
+    assert {v["status"] for v in case["verdicts"]} == {"pass"}
     assert ET.parse(tmp_path / "second.xml").getroot().get("failures") == "0"
 
     # A much slower model under the same name: a regression, confirmed by an interleaved re-run.
@@ -112,7 +112,7 @@ def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models
     assert done.exit_code == 1, done.output
     case = json.loads(done.output)["cases"][0]
     assert case["outcome"] == "budget_broken"
-    assert case["verdicts"][0]["status"] == "VERDICT_STATUS_FAIL" and case["verdicts"][0]["margin"] < 0
+    assert case["verdicts"][0]["status"] == "fail" and case["verdicts"][0]["margin"] < 0
 
     # submit --constraints: a budget on a figure this agent did not measure is unknown -> exit 1
     budgets = tmp_path / "budgets.yaml"
