@@ -815,7 +815,7 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
         raise _cannot_start(error) from None
     stop = threading.Event()
     _stop_on_signals(stop)
-    click.echo(f"hilfarm is up: controller on {farm.address}, data in {farm.data_dir}", err=True)
+    click.echo(f"hilfarm is up: controller {farm.address}, data in {farm.data_dir}", err=True)
     if farm.metrics_url:
         click.echo(f"metrics:  {farm.metrics_url}", err=True)
     runner = farm.nightly_runner

@@ -43,7 +43,7 @@ def farm(tmp_path_factory):
     while not address:
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
-        found = re.search(r"controller on (127\.0\.0\.1:\d+)", log.read_text())
+        found = re.search(r"hilfarm is up: controller (127\.0\.0\.1:\d+)", log.read_text())
         address = found.group(1) if found else ""
         time.sleep(0.1)
     yield address, log
