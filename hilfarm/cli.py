@@ -277,7 +277,7 @@ def _follow(ctx: click.Context, client: FarmClient, jobs: Sequence[farm_pb2.Job]
     follower = JobFollower(client, jobs)
     try:
         with signals_interrupt():
-            return follower.wait(live=live, timeout=timeout)
+            return follower.wait(live=live, timeout=timeout, on_state=None if live else _say_state(jobs))
     except Interrupted as stop:
         code, why = stop.exit_code, "interrupted"
     except WaitTimedOut:
@@ -289,6 +289,27 @@ def _follow(ctx: click.Context, client: FarmClient, jobs: Sequence[farm_pb2.Job]
 
 def _count(items: Sequence[object], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _say_state(jobs: Sequence[farm_pb2.Job]):  # type: ignore[no-untyped-def]
+    """Where nothing redraws (a pipe, a CI log): one line on stderr each time a job changes state,
+    so a wait is never silent; a waiting job says why."""
+    from hilfarm.display import short_ids, shorten_ids
+    from hilfarm.documents import failure_category_name, state_name
+
+    keys = short_ids(j.id for j in jobs)
+
+    def say(job: farm_pb2.Job) -> None:
+        state = state_name(job.state)
+        if job.HasField("failure"):
+            state += f" ({failure_category_name(job.failure.category)})"
+        elif job.agent_id and job.state in (farm_pb2.JOB_STATE_LEASED, farm_pb2.JOB_STATE_RUNNING):
+            state += f" on {job.agent_id}"
+        elif job.placement_notes:
+            state += f", waits: {shorten_ids(job.placement_notes[0])}"
+        click.echo(f"{keys.get(job.id, job.id[:8])} {state}", err=True)
+
+    return say
 
 
 def _leave_unfinished(ctx: click.Context, client: FarmClient, unfinished: Sequence[farm_pb2.Job], why: str,

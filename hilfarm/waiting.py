@@ -8,7 +8,7 @@ import contextlib
 import signal
 import threading
 import time
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from hilfarm.client import FINAL_STATES, FarmClient
 from hilfarm.v1 import farm_pb2
@@ -85,14 +85,24 @@ class JobFollower:
             and all(j.state in FINAL_STATES for j in self._latest.values())
         )
 
-    def wait(self, *, live: bool = False, timeout: Optional[float] = None) -> List[farm_pb2.Job]:
+    def wait(self, *, live: bool = False, timeout: Optional[float] = None,
+             on_state: Optional[Callable[[farm_pb2.Job], None]] = None) -> List[farm_pb2.Job]:
         """Until every job is finished; raises WaitTimedOut after ``timeout`` seconds. ``live``
-        redraws a progress table on stderr while any job is unfinished."""
+        redraws a progress table on stderr while any job is unfinished; ``on_state`` hears of
+        every job whose state changed (the line-by-line account for a log, where nothing redraws)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         view = None
+        told: Dict[str, int] = {}
         try:
             with self._changed:
-                while not self._finished():
+                while True:
+                    if on_state is not None:
+                        for job in self.snapshot():
+                            if job.id in self._seen and told.get(job.id) != job.state:
+                                told[job.id] = job.state
+                                on_state(job)
+                    if self._finished():
+                        break
                     if deadline is not None and time.monotonic() >= deadline:
                         raise WaitTimedOut()
                     if live and self._seen:

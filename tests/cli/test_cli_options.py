@@ -165,3 +165,30 @@ def test_preflight_names_what_no_registered_agent_offers():
     assert tags == ["no agent of profile 'raspberry-pi-5' has every tag asked for (gpu); their tags: lab."]
     assert placement_problems([], profiles=["local"], runtimes={"m.onnx": "onnxruntime"}) == [
         "no agent has registered with device profile 'local'; profiles the farm has: none."]
+
+
+def test_hilfarm_data_dir_replaces_the_user_data_dir_wherever_data_dir_applies(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hilfarm.cli import main
+    from hilfarm.embedded import default_data_dir
+
+    monkeypatch.setenv("HILFARM_DATA_DIR", str(tmp_path / "farm"))
+    assert default_data_dir() == tmp_path / "farm"
+    # controller migrate (like controller serve) keeps its database under controller/, as `up` does.
+    done = CliRunner().invoke(main, ["controller", "migrate"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "farm" / "controller" / "hilfarm.db").is_file()
+    # --data-dir still wins.
+    done = CliRunner().invoke(main, ["controller", "migrate", "--data-dir", str(tmp_path / "other")])
+    assert done.exit_code == 0 and (tmp_path / "other" / "hilfarm.db").is_file()
+    monkeypatch.delenv("HILFARM_DATA_DIR")
+    assert default_data_dir() != tmp_path / "farm"
+
+
+def test_controller_serve_listens_on_loopback_unless_told():
+    from hilfarm.cli import controller_serve
+
+    bind = next(p for p in controller_serve.params if p.name == "bind")
+    assert bind.default == "127.0.0.1:50051"
+    assert "0.0.0.0:50051" in bind.help and "token" in bind.help

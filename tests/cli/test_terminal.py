@@ -237,13 +237,15 @@ def test_jobs_list_at_80_columns_shows_whole_short_ids_and_no_zero_p50(farm, mod
 
 def test_no_color_and_pipes_get_plain_text(farm, models):
     address, _ = farm
-    _, _, coloured = run(address, ["jobs", "list", "--limit", "3"], 80)
+    # The agent's state is coloured (idle: green) on a terminal.
+    _, _, coloured = run(address, ["devices", "list"], 80)
     assert COLOR.search(coloured), "a terminal gets colour"
-    _, _, plain = run(address, ["jobs", "list", "--limit", "3"], 80, NO_COLOR="1")
+    _, lines, plain = run(address, ["devices", "list"], 80, NO_COLOR="1")
     assert not COLOR.search(plain), "NO_COLOR: no colour"
-    piped = subprocess.run([HILFARM, "jobs", "list", "--limit", "3"], capture_output=True, text=True,
+    assert any(re.search(r"local\s+idle", line) for line in lines)
+    piped = subprocess.run([HILFARM, "devices", "list"], capture_output=True, text=True,
                            env=environment(address), check=True)
-    assert "\x1b" not in piped.stdout and "job" in piped.stdout
+    assert "\x1b" not in piped.stdout and re.search(r"local\s+idle", piped.stdout)
 
 
 def test_a_second_farm_on_a_busy_address_stops_with_a_clear_message(farm, tmp_path):
@@ -264,3 +266,20 @@ def wait_until_idle(address: str, timeout: float = 60) -> None:
         while any(d.state == "busy" for d in client.list_devices()):
             assert time.monotonic() < deadline, "the agent stayed busy"
             time.sleep(0.1)
+
+
+def test_a_wait_into_a_pipe_says_each_change_of_state(farm, models):
+    """No progress table in a pipe or a CI log, but never silence: a line per change of state."""
+    address, _ = farm
+    done = subprocess.run([HILFARM, "submit", str(models["det"]), str(models["det"]), "--device", "local",
+                           *QUICK, "--wait", "--json"], capture_output=True, text=True, env=environment(address),
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    first, second = (j["id"] for j in json.loads(done.stdout)["jobs"])
+    keys = short_ids([first, second])
+    lines = done.stderr.splitlines()
+    assert any(line.startswith(f"{keys[first]} running on ") for line in lines), lines
+    assert f"{keys[first]} succeeded" in lines and f"{keys[second]} succeeded" in lines
+    # The second waited for the one agent, and said why.
+    assert any(line.startswith(f"{keys[second]} queued, waits: ") for line in lines), lines
+    assert "\x1b" not in done.stderr + done.stdout

@@ -3,6 +3,7 @@ exit codes 0/1/2, JUnit validity, baselines, confirmation re-runs, history and c
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
     junit = tmp_path / "first.xml"
     done = cli(farm, "regress", str(suite), "--accept", "--junit", str(junit), "--json")
     assert done.exit_code == 0, done.output
-    run = json.loads(done.output)
+    run = json.loads(done.stdout)
     assert run["cases"][0]["outcome"] == "no_baseline"
     assert "no baseline 'main'" in run["cases"][0]["message"]
     assert run["accepted"] is True
@@ -70,7 +71,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
     # Same model again: compared with the accepted baseline, passes.
     done = cli(farm, "regress", str(suite), "--json", "--junit", str(tmp_path / "second.xml"))
     assert done.exit_code == 0, done.output
-    case = json.loads(done.output)["cases"][0]
+    case = json.loads(done.stdout)["cases"][0]
     assert case["outcome"] == "pass" and case["baseline_job_id"]
     latency = [m for m in case["comparison"]["metrics"] if m["metric"] == "latency.median"][0]
     assert "Mann-Whitney" in latency["statistic"]
@@ -86,6 +87,8 @@ def test_suite_lifecycle(farm, models, tmp_path):
     report, md, junit = tmp_path / "report.html", tmp_path / "summary.md", tmp_path / "slow.xml"
     done = cli(farm, "regress", str(slow), "--junit", str(junit), "--report", str(report), "--markdown", str(md))
     assert done.exit_code == 1, done.output
+    assert "suite e2e: fail (baseline main)" in done.output
+    assert re.search(r"^regression\s+[0-9a-f]{8}\s+net\.onnx", done.output, re.MULTILINE), done.output
     root = ET.parse(junit).getroot()
     assert root.get("failures") == "1"
     failure = root.find(".//failure")
@@ -97,10 +100,19 @@ def test_suite_lifecycle(farm, models, tmp_path):
     # History lists every run; compare shows the regression between two jobs.
     done = cli(farm, "results", "history", "net.onnx", "--device", profile, "--json")
     assert done.exit_code == 0, done.output
-    points = json.loads(done.output)["points"]
+    points = json.loads(done.stdout)["points"]
     assert len(points) == 3 and points[-1]["outcome"] == "regression"
     done = cli(farm, "results", "compare", points[0]["job_id"], points[-1]["job_id"])
     assert done.exit_code == 1 and "REGRESSION" in done.output
+    # A model path, as the suite file has it, names the model by its file name.
+    by_path = cli(farm, "results", "history", str(models["fast"].parent / "net.onnx"), "--device", profile, "--json")
+    assert by_path.exit_code == 0 and json.loads(by_path.output)["points"] == points
+    unknown = cli(farm, "results", "history", "nosuch.onnx", "--device", profile)
+    assert unknown.exit_code == 1
+    assert "no suite results for 'nosuch.onnx'" in unknown.output and "net.onnx" in unknown.output
+    # Job ids in a shortened form are accepted, as everywhere.
+    done = cli(farm, "results", "compare", points[0]["job_id"][:8], points[-1]["job_id"][:8], "--json")
+    assert done.exit_code == 1 and json.loads(done.stdout)["candidate_job_ids"] == [points[-1]["job_id"]]
 
 
 def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models, tmp_path):
@@ -110,7 +122,7 @@ def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models
                         constraints={"budgets": {"latency.p50": "1ns"}})
     done = cli(farm, "regress", str(suite), "--json")
     assert done.exit_code == 1, done.output
-    case = json.loads(done.output)["cases"][0]
+    case = json.loads(done.stdout)["cases"][0]
     assert case["outcome"] == "budget_broken"
     assert case["verdicts"][0]["status"] == "fail" and case["verdicts"][0]["margin"] < 0
 
@@ -120,7 +132,7 @@ def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models
     args = ["submit", str(models["fast"]), "--device", profile, "--runs", "20", "--constraints", str(budgets),
             "--wait", "--json"]
     done = cli(farm, *args)
-    job = json.loads(done.output)["jobs"][0]
+    job = json.loads(done.stdout)["jobs"][0]
     verdicts = {v["constraint"]: v for v in job["verdicts"]}
     assert verdicts["latency.p99"]["status"] == "pass"
     energy = verdicts["energy.per_inference"]
