@@ -36,8 +36,8 @@ def farm(tmp_path_factory):
     root = tmp_path_factory.mktemp("farm")
     log = root / "up.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([HILFARM, "up", "--bind", "127.0.0.1:0", "--data-dir", str(root / "data")],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=root)
+        proc = subprocess.Popen([HILFARM, "up", "--bind", "127.0.0.1:0", "--data-dir", str(root / "data"),
+                                 "--metrics-bind", "127.0.0.1:0"], stdout=out, stderr=subprocess.STDOUT, cwd=root)
     address = ""
     deadline = time.monotonic() + 60
     while not address:
@@ -255,9 +255,22 @@ def test_a_second_farm_on_a_busy_address_stops_with_a_clear_message(farm, tmp_pa
     assert code == 2, text
     assert f"cannot listen on {address}: the address is in use" in text
     assert "Traceback" not in text
-    # `up` said how to reach it, since it is not the default address.
-    assert f"export HILFARM_CONTROLLER={address}" in log.read_text()
-    assert f"hilfarm --controller {address} submit" in log.read_text()
+    # `up` said how to reach it, since it is not the default address, and where its metrics are.
+    said = log.read_text()
+    assert f"export HILFARM_CONTROLLER={address}" in said
+    assert f"hilfarm --controller {address} submit" in said
+    metrics = re.search(r"metrics:\s+(http://127\.0\.0\.1:(\d+)/metrics)", said)
+    assert metrics, said
+    import urllib.request
+
+    assert "hilfarm_agents" in urllib.request.urlopen(metrics.group(1), timeout=10).read().decode()
+    # A busy metrics port: one clear line, exit 2, and nothing left listening.
+    code, lines, _ = run(address, ["up", "--bind", "127.0.0.1:0", "--data-dir", str(tmp_path / "third"),
+                                   "--no-agent", "--metrics-bind", f"127.0.0.1:{metrics.group(2)}"], 80)
+    text = " ".join(line.strip() for line in lines)
+    assert code == 2, text
+    assert f"cannot serve metrics on 127.0.0.1:{metrics.group(2)}: Address already in use" in text
+    assert "Traceback" not in text
 
 
 def wait_until_idle(address: str, timeout: float = 60) -> None:
