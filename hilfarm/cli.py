@@ -341,7 +341,8 @@ def _leave_unfinished(ctx: click.Context, client: FarmClient, unfinished: Sequen
 
 
 def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at: float = 0.0,
-            wide: bool = False) -> None:
+            wide: bool = False, farm_stays: bool = True) -> None:
+    """``farm_stays``: the controller goes on answering, so `jobs show` can say more later."""
     if as_json:
         from hilfarm.documents import run_document
 
@@ -349,7 +350,7 @@ def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at
     else:
         from hilfarm.display import console, results_table
 
-        console(wide=wide).print(results_table(jobs, wide=wide))
+        console(wide=wide).print(results_table(jobs, wide=wide, point_to_detail=farm_stays))
 
 
 def _live(as_json: bool) -> bool:
@@ -896,7 +897,7 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
                 _print_created(run.jobs, err=True)
             # The farm stops with this command: an interrupted demo cancels its jobs.
             jobs_ = _follow(ctx, client, run.jobs, live=_live(as_json), cancel_on_interrupt=True)
-        _report(jobs_, as_json, run.id, run.created_at, wide=wide)
+        _report(jobs_, as_json, run.id, run.created_at, wide=wide, farm_stays=False)
     finally:
         farm.stop()
     ctx.exit(exit_code_for(jobs_))
