@@ -253,7 +253,8 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
     if spec.get("inputs_path"):
         prepared = inputs_mod.npz_inputs(specs, spec["inputs_path"], settings.inputs_sha256)
     else:
-        prepared = inputs_mod.random_inputs(specs, settings.input_shapes, settings.seed)
+        prepared = inputs_mod.random_inputs(specs, settings.input_shapes, settings.seed,
+                                             dynamic_default=settings.dynamic_dimension_default)
     runtime.prepare(prepared.feeds)
     result.warnings.extend(prepared.warnings)
 

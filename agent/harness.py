@@ -243,6 +243,10 @@ def _run_child(
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "hilfarm.agent.child", spec_path],
+                    # `python -m` puts the working directory first on sys.path: started in a
+                    # checkout (or any folder holding a `hilfarm/`), that folder would shadow the
+                    # installed package. The job's own empty directory holds nothing to shadow.
+                    cwd=work,
                     stdin=subprocess.DEVNULL,
                     stdout=logf,
                     stderr=subprocess.STDOUT,

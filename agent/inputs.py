@@ -1,8 +1,9 @@
 """Input tensors for a job: random ones matching the model, or the user's .npz.
 
-Dynamic dimensions come from ``JobSettings.input_shapes``. One left unset becomes 1, with a
-warning in the result, because silently benchmarking a toy-sized input is the classic way
-to get a meaningless number.
+Dynamic dimensions come from ``JobSettings.input_shapes``. One left unset fails the job,
+naming the input and the dimension, unless the job gives ``dynamic_dimension_default``: making
+it 1 silently benchmarks a toy-sized input (a detector "succeeds" at 1x3x1x1 in a millisecond),
+the classic way to get a meaningless number. The shapes actually used go into the result.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ def _mismatch(message: str) -> JobFailed:
     return JobFailed(FailureCategory.INPUT_MISMATCH, message)
 
 
-def resolve_shape(spec: TensorSpec, requested: Optional[List[int]], warnings: List[str]) -> List[int]:
-    """Concrete dims for one input: the model's fixed dims, the job's for dynamic ones."""
+def resolve_shape(spec: TensorSpec, requested: Optional[List[int]], warnings: List[str],
+                  dynamic_default: int = 0) -> List[int]:
+    """Concrete dims for one input: the model's fixed dims, the job's for dynamic ones
+    (``dynamic_default`` for those the job leaves unset; 0: an unset one is an error)."""
     if requested is not None:
         if len(requested) != len(spec.shape):
             raise _mismatch(
@@ -45,23 +48,31 @@ def resolve_shape(spec: TensorSpec, requested: Optional[List[int]], warnings: Li
                 raise _mismatch(f"input {spec.name!r} dim {i}: size {want} is negative")
         return [int(x) for x in requested]
     dims = []
+    unset = []
     for i, d in enumerate(spec.shape):
         if isinstance(d, int) and d >= 0:
             dims.append(d)
         else:
-            label = f" {d!r}" if isinstance(d, str) and d else ""
-            warnings.append(
-                f"input {spec.name!r} dim {i}{label} is dynamic; used 1 — set it with --input-shape"
-            )
-            dims.append(1)
+            unset.append(f"dim {i}" + (f" ({d!r})" if isinstance(d, str) and d else ""))
+            dims.append(dynamic_default)
+    if unset and dynamic_default <= 0:
+        example = ",".join(str(d) if isinstance(d, int) and d >= 0 else "N" for d in spec.shape)
+        raise _mismatch(
+            f"input {spec.name!r} has shape {_fmt(spec.shape)}: {', '.join(unset)} "
+            f"{'is' if len(unset) == 1 else 'are'} dynamic and the job does not size "
+            f"{'it' if len(unset) == 1 else 'them'}; set {spec.name!r} with "
+            f"--input-shape MODEL:{spec.name}={example} (N = the size to measure), "
+            f"or give every unset dynamic dimension one size with --dynamic-default N"
+        )
     return dims
 
 
 def _fmt(shape: List[object]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+    return "[" + ", ".join("?" if d is None or (isinstance(d, int) and d < 0) else str(d) for d in shape) + "]"
 
 
-def random_inputs(specs: List[TensorSpec], input_shapes: Dict[str, List[int]], seed: int) -> PreparedInputs:
+def random_inputs(specs: List[TensorSpec], input_shapes: Dict[str, List[int]], seed: int,
+                  dynamic_default: int = 0) -> PreparedInputs:
     known = {s.name for s in specs}
     unknown = [n for n in input_shapes if n not in known]
     if unknown:
@@ -74,7 +85,7 @@ def random_inputs(specs: List[TensorSpec], input_shapes: Dict[str, List[int]], s
     feeds: Dict[str, np.ndarray] = {}
     shapes: Dict[str, List[int]] = {}
     for spec in specs:
-        dims = resolve_shape(spec, input_shapes.get(spec.name), warnings)
+        dims = resolve_shape(spec, input_shapes.get(spec.name), warnings, dynamic_default)
         feeds[spec.name] = _random_array(rng, dims, np.dtype(spec.dtype))
         shapes[spec.name] = dims
     return PreparedInputs(feeds=feeds, shapes=shapes, source=f"random(seed={seed})", warnings=warnings)

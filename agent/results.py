@@ -96,6 +96,8 @@ class JobSettings:
     warmup_max_seconds: float = 0.0  # cap on warming up until steady (0: the profile's default)
     profile_ops: bool = False  # per-operator profile after the timed phase (agent/op_profile.py)
     profile_ops_runs: int = 0  # profiled inferences; 0 = op_profile.DEFAULT_RUNS
+    # > 0: the size of a dynamic dimension input_shapes leaves unset; 0: such a dimension fails the job.
+    dynamic_dimension_default: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -526,6 +526,15 @@ class TfliteRuntime(Runtime):
         if s.tflite_delegate_path:
             try:
                 delegate = mod.load_delegate(s.tflite_delegate_path, dict(s.tflite_delegate_options))
+            except OSError as exc:
+                # dlopen failed: the library the job names is not on this device (or is not a
+                # shared library). The request is to blame, not the device.
+                raise JobFailed(
+                    FailureCategory.CONFIGURATION,
+                    f"the TFLite delegate library {s.tflite_delegate_path} cannot be loaded on this "
+                    f"device ({exc}); name a delegate library installed there",
+                    detail=str(exc),
+                ) from exc
             except Exception as exc:
                 raise JobFailed(
                     FailureCategory.DEVICE_FAULT,

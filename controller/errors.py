@@ -28,3 +28,14 @@ class ResourceExhausted(FarmError):
 
 class Unavailable(FarmError):
     """The controller cannot serve the call now (shutting down); retrying later may succeed."""
+
+
+class AmbiguousId(InvalidArgument):
+    """A shortened id (a prefix, as git accepts) matches more than one thing; the message lists them."""
+
+
+class CannotListen(OSError):
+    """An address the controller was told to serve on (gRPC or metrics) is taken or not available.
+
+    Not an RPC error: raised by ``Controller.start`` so that a command can say which address and
+    stop, instead of a second farm sharing the port with the first."""

@@ -32,6 +32,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 from sqlmodel import Session, select
 
+from .errors import CannotListen
 from .models import ACTIVE_STATES, RUNTIME_FOR_FORMAT, Agent, Job, JobState
 from .scheduler import device_state
 
@@ -243,7 +244,13 @@ class FarmCollector:
                 .group_by(Job.model_name, Job.device_profile, Job.model_format, Job.state)
             ).all()
         current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
-        profiles = sorted({a.profile for a in agents} | {row[1] for row in job_rows})
+        # A profile is a label while an agent has registered with it or a job waits for or runs
+        # on it. Only cancelled jobs can have finished under a profile no agent ever had (a typo,
+        # say): once cancelled, they leave the labels rather than stay in them for good.
+        profiles = sorted({a.profile for a in agents}
+                          | {row[1] for row in job_rows if row[0] not in OUTCOMES})
+        job_rows = [row for row in job_rows if row[1] in profiles]
+        model_rows = [row for row in model_rows if row[1] in profiles]
 
         by_state = GaugeMetricFamily("hilfarm_agents", "Agents by device state and profile.", labels=["state", "device_profile"])
         device = GaugeMetricFamily("hilfarm_device_state", "1 for the device's current state, 0 for the others.",
@@ -645,7 +652,8 @@ class ControllerMetrics:
         try:
             self._http, self._http_thread = start_http_server(int(port_text), addr=host, registry=self.registry)
         except OSError as exc:
-            raise RuntimeError(f"cannot serve metrics on {bind}: {exc}") from exc
+            raise CannotListen(f"cannot serve metrics on {bind}: {exc.strerror or exc} "
+                               f"(choose another port with --metrics-bind)") from exc
         self.port = int(self._http.server_address[1])
         log.info("metrics on http://%s:%d/metrics", host, self.port)
         return self.port

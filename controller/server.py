@@ -30,6 +30,7 @@ from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 from . import wire
 from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
 from .errors import (
+    CannotListen,
     FailedPrecondition,
     FarmError,
     InvalidArgument,
@@ -245,8 +246,9 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         listed = [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
         if not request.include_samples:
             for job in listed:
-                job.result.latency.ClearField("samples_ns")
-                job.result.ClearField("timeline")
+                if job.HasField("result"):  # touching job.result would give every job an empty one
+                    job.result.latency.ClearField("samples_ns")
+                    job.result.ClearField("timeline")
         return pb.ListJobsResponse(jobs=listed)
 
     @_rpc
@@ -482,6 +484,9 @@ class Controller:
                 # Agents behind NAT ping to keep their connection open; allow every 10 s.
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                # gRPC sets SO_REUSEPORT by default: a second controller on a busy port would
+                # start and take half the calls. One farm per address.
+                ("grpc.so_reuseport", 0),
             ],
         )
         services = _Services(self)
@@ -492,14 +497,21 @@ class Controller:
         reflection.enable_server_reflection(
             (FARM_SERVICE, AGENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        # Metrics first: a gRPC server that never started keeps its port until it is collected.
+        if self.metrics is not None and hasattr(self.metrics, "start"):
+            self.metrics_port = self.metrics.start(self.metrics_bind)
+        busy = (f"cannot listen on {bind}: the address is in use (is another hilfarm controller "
+                f"running there?) or not available on this machine")
         try:
             port = server.add_insecure_port(bind)
         except RuntimeError as exc:
-            raise RuntimeError(f"cannot listen on {bind}: {exc}") from exc
+            port, cause = 0, f" ({exc})"
+        else:
+            cause = ""
         if not port:
-            raise RuntimeError(f"cannot listen on {bind} (address in use or not available)")
-        if self.metrics is not None and hasattr(self.metrics, "start"):
-            self.metrics_port = self.metrics.start(self.metrics_bind)
+            if self.metrics is not None and hasattr(self.metrics, "stop"):
+                self.metrics.stop()
+            raise CannotListen(busy + cause)
         server.start()
         self.scheduler.start()
         if self.nightly is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -34,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, select
 
-from .errors import FailedPrecondition, NotFound
+from .errors import AmbiguousId, FailedPrecondition, NotFound
 from .models import (
     ACTIVE_STATES,
     Agent,
@@ -54,6 +55,11 @@ _ACTIVE = [s.value for s in ACTIVE_STATES]
 _LEASE_BATCH = 100
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
+# Job ids are uuid4 hex. A shortened one (as git takes a commit) needs this many characters,
+# and an ambiguous one is answered with at most this many candidates.
+MIN_JOB_ID_PREFIX = 4
+_JOB_ID_PREFIX = re.compile(r"[0-9a-f]{%d,63}" % MIN_JOB_ID_PREFIX)
+_MAX_CANDIDATES = 10
 
 
 def default_sqlite_url(data_dir: Path) -> str:
@@ -165,11 +171,34 @@ class Store:
             return run, list(jobs)
 
     def get_job(self, job_id: str) -> Job:
+        """The job with this id, or with the one id that starts with it (a unique prefix)."""
         with self._read() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"job {job_id!r} does not exist on this controller")
+            return self._find_job(s, job_id)
+
+    def _find_job(self, s: Session, job_id: str, *, for_update: bool = False) -> Job:
+        q = select(Job).where(Job.id == job_id)
+        job = s.exec(q.with_for_update() if for_update else q).first()
+        if job is not None:
             return job
+        prefix = job_id.strip().lower()
+        if not _JOB_ID_PREFIX.fullmatch(prefix):
+            hint = (f" (a shortened id needs at least {MIN_JOB_ID_PREFIX} hex characters)"
+                    if len(prefix) < MIN_JOB_ID_PREFIX else "")
+            raise NotFound(f"job {job_id!r} does not exist on this controller{hint}")
+        matches = s.exec(
+            select(Job).where(Job.id.startswith(prefix, autoescape=True))  # type: ignore[attr-defined]
+            .order_by(Job.created_at.desc()).limit(_MAX_CANDIDATES + 1)  # type: ignore[attr-defined]
+        ).all()
+        if not matches:
+            raise NotFound(f"no job id starts with {job_id!r} on this controller")
+        if len(matches) > 1:
+            listed = "; ".join(f"{j.id} ({j.model_name} on {j.device_profile}, {j.state})"
+                               for j in matches[:_MAX_CANDIDATES])
+            more = " and more" if len(matches) > _MAX_CANDIDATES else ""
+            raise AmbiguousId(f"job id {job_id!r} is ambiguous: it starts {listed}{more}; give more characters")
+        if for_update:
+            return s.exec(select(Job).where(Job.id == matches[0].id).with_for_update()).one()
+        return matches[0]
 
     def list_jobs(
         self, *, run_id: str = "", states: Iterable[JobState] = (), limit: int = 0
@@ -189,9 +218,8 @@ class Store:
     def cancel_job(self, job_id: str, *, now: float) -> Job:
         """Cancel a queued or active job. An agent running it learns at its next progress report."""
         with self._write() as s:
-            job = s.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
-            if job is None:
-                raise NotFound(f"job {job_id!r} does not exist on this controller")
+            job = self._find_job(s, job_id, for_update=True)  # an id or a unique prefix of one
+            job_id = job.id
             state = job.job_state
             if state.finished:
                 raise FailedPrecondition(f"job {job_id} already {state.value}; there is nothing to cancel")

@@ -122,9 +122,14 @@ def plan_run(
             raise InvalidArgument(f"model {label} is a {fmt} model, which settings.runtime {runtime} cannot run")
         resolved.append((digest, model.name or stored.filename or digest[:12], fmt))
 
+    shapes_for = _input_shapes_by_model(settings, [digest for digest, _, _ in resolved])
     run = Run(id=uuid.uuid4().hex, created_at=now)
     jobs: List[Job] = []
     for digest, name, fmt in resolved:
+        job_settings = dict(settings)
+        job_settings.pop("input_shapes", None)
+        if shapes_for[digest]:
+            job_settings["input_shapes"] = shapes_for[digest]
         for profile in profiles:
             jobs.append(
                 Job(
@@ -134,7 +139,7 @@ def plan_run(
                     model_name=name,
                     model_format=fmt,
                     device_profile=profile,
-                    settings=dict(settings),
+                    settings=dict(job_settings),
                     required_tags=list(tags),
                     state=JobState.QUEUED.value,
                     attempt=0,
@@ -145,3 +150,19 @@ def plan_run(
             )
     return run, jobs
 
+
+def _input_shapes_by_model(settings: Dict[str, Any], digests: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+    """Each model's input shapes: those for every model (no model_sha256) and its own. A shape
+    for a model the submission does not hold is an error, not silently dropped."""
+    out: Dict[str, List[Dict[str, Any]]] = {d: [] for d in digests}
+    for shape in settings.get("input_shapes", []):
+        model = str(shape.get("model_sha256", "")).lower()
+        if model and model not in out:
+            raise InvalidArgument(
+                f"settings.input_shapes[{shape.get('name')}] is for model sha256 {model}, "
+                "which is not one of this submission's models"
+            )
+        unqualified = {k: v for k, v in shape.items() if k != "model_sha256"}
+        for digest in ([model] if model else digests):
+            out[digest].append(unqualified)
+    return out

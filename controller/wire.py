@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, T
 
 from google.protobuf.message import Message
 
+from hilfarm.terminal_text import strip_terminal_escapes
 from hilfarm.v1 import farm_pb2 as pb
 
 from .models import Agent, Artifact, DeviceStatus, Failure, FailureCategory, Job, JobState, Run
@@ -214,11 +215,12 @@ def failure_to_pb(failure: Failure) -> pb.Failure:
 def failure_from_pb(msg: pb.Failure) -> Failure:
     # A category from a newer agent that this controller does not know still says nothing
     # about whose fault it is: keep it as unspecified rather than refuse the report.
+    # The detail is the tail of a runtime's output: stored without its terminal escapes.
     return Failure(
         category=_CATEGORY_FROM_PB.get(msg.category, FailureCategory.UNSPECIFIED),
-        message=msg.message,
+        message=strip_terminal_escapes(msg.message),
         signal=msg.signal,
-        detail=msg.detail,
+        detail=strip_terminal_escapes(msg.detail),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -15,13 +16,15 @@ import click
 import grpc
 
 from hilfarm import __version__
-from hilfarm.client import DEFAULT_CONTROLLER, FINAL_STATES, FarmClient, ModelFormatError, Upload
+from hilfarm.client import (DEFAULT_CONTROLLER, RUNTIME_FOR_FORMAT, FarmClient, ModelFormatError,
+                            Upload, model_format)
 from hilfarm.v1 import farm_pb2
 
 # Exit codes shared by every command that waits for results.
 EXIT_OK = 0
 EXIT_MODEL_FAILED = 1  # the model or the request is to blame: fix the model or the settings
 EXIT_FARM_FAILED = 2  # the farm could not run it: no device, infrastructure, cancelled
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
 _FARM_FAULTS = {
     farm_pb2.FAILURE_CATEGORY_INFRASTRUCTURE,
@@ -43,14 +46,56 @@ def parse_size(text: str) -> int:
 
 def parse_input_shape(text: str) -> farm_pb2.InputShape:
     """'input=1,3,224,224' -> InputShape."""
-    name, sep, dims = text.partition("=")
+    name, sep, dims = text.rpartition("=")
     try:
         values = [int(d) for d in dims.split(",")] if sep and dims else None
     except ValueError:
         values = None
     if not name or values is None or any(v <= 0 for v in values):
-        raise click.BadParameter(f"{text!r}: expected NAME=D1,D2,... with positive sizes, e.g. input=1,3,224,224")
+        raise click.BadParameter(f"{text!r}: expected [MODEL:]NAME=D1,D2,... with positive sizes, "
+                                 "e.g. input=1,3,224,224 or det.onnx:images=1,3,640,640",
+                                 param_hint="--input-shape")
     return farm_pb2.InputShape(name=name, dims=values)
+
+
+def _model_keys(path: Path) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys((str(path), path.name, path.stem)))
+
+
+def input_shapes_by_model(texts: Sequence[str], models: Sequence[Path]) -> Dict[Optional[int], List[farm_pb2.InputShape]]:
+    """``--input-shape`` values -> model index (None: every model) -> shapes.
+
+    ``MODEL:NAME=D1,...`` sizes an input of one model (MODEL: its path as given, file name or
+    stem; ``*`` for every model). ``NAME=D1,...`` is accepted when it cannot be misread: with
+    one model. An input name may itself hold ':' (``input:0``): the text before the first ':'
+    is a model only when it names one.
+    """
+    out: Dict[Optional[int], List[farm_pb2.InputShape]] = {}
+    for text in texts:
+        prefix, colon, rest = text.partition(":")
+        target: Optional[int] = None
+        if colon and prefix == "*":
+            text = rest
+        elif colon and "=" in rest:
+            matches = [i for i, m in enumerate(models) if prefix in _model_keys(m)]
+            if len(matches) > 1:
+                raise click.BadParameter(f"{text!r}: {prefix!r} names {len(matches)} of the models "
+                                         f"({', '.join(str(models[i]) for i in matches)}); write its path",
+                                         param_hint="--input-shape")
+            if matches:
+                target, text = matches[0], rest
+            elif Path(prefix).suffix.lower() in (".onnx", ".tflite"):
+                raise click.BadParameter(f"{text!r}: {prefix!r} is not one of the submitted models "
+                                         f"({', '.join(m.name for m in models)})", param_hint="--input-shape")
+        shape = parse_input_shape(text)
+        if target is None and len(models) > 1 and not (colon and prefix == "*"):
+            example = f"{models[0].name}:{shape.name}={','.join(map(str, shape.dims))}"
+            raise click.BadParameter(
+                f"{text!r} does not say which model it is for, and {len(models)} models are submitted "
+                f"({', '.join(m.name for m in models)}): write MODEL:NAME=D1,... (e.g. {example}), "
+                f"or *:NAME=D1,... for every model", param_hint="--input-shape")
+        out.setdefault(target, []).append(shape)
+    return out
 
 
 def exit_code_for(jobs: Sequence[farm_pb2.Job]) -> int:
@@ -80,6 +125,8 @@ def _fail_rpc(error: grpc.RpcError, address: str) -> "click.ClickException":
                 "`hilfarm up` or point HILFARM_CONTROLLER / --controller at it")
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         text = f"the controller refused the credentials: {error.details()} (set HILFARM_TOKEN or --token)"
+    elif code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        text = error.details()  # the controller's sentence says what is wrong with the request
     else:
         text = f"{code.name if code else 'error'}: {error.details() if hasattr(error, 'details') else error}"
     exc = click.ClickException(text)
@@ -88,13 +135,17 @@ def _fail_rpc(error: grpc.RpcError, address: str) -> "click.ClickException":
 
 
 class _RpcErrorsToMessages(click.Group):
-    """Turns a gRPC error anywhere in a command into one readable line and exit code 2."""
+    """Turns a gRPC error anywhere in a command into one readable line and exit code 2, and
+    Ctrl-C into exit 130 without a traceback (commands that wait say more: see _follow)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except grpc.RpcError as error:
             raise _fail_rpc(error, (ctx.obj or {}).get("controller", "?")) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_RpcErrorsToMessages)
@@ -143,8 +194,12 @@ def _settings_options(func):
         click.option("--delegate", "tflite_delegate_path", help="TFLite: external delegate library."),
         click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
                      help="TFLite: option for the external delegate (repeatable)."),
-        click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
-                     help="Size of an input's dynamic dimensions (repeatable)."),
+        click.option("--input-shape", "input_shapes", multiple=True, metavar="[MODEL:]NAME=D1,D2,...",
+                     help="Shape of a model input with dynamic dimensions (repeatable). MODEL (file name, stem "
+                          "or path; * for all) says which model; it may be left out with one model."),
+        click.option("--dynamic-default", "dynamic_dimension_default", type=click.IntRange(min=1), metavar="N",
+                     help="Size of every dynamic dimension no --input-shape sets (without it such a dimension "
+                          "fails the job, naming it)."),
         click.option("--inputs", "inputs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Input tensors as .npz, keyed by input name (default: random)."),
         click.option("--seed", type=int, help="Seed of the random inputs [0]."),
@@ -168,13 +223,14 @@ def _settings_options(func):
 
 
 def build_settings(options: Dict[str, object]) -> Tuple[farm_pb2.JobSettings, Optional[Path]]:
-    """JobSettings from the command's options; also returns the .npz to upload, if any."""
+    """JobSettings from the command's options but the input shapes (``add_input_shapes`` adds
+    them once the models are uploaded); also returns the .npz to upload, if any."""
     settings = farm_pb2.JobSettings()
     for name in ("min_runs", "min_seconds", "max_runs", "max_seconds", "warmup_runs",
                  "warmup_seconds", "threads", "runtime", "execution_provider",
                  "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path",
                  "seed", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds",
-                 "profile_ops", "profile_ops_runs"):
+                 "profile_ops", "profile_ops_runs", "dynamic_dimension_default"):
         value = options.get(name)
         if value is not None:
             setattr(settings, name, value)
@@ -183,11 +239,20 @@ def build_settings(options: Dict[str, object]) -> Tuple[farm_pb2.JobSettings, Op
         if not sep or not key:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--delegate-option")
         settings.tflite_delegate_options[key] = value
-    for text in options.get("input_shapes") or ():
-        settings.input_shapes.append(parse_input_shape(str(text)))
     if options.get("memory_limit"):
         settings.memory_limit_bytes = parse_size(str(options["memory_limit"]))
     return settings, options.get("inputs_file")  # type: ignore[return-value]
+
+
+def add_input_shapes(settings: farm_pb2.JobSettings, by_model: Dict[Optional[int], List[farm_pb2.InputShape]],
+                     uploads: Sequence[Upload]) -> None:
+    """Put the shapes of ``input_shapes_by_model`` into ``settings``, each model's own named by
+    the sha256 its upload got (the controller gives every job only its model's shapes)."""
+    for index, shapes in by_model.items():
+        for shape in shapes:
+            if index is not None:
+                shape.model_sha256 = uploads[index].sha256
+            settings.input_shapes.append(shape)
 
 
 def _upload_all(client: FarmClient, models: Sequence[Path], quiet: bool) -> List[Upload]:
@@ -205,56 +270,90 @@ def _upload_all(client: FarmClient, models: Sequence[Path], quiet: bool) -> List
     return uploads
 
 
-def wait_for_jobs(client: FarmClient, job_ids: Sequence[str], live: bool) -> List[farm_pb2.Job]:
-    """Follow every job until it finishes; redraw a progress table while `live`."""
-    latest: Dict[str, farm_pb2.Job] = {}
-    changed = threading.Condition()
-    errors: List[BaseException] = []
-
-    def follow(job_id: str) -> None:
-        try:
-            for job in client.watch_job(job_id):
-                with changed:
-                    latest[job_id] = job
-                    changed.notify_all()
-        except BaseException as error:  # re-raised in the waiting thread
-            with changed:
-                errors.append(error)
-                changed.notify_all()
-
-    threads = [threading.Thread(target=follow, args=(j,), daemon=True) for j in job_ids]
-    for t in threads:
-        t.start()
-
-    def finished() -> bool:
-        return errors != [] or (
-            len(latest) == len(job_ids) and all(j.state in FINAL_STATES for j in latest.values())
-        )
-
-    def snapshot() -> List[farm_pb2.Job]:
-        return [latest[j] for j in job_ids if j in latest]
-
-    if live:
-        from rich.live import Live
-
-        from hilfarm.display import console, progress_table
-
-        with Live(progress_table([]), console=console(stderr=True), refresh_per_second=8,
-                  transient=True) as view:
-            with changed:
-                while not finished():
-                    changed.wait(timeout=0.25)
-                    view.update(progress_table(snapshot()))
-    else:
-        with changed:
-            while not finished():
-                changed.wait(timeout=0.25)
-    if errors:
-        raise errors[0]
-    return snapshot()
+def _hilfarm_command(ctx: click.Context) -> str:
+    """How to call hilfarm so that it reaches this command's controller."""
+    address = (ctx.find_root().obj or {}).get("controller", DEFAULT_CONTROLLER)
+    if address in (DEFAULT_CONTROLLER, os.environ.get("HILFARM_CONTROLLER")):
+        return "hilfarm"
+    return f"hilfarm --controller {address}"
 
 
-def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at: float = 0.0) -> None:
+def _follow(ctx: click.Context, client: FarmClient, jobs: Sequence[farm_pb2.Job], *, live: bool,
+            timeout: Optional[float] = None, cancel_on_interrupt: bool = False) -> List[farm_pb2.Job]:
+    """Wait until every job is finished. Ctrl-C (or SIGTERM) leaves the jobs running and says how
+    to follow or cancel them (exit 130 / 143), or cancels them with ``cancel_on_interrupt``;
+    ``timeout`` gives up the same way with exit 2."""
+    from hilfarm.waiting import Interrupted, JobFollower, WaitTimedOut, signals_interrupt
+
+    follower = JobFollower(client, jobs)
+    try:
+        with signals_interrupt():
+            return follower.wait(live=live, timeout=timeout, on_state=None if live else _say_state(jobs))
+    except Interrupted as stop:
+        code, why = stop.exit_code, "interrupted"
+    except WaitTimedOut:
+        code, why = EXIT_FARM_FAILED, f"gave up waiting after {timeout:g} s"
+    _leave_unfinished(ctx, client, follower.unfinished(), why, cancel=cancel_on_interrupt)
+    ctx.exit(code)
+    raise AssertionError("unreachable")  # ctx.exit raises
+
+
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _say_state(jobs: Sequence[farm_pb2.Job]):  # type: ignore[no-untyped-def]
+    """Where nothing redraws (a pipe, a CI log): one line on stderr each time a job changes state,
+    so a wait is never silent; a waiting job says why."""
+    from hilfarm.display import short_ids, shorten_ids
+    from hilfarm.documents import failure_category_name, state_name
+
+    keys = short_ids(j.id for j in jobs)
+
+    def say(job: farm_pb2.Job) -> None:
+        state = state_name(job.state)
+        if job.HasField("failure"):
+            state += f" ({failure_category_name(job.failure.category)})"
+        elif job.agent_id and job.state in (farm_pb2.JOB_STATE_LEASED, farm_pb2.JOB_STATE_RUNNING):
+            state += f" on {job.agent_id}"
+        elif job.placement_notes:
+            state += f", waits: {shorten_ids(job.placement_notes[0])}"
+        click.echo(f"{keys.get(job.id, job.id[:8])} {state}", err=True)
+
+    return say
+
+
+def _leave_unfinished(ctx: click.Context, client: FarmClient, unfinished: Sequence[farm_pb2.Job], why: str,
+                      *, cancel: bool) -> None:
+    from hilfarm.display import short_ids
+    from hilfarm.documents import state_name
+
+    if not unfinished:
+        click.echo(f"{why}", err=True)
+        return
+    keys = short_ids(j.id for j in unfinished)
+    if cancel:
+        click.echo(f"{why}: cancelling {_count(unfinished, 'job')}", err=True)
+        for job in unfinished:
+            try:
+                done = client.cancel_job(job.id)
+                click.echo(f"  {keys[job.id]}  {job.model_name} on {job.device_profile}: {state_name(done.state)}", err=True)
+            except grpc.RpcError as error:  # finished meanwhile, or the controller went away
+                click.echo(f"  {keys[job.id]}  not cancelled: {error.details()}", err=True)
+        return
+    hilfarm = _hilfarm_command(ctx)
+    ids = " ".join(keys[j.id] for j in unfinished)
+    click.echo(f"{why}: {_count(unfinished, 'job')} {'goes' if len(unfinished) == 1 else 'go'} on "
+               "running on the farm", err=True)
+    for job in unfinished:
+        click.echo(f"  {keys[job.id]}  {job.model_name} on {job.device_profile}, {state_name(job.state)}", err=True)
+    click.echo(f"follow:  {hilfarm} jobs watch {ids}", err=True)
+    click.echo(f"cancel:  {hilfarm} jobs cancel {ids}", err=True)
+
+
+def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at: float = 0.0,
+            wide: bool = False, farm_stays: bool = True) -> None:
+    """``farm_stays``: the controller goes on answering, so `jobs show` can say more later."""
     if as_json:
         from hilfarm.documents import run_document
 
@@ -262,7 +361,44 @@ def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at
     else:
         from hilfarm.display import console, results_table
 
-        console().print(results_table(jobs))
+        console(wide=wide).print(results_table(jobs, wide=wide, point_to_detail=farm_stays))
+
+
+def _live(as_json: bool) -> bool:
+    """Redraw progress only for a person: on a terminal, and never around JSON."""
+    return not as_json and sys.stderr.isatty()
+
+
+def _print_created(jobs: Sequence[farm_pb2.Job], err: bool) -> None:
+    from hilfarm.display import short_ids
+
+    keys = short_ids(j.id for j in jobs)
+    for job in jobs:
+        click.echo(f"job {keys[job.id]}  {job.model_name} on {job.device_profile}", err=err)
+
+
+def _check_placement(client: FarmClient, models: Sequence[Path], devices: Sequence[str],
+                     settings: farm_pb2.JobSettings, tags: Sequence[str]) -> None:
+    """Stop with exit 2, within seconds, when no agent the controller knows can take a job."""
+    from hilfarm.preflight import placement_problems
+
+    runtimes = {}
+    for path in models:
+        try:
+            runtimes[path.name] = settings.runtime or RUNTIME_FOR_FORMAT[model_format(path)]
+        except ModelFormatError as error:
+            raise click.BadParameter(str(error), param_hint="MODEL") from None
+    problems = placement_problems(client.list_devices(), profiles=devices, runtimes=runtimes,
+                                  provider=settings.execution_provider, tags=tags)
+    if problems:
+        text = "no device can run this:\n" + "\n".join(f"  {p}" for p in problems)
+        text += "\n(--queue submits anyway and waits for a device that is not enrolled yet)"
+        exc = click.ClickException(text)
+        exc.exit_code = EXIT_FARM_FAILED
+        raise exc
+
+
+_wide_option = click.option("--wide", is_flag=True, help="Every figure, one row per job, however wide.")
 
 
 # ---------------------------------------------------------------- submit
@@ -279,17 +415,30 @@ def _report(jobs: Sequence[farm_pb2.Job], as_json: bool, run_id: str, created_at
               help="Constraint set (YAML, hilfarm.constraints/v1): every job gets a verdict per budget.")
 @click.option("--allow-unknown", is_flag=True,
               help="With --constraints: a budget the device cannot measure does not fail (exit 0).")
+@click.option("--queue", is_flag=True,
+              help="Submit even when no agent the controller knows can take a job (a device not enrolled yet); "
+                   "without it such a submission stops at once with exit 2, naming what the farm has.")
 @click.option("--wait", is_flag=True, help="Wait for the results, showing progress.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: give up after SECONDS (exit 2); the jobs go on unless --cancel-on-interrupt.")
+@click.option("--cancel-on-interrupt", is_flag=True,
+              help="With --wait: Ctrl-C, SIGTERM or --wait-timeout cancels the unfinished jobs (default: they "
+                   "go on, and the command says how to follow or cancel them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (schema hilfarm.run/v1).")
+@_wide_option
 @click.pass_context
-def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unknown, wait, as_json, **options):
+def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unknown, queue, wait, wait_timeout,
+           cancel_on_interrupt, as_json, wide, **options):
     """Benchmark MODEL(s) on the named device profiles.
 
-    With --wait the exit code says how it went: 0 every job succeeded (and met every budget),
-    1 a job failed because of the model or its settings, or broke a budget, or a budget could
-    not be measured on the device (unless --allow-unknown), 2 the farm could not run a job.
+    Prints each job id as the jobs are created. With --wait the exit code says how it went: 0
+    every job succeeded (and met every budget), 1 a job failed because of the model or its
+    settings, or broke a budget, or a budget could not be measured on the device (unless
+    --allow-unknown), 2 the farm could not run a job (no agent has the profile, runtime,
+    provider or tags asked for; infrastructure; cancelled; --wait-timeout), 130 Ctrl-C.
     """
     settings, inputs_file = build_settings(options)
+    shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), list(models))
     budgets, set_name = [], ""
     if constraints_file is not None:
         from hilfarm.constraints import ConstraintError, budget_to_pb, load_constraint_set
@@ -300,7 +449,10 @@ def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unk
             raise click.BadParameter(str(error), param_hint="--constraints") from None
         budgets, set_name = [budget_to_pb(b) for b in constraint_set.budgets], constraint_set.name
     with _client(ctx) as client:
+        if not queue:
+            _check_placement(client, models, devices, settings, tags)
         uploads = _upload_all(client, models, quiet=as_json)
+        add_input_shapes(settings, shapes, uploads)
         if inputs_file is not None:
             settings.inputs_sha256 = client.upload(inputs_file, fmt="npz").sha256
         run = client.submit(uploads, devices, settings, tags, max_attempts, constraints=budgets, constraint_set=set_name)
@@ -310,15 +462,16 @@ def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unk
 
                 _print_json(run_document(run))
             else:
-                click.echo(f"run {run.id}")
-                for job in run.jobs:
-                    click.echo(f"  job {job.id}: {job.model_name} on {job.device_profile}")
+                _print_created(run.jobs, err=False)
             return
-        jobs = wait_for_jobs(client, [j.id for j in run.jobs], live=not as_json and sys.stderr.isatty())
-        _report(jobs, as_json, run.id, run.created_at)
-        code = exit_code_for(jobs)
+        if not as_json:
+            _print_created(run.jobs, err=True)
+        jobs_ = _follow(ctx, client, run.jobs, live=_live(as_json), timeout=wait_timeout,
+                        cancel_on_interrupt=cancel_on_interrupt)
+        _report(jobs_, as_json, run.id, run.created_at, wide=wide)
+        code = exit_code_for(jobs_)
         if code == EXIT_OK:
-            code = exit_code_for_verdicts(jobs, allow_unknown=allow_unknown)
+            code = exit_code_for_verdicts(jobs_, allow_unknown=allow_unknown)
         ctx.exit(code)
 
 
@@ -339,10 +492,20 @@ def exit_code_for_verdicts(jobs: Sequence[farm_pb2.Job], *, allow_unknown: bool 
 
 @main.group()
 def jobs() -> None:
-    """List, show, watch and cancel jobs."""
+    """List, show, watch and cancel jobs. JOB is a job id or a unique prefix of one (as in git)."""
 
 
 _STATE_CHOICES = ["queued", "leased", "running", "succeeded", "failed", "cancelled"]
+
+
+def writable_file(ctx: click.Context, param: click.Parameter, value: Optional[Path]) -> Optional[Path]:
+    """A file to write, checked before any work: its directory must exist."""
+    if value is None:
+        return None
+    folder = value.parent if str(value.parent) else Path(".")
+    if not folder.is_dir():
+        raise click.BadParameter(f"cannot write {value}: the directory {folder} does not exist", ctx=ctx, param=param)
+    return value
 
 
 @jobs.command("list")
@@ -350,8 +513,9 @@ _STATE_CHOICES = ["queued", "leased", "running", "succeeded", "failed", "cancell
 @click.option("--state", "states", multiple=True, type=click.Choice(_STATE_CHOICES), help="Only jobs in this state (repeatable).")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hilfarm.jobs/v1, without raw samples).")
+@_wide_option
 @click.pass_context
-def jobs_list(ctx, run_id, states, limit, as_json):
+def jobs_list(ctx, run_id, states, limit, as_json, wide):
     """Recent jobs, newest first."""
     wanted = [farm_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in states]
     with _client(ctx) as client:
@@ -363,7 +527,7 @@ def jobs_list(ctx, run_id, states, limit, as_json):
     else:
         from hilfarm.display import console, jobs_table
 
-        console().print(jobs_table(found))
+        console(wide=wide).print(jobs_table(found, wide=wide))
 
 
 @jobs.command("trace")
@@ -394,9 +558,10 @@ def jobs_trace(ctx, job_id, output):
 
 
 @jobs.command("show")
-@click.argument("job_id")
+@click.argument("job_id", metavar="JOB")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the job object of hilfarm.run/v1).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=writable_file,
               help="Also draw latency and power/temperature/clock traces to FILE (.png or .html).")
 @click.pass_context
 def jobs_show(ctx, job_id, as_json, plot_path):
@@ -413,6 +578,8 @@ def jobs_show(ctx, job_id, as_json, plot_path):
             plots.plot_job(job, plot_path)
         except ValueError as exc:  # no samples, or a file name without .png / .html
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {plot_path}: {exc.strerror or exc}") from None
         click.echo(f"wrote {plot_path}", err=True)
     if as_json:
         from hilfarm.documents import job_document
@@ -425,28 +592,32 @@ def jobs_show(ctx, job_id, as_json, plot_path):
 
 
 @jobs.command("watch")
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the finished job as JSON.")
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished jobs as JSON (schema hilfarm.run/v1).")
+@_wide_option
 @click.pass_context
-def jobs_watch(ctx, job_id, as_json):
-    """Follow a job live until it finishes, then print its result."""
+def jobs_watch(ctx, job_ids, as_json, wide):
+    """Follow jobs live until they finish, then print their results (exit codes as submit --wait;
+    Ctrl-C stops watching, the jobs go on)."""
     with _client(ctx) as client:
-        finished = wait_for_jobs(client, [job_id], live=not as_json and sys.stderr.isatty())
-    _report(finished, as_json, finished[0].run_id if finished else "")
+        jobs_ = [client.get_job(job_id) for job_id in job_ids]  # whole ids from prefixes
+        finished = _follow(ctx, client, jobs_, live=_live(as_json))
+    _report(finished, as_json, finished[0].run_id if finished else "", wide=wide)
     ctx.exit(exit_code_for(finished))
 
 
 @jobs.command("cancel")
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
 @click.pass_context
 def jobs_cancel(ctx, job_ids):
     """Cancel queued or running jobs (a running one is stopped on its device)."""
+    from hilfarm.display import short_id
     from hilfarm.documents import state_name
 
     with _client(ctx) as client:
         for job_id in job_ids:
             job = client.cancel_job(job_id)
-            click.echo(f"{job.id}: {state_name(job.state)}")
+            click.echo(f"{short_id(job.id)}: {state_name(job.state)}")
 
 
 # ---------------------------------------------------------------- devices
@@ -458,8 +629,9 @@ def devices() -> None:
 
 @devices.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hilfarm.devices/v1).")
+@_wide_option
 @click.pass_context
-def devices_list(ctx, as_json):
+def devices_list(ctx, as_json, wide):
     """Every registered agent with its profile, state and runtimes."""
     with _client(ctx) as client:
         found = client.list_devices()
@@ -470,32 +642,38 @@ def devices_list(ctx, as_json):
     else:
         from hilfarm.display import console, devices_table
 
-        console().print(devices_table(found))
+        console(wide=wide).print(devices_table(found, wide=wide))
+
+
+def _find_device(every: Sequence[farm_pb2.Device], agent_id: str) -> farm_pb2.Device:
+    """The agent with this id, or the one whose id starts with it."""
+    exact = [d for d in every if d.agent_id == agent_id]
+    found = exact or [d for d in every if d.agent_id.startswith(agent_id)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise click.ClickException(f"{agent_id!r} starts {len(found)} agent ids: "
+                                   f"{', '.join(d.agent_id for d in found)}; give more characters")
+    known = ", ".join(d.agent_id for d in every) or "none"
+    raise click.ClickException(f"no agent {agent_id!r} has registered (known: {known})")
 
 
 @devices.command("show")
-@click.argument("agent_id")
+@click.argument("agent_id", metavar="AGENT")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one device of hilfarm.devices/v1).")
 @click.pass_context
 def devices_show(ctx, agent_id, as_json):
     """One agent: profile, state, tags, runtimes with their providers, machine."""
     with _client(ctx) as client:
-        every = client.list_devices()
-    found = [d for d in every if d.agent_id == agent_id]
-    if not found:
-        known = ", ".join(d.agent_id for d in every) or "none"
-        raise click.ClickException(f"no agent {agent_id!r} has registered (known: {known})")
-    from hilfarm.documents import device_document
-
-    document = device_document(found[0])
+        device = _find_device(client.list_devices(), agent_id)
     if as_json:
-        _print_json(document)
+        from hilfarm.documents import device_document
+
+        _print_json(device_document(device))
     else:
-        from rich.pretty import Pretty
+        from hilfarm.display import console, device_detail
 
-        from hilfarm.display import console
-
-        console().print(Pretty(document))
+        console().print(device_detail(device))
 
 
 @devices.command("drain")
@@ -525,13 +703,24 @@ def controller() -> None:
     """Run the central controller."""
 
 
+_DATA_DIR_HELP = "HILFARM_DATA_DIR, else the user data dir"
+
+
+def _cannot_start(error: BaseException) -> "click.ClickException":
+    exc = click.ClickException(str(error))
+    exc.exit_code = EXIT_FARM_FAILED
+    return exc
+
+
 @controller.command("serve")
-@click.option("--bind", default="0.0.0.0:50051", show_default=True, help="Address to listen on.")
+@click.option("--bind", default="127.0.0.1:50051", show_default=True,
+              help="Address to listen on. Only this machine can reach the default; to serve agents and users "
+                   "elsewhere bind to their network (e.g. 0.0.0.0:50051) and give the controller a token.")
 @click.option("--db", "db_url", envvar="HILFARM_DB", default=None,
               help="SQLAlchemy URL (env HILFARM_DB); default SQLite in the data dir. "
                    "PostgreSQL: postgresql+psycopg://user@host/db")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Artifacts and the SQLite database [user data dir].")
+              help=f"Artifacts and the SQLite database [{_DATA_DIR_HELP}, /controller].")
 @click.option("--max-artifact-bytes", default="4GiB", show_default=True, help="Largest artifact accepted.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="How long a job stays with an agent that stopped heartbeating.")
@@ -568,13 +757,21 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
             raise click.BadParameter(str(error), param_hint="--nightly") from None
     from hilfarm.controller.schema import SchemaError
 
+    from hilfarm.controller.errors import CannotListen
+
     try:
         port = server.start(bind)
     except SchemaError as error:
         raise click.ClickException(f"the database cannot be used: {error}") from None
-    click.echo(f"hilfarm controller listening on {bind.rsplit(':', 1)[0]}:{port}", err=True)
+    except CannotListen as error:
+        server.store.close()
+        raise _cannot_start(error) from None
+    address = f"{bind.rsplit(':', 1)[0]}:{port}"
+    click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
     if server.metrics_port is not None:
         click.echo(f"metrics on http://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
+    click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
+               err=True)
     serve_forever(server)
 
 
@@ -582,7 +779,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
 @click.option("--db", "db_url", envvar="HILFARM_DB", default=None,
               help="SQLAlchemy URL (env HILFARM_DB); default SQLite in the data dir.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the default SQLite database is [user data dir/controller].")
+              help=f"Where the default SQLite database is [{_DATA_DIR_HELP}, /controller].")
 @click.option("--sql", "as_sql", is_flag=True, help="Print the upgrade SQL for the database's dialect; change nothing.")
 @click.option("--from", "from_revision", default=None, metavar="REV",
               help="With --sql: the revision the database is at [none: an empty database].")
@@ -624,7 +821,7 @@ def agent() -> None:
 @click.option("--profile", default=None, help="Device profile name or YAML path (default: detected).")
 @click.option("--tag", "tags", multiple=True, help="Tag this device (repeatable).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Artifact cache and agent state [user data dir/agent].")
+              help=f"Artifact cache and agent state [{_DATA_DIR_HELP}, /agent].")
 @click.option("--agent-id", default=None, help="Stable id of this device (default: derived and stored).")
 @click.option("--adb-serial", default=None, metavar="SERIAL",
               help="Phone mode: drive the Android device with this serial over adb from this host "
@@ -662,7 +859,7 @@ def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial):
 @click.option("--bind", default="127.0.0.1:50051", show_default=True, help="Controller address.")
 @click.option("--db", "db_url", envvar="HILFARM_DB", default=None, help="SQLAlchemy URL [SQLite in the data dir].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the farm keeps its database, artifacts and cache [user data dir].")
+              help=f"Where the farm keeps its database, artifacts and cache [{_DATA_DIR_HELP}].")
 @click.option("--profile", default="local", show_default=True, help="Profile of the local agent.")
 @click.option("--no-agent", is_flag=True, help="Run only the controller.")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT",
@@ -681,20 +878,34 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
     farm = EmbeddedFarm(data_dir=data_dir, bind=bind, db_url=db_url, profile=profile,
                         token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
                         nightly=list(nightly_suites))
+    from hilfarm.controller.errors import CannotListen
+
     try:
         farm.start()
     except SuiteError as error:
         farm.stop()
         raise click.BadParameter(str(error), param_hint="--nightly") from None
+    except CannotListen as error:
+        farm.stop()
+        raise _cannot_start(error) from None
     stop = threading.Event()
     _stop_on_signals(stop)
     click.echo(f"hilfarm is up: controller {farm.address}, data in {farm.data_dir}", err=True)
+    if farm.metrics_url:
+        click.echo(f"metrics:  {farm.metrics_url}", err=True)
     runner = farm.nightly_runner
     for entry in runner.entries if runner is not None else []:
         click.echo(f"nightly suite {entry.suite.name} ({entry.schedule}): next run at "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry.next_at))}", err=True)
-    if not no_agent:
-        click.echo(f"benchmark a model:  hilfarm submit MODEL.onnx --device {farm.local_profile()} --wait", err=True)
+    device = farm.local_profile() if not no_agent else "PROFILE"
+    if farm.address == DEFAULT_CONTROLLER:
+        click.echo(f"use it:   hilfarm submit MODEL.onnx --device {device} --wait", err=True)
+    else:
+        # Not the address hilfarm calls by default: say exactly how to reach this farm.
+        click.echo(f"use it:   export HILFARM_CONTROLLER={farm.address}", err=True)
+        click.echo(f"          hilfarm submit MODEL.onnx --device {device} --wait", err=True)
+        click.echo(f"     or:  hilfarm --controller {farm.address} submit MODEL.onnx --device {device} --wait",
+                   err=True)
     try:
         stop.wait()
     finally:
@@ -704,11 +915,12 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
 @main.command()
 @click.argument("models", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the farm keeps its database, artifacts and cache [user data dir].")
+              help=f"Where the farm keeps its database, artifacts and cache [{_DATA_DIR_HELP}].")
 @_settings_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (schema hilfarm.run/v1).")
+@_wide_option
 @click.pass_context
-def demo(ctx, models, data_dir, as_json, **options):
+def demo(ctx, models, data_dir, as_json, wide, **options):
     """Start a farm on this machine, benchmark models, print the results, stop.
 
     With no MODEL it first writes a small ONNX and a small TFLite model of its own.
@@ -716,6 +928,7 @@ def demo(ctx, models, data_dir, as_json, **options):
     from hilfarm.embedded import EmbeddedFarm
 
     settings, inputs_file = build_settings(options)
+    shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), list(models))
     farm = EmbeddedFarm(data_dir=data_dir)
     farm.start()
     try:
@@ -724,15 +937,20 @@ def demo(ctx, models, data_dir, as_json, **options):
             from hilfarm.sample_models import make_demo_models
 
             paths = make_demo_models(farm.data_dir / "demo-models")
+            shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), paths)
             if not as_json:
                 click.echo("made sample models: " + ", ".join(str(p) for p in paths), err=True)
         with FarmClient(farm.address) as client:
             uploads = _upload_all(client, paths, quiet=as_json)
+            add_input_shapes(settings, shapes, uploads)
             if inputs_file is not None:
                 settings.inputs_sha256 = client.upload(inputs_file, fmt="npz").sha256
             run = client.submit(uploads, [farm.local_profile()], settings)
-            jobs_ = wait_for_jobs(client, [j.id for j in run.jobs], live=not as_json and sys.stderr.isatty())
-        _report(jobs_, as_json, run.id, run.created_at)
+            if not as_json:
+                _print_created(run.jobs, err=True)
+            # The farm stops with this command: an interrupted demo cancels its jobs.
+            jobs_ = _follow(ctx, client, run.jobs, live=_live(as_json), cancel_on_interrupt=True)
+        _report(jobs_, as_json, run.id, run.created_at, wide=wide, farm_stays=False)
     finally:
         farm.stop()
     ctx.exit(exit_code_for(jobs_))

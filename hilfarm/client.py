@@ -26,6 +26,8 @@ FINAL_STATES = frozenset(
 )
 
 MODEL_FORMATS = ("onnx", "tflite")
+# The runtime a job needs when its settings name none (the controller's rule: Job.runtime).
+RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
 
 
 class ModelFormatError(ValueError):

@@ -7,13 +7,44 @@ is null and listed under result.unavailable with the reason.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import math
+from typing import Any, Dict, Iterable, List, Optional
 
+from hilfarm.terminal_text import strip_terminal_escapes
 from hilfarm.v1 import farm_pb2
 
 RUN_SCHEMA_ID = "hilfarm.run/v1"
 JOBS_SCHEMA_ID = "hilfarm.jobs/v1"
 DEVICES_SCHEMA_ID = "hilfarm.devices/v1"
+SUITE_RUN_SCHEMA_ID = "hilfarm.suite-run/v1"
+HISTORY_SCHEMA_ID = "hilfarm.history/v1"
+COMPARISON_SCHEMA_ID = "hilfarm.comparison/v1"
+BASELINES_SCHEMA_ID = "hilfarm.baselines/v1"
+# Which file under hilfarm/ describes each document.
+SCHEMA_FILES = {
+    RUN_SCHEMA_ID: "run.schema.json",
+    JOBS_SCHEMA_ID: "jobs.schema.json",
+    DEVICES_SCHEMA_ID: "devices.schema.json",
+    SUITE_RUN_SCHEMA_ID: "suite-run.schema.json",
+    HISTORY_SCHEMA_ID: "history.schema.json",
+    COMPARISON_SCHEMA_ID: "comparison.schema.json",
+    BASELINES_SCHEMA_ID: "baselines.schema.json",
+}
+
+
+def schema_registry():  # type: ignore[no-untyped-def]
+    """Every schema above, for jsonschema: they refer to each other by $id (a suite run's job is
+    the job of hilfarm.run/v1). ``jsonschema.validate(doc, {"$ref": doc["schema"]}, registry=...)``."""
+    import json
+    from pathlib import Path
+
+    from referencing import Registry, Resource
+
+    here = Path(__file__).parent
+    return Registry().with_resources(
+        (schema_id, Resource.from_contents(json.loads((here / name).read_text())))
+        for schema_id, name in SCHEMA_FILES.items()
+    )
 
 
 def timed_runs(latency: farm_pb2.LatencyResult) -> int:
@@ -156,6 +187,7 @@ def _settings(s: farm_pb2.JobSettings) -> Dict[str, Any]:
         "sustained_seconds": s.sustained_seconds,
         "repeats": s.repeats,
         "warmup_max_seconds": s.warmup_max_seconds,
+        "dynamic_dimension_default": s.dynamic_dimension_default,
     }
 
 
@@ -176,9 +208,9 @@ def _progress(p: farm_pb2.Progress) -> Dict[str, Any]:
 def _failure(f: farm_pb2.Failure) -> Dict[str, Any]:
     return {
         "category": failure_category_name(f.category),
-        "message": f.message,
+        "message": strip_terminal_escapes(f.message),
         "signal": f.signal or None,
-        "detail": f.detail or None,
+        "detail": strip_terminal_escapes(f.detail) or None,
     }
 
 
@@ -366,4 +398,117 @@ def op_profile_document(p: farm_pb2.OpProfile, top: int = OP_PROFILE_TOP) -> Dic
         "trace_bytes": p.trace_bytes,
         "trace_format": p.trace_format or None,
         "warnings": list(p.warnings),
+    }
+
+
+# ---------------------------------------------------------------- regression testing
+
+def _number(value: float) -> Optional[float]:
+    """A figure as a JSON number; NaN (not computed, e.g. no p-value for a tolerance rule) is null."""
+    return value if math.isfinite(value) else None
+
+
+def _job_ids(text: str) -> List[str]:
+    # A confirmation pools several jobs on each side; the message carries their ids joined by commas.
+    return [j for j in text.split(",") if j]
+
+
+_COMPARISON_FIGURES = ("baseline", "candidate", "ratio", "ci_low", "ci_high", "confidence", "p_value", "threshold")
+
+
+def comparison_document(c: farm_pb2.Comparison) -> Dict[str, Any]:
+    """``results compare --json`` and each comparison of a suite case."""
+    return {
+        "schema": COMPARISON_SCHEMA_ID,
+        "baseline_job_ids": _job_ids(c.baseline_job_id),
+        "candidate_job_ids": _job_ids(c.candidate_job_id),
+        "regression": c.regression,
+        "summary": c.summary or None,
+        "simulated": c.simulated,
+        "metrics": [
+            dict({"metric": m.metric, "statistic": m.statistic or None},
+                 **{name: _number(getattr(m, name)) for name in _COMPARISON_FIGURES},
+                 verdict=m.verdict, summary=m.summary or None,
+                 baseline_count=m.baseline_count, candidate_count=m.candidate_count,
+                 simulated=m.simulated, inconclusive=m.inconclusive,
+                 noise=m.noise if m.HasField("noise") else None,
+                 noise_floor=m.noise_floor if m.HasField("noise_floor") else None,
+                 noise_source=m.noise_source or None)
+            for m in c.metrics
+        ],
+    }
+
+
+def suite_run_document(run: farm_pb2.SuiteRun) -> Dict[str, Any]:
+    """``regress --json``: the suite run and one entry per case. Each case's job is the job
+    object of hilfarm.run/v1 without raw samples (``jobs show --json ID`` has them)."""
+    return {
+        "schema": SUITE_RUN_SCHEMA_ID,
+        "id": run.id,
+        "suite": run.suite,
+        "trigger": run.trigger,
+        "baseline": run.baseline,
+        "state": run.state,
+        "outcome": run.outcome or None,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at or None,
+        "accepted": run.accepted,
+        "message": run.message or None,
+        "simulated": run.simulated,
+        "cases": [
+            {
+                "model_name": c.model_name,
+                "model_sha256": c.model_sha256,
+                "device_profile": c.device_profile,
+                "runtime_config": c.runtime_config,
+                "outcome": c.outcome or None,
+                "simulated": c.simulated,
+                "message": c.message or None,
+                "job_id": c.job_id or None,
+                "baseline_job_id": c.baseline_job_id or None,
+                "confirm_job_ids": list(c.confirm_job_ids),
+                "duration_seconds": c.duration_seconds,
+                "verdicts": [verdict_document(v) for v in c.verdicts],
+                "comparison": comparison_document(c.comparison) if c.HasField("comparison") else None,
+                "confirmation": comparison_document(c.confirmation) if c.HasField("confirmation") else None,
+                "job": job_document(c.job, with_samples=False) if c.HasField("job") else None,
+            }
+            for c in run.cases
+        ],
+    }
+
+
+def history_document(model: str, device_profile: str, h: farm_pb2.HistoryResponse) -> Dict[str, Any]:
+    """``results history --json``: one point per suite result, oldest first, and the change points."""
+    return {
+        "schema": HISTORY_SCHEMA_ID,
+        "model": model,
+        "device_profile": device_profile,
+        "metric": h.metric,
+        "unit": h.unit,
+        "method": h.method or None,
+        "points": [
+            {"t": p.t, "value": _number(p.value), "outcome": p.outcome, "job_id": p.job_id,
+             "suite_run_id": p.suite_run_id or None, "model_sha256": p.model_sha256,
+             "runtime_config": p.runtime_config}
+            for p in h.points
+        ],
+        "change_points": [
+            {"index": c.index, "t": c.t, "job_id": c.job_id, "before": _number(c.before),
+             "after": _number(c.after), "ratio": _number(c.ratio), "p_value": _number(c.p_value)}
+            for c in h.change_points
+        ],
+    }
+
+
+def baselines_document(baselines: Iterable[farm_pb2.Baseline]) -> Dict[str, Any]:
+    """``results baselines --json``."""
+    return {
+        "schema": BASELINES_SCHEMA_ID,
+        "baselines": [
+            {"name": b.name, "model_name": b.model_name, "device_profile": b.device_profile,
+             "runtime_config": b.runtime_config, "job_id": b.job_id, "model_sha256": b.model_sha256,
+             "accepted_at": b.accepted_at, "suite": b.suite or None}
+            for b in baselines
+        ],
     }

@@ -7,6 +7,7 @@ in a fresh child process, so the embedded farm measures exactly what a distribut
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,11 @@ log = logging.getLogger("hilfarm.embedded")
 
 
 def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir("hilfarm"))
+    """Where a farm keeps its data unless told: HILFARM_DATA_DIR, else the user data dir (e.g.
+    ~/.local/share/hilfarm). ``up`` and ``demo`` use it whole; ``controller serve`` its
+    ``controller/`` and ``agent run`` its ``agent/``, the layout ``up`` makes."""
+    configured = os.environ.get("HILFARM_DATA_DIR", "").strip()
+    return Path(configured).expanduser() if configured else Path(platformdirs.user_data_dir("hilfarm"))
 
 
 class EmbeddedFarm:
@@ -57,6 +62,7 @@ class EmbeddedFarm:
         self.nightly = [Path(p) for p in nightly]
         self.nightly_clock = nightly_clock
         self.address = ""
+        self.metrics_url = ""  # http://HOST:PORT/metrics once started with metrics_bind
         self._controller = None
         self._agent_thread: Optional[threading.Thread] = None
         self._agent_stop = threading.Event()
@@ -78,6 +84,11 @@ class EmbeddedFarm:
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
         self.address = f"{host}:{port}"
+        if self._controller.metrics_port is not None and self.metrics_bind:
+            metrics_host = self.metrics_bind.rsplit(":", 1)[0]
+            if metrics_host in ("", "0.0.0.0", "[::]"):  # every address: this machine reaches it here
+                metrics_host = "127.0.0.1"
+            self.metrics_url = f"http://{metrics_host}:{self._controller.metrics_port}/metrics"
         if self.with_agent:
             self._start_agent()
             self._wait_for_agent(ready_timeout)

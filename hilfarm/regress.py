@@ -37,25 +37,32 @@ def _client(ctx: click.Context) -> FarmClient:
     return FarmClient(ctx.obj["controller"], ctx.obj["token"])
 
 
-def _message_json(msg) -> dict:  # type: ignore[no-untyped-def]
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+def _print_json(document: dict) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+def _writable(ctx: click.Context, param: click.Parameter, value: Optional[Path]) -> Optional[Path]:
+    from hilfarm.cli import writable_file
+
+    return writable_file(ctx, param, value)
 
 
 @click.command()
 @click.argument("suite_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--baseline", "baseline", default=None, metavar="REF",
               help="Baseline to compare with: a name (main) or @last [the suite's, else main].")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), callback=_writable,
+              help="Write JUnit XML here.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), callback=_writable,
               help="Write a self-contained HTML report with plots here.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), callback=_writable,
               help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--accept", is_flag=True, help="Promote this run's results to the baseline when the farm ran every case.")
 @click.option("--allow-unknown", is_flag=True,
               help="A budget the device cannot measure does not fail the run (it still shows as unknown).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=None,
               help="Give up waiting after this many seconds (exit 2).")
-@click.option("--json", "as_json", is_flag=True, help="Print the suite run as JSON (the SuiteRun message).")
+@click.option("--json", "as_json", is_flag=True, help="Print the suite run as JSON (schema hilfarm.suite-run/v1).")
 @click.pass_context
 def regress(ctx, suite_file, baseline, junit_path, report_path, markdown_path, accept, allow_unknown, timeout_s, as_json):
     """Run SUITE_FILE on the farm, compare with the baseline, judge the budgets, write reports.
@@ -83,12 +90,17 @@ def regress(ctx, suite_file, baseline, junit_path, report_path, markdown_path, a
             click.echo(f"suite {suite.name}: run {run.id}, {len(suite.models)} model(s) on "
                        f"{', '.join(suite.devices)}, baseline {run.baseline}", err=True)
         deadline = time.monotonic() + timeout_s if timeout_s else None
-        while run.state != "finished":
-            if deadline is not None and time.monotonic() > deadline:
-                click.echo(f"gave up waiting for suite run {run.id} after {timeout_s:g} s", err=True)
-                ctx.exit(EXIT_FARM)
-            time.sleep(0.5)
-            run = client.get_suite_run(run.id)
+        try:
+            while run.state != "finished":
+                if deadline is not None and time.monotonic() > deadline:
+                    click.echo(f"gave up waiting for suite run {run.id} after {timeout_s:g} s", err=True)
+                    ctx.exit(EXIT_FARM)
+                time.sleep(0.5)
+                run = client.get_suite_run(run.id)
+        except KeyboardInterrupt:
+            # The suite run is state on the controller: it finishes whether anyone waits or not.
+            click.echo(f"interrupted: suite run {run.id} goes on on the controller", err=True)
+            ctx.exit(130)
         baselines = {}
         if report_path is not None:
             for case in run.cases:
@@ -104,32 +116,54 @@ def regress(ctx, suite_file, baseline, junit_path, report_path, markdown_path, a
     if report_path is not None:
         report_path.write_text(reports.html_report(run, baselines))
     if as_json:
-        click.echo(json.dumps(_message_json(run), indent=2))
+        from hilfarm.documents import suite_run_document
+
+        _print_json(suite_run_document(run))
     else:
-        _print_suite(run)
+        from hilfarm.display import console
+
+        console().print(suite_view(run))
     ctx.exit(exit_code_for_suite(run, allow_unknown=allow_unknown))
 
 
-def _print_suite(run: farm_pb2.SuiteRun) -> None:
-    from rich.table import Table
+_OUTCOME_STYLE = {"pass": "green", "no_baseline": "yellow", "unknown_budget": "yellow", "inconclusive": "yellow"}
 
-    from hilfarm.display import console
-    from hilfarm.reports import status_name
 
-    table = Table(title=f"suite {run.suite}: {run.outcome}", show_lines=False)
-    for column in ("outcome", "model", "device", "runtime", "budgets", "detail"):
-        table.add_column(column, overflow="fold")
-    style = {"pass": "green", "no_baseline": "yellow", "unknown_budget": "yellow", "inconclusive": "yellow"}
+def suite_view(run: farm_pb2.SuiteRun):  # type: ignore[no-untyped-def]
+    """The suite run as people read it: one row per case, what each found on lines under it."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from hilfarm.display import Column, FittedTable, Row, short_ids, verdicts_table
+
+    keys = short_ids(c.job_id for c in run.cases)
+    rows, notes = [], []
     for case in run.cases:
-        budgets = " ".join(f"{v.constraint}:{status_name(v.status)}" + ("(simulated)" if v.simulated else "")
-                           for v in case.verdicts) or "-"
-        outcome = f"[{style.get(case.outcome, 'red')}]{case.outcome}[/]" + (" SIMULATED" if case.simulated else "")
-        table.add_row(outcome, case.model_name, case.device_profile, case.runtime_config, budgets, case.message)
-    console().print(table)
+        key = keys.get(case.job_id, "")
+        budgets = "-"
+        if case.verdicts:
+            # A pass on a simulated sensor is not a pass.
+            passed = sum(1 for v in case.verdicts if v.status == farm_pb2.VERDICT_STATUS_PASS and not v.simulated)
+            budgets = f"{passed}/{len(case.verdicts)} met"
+        rows.append(Row(key or case.model_name, [
+            Text(case.outcome + (" (simulated)" if case.simulated else ""),
+                 style=_OUTCOME_STYLE.get(case.outcome, "red")), key, case.model_name,
+            case.device_profile, budgets, f"{case.duration_seconds:.0f}",
+        ]))
+        if case.message:
+            notes.append(Text(f"{key or case.model_name}: {case.message}",
+                              style="" if case.outcome == "pass" else _OUTCOME_STYLE.get(case.outcome, "red")))
+        if case.verdicts and case.HasField("job"):
+            notes.append(verdicts_table(case.job, key))
+    table = FittedTable([Column("outcome"), Column("job"), Column("model", flexible=True),
+                         Column("device", flexible=True), Column("budgets"), Column("s", "right")], rows,
+                        title=f"suite {run.suite}: {run.outcome or run.state} (baseline {run.baseline})")
+    tail = []
     if run.accepted:
-        console().print(f"results accepted as baseline {run.baseline}")
+        tail.append(Text(f"results accepted as baseline {run.baseline}"))
     if run.message:
-        console().print(run.message)
+        tail.append(Text(run.message))
+    return Group(table, *notes, *tail)
 
 
 # ---------------------------------------------------------------- results
@@ -146,43 +180,65 @@ def results() -> None:
               help="latency.p50, latency.p99, latency.mean, latency.load, latency.between_repeat_spread "
                    "(the device's noise), memory.peak, energy.per_inference, power.mean, temperature.max")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Newest N points (0: up to a year).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the HistoryResponse message).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hilfarm.history/v1).")
 @click.pass_context
 def results_history(ctx, model, device, metric, limit, as_json):
-    """Suite results of MODEL on a device over time, with the nights a figure shifted."""
+    """Suite results of MODEL on a device over time, with the nights a figure shifted.
+
+    MODEL is the name a suite gave the model (by default its file name): a path is taken by
+    its file name. Exit 1 when there is no suite result for it on the device.
+    """
     from hilfarm.constraints import format_value
 
+    name = Path(model).name  # a path, as in the suite file, names the model by its file name
     with _client(ctx) as client:
-        history = client.history(model, device, metric, limit)
+        history = client.history(name, device, metric, limit)
+        if not history.points:
+            known = sorted({c.model_name for r in client.list_suite_runs(limit=200) for c in r.cases
+                            if c.device_profile == device})
+            raise click.ClickException(
+                f"no suite results for {name!r} on {device}"
+                + (f"; models with results there: {', '.join(known)}" if known
+                   else " (run `hilfarm regress SUITE.yaml` or a nightly suite first)"))
     if as_json:
-        click.echo(json.dumps(_message_json(history), indent=2))
+        from hilfarm.documents import history_document
+
+        _print_json(history_document(name, device, history))
         return
+    from rich.text import Text
+
+    from hilfarm.display import Column, FittedTable, Row, console, short_ids
+
     shifts = {c.index: c for c in history.change_points}
-    click.echo(f"{model} on {device}: {history.metric} ({len(history.points)} runs)")
+    keys = short_ids(p.job_id for p in history.points)
+    rows = []
     for i, p in enumerate(history.points):
         mark = ""
         if i in shifts:
             c = shifts[i]
-            mark = f"  ◀ shift {c.ratio - 1:+.1%} (median {format_value(c.before, history.unit)} → " \
-                   f"{format_value(c.after, history.unit)}, p={c.p_value:.3g})"
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.t))
-        click.echo(f"  {when}  {format_value(p.value, history.unit):>12}  {p.outcome:<14} {p.job_id[:12]}{mark}")
-    if not history.points:
-        click.echo("  no suite results yet (run `hilfarm regress` or a nightly suite)")
-    elif not history.change_points:
-        click.echo("  no change point found")
+            mark = (f"◀ shift {c.ratio - 1:+.1%} (median {format_value(c.before, history.unit)} → "
+                    f"{format_value(c.after, history.unit)}, p={c.p_value:.3g})")
+        rows.append(Row(keys[p.job_id], [time.strftime("%Y-%m-%d %H:%M", time.localtime(p.t)),
+                                         format_value(p.value, history.unit), p.outcome, keys[p.job_id],
+                                         Text(mark, style="bold yellow")]))
+    out = console()
+    out.print(FittedTable([Column("when"), Column(history.metric, "right"), Column("outcome"), Column("job"),
+                           Column("change", flexible=True, optional=True)], rows,
+                          title=f"{name} on {device}: {history.metric}, {len(history.points)} runs"))
+    if not history.change_points:
+        out.print("no change point found")
     click.echo(f"method: {history.method}", err=True)
 
 
 @results.command("compare")
 @click.argument("baseline_job")
 @click.argument("candidate_job")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the Comparison message).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hilfarm.comparison/v1).")
 @click.pass_context
 def results_compare(ctx, baseline_job, candidate_job, as_json):
-    """Compare job CANDIDATE_JOB with BASELINE_JOB, repeat by repeat (each job's per-process
-    medians are the units), with the device's noise history, and node by node where both ran
-    with --profile-ops. Exit 1 on a regression."""
+    """Compare job CANDIDATE_JOB with BASELINE_JOB (ids or unique prefixes), repeat by repeat
+    (each job's per-process medians are the units) with the device's noise history, and node by
+    node where both ran with --profile-ops. Exit 1 on a regression."""
     from hilfarm import op_profiles
 
     with _client(ctx) as client:
@@ -192,37 +248,62 @@ def results_compare(ctx, baseline_job, candidate_job, as_json):
     nodes = (op_profiles.compare_op_profiles(a.op_profile, b.op_profile)
              if a.HasField("op_profile") and b.HasField("op_profile") else None)
     if as_json:
-        doc = _message_json(comparison)
-        doc["op_nodes"] = op_profiles.comparison_document(nodes) if nodes is not None else None
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        verdict = "REGRESSION" if comparison.regression else ("inconclusive" if any(
-            m.inconclusive for m in comparison.metrics) else "no regression")
-        click.echo(f"baseline {baseline_job} vs candidate {candidate_job}: {verdict}"
-                   + (" (simulated figures compared)" if comparison.simulated else ""))
-        for m in comparison.metrics:
-            click.echo(f"  [{m.verdict}] {m.summary}")
-            click.echo(f"      {m.statistic}")
-        if nodes is not None:
-            from hilfarm.display import console
+        from hilfarm.documents import comparison_document
 
-            console().print(op_profiles.comparison_table(nodes))
+        doc = comparison_document(comparison)
+        doc["op_nodes"] = op_profiles.comparison_document(nodes) if nodes is not None else None
+        _print_json(doc)
+    else:
+        from rich.console import Group
+        from rich.padding import Padding
+        from rich.text import Text
+
+        from hilfarm.display import console, short_id
+
+        if comparison.regression:
+            verdict = Text("REGRESSION", style="bold red")
+        elif any(m.inconclusive for m in comparison.metrics):
+            verdict = Text("inconclusive", style="yellow")
+        else:
+            verdict = Text("no regression", style="green")
+        if comparison.simulated:
+            verdict.append(" (simulated figures compared)", style="yellow")
+        lines: list = [Text(f"baseline {short_id(comparison.baseline_job_id)} vs candidate "
+                            f"{short_id(comparison.candidate_job_id)}: ").append_text(verdict)]
+        for m in comparison.metrics:
+            style = "red" if m.verdict == "regression" else ("green" if m.verdict == "improvement" else "")
+            lines.append(Padding(Text(f"{m.verdict:<12} {m.summary}", style=style), (0, 0, 0, 2)))
+            if m.statistic:
+                lines.append(Padding(Text(m.statistic, style="dim"), (0, 0, 0, 15)))
+        if nodes is not None:
+            lines.append(op_profiles.comparison_table(nodes))
+        console().print(Group(*lines))
     ctx.exit(EXIT_FAIL if comparison.regression else EXIT_OK)
 
 
 @results.command("baselines")
 @click.option("--name", default="", help="Only this baseline name.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hilfarm.baselines/v1).")
 @click.pass_context
 def results_baselines(ctx, name, as_json):
     """The current baseline of every model, device and runtime configuration."""
     with _client(ctx) as client:
         found = client.list_baselines(name=name)
     if as_json:
-        click.echo(json.dumps([_message_json(b) for b in found], indent=2))
+        from hilfarm.documents import baselines_document
+
+        _print_json(baselines_document(found))
         return
-    for b in found:
-        click.echo(f"{b.name:<10} {b.model_name:<24} {b.device_profile:<18} {b.runtime_config:<30} job {b.job_id}")
+    from hilfarm.display import Column, FittedTable, Row, console, short_ids
+
+    keys = short_ids(b.job_id for b in found)
+    console().print(FittedTable(
+        [Column("name"), Column("model", flexible=True), Column("device", flexible=True),
+         Column("runtime configuration", flexible=True), Column("job"), Column("accepted")],
+        [Row(keys[b.job_id], [b.name, b.model_name, b.device_profile, b.runtime_config, keys[b.job_id],
+                              time.strftime("%Y-%m-%d %H:%M", time.localtime(b.accepted_at))]) for b in found]))
+    if not found:
+        click.echo("no baselines yet (`hilfarm regress SUITE.yaml --accept` or `hilfarm results accept JOB...`)")
 
 
 @results.command("accept")
@@ -230,10 +311,14 @@ def results_baselines(ctx, name, as_json):
 @click.option("--name", default="main", show_default=True, help="Baseline name.")
 @click.pass_context
 def results_accept(ctx, job_ids, name):
-    """Make finished jobs the baseline NAME for their model, device and runtime configuration."""
+    """Make finished jobs (ids or unique prefixes) the baseline NAME for their model, device and
+    runtime configuration."""
+    from hilfarm.display import short_id
+
     with _client(ctx) as client:
         for b in client.accept_baseline(name, job_ids):
-            click.echo(f"baseline {b.name}: {b.model_name} on {b.device_profile} [{b.runtime_config}] = job {b.job_id}")
+            click.echo(f"baseline {b.name}: {b.model_name} on {b.device_profile} [{b.runtime_config}] "
+                       f"= job {short_id(b.job_id)}")
 
 
 def attach(main: click.Group) -> None:

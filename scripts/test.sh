@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: installs what the tests need (virtualenvs, PostgreSQL),
-# checks the committed gRPC stubs, then runs the suite in the main environment and the agent's
-# tests again under tflite-runtime (numpy < 2) and under Python 3.9.
+# checks the committed gRPC stubs and the built wheel (installed into a fresh environment, `hilfarm
+# demo` run from inside the checkout), then runs the suite in the main environment and the
+# agent's tests again under tflite-runtime (numpy < 2) and under Python 3.9.
 #
 #   bash scripts/test.sh [PYTEST_ARGS...]
 set -euo pipefail
@@ -25,6 +26,9 @@ bash scripts/ensure-sshd.sh
 
 echo "== extra environments"
 .ci/envs.sh
+
+echo "== the built wheel, installed fresh, run from inside the checkout"
+bash scripts/check-wheel.sh
 
 status=0
 run_pytest() {

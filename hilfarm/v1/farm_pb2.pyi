@@ -126,15 +126,17 @@ class Failure(_message.Message):
     def __init__(self, category: _Optional[_Union[FailureCategory, str]] = ..., message: _Optional[str] = ..., signal: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class InputShape(_message.Message):
-    __slots__ = ("name", "dims")
+    __slots__ = ("name", "dims", "model_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     dims: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
+    model_sha256: str
+    def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ..., model_sha256: _Optional[str] = ...) -> None: ...
 
 class JobSettings(_message.Message):
-    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds", "profile_ops", "profile_ops_runs")
+    __slots__ = ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_runs", "max_seconds", "threads", "runtime", "execution_provider", "graph_optimization", "tflite_disable_xnnpack", "tflite_delegate_path", "tflite_delegate_options", "input_shapes", "inputs_sha256", "seed", "memory_limit_bytes", "timeout_seconds", "sustained_seconds", "repeats", "warmup_max_seconds", "profile_ops", "profile_ops_runs", "dynamic_dimension_default")
     class TfliteDelegateOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +167,7 @@ class JobSettings(_message.Message):
     WARMUP_MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_OPS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_OPS_RUNS_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_DIMENSION_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     warmup_runs: int
     warmup_seconds: float
     min_runs: int
@@ -188,7 +191,8 @@ class JobSettings(_message.Message):
     warmup_max_seconds: float
     profile_ops: bool
     profile_ops_runs: int
-    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ..., repeats: _Optional[int] = ..., warmup_max_seconds: _Optional[float] = ..., profile_ops: bool = ..., profile_ops_runs: _Optional[int] = ...) -> None: ...
+    dynamic_dimension_default: int
+    def __init__(self, warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., min_runs: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., threads: _Optional[int] = ..., runtime: _Optional[str] = ..., execution_provider: _Optional[str] = ..., graph_optimization: _Optional[str] = ..., tflite_disable_xnnpack: bool = ..., tflite_delegate_path: _Optional[str] = ..., tflite_delegate_options: _Optional[_Mapping[str, str]] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., inputs_sha256: _Optional[str] = ..., seed: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sustained_seconds: _Optional[float] = ..., repeats: _Optional[int] = ..., warmup_max_seconds: _Optional[float] = ..., profile_ops: bool = ..., profile_ops_runs: _Optional[int] = ..., dynamic_dimension_default: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("phase", "runs_done", "runs_target", "elapsed_seconds", "latest_latency_seconds", "updated_at", "telemetry", "repeat", "repeats")

@@ -97,10 +97,12 @@ def test_null_runtime_measures_tiny_harness_overhead():
     assert r.memory.model_file_bytes is None
 
 
-def test_dynamic_dim_defaults_to_one_with_a_warning(models):
-    r = run(models["dynamic"]).result
-    assert r.environment.input_shapes == {"x": [1, 16]}
-    assert any("dim 0" in w and "dynamic; used 1" in w and "--input-shape" in w for w in r.warnings)
+def test_unset_dynamic_dim_fails_the_job_unless_a_default_is_given(models):
+    f = failure_of(run(models["dynamic"]))
+    assert f.category is FailureCategory.INPUT_MISMATCH
+    assert "input 'x'" in f.message and "dim 0 ('batch') is dynamic" in f.message
+    r = run(models["dynamic"], dynamic_dimension_default=4).result
+    assert r.environment.input_shapes == {"x": [4, 16]}
 
 
 def test_dynamic_dim_set_by_the_job(models):
@@ -305,3 +307,17 @@ def test_sustained_phase_comes_on_top_of_the_timeout(plugins):
                        timeout_seconds=0.2, warmup_seconds=5.0))
     assert f.category is FailureCategory.TIMEOUT
     assert "0.4 s (sustained_seconds 0.2 + timeout_seconds)" in f.message
+
+
+def test_a_hilfarm_folder_in_the_working_directory_cannot_shadow_the_installed_package(models, tmp_path, monkeypatch):
+    """`python -m hilfarm.agent.child` puts its working directory first on sys.path. An agent
+    started in a checkout (or anywhere a `hilfarm/` folder lies) must still run its jobs."""
+    decoy = tmp_path / "hilfarm"
+    decoy.mkdir()
+    # Importing this instead of the package fails loudly, whichever way hilfarm is installed
+    # (an editable install still finds hilfarm.agent through its own finder; a wheel does not).
+    (decoy / "__init__.py").write_text("raise ImportError('imported the hilfarm/ folder of the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    outcome = run(models["mlp"])
+    assert outcome.failure is None, outcome.failure
+    assert outcome.result.latency.p50_seconds > 0

@@ -29,13 +29,26 @@ def test_same_seed_same_inputs_and_dtypes():
     assert a.feeds["ids"].min() >= 0  # safe as token ids or indices
 
 
-def test_every_unset_dynamic_dim_is_warned_about():
-    got = random_inputs(SPECS, {}, seed=0)
-    assert got.shapes["image"] == [1, 3, 1, 1] and got.shapes["ids"] == [1]
-    assert len(got.warnings) == 4
-    assert "input 'image' dim 2 'height' is dynamic; used 1 — set it with --input-shape" in got.warnings
+def test_an_unset_dynamic_dim_is_an_error_that_names_it():
+    # Benchmarking 1x3x1x1 because nobody said otherwise "succeeds" in a millisecond: refuse.
+    with pytest.raises(JobFailed) as caught:
+        random_inputs(SPECS, {"ids": [5]}, seed=0)
+    message = caught.value.failure.message
+    assert caught.value.failure.category.value == "input_mismatch"
+    assert "input 'image' has shape [?, 3, height, width]" in message
+    assert "dim 0, dim 2 ('height'), dim 3 ('width') are dynamic" in message
+    assert "--input-shape MODEL:image=N,3,N,N" in message and "--dynamic-default N" in message
+    with pytest.raises(JobFailed, match=r"input 'ids' .*dim 0 \('seq'\) is dynamic"):
+        random_inputs(SPECS, {"image": [1, 3, 8, 8]}, seed=0)
+
+
+def test_dynamic_default_sizes_every_unset_dynamic_dim():
+    got = random_inputs(SPECS, {"image": [2, 3, 16, 16]}, seed=0, dynamic_default=7)
+    # What the job set wins; the default fills the rest; fixed dims stay.
+    assert got.shapes == {"image": [2, 3, 16, 16], "mask": [4], "ids": [7]}
+    assert got.feeds["ids"].shape == (7,) and got.warnings == []
 
 
 def test_negative_size_is_refused():
     with pytest.raises(JobFailed, match="negative"):
-        random_inputs(SPECS, {"ids": [-1]}, seed=0)
+        random_inputs(SPECS, {"image": [1, 3, 8, 8], "ids": [-1]}, seed=0)

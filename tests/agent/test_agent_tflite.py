@@ -85,10 +85,15 @@ def test_not_a_tflite_model(tfl, name):
     assert "not a readable TFLite model" in f.message
 
 
-def test_missing_delegate_library_is_a_device_fault(tfl, tmp_path):
+def test_missing_delegate_library_is_the_requests_fault_not_the_devices(tfl, tmp_path):
     f = run(tfl["mlp"], tflite_delegate_path=str(tmp_path / "libedgetpu.so.1")).failure
-    assert f.category is FailureCategory.DEVICE_FAULT
-    assert "libedgetpu.so.1" in f.message
+    assert f.category is FailureCategory.CONFIGURATION
+    assert "libedgetpu.so.1" in f.message and "cannot be loaded on this device" in f.message
+    # A file that is there but is no shared library is the same: the job named the wrong thing.
+    not_a_library = tmp_path / "libnotreally.so"
+    not_a_library.write_text("text\n")
+    f = run(tfl["mlp"], tflite_delegate_path=str(not_a_library)).failure
+    assert f.category is FailureCategory.CONFIGURATION and "libnotreally.so" in f.message
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.9, 0.99])

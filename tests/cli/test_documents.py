@@ -178,3 +178,120 @@ def test_sustained_windows_are_in_the_document_with_nulls_for_unmeasured_figures
     del sustained["result"]["sustained"]["windows"][0]["runs"]
     with pytest.raises(jsonschema.ValidationError, match="runs"):
         jsonschema.validate(document, SCHEMA)
+
+
+# ---------------------------------------------------------------- every --json has a schema
+
+def validate(document):
+    """Against the schema its "schema" field names, references between the files resolved."""
+    from hilfarm.documents import schema_registry
+
+    jsonschema.validate(document, {"$ref": document["schema"]}, registry=schema_registry())
+
+
+def test_every_schema_file_is_a_valid_schema_named_by_its_id():
+    from hilfarm.documents import SCHEMA_FILES
+
+    here = Path(hilfarm.__file__).parent
+    for schema_id, name in SCHEMA_FILES.items():
+        schema = json.loads((here / name).read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$id"] == schema_id
+        assert schema["properties"]["schema"] == {"const": schema_id}
+
+
+def test_jobs_and_devices_documents_match_their_schemas():
+    listing = jobs_document([finished_job(), failed_job()], with_samples=False)
+    validate(listing)
+    device = farm_pb2.Device(agent_id="a1", device_profile="local", state="busy", current_job_id="job-1",
+                             last_seen=5.0, capabilities=farm_pb2.Capabilities(cpu_cores=2))
+    document = devices_document([device])
+    validate(document)
+    document["devices"][0]["state"] = "asleep"
+    with pytest.raises(jsonschema.ValidationError, match="asleep"):
+        validate(document)
+
+
+def comparison(baseline_ids="b1", candidate_ids="c1"):
+    return farm_pb2.Comparison(
+        baseline_job_id=baseline_ids, candidate_job_id=candidate_ids, regression=True, summary="slower",
+        metrics=[
+            farm_pb2.MetricComparison(metric="latency.median", statistic="Mann-Whitney U", baseline=0.010,
+                                      candidate=0.012, ratio=1.2, ci_low=1.15, ci_high=1.25, confidence=0.95,
+                                      p_value=1e-9, threshold=0.03, verdict="regression", summary="+20 %",
+                                      baseline_count=400, candidate_count=400),
+            # A tolerance rule: no test, so no p-value and no interval (NaN on the wire).
+            farm_pb2.MetricComparison(metric="memory.peak", statistic="tolerance 5 %", baseline=5e7,
+                                      candidate=5e7, ratio=1.0, ci_low=float("nan"), ci_high=float("nan"),
+                                      confidence=float("nan"), p_value=float("nan"), threshold=0.05,
+                                      verdict="unchanged", summary="same"),
+        ])
+
+
+def test_suite_run_document_numbers_are_numbers_and_unknowns_null():
+    from hilfarm.documents import suite_run_document
+
+    verdict = farm_pb2.ConstraintVerdict(constraint="latency.p99", comparison="<=", budget=0.04, measured=0.0,
+                                         margin=0.04, status=farm_pb2.VERDICT_STATUS_PASS, unit="s")
+    run = farm_pb2.SuiteRun(
+        id="s1", suite="vision", trigger="cli", baseline="main", state="finished", outcome="fail",
+        started_at=10.0, finished_at=20.0, cases=[
+            farm_pb2.SuiteCase(model_name="net.onnx", model_sha256="a" * 64, device_profile="rpi5",
+                               runtime_config="onnxruntime threads=4", outcome="regression", job_id="job-1",
+                               baseline_job_id="job-0", verdicts=[verdict],
+                               comparison=comparison(), confirmation=comparison("b2,b3", "c2,c3"),
+                               confirm_job_ids=["b2", "c2", "b3", "c3"], job=finished_job(),
+                               message="confirmed by a re-run", duration_seconds=0.0),
+            farm_pb2.SuiteCase(model_name="new.onnx", model_sha256="c" * 64, device_profile="rpi5",
+                               outcome="no_baseline", job_id="job-2"),
+        ])
+    document = suite_run_document(run)
+    validate(document)
+    case, fresh = document["cases"]
+    # Zeros stay (a zero duration, a zero measurement), rather than vanish as they did.
+    assert case["duration_seconds"] == 0.0 and case["verdicts"][0]["measured"] == 0.0
+    assert case["verdicts"][0]["status"] == "pass"
+    tolerance = case["comparison"]["metrics"][1]
+    assert tolerance["p_value"] is None and tolerance["ci_low"] is None and tolerance["baseline"] == 5e7
+    assert case["comparison"]["metrics"][0]["p_value"] == 1e-9
+    assert case["confirmation"]["baseline_job_ids"] == ["b2", "b3"]  # a list, not "b2,b3"
+    assert case["confirm_job_ids"] == ["b2", "c2", "b3", "c3"]
+    assert case["job"]["result"]["latency"]["samples_ns"] is None and case["job"]["result"]["latency"]["count"] == 20
+    assert fresh["baseline_job_id"] is None and fresh["comparison"] is None and fresh["job"] is None
+    assert "NaN" not in json.dumps(document)
+    json.loads(json.dumps(document, allow_nan=False))  # strict JSON
+
+
+def test_results_documents_match_their_schemas():
+    from hilfarm.documents import baselines_document, comparison_document, history_document
+
+    compared = comparison_document(comparison())
+    validate(compared)
+    assert compared["baseline_job_ids"] == ["b1"] and compared["metrics"][1]["confidence"] is None
+    history = history_document("net.onnx", "rpi5", farm_pb2.HistoryResponse(
+        metric="latency.p50", unit="s", method="binary segmentation + permutation test",
+        points=[farm_pb2.HistoryPoint(t=1.0, job_id="j1", suite_run_id="s1", value=0.010, outcome="pass"),
+                farm_pb2.HistoryPoint(t=2.0, job_id="j2", value=float("nan"), outcome="model_failed")],
+        change_points=[farm_pb2.ChangePoint(index=1, t=2.0, job_id="j2", before=0.010, after=0.012, ratio=1.2,
+                                            p_value=0.001)]))
+    validate(history)
+    assert history["points"][1]["value"] is None and history["points"][1]["suite_run_id"] is None
+    baselines = baselines_document([farm_pb2.Baseline(name="main", model_name="net.onnx", device_profile="rpi5",
+                                                      runtime_config="onnxruntime", job_id="j1",
+                                                      model_sha256="a" * 64, accepted_at=3.0)])
+    validate(baselines)
+    assert baselines["baselines"][0]["suite"] is None
+
+
+def test_failure_text_in_documents_has_no_terminal_escapes():
+    job = failed_job()
+    job.failure.detail = "\x1b[1;31mERROR\x1b[0m boom"
+    assert job_document(job)["failure"]["detail"] == "ERROR boom"
+
+
+def test_settings_carry_the_dynamic_dimension_default():
+    job = finished_job()
+    job.settings.dynamic_dimension_default = 8
+    document = run_document(farm_pb2.Run(id="r", jobs=[job]))
+    jsonschema.validate(document, SCHEMA)
+    assert document["jobs"][0]["settings"]["dynamic_dimension_default"] == 8

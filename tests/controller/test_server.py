@@ -280,3 +280,98 @@ def test_listings_leave_out_raw_samples_and_timelines_unless_asked(farm, model):
     (full,) = farm.farm.ListJobs(pb.ListJobsRequest(include_samples=True)).jobs
     assert list(full.result.latency.samples_ns) == [5, 6, 7] and len(full.result.timeline) == 1
     assert list(farm.job(lease.job.id).result.latency.samples_ns) == [5, 6, 7]
+
+
+def test_a_listing_gives_no_result_to_jobs_that_have_none(farm, model):
+    """A queued, failed or cancelled job has no figures: an empty result would read as p50 0."""
+    (queued,) = farm.submit([model], ["rpi5"]).jobs
+    (cancelled,) = farm.submit([model], ["x86"]).jobs
+    farm.farm.CancelJob(pb.CancelJobRequest(job_id=cancelled.id))
+    for include_samples in (False, True):
+        listed = farm.farm.ListJobs(pb.ListJobsRequest(include_samples=include_samples)).jobs
+        assert [j.HasField("result") for j in listed] == [False, False]
+
+
+def test_each_model_gets_its_own_input_shapes(farm):
+    det = farm.upload(b"\x12" * 100, filename="det.onnx")
+    rec = farm.upload(b"\x13" * 100, filename="rec.onnx")
+    settings = pb.JobSettings(dynamic_dimension_default=8, input_shapes=[
+        pb.InputShape(name="images", dims=[1, 3, 640, 640], model_sha256=det),
+        pb.InputShape(name="x", dims=[1, 3, 48, 320], model_sha256=rec),
+        pb.InputShape(name="scale", dims=[1]),  # no model: for every model
+    ])
+    run = farm.submit([det, rec], ["rpi5"], settings=settings)
+    shapes = {j.model_name: [(s.name, list(s.dims), s.model_sha256) for s in j.settings.input_shapes]
+              for j in run.jobs}
+    assert shapes == {"det.onnx": [("images", [1, 3, 640, 640], ""), ("scale", [1], "")],
+                      "rec.onnx": [("x", [1, 3, 48, 320], ""), ("scale", [1], "")]}
+    assert {j.settings.dynamic_dimension_default for j in run.jobs} == {8}
+    # A shape for a model that is not in the submission is refused, and nothing is stored.
+    with pytest.raises(grpc.RpcError) as err:
+        farm.submit([det], ["rpi5"], settings=pb.JobSettings(
+            input_shapes=[pb.InputShape(name="x", dims=[1], model_sha256=rec)]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"model sha256 {rec}" in err.value.details() and "not one of this submission's models" in err.value.details()
+    assert len(farm.farm.ListJobs(pb.ListJobsRequest()).jobs) == 2
+
+
+def test_job_calls_take_a_unique_prefix_and_name_the_candidates_of_an_ambiguous_one(farm, model):
+    jobs = list(farm.submit([model], [f"p{i}" for i in range(40)]).jobs)
+    job = jobs[0]
+    assert farm.job(job.id[:8]).id == job.id
+    watched = next(iter(farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id[:8]))))
+    assert watched.id == job.id
+    assert farm.farm.CancelJob(pb.CancelJobRequest(job_id=job.id[:6])).id == job.id
+    # 40 uuid4 ids: some pair shares its first hex digit; four digits would be too lucky to test.
+    by_first: dict = {}
+    for j in jobs:
+        by_first.setdefault(j.id[0], []).append(j.id)
+    shared = next(ids for ids in by_first.values() if len(ids) > 1)
+    common = os.path.commonprefix(shared)
+    if len(common) >= 4:
+        with pytest.raises(grpc.RpcError) as err:
+            farm.job(common)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert all(i in err.value.details() for i in shared)
+    with pytest.raises(grpc.RpcError) as err:
+        farm.job(shared[0][:2])
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "at least 4 hex characters" in err.value.details()
+
+
+def test_a_second_controller_on_a_busy_address_refuses_to_start(farm, make_farm, tmp_path):
+    """gRPC's default SO_REUSEPORT would let both listen and split the calls between them."""
+    from hilfarm.controller.errors import CannotListen
+    from hilfarm.controller.server import Controller
+
+    second = Controller(data_dir=tmp_path / "second")
+    with pytest.raises(CannotListen, match=f"cannot listen on {farm.controller.address}: the address is in use"):
+        second.start(farm.controller.address)
+    second.store.close()
+    # The first one still answers every call.
+    for _ in range(20):
+        farm.farm.ListJobs(pb.ListJobsRequest())
+
+
+def test_a_busy_metrics_port_is_a_clear_error_and_frees_the_grpc_port(tmp_path):
+    import socket
+
+    from hilfarm.controller.errors import CannotListen
+    from hilfarm.controller.server import Controller
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        grpc_port = probe.getsockname()[1]
+    try:
+        controller = Controller(data_dir=tmp_path / "c", metrics_bind=f"127.0.0.1:{port}")
+        with pytest.raises(CannotListen, match=f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"):
+            controller.start(f"127.0.0.1:{grpc_port}")
+        controller.store.close()
+        again = Controller(data_dir=tmp_path / "d")
+        assert again.start(f"127.0.0.1:{grpc_port}") == grpc_port  # the gRPC port was given back
+        again.stop()
+    finally:
+        taken.close()

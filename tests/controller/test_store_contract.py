@@ -9,7 +9,7 @@ from typing import List
 import pytest
 
 from hilfarm.controller import wire
-from hilfarm.controller.errors import FailedPrecondition, NotFound
+from hilfarm.controller.errors import AmbiguousId, FailedPrecondition, NotFound
 from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run
 from hilfarm.controller.store import Store
 from hilfarm.v1 import farm_pb2 as pb
@@ -257,6 +257,34 @@ def test_cancel(stored: Store):
         stored.cancel_job(running.id, now=T0 + 5)
     with pytest.raises(NotFound):
         stored.cancel_job("nope", now=T0)
+
+
+def test_a_unique_prefix_of_a_job_id_names_the_job_as_in_git(stored: Store):
+    run = Run(id=uuid.uuid4().hex, created_at=T0)
+    ids = ["5eed" + "0" * 27 + "1", "5eed" + "1" * 28, "c0ffee" + "2" * 26]
+    stored.add_run(run, [Job(id=i, run_id=run.id, model_sha256=SHA, model_name=f"m{n}.onnx", model_format="onnx",
+                             device_profile="rpi5", settings={}, max_attempts=1, created_at=T0 + n)
+                         for n, i in enumerate(ids)])
+    assert stored.get_job(ids[2]).id == ids[2]          # the whole id
+    assert stored.get_job("c0ff").id == ids[2]          # four characters are enough when unique
+    assert stored.get_job("C0FFEE22").id == ids[2]      # hex in either case
+    assert stored.get_job("5eed1").id == ids[1]
+    with pytest.raises(AmbiguousId) as ambiguous:
+        stored.get_job("5eed")
+    # Every candidate is named with what it is, so the person can pick one.
+    assert ids[0] in str(ambiguous.value) and ids[1] in str(ambiguous.value)
+    assert "m0.onnx on rpi5" in str(ambiguous.value) and "more characters" in str(ambiguous.value)
+    with pytest.raises(NotFound, match="at least 4 hex characters"):
+        stored.get_job("c0f")
+    with pytest.raises(NotFound, match="no job id starts with 'dead'"):
+        stored.get_job("dead")
+    with pytest.raises(NotFound):
+        stored.get_job("5eed%")  # not a prefix: LIKE wildcards are never wildcards here
+    # Cancel takes a prefix too, and answers with the whole id.
+    assert stored.cancel_job("c0ffee", now=T0 + 9).id == ids[2]
+    with pytest.raises(AmbiguousId):
+        stored.cancel_job("5eed", now=T0 + 9)
+    assert stored.get_job(ids[0]).job_state is JobState.QUEUED
 
 
 def test_agents_register_update_and_drain(stored: Store):

@@ -147,6 +147,15 @@ def test_a_failure_category_from_a_newer_agent_reads_as_unspecified():
     assert wire.failure_from_pb(pb.Failure(category=99, message="x")).category is FailureCategory.UNSPECIFIED
 
 
+def test_a_failure_is_stored_without_terminal_escapes():
+    # The tail of a runtime's coloured log must not repaint terminals, JSON or JUnit later.
+    reported = pb.Failure(category=pb.FAILURE_CATEGORY_RUNTIME_CRASH, message="\x1b[31mcrashed\x1b[0m",
+                          detail="\x1b[1;31m2026-11-30 [E:onnxruntime] boom\x1b[m\nloading 10%\rloading 99%\r\nend")
+    failure = wire.failure_from_pb(reported)
+    assert failure.message == "crashed"
+    assert failure.detail == "2026-11-30 [E:onnxruntime] boom\nloading 99%\nend"
+
+
 def test_every_failure_category_of_the_contract_is_known():
     known = {wire.failure_to_pb(wire.failure_from_pb(pb.Failure(category=v.number))).category
              for v in pb.FailureCategory.DESCRIPTOR.values}

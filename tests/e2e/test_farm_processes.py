@@ -44,15 +44,32 @@ def test_resubmitting_a_known_model_sends_nothing(farm, models):
 
 def test_several_models_and_devices_fan_out_into_jobs(farm, models):
     farm.start_agent("agent-2", profile="local", tags=("lab",))
+    # The shape is for one model: the other (input x of 64 features, fixed) is not touched.
     code, run = farm.submit_json(str(models["mlp"]), str(models["dynamic"]), "--device", "local",
-                                 "--input-shape", "x=4,32", *QUICK)
-    # The dynamic model gets the requested batch; the static one refuses the unknown input name
-    # only if the agent checks names against each model, so look at each job on its own.
+                                 "--input-shape", "dynamic.onnx:x=4,32", *QUICK)
+    assert code == 0, run
     assert len(run["jobs"]) == 2
     by_model = {j["model"]["name"]: j for j in run["jobs"]}
-    dynamic = by_model["dynamic.onnx"]
-    assert dynamic["state"] == "succeeded", dynamic["failure"]
+    dynamic, static = by_model["dynamic.onnx"], by_model["mlp.onnx"]
+    assert dynamic["state"] == "succeeded" and static["state"] == "succeeded", (dynamic["failure"], static["failure"])
+    assert dynamic["settings"]["input_shapes"] == {"x": [4, 32]} and static["settings"]["input_shapes"] == {}
     assert list(dynamic["result"]["environment"]["input_shapes"].values()) == [[4, 32]]
+    # Without the model named, a shape for one of several models is refused before anything runs.
+    refused = farm.cli("submit", str(models["mlp"]), str(models["dynamic"]), "--device", "local",
+                       "--input-shape", "x=4,32", *QUICK)
+    assert refused.returncode == 2 and "does not say which model" in refused.stderr
+
+
+def test_an_unsized_dynamic_dimension_fails_the_job_naming_it(farm, models):
+    code, run = farm.submit_json(str(models["dynamic"]), "--device", "local", *QUICK)
+    assert code == 1
+    failure = run["jobs"][0]["failure"]
+    assert failure["category"] == "input_mismatch" and "dim 0 ('batch') is dynamic" in failure["message"]
+    code, run = farm.submit_json(str(models["dynamic"]), "--device", "local", "--dynamic-default", "2", *QUICK)
+    assert code == 0
+    job = run["jobs"][0]
+    assert job["settings"]["dynamic_dimension_default"] == 2
+    assert list(job["result"]["environment"]["input_shapes"].values()) == [[2, 32]]
 
 
 def test_bad_models_fail_with_a_category_and_the_farm_keeps_serving(farm, models):
@@ -81,7 +98,10 @@ def test_input_spec_that_does_not_fit_the_model_is_an_input_mismatch(farm, model
 
 
 def test_job_for_an_absent_device_waits_and_says_why(farm, models):
-    done = farm.cli("submit", str(models["mlp"]), "--device", "jetson-orin-nano", "--json")
+    # Without --queue the CLI refuses at once: no agent has this profile.
+    refused = farm.cli("submit", str(models["mlp"]), "--device", "jetson-orin-nano", "--json")
+    assert refused.returncode == 2 and "no agent has registered with device profile 'jetson-orin-nano'" in refused.stderr
+    done = farm.cli("submit", str(models["mlp"]), "--device", "jetson-orin-nano", "--queue", "--json")
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout)["jobs"][0]["id"]
     time.sleep(0.5)

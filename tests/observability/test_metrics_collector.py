@@ -191,3 +191,20 @@ def test_database_down_still_answers_with_store_up_zero(tmp_path: Path) -> None:
     st = Store(f"sqlite:///{tmp_path / 'never-created' / 'x.db'}")  # no schema: every query fails
     samples = scrape(ControllerMetrics(st, heartbeat_interval=5))
     assert one(samples, "hilfarm_store_up") == 0
+
+
+def test_a_mistyped_profile_leaves_the_labels_once_its_jobs_are_cancelled(store: Store) -> None:
+    now = time.time()
+    _populate(store, now)
+    store.add_run(Run(id="r2", created_at=now), [_job("j-typo", "r2", "locl", now)])
+    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    # While it waits, the queue shows it: that is what a stuck-queue alert needs to see.
+    assert one(scrape(metrics), "hilfarm_jobs_queued", device_profile="locl") == 1
+    store.cancel_job("j-typo", now=now + 1)
+    samples = scrape(metrics)
+    assert [ls for _, ls, _ in samples if ls.get("device_profile") == "locl"] == []
+    # Profiles that have agents keep every series, and a queued job for a profile without
+    # agents (jetson) is still shown.
+    assert one(samples, "hilfarm_jobs_queued", device_profile="rpi5") == 1
+    assert one(samples, "hilfarm_jobs_queued", device_profile="jetson") == 1
+    assert one(samples, "hilfarm_jobs_total", outcome="failed", reason="out_of_memory") == 1

@@ -3,6 +3,7 @@ exit codes 0/1/2, JUnit validity, baselines, confirmation re-runs, history and c
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
     junit = tmp_path / "first.xml"
     done = cli(farm, "regress", str(suite), "--accept", "--junit", str(junit), "--json")
     assert done.exit_code == 0, done.output
-    run = json.loads(done.output)
+    run = json.loads(done.stdout)
     assert run["cases"][0]["outcome"] == "no_baseline"
     assert "no baseline 'main'" in run["cases"][0]["message"]
     assert run["accepted"] is True
@@ -68,7 +69,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
     # Same model again: compared with the accepted baseline repeat by repeat, no regression.
     done = cli(farm, "regress", str(suite), "--json", "--junit", str(tmp_path / "second.xml"))
     assert done.exit_code == 0, done.output
-    case = json.loads(done.output)["cases"][0]
+    case = json.loads(done.stdout)["cases"][0]
     assert case["outcome"] in ("pass", "inconclusive") and case["baseline_job_id"], case["message"]
     latency = [m for m in case["comparison"]["metrics"] if m["metric"] == "latency.median"][0]
     assert "per-repeat medians" in latency["statistic"]
@@ -77,7 +78,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
         assert "between-repeat spread" in latency["summary"] and latency["noise_floor"] > 0
     if latency["verdict"] == "regression":  # a first attempt fooled by the machine: the re-run clears it
         assert case["confirmation"]["regression"] is False and "not confirmed" in case["message"]
-    assert {v["status"] for v in case["verdicts"]} == {"VERDICT_STATUS_PASS"}
+    assert {v["status"] for v in case["verdicts"]} == {"pass"}
     assert ET.parse(tmp_path / "second.xml").getroot().get("failures") == "0"
 
     # A much slower model under the same name: a regression, confirmed by an interleaved re-run.
@@ -86,6 +87,8 @@ def test_suite_lifecycle(farm, models, tmp_path):
     report, md, junit = tmp_path / "report.html", tmp_path / "summary.md", tmp_path / "slow.xml"
     done = cli(farm, "regress", str(slow), "--junit", str(junit), "--report", str(report), "--markdown", str(md))
     assert done.exit_code == 1, done.output
+    assert "suite e2e: fail (baseline main)" in done.output
+    assert re.search(r"^regression\s+[0-9a-f]{8}\s+net\.onnx", done.output, re.MULTILINE), done.output
     root = ET.parse(junit).getroot()
     assert root.get("failures") == "1"
     failure = root.find(".//failure")
@@ -97,13 +100,22 @@ def test_suite_lifecycle(farm, models, tmp_path):
     # History lists every run; compare shows the regression between two jobs.
     done = cli(farm, "results", "history", "net.onnx", "--device", profile, "--json")
     assert done.exit_code == 0, done.output
-    points = json.loads(done.output)["points"]
+    points = json.loads(done.stdout)["points"]
     assert len(points) == 3 and points[-1]["outcome"] == "regression"
     noise = json.loads(cli(farm, "results", "history", "net.onnx", "--device", profile, "--metric",
-                           "latency.between_repeat_spread", "--json").output)["points"]
+                           "latency.between_repeat_spread", "--json").stdout)["points"]
     assert len(noise) == 3 and all(p["value"] >= 0 for p in noise)  # the device's noise history
     done = cli(farm, "results", "compare", points[0]["job_id"], points[-1]["job_id"])
     assert done.exit_code == 1 and "REGRESSION" in done.output
+    # A model path, as the suite file has it, names the model by its file name.
+    by_path = cli(farm, "results", "history", str(models["fast"].parent / "net.onnx"), "--device", profile, "--json")
+    assert by_path.exit_code == 0 and json.loads(by_path.output)["points"] == points
+    unknown = cli(farm, "results", "history", "nosuch.onnx", "--device", profile)
+    assert unknown.exit_code == 1
+    assert "no suite results for 'nosuch.onnx'" in unknown.output and "net.onnx" in unknown.output
+    # Job ids in a shortened form are accepted, as everywhere.
+    done = cli(farm, "results", "compare", points[0]["job_id"][:8], points[-1]["job_id"][:8], "--json")
+    assert done.exit_code == 1 and json.loads(done.stdout)["candidate_job_ids"] == [points[-1]["job_id"]]
 
 
 def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models, tmp_path):
@@ -113,9 +125,9 @@ def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models
                         constraints={"budgets": {"latency.p50": "1ns"}})
     done = cli(farm, "regress", str(suite), "--json")
     assert done.exit_code == 1, done.output
-    case = json.loads(done.output)["cases"][0]
+    case = json.loads(done.stdout)["cases"][0]
     assert case["outcome"] == "budget_broken"
-    assert case["verdicts"][0]["status"] == "VERDICT_STATUS_FAIL" and case["verdicts"][0]["margin"] < 0
+    assert case["verdicts"][0]["status"] == "fail" and case["verdicts"][0]["margin"] < 0
 
     # submit --constraints: a budget on a figure this agent did not measure is unknown -> exit 1
     budgets = tmp_path / "budgets.yaml"
@@ -123,7 +135,7 @@ def test_broken_budget_fails_and_unknown_budget_needs_allow_unknown(farm, models
     args = ["submit", str(models["fast"]), "--device", profile, "--runs", "20", "--constraints", str(budgets),
             "--wait", "--json"]
     done = cli(farm, *args)
-    job = json.loads(done.output)["jobs"][0]
+    job = json.loads(done.stdout)["jobs"][0]
     verdicts = {v["constraint"]: v for v in job["verdicts"]}
     assert verdicts["latency.p99"]["status"] == "pass"
     energy = verdicts["energy.per_inference"]
@@ -191,7 +203,7 @@ def test_a_budget_met_on_a_simulated_sensor_is_never_a_real_pass(models, tmp_pat
         args = ["submit", str(models["fast"]), "--device", "simulated", "--runs", "20", "--constraints",
                 str(budgets), "--wait", "--json"]
         done = cli(sim, *args)
-        job = json.loads(done.output)["jobs"][0]
+        job = json.loads(done.stdout)["jobs"][0]
         verdicts = {v["constraint"]: v for v in job["verdicts"]}
         assert verdicts["power.mean"]["status"] == "pass" and verdicts["power.mean"]["simulated"] is True
         assert verdicts["latency.p99"]["simulated"] is False
