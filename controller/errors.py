@@ -28,3 +28,11 @@ class ResourceExhausted(FarmError):
 
 class Unavailable(FarmError):
     """The controller cannot serve the call now (shutting down); retrying later may succeed."""
+
+
+class Unauthenticated(FarmError):
+    """The call carries no credential this controller accepts (none, unknown, expired, revoked)."""
+
+
+class PermissionDenied(FarmError):
+    """The caller is known but may not do this (a role too low, another project, another agent)."""

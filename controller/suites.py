@@ -23,7 +23,7 @@ from hilfarm.constraints import FAIL, UNKNOWN, Budget, Verdict, resolve
 from . import regression
 from .artifacts import ArtifactStore
 from .errors import InvalidArgument
-from .models import FailureCategory, Job, JobState
+from .models import DEFAULT_PROJECT, FailureCategory, Job, JobState
 from .regression_store import LAST_ACCEPTED, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config
 from .scheduler import Scheduler
 from .store import Store
@@ -92,15 +92,17 @@ class SuiteRunner:
 
     # ------------------------------------------------------------ entry points
 
-    def start(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False) -> SuiteRunRow:
-        """Check the suite, record the run and its jobs, and carry on in a background thread."""
+    def start(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False,
+              project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+        """Check the suite, record the run and its jobs (in ``project``), and carry on in a
+        background thread."""
         name = (spec.get("name") or "").strip()
         if not name:
             raise InvalidArgument("a suite needs a name")
         run = self.reg.create_suite_run(name, trigger=trigger, baseline=spec.get("baseline") or DEFAULT_BASELINE,
-                                        spec=spec, accept=accept, now=self.clock())
+                                        spec=spec, accept=accept, now=self.clock(), project=project)
         try:
-            jobs = self._submit(spec, spec.get("models", []), spec.get("device_profiles", []))
+            jobs = self._submit(spec, spec.get("models", []), spec.get("device_profiles", []), project=project)
         except Exception as exc:
             run.state, run.outcome, run.finished_at = "finished", "error", self.clock()
             run.message = str(exc)
@@ -112,8 +114,9 @@ class SuiteRunner:
         thread.start()
         return run
 
-    def run_blocking(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False) -> SuiteRunRow:
-        run = self.start(spec, trigger=trigger, accept=accept)
+    def run_blocking(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False,
+                     project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+        run = self.start(spec, trigger=trigger, accept=accept, project=project)
         self._threads[-1].join()
         return self.reg.get_suite_run(run.id)[0]
 
@@ -124,7 +127,7 @@ class SuiteRunner:
     # ------------------------------------------------------------ the run
 
     def _submit(self, spec: Dict[str, Any], models: Sequence[Dict[str, Any]], profiles: Sequence[str],
-                settings: Optional[Dict[str, Any]] = None) -> List[Job]:
+                settings: Optional[Dict[str, Any]] = None, *, project: str) -> List[Job]:
         run, jobs = plan_run(
             self.artifacts,
             models=[ModelSpec(m.get("sha256", ""), m.get("name", ""), m.get("format", "")) for m in models],
@@ -134,6 +137,7 @@ class SuiteRunner:
             max_attempts=0,
             default_max_attempts=self.default_max_attempts,
             now=self.clock(),
+            project=project,
         )
         self.store.add_run(run, jobs)
         self.reg.add_budgets(budgets_by_job(jobs, budgets_from_doc(spec.get("constraints", []))),
@@ -206,7 +210,7 @@ class SuiteRunner:
             case.values = regression.headline_values(job.result or {})
             evaluation = evaluations.get(job.id)
             case.verdicts = list(evaluation.verdicts or []) if evaluation else []
-            baseline = self.reg.find_baseline(ref, job.model_name, job.device_profile, config)
+            baseline = self.reg.find_baseline(ref, job.model_name, job.device_profile, config, project=run.project)
             if baseline is None:
                 case.outcome = "no_baseline"
                 case.message = (f"no baseline {ref!r} for {job.model_name} on {job.device_profile} ({config}); "
@@ -222,7 +226,7 @@ class SuiteRunner:
                 case.outcome = "regression" if comparison.regression else "pass"
                 case.message = comparison.summary
         if suspects:
-            self._confirm(spec, suspects, tol, timeout)
+            self._confirm(spec, suspects, tol, timeout, project=run.project)
         for case in cases:
             self._judge_budgets(case)
         run.state, run.finished_at = "finished", self.clock()
@@ -231,7 +235,7 @@ class SuiteRunner:
             name = DEFAULT_BASELINE if ref == LAST_ACCEPTED else ref
             accepted = [finished[c.job_id] for c in cases if c.job_id in finished
                         and finished[c.job_id].job_state == JobState.SUCCEEDED]
-            self.reg.accept(name, accepted, suite=run.suite, now=self.clock())
+            self.reg.accept(name, accepted, suite=run.suite, now=self.clock(), project=run.project)
             run.accepted = True
         elif run.accept:
             run.message = "the results were not accepted as the baseline: the farm could not run every case"
@@ -258,7 +262,7 @@ class SuiteRunner:
             case.outcome = "unknown_budget"
 
     def _confirm(self, spec: Dict[str, Any], suspects: Sequence[Tuple[SuiteCaseRow, Job, Job]],
-                 tol: regression.Tolerances, timeout: float) -> None:
+                 tol: regression.Tolerances, timeout: float, *, project: str) -> None:
         """Re-run each suspect interleaved with its baseline model on the same profile
         (baseline, candidate, baseline, candidate) and compare the fresh runs. Only a regression
         both attempts show fails the case."""
@@ -266,11 +270,11 @@ class SuiteRunner:
         for case, job, base_job in suspects:
             model = {"sha256": job.model_sha256, "name": job.model_name, "format": job.model_format}
             base_model = {"sha256": base_job.model_sha256, "name": base_job.model_name, "format": base_job.model_format}
-            have_baseline_artifact = self.artifacts.stat(base_job.model_sha256) is not None
+            have_baseline_artifact = self.artifacts.stat(base_job.model_sha256, project=project) is not None
             order = [base_model, model, base_model, model] if have_baseline_artifact else [model]
             submitted: List[Job] = []
             for m in order:  # one run each, in this order: the scheduler keeps submission order
-                submitted += self._submit(spec, [m], [job.device_profile], settings=job.settings)
+                submitted += self._submit(spec, [m], [job.device_profile], settings=job.settings, project=project)
             bases = submitted[0::2] if have_baseline_artifact else []
             cands = submitted[1::2] if have_baseline_artifact else submitted
             case.confirm_job_ids = [j.id for j in submitted]

@@ -15,6 +15,8 @@ import click
 import grpc
 
 from hilfarm import __version__
+from hilfarm.admin_cli import agent_security_options, client_tls, serve_security_options
+from hilfarm.admin_cli import tls_client_options as _tls_client_options
 from hilfarm.client import DEFAULT_CONTROLLER, FINAL_STATES, FarmClient, ModelFormatError, Upload
 from hilfarm.v1 import farm_pb2
 
@@ -66,7 +68,7 @@ def exit_code_for(jobs: Sequence[farm_pb2.Job]) -> int:
 
 
 def _client(ctx: click.Context) -> FarmClient:
-    return FarmClient(ctx.obj["controller"], ctx.obj["token"])
+    return FarmClient(ctx.obj["controller"], ctx.obj["token"], tls=ctx.obj.get("tls"))
 
 
 def _print_json(document: dict) -> None:
@@ -102,17 +104,18 @@ class _RpcErrorsToMessages(click.Group):
               show_default=True, help="Controller address HOST:PORT (env HILFARM_CONTROLLER).")
 @click.option("--token", envvar="HILFARM_TOKEN", default=None,
               help="Credential sent to the controller (env HILFARM_TOKEN).")
+@_tls_client_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(__version__, prog_name="hilfarm")
 @click.pass_context
-def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int) -> None:
+def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int, **tls_options: Optional[str]) -> None:
     """hilfarm: measure on real devices whether a model fits them."""
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     ctx.ensure_object(dict)
-    ctx.obj.update(controller=controller, token=token)
+    ctx.obj.update(controller=controller, token=token, tls=client_tls(**tls_options))
 
 
 # ---------------------------------------------------------------- run settings
@@ -486,7 +489,7 @@ def controller() -> None:
 
 
 @controller.command("serve")
-@click.option("--bind", default="0.0.0.0:50051", show_default=True, help="Address to listen on.")
+@click.option("--bind", default="127.0.0.1:50051", show_default=True, help="Address to listen on.")
 @click.option("--db", "db_url", envvar="HILFARM_DB", default=None,
               help="SQLAlchemy URL (env HILFARM_DB); default SQLite in the data dir. "
                    "PostgreSQL: postgresql+psycopg://user@host/db")
@@ -502,9 +505,10 @@ def controller() -> None:
 @click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
+@serve_security_options
 @click.pass_context
 def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, metrics_bind, remote_write_url,
-                     nightly_suites):
+                     nightly_suites, **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
     from hilfarm.embedded import default_data_dir
@@ -517,6 +521,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         lease_seconds=lease_seconds,
         metrics_bind=metrics_bind,
         remote_write_url=remote_write_url,
+        **security,
     )
     if nightly_suites:
         from hilfarm.controller.nightly import NightlyRunner
@@ -527,11 +532,14 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         except (SuiteError, ValueError) as error:
             raise click.BadParameter(str(error), param_hint="--nightly") from None
     from hilfarm.controller.schema import SchemaError
+    from hilfarm.transport import TransportError
 
     try:
         port = server.start(bind)
     except SchemaError as error:
         raise click.ClickException(f"the database cannot be used: {error}") from None
+    except TransportError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"hilfarm controller listening on {bind.rsplit(':', 1)[0]}:{port}", err=True)
     if server.metrics_port is not None:
         click.echo(f"metrics on http://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
@@ -586,12 +594,15 @@ def agent() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact cache and agent state [user data dir/agent].")
 @click.option("--agent-id", default=None, help="Stable id of this device (default: derived and stored).")
+@agent_security_options
 @click.pass_context
-def agent_run(ctx, profile, tags, data_dir, agent_id):
+def agent_run(ctx, profile, tags, data_dir, agent_id, enroll_token, allow_root):
     """Dial out to the controller and run the jobs it leases to this device."""
+    from hilfarm.admin_cli import refuse_root
     from hilfarm.agent.service import AgentConfig, run_agent
     from hilfarm.embedded import default_data_dir
 
+    refuse_root(allow_root)
     config = AgentConfig(
         controller=ctx.obj["controller"],
         token=ctx.obj["token"],
@@ -599,6 +610,8 @@ def agent_run(ctx, profile, tags, data_dir, agent_id):
         tags=list(tags),
         data_dir=data_dir or default_data_dir() / "agent",
         agent_id=agent_id,
+        enroll_token=enroll_token,
+        tls=ctx.obj.get("tls"),
     )
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -696,6 +709,12 @@ _attach_regress(main)
 from hilfarm.provision import attach as _attach_provision  # noqa: E402 - paramiko is imported only when used
 
 _attach_provision(main)
+
+# ---------------------------------------------------------------- tokens and agent identities (hilfarm/admin_cli.py)
+
+from hilfarm.admin_cli import attach as _attach_admin  # noqa: E402 - commands join the group defined above
+
+_attach_admin(main)
 
 
 if __name__ == "__main__":

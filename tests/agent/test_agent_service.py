@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -66,6 +67,12 @@ class FakeController(farm_pb2_grpc.AgentServiceServicer):
     # ---- AgentService
     def _seen(self, context) -> None:
         self.metadata.append(dict(context.invocation_metadata()))
+
+    def Enroll(self, request, context):
+        with self.cond:
+            self.enrollments = getattr(self, "enrollments", []) + [(request, dict(context.invocation_metadata()))]
+        return farm_pb2.EnrollResponse(agent_id=request.agent_id, credential=f"credential-of-{request.agent_id}",
+                                       device_profile=request.device_profile, tags=list(request.tags))
 
     def Register(self, request, context):
         self._seen(context)
@@ -169,7 +176,14 @@ def test_register_lease_download_progress_result(farm, models):
     assert reg.device_profile == "test-unit" and "ci" in reg.tags and "local" in reg.tags
     assert reg.agent_id and reg.agent_version and reg.hostname
     assert "onnxruntime" in {r.name for r in reg.capabilities.runtimes}
-    assert all(m.get("authorization") == "Bearer s3cret" for m in fake.metadata)
+    # The token served once, to enroll; every agent call carries the agent's own credential,
+    # which it keeps private on the device.
+    ((enrolled, enroll_metadata),) = fake.enrollments
+    assert enroll_metadata.get("authorization") == "Bearer s3cret" and enrolled.device_profile == "test-unit"
+    assert all(m.get("authorization") == f"Bearer credential-of-{enrolled.agent_id}" for m in fake.metadata)
+    stored = farm.config.data_dir / "credential.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert json.loads(stored.read_text())["credential"] == f"credential-of-{enrolled.agent_id}"
 
     for r in (r1, r2):
         assert r.WhichOneof("outcome") == "result", r.failure
