@@ -17,6 +17,7 @@ revoked one is not.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from hilfarm.agent import runtimes, wire
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
+from hilfarm.agent.native_code import check_execution_provider, resolve_delegate
 from hilfarm.agent.job_telemetry import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
 )
@@ -382,10 +384,16 @@ class Agent:
                 f"device profile {self.profile.name} does not allow runtime {runtime.name} "
                 f"(allowed: {', '.join(allowed)})",
             )
+        settings = job.settings
+        if settings.tflite_delegate_path:
+            # Only a library the profile allow-lists, never a path into the artifact cache.
+            settings = dataclasses.replace(settings, tflite_delegate_path=resolve_delegate(
+                settings.tflite_delegate_path, self.profile.delegates, self.data_dir, self.profile.name))
+        check_execution_provider(settings.execution_provider, self.profile.execution_providers, self.profile.name)
         bench = BenchmarkJob(
             model_path=str(model),
             model_format=job.model_format,
-            settings=job.settings,
+            settings=settings,
             inputs_path=inputs,
             pin_cores=list(self.profile.pin_cores),
             plugins=list(self.config.runtime_plugins),
