@@ -60,15 +60,34 @@ def client_tls(tls_ca: Optional[str], tls_client_cert: Optional[str], tls_client
         raise click.BadParameter(str(error), param_hint="--tls-client-cert / --tls-client-key") from None
 
 
+def read_secret_file(path: str, option: str) -> str:
+    """The one-line secret in ``path`` (a mounted Kubernetes secret, a systemd credential)."""
+    try:
+        value = open(path, encoding="utf-8").read().strip()
+    except OSError as exc:
+        raise click.BadParameter(f"{path} cannot be read: {exc.strerror or exc}", param_hint=option) from None
+    if not value or "\n" in value:
+        raise click.BadParameter(f"{path} must hold the value on one line", param_hint=option)
+    return value
+
+
 def serve_security_options(func: Callable) -> Callable:
     """`controller serve`: TLS, --insecure, the metrics token and the submission limits, handed
-    to the wrapped command as Controller keyword arguments."""
+    to the wrapped command as Controller keyword arguments; secrets also from files (--token-file,
+    --db-file, --metrics-token-file), so a deployment need not put them in the environment."""
     from hilfarm.wire_limits import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS
 
     @functools.wraps(func)
     def wrapper(*args: Any, tls_cert: Optional[str], tls_key: Optional[str], tls_client_ca: Optional[str],
                 insecure: bool, metrics_token: Optional[str], max_jobs_per_submit: int, max_queued_jobs: int,
+                token_file: Optional[str], db_file: Optional[str], metrics_token_file: Optional[str],
                 **kwargs: Any) -> Any:
+        if token_file:
+            click.get_current_context().obj["token"] = read_secret_file(token_file, "--token-file")
+        if db_file:
+            kwargs["db_url"] = read_secret_file(db_file, "--db-file")
+        if metrics_token_file:
+            metrics_token = read_secret_file(metrics_token_file, "--metrics-token-file")
         if (tls_cert is None) != (tls_key is None):
             raise click.BadParameter("a certificate needs its key, and a key its certificate",
                                      param_hint="--tls-cert / --tls-key")
@@ -95,6 +114,12 @@ def serve_security_options(func: Callable) -> Callable:
                      show_default=True, help="Jobs one submission may make (models x devices)."),
         click.option("--max-queued-jobs", type=click.IntRange(min=1), default=DEFAULT_MAX_QUEUED_JOBS,
                      show_default=True, help="Queued jobs one project may have."),
+        click.option("--token-file", envvar="HILFARM_TOKEN_FILE", default=None, metavar="FILE",
+                     help="Read the operator token from FILE instead of --token / HILFARM_TOKEN."),
+        click.option("--db-file", envvar="HILFARM_DB_FILE", default=None, metavar="FILE",
+                     help="Read the database URL (it may hold a password) from FILE instead of --db."),
+        click.option("--metrics-token-file", envvar="HILFARM_METRICS_TOKEN_FILE", default=None, metavar="FILE",
+                     help="Read the metrics token from FILE."),
     ]):
         wrapper = option(wrapper)
     return wrapper
