@@ -47,7 +47,9 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int, *, ssl_cont
         Server.address_family = socket.AF_INET6
     httpd = make_server(host, port, app, Server, handler_class=_SilentHandler)
     if ssl_context is not None:
-        httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
+        # The handshake happens in the request's own thread: a client that connects and says
+        # nothing (or speaks plain HTTP) cannot hold up the accepting thread.
+        httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     thread = threading.Thread(target=httpd.serve_forever, name="hilfarm-metrics-http", daemon=True)
     thread.start()
     return httpd, thread

@@ -143,7 +143,7 @@ def _peer_names(context: grpc.ServicerContext) -> List[str]:
     """CN and subject alternative names of the client's certificate (mutual TLS), else []."""
     found = context.auth_context() or {}
     names = list(found.get("x509_common_name", ())) + list(found.get("x509_subject_alternative_name", ()))
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return list(dict.fromkeys(n.decode() if isinstance(n, bytes) else str(n) for n in names))
 
 
 class _Authorization(grpc.ServerInterceptor):

@@ -61,7 +61,8 @@ def validate_settings(settings: Dict[str, Any]) -> None:
             raise InvalidArgument(f"settings.{field} is {value}; it must not be negative")
         top = SETTING_MAXIMUMS.get(field)
         if top is not None and value > top:
-            raise InvalidArgument(f"settings.{field} is {value:g}; the limit is {top:g}")
+            shown = int(top) if float(top).is_integer() else top
+            raise InvalidArgument(f"settings.{field} is {value}; the limit is {shown}")
     for low, high in (("min_runs", "max_runs"), ("min_seconds", "max_seconds")):
         lo, hi = settings.get(low, 0), settings.get(high, 0)
         if lo and hi and lo > hi:
