@@ -4,8 +4,8 @@ The parent (harness.py) starts a fresh interpreter for every job, so nothing an 
 loaded or leaked is in this process's memory or caches. The order of work here is the
 measurement protocol:
 
-0. leave the network (sandbox.py: new user and network namespaces, while the process still has
-   one thread); where the OS does not allow it the result says so
+0. leave the network and the agent's files (sandbox.py: new user, network and mount
+   namespaces, while the process still has one thread); where the OS refuses, the result says so
 1. pin to the profile's cores (before anything else allocates threads)
 2. import numpy and the runtime library
 3. set the address-space limit (current VmSize + the job's memory limit)
@@ -30,7 +30,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPORT_INTERVAL_NS = 250_000_000  # progress at most four times a second
 DRIFT_MIN_SAMPLES = 20
@@ -170,7 +170,7 @@ def read_governor(cpu: int) -> Tuple[Optional[str], str]:
         return None, f"{path} is not readable ({exc.strerror or exc}); no cpufreq driver on this machine"
 
 
-def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_note: Optional[str] = None) -> Dict[str, Any]:
+def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Sequence[str] = ()) -> Dict[str, Any]:
     from hilfarm.agent.results import (
         BenchmarkResult, FailureCategory, JobFailed, JobSettings, Unavailable,
     )
@@ -206,8 +206,7 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_note: Opti
         ) from exc
 
     result = BenchmarkResult()
-    if sandbox_note:
-        result.warnings.append(sandbox_note)
+    result.warnings.extend(sandbox_notes)
     unavailable = result.unavailable
     mem = result.memory
     limit = int(spec.get("memory_limit_bytes") or 0)
@@ -328,16 +327,17 @@ def _write_atomic(path: str, obj: Dict[str, Any]) -> None:
 
 
 def main(argv: List[str]) -> int:
-    from hilfarm.agent.sandbox import isolate_network
-
-    sandbox_note = isolate_network()  # first: nothing has started a thread yet
     with open(argv[1]) as f:
         spec = json.load(f)
+    from hilfarm.agent import sandbox
+
+    sandbox_notes, moved = sandbox.enter(spec.get("sandbox"))  # first: nothing has started a thread yet
+    spec.update(moved)  # the job's model and inputs, bound where the child can still read them
     progress = ProgressWriter(int(spec.get("progress_fd", -1)), time.monotonic())
     from hilfarm.agent.results import FailureCategory, JobFailed
 
     try:
-        outcome: Dict[str, Any] = {"result": benchmark(spec, progress, sandbox_note)}
+        outcome: Dict[str, Any] = {"result": benchmark(spec, progress, sandbox_notes)}
     except JobFailed as exc:
         outcome = {"failure": exc.failure.to_dict()}
     except MemoryError as exc:

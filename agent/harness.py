@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+from hilfarm.agent import sandbox
 from hilfarm.agent.results import (
     BenchmarkResult, Failure, FailureCategory, JobOutcome, JobSettings, Progress,
 )
@@ -69,6 +70,7 @@ class BenchmarkJob:
     pin_cores: List[int] = field(default_factory=list)
     plugins: List[str] = field(default_factory=list)  # runtime plugin modules for the child
     defaults: RunDefaults = field(default_factory=RunDefaults)
+    private_dir: Optional[str] = None  # the agent's data dir: hidden from the child (sandbox.py)
 
 
 def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, Any]:
@@ -190,6 +192,8 @@ def run_benchmark(
             "progress_fd": w_fd,
             "result_path": result_path,
         }
+        spec["sandbox"] = sandbox.plan(work, job.private_dir,
+                                       {"model_path": job.model_path, "inputs_path": job.inputs_path})
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         reader = _ProgressReader(r_fd, on_progress)

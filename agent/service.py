@@ -33,7 +33,7 @@ from typing import Iterator, List, Optional, Tuple, Union
 import grpc
 
 from hilfarm import __version__, wire_limits
-from hilfarm.agent import runtimes, wire
+from hilfarm.agent import runtimes, sandbox, wire
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
@@ -398,6 +398,7 @@ class Agent:
             pin_cores=list(self.profile.pin_cores),
             plugins=list(self.config.runtime_plugins),
             defaults=self.profile.run_defaults,
+            private_dir=str(self.data_dir),
         )
         # Cooldown, then the sampler (outside the child) with an idle baseline before it starts.
         relay.update(Progress(phase="cooldown", updated_at=time.time()))
@@ -427,6 +428,7 @@ class Agent:
     # ------------------------------------------------------------ main loop
 
     def run(self, stop: threading.Event) -> None:
+        sandbox.protect_agent()  # no benchmark process reads this one's memory or environment
         heartbeat = threading.Thread(target=self._heartbeat_loop, args=(stop,), name="hilfarm-heartbeat",
                                      daemon=True)
         heartbeat.start()
