@@ -16,6 +16,7 @@ from . import auth, changepoints, regression, wire
 from .errors import FailedPrecondition, InvalidArgument
 from .models import Job, JobState
 from .regression_store import JobEvaluation
+from .submission import check_queue_room
 from .suites import budgets_from_doc
 
 log = logging.getLogger("hilfarm.controller")
@@ -74,6 +75,8 @@ class RegressionRpcs:
 
     def start_suite(self, request: pb.StartSuiteRunRequest) -> pb.SuiteRun:
         spec = wire.suite_spec_from_pb(request.suite)
+        check_queue_room(self.c.store, auth.caller().project,
+                         len(request.suite.models) * len(request.suite.device_profiles), self.c.max_queued_jobs)
         run = self.c.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept,
                                   project=auth.caller().project)
         return wire.suite_run_to_pb(run)
