@@ -84,6 +84,17 @@ def _fit_fields(msg: Message, path: str, notes: List[str], non_finite: List[str]
             non_finite.append(where)
 
 
+def fit_message(msg: Message) -> List[str]:
+    """Any message made to fit: counts thinned, text shortened, non-finite numbers unset.
+    Returns what was changed."""
+    notes: List[str] = []
+    non_finite: List[str] = []
+    _fit_fields(msg, "", notes, non_finite)
+    if non_finite:
+        notes.append(f"not finite, left unset: {', '.join(non_finite)}")
+    return notes
+
+
 def fit_report(request: farm_pb2.ReportResultRequest,
                max_bytes: int = wire_limits.MAX_MESSAGE_BYTES - wire_limits.REPORT_HEADROOM_BYTES) -> List[str]:
     """Make ``request`` acceptable to the controller, in place. Returns what was changed (also

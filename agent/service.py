@@ -42,7 +42,7 @@ from hilfarm.agent.job_telemetry import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
 )
 from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_profile
-from hilfarm.agent.result_limits import fit_report
+from hilfarm.agent.result_limits import fit_message, fit_report
 from hilfarm.agent.sensors import SensorConfigError
 from hilfarm.agent.sustained import attach_sustained, sustained_summary
 from hilfarm.agent.results import (
@@ -294,13 +294,11 @@ class Agent:
 
     def _progress(self, job: LeasedJob, p: Progress) -> bool:
         """Report progress; True when the controller says to stop the job."""
+        request = farm_pb2.ReportProgressRequest(agent_id=self.agent_id, lease_id=job.lease_id,
+                                                 progress=wire.progress_to_pb(p))
+        fit_message(request)  # within the controller's limits, like a report
         try:
-            resp = self.stub.ReportProgress(
-                farm_pb2.ReportProgressRequest(
-                    agent_id=self.agent_id, lease_id=job.lease_id, progress=wire.progress_to_pb(p)
-                ),
-                metadata=self.metadata, timeout=10,
-            )
+            resp = self.stub.ReportProgress(request, metadata=self.metadata, timeout=10)
             return resp.cancel
         except grpc.RpcError as exc:
             log.debug("progress report failed: %s", exc.code())

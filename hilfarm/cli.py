@@ -641,11 +641,16 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
     farm = EmbeddedFarm(data_dir=data_dir, bind=bind, db_url=db_url, profile=profile,
                         token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
                         nightly=list(nightly_suites))
+    from hilfarm.transport import TransportError
+
     try:
         farm.start()
     except SuiteError as error:
         farm.stop()
         raise click.BadParameter(str(error), param_hint="--nightly") from None
+    except TransportError as error:
+        farm.stop()
+        raise click.ClickException(f"{error} (hilfarm up has no --insecure: give it --token, or keep it on loopback)") from None
     stop = threading.Event()
     _stop_on_signals(stop)
     click.echo(f"hilfarm is up: controller {farm.address}, data in {farm.data_dir}", err=True)

@@ -71,3 +71,15 @@ def test_text_is_shortened_and_nul_replaced_and_non_finite_numbers_unset():
     failure = pb.ReportResultRequest(failure=pb.Failure(message="m", detail="start " + "x" * 100_000 + " end"))
     fit_report(failure)
     assert len(failure.failure.detail) <= 64 << 10 and failure.failure.detail.endswith(" end")
+
+
+def test_progress_is_fitted_too():
+    from hilfarm.agent.result_limits import fit_message
+
+    request = pb.ReportProgressRequest(progress=pb.Progress(phase="measuring\x00", elapsed_seconds=math.nan))
+    for i in range(wire_limits.MAX_PROGRESS_TELEMETRY + 5):
+        request.progress.telemetry.add(t=i, quantity="power_watts", value=1.0)
+    notes = fit_message(request)
+    assert request.progress.phase == "measuring\ufffd" and request.progress.elapsed_seconds == 0
+    assert len(request.progress.telemetry) <= wire_limits.MAX_PROGRESS_TELEMETRY
+    assert len(notes) == 2
