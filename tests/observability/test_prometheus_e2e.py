@@ -191,7 +191,9 @@ def observed_farm(tmp_path_factory):
         sim_thread.start()
         mlp = sample_models.make_onnx_mlp(root / "mlp.onnx", in_features=32, hidden=64, layers=2)
         broken = root / "broken.onnx"
-        broken.write_bytes(b"not an onnx model")
+        # Well formed outside (the controller stores it), a graph that does not parse inside.
+        garbage = bytes(range(256)) * 4
+        broken.write_bytes(b"\x08\x08\x3a" + bytes([0x80 | (len(garbage) & 0x7F), len(garbage) >> 7]) + garbage)
         slower = sample_models.make_onnx_mlp(root / "slower.onnx", in_features=32, hidden=512, layers=3, batch=64)
         settings = farm_pb2.JobSettings(warmup_runs=2, min_runs=20, min_seconds=0.2, max_seconds=3)
         # As `submit --constraints` builds them: p99 within 10 s (met), p50 within 1 ns (broken).
