@@ -252,7 +252,7 @@ def agents() -> None:
     """Agent identities: enrollment tokens, enrolled agents, revocation."""
 
 
-def _profile_tags(profile: str) -> Optional[List[str]]:
+def profile_tags(profile: str) -> Optional[List[str]]:
     """The tags a shipped (or local YAML) profile gives its agents, or None when it cannot be read here."""
     try:
         from hilfarm.agent.profiles import ProfileError, load_profile
@@ -274,7 +274,7 @@ def _profile_tags(profile: str) -> Optional[List[str]]:
 def agents_enroll(ctx, profile, tags, agent_id, uses, unlimited, expires, as_json):
     """Make an enrollment token for a new device: give it to `agent run --enroll-token`
     (or HILFARM_ENROLL_TOKEN), which exchanges it once for the agent's own credential."""
-    granted = list(dict.fromkeys(list(_profile_tags(profile) or []) + list(tags)))
+    granted = list(dict.fromkeys(list(profile_tags(profile) or []) + list(tags)))
     request = farm_pb2.CreateEnrollmentTokenRequest(device_profile=profile, tags=granted, agent_id=agent_id,
                                                     uses=-1 if unlimited else uses,
                                                     expires_in_seconds=parse_duration(expires))

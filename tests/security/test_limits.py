@@ -5,7 +5,6 @@ controller's limits. After each refusal the farm keeps serving."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
