@@ -5,8 +5,10 @@ earlier repeat or job loaded or leaked is in this process's memory or caches, an
 between-process variance shows across repeats. The order of work here is the measurement
 protocol:
 
-0. die with the agent: ask the kernel for SIGKILL when the parent goes (Linux), and stop at
-   once if the parent is already gone
+0. leave the network and the agent's files (sandbox.py: new user, network and mount
+   namespaces, while the process still has one thread); where the OS refuses, the result says
+   so; then die with the agent: ask the kernel for SIGKILL when the parent goes (Linux), and
+   stop at once if the parent is already gone
 1. pin to the profile's cores (before anything else allocates threads)
 2. import numpy and the runtime library
 3. set the address-space limit (current VmSize + the job's memory limit)
@@ -34,7 +36,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPORT_INTERVAL_NS = 250_000_000  # progress at most four times a second
 
@@ -181,7 +183,7 @@ def read_governor(cpu: int) -> Tuple[Optional[str], str]:
         return None, f"{path} is not readable ({exc.strerror or exc}); no cpufreq driver on this machine"
 
 
-def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
+def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Sequence[str] = ()) -> Dict[str, Any]:
     from hilfarm.agent import statistics
     from hilfarm.agent.results import (
         BenchmarkResult, FailureCategory, JobFailed, JobSettings, RepeatStats, Stability, Unavailable,
@@ -220,6 +222,7 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter) -> Dict[str, Any]:
         ) from exc
 
     result = BenchmarkResult()
+    result.warnings.extend(sandbox_notes)
     unavailable = result.unavailable
     mem = result.memory
     limit = int(spec.get("memory_limit_bytes") or 0)
@@ -371,12 +374,17 @@ def _write_atomic(path: str, obj: Dict[str, Any]) -> None:
 def main(argv: List[str]) -> int:
     with open(argv[1]) as f:
         spec = json.load(f)
+    from hilfarm.agent import sandbox
+
+    sandbox_notes, moved = sandbox.enter(spec.get("sandbox"))  # first: nothing has started a thread yet
+    spec.update(moved)  # the job's model and inputs, bound where the child can still read them
+    # After the sandbox: entering a user namespace may reset the parent-death signal.
     die_with_parent(int(spec.get("parent_pid") or 0))
     progress = ProgressWriter(int(spec.get("progress_fd", -1)), time.monotonic())
     from hilfarm.agent.results import FailureCategory, JobFailed
 
     try:
-        outcome: Dict[str, Any] = {"result": benchmark(spec, progress)}
+        outcome: Dict[str, Any] = {"result": benchmark(spec, progress, sandbox_notes)}
     except JobFailed as exc:
         outcome = {"failure": exc.failure.to_dict()}
     except MemoryError as exc:

@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from hilfarm.agent.orphans import ChildRegistry
 from hilfarm.agent.repeats import join_repeats
+from hilfarm.agent import sandbox
 from hilfarm.agent.results import (
     BenchmarkResult, Failure, FailureCategory, JobOutcome, JobSettings, Progress,
 )
@@ -81,6 +82,7 @@ class BenchmarkJob:
     defaults: RunDefaults = field(default_factory=RunDefaults)
     work_root: Optional[str] = None  # where the children's work directories go (None: system temp)
     children: Optional[ChildRegistry] = None  # records each running child (the agent's)
+    private_dir: Optional[str] = None  # the agent's data dir: hidden from the child (sandbox.py)
 
 
 def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, Any]:
@@ -236,6 +238,8 @@ def _run_child(
             "repeat_index": index,
             "parent_pid": os.getpid(),
         }
+        spec["sandbox"] = sandbox.plan(work, job.private_dir,
+                                       {"model_path": job.model_path, "inputs_path": job.inputs_path})
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         reader = _ProgressReader(r_fd, on_progress)

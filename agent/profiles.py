@@ -21,6 +21,7 @@ import yaml
 
 import hilfarm.profiles
 from hilfarm.agent.harness import RunDefaults
+from hilfarm.agent.native_code import check_library_entry
 
 PROFILE_DIR = Path(hilfarm.profiles.__file__).resolve().parent
 SCHEMA_PATH = PROFILE_DIR / "device-profile.schema.json"
@@ -44,6 +45,10 @@ class Profile:
     tags: List[str] = field(default_factory=list)
     runtimes_allowed: List[str] = field(default_factory=list)  # empty = any
     runtime_preferred: str = ""
+    # Native code jobs may load: TFLite delegates by name -> library, and ONNX Runtime execution
+    # providers (empty: any the runtime has). See native_code.py.
+    delegates: Dict[str, str] = field(default_factory=dict)
+    execution_providers: List[str] = field(default_factory=list)
     run_defaults: RunDefaults = field(default_factory=RunDefaults)
     pin_cores: List[int] = field(default_factory=list)
     accelerators: List[str] = field(default_factory=list)
@@ -177,6 +182,10 @@ def load_profile(
         merged = _merge(merged, doc, top=True)
     merged.pop("extends", None)
     validate_document(merged, f"{chain[0][0]} (merged with what it extends)")
+    for name, library in merged.get("runtimes", {}).get("delegates", {}).items():
+        problem = check_library_entry(name, library)
+        if problem:
+            raise ProfileError(f"{chain[0][0]}: field runtimes.delegates.{name}: {problem}")
     return _to_profile(merged, [str(p) for p, _ in reversed(chain)])
 
 
@@ -194,6 +203,8 @@ def _to_profile(d: Dict[str, Any], sources: List[str]) -> Profile:
         tags=list(d.get("tags", [])),
         runtimes_allowed=list(runtimes.get("allowed", [])),
         runtime_preferred=runtimes.get("preferred", ""),
+        delegates=dict(runtimes.get("delegates", {})),
+        execution_providers=list(runtimes.get("execution_providers", [])),
         run_defaults=defaults,
         pin_cores=list(d.get("pin_cores", [])),
         accelerators=list(d.get("accelerators", [])),

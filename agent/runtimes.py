@@ -425,7 +425,7 @@ def classify_tflite_error(exc: BaseException, during: str) -> JobFailed:
         if op == "edgetpu-custom-op":
             msg = ("the model was compiled for the Edge TPU (custom op edgetpu-custom-op) and needs "
                    "an Edge TPU: run it on a device with a Coral and its delegate "
-                   "(tflite_delegate_path libedgetpu.so.1), or submit the uncompiled model")
+                   "(--delegate edgetpu, allow-listed in the Coral profiles), or submit the uncompiled model")
         else:
             msg = f"the TFLite interpreter lacks custom op {op}; the model needs a delegate or an op library that provides it"
         return JobFailed(FailureCategory.UNSUPPORTED_OP, msg, detail=text)

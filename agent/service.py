@@ -7,10 +7,18 @@ LeaseJob. Each leased job is fetched through the artifact cache, run by the harn
 fresh child process while progress is relayed (and a cancel answer kills the child), and its
 outcome is reported once, retried with the same job id and attempt while the controller is
 unavailable. Nothing a controller or a job does ends the loop; only ``stop`` does.
+
+Before anything else the agent needs its own credential: it enrolls once (with an enrollment
+token, an admin's token, or nothing on a controller without tokens) and keeps the credential in
+``DATA_DIR/credential.json`` (mode 0600); every other call carries it. A credential the
+controller no longer knows (its database was replaced) is exchanged again the same way; a
+revoked one is not.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -24,28 +32,33 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
-from hilfarm import __version__
-from hilfarm.agent import acceleration, runtimes, wire
+from hilfarm import __version__, wire_limits
+from hilfarm.agent import acceleration, runtimes, sandbox, wire
 from hilfarm.agent.activity import ActivityMeter, activity_warning
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities_in_child
 from hilfarm.agent.emulation import detect_emulation
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.orphans import ChildRegistry
+from hilfarm.agent.native_code import check_execution_provider, resolve_delegate
 from hilfarm.agent.job_telemetry import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
 )
 from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_profile
+from hilfarm.agent.result_limits import fit_message, fit_report
 from hilfarm.agent.sensors import SensorConfigError
 from hilfarm.agent.sustained import attach_sustained, sustained_summary
 from hilfarm.agent.results import (
     Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress, Unavailable,
 )
+from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
 log = logging.getLogger("hilfarm.agent")
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The controller's limit: a larger report would be refused after the work is done.
+MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
+CREDENTIAL_FILE = "credential.json"
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -54,10 +67,15 @@ def _default_data_dir() -> Path:
     return Path(base) / "hilfarm" / "agent"
 
 
+class EnrollmentError(RuntimeError):
+    """The controller refused to enroll this agent; the message says why."""
+
+
 @dataclass
 class AgentConfig:
     controller: str  # host:port of the controller's gRPC endpoint
-    token: Optional[str] = None  # sent as "authorization: Bearer <token>" when set
+    # A user token (an admin's) the agent may enroll itself with when it has no credential yet.
+    token: Optional[str] = None
     profile: Optional[str] = None  # profile name or YAML path; None = detect from the machine
     tags: List[str] = field(default_factory=list)  # added to the profile's tags
     agent_id: Optional[str] = None  # None = the id stored in data_dir, created once
@@ -70,12 +88,27 @@ class AgentConfig:
     # adb_runner replaces adb itself (recorded outputs in tests).
     adb_serial: Optional[str] = None
     adb_runner: Optional[Callable[..., str]] = None
+    enroll_token: Optional[str] = None  # an enrollment token made by an admin (used once)
+    tls: Optional[ClientTls] = None  # None: plaintext (loopback)
 
 
 def run_agent(config: AgentConfig, stop: threading.Event) -> None:
     """Serve the controller until ``stop`` is set. Raises only for a broken local setup
     (a bad profile, an unwritable data dir), never for anything the controller does."""
     Agent(config).run(stop)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable and writable by this user only (0600), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def _stable_agent_id(data_dir: Path, profile: Profile) -> str:
@@ -98,7 +131,12 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            # Models, inputs and the credential live here: nobody else on the device reads them.
+            os.chmod(self.data_dir, 0o700)
+        except OSError as exc:
+            log.warning("cannot make %s private to this user (%s)", self.data_dir, exc)
         if config.profile:
             self.profile = load_profile(config.profile)
             log.info("device profile %s (from %s)", self.profile.name, " <- ".join(self.profile.sources))
@@ -157,10 +195,9 @@ class Agent:
         self.tags = list(self.profile.tags) + [t for t in config.tags if t not in self.profile.tags]
         self.cache = ArtifactCache(self.data_dir)
         self.hostname = socket.gethostname()
-        self.metadata: Tuple[Tuple[str, str], ...] = (
-            (("authorization", f"Bearer {config.token}"),) if config.token else ()
-        )
-        self._channel = grpc.insecure_channel(config.controller, options=[
+        self.credential_path = self.data_dir / CREDENTIAL_FILE
+        self.credential: Optional[str] = self._stored_credential()
+        self._channel = open_channel(config.controller, config.tls, options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 60_000),
@@ -181,6 +218,51 @@ class Agent:
 
             return android.AdbSysRoot(self.phone), android.AdbShell(self.phone)
         return self.telemetry.root, self.telemetry.command_runner()
+
+    # ------------------------------------------------------------ identity
+
+    def _stored_credential(self) -> Optional[str]:
+        try:
+            stored = json.loads(self.credential_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the unreadable credential file %s (%s); enrolling again", self.credential_path, exc)
+            return None
+        if stored.get("agent_id") != self.agent_id:
+            log.warning("the credential in %s is agent %s's, not %s's; enrolling again",
+                        self.credential_path, stored.get("agent_id"), self.agent_id)
+            return None
+        return stored.get("credential") or None
+
+    @property
+    def metadata(self) -> Tuple[Tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.credential}"),) if self.credential else ()
+
+    def enroll(self) -> None:
+        """Exchange the enrollment token (or the admin token, or nothing on a controller without
+        tokens) for this agent's own credential, and keep it in the data dir (0600)."""
+        token = self.config.enroll_token or self.config.token
+        try:
+            resp = self.stub.Enroll(
+                farm_pb2.EnrollRequest(agent_id=self.agent_id, device_profile=self.profile.name, tags=self.tags,
+                                       hostname=self.hostname),
+                metadata=(("authorization", f"Bearer {token}"),) if token else (), timeout=10)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                              grpc.StatusCode.INVALID_ARGUMENT):
+                raise EnrollmentError(
+                    f"the controller at {self.config.controller} refused to enroll agent {self.agent_id} "
+                    f"({exc.code().name}: {exc.details()}); give it an enrollment token "
+                    "(hilfarm admin agents enroll, then --enroll-token / HILFARM_ENROLL_TOKEN)") from None
+            raise
+        _write_private(self.credential_path, json.dumps({
+            "agent_id": resp.agent_id, "credential": resp.credential, "device_profile": resp.device_profile,
+            "tags": list(resp.tags), "controller": self.config.controller}) + "\n")
+        self.credential = resp.credential
+        log.info("enrolled with %s as agent %s (profile %s, tags %s); credential kept in %s",
+                 self.config.controller, resp.agent_id, resp.device_profile, ", ".join(resp.tags) or "none",
+                 self.credential_path)
 
     # ------------------------------------------------------------ controller calls
 
@@ -256,13 +338,11 @@ class Agent:
 
     def _progress(self, job: LeasedJob, p: Progress) -> bool:
         """Report progress; True when the controller says to stop the job."""
+        request = farm_pb2.ReportProgressRequest(agent_id=self.agent_id, lease_id=job.lease_id,
+                                                 progress=wire.progress_to_pb(p))
+        fit_message(request)  # within the controller's limits, like a report
         try:
-            resp = self.stub.ReportProgress(
-                farm_pb2.ReportProgressRequest(
-                    agent_id=self.agent_id, lease_id=job.lease_id, progress=wire.progress_to_pb(p)
-                ),
-                metadata=self.metadata, timeout=10,
-            )
+            resp = self.stub.ReportProgress(request, metadata=self.metadata, timeout=10)
             return resp.cancel
         except grpc.RpcError as exc:
             log.debug("progress report failed: %s", exc.code())
@@ -270,6 +350,8 @@ class Agent:
 
     def _report(self, job: LeasedJob, outcome: JobOutcome, stop: threading.Event) -> None:
         req = wire.outcome_request(self.agent_id, job, outcome.result, outcome.failure)
+        for note in fit_report(req):
+            log.warning("job %s: %s", job.job_id, note)
         delay = 0.5
         while True:
             try:
@@ -351,6 +433,12 @@ class Agent:
             )
         settings = acceleration.resolve(job.settings, runtime.name, self.profile.name, self.profile.acceleration,
                                         self.capabilities)
+        if settings.tflite_delegate_path:
+            # Only a library the profile allow-lists, never a path into the artifact cache.
+            settings = dataclasses.replace(settings, tflite_delegate_path=resolve_delegate(
+                settings.tflite_delegate_path, self.profile.delegates, self.data_dir, self.profile.name))
+        for provider in runtimes.provider_list(settings.execution_provider):
+            check_execution_provider(provider, self.profile.execution_providers, self.profile.name)
         bench = BenchmarkJob(
             model_path=str(model),
             model_format=job.model_format,
@@ -361,6 +449,7 @@ class Agent:
             defaults=self.profile.run_defaults,
             work_root=str(self.children.work_root),
             children=self.children,
+            private_dir=str(self.data_dir),
         )
         # Cooldown, then the sampler (outside the child) with an idle baseline before it starts.
         relay.update(Progress(phase="cooldown", updated_at=time.time()))
@@ -427,6 +516,7 @@ class Agent:
     # ------------------------------------------------------------ main loop
 
     def run(self, stop: threading.Event) -> None:
+        sandbox.protect_agent()  # no benchmark process reads this one's memory or environment
         heartbeat = threading.Thread(target=self._heartbeat_loop, args=(stop,), name="hilfarm-heartbeat",
                                      daemon=True)
         heartbeat.start()
@@ -434,17 +524,26 @@ class Agent:
         try:
             while not stop.is_set():
                 try:
+                    if self.credential is None:
+                        self.enroll()
                     if not self._registered.is_set():
                         self.register()
                     job = self._lease(stop)
                     delay = 0.5
                     if job is not None:
                         self.run_job(job, stop)
+                except EnrollmentError as exc:
+                    log.error("%s; retrying in %.1f s", exc, delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, self.config.backoff_max_seconds)
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                        log.error("the controller at %s refused this agent (%s): check the token (HILFARM_TOKEN)",
-                                  self.config.controller, code.name)
+                        log.error("the controller at %s refused this agent (%s: %s)",
+                                  self.config.controller, code.name, exc.details())
+                        if code == grpc.StatusCode.UNAUTHENTICATED and "not known" in (exc.details() or ""):
+                            # The controller's database was replaced: enroll again (never after a revocation).
+                            self.credential = None
                     elif code == grpc.StatusCode.CANCELLED and stop.is_set():
                         break
                     else:

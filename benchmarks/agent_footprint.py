@@ -81,7 +81,8 @@ def run_local(profile: str, seconds: float, settle: float) -> Dict[str, float]:
     agent: Optional[subprocess.Popen] = None
     try:
         agent = subprocess.Popen(HILFARM + ["--controller", farm.address, "agent", "run", "--profile", profile,
-                                            "--data-dir", str(work / "agent"), "--agent-id", "footprint"],
+                                            "--data-dir", str(work / "agent"), "--agent-id", "footprint",
+                                            *(["--allow-root"] if os.geteuid() == 0 else [])],
                                  stdout=log, stderr=subprocess.STDOUT)
         _wait_registered(farm.address, "footprint")
         time.sleep(settle)  # start-up (the runtime probe's child, first long-poll) is over

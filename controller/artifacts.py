@@ -17,8 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Deque, Iterable, Iterator, Optional, Tuple
 
+from .artifact_formats import check_format
 from .errors import InvalidArgument, NotFound, ResourceExhausted
-from .models import ARTIFACT_FORMATS, Artifact
+from .models import ARTIFACT_FORMATS, DEFAULT_PROJECT, Artifact
 from .store import Store
 
 log = logging.getLogger("hilfarm.controller")
@@ -62,12 +63,15 @@ class ArtifactStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def stat(self, sha256: str) -> Optional[Artifact]:
+    def stat(self, sha256: str, *, project: Optional[str] = None) -> Optional[Artifact]:
         """The stored artifact, or None. A recorded digest whose file is missing or has the
-        wrong size counts as absent, so the next upload repairs it."""
+        wrong size counts as absent, so the next upload repairs it. With ``project``: only an
+        artifact that project uploaded (another project's is absent to it, and must be sent)."""
         digest = check_digest(sha256)
         artifact = self.store.get_artifact(digest)
         if artifact is None:
+            return None
+        if project is not None and not self.store.artifact_owned(digest, project):
             return None
         try:
             size = self.path_for(digest).stat().st_size
@@ -97,11 +101,14 @@ class ArtifactStore:
             )
         return artifact
 
-    def receive(self, artifact: Artifact, data: Iterable[bytes]) -> Tuple[Artifact, bool, int]:
-        """Store the bytes ``data`` yields as ``artifact`` (its header already checked).
+    def receive(self, artifact: Artifact, data: Iterable[bytes], *,
+                project: str = DEFAULT_PROJECT) -> Tuple[Artifact, bool, int]:
+        """Store the bytes ``data`` yields as ``artifact`` (its header already checked), owned
+        by ``project``.
 
         Returns (artifact as recorded, already_stored, bytes received). Raises InvalidArgument
-        when the bytes do not match the declared size or digest; nothing is stored then.
+        when the bytes do not match the declared size or digest, or are not a file of the
+        declared format (artifact_formats.py); nothing is stored then.
         """
         name = artifact.filename or artifact.sha256[:12]
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -144,6 +151,7 @@ class ArtifactStore:
                     f"upload of {name}: the bytes received hash to sha256 {actual}, not the declared "
                     f"{artifact.sha256}; the client computed the digest of different bytes"
                 )
+            check_format(tmp, artifact.format, name)
             final = self.path_for(artifact.sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
             # Two uploads of one digest may race: both files hold the same verified bytes.
@@ -152,6 +160,7 @@ class ArtifactStore:
             tmp.unlink(missing_ok=True)
         inserted = self.store.add_artifact(artifact)
         recorded = artifact if inserted else (self.store.get_artifact(artifact.sha256) or artifact)
+        self.store.add_artifact_owner(artifact.sha256, project, now=artifact.created_at)
         log.info("artifact %s (%s, %d bytes) stored", artifact.sha256, name, received)
         return recorded, not inserted, received
 

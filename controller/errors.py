@@ -39,3 +39,11 @@ class CannotListen(OSError):
 
     Not an RPC error: raised by ``Controller.start`` so that a command can say which address and
     stop, instead of a second farm sharing the port with the first."""
+
+
+class Unauthenticated(FarmError):
+    """The call carries no credential this controller accepts (none, unknown, expired, revoked)."""
+
+
+class PermissionDenied(FarmError):
+    """The caller is known but may not do this (a role too low, another project, another agent)."""

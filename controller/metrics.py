@@ -28,7 +28,6 @@ import grpc
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 from sqlmodel import Session, select
 
@@ -636,26 +635,32 @@ class ControllerMetrics:
         controller.metrics = metrics
         return metrics
 
-    def start(self, bind: Optional[str]) -> Optional[int]:
-        """Start remote-write (when configured) and, when ``bind`` is given, the HTTP endpoint.
-        Returns the HTTP port, or None without one."""
+    def start(self, bind: Optional[str], *, ssl_context: Optional[Any] = None,
+              bearer_token: Optional[str] = None) -> Optional[int]:
+        """Start remote-write (when configured) and, when ``bind`` is given, the HTTP endpoint
+        (HTTPS with ``ssl_context``, behind ``bearer_token`` when given). Returns the HTTP port,
+        or None without one."""
         if self.remote_write is not None:
             self.remote_write.start()
-        return self.start_http(bind) if bind else None
+        return self.start_http(bind, ssl_context=ssl_context, bearer_token=bearer_token) if bind else None
 
-    def start_http(self, bind: str) -> int:
+    def start_http(self, bind: str, *, ssl_context: Optional[Any] = None, bearer_token: Optional[str] = None) -> int:
         """Serve /metrics on ``bind`` (host:port, port 0 picks one). Returns the port."""
+        from .metrics_http import serve_metrics
+
         host, sep, port_text = bind.rpartition(":")
         if not sep or not port_text.isdigit():
             raise ValueError(f"metrics address {bind!r} is not HOST:PORT (e.g. 127.0.0.1:9464 or 0.0.0.0:9464)")
         host = host.strip("[]") or "0.0.0.0"
         try:
-            self._http, self._http_thread = start_http_server(int(port_text), addr=host, registry=self.registry)
+            self._http, self._http_thread = serve_metrics(self.registry, host, int(port_text),
+                                                          ssl_context=ssl_context, bearer_token=bearer_token)
         except OSError as exc:
             raise CannotListen(f"cannot serve metrics on {bind}: {exc.strerror or exc} "
                                f"(choose another port with --metrics-bind)") from exc
         self.port = int(self._http.server_address[1])
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        log.info("metrics on %s://%s:%d/metrics%s", "https" if ssl_context is not None else "http", host, self.port,
+                 " (bearer token required)" if bearer_token else "")
         return self.port
 
     def stop(self) -> None:

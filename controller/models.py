@@ -57,6 +57,9 @@ class FailureCategory(str, enum.Enum):
 
 
 ARTIFACT_FORMATS = ("onnx", "tflite", "npz")
+# The project of everything made without a project token: the operator's token, a controller
+# run without tokens, and every row from before projects existed.
+DEFAULT_PROJECT = "default"
 MODEL_FORMATS = ("onnx", "tflite")
 # The runtime a job needs when its settings name none.
 RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
@@ -80,11 +83,24 @@ class Artifact(SQLModel, table=True):
     created_at: float
 
 
+class ArtifactOwner(SQLModel, table=True):
+    """A project that uploaded (and so may use) a stored artifact. Files are shared on disk by
+    digest; a project gets a row only by sending the bytes itself, so a digest alone proves nothing."""
+
+    __tablename__ = "artifact_owners"
+
+    sha256: str = Field(primary_key=True, foreign_key="artifacts.sha256", max_length=64)
+    project: str = Field(primary_key=True, max_length=100)
+    created_at: float
+
+
 class Run(SQLModel, table=True):
     __tablename__ = "runs"
 
     id: str = Field(primary_key=True, max_length=64)
     created_at: float = Field(index=True)
+    project: str = Field(default=DEFAULT_PROJECT, max_length=100,
+                         sa_column_kwargs={"server_default": DEFAULT_PROJECT})
 
 
 class Job(SQLModel, table=True):
@@ -96,6 +112,9 @@ class Job(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     run_id: str = Field(foreign_key="runs.id", index=True, max_length=64)
+    # The run's project, repeated so every listing filters on one indexed column.
+    project: str = Field(default=DEFAULT_PROJECT, max_length=100, index=True,
+                         sa_column_kwargs={"server_default": DEFAULT_PROJECT})
     model_sha256: str = Field(foreign_key="artifacts.sha256", max_length=64)
     model_name: str = ""
     model_format: str = Field(max_length=16)
@@ -165,6 +184,60 @@ class Agent(SQLModel, table=True):
     last_seen: float
     busy: bool = False
     draining: bool = False
+
+
+# ---------------------------------------------------------------- identity and access
+# Tokens are stored as sha256 digests of the whole token: they are 256-bit random strings, so a
+# plain digest is as good as a slow hash and costs nothing per call (controller/auth.py).
+
+
+class UserToken(SQLModel, table=True):
+    """A person's (or a CI job's) token: a role in one project."""
+
+    __tablename__ = "user_tokens"
+
+    id: str = Field(primary_key=True, max_length=32)
+    secret_hash: str = Field(max_length=64)
+    project: str = Field(max_length=100, index=True)
+    role: str = Field(max_length=16)  # viewer, submitter, admin
+    name: str = Field(default="", max_length=200)
+    created_at: float
+    created_by: str = Field(default="", max_length=200)
+    expires_at: Optional[float] = None
+    revoked_at: Optional[float] = None
+
+
+class EnrollmentToken(SQLModel, table=True):
+    """What an admin hands to a new device: exchanged once (or ``uses_left`` times, until
+    ``expires_at``) for an agent credential bound to a profile and tags."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: str = Field(primary_key=True, max_length=32)
+    secret_hash: str = Field(max_length=64)
+    device_profile: str = Field(max_length=200)
+    tags: List[str] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    agent_id: Optional[str] = Field(default=None, max_length=200)
+    uses_left: Optional[int] = None  # None: unlimited until it expires
+    expires_at: Optional[float] = None
+    created_at: float
+    created_by: str = Field(default="", max_length=200)
+    revoked_at: Optional[float] = None
+
+
+class AgentCredential(SQLModel, table=True):
+    """An agent's own credential. At most one per agent id is not revoked."""
+
+    __tablename__ = "agent_credentials"
+
+    id: str = Field(primary_key=True, max_length=32)
+    secret_hash: str = Field(max_length=64)
+    agent_id: str = Field(max_length=200, index=True)
+    device_profile: str = Field(max_length=200)
+    tags: List[str] = Field(default_factory=list, sa_column=sa.Column(JSONDocument, nullable=False))
+    enrolled_at: float
+    enrolled_by: str = Field(default="", max_length=200)
+    revoked_at: Optional[float] = None
 
 
 @dataclass(frozen=True)

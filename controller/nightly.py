@@ -17,6 +17,7 @@ from hilfarm.client import sha256_of
 from hilfarm.suite_files import SuiteFile, load_suite
 
 from .artifacts import CHUNK_BYTES
+from .models import DEFAULT_PROJECT
 from .models import Artifact
 from .regression_store import SuiteRunRow
 
@@ -63,7 +64,7 @@ class NightlyRunner:
                 continue
             digest = sha256_of(m.path)
             fmt = m.format or m.path.suffix.lower().lstrip(".")
-            if self.c.artifacts.stat(digest) is None:
+            if self.c.artifacts.stat(digest, project=DEFAULT_PROJECT) is None:
                 artifact = Artifact(sha256=digest, size_bytes=m.path.stat().st_size, format=fmt,
                                     filename=m.path.name, created_at=self.clock())
                 with m.path.open("rb") as f:

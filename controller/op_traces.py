@@ -20,16 +20,18 @@ TRACE_FORMAT = "op-trace"
 _SUFFIX = {"onnxruntime-chrome-trace-json": "json"}
 
 
-def store_op_trace(artifacts: ArtifactStore, profile: pb.OpProfile, job_id: str) -> None:
-    """Move ``profile.trace`` into the artifact store; the profile keeps its digest and size."""
+def store_op_trace(artifacts: ArtifactStore, profile: pb.OpProfile, job_id: str, *, project: str) -> None:
+    """Move ``profile.trace`` into the artifact store, owned by the job's project; the profile
+    keeps its digest and size."""
     data = bytes(profile.trace)
     if not data:
         return
     digest = hashlib.sha256(data).hexdigest()
-    if artifacts.stat(digest) is None:
+    if artifacts.stat(digest, project=project) is None:
         suffix = _SUFFIX.get(profile.trace_format, "txt")
         artifacts.receive(Artifact(sha256=digest, size_bytes=len(data), format=TRACE_FORMAT,
-                                   filename=f"{job_id}.op-trace.{suffix}", created_at=time.time()), [data])
+                                   filename=f"{job_id}.op-trace.{suffix}", created_at=time.time()), [data],
+                          project=project)
     profile.trace_sha256 = digest
     profile.trace_bytes = len(data)
     profile.ClearField("trace")

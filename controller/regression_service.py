@@ -12,10 +12,11 @@ from sqlmodel import Session
 from hilfarm.constraints import Verdict, evaluate
 from hilfarm.v1 import farm_pb2 as pb
 
-from . import changepoints, regression, wire
+from . import auth, changepoints, regression, wire
 from .errors import FailedPrecondition, InvalidArgument
 from .models import Job, JobState
 from .regression_store import JobEvaluation, runtime_config
+from .submission import check_queue_room
 from .suites import budgets_from_doc
 
 log = logging.getLogger("hilfarm.controller")
@@ -40,7 +41,7 @@ class RegressionRpcs:
     # ------------------------------------------------------------ comparisons and baselines
 
     def _result(self, job_id: str) -> Job:
-        job = self.c.store.get_job(job_id)
+        job = self.c.store.get_job(job_id, project=auth.caller().project)
         if job.job_state != JobState.SUCCEEDED or not job.result:
             raise FailedPrecondition(f"job {job_id} is {job.state}; only a job with a result can be compared or accepted")
         return job
@@ -63,38 +64,44 @@ class RegressionRpcs:
         if not request.job_ids:
             raise InvalidArgument("AcceptBaseline needs at least one job id")
         jobs = [self._result(j) for j in request.job_ids]
-        rows = self.c.regressions.accept(name, jobs, suite=request.suite, now=time.time())
+        rows = self.c.regressions.accept(name, jobs, suite=request.suite, now=time.time(),
+                                         project=auth.caller().project)
         return pb.AcceptBaselineResponse(baselines=[wire.baseline_to_pb(r) for r in rows])
 
     def list_baselines(self, request: pb.ListBaselinesRequest) -> pb.ListBaselinesResponse:
         rows = self.c.regressions.list_baselines(name=request.name, model_name=request.model_name,
-                                                 profile=request.device_profile)
+                                                 profile=request.device_profile, project=auth.caller().project)
         return pb.ListBaselinesResponse(baselines=[wire.baseline_to_pb(r) for r in rows])
 
     # ------------------------------------------------------------ suites
 
     def start_suite(self, request: pb.StartSuiteRunRequest) -> pb.SuiteRun:
         spec = wire.suite_spec_from_pb(request.suite)
-        run = self.c.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept)
+        check_queue_room(self.c.store, auth.caller().project,
+                         len(request.suite.models) * len(request.suite.device_profiles), self.c.max_queued_jobs)
+        run = self.c.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept,
+                                  project=auth.caller().project)
         return wire.suite_run_to_pb(run)
 
     def get_suite_run(self, run_id: str) -> pb.SuiteRun:
-        run, cases = self.c.regressions.get_suite_run(run_id)
+        project = auth.caller().project
+        run, cases = self.c.regressions.get_suite_run(run_id, project=project)
         jobs: Dict[str, pb.Job] = {}
         ids = [c.job_id for c in cases if c.job_id]
         evaluations = self.c.regressions.evaluations(ids)
         for job_id in ids:
-            job = self.c.store.get_job(job_id)
+            job = self.c.store.get_job(job_id, project=project)
             jobs[job_id] = wire.add_evaluation(wire.job_to_pb(job), evaluations.get(job_id))
         return wire.suite_run_to_pb(run, [wire.suite_case_to_pb(c, jobs.get(c.job_id)) for c in cases])
 
     def list_suite_runs(self, request: pb.ListSuiteRunsRequest) -> pb.ListSuiteRunsResponse:
         if request.limit < 0:
             raise InvalidArgument(f"limit is {request.limit}; it must not be negative")
-        rows = self.c.regressions.list_suite_runs(suite=request.suite, limit=request.limit or 50)
+        project = auth.caller().project
+        rows = self.c.regressions.list_suite_runs(suite=request.suite, limit=request.limit or 50, project=project)
         out = pb.ListSuiteRunsResponse()
         for row in rows:
-            _, cases = self.c.regressions.get_suite_run(row.id)
+            _, cases = self.c.regressions.get_suite_run(row.id, project=project)
             out.runs.append(wire.suite_run_to_pb(row, [wire.suite_case_to_pb(c) for c in cases]))
         return out
 
@@ -107,7 +114,8 @@ class RegressionRpcs:
         if metric not in regression.HISTORY_UNITS:
             raise InvalidArgument(f"history metric {metric!r} is not one of {', '.join(regression.HISTORY_UNITS)}")
         rows = self.c.regressions.history(request.model_name, request.device_profile,
-                                          config=request.runtime_config, limit=request.limit or 365)
+                                          config=request.runtime_config, limit=request.limit or 365,
+                                          project=auth.caller().project)
         out = pb.HistoryResponse(metric=metric, unit=regression.HISTORY_UNITS[metric], method=changepoints.METHOD)
         kept = [r for r in rows if r.values.get(metric) is not None]
         for r in kept:

@@ -16,10 +16,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Session, SQLModel, select
 
 from .errors import NotFound
-from .models import Job
+from .models import DEFAULT_PROJECT, Job
 from .store import Store
 
 LAST_ACCEPTED = "@last"
+# Baselines key on the runtime configuration (runtime_config below), kept in a column this long.
+MAX_RUNTIME_CONFIG_CHARS = 500
 
 _NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -84,6 +86,8 @@ class BaselineRow(SQLModel, table=True):
     __table_args__ = (sa.Index("ix_baselines_key", "name", "model_name", "device_profile", "runtime_config"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
+    project: str = Field(default=DEFAULT_PROJECT, max_length=100,
+                         sa_column_kwargs={"server_default": DEFAULT_PROJECT})
     name: str = Field(max_length=200)
     model_name: str = Field(max_length=500)
     device_profile: str = Field(max_length=200)
@@ -98,6 +102,8 @@ class SuiteRunRow(SQLModel, table=True):
     __tablename__ = "suite_runs"
 
     id: str = Field(primary_key=True, max_length=64)
+    project: str = Field(default=DEFAULT_PROJECT, max_length=100,
+                         sa_column_kwargs={"server_default": DEFAULT_PROJECT})
     suite: str = Field(index=True, max_length=200)
     trigger: str = "cli"
     baseline: str = ""
@@ -192,9 +198,10 @@ class RegressionStore:
 
     # ------------------------------------------------------------ baselines
 
-    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float) -> List[BaselineRow]:
+    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float,
+               project: str = DEFAULT_PROJECT) -> List[BaselineRow]:
         rows = [
-            BaselineRow(name=name, model_name=j.model_name, device_profile=j.device_profile,
+            BaselineRow(project=project, name=name, model_name=j.model_name, device_profile=j.device_profile,
                         runtime_config=runtime_config(j), job_id=j.id, model_sha256=j.model_sha256,
                         suite=suite, accepted_at=now + i * 1e-6)
             for i, j in enumerate(jobs)
@@ -204,9 +211,11 @@ class RegressionStore:
                 s.add(row)
         return rows
 
-    def find_baseline(self, ref: str, model_name: str, profile: str, config: str) -> Optional[BaselineRow]:
-        """The newest acceptance under ``ref`` (a name, or ``@last`` for any name)."""
-        q = select(BaselineRow).where(BaselineRow.model_name == model_name, BaselineRow.device_profile == profile,
+    def find_baseline(self, ref: str, model_name: str, profile: str, config: str, *,
+                      project: str = DEFAULT_PROJECT) -> Optional[BaselineRow]:
+        """The newest acceptance in ``project`` under ``ref`` (a name, or ``@last`` for any name)."""
+        q = select(BaselineRow).where(BaselineRow.project == project,
+                                      BaselineRow.model_name == model_name, BaselineRow.device_profile == profile,
                                       BaselineRow.runtime_config == config)
         if ref and ref != LAST_ACCEPTED:
             q = q.where(BaselineRow.name == ref)
@@ -215,9 +224,12 @@ class RegressionStore:
         with self.store._read() as s:
             return s.exec(q).first()
 
-    def list_baselines(self, *, name: str = "", model_name: str = "", profile: str = "") -> List[BaselineRow]:
-        """The current baseline of every key (newest acceptance wins)."""
+    def list_baselines(self, *, name: str = "", model_name: str = "", profile: str = "",
+                       project: Optional[str] = None) -> List[BaselineRow]:
+        """The current baseline of every key (newest acceptance wins), of ``project`` (None: all)."""
         q = select(BaselineRow)
+        if project is not None:
+            q = q.where(BaselineRow.project == project)
         if name:
             q = q.where(BaselineRow.name == name)
         if model_name:
@@ -226,16 +238,17 @@ class RegressionStore:
             q = q.where(BaselineRow.device_profile == profile)
         with self.store._read() as s:
             rows = s.exec(q.order_by(BaselineRow.accepted_at, BaselineRow.id)).all()  # type: ignore[arg-type]
-        current: Dict[Tuple[str, str, str, str], BaselineRow] = {}
+        current: Dict[Tuple[str, str, str, str, str], BaselineRow] = {}
         for row in rows:
-            current[(row.name, row.model_name, row.device_profile, row.runtime_config)] = row
-        return sorted(current.values(), key=lambda r: (r.name, r.model_name, r.device_profile, r.runtime_config))
+            current[(row.project, row.name, row.model_name, row.device_profile, row.runtime_config)] = row
+        return sorted(current.values(),
+                      key=lambda r: (r.project, r.name, r.model_name, r.device_profile, r.runtime_config))
 
     # ------------------------------------------------------------ suite runs
 
     def create_suite_run(self, suite: str, *, trigger: str, baseline: str, spec: Dict[str, Any], accept: bool,
-                         now: float) -> SuiteRunRow:
-        row = SuiteRunRow(id=uuid.uuid4().hex, suite=suite, trigger=trigger, baseline=baseline, spec=spec,
+                         now: float, project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+        row = SuiteRunRow(id=uuid.uuid4().hex, project=project, suite=suite, trigger=trigger, baseline=baseline, spec=spec,
                           accept=accept, started_at=now)
         with self.store._write() as s:
             s.add(row)
@@ -249,17 +262,19 @@ class RegressionStore:
                 s.flush()
                 case.id = merged.id
 
-    def get_suite_run(self, run_id: str) -> Tuple[SuiteRunRow, List[SuiteCaseRow]]:
+    def get_suite_run(self, run_id: str, *, project: Optional[str] = None) -> Tuple[SuiteRunRow, List[SuiteCaseRow]]:
         with self.store._read() as s:
             run = s.get(SuiteRunRow, run_id)
-            if run is None:
+            if run is None or (project is not None and run.project != project):
                 raise NotFound(f"suite run {run_id!r} does not exist on this controller")
             cases = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.suite_run_id == run_id)
                            .order_by(SuiteCaseRow.position)).all()
             return run, list(cases)
 
-    def list_suite_runs(self, *, suite: str = "", limit: int = 50) -> List[SuiteRunRow]:
+    def list_suite_runs(self, *, suite: str = "", limit: int = 50, project: Optional[str] = None) -> List[SuiteRunRow]:
         q = select(SuiteRunRow)
+        if project is not None:
+            q = q.where(SuiteRunRow.project == project)
         if suite:
             q = q.where(SuiteRunRow.suite == suite)
         # Without a tie-breaker PostgreSQL may order runs started at the same instant differently
@@ -285,9 +300,13 @@ class RegressionStore:
             latest[(row.model_name, row.device_profile, row.runtime_config)] = row
         return list(latest.values())
 
-    def history(self, model_name: str, profile: str, *, config: str = "", limit: int = 365) -> List[SuiteCaseRow]:
-        """Finished suite cases of one model on one profile, oldest first."""
-        q = select(SuiteCaseRow).where(SuiteCaseRow.model_name == model_name,
+    def history(self, model_name: str, profile: str, *, config: str = "", limit: int = 365,
+                project: Optional[str] = None) -> List[SuiteCaseRow]:
+        """Finished suite cases of one model on one profile (in suite runs of ``project``), oldest first."""
+        q = select(SuiteCaseRow)
+        if project is not None:
+            q = q.join(SuiteRunRow, SuiteRunRow.id == SuiteCaseRow.suite_run_id).where(SuiteRunRow.project == project)
+        q = q.where(SuiteCaseRow.model_name == model_name,
                                        SuiteCaseRow.device_profile == profile,
                                        SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
         if config:

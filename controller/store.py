@@ -40,6 +40,7 @@ from .models import (
     ACTIVE_STATES,
     Agent,
     Artifact,
+    ArtifactOwner,
     Failure,
     FailureCategory,
     Job,
@@ -153,6 +154,19 @@ class Store:
             return False
         return True
 
+    def add_artifact_owner(self, sha256: str, project: str, *, now: float) -> None:
+        """Record that ``project`` sent the bytes of ``sha256`` (and so may use it)."""
+        try:
+            with self._write() as s:
+                if s.get(ArtifactOwner, (sha256, project)) is None:
+                    s.add(ArtifactOwner(sha256=sha256, project=project, created_at=now))
+        except IntegrityError:
+            pass  # another replica recorded the same owner at the same time
+
+    def artifact_owned(self, sha256: str, project: str) -> bool:
+        with self._read() as s:
+            return s.get(ArtifactOwner, (sha256, project)) is not None
+
     # ------------------------------------------------------------ runs and jobs
 
     def add_run(self, run: Run, jobs: Sequence[Job]) -> None:
@@ -162,21 +176,27 @@ class Store:
             for job in jobs:
                 s.add(Job.model_validate(job.model_dump()))
 
-    def get_run(self, run_id: str) -> Tuple[Run, List[Job]]:
+    # ``project`` on a read or a change: only that project's rows (None: any project, for the
+    # controller's own use). Another project's run or job is reported as not existing.
+
+    def get_run(self, run_id: str, *, project: Optional[str] = None) -> Tuple[Run, List[Job]]:
         with self._read() as s:
             run = s.get(Run, run_id)
-            if run is None:
+            if run is None or (project is not None and run.project != project):
                 raise NotFound(f"run {run_id!r} does not exist on this controller")
             jobs = s.exec(select(Job).where(Job.run_id == run_id).order_by(Job.created_at, Job.id)).all()
             return run, list(jobs)
 
-    def get_job(self, job_id: str) -> Job:
-        """The job with this id, or with the one id that starts with it (a unique prefix)."""
+    def get_job(self, job_id: str, *, project: Optional[str] = None) -> Job:
+        """The job with this id, or with the one id that starts with it (a unique prefix), of
+        ``project`` (None: any). Another project's job reads as not existing."""
         with self._read() as s:
-            return self._find_job(s, job_id)
+            return self._find_job(s, job_id, project=project)
 
-    def _find_job(self, s: Session, job_id: str, *, for_update: bool = False) -> Job:
+    def _find_job(self, s: Session, job_id: str, *, for_update: bool = False, project: Optional[str] = None) -> Job:
         q = select(Job).where(Job.id == job_id)
+        if project is not None:
+            q = q.where(Job.project == project)
         job = s.exec(q.with_for_update() if for_update else q).first()
         if job is not None:
             return job
@@ -185,12 +205,14 @@ class Store:
             hint = (f" (a shortened id needs at least {MIN_JOB_ID_PREFIX} hex characters)"
                     if len(prefix) < MIN_JOB_ID_PREFIX else "")
             raise NotFound(f"job {job_id!r} does not exist on this controller{hint}")
+        candidates = select(Job).where(Job.id.startswith(prefix, autoescape=True))  # type: ignore[attr-defined]
+        if project is not None:  # another project's ids are neither matched nor listed
+            candidates = candidates.where(Job.project == project)
         matches = s.exec(
-            select(Job).where(Job.id.startswith(prefix, autoescape=True))  # type: ignore[attr-defined]
-            .order_by(Job.created_at.desc()).limit(_MAX_CANDIDATES + 1)  # type: ignore[attr-defined]
+            candidates.order_by(Job.created_at.desc()).limit(_MAX_CANDIDATES + 1)  # type: ignore[attr-defined]
         ).all()
         if not matches:
-            raise NotFound(f"no job id starts with {job_id!r} on this controller")
+            raise NotFound(f"job {job_id!r} does not exist on this controller (no job id starts with it)")
         if len(matches) > 1:
             listed = "; ".join(f"{j.id} ({j.model_name} on {j.device_profile}, {j.state})"
                                for j in matches[:_MAX_CANDIDATES])
@@ -201,11 +223,14 @@ class Store:
         return matches[0]
 
     def list_jobs(
-        self, *, run_id: str = "", states: Iterable[JobState] = (), limit: int = 0
+        self, *, run_id: str = "", states: Iterable[JobState] = (), limit: int = 0,
+        project: Optional[str] = None,
     ) -> List[Job]:
         """Jobs, newest first."""
         limit = min(limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
         q = select(Job)
+        if project is not None:
+            q = q.where(Job.project == project)
         if run_id:
             q = q.where(Job.run_id == run_id)
         state_values = [JobState(s).value for s in states]
@@ -215,10 +240,15 @@ class Store:
         with self._read() as s:
             return list(s.exec(q).all())
 
-    def cancel_job(self, job_id: str, *, now: float) -> Job:
+    def count_queued(self, project: str) -> int:
+        with self._read() as s:
+            return int(s.exec(select(sa.func.count()).select_from(Job)
+                              .where(Job.project == project, Job.state == JobState.QUEUED.value)).one())
+
+    def cancel_job(self, job_id: str, *, now: float, project: Optional[str] = None) -> Job:
         """Cancel a queued or active job. An agent running it learns at its next progress report."""
         with self._write() as s:
-            job = self._find_job(s, job_id, for_update=True)  # an id or a unique prefix of one
+            job = self._find_job(s, job_id, for_update=True, project=project)  # an id or a unique prefix
             job_id = job.id
             state = job.job_state
             if state.finished:
@@ -306,6 +336,23 @@ class Store:
             agent.draining = draining
             s.add(agent)
             return agent
+
+    def remove_agent(self, agent_id: str, *, now: float, why: str) -> List[Tuple[Job, JobState]]:
+        """Forget an agent (revoked): its leases are lost (the jobs queued again or failed) and it
+        leaves the device list. Its finished jobs keep its id."""
+        with self._write() as s, s.no_autoflush:
+            lost = self._release_leases(s, agent_id, now, why)
+            agent = s.get(Agent, agent_id)
+            if agent is not None:
+                s.delete(agent)
+            return lost
+
+    def agent_may_download(self, agent_id: str, sha256: str) -> bool:
+        """Whether ``sha256`` is the model or the input tensors of a job leased to ``agent_id``."""
+        with self._read() as s:
+            jobs = s.exec(select(Job).where(Job.agent_id == agent_id,
+                                            Job.state.in_(_ACTIVE))).all()  # type: ignore[attr-defined]
+        return any(sha256 in (job.model_sha256, (job.settings or {}).get("inputs_sha256")) for job in jobs)
 
     def active_jobs_by_agent(self) -> Dict[str, str]:
         """agent id -> id of the job it holds a lease for."""

@@ -8,15 +8,34 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
+from hilfarm import wire_limits
+
 from .artifacts import ArtifactStore, check_digest
-from .errors import InvalidArgument, NotFound
-from .models import MODEL_FORMATS, Job, JobState, Run
+from .errors import InvalidArgument, NotFound, ResourceExhausted
+from .models import DEFAULT_PROJECT, MODEL_FORMATS, Job, JobState, Run
 
 # The model formats each runtime can run. "null" runs nothing whatever the model: it
 # measures the harness itself (benchmarks/harness_fidelity.py).
 RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "tflite": ("tflite",), "null": MODEL_FORMATS}
 KNOWN_RUNTIMES = tuple(RUNTIME_FORMATS)
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
+# Jobs one submission may create (models x device profiles), and queued jobs a project may have.
+DEFAULT_MAX_JOBS_PER_SUBMIT = wire_limits.DEFAULT_MAX_JOBS_PER_SUBMIT
+DEFAULT_MAX_QUEUED_JOBS = wire_limits.DEFAULT_MAX_QUEUED_JOBS
+# The largest value each numeric setting may take.
+SETTING_MAXIMUMS: Dict[str, float] = {
+    "warmup_runs": wire_limits.MAX_RUNS,
+    "min_runs": wire_limits.MAX_RUNS,
+    "max_runs": wire_limits.MAX_RUNS,
+    "warmup_seconds": wire_limits.MAX_JOB_SECONDS,
+    "min_seconds": wire_limits.MAX_JOB_SECONDS,
+    "max_seconds": wire_limits.MAX_JOB_SECONDS,
+    "sustained_seconds": wire_limits.MAX_JOB_SECONDS,
+    "timeout_seconds": wire_limits.MAX_JOB_SECONDS,
+    "threads": 1024,
+    "memory_limit_bytes": 1 << 40,
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,10 @@ def validate_settings(settings: Dict[str, Any]) -> None:
             raise InvalidArgument(f"settings.{field} is {value}; it must be a finite number")
         if value < 0:
             raise InvalidArgument(f"settings.{field} is {value}; it must not be negative")
+        top = SETTING_MAXIMUMS.get(field)
+        if top is not None and value > top:
+            shown = int(top) if float(top).is_integer() else top
+            raise InvalidArgument(f"settings.{field} is {value}; the limit is {shown}")
     for low, high in (("min_runs", "max_runs"), ("min_seconds", "max_seconds")):
         lo, hi = settings.get(low, 0), settings.get(high, 0)
         if lo and hi and lo > hi:
@@ -85,23 +108,33 @@ def plan_run(
     max_attempts: int,
     default_max_attempts: int,
     now: float,
+    project: str = DEFAULT_PROJECT,
+    max_jobs: int = DEFAULT_MAX_JOBS_PER_SUBMIT,
 ) -> Tuple[Run, List[Job]]:
-    """Check a submission and build its run and jobs (not yet stored)."""
+    """Check a submission by ``project`` and build its run and jobs (not yet stored). Models and
+    input tensors must have been uploaded by the project."""
     if not models:
         raise InvalidArgument("a submission needs at least one model")
     profiles = _names(device_profiles, "device profile")
     if not profiles:
         raise InvalidArgument("a submission needs at least one device profile")
+    count = len(models) * len(profiles)
+    if count > max_jobs:
+        raise InvalidArgument(
+            f"this submission makes {count} jobs ({len(models)} models x {len(profiles)} device profiles); "
+            f"one submission may make at most {max_jobs}: split it")
     tags = _names(required_tags, "required tag")
     if max_attempts < 0:
         raise InvalidArgument(f"max_attempts is {max_attempts}; it must not be negative")
+    if max_attempts > wire_limits.MAX_ATTEMPTS:
+        raise InvalidArgument(f"max_attempts is {max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
     attempts = max_attempts or default_max_attempts
     validate_settings(settings)
 
     inputs = settings.get("inputs_sha256", "")
     if inputs:
         digest = check_digest(inputs, "settings.inputs_sha256")
-        stored = artifacts.stat(digest)
+        stored = artifacts.stat(digest, project=project)
         if stored is None:
             raise NotFound(f"input tensors {digest} (settings.inputs_sha256) are not stored on this controller; upload them first")
         if stored.format != "npz":
@@ -110,7 +143,7 @@ def plan_run(
     resolved: List[Tuple[str, str, str]] = []
     for model in models:
         digest = check_digest(model.sha256, f"model {model.name!r}" if model.name else "model")
-        stored = artifacts.stat(digest)
+        stored = artifacts.stat(digest, project=project)
         label = model.name or digest
         if stored is None:
             raise NotFound(f"model {label} (sha256 {digest}) is not stored on this controller; upload it first")
@@ -123,7 +156,7 @@ def plan_run(
         resolved.append((digest, model.name or stored.filename or digest[:12], fmt))
 
     shapes_for = _input_shapes_by_model(settings, [digest for digest, _, _ in resolved])
-    run = Run(id=uuid.uuid4().hex, created_at=now)
+    run = Run(id=uuid.uuid4().hex, created_at=now, project=project)
     jobs: List[Job] = []
     for digest, name, fmt in resolved:
         job_settings = dict(settings)
@@ -135,6 +168,7 @@ def plan_run(
                 Job(
                     id=uuid.uuid4().hex,
                     run_id=run.id,
+                    project=project,
                     model_sha256=digest,
                     model_name=name,
                     model_format=fmt,
@@ -148,6 +182,13 @@ def plan_run(
                     created_at=now + len(jobs) * 1e-6,
                 )
             )
+    from .regression_store import MAX_RUNTIME_CONFIG_CHARS, runtime_config
+
+    config = runtime_config(jobs[0])
+    if len(config) > MAX_RUNTIME_CONFIG_CHARS:
+        raise InvalidArgument(
+            f"the run configuration ({config[:60]}...) is {len(config)} characters long; baselines key on it "
+            f"and keep at most {MAX_RUNTIME_CONFIG_CHARS}: use fewer or shorter input shape names and options")
     return run, jobs
 
 
@@ -166,3 +207,13 @@ def _input_shapes_by_model(settings: Dict[str, Any], digests: Sequence[str]) -> 
         for digest in ([model] if model else digests):
             out[digest].append(unqualified)
     return out
+
+
+def check_queue_room(store: Any, project: str, new_jobs: int, limit: int = DEFAULT_MAX_QUEUED_JOBS) -> None:
+    """ResourceExhausted when ``new_jobs`` more would put ``project`` over its queued-job limit."""
+    queued = store.count_queued(project)
+    if queued + new_jobs > limit:
+        raise ResourceExhausted(
+            f"project {project} has {queued} queued jobs and this submission adds {new_jobs}; a project may "
+            f"have at most {limit} queued (the operator sets it with --max-queued-jobs): wait for some to "
+            "finish or cancel them")

@@ -31,7 +31,7 @@ from hilfarm.constraints import FAIL, UNKNOWN, Budget, Verdict, resolve
 from . import regression
 from .artifacts import ArtifactStore
 from .errors import InvalidArgument
-from .models import FailureCategory, Job, JobState
+from .models import DEFAULT_PROJECT, FailureCategory, Job, JobState
 from .regression_store import LAST_ACCEPTED, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config
 from .scheduler import Scheduler
 from .store import Store
@@ -116,15 +116,17 @@ class SuiteRunner:
 
     # ------------------------------------------------------------ entry points
 
-    def start(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False) -> SuiteRunRow:
-        """Check the suite, record the run and its jobs, and carry on in a background thread."""
+    def start(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False,
+              project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+        """Check the suite, record the run and its jobs (in ``project``), and carry on in a
+        background thread."""
         name = (spec.get("name") or "").strip()
         if not name:
             raise InvalidArgument("a suite needs a name")
         run = self.reg.create_suite_run(name, trigger=trigger, baseline=spec.get("baseline") or DEFAULT_BASELINE,
-                                        spec=spec, accept=accept, now=self.clock())
+                                        spec=spec, accept=accept, now=self.clock(), project=project)
         try:
-            jobs = self._submit(spec, spec.get("models", []), spec.get("device_profiles", []))
+            jobs = self._submit(spec, spec.get("models", []), spec.get("device_profiles", []), project=project)
         except Exception as exc:
             run.state, run.outcome, run.finished_at = "finished", "error", self.clock()
             run.message = str(exc)
@@ -136,8 +138,9 @@ class SuiteRunner:
         thread.start()
         return run
 
-    def run_blocking(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False) -> SuiteRunRow:
-        run = self.start(spec, trigger=trigger, accept=accept)
+    def run_blocking(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False,
+                     project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+        run = self.start(spec, trigger=trigger, accept=accept, project=project)
         self._threads[-1].join()
         return self.reg.get_suite_run(run.id)[0]
 
@@ -148,7 +151,8 @@ class SuiteRunner:
     # ------------------------------------------------------------ the run
 
     def _submit(self, spec: Dict[str, Any], models: Sequence[Dict[str, Any]], profiles: Sequence[str],
-                settings: Optional[Dict[str, Any]] = None, extra_tags: Sequence[str] = ()) -> List[Job]:
+                settings: Optional[Dict[str, Any]] = None, extra_tags: Sequence[str] = (), *,
+                project: str) -> List[Job]:
         run, jobs = plan_run(
             self.artifacts,
             models=[ModelSpec(m.get("sha256", ""), m.get("name", ""), m.get("format", "")) for m in models],
@@ -158,6 +162,7 @@ class SuiteRunner:
             max_attempts=0,
             default_max_attempts=self.default_max_attempts,
             now=self.clock(),
+            project=project,
         )
         self.store.add_run(run, jobs)
         self.reg.add_budgets(budgets_by_job(jobs, budgets_from_doc(spec.get("constraints", []))),
@@ -230,7 +235,7 @@ class SuiteRunner:
             case.values = regression.headline_values(job.result or {})
             evaluation = evaluations.get(job.id)
             case.verdicts = list(evaluation.verdicts or []) if evaluation else []
-            baseline = self.reg.find_baseline(ref, job.model_name, job.device_profile, config)
+            baseline = self.reg.find_baseline(ref, job.model_name, job.device_profile, config, project=run.project)
             if baseline is None:
                 case.outcome = "no_baseline"
                 case.message = (f"no baseline {ref!r} for {job.model_name} on {job.device_profile} ({config}); "
@@ -248,7 +253,7 @@ class SuiteRunner:
                 case.outcome = outcome_of(comparison)
                 case.message = comparison.summary
         if suspects:
-            self._confirm(spec, suspects, tol, timeout)
+            self._confirm(spec, suspects, tol, timeout, project=run.project)
         for case in cases:
             self._judge_budgets(case)
         run.state, run.finished_at = "finished", self.clock()
@@ -257,7 +262,7 @@ class SuiteRunner:
             name = DEFAULT_BASELINE if ref == LAST_ACCEPTED else ref
             accepted = [finished[c.job_id] for c in cases if c.job_id in finished
                         and finished[c.job_id].job_state == JobState.SUCCEEDED]
-            self.reg.accept(name, accepted, suite=run.suite, now=self.clock())
+            self.reg.accept(name, accepted, suite=run.suite, now=self.clock(), project=run.project)
             run.accepted = True
         elif run.accept:
             run.message = "the results were not accepted as the baseline: the farm could not run every case"
@@ -289,7 +294,7 @@ class SuiteRunner:
             case.outcome = "unknown_budget"
 
     def _confirm(self, spec: Dict[str, Any], suspects: Sequence[Tuple[SuiteCaseRow, Job, Job]],
-                 tol: regression.Tolerances, timeout: float) -> None:
+                 tol: regression.Tolerances, timeout: float, *, project: str) -> None:
         """Re-run each suspect on the agent that found it, one repeat per job, baseline and
         candidate alternating (A B A B ...), and compare the fresh repeats. Only a regression
         both attempts show fails the case; an artifact confirmed against itself comes out
@@ -298,7 +303,7 @@ class SuiteRunner:
         for case, job, base_job in suspects:
             model = {"sha256": job.model_sha256, "name": job.model_name, "format": job.model_format}
             base_model = {"sha256": base_job.model_sha256, "name": base_job.model_name, "format": base_job.model_format}
-            have_baseline_artifact = self.artifacts.stat(base_job.model_sha256) is not None
+            have_baseline_artifact = self.artifacts.stat(base_job.model_sha256, project=project) is not None
             pairs = max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), 2)
             one_repeat = dict(job.settings or {}, repeats=1)
             pinned = [pin_tag(job.agent_id)] if job.agent_id else []
@@ -306,9 +311,9 @@ class SuiteRunner:
             for _ in range(pairs):  # one run each, in this order: the agent takes them as queued
                 if have_baseline_artifact:
                     submitted += self._submit(spec, [base_model], [job.device_profile], settings=one_repeat,
-                                              extra_tags=pinned)
+                                              extra_tags=pinned, project=project)
                 submitted += self._submit(spec, [model], [job.device_profile], settings=one_repeat,
-                                          extra_tags=pinned)
+                                          extra_tags=pinned, project=project)
             bases = submitted[0::2] if have_baseline_artifact else []
             cands = submitted[1::2] if have_baseline_artifact else submitted
             case.confirm_job_ids = [j.id for j in submitted]

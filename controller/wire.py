@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from hilfarm.terminal_text import strip_terminal_escapes
 from hilfarm.v1 import farm_pb2 as pb
 
-from .models import Agent, Artifact, DeviceStatus, Failure, FailureCategory, Job, JobState, Run
+from .models import DEFAULT_PROJECT, Agent, Artifact, DeviceStatus, Failure, FailureCategory, Job, JobState, Run
 
 M = TypeVar("M", bound=Message)
 
@@ -230,6 +230,7 @@ def job_to_pb(job: Job, placement_notes: Sequence[str] = ()) -> pb.Job:
     msg = pb.Job(
         id=job.id,
         run_id=job.run_id,
+        project=job.project,
         model_name=job.model_name,
         model_sha256=job.model_sha256,
         model_format=job.model_format,
@@ -261,6 +262,7 @@ def job_from_pb(msg: pb.Job) -> Job:
     job = Job(
         id=msg.id,
         run_id=msg.run_id,
+        project=msg.project or DEFAULT_PROJECT,
         model_name=msg.model_name,
         model_sha256=msg.model_sha256,
         model_format=msg.model_format,
@@ -287,12 +289,14 @@ def run_to_pb(run: Run, jobs: Iterable[Job], notes: Optional[Dict[str, List[str]
     return pb.Run(
         id=run.id,
         created_at=run.created_at,
+        project=run.project,
         jobs=[job_to_pb(job, notes.get(job.id, ())) for job in jobs],
     )
 
 
 def run_from_pb(msg: pb.Run) -> Tuple[Run, List[Job]]:
-    return Run(id=msg.id, created_at=msg.created_at), [job_from_pb(j) for j in msg.jobs]
+    return (Run(id=msg.id, created_at=msg.created_at, project=msg.project or DEFAULT_PROJECT),
+            [job_from_pb(j) for j in msg.jobs])
 
 
 def lease_to_pb(job: Job) -> pb.Lease:
@@ -432,7 +436,7 @@ def comparison_from_pb(msg: pb.Comparison) -> Dict[str, Any]:
 def baseline_to_pb(row: Any) -> pb.Baseline:
     return pb.Baseline(name=row.name, model_name=row.model_name, device_profile=row.device_profile,
                        runtime_config=row.runtime_config, job_id=row.job_id, model_sha256=row.model_sha256,
-                       accepted_at=row.accepted_at, suite=row.suite)
+                       accepted_at=row.accepted_at, suite=row.suite, project=row.project)
 
 
 def tolerances_from_pb(msg: pb.Tolerances) -> Dict[str, Any]:
@@ -474,5 +478,29 @@ def case_simulated(row: Any) -> bool:
 def suite_run_to_pb(row: Any, cases: Sequence[pb.SuiteCase] = ()) -> pb.SuiteRun:
     return pb.SuiteRun(id=row.id, suite=row.suite, trigger=row.trigger, baseline=row.baseline, state=row.state,
                        outcome=row.outcome, started_at=row.started_at, finished_at=row.finished_at or 0.0,
-                       message=row.message, accepted=row.accepted, cases=list(cases),
+                       message=row.message, accepted=row.accepted, cases=list(cases), project=row.project,
                        simulated=any(c.simulated for c in cases))
+
+
+# ---------------------------------------------------------------- identity and access
+# (rows of controller/models.py; roles are auth.Role, converted in auth.py)
+
+def user_token_to_pb(row: Any) -> pb.UserToken:
+    from .auth import Role, role_to_pb
+
+    return pb.UserToken(id=row.id, project=row.project, role=role_to_pb(Role.parse(row.role)), name=row.name,
+                        created_at=row.created_at, expires_at=row.expires_at or 0.0,
+                        revoked_at=row.revoked_at or 0.0, created_by=row.created_by)
+
+
+def enrollment_token_to_pb(row: Any) -> pb.EnrollmentToken:
+    return pb.EnrollmentToken(id=row.id, device_profile=row.device_profile, tags=list(row.tags),
+                              agent_id=row.agent_id or "", uses_left=-1 if row.uses_left is None else row.uses_left,
+                              expires_at=row.expires_at or 0.0, created_at=row.created_at,
+                              created_by=row.created_by, revoked_at=row.revoked_at or 0.0)
+
+
+def agent_identity_to_pb(row: Any) -> pb.AgentIdentity:
+    return pb.AgentIdentity(agent_id=row.agent_id, device_profile=row.device_profile, tags=list(row.tags),
+                            enrolled_at=row.enrolled_at, enrolled_by=row.enrolled_by,
+                            revoked_at=row.revoked_at or 0.0)

@@ -16,6 +16,8 @@ import click
 import grpc
 
 from hilfarm import __version__
+from hilfarm.admin_cli import agent_security_options, client_tls, serve_security_options
+from hilfarm.admin_cli import tls_client_options as _tls_client_options
 from hilfarm.client import (DEFAULT_CONTROLLER, RUNTIME_FOR_FORMAT, FarmClient, ModelFormatError,
                             Upload, model_format)
 from hilfarm.v1 import farm_pb2
@@ -111,7 +113,7 @@ def exit_code_for(jobs: Sequence[farm_pb2.Job]) -> int:
 
 
 def _client(ctx: click.Context) -> FarmClient:
-    return FarmClient(ctx.obj["controller"], ctx.obj["token"])
+    return FarmClient(ctx.obj["controller"], ctx.obj["token"], tls=ctx.obj.get("tls"))
 
 
 def _print_json(document: dict) -> None:
@@ -153,17 +155,18 @@ class _RpcErrorsToMessages(click.Group):
               show_default=True, help="Controller address HOST:PORT (env HILFARM_CONTROLLER).")
 @click.option("--token", envvar="HILFARM_TOKEN", default=None,
               help="Credential sent to the controller (env HILFARM_TOKEN).")
+@_tls_client_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(__version__, prog_name="hilfarm")
 @click.pass_context
-def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int) -> None:
+def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int, **tls_options: Optional[str]) -> None:
     """hilfarm: measure on real devices whether a model fits them."""
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     ctx.ensure_object(dict)
-    ctx.obj.update(controller=controller, token=token)
+    ctx.obj.update(controller=controller, token=token, tls=client_tls(**tls_options))
 
 
 # ---------------------------------------------------------------- run settings
@@ -731,9 +734,10 @@ def _cannot_start(error: BaseException) -> "click.ClickException":
 @click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
+@serve_security_options
 @click.pass_context
 def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, metrics_bind, remote_write_url,
-                     nightly_suites):
+                     nightly_suites, **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
     from hilfarm.embedded import default_data_dir
@@ -746,6 +750,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         lease_seconds=lease_seconds,
         metrics_bind=metrics_bind,
         remote_write_url=remote_write_url,
+        **security,
     )
     if nightly_suites:
         from hilfarm.controller.nightly import NightlyRunner
@@ -756,6 +761,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         except (SuiteError, ValueError) as error:
             raise click.BadParameter(str(error), param_hint="--nightly") from None
     from hilfarm.controller.schema import SchemaError
+    from hilfarm.transport import TransportError
 
     from hilfarm.controller.errors import CannotListen
 
@@ -766,10 +772,13 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     except CannotListen as error:
         server.store.close()
         raise _cannot_start(error) from None
+    except TransportError as error:
+        raise click.ClickException(str(error)) from None
     address = f"{bind.rsplit(':', 1)[0]}:{port}"
     click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
     if server.metrics_port is not None:
-        click.echo(f"metrics on http://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
+        scheme = "https" if server.tls is not None else "http"
+        click.echo(f"metrics on {scheme}://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
     click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
                err=True)
     serve_forever(server)
@@ -826,12 +835,15 @@ def agent() -> None:
 @click.option("--adb-serial", default=None, metavar="SERIAL",
               help="Phone mode: drive the Android device with this serial over adb from this host "
                    "(one agent per phone; use --profile android-phone or a unit profile extending it).")
+@agent_security_options
 @click.pass_context
-def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial):
+def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial, enroll_token, allow_root):
     """Dial out to the controller and run the jobs it leases to this device."""
+    from hilfarm.admin_cli import refuse_root
     from hilfarm.agent.service import AgentConfig, run_agent
     from hilfarm.embedded import default_data_dir
 
+    refuse_root(allow_root)
     if adb_serial and not agent_id:
         agent_id = f"android-{re.sub(r'[^A-Za-z0-9._-]+', '-', adb_serial)}"
     config = AgentConfig(
@@ -842,6 +854,8 @@ def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial):
         data_dir=data_dir or default_data_dir() / ("agent" if not adb_serial else f"agent-{agent_id}"),
         agent_id=agent_id,
         adb_serial=adb_serial,
+        enroll_token=enroll_token,
+        tls=ctx.obj.get("tls"),
     )
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -879,6 +893,7 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
                         token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
                         nightly=list(nightly_suites))
     from hilfarm.controller.errors import CannotListen
+    from hilfarm.transport import TransportError
 
     try:
         farm.start()
@@ -888,6 +903,9 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
     except CannotListen as error:
         farm.stop()
         raise _cannot_start(error) from None
+    except TransportError as error:
+        farm.stop()
+        raise click.ClickException(f"{error} (hilfarm up has no --insecure: give it --token, or keep it on loopback)") from None
     stop = threading.Event()
     _stop_on_signals(stop)
     click.echo(f"hilfarm is up: controller {farm.address}, data in {farm.data_dir}", err=True)
@@ -967,6 +985,12 @@ _attach_regress(main)
 from hilfarm.provision import attach as _attach_provision  # noqa: E402 - paramiko is imported only when used
 
 _attach_provision(main)
+
+# ---------------------------------------------------------------- tokens and agent identities (hilfarm/admin_cli.py)
+
+from hilfarm.admin_cli import attach as _attach_admin  # noqa: E402 - commands join the group defined above
+
+_attach_admin(main)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import grpc
 
+from hilfarm import wire_limits
+from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
 DEFAULT_CONTROLLER = "127.0.0.1:50051"
 CHUNK_BYTES = 1 << 20
-_MAX_MESSAGE_BYTES = 64 << 20
+_MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
 
 # Finished states: a job in one of these never changes again.
 FINAL_STATES = frozenset(
@@ -72,14 +74,19 @@ class Upload:
 
 
 class FarmClient:
-    """A connection to a controller's FarmService."""
+    """A connection to a controller's FarmService (and AdminService, ``admin``).
 
-    def __init__(self, address: Optional[str] = None, token: Optional[str] = None):
+    ``tls``: how to verify the controller (transport.ClientTls); by default HILFARM_TLS_CA and
+    HILFARM_TLS_CLIENT_CERT / _KEY decide, and without them the channel is plaintext."""
+
+    def __init__(self, address: Optional[str] = None, token: Optional[str] = None,
+                 tls: Optional[ClientTls] = None):
         self.address = address or os.environ.get("HILFARM_CONTROLLER") or DEFAULT_CONTROLLER
         token = token if token is not None else os.environ.get("HILFARM_TOKEN")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(
+        self._channel = open_channel(
             self.address,
+            tls if tls is not None else ClientTls.resolve(),
             options=[
                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
@@ -87,6 +94,12 @@ class FarmClient:
             ],
         )
         self._stub = farm_pb2_grpc.FarmServiceStub(self._channel)
+        self.admin = farm_pb2_grpc.AdminServiceStub(self._channel)
+
+    @property
+    def metadata(self) -> tuple:
+        """What every call sends: the credential, when there is one."""
+        return self._metadata
 
     def close(self) -> None:
         self._channel.close()

@@ -5,17 +5,22 @@ whether a systemd user manager answers), then everything goes under one prefix o
 (default ``~/.local/share/hilfarm``)::
 
     agent-venv/   the virtual environment with hilfarm[agent,<runtime extras>]
-    agent.env     HILFARM_CONTROLLER, HILFARM_TOKEN, HILFARM_PROFILE, HILFARM_AGENT_ID (mode 0600)
-    agent/        the agent's data dir: artifact cache and state
+    agent.env     HILFARM_CONTROLLER, HILFARM_ENROLL_TOKEN, HILFARM_PROFILE, HILFARM_AGENT_ID (mode 0600)
+    agent/        the agent's data dir: artifact cache, state, its credential (mode 0700)
     uploads/      the wheel and profile files sent from here
     agent.log     agent.pid   (only when started with nohup)
 
 The agent runs as a systemd user service (``~/.config/systemd/user/hilfarm-agent.service``,
 rendered from deploy/systemd/hilfarm-agent.service) when the user's systemd answers, else
 detached with nohup and a pid file. Running it again upgrades in place: the venv is kept when
-its Python still fits, hilfarm is reinstalled, the agent restarted. The token reaches the
-device only inside agent.env, never on a command line. Finally the command waits (bounded)
-until the agent has registered with the controller and prints the device.
+its Python still fits, hilfarm is reinstalled, the agent restarted.
+
+The admin's token never reaches the device: with it, provisioning asks the controller for a
+single-use enrollment token bound to the device's profile, tags and agent id, valid for an hour,
+and only that goes into agent.env (never on a command line). The agent exchanges it once for a
+credential of its own. The agent runs as the login, which must not be root (``--allow-root``
+says otherwise). Finally the command waits (bounded) until the agent has registered with the
+controller and prints the device.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ import hilfarm
 from hilfarm.ssh import RemoteCommandError, RemoteHost, SSHError, parse_target
 
 MIN_PYTHON = (3, 9)
+# How long the enrollment token written into agent.env is valid (it is used once, at first start).
+ENROLLMENT_SECONDS = 3600.0
+ENROLLMENT_PLACEHOLDER = "<enrollment token, made when provisioning>"
 MIN_FREE_BYTES = 400 << 20  # hilfarm, numpy and grpcio take ~150 MiB; a runtime adds 50-250 MiB
 DEFAULT_PREFIX = "~/.local/share/hilfarm"
 UNIT_NAME = "hilfarm-agent.service"
@@ -63,7 +71,8 @@ After=network-online.target
 Type=simple
 User=hilfarm
 Group=hilfarm
-# HILFARM_CONTROLLER (host:port) and HILFARM_TOKEN; HILFARM_PROFILE names the device profile.
+# HILFARM_CONTROLLER (host:port), HILFARM_ENROLL_TOKEN (used once: the agent then keeps its own
+# credential in its data dir) and HILFARM_PROFILE, the device profile; HILFARM_TLS_CA for TLS.
 EnvironmentFile=/etc/hilfarm/agent.env
 ExecStart=/opt/hilfarm/bin/hilfarm agent run --profile ${HILFARM_PROFILE} --data-dir /var/lib/hilfarm-agent
 KillSignal=SIGTERM
@@ -71,10 +80,22 @@ TimeoutStopSec=60
 Restart=always
 RestartSec=5
 StateDirectory=hilfarm-agent
+StateDirectoryMode=0700
+UMask=0077
 # Sensors read sysfs and vcgencmd; the agent needs no privileges beyond the video group on a Pi.
 SupplementaryGroups=video
 NoNewPrivileges=true
 PrivateTmp=true
+ProtectSystem=strict
+ProtectHome=true
+ProtectKernelTunables=true
+ProtectKernelModules=true
+ProtectControlGroups=true
+CapabilityBoundingSet=
+RestrictSUIDSGID=true
+LockPersonality=true
+# The benchmark process leaves the network in user and network namespaces of its own.
+RestrictNamespaces=user net
 
 [Install]
 WantedBy=multi-user.target
@@ -217,7 +238,7 @@ def probe(remote: RemoteHost, python: str, prefix: str) -> DeviceFacts:
     )
 
 
-def check_facts(facts: DeviceFacts, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+def check_facts(facts: DeviceFacts, min_free_bytes: int = MIN_FREE_BYTES, *, allow_root: bool = False) -> None:
     """Refuse a device the agent cannot run on, saying what to install or free."""
     where = facts.label
     want = ".".join(map(str, MIN_PYTHON))
@@ -245,6 +266,11 @@ def check_facts(facts: DeviceFacts, min_free_bytes: int = MIN_FREE_BYTES) -> Non
         raise ProvisionError(
             f"{where}: only {facts.free_bytes / (1 << 20):.0f} MiB free in {facts.free_dir}; the agent needs about "
             f"{min_free_bytes >> 20} MiB: free some space or choose another --prefix")
+    if facts.user == "root" and not allow_root:
+        raise ProvisionError(
+            f"{where}: logged in as root, and the agent runs as the login: it would load other people's models "
+            "as root. Log in as an unprivileged user (create one on the device: `sudo useradd --create-home "
+            "hilfarm`, add it to the groups its sensors need, e.g. video on a Pi), or pass --allow-root")
 
 
 # ---------------------------------------------------------------- what to install
@@ -318,20 +344,23 @@ def _systemd_word(text: str) -> str:
     return text if re.fullmatch(r"[A-Za-z0-9_./:@%+=,-]+", text) else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_user_unit(template: str, layout: Layout, tags: Sequence[str]) -> str:
+def render_user_unit(template: str, layout: Layout, tags: Sequence[str], allow_root: bool = False) -> str:
     """The system unit of deploy/systemd made a user unit: the agent runs as the logged-in
     user from the venv, with its settings from agent.env."""
     exec_args = [layout.hilfarm, "agent", "run", "--profile", "${HILFARM_PROFILE}", "--data-dir", layout.data_dir,
                  "--agent-id", "${HILFARM_AGENT_ID}"]
     for tag in tags:
         exec_args += ["--tag", tag]
+    if allow_root:
+        exec_args.append("--allow-root")
     lines: List[str] = []
     for line in template.splitlines():
         key = line.split("=", 1)[0].strip()
         # User/Group/SupplementaryGroups: a user manager cannot change them (the agent runs as
-        # the login); StateDirectory: the data dir is under the prefix; PrivateTmp: needs user
-        # namespaces, which many device kernels refuse to unprivileged users.
-        if key in ("User", "Group", "SupplementaryGroups", "StateDirectory", "PrivateTmp"):
+        # the login); StateDirectory: the data dir is under the prefix; PrivateTmp and the
+        # Protect*/Restrict* sandboxing: they need privileges or user namespaces that a user
+        # manager often lacks on device kernels (the benchmark process isolates itself).
+        if key in _SYSTEM_ONLY_SETTINGS:
             if lines and lines[-1].startswith("#"):
                 lines.pop()  # the comment about the dropped setting goes with it
             continue
@@ -350,6 +379,11 @@ def render_user_unit(template: str, layout: Layout, tags: Sequence[str]) -> str:
 # ---------------------------------------------------------------- agent settings
 
 _SAFE_VALUE = re.compile(r"[^'\n\r\0]*")
+_SYSTEM_ONLY_SETTINGS = ("User", "Group", "SupplementaryGroups", "StateDirectory", "PrivateTmp", "ProtectSystem",
+                         "ProtectHome", "ReadWritePaths", "ProtectKernelTunables", "ProtectKernelModules",
+                         "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality",
+                         "CapabilityBoundingSet", "AmbientCapabilities", "RestrictAddressFamilies",
+                         "SystemCallArchitectures", "StateDirectoryMode")
 
 
 def env_file_text(settings: Dict[str, str]) -> str:
@@ -439,11 +473,13 @@ rm -f {q(layout.pid)}"""]
     return "\n".join(parts)
 
 
-def nohup_start_script(layout: Layout, tags: Sequence[str], has_setsid: bool) -> str:
+def nohup_start_script(layout: Layout, tags: Sequence[str], has_setsid: bool, allow_root: bool = False) -> str:
     q = shlex.quote
     command = [layout.hilfarm, "agent", "run", "--data-dir", layout.data_dir]
     for tag in tags:
         command += ["--tag", tag]
+    if allow_root:
+        command.append("--allow-root")
     # setsid: the agent must outlive this SSH session and any SIGHUP sent to its process group.
     detach = "setsid " if has_setsid else ""
     return f"""set -e
@@ -488,12 +524,15 @@ class InstallRequest:
     source: PackageSource
     extras: Optional[str]  # None: from the profile
     controller: str  # as the device reaches it
-    token: Optional[str] = None
+    # A single-use enrollment token for this device (never the admin's own token).
+    enroll_token: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     agent_id: Optional[str] = None
     system_site_packages: bool = False
     pip_args: List[str] = field(default_factory=list)
     service: str = "auto"  # auto | systemd | nohup
+    allow_root: bool = False
+    tls_ca: Optional[str] = None  # a local CA file sent along, or "system"
 
 
 @dataclass
@@ -572,23 +611,31 @@ fi""", timeout=300))
 
     settings = {"HILFARM_CONTROLLER": request.controller, "HILFARM_PROFILE": profile_setting,
                 "HILFARM_AGENT_ID": agent_id}
-    if request.token:
-        settings["HILFARM_TOKEN"] = request.token
+    if request.tls_ca == "system":
+        settings["HILFARM_TLS_CA"] = "system"
+    elif request.tls_ca:
+        ca_target = f"{layout.uploads}/controller-ca.pem"
+        steps.append(Step("send the CA that signed the controller's certificate", path=ca_target,
+                          data=Path(request.tls_ca)))
+        settings["HILFARM_TLS_CA"] = ca_target
+    if request.enroll_token:
+        settings["HILFARM_ENROLL_TOKEN"] = request.enroll_token
     env_text = env_file_text(settings)
-    shown = env_text.replace(f"'{request.token}'", "'<token>'") if request.token else env_text
+    shown = (env_text.replace(f"'{request.enroll_token}'", "'<enrollment token>'")
+             if request.enroll_token else env_text)
     steps.append(Step("write the agent's settings", path=layout.env_file, data=env_text.encode(), mode=0o600,
                       shown=shown))
     steps.append(Step("stop the agent if one runs", stop_script(layout, facts.systemd_user), timeout=90))
 
     start: List[Step] = []
     if service == "systemd":
-        unit = render_user_unit(system_unit_template(), layout, request.tags)
+        unit = render_user_unit(system_unit_template(), layout, request.tags, request.allow_root)
         start.append(Step("create the user unit directory", f"mkdir -p {q(layout.home + '/.config/systemd/user')}"))
         start.append(Step(f"write the user unit {UNIT_NAME}", path=layout.unit, data=unit.encode()))
         start.append(Step("start the agent (systemd user service)", systemd_start_script(), timeout=120))
     else:
-        start.append(Step("start the agent (nohup)", nohup_start_script(layout, request.tags, facts.has_setsid),
-                          timeout=60))
+        start.append(Step("start the agent (nohup)", nohup_start_script(layout, request.tags, facts.has_setsid,
+                                                                        request.allow_root), timeout=60))
     return InstallPlan(layout, steps, start, agent_id, profile.name, extras, service)
 
 
@@ -740,6 +787,7 @@ def device() -> None:
               help="How the agent is kept running: a systemd user service when one answers, else nohup.")
 @click.option("--wait-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="How long to wait for the agent to register (0: do not wait).")
+@click.option("--allow-root", is_flag=True, help="Install even when logged in as root (the agent would run as root).")
 @click.option("--dry-run", is_flag=True, help="Probe the device, then print what would be done instead of doing it.")
 @click.option("--status", "show_status", is_flag=True, help="Show the provisioned agent's state and log instead.")
 @click.option("--uninstall", is_flag=True, help="Stop the agent and remove what provisioning installed.")
@@ -747,7 +795,8 @@ def device() -> None:
 @click.pass_context
 def provision(ctx, target, profile, port, identity, known_hosts, accept_new_host_key, connect_timeout, from_wheel,
               pip_spec, extras, python, prefix, system_site_packages, find_links, no_index, index_url,
-              agent_controller, tags, agent_id, service, wait_seconds, dry_run, show_status, uninstall, as_json):
+              agent_controller, tags, agent_id, service, wait_seconds, allow_root, dry_run, show_status, uninstall,
+              as_json):
     """Install hilfarm's agent on USER@HOST over SSH and start it.
 
     The device is probed first (architecture, Python >= 3.9 with venv, free disk). hilfarm
@@ -769,18 +818,19 @@ def provision(ctx, target, profile, port, identity, known_hosts, accept_new_host
             raise click.UsageError("give --from-wheel or --pip-spec, not both")
         _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_key, connect_timeout, from_wheel,
                  pip_spec, extras, python, prefix, system_site_packages, find_links, no_index, index_url,
-                 agent_controller, tags, agent_id, service, wait_seconds, dry_run, as_json)
+                 agent_controller, tags, agent_id, service, wait_seconds, dry_run, as_json, allow_root)
     except (SSHError, ProvisionError, RemoteCommandError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_key, connect_timeout, from_wheel,
              pip_spec, extras, python, prefix, system_site_packages, find_links, no_index, index_url,
-             agent_controller, tags, agent_id, service, wait_seconds, dry_run, as_json) -> None:
+             agent_controller, tags, agent_id, service, wait_seconds, dry_run, as_json, allow_root=False) -> None:
     from hilfarm.client import FarmClient
 
     controller_here = ctx.obj["controller"]
     token = ctx.obj["token"]
+    tls = ctx.obj.get("tls")
     controller_there = agent_controller or controller_here
     _, host = parse_target(target)
     there_host = controller_there.rsplit(":", 1)[0].strip("[]")
@@ -793,8 +843,8 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
 
     client = None
     seen_before: Optional[float] = None
-    if wait_seconds > 0 and not dry_run:
-        client = FarmClient(controller_here, token)
+    if not dry_run:
+        client = FarmClient(controller_here, token, tls=tls)
         try:
             client.list_devices()  # fails now, before the device is touched, if the controller is unreachable
         except Exception:
@@ -808,7 +858,7 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
         try:
             facts = probe(remote, python, prefix)
             _say(facts.summary())
-            check_facts(facts)
+            check_facts(facts, allow_root=allow_root)
             if from_wheel is not None:
                 wheel = from_wheel if from_wheel.is_file() else None
                 if wheel is None:
@@ -819,9 +869,15 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
                 source = PackageSource(wheel=wheel)
             else:
                 source = PackageSource(pip_spec=pip_spec)
+            local_profile = _local_profile(profile, facts.machine)[0]
+            agent_id = agent_id or agent_id_for(facts.hostname, local_profile.name)
+            enroll_token = ENROLLMENT_PLACEHOLDER if client is None else _enrollment_token(
+                client, local_profile.name, list(local_profile.tags) + [t for t in tags if t not in local_profile.tags],
+                agent_id)
             request = InstallRequest(profile=profile, source=source, extras=extras, controller=controller_there,
-                                     token=token, tags=list(tags), agent_id=agent_id,
-                                     system_site_packages=system_site_packages, pip_args=pip_args, service=service)
+                                     enroll_token=enroll_token, tags=list(tags), agent_id=agent_id,
+                                     system_site_packages=system_site_packages, pip_args=pip_args, service=service,
+                                     allow_root=allow_root, tls_ca=tls.ca if tls is not None else None)
             if source.pip_spec is None and source.wheel is None:
                 chosen = parse_extras(extras, _local_profile(profile, facts.machine)[0].runtime_preferred)
                 source.pip_spec = f"hilfarm[{','.join(['agent'] + chosen)}]=={hilfarm.__version__}"
@@ -841,7 +897,7 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
                 _apply(step, remote)
             _say(f"agent {plan.agent_id} (profile {plan.profile_name}, extras {','.join(plan.extras) or 'none'}) "
                  f"started on {facts.label} with {plan.service}")
-            if client is None:
+            if client is None or wait_seconds <= 0:
                 return
             _say(f"waiting up to {wait_seconds:g} s for it to register with {controller_here}")
             found = wait_for_registration(client.list_devices, plan.agent_id, seen_before, wait_seconds)
@@ -857,6 +913,24 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
             if client is not None:
                 client.close()
     _print_device(found, as_json)
+
+
+def _enrollment_token(client, profile_name: str, tags: List[str], agent_id: str) -> str:  # type: ignore[no-untyped-def]
+    """A single-use enrollment token for this device, valid for an hour (needs an admin token)."""
+    import grpc
+
+    from hilfarm.v1 import farm_pb2
+
+    try:
+        made = client.admin.CreateEnrollmentToken(farm_pb2.CreateEnrollmentTokenRequest(
+            device_profile=profile_name, tags=tags, agent_id=agent_id, uses=1, expires_in_seconds=ENROLLMENT_SECONDS),
+            metadata=client.metadata)
+    except grpc.RpcError as exc:
+        raise ProvisionError(f"the controller would not make an enrollment token for {agent_id} ({exc.code().name}: "
+                             f"{exc.details()}); provisioning needs an admin token (--token / HILFARM_TOKEN)") from None
+    _say(f"enrollment token {made.token.id} made for agent {agent_id} (single use, valid "
+         f"{ENROLLMENT_SECONDS / 3600:g} h); the admin token stays here")
+    return made.secret
 
 
 def _print_device(found, as_json: bool) -> None:
@@ -906,7 +980,7 @@ def _status_or_uninstall(ctx, target, port, identity, known_hosts, accept_new_ho
         try:
             from hilfarm.client import FarmClient
 
-            with FarmClient(ctx.obj["controller"], ctx.obj["token"]) as client:
+            with FarmClient(ctx.obj["controller"], ctx.obj["token"], tls=ctx.obj.get("tls")) as client:
                 seen = [d for d in client.list_devices() if d.agent_id == agent_id]
             click.echo(f"  controller {ctx.obj['controller']}: " + (
                 f"{seen[0].state}, last seen {time.time() - seen[0].last_seen:.0f} s ago" if seen else "not registered"))

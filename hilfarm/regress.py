@@ -34,7 +34,7 @@ def exit_code_for_suite(run: farm_pb2.SuiteRun, *, allow_unknown: bool = False) 
 
 
 def _client(ctx: click.Context) -> FarmClient:
-    return FarmClient(ctx.obj["controller"], ctx.obj["token"])
+    return FarmClient(ctx.obj["controller"], ctx.obj["token"], tls=ctx.obj.get("tls"))
 
 
 def _print_json(document: dict) -> None:

@@ -29,6 +29,18 @@ echo "== extra environments"
 
 echo "== the built wheel, installed fresh, run from inside the checkout"
 bash scripts/check-wheel.sh
+echo "== checkov (scans deploy/; in a venv of its own, so its pins never meet the project's)"
+[ -x .venv-checkov/bin/python ] || "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv .venv-checkov
+.venv-checkov/bin/python -m pip install -q --disable-pip-version-check 'checkov==3.3.30'
+
+echo "== a C compiler (tests/security builds the hostile delegate library it must refuse)"
+if ! command -v cc >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+  else
+    echo "no C compiler and no apt-get: the delegate attack test will fail" >&2
+  fi
+fi
 
 status=0
 run_pytest() {

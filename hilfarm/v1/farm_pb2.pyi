@@ -35,6 +35,13 @@ class VerdictStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_STATUS_PASS: _ClassVar[VerdictStatus]
     VERDICT_STATUS_FAIL: _ClassVar[VerdictStatus]
     VERDICT_STATUS_UNKNOWN: _ClassVar[VerdictStatus]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_VIEWER: _ClassVar[Role]
+    ROLE_SUBMITTER: _ClassVar[Role]
+    ROLE_ADMIN: _ClassVar[Role]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_LEASED: JobState
@@ -56,6 +63,10 @@ VERDICT_STATUS_UNSPECIFIED: VerdictStatus
 VERDICT_STATUS_PASS: VerdictStatus
 VERDICT_STATUS_FAIL: VerdictStatus
 VERDICT_STATUS_UNKNOWN: VerdictStatus
+ROLE_UNSPECIFIED: Role
+ROLE_VIEWER: Role
+ROLE_SUBMITTER: Role
+ROLE_ADMIN: Role
 
 class ArtifactHeader(_message.Message):
     __slots__ = ("sha256", "size_bytes", "filename", "format")
@@ -622,7 +633,7 @@ class OpProfile(_message.Message):
     def __init__(self, source: _Optional[str] = ..., runs: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[OpTime, _Mapping]]] = ..., nodes_by_provider: _Optional[_Mapping[str, int]] = ..., timing_unavailable: _Optional[str] = ..., trace_format: _Optional[str] = ..., trace_sha256: _Optional[str] = ..., trace_bytes: _Optional[int] = ..., trace: _Optional[bytes] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure", "constraints", "verdicts", "constraint_set")
+    __slots__ = ("id", "run_id", "model_name", "model_sha256", "model_format", "device_profile", "state", "attempt", "max_attempts", "agent_id", "created_at", "started_at", "finished_at", "settings", "required_tags", "placement_notes", "progress", "result", "failure", "constraints", "verdicts", "constraint_set", "project")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -645,6 +656,7 @@ class Job(_message.Message):
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINT_SET_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     id: str
     run_id: str
     model_name: str
@@ -667,17 +679,20 @@ class Job(_message.Message):
     constraints: _containers.RepeatedCompositeFieldContainer[Budget]
     verdicts: _containers.RepeatedCompositeFieldContainer[ConstraintVerdict]
     constraint_set: str
-    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_format: _Optional[str] = ..., device_profile: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., placement_notes: _Optional[_Iterable[str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., constraint_set: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_format: _Optional[str] = ..., device_profile: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., settings: _Optional[_Union[JobSettings, _Mapping]] = ..., required_tags: _Optional[_Iterable[str]] = ..., placement_notes: _Optional[_Iterable[str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., constraint_set: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "created_at", "jobs")
+    __slots__ = ("id", "created_at", "jobs", "project")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: float
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    project: str
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class RuntimeInfo(_message.Message):
     __slots__ = ("name", "version", "package", "execution_providers")
@@ -920,7 +935,7 @@ class Comparison(_message.Message):
     def __init__(self, baseline_job_id: _Optional[str] = ..., candidate_job_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., regression: bool = ..., summary: _Optional[str] = ..., simulated: bool = ...) -> None: ...
 
 class Baseline(_message.Message):
-    __slots__ = ("name", "model_name", "device_profile", "runtime_config", "job_id", "model_sha256", "accepted_at", "suite")
+    __slots__ = ("name", "model_name", "device_profile", "runtime_config", "job_id", "model_sha256", "accepted_at", "suite", "project")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -929,6 +944,7 @@ class Baseline(_message.Message):
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
     SUITE_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_name: str
     device_profile: str
@@ -937,7 +953,8 @@ class Baseline(_message.Message):
     model_sha256: str
     accepted_at: float
     suite: str
-    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., job_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., accepted_at: _Optional[float] = ..., suite: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., job_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., accepted_at: _Optional[float] = ..., suite: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class Tolerances(_message.Message):
     __slots__ = ("latency_ratio", "memory_ratio", "energy_ratio", "temperature_celsius", "alpha")
@@ -1016,7 +1033,7 @@ class SuiteCase(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_sha256: _Optional[str] = ..., device_profile: _Optional[str] = ..., runtime_config: _Optional[str] = ..., outcome: _Optional[str] = ..., job_id: _Optional[str] = ..., baseline_job_id: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[ConstraintVerdict, _Mapping]]] = ..., comparison: _Optional[_Union[Comparison, _Mapping]] = ..., confirmation: _Optional[_Union[Comparison, _Mapping]] = ..., message: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., confirm_job_ids: _Optional[_Iterable[str]] = ..., duration_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
 class SuiteRun(_message.Message):
-    __slots__ = ("id", "suite", "trigger", "baseline", "state", "outcome", "started_at", "finished_at", "cases", "message", "accepted", "simulated")
+    __slots__ = ("id", "suite", "trigger", "baseline", "state", "outcome", "started_at", "finished_at", "cases", "message", "accepted", "simulated", "project")
     ID_FIELD_NUMBER: _ClassVar[int]
     SUITE_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
@@ -1029,6 +1046,7 @@ class SuiteRun(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     id: str
     suite: str
     trigger: str
@@ -1041,7 +1059,8 @@ class SuiteRun(_message.Message):
     message: str
     accepted: bool
     simulated: bool
-    def __init__(self, id: _Optional[str] = ..., suite: _Optional[str] = ..., trigger: _Optional[str] = ..., baseline: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[SuiteCase, _Mapping]]] = ..., message: _Optional[str] = ..., accepted: bool = ..., simulated: bool = ...) -> None: ...
+    project: str
+    def __init__(self, id: _Optional[str] = ..., suite: _Optional[str] = ..., trigger: _Optional[str] = ..., baseline: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[SuiteCase, _Mapping]]] = ..., message: _Optional[str] = ..., accepted: bool = ..., simulated: bool = ..., project: _Optional[str] = ...) -> None: ...
 
 class CompareJobsRequest(_message.Message):
     __slots__ = ("baseline_job_id", "candidate_job_id", "tolerances")
@@ -1280,3 +1299,185 @@ class ReportResultResponse(_message.Message):
     accepted: bool
     message: str
     def __init__(self, accepted: bool = ..., message: _Optional[str] = ...) -> None: ...
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("agent_id", "device_profile", "tags", "hostname")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    hostname: str
+    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("agent_id", "credential", "device_profile", "tags")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    credential: str
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., credential: _Optional[str] = ..., device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UserToken(_message.Message):
+    __slots__ = ("id", "project", "role", "name", "created_at", "expires_at", "revoked_at", "created_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    project: str
+    role: Role
+    name: str
+    created_at: float
+    expires_at: float
+    revoked_at: float
+    created_by: str
+    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("project", "role", "name", "expires_in_seconds")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    role: Role
+    name: str
+    expires_in_seconds: float
+    def __init__(self, project: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., name: _Optional[str] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "secret")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    token: UserToken
+    secret: str
+    def __init__(self, token: _Optional[_Union[UserToken, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ("project", "include_revoked")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    include_revoked: bool
+    def __init__(self, project: _Optional[str] = ..., include_revoked: bool = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[UserToken]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[UserToken, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class EnrollmentToken(_message.Message):
+    __slots__ = ("id", "device_profile", "tags", "agent_id", "uses_left", "expires_at", "created_at", "created_by", "revoked_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USES_LEFT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    agent_id: str
+    uses_left: int
+    expires_at: float
+    created_at: float
+    created_by: str
+    revoked_at: float
+    def __init__(self, id: _Optional[str] = ..., device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., agent_id: _Optional[str] = ..., uses_left: _Optional[int] = ..., expires_at: _Optional[float] = ..., created_at: _Optional[float] = ..., created_by: _Optional[str] = ..., revoked_at: _Optional[float] = ...) -> None: ...
+
+class CreateEnrollmentTokenRequest(_message.Message):
+    __slots__ = ("device_profile", "tags", "agent_id", "uses", "expires_in_seconds")
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    agent_id: str
+    uses: int
+    expires_in_seconds: float
+    def __init__(self, device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., agent_id: _Optional[str] = ..., uses: _Optional[int] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...
+
+class CreateEnrollmentTokenResponse(_message.Message):
+    __slots__ = ("token", "secret")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    token: EnrollmentToken
+    secret: str
+    def __init__(self, token: _Optional[_Union[EnrollmentToken, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class AgentIdentity(_message.Message):
+    __slots__ = ("agent_id", "device_profile", "tags", "enrolled_at", "enrolled_by", "revoked_at")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_BY_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    device_profile: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    enrolled_at: float
+    enrolled_by: str
+    revoked_at: float
+    def __init__(self, agent_id: _Optional[str] = ..., device_profile: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., enrolled_at: _Optional[float] = ..., enrolled_by: _Optional[str] = ..., revoked_at: _Optional[float] = ...) -> None: ...
+
+class ListAgentIdentitiesRequest(_message.Message):
+    __slots__ = ("include_revoked",)
+    INCLUDE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    include_revoked: bool
+    def __init__(self, include_revoked: bool = ...) -> None: ...
+
+class ListAgentIdentitiesResponse(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentIdentity]
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentIdentity, _Mapping]]] = ...) -> None: ...
+
+class RevokeAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ("kind", "project", "role", "token_id", "agent_id", "open")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    project: str
+    role: Role
+    token_id: str
+    agent_id: str
+    open: bool
+    def __init__(self, kind: _Optional[str] = ..., project: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., token_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., open: bool = ...) -> None: ...

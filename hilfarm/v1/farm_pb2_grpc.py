@@ -874,6 +874,11 @@ class AgentServiceStub(object):
                 request_serializer=hilfarm_dot_v1_dot_farm__pb2.ReportResultRequest.SerializeToString,
                 response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ReportResultResponse.FromString,
                 _registered_method=True)
+        self.Enroll = channel.unary_unary(
+                '/hilfarm.v1.AgentService/Enroll',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.EnrollResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer(object):
@@ -916,6 +921,13 @@ class AgentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Enroll(self, request, context):
+        """Needs an enrollment token, an admin token, or a controller without tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -948,6 +960,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ReportResult,
                     request_deserializer=hilfarm_dot_v1_dot_farm__pb2.ReportResultRequest.FromString,
                     response_serializer=hilfarm_dot_v1_dot_farm__pb2.ReportResultResponse.SerializeToString,
+            ),
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.EnrollRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.EnrollResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1113,6 +1130,367 @@ class AgentService(object):
             '/hilfarm.v1.AgentService/ReportResult',
             hilfarm_dot_v1_dot_farm__pb2.ReportResultRequest.SerializeToString,
             hilfarm_dot_v1_dot_farm__pb2.ReportResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AgentService/Enroll',
+            hilfarm_dot_v1_dot_farm__pb2.EnrollRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminServiceStub(object):
+    """Tokens and agent identities (admins of a project; WhoAmI for everyone).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateToken = channel.unary_unary(
+                '/hilfarm.v1.AdminService/CreateToken',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/hilfarm.v1.AdminService/ListTokens',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/hilfarm.v1.AdminService/RevokeToken',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.UserToken.FromString,
+                _registered_method=True)
+        self.CreateEnrollmentToken = channel.unary_unary(
+                '/hilfarm.v1.AdminService/CreateEnrollmentToken',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.CreateEnrollmentTokenRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.CreateEnrollmentTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAgentIdentities = channel.unary_unary(
+                '/hilfarm.v1.AdminService/ListAgentIdentities',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.ListAgentIdentitiesRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListAgentIdentitiesResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgent = channel.unary_unary(
+                '/hilfarm.v1.AdminService/RevokeAgent',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.RevokeAgentRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.AgentIdentity.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/hilfarm.v1.AdminService/WhoAmI',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer(object):
+    """Tokens and agent identities (admins of a project; WhoAmI for everyone).
+    """
+
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateEnrollmentToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentIdentities(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgent(self, request, context):
+        """The agent's credential stops working at once, its lease is taken back and its job queued again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.CreateTokenRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListTokensRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.UserToken.SerializeToString,
+            ),
+            'CreateEnrollmentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnrollmentToken,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.CreateEnrollmentTokenRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.CreateEnrollmentTokenResponse.SerializeToString,
+            ),
+            'ListAgentIdentities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentIdentities,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.ListAgentIdentitiesRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.ListAgentIdentitiesResponse.SerializeToString,
+            ),
+            'RevokeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgent,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.RevokeAgentRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.AgentIdentity.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.WhoAmIRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.WhoAmIResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'hilfarm.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('hilfarm.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService(object):
+    """Tokens and agent identities (admins of a project; WhoAmI for everyone).
+    """
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/CreateToken',
+            hilfarm_dot_v1_dot_farm__pb2.CreateTokenRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/ListTokens',
+            hilfarm_dot_v1_dot_farm__pb2.ListTokensRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/RevokeToken',
+            hilfarm_dot_v1_dot_farm__pb2.RevokeTokenRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.UserToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEnrollmentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/CreateEnrollmentToken',
+            hilfarm_dot_v1_dot_farm__pb2.CreateEnrollmentTokenRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.CreateEnrollmentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentIdentities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/ListAgentIdentities',
+            hilfarm_dot_v1_dot_farm__pb2.ListAgentIdentitiesRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.ListAgentIdentitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/RevokeAgent',
+            hilfarm_dot_v1_dot_farm__pb2.RevokeAgentRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.AgentIdentity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hilfarm.v1.AdminService/WhoAmI',
+            hilfarm_dot_v1_dot_farm__pb2.WhoAmIRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,9 @@ from hilfarm import sample_models
 from hilfarm.agent import android
 from hilfarm.agent.results import FailureCategory, JobFailed
 
+# The agent refuses to run as root unless told: these tests may run as root (a CI container).
+ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "commands" / "android-adb"
 
 
@@ -184,7 +187,7 @@ def test_no_phone_attached_is_a_clear_error_from_adb_and_from_the_agent(adb_serv
     assert "no Android device with serial R5CT00000 is attached" in str(err.value)
     env = dict(os.environ, HOME=str(tmp_path))
     cli = subprocess.run([sys.executable, "-m", "hilfarm.cli", "--controller", "127.0.0.1:1", "agent", "run",
-                          "--adb-serial", "R5CT00000", "--data-dir", str(tmp_path / "agent")],
+                          *ROOT_OK, "--adb-serial", "R5CT00000", "--data-dir", str(tmp_path / "agent")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert cli.returncode == 1
     assert "no Android device with serial R5CT00000 is attached" in cli.stderr

@@ -65,9 +65,10 @@ def test_the_profile_sets_the_default_number_of_repeats(models):
     assert len(r.repeats) == 2
 
 
-def test_a_failing_repeat_ends_the_job_and_says_which(plugins, tmp_path):
+def test_a_failing_repeat_ends_the_job_and_says_which(plugins, tmp_path, monkeypatch):
     scratch = tmp_path / "model.bin"
     scratch.write_bytes(b"x")
+    monkeypatch.setenv("HILFARM_TEST_MARKER", str(tmp_path / "loaded-once"))
     outcome = run_benchmark(job(scratch, plugins, runtime="test-second-process-crashes", repeats=3))
     assert outcome.result is None
     assert outcome.failure.category is FailureCategory.RUNTIME_CRASH

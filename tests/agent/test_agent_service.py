@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from concurrent import futures
@@ -15,6 +17,9 @@ from hilfarm.agent import wire
 from hilfarm.agent.results import JobSettings
 from hilfarm.agent.service import AgentConfig, run_agent
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
+
+# The agent refuses to run as root unless told: these tests may run as root (a CI container).
+ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
 
 QUICK = JobSettings(warmup_runs=1, warmup_seconds=0.01, min_runs=20, min_seconds=0.05)
 
@@ -66,6 +71,12 @@ class FakeController(farm_pb2_grpc.AgentServiceServicer):
     # ---- AgentService
     def _seen(self, context) -> None:
         self.metadata.append(dict(context.invocation_metadata()))
+
+    def Enroll(self, request, context):
+        with self.cond:
+            self.enrollments = getattr(self, "enrollments", []) + [(request, dict(context.invocation_metadata()))]
+        return farm_pb2.EnrollResponse(agent_id=request.agent_id, credential=f"credential-of-{request.agent_id}",
+                                       device_profile=request.device_profile, tags=list(request.tags))
 
     def Register(self, request, context):
         self._seen(context)
@@ -169,7 +180,14 @@ def test_register_lease_download_progress_result(farm, models):
     assert reg.device_profile == "test-unit" and "ci" in reg.tags and "local" in reg.tags
     assert reg.agent_id and reg.agent_version and reg.hostname
     assert "onnxruntime" in {r.name for r in reg.capabilities.runtimes}
-    assert all(m.get("authorization") == "Bearer s3cret" for m in fake.metadata)
+    # The token served once, to enroll; every agent call carries the agent's own credential,
+    # which it keeps private on the device.
+    ((enrolled, enroll_metadata),) = fake.enrollments
+    assert enroll_metadata.get("authorization") == "Bearer s3cret" and enrolled.device_profile == "test-unit"
+    assert all(m.get("authorization") == f"Bearer credential-of-{enrolled.agent_id}" for m in fake.metadata)
+    stored = farm.config.data_dir / "credential.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert json.loads(stored.read_text())["credential"] == f"credential-of-{enrolled.agent_id}"
 
     for r in (r1, r2):
         assert r.WhichOneof("outcome") == "result", r.failure
@@ -397,7 +415,6 @@ def running_children(data_dir):
 def test_an_agent_killed_mid_job_takes_its_benchmark_with_it(tmp_path, models, plugins):
     """kill -9 a real agent process while its child measures: the kernel ends the child at
     once (parent-death signal), so it never runs beside the job's next attempt."""
-    import os
     import signal
     import subprocess
     import sys
@@ -411,7 +428,7 @@ def test_an_agent_killed_mid_job_takes_its_benchmark_with_it(tmp_path, models, p
     env = dict(os.environ, HILFARM_RUNTIME_PLUGINS=plugins[0])
     agent = subprocess.Popen(
         [sys.executable, "-m", "hilfarm.cli", "--controller", f"127.0.0.1:{port}", "agent", "run",
-         "--profile", str(profile), "--data-dir", str(data_dir)],
+         *ROOT_OK, "--profile", str(profile), "--data-dir", str(data_dir)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         sha = fake.add_artifact(models["identity"].read_bytes())
@@ -434,7 +451,6 @@ def test_a_starting_agent_ends_what_a_previous_one_left_running(tmp_path, models
     signal is not available) is ended by the next agent on that data dir, and every work
     directory left behind is removed, before the agent takes work."""
     import json
-    import os
     import subprocess
     import sys
 

@@ -62,8 +62,9 @@ def models(tmp_path_factory):
     }
 
 
-# A job that measures for a minute whatever the machine's speed: no run count ends it sooner.
-A_MINUTE = ["--min-seconds", "60", "--max-seconds", "60", "--max-runs", "1000000000"]
+# A job that measures for about a minute whatever the machine's speed: ten processes of up to a
+# minute or a million runs each (the most the controller allows a job), at least 5 us a run.
+A_MINUTE = ["--min-seconds", "60", "--max-seconds", "60", "--max-runs", "1000000", "--repeats", "10"]
 
 
 def environment(address: str, **extra: str) -> Dict[str, str]:
@@ -184,6 +185,7 @@ def test_wait_timeout_gives_up_with_exit_2_and_the_job_ids(farm, models):
     text = "\n".join(lines)
     assert code == 2, text
     assert time.monotonic() - started < 30
+    assert len(printed_job_ids(lines)) == 1, text
     (job_id,) = printed_job_ids(lines)
     assert "gave up waiting after 3 s: 1 job goes on running on the farm" in text
     assert f"hilfarm jobs cancel {job_id}" in text

@@ -3,7 +3,9 @@ and a fake agent that speaks the agent API with plain stub calls."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
@@ -32,6 +34,54 @@ def store(db_url: str) -> Iterator[Store]:
     s.close()
 
 
+# ---------------------------------------------------------------- artifacts the controller accepts
+# The controller stores only files that are what their format says (artifact_formats.py); tests
+# that move bytes around use files of the right structure with random payloads.
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def onnx_prefix(size: int) -> bytes:
+    """The first bytes of an ONNX ModelProto of ``size`` bytes: ir_version, an empty graph, and
+    the key and length of a field ONNX does not define (parsers skip it) holding the rest."""
+    head = b"\x08\x08" + b"\x3a\x00" + _varint(1000 << 3 | 2)
+    for width in range(1, 6):
+        length = size - len(head) - width
+        if len(_varint(length)) == width:
+            return head + _varint(length)
+    raise ValueError(size)
+
+
+def onnx_bytes(size: int = 4096, payload: bytes = b"") -> bytes:
+    """A structurally valid ONNX model of exactly ``size`` bytes (random payload unless given)."""
+    prefix = onnx_prefix(size)
+    rest = size - len(prefix)
+    return prefix + (payload * (rest // max(len(payload), 1) + 1))[:rest] if payload else prefix + os.urandom(rest)
+
+
+def tflite_bytes(size: int = 4096) -> bytes:
+    """A FlatBuffer with the TFL3 identifier, schema version 3 and one subgraph, then random bytes."""
+    head = struct.pack("<I4s", 24, b"TFL3")                       # root table at 24
+    head += struct.pack("<HHHHH", 10, 12, 4, 0, 8).ljust(16, b"\0")  # vtable: version at +4, subgraphs at +8
+    head += struct.pack("<iIIII", 16, 3, 4, 1, 4)                  # table, version 3, vector of 1 subgraph
+    assert size >= len(head)
+    return head + os.urandom(size - len(head))
+
+
+def npz_bytes(**arrays) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **(arrays or {"x": np.arange(12, dtype=np.float32)}))
+    return buf.getvalue()
+
+
 class Farm:
     """A started controller with stubs for both services."""
 
@@ -43,7 +93,9 @@ class Farm:
         )
         self.farm = pb_grpc.FarmServiceStub(self.channel)
         self.agents = pb_grpc.AgentServiceStub(self.channel)
+        self.admin = pb_grpc.AdminServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._downloader: Optional["FakeAgent"] = None
 
     def upload(self, data: bytes, *, fmt: str = "onnx", filename: str = "model.onnx") -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -63,6 +115,20 @@ class Farm:
 
     def job(self, job_id: str) -> pb.Job:
         return self.farm.GetJob(pb.GetJobRequest(job_id=job_id), metadata=self.metadata)
+
+    def download(self, sha: str, **kwargs) -> Iterator[pb.ArtifactChunk]:
+        """The chunks of artifact ``sha`` as they stream, as an agent gets them: agents download only what a job
+        leased to them uses, so a fake agent of a profile of its own leases a job of it first."""
+        agent = self._downloader
+        if agent is None:
+            caps = onnx_capabilities()
+            caps.runtimes.add(name="tflite", version="2.14", package="tflite-runtime")
+            agent = self._downloader = self.agent("downloader", profile="download-only", capabilities=caps)
+            agent.register()
+        if len(sha) == 64 and agent.lease_id_for(sha) is None:
+            self.submit([sha], ["download-only"])
+            agent.lease()
+        return self.agents.DownloadArtifact(pb.DownloadArtifactRequest(sha256=sha), metadata=agent.metadata, **kwargs)
 
     def agent(self, agent_id: str, profile: str = "rpi5", **kwargs) -> "FakeAgent":
         return FakeAgent(self, agent_id, profile, **kwargs)
@@ -89,29 +155,49 @@ class FakeAgent:
         self.profile = profile
         self.tags = list(tags)
         self.capabilities = capabilities if capabilities is not None else onnx_capabilities()
+        self.credential: Optional[str] = None
+        self.leases: List[pb.Lease] = []
+
+    @property
+    def metadata(self):  # type: ignore[no-untyped-def]
+        """The agent's own credential, got with Enroll (the farm's admin token, or none on an
+        open controller) the first time it is needed."""
+        if self.credential is None:
+            self.credential = self.farm.agents.Enroll(
+                pb.EnrollRequest(agent_id=self.id, device_profile=self.profile, tags=self.tags,
+                                 hostname=f"{self.id}.local"),
+                metadata=self.farm.metadata,
+            ).credential
+        return (("authorization", f"Bearer {self.credential}"),)
+
+    def lease_id_for(self, sha: str) -> Optional[str]:
+        return next((l.lease_id for l in self.leases if sha in (l.job.model_sha256, l.job.settings.inputs_sha256)), None)
 
     def register(self) -> pb.RegisterResponse:
         return self.farm.agents.Register(
             pb.RegisterRequest(agent_id=self.id, device_profile=self.profile, tags=self.tags,
                                capabilities=self.capabilities, hostname=f"{self.id}.local", agent_version="0.1.0"),
-            metadata=self.farm.metadata,
+            metadata=self.metadata,
         )
 
     def heartbeat(self, busy: bool = False) -> bool:
         return self.farm.agents.Heartbeat(pb.HeartbeatRequest(agent_id=self.id, busy=busy),
-                                          metadata=self.farm.metadata).known
+                                          metadata=self.metadata).known
 
     def lease(self, wait: float = 0.0) -> Optional[pb.Lease]:
         response = self.farm.agents.LeaseJob(pb.LeaseJobRequest(agent_id=self.id, wait_seconds=wait),
-                                             metadata=self.farm.metadata)
-        return response.lease if response.HasField("lease") else None
+                                             metadata=self.metadata)
+        if not response.HasField("lease"):
+            return None
+        self.leases.append(response.lease)
+        return response.lease
 
     def progress(self, lease: pb.Lease, runs_done: int = 1) -> bool:
         """True when the controller says stop."""
         return self.farm.agents.ReportProgress(
             pb.ReportProgressRequest(agent_id=self.id, lease_id=lease.lease_id,
                                      progress=pb.Progress(phase="measuring", runs_done=runs_done, runs_target=10)),
-            metadata=self.farm.metadata,
+            metadata=self.metadata,
         ).cancel
 
     def report(self, lease: pb.Lease, *, result: Optional[pb.BenchmarkResult] = None,
@@ -122,7 +208,7 @@ class FakeAgent:
             request.failure.CopyFrom(failure)
         else:
             request.result.CopyFrom(result if result is not None else sample_result())
-        return self.farm.agents.ReportResult(request, metadata=self.farm.metadata)
+        return self.farm.agents.ReportResult(request, metadata=self.metadata)
 
 
 def sample_result(samples: Sequence[int] = (1_000_000, 1_100_000, 990_000)) -> pb.BenchmarkResult:
@@ -161,4 +247,4 @@ def farm(make_farm) -> Farm:
 @pytest.fixture
 def model(farm: Farm) -> str:
     """The digest of a small model stored on ``farm``."""
-    return farm.upload(os.urandom(4096))
+    return farm.upload(onnx_bytes(4096))

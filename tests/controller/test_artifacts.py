@@ -13,13 +13,18 @@ import pytest
 
 from hilfarm.v1 import farm_pb2 as pb
 
+from .conftest import onnx_bytes, onnx_prefix, tflite_bytes
+
 MIB = 1 << 20
 
 
 def pattern_blocks(count: int) -> Iterator[bytes]:
-    """Deterministic 1 MiB blocks, generated on the fly (never the whole file at once)."""
+    """Deterministic 1 MiB blocks of one ONNX model, generated on the fly (never the whole file
+    at once): the first starts with the model's fields, the rest is a payload they skip."""
+    prefix = onnx_prefix(count * MIB)
     for i in range(count):
-        yield hashlib.sha256(i.to_bytes(8, "little")).digest() * (MIB // 32)
+        block = hashlib.sha256(i.to_bytes(8, "little")).digest() * (MIB // 32)
+        yield prefix + block[len(prefix):] if i == 0 else block
 
 
 def vm_kib(field: str) -> int:
@@ -73,7 +78,7 @@ def test_a_200_mib_artifact_streams_up_and_down_without_being_held_in_memory(far
     down = hashlib.sha256()
     sizes = []
     header = None
-    for chunk in farm.agents.DownloadArtifact(pb.DownloadArtifactRequest(sha256=sha)):
+    for chunk in farm.download(sha):
         if chunk.HasField("header"):
             assert header is None, "only the first chunk carries the header"
             header = chunk.header
@@ -87,7 +92,7 @@ def test_a_200_mib_artifact_streams_up_and_down_without_being_held_in_memory(far
 
 
 def test_reupload_of_a_stored_digest_reads_nothing_more(farm):
-    data = os.urandom(3 * MIB)
+    data = onnx_bytes(3 * MIB)
     sha = farm.upload(data)
     stat = farm.farm.StatArtifact(pb.StatArtifactRequest(sha256=sha))
     assert stat.present and stat.ref.size_bytes == len(data) and stat.ref.filename == "model.onnx"
@@ -115,7 +120,7 @@ def test_an_artifact_over_the_limit_is_refused_before_any_data(make_farm):
 
 
 def test_a_digest_mismatch_is_refused_and_nothing_is_stored(farm):
-    data = os.urandom(2 * MIB + 5)
+    data = onnx_bytes(2 * MIB + 5)
     wrong = hashlib.sha256(b"something else").hexdigest()
     chunks = [header_chunk(wrong, len(data), data=data[:MIB]), pb.ArtifactChunk(data=data[MIB:])]
     with pytest.raises(grpc.RpcError) as err:
@@ -130,7 +135,7 @@ def test_a_digest_mismatch_is_refused_and_nothing_is_stored(farm):
 @pytest.mark.parametrize("sent, message", [(99, "ended after 99 of the declared 100 bytes"),
                                            (101, "sent more than the declared 100 bytes")])
 def test_a_size_mismatch_is_refused(farm, sent, message):
-    data = os.urandom(sent)
+    data = onnx_bytes(100) + os.urandom(sent - 100) if sent > 100 else onnx_bytes(100)[:sent]
     with pytest.raises(grpc.RpcError) as err:
         farm.farm.UploadArtifact(iter([header_chunk(hashlib.sha256(data[:100]).hexdigest(), 100, data=data)]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -151,7 +156,7 @@ def test_a_bad_header_is_refused(farm, first, message):
 
 
 def test_concurrent_uploads_of_one_digest_both_succeed(farm):
-    data = os.urandom(4 * MIB)
+    data = tflite_bytes(4 * MIB)
     sha = hashlib.sha256(data).hexdigest()
 
     def upload(_: int) -> pb.ArtifactRef:
@@ -168,12 +173,13 @@ def test_concurrent_uploads_of_one_digest_both_succeed(farm):
 
 
 def test_a_recorded_artifact_whose_file_vanished_is_absent_and_can_be_uploaded_again(farm):
-    data = os.urandom(1000)
+    data = onnx_bytes(1000)
     sha = farm.upload(data)
+    list(farm.download(sha))  # the downloading agent now holds a lease on a job of this model
     (farm.controller.data_dir / "artifacts" / sha[:2] / sha).unlink()
     assert not farm.farm.StatArtifact(pb.StatArtifactRequest(sha256=sha)).present
     with pytest.raises(grpc.RpcError) as err:
-        list(farm.agents.DownloadArtifact(pb.DownloadArtifactRequest(sha256=sha)))
+        list(farm.download(sha))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and sha in err.value.details()
     farm.upload(data)
     assert farm.farm.StatArtifact(pb.StatArtifactRequest(sha256=sha)).present
@@ -181,7 +187,7 @@ def test_a_recorded_artifact_whose_file_vanished_is_absent_and_can_be_uploaded_a
 
 def test_stat_and_download_name_a_malformed_digest(farm):
     for call in (lambda: farm.farm.StatArtifact(pb.StatArtifactRequest(sha256="nope")),
-                 lambda: list(farm.agents.DownloadArtifact(pb.DownloadArtifactRequest(sha256="nope")))):
+                 lambda: list(farm.download("nope"))):
         with pytest.raises(grpc.RpcError) as err:
             call()
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'nope'" in err.value.details()

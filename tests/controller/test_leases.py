@@ -8,7 +8,7 @@ import pytest
 
 from hilfarm.v1 import farm_pb2 as pb
 
-from .conftest import sample_result
+from .conftest import onnx_bytes, sample_result
 
 
 def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
@@ -28,7 +28,7 @@ def quick(make_farm):
 
 
 def test_a_lost_agents_job_is_requeued_then_failed_when_attempts_run_out(quick):
-    sha = quick.upload(b"\x03" * 100)
+    sha = quick.upload(onnx_bytes(100, b"\x03"))
     (job,) = quick.submit([sha], ["rpi5"]).jobs
     for attempt, name in enumerate(("pi-1", "pi-2", "pi-3"), start=1):
         agent = quick.agent(name)
@@ -51,7 +51,7 @@ def test_a_lost_agents_job_is_requeued_then_failed_when_attempts_run_out(quick):
 
 
 def test_heartbeats_keep_a_lease_alive(quick):
-    sha = quick.upload(b"\x04" * 100)
+    sha = quick.upload(onnx_bytes(100, b"\x04"))
     quick.submit([sha], ["rpi5"])
     agent = quick.agent("pi-1")
     agent.register()
@@ -65,7 +65,7 @@ def test_heartbeats_keep_a_lease_alive(quick):
 
 
 def test_progress_marks_the_job_running_and_keeps_the_lease(quick):
-    sha = quick.upload(b"\x05" * 100)
+    sha = quick.upload(onnx_bytes(100, b"\x05"))
     quick.submit([sha], ["rpi5"])
     agent = quick.agent("pi-1")
     agent.register()
@@ -151,7 +151,7 @@ def test_a_report_without_an_outcome_is_refused(farm, model):
     lease = agent.lease()
     with pytest.raises(grpc.RpcError) as err:
         farm.agents.ReportResult(pb.ReportResultRequest(agent_id="pi-1", lease_id=lease.lease_id,
-                                                        job_id=lease.job.id, attempt=1))
+                                                        job_id=lease.job.id, attempt=1), metadata=agent.metadata)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "neither a result nor a failure" in err.value.details()
 
@@ -167,7 +167,7 @@ def test_register_validates_and_tells_the_agent_its_intervals(make_farm):
 
 def test_a_job_is_requeued_and_finished_through_the_controller_on_each_backend(make_farm, db_url):
     farm = make_farm(db_url=db_url, lease_seconds=0.5, heartbeat_interval=0.2)
-    sha = farm.upload(b"\x06" * 100)
+    sha = farm.upload(onnx_bytes(100, b"\x06"))
     (job,) = farm.submit([sha], ["rpi5"]).jobs
     lost, kept = farm.agent("pi-1"), farm.agent("pi-2")
     lost.register()

@@ -14,7 +14,6 @@ from typing import List
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlmodel import SQLModel
 
 from hilfarm.controller import schema
 from hilfarm.controller.models import Artifact, Job, Run
@@ -39,6 +38,25 @@ def tables(url: str) -> set:
 def revision_of(store: Store):
     with store.engine.connect() as conn:
         return schema.current_revision(conn)
+
+
+def initial_tables() -> sa.MetaData:
+    """The tables as create_all made them before migrations existed (revision 0001's schema)."""
+    return schema.script_directory().get_revision(schema.INITIAL_REVISION).module.schema()
+
+
+def add_initial_rows(engine: sa.Engine) -> str:
+    """The rows of ``add_rows`` in tables of revision 0001 (the models have moved on since)."""
+    md = initial_tables()
+    with engine.begin() as conn:
+        conn.execute(md.tables["artifacts"].insert().values(sha256=SHA, size_bytes=5 << 30, format="onnx",
+                                                            filename="net.onnx", created_at=T0))
+        conn.execute(md.tables["runs"].insert().values(id="run-1", created_at=T0))
+        conn.execute(md.tables["jobs"].insert().values(
+            id="job-1", run_id="run-1", model_sha256=SHA, model_name="net.onnx", model_format="onnx",
+            device_profile="rpi5", settings={"min_runs": 10}, required_tags=["usb"], state="queued", attempt=0,
+            max_attempts=3, created_at=T0))
+    return "job-1"
 
 
 def add_rows(store: Store) -> str:
@@ -104,9 +122,12 @@ def test_downgrade_to_base_and_up_again(fresh: Store, db_url: str):
 
 
 def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db_url: str):
-    SQLModel.metadata.create_all(fresh.engine, tables=[schema.target_metadata().tables[n] for n in ALL_TABLES])
-    job_id = add_rows(fresh)
-    RegressionStore(fresh).add_budgets({job_id: [{"name": "latency_p50", "max": 0.01}]}, "doorbell")
+    old = initial_tables()
+    old.create_all(fresh.engine, tables=[old.tables[n] for n in ALL_TABLES])
+    job_id = add_initial_rows(fresh.engine)
+    with fresh.engine.begin() as conn:
+        conn.execute(old.tables["job_evaluations"].insert().values(
+            job_id=job_id, constraint_set="doorbell", budgets=[{"name": "latency_p50", "max": 0.01}]))
 
     report = fresh.migrate()
     assert (report.before, report.after, report.adopted) == (None, schema.head_revision(), True)
@@ -114,6 +135,8 @@ def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db
     assert fresh.get_job(job_id).required_tags == ["usb"]
     assert fresh.get_artifact(SHA).size_bytes == 5 << 30
     assert RegressionStore(fresh).evaluations([job_id])[job_id].constraint_set == "doorbell"
+    # Later revisions moved the old rows along: they are the default project's.
+    assert fresh.get_job(job_id).project == "default" and fresh.artifact_owned(SHA, "default")
     with fresh.engine.connect() as conn:
         assert schema.differences(conn) == []
     assert fresh.migrate().adopted is False  # stamped: the second start is an ordinary one
@@ -121,8 +144,9 @@ def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db
 
 def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: Store, db_url: str):
     """create_all of the first versions made only the core tables; later ones added the rest."""
-    SQLModel.metadata.create_all(fresh.engine, tables=[schema.target_metadata().tables[n] for n in CORE_TABLES])
-    job_id = add_rows(fresh)
+    old = initial_tables()
+    old.create_all(fresh.engine, tables=[old.tables[n] for n in CORE_TABLES])
+    job_id = add_initial_rows(fresh.engine)
     assert fresh.migrate().adopted
     assert ALL_TABLES <= tables(db_url)
     assert fresh.get_job(job_id).state == "queued"
@@ -132,7 +156,7 @@ def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: 
 
 def test_a_create_all_database_that_differs_is_refused_and_left_alone(fresh: Store, db_url: str):
     changed = sa.MetaData()
-    for table in schema.target_metadata().sorted_tables:
+    for table in initial_tables().sorted_tables:
         table.to_metadata(changed)
     changed.tables["jobs"].append_column(sa.Column("hand_added", sa.Integer, nullable=True))
     changed.create_all(fresh.engine)
@@ -274,7 +298,10 @@ def test_a_new_revision_is_written_for_a_model_change_and_applies(db_url: str, t
     monkeypatch.setattr(schema, "VERSIONS_DIR", checkout / "controller" / "migrations" / "versions")
     with pytest.raises(SchemaError, match="nothing to migrate"):
         schema.new_revision("no change")
-    assert [p.name for p in schema.VERSIONS_DIR.glob("*.py")] == ["0001_initial.py"]
+    before = sorted(p.name for p in schema.VERSIONS_DIR.glob("*.py"))
+    assert before[0] == "0001_initial.py"
+    head = schema.head_revision()
+    new = f"{int(head) + 1:04d}"
 
     changed = sa.MetaData()
     for table in schema.target_metadata().sorted_tables:
@@ -284,16 +311,16 @@ def test_a_new_revision_is_written_for_a_model_change_and_applies(db_url: str, t
     monkeypatch.setattr(schema, "target_metadata", lambda: changed)
 
     path = schema.new_revision("jobs get a note")
-    assert path.name == "0002_jobs_get_a_note.py"
+    assert path.name == f"{new}_jobs_get_a_note.py"
     text = path.read_text()
     assert "note" in text and "ix_agents_hostname" in text and "hilfarm" not in text.split('"""', 2)[2]
 
     store = Store(db_url)
     try:
-        assert store.migrate().after == "0002"
+        assert store.migrate().after == new
         with store.engine.connect() as conn:
             assert schema.differences(conn) == []
-            command.downgrade(schema.alembic_config(connection=conn), "0001")
+            command.downgrade(schema.alembic_config(connection=conn), head)
             conn.commit()
             assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
     finally:

@@ -16,6 +16,7 @@ from hilfarm.controller.regression_service import RegressionRpcs, regression_met
 from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore, SuiteCaseRow, runtime_config
 from hilfarm.controller.store import Store
 
+from .conftest import onnx_bytes
 from .test_store_contract import SHA, T0, add_artifact, add_run, everything_fits, register
 
 BUDGETS = [{"name": "latency.p50", "max": 0.002, "unit": "s"}, {"name": "memory.peak", "max": 100e6, "unit": "bytes"},
@@ -339,7 +340,7 @@ def test_nightly_runs_are_recorded_on_the_backend(db_url: str, tmp_path: Path):
     from hilfarm.suite_files import SuiteFile, SuiteModel
 
     model = tmp_path / "det.onnx"
-    model.write_bytes(b"model bytes " * 100)
+    model.write_bytes(onnx_bytes(1200, b"model bytes "))
     controller = Controller(db_url=db_url, data_dir=tmp_path / "controller")
     controller.store.create_schema()
     controller.artifacts.prepare()

@@ -10,7 +10,7 @@ from hilfarm.controller.models import Agent, Job
 from hilfarm.controller.scheduler import accepts
 from hilfarm.v1 import farm_pb2 as pb
 
-from .conftest import onnx_capabilities
+from .conftest import onnx_bytes, onnx_capabilities
 
 NOW = 1_700_000_000.0
 
@@ -128,7 +128,7 @@ def test_replicas_sharing_postgresql_see_each_others_jobs(make_farm, postgres_ur
     submitter = make_farm(db_url=postgres_url)
     leaser = make_farm(db_url=postgres_url)
     # Artifacts live on each replica's disk here; the lease only needs the database row.
-    sha = submitter.upload(b"\x01" * 100)
+    sha = submitter.upload(onnx_bytes(100, b"\x01"))
     pi = leaser.agent("pi-1", "rpi5")
     pi.register()
     got = {}
@@ -143,7 +143,7 @@ def test_replicas_sharing_postgresql_see_each_others_jobs(make_farm, postgres_ur
     assert [(d.agent_id, d.state, d.current_job_id) for d in devices] == [("pi-1", "busy", job.id)]
 
 
-def test_list_devices_reports_each_agents_state(make_farm, model_bytes=b"\x02" * 64):
+def test_list_devices_reports_each_agents_state(make_farm, model_bytes=onnx_bytes(64, b"\x02")):
     farm = make_farm(heartbeat_interval=0.2)
     sha = farm.upload(model_bytes)
     for name in ("pi-idle", "pi-busy", "pi-drain", "pi-gone"):

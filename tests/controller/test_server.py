@@ -17,12 +17,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hilfarm.v1 import farm_pb2 as pb
 
-from .conftest import sample_result
+from .conftest import npz_bytes, onnx_bytes, sample_result, tflite_bytes
 
 
 def test_submit_fans_out_one_job_per_model_and_device(farm):
-    a = farm.upload(b"\x10" * 100, filename="a.onnx")
-    b = farm.upload(b"\x11" * 100, fmt="tflite", filename="b.tflite")
+    a = farm.upload(onnx_bytes(100, b"\x10"), filename="a.onnx")
+    b = farm.upload(tflite_bytes(100), fmt="tflite", filename="b.tflite")
     settings = pb.JobSettings(min_runs=50, threads=2, input_shapes=[pb.InputShape(name="x", dims=[1, 3, 224, 224])])
     run = farm.submit([a, b], ["rpi5", "jetson-orin-nano", "rpi5"], settings=settings, required_tags=["lab"],
                       max_attempts=5)
@@ -65,7 +65,7 @@ def test_submit_refuses_settings_that_cannot_be_right(farm, model, settings, mes
 
 
 def test_submit_refuses_an_input_file_as_a_model_and_an_empty_device_list(farm, model):
-    tensors = farm.upload(b"PK\x03\x04" + b"\x00" * 60, fmt="npz", filename="inputs.npz")
+    tensors = farm.upload(npz_bytes(), fmt="npz", filename="inputs.npz")
     with pytest.raises(grpc.RpcError) as err:
         farm.submit([tensors], ["rpi5"])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "only onnx and tflite" in err.value.details()
@@ -147,7 +147,7 @@ def test_a_watch_stops_polling_when_its_client_goes_away(farm, model, monkeypatc
     store = farm.controller.store
     reads = []
     real_get_job = store.get_job
-    monkeypatch.setattr(store, "get_job", lambda job_id: reads.append(job_id) or real_get_job(job_id))
+    monkeypatch.setattr(store, "get_job", lambda job_id, **scope: reads.append(job_id) or real_get_job(job_id, **scope))
     call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id))
     assert next(call).id == job.id
     time.sleep(0.5)
@@ -171,7 +171,7 @@ def test_every_call_needs_the_token(secured):
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         anonymous.ListJobs(pb.ListJobsRequest(), metadata=(("authorization", "Bearer wrong"),))
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "not this controller's token" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "not a token of this controller" in err.value.details()
     header = pb.ArtifactChunk(header=pb.ArtifactHeader(sha256="a" * 64, size_bytes=1, format="onnx"))
     with pytest.raises(grpc.RpcError) as err:
         anonymous.UploadArtifact(iter([header]))
@@ -179,12 +179,12 @@ def test_every_call_needs_the_token(secured):
     with pytest.raises(grpc.RpcError) as err:
         list(secured.agents.DownloadArtifact(pb.DownloadArtifactRequest(sha256="a" * 64)))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    # With the token everything works, streams included.
-    sha = secured.upload(b"\x20" * 10)
+    # With the token everything works, streams included (an agent downloads with its own credential).
+    model = onnx_bytes(10, b"\x20")
+    sha = secured.upload(model)
     assert secured.farm.ListJobs(pb.ListJobsRequest(), metadata=secured.metadata).jobs == []
-    data = b"".join(c.data for c in secured.agents.DownloadArtifact(
-        pb.DownloadArtifactRequest(sha256=sha), metadata=secured.metadata))
-    assert data == b"\x20" * 10
+    data = b"".join(c.data for c in secured.download(sha))
+    assert data == model
 
 
 def test_health_answers_without_a_token_and_reflection_lists_the_services(secured):
@@ -230,7 +230,7 @@ def test_serve_forever_stops_gracefully_on_sigterm(tmp_path):
     assert "received SIGTERM; stopping" in err and "controller stopped" in err
 
 
-def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes=b"\x30" * 50):
+def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes=onnx_bytes(50, b"\x30")):
     calls, results = [], []
 
     class Recorder(grpc.ServerInterceptor):
@@ -293,8 +293,8 @@ def test_a_listing_gives_no_result_to_jobs_that_have_none(farm, model):
 
 
 def test_each_model_gets_its_own_input_shapes(farm):
-    det = farm.upload(b"\x12" * 100, filename="det.onnx")
-    rec = farm.upload(b"\x13" * 100, filename="rec.onnx")
+    det = farm.upload(onnx_bytes(100, b"\x12"), filename="det.onnx")
+    rec = farm.upload(onnx_bytes(100, b"\x13"), filename="rec.onnx")
     settings = pb.JobSettings(dynamic_dimension_default=8, input_shapes=[
         pb.InputShape(name="images", dims=[1, 3, 640, 640], model_sha256=det),
         pb.InputShape(name="x", dims=[1, 3, 48, 320], model_sha256=rec),

@@ -17,6 +17,8 @@ import pytest
 from hilfarm.client import FarmClient
 
 HILFARM = [sys.executable, "-m", "hilfarm.cli"]
+# The tests may run as root (containers, CI); the agent refuses that unless told.
+ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
 
 
 class Proc:
@@ -79,7 +81,7 @@ class ProcessFarm:
 
     def start_agent(self, name: str, profile: str = "local", tags: tuple = ()) -> Proc:
         args = HILFARM + ["agent", "run", "--profile", profile, "--agent-id", name,
-                          "--data-dir", str(self.root / name)]
+                          "--data-dir", str(self.root / name)] + ROOT_OK
         for tag in tags:
             args += ["--tag", tag]
         agent = Proc(args, self.root / f"{name}.log", self.cli_env())
@@ -135,6 +137,10 @@ def models(tmp_path_factory):
     good = sample_models.make_onnx_mlp(root / "mlp.onnx", in_features=64, hidden=128, layers=2)
     truncated = root / "truncated.onnx"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    # Well formed on the outside (the controller stores it), broken inside: its graph does not parse.
+    corrupt = root / "corrupt.onnx"
+    garbage = bytes(range(256)) * 4
+    corrupt.write_bytes(b"\x08\x08" + b"\x3a" + bytes([0x80 | (len(garbage) & 0x7F), len(garbage) >> 7]) + garbage)
     return {
         "mlp": good,
         "dynamic": sample_models.make_onnx_mlp(root / "dynamic.onnx", in_features=32, hidden=64,
@@ -142,6 +148,7 @@ def models(tmp_path_factory):
         "unsupported": sample_models.make_onnx_unsupported_op(root / "fancy.onnx"),
         "not_a_model": not_a_model,
         "truncated": truncated,
+        "corrupt": corrupt,
     }
 
 

@@ -73,8 +73,12 @@ def test_an_unsized_dynamic_dimension_fails_the_job_naming_it(farm, models):
 
 
 def test_bad_models_fail_with_a_category_and_the_farm_keeps_serving(farm, models):
-    expected = {"not_a_model": "artifact_invalid", "truncated": "artifact_invalid",
-                "unsupported": "unsupported_op"}
+    # A file that is not what it says never reaches a device: the controller refuses to store it.
+    for name in ("not_a_model", "truncated"):
+        refused = farm.cli("submit", str(models[name]), "--device", "local", *QUICK)
+        assert refused.returncode == 2, refused.stderr
+        assert f"{models[name].name} is not a valid onnx file" in refused.stderr and "Traceback" not in refused.stderr
+    expected = {"corrupt": "artifact_invalid", "unsupported": "unsupported_op"}
     for name, category in expected.items():
         code, run = farm.submit_json(str(models[name]), "--device", "local", *QUICK)
         (job,) = run["jobs"]

@@ -8,6 +8,7 @@ with the label values Prometheus found), every recording rule and every alert ex
 evaluated through Prometheus's HTTP API and must return the series it is about."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -48,13 +49,26 @@ ALERTS = {
 }
 
 
+class _WithMetadata(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, metadata) -> None:
+        self.metadata = tuple(metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        details = details._replace(metadata=tuple(details.metadata or ()) + self.metadata)
+        return continuation(details, request)
+
+
 class SimulatedDevice:
     """A device whose agent is this test: registers, heartbeats, runs the jobs it leases by
     reporting simulated telemetry (flagged simulated everywhere) and a simulated result."""
 
     def __init__(self, address: str, agent_id: str) -> None:
         self.agent_id = agent_id
-        self.channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(address)
+        # Enrolled once (the controller has no tokens), then every call carries its credential.
+        credential = farm_pb2_grpc.AgentServiceStub(channel).Enroll(
+            farm_pb2.EnrollRequest(agent_id=agent_id, device_profile=SIM_PROFILE)).credential
+        self.channel = grpc.intercept_channel(channel, _WithMetadata((("authorization", f"Bearer {credential}"),)))
         self.stub = farm_pb2_grpc.AgentServiceStub(self.channel)
         self.stop = threading.Event()
         self.holding = threading.Event()
@@ -165,7 +179,7 @@ def observed_farm(tmp_path_factory):
     controller = Proc(HILFARM + ["controller", "serve", "--bind", "127.0.0.1:0", "--metrics-bind", f"127.0.0.1:{metrics_port}",
                                  "--data-dir", str(root / "controller")], root / "controller.log")
     address = controller.wait_for(r"listening on ([\d.]+:\d+)")
-    agent = Proc(HILFARM + ["--controller", address, "agent", "run", "--profile", "local", "--agent-id", "local-1",
+    agent = Proc(HILFARM + ["--controller", address, "agent", "run", "--profile", "local", "--agent-id", "local-1", *(["--allow-root"] if os.geteuid() == 0 else []),
                             "--data-dir", str(root / "agent")], root / "agent.log")
     prom = Prometheus(root / "prometheus", scrape_targets=[f"127.0.0.1:{metrics_port}"],
                       rule_files=sorted(RULES.glob("*.yml"))).start()
@@ -177,7 +191,9 @@ def observed_farm(tmp_path_factory):
         sim_thread.start()
         mlp = sample_models.make_onnx_mlp(root / "mlp.onnx", in_features=32, hidden=64, layers=2)
         broken = root / "broken.onnx"
-        broken.write_bytes(b"not an onnx model")
+        # Well formed outside (the controller stores it), a graph that does not parse inside.
+        garbage = bytes(range(256)) * 4
+        broken.write_bytes(b"\x08\x08\x3a" + bytes([0x80 | (len(garbage) & 0x7F), len(garbage) >> 7]) + garbage)
         slower = sample_models.make_onnx_mlp(root / "slower.onnx", in_features=32, hidden=512, layers=3, batch=64)
         # Three processes a job: the baseline's repeats are the units the suite's comparison tests.
         settings = farm_pb2.JobSettings(warmup_runs=2, min_runs=20, min_seconds=0.2, max_seconds=3, repeats=3)

@@ -94,6 +94,7 @@ def test_extras_default_to_the_profiles_preferred_runtime():
     ({"python_version": (3, 8, 10)}, "is Python 3.8.10; the agent needs Python >= 3.9"),
     ({"has_venv": False}, "`sudo apt install python3-venv` (or python3.11-venv)"),
     ({"free_bytes": 100 << 20}, "only 100 MiB free in /home/pi"),
+    ({"user": "root"}, "logged in as root, and the agent runs as the login"),
 ])
 def test_device_checks_name_what_to_fix(changes, message):
     with pytest.raises(ProvisionError, match=re.escape(message)):
@@ -101,20 +102,30 @@ def test_device_checks_name_what_to_fix(changes, message):
     check_facts(_facts())
 
 
+def test_a_root_login_is_used_only_when_asked_and_the_agent_is_told():
+    check_facts(_facts(user="root"), allow_root=True)
+    plan = plan_install(_facts(user="root", systemd_user=False), InstallRequest(
+        profile="raspberry-pi-5", source=PackageSource(pip_spec="hilfarm[agent]==0.1.0"), extras="none",
+        controller="farm.example:50051", allow_root=True))
+    (start,) = plan.start_steps
+    assert "--allow-root" in start.script
+
+
 def test_plan_prefers_systemd_and_keeps_the_token_out_of_what_it_shows(tmp_path):
     wheel = tmp_path / "hilfarm-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     plan = plan_install(_facts(), InstallRequest(
         profile="raspberry-pi-5", source=PackageSource(wheel=wheel), extras=None,
-        controller="farm.example:50051", token="t0ken", tags=["lab-2"]))
+        controller="farm.example:50051", enroll_token="hfe_0123_enrol", tags=["lab-2"]))
     assert plan.service == "systemd" and plan.agent_id == "rpi5-03-raspberry-pi-5"
     assert plan.extras == ["litert"]
     shown = "\n".join(s.describe() for s in plan.steps + plan.start_steps)
-    assert "t0ken" not in shown and "HILFARM_TOKEN='<token>'" in shown
+    assert "hfe_0123_enrol" not in shown and "HILFARM_ENROLL_TOKEN='<enrollment token>'" in shown
+    assert "HILFARM_TOKEN" not in shown  # an admin's token never goes to a device
     assert "hilfarm-0.1.0-py3-none-any.whl[agent,litert]" in shown
     assert "systemctl --user restart hilfarm-agent.service" in shown
     env_step = next(s for s in plan.steps if s.path == LAYOUT.env_file)
-    assert env_step.mode == 0o600 and b"HILFARM_TOKEN='t0ken'" in env_step.data
+    assert env_step.mode == 0o600 and b"HILFARM_ENROLL_TOKEN='hfe_0123_enrol'" in env_step.data
 
     nohup = plan_install(_facts(systemd_user=False), InstallRequest(
         profile="raspberry-pi-5", source=PackageSource(pip_spec="hilfarm[agent]==0.1.0"), extras="none",

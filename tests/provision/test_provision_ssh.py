@@ -27,6 +27,8 @@ from .wheelhouse import build_wheelhouse
 pytestmark = pytest.mark.timeout(240)
 
 TOKEN = "s3cret-token-for-provisioning"
+# The tests log in as the user running them, which may be root (containers, CI).
+ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
 
 
 def _ssh_args(sshd, known_hosts: Path, key: Path = None) -> list:
@@ -63,7 +65,7 @@ def test_provision_registers_runs_a_job_upgrades_reports_status_and_uninstalls(t
         install = common + _ssh_args(sshd, known_hosts) + [
             "--profile", "local", "--tag", "provisioned", "--from-wheel", str(REPO), "--python", base_python(),
             "--prefix", str(prefix), "--extras", "none", "--no-index", "--find-links", str(wheelhouse),
-            "--wait-seconds", "60", "--json"]
+            "--wait-seconds", "60", "--json"] + ROOT_OK
         started = time.monotonic()
         first = run_cli(install, cli_home)
         assert first.returncode == 0, first.stderr
@@ -76,15 +78,22 @@ def test_provision_registers_runs_a_job_upgrades_reports_status_and_uninstalls(t
 
         env_file = prefix / "agent.env"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-        assert f"HILFARM_TOKEN='{TOKEN}'" in env_file.read_text()
+        # The admin token stayed here: the device got a single-use enrollment token, which its
+        # agent exchanged for a credential of its own, private to it.
+        assert TOKEN not in env_file.read_text() and "HILFARM_ENROLL_TOKEN='hfe_" in env_file.read_text()
+        assert "enrollment token" in first.stderr and "the admin token stays here" in first.stderr
+        credential = prefix / "agent" / "credential.json"
+        assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+        assert json.loads(credential.read_text())["agent_id"] == agent_id
         pid = int((prefix / "agent.pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         assert str(prefix / "agent-venv" / "bin" / "hilfarm") in cmdline and "agent run" in cmdline
         assert TOKEN not in cmdline  # the credential travels in agent.env only
 
         # The provisioned agent takes and runs a job submitted through the farm.
-        model = tmp_path / "tiny.onnx"
-        model.write_bytes(b"not parsed by the null runtime")
+        from hilfarm import sample_models
+
+        model = sample_models.make_onnx_identity(tmp_path / "tiny.onnx")
         submitted = run_cli(["--controller", farm.address, "--token", TOKEN, "submit", str(model), "--device", "local",
                              "--runtime", "null", "--runs", "5", "--min-seconds", "0", "--warmup", "0",
                              "--warmup-seconds", "0", "--wait", "--json"], cli_home, timeout=120)
@@ -113,8 +122,8 @@ def test_provision_registers_runs_a_job_upgrades_reports_status_and_uninstalls(t
         assert "idle" in status.stdout  # the controller's view
 
         # An agent that cannot reach the controller it was given: the wait ends with its log.
-        lost = run_cli(install[:-3] + ["--agent-controller", f"127.0.0.1:{free_port()}", "--wait-seconds", "3"],
-                       cli_home)
+        lost = run_cli([a for a in install if a not in ("--json", "--wait-seconds", "60")]
+                       + ["--agent-controller", f"127.0.0.1:{free_port()}", "--wait-seconds", "3"], cli_home)
         assert lost.returncode == 1
         assert "is running but did not register with the controller within 3 s" in lost.stderr
         assert "The end of its log" in lost.stderr and "unreachable" in lost.stderr
@@ -144,7 +153,7 @@ def test_dry_run_trusts_a_new_host_key_on_request_and_prints_the_plan(tmp_path, 
     known_hosts = tmp_path / "known_hosts"
     prefix = tmp_path / "device"
     args = ["--controller", "127.0.0.1:1", "--token", TOKEN, "device", "provision"] + _ssh_args(sshd, known_hosts) + [
-        "--profile", "local", "--python", base_python(), "--prefix", str(prefix), "--dry-run"]
+        "--profile", "local", "--python", base_python(), "--prefix", str(prefix), "--dry-run"] + ROOT_OK
 
     refused = run_cli(args, cli_home)
     assert refused.returncode == 1
@@ -158,7 +167,8 @@ def test_dry_run_trusts_a_new_host_key_on_request_and_prints_the_plan(tmp_path, 
     # The plan: the local profile prefers ONNX Runtime, so the onnx extra by default; the
     # token is not printed; nothing was done.
     assert "hilfarm[agent,onnx]==" in trusted.stdout
-    assert "HILFARM_TOKEN='<token>'" in trusted.stdout and TOKEN not in trusted.stdout
+    assert "HILFARM_ENROLL_TOKEN='<enrollment token>'" in trusted.stdout and TOKEN not in trusted.stdout
+    assert "HILFARM_TOKEN" not in trusted.stdout
     assert "nohup" in trusted.stdout and "-m venv" in trusted.stdout
     assert not prefix.exists()
 
@@ -221,7 +231,7 @@ def test_ssh_config_names_the_device_and_a_jump_host(tmp_path, sshd, known_hosts
     logins_before = sshd.log.read_text().count("Accepted publickey")
     result = run_cli(["--controller", "farm.example:50051", "device", "provision", "lab-device", "--profile", "local",
                       "--python", base_python(),
-                      "--prefix", str(tmp_path / "p"), "--dry-run"], cli_home)
+                      "--prefix", str(tmp_path / "p"), "--dry-run"] + ROOT_OK, cli_home)
     assert result.returncode == 0, result.stderr
     assert f"{sshd.user}@lab-device:{sshd.port}: " in result.stderr
     assert sshd.log.read_text().count("Accepted publickey") == logins_before + 2  # the bastion, then the device

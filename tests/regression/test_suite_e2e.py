@@ -175,14 +175,15 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     with FarmClient(farm.address) as client:
         sha = client.upload(models["fast"]).sha256
     spec = {"name": "self", "settings": dict(SETTINGS, repeats=2), "placement_timeout_seconds": 120}
-    first = runner._submit(spec, [{"sha256": sha, "name": "self.onnx", "format": "onnx"}], [profile])
+    first = runner._submit(spec, [{"sha256": sha, "name": "self.onnx", "format": "onnx"}], [profile],
+                           project="default")
     finished, _ = runner._wait([first[0].id], 120)
     job = finished[first[0].id]
     assert job.state == "succeeded" and job.agent_id
     case = SuiteCaseRow(suite_run_id="x", model_name=job.model_name, model_sha256=sha, device_profile=profile,
                         runtime_config=runtime_config(job), job_id=job.id, baseline_job_id=job.id,
                         message="first attempt (forced)")
-    runner._confirm(spec, [(case, job, job)], Tolerances(), 120)
+    runner._confirm(spec, [(case, job, job)], Tolerances(), 120, project="default")
     confirm = [controller.store.get_job(j) for j in case.confirm_job_ids]
     assert len(confirm) == 4 and [j.model_sha256 for j in confirm] == [sha] * 4
     # Pinned to the agent that found the suspect, one repeat each, run in the order submitted.

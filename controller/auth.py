@@ -1,0 +1,453 @@
+"""Who is calling, and what they may do.
+
+Every call is authenticated from its ``authorization: Bearer <token>`` metadata and authorised
+against ``POLICY`` (one entry per RPC; a method missing there is refused) before a servicer runs;
+the servicer then reads the caller with :func:`caller` to scope what it does. Nothing here
+depends on how the gRPC server runs (threads or asyncio): server.py's interceptor calls
+:meth:`Authenticator.authenticate` and runs the servicer inside :func:`acting_as`.
+
+Callers:
+
+- **users** hold a token of a *project* with a *role* (viewer < submitter < admin). What they
+  submit belongs to their project, and they see only their project's runs, jobs, artifacts,
+  baselines and suites. The controller's own ``--token`` (the *operator* token) is an admin of
+  project ``default`` and may also manage the tokens of every project: a one-person lab needs
+  nothing else. A controller started without ``--token`` is *open*: every call without a token
+  is the operator (it then listens on loopback only, see transport.py).
+- **agents** hold their own credential, got once from :rpc:`Enroll`; they act only as
+  themselves, on their own leases. An agent credential never works on user RPCs, nor a user
+  token on agent RPCs (the one exception: an admin token may enroll an agent).
+- **enrollment tokens** do one thing: :rpc:`Enroll`, for their profile and tags.
+
+Tokens look like ``hfu_<id>_<secret>`` (user), ``hfa_<id>_<secret>`` (agent) and
+``hfe_<id>_<secret>`` (enrollment). The id is public (listed, revoked by); the controller stores
+only the sha256 of the whole token. The secret is 256 random bits, so a fast hash loses nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+
+from hilfarm.v1 import farm_pb2 as pb
+
+from .errors import PermissionDenied, Unauthenticated
+from .models import DEFAULT_PROJECT, AgentCredential, EnrollmentToken, UserToken
+
+USER_PREFIX = "hfu"
+AGENT_PREFIX = "hfa"
+ENROLLMENT_PREFIX = "hfe"
+_TOKEN = re.compile(r"^(hfu|hfa|hfe)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
+class Role(enum.IntEnum):
+    """What a user token may do in its project; each includes the ones below it."""
+
+    VIEWER = 1
+    SUBMITTER = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> "Role":
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"role {text!r} is not one of viewer, submitter, admin") from None
+
+
+class Kind(str, enum.Enum):
+    USER = "user"
+    AGENT = "agent"
+    ENROLLER = "enroller"  # holds an enrollment token
+    ANONYMOUS = "anonymous"  # health checks only
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one RPC."""
+
+    kind: Kind
+    project: str = DEFAULT_PROJECT
+    role: Optional[Role] = None
+    token_id: str = ""
+    agent_id: str = ""
+    device_profile: str = ""  # an agent's, or an enrollment token's
+    tags: Tuple[str, ...] = ()
+    operator: bool = False  # the controller's own --token, or an open controller's caller
+    open: bool = False  # the controller runs without tokens
+    enrollment: Optional[EnrollmentToken] = None
+
+    @property
+    def label(self) -> str:
+        """Who, for logs and ``created_by`` / ``enrolled_by`` columns."""
+        if self.kind == Kind.AGENT:
+            return f"agent {self.agent_id}"
+        if self.kind == Kind.ENROLLER:
+            return f"enrollment token {self.token_id}"
+        if self.open:
+            return "caller of an open controller"
+        if self.operator:
+            return "operator token"
+        return f"token {self.token_id}"
+
+    def is_admin(self) -> bool:
+        return self.kind == Kind.USER and self.role is not None and self.role >= Role.ADMIN
+
+
+# ---------------------------------------------------------------- tokens
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(prefix: str) -> Tuple[str, str, str]:
+    """(id, token, hash of the token) for a new credential."""
+    token_id = secrets.token_hex(8)
+    token = f"{prefix}_{token_id}_{secrets.token_urlsafe(32)}"
+    return token_id, token, token_hash(token)
+
+
+def parse_token(token: str) -> Optional[Tuple[str, str]]:
+    """(prefix, id) of a token in this controller's format, else None."""
+    match = _TOKEN.match(token)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def hash_matches(token: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(token_hash(token).encode(), stored_hash.encode())
+
+
+def check_project_name(project: str) -> str:
+    if not _PROJECT.match(project):
+        raise ValueError(f"project name {project!r} must be 1-100 of a-z 0-9 . _ - (starting with a letter or digit)")
+    return project
+
+
+def bearer_token(metadata: Iterable[Tuple[str, object]]) -> Optional[str]:
+    """The token of the ``authorization: Bearer <token>`` metadata; '' when the value is not of
+    that form; None when there is no such metadata."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+# ---------------------------------------------------------------- policy
+
+@dataclass(frozen=True)
+class Requirement:
+    kind: str  # "user", "agent", "enroll", "any" (a user or an agent), "open" (no credential)
+    role: Optional[Role] = None
+
+
+def _user(role: Role) -> Requirement:
+    return Requirement("user", role)
+
+
+_AGENT = Requirement("agent")
+_FARM = pb.DESCRIPTOR.services_by_name["FarmService"].full_name
+_AGENTS = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+_ADMIN = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+# Every RPC the controller serves and who may call it. A method that is not listed is refused.
+POLICY: Dict[str, Requirement] = {
+    **{f"/{_FARM}/{m}": _user(Role.VIEWER) for m in (
+        "StatArtifact", "DownloadArtifact", "GetRun", "GetJob", "ListJobs", "WatchJob", "ListDevices", "CompareJobs",
+        "ListBaselines", "GetSuiteRun", "ListSuiteRuns", "GetHistory")},
+    **{f"/{_FARM}/{m}": _user(Role.SUBMITTER) for m in (
+        "UploadArtifact", "Submit", "CancelJob", "AcceptBaseline", "StartSuiteRun")},
+    f"/{_FARM}/DrainDevice": _user(Role.ADMIN),
+    **{f"/{_AGENTS}/{m}": _AGENT for m in (
+        "Register", "Heartbeat", "LeaseJob", "DownloadArtifact", "ReportProgress", "ReportResult")},
+    f"/{_AGENTS}/Enroll": Requirement("enroll"),
+    **{f"/{_ADMIN}/{m}": _user(Role.ADMIN) for m in (
+        "CreateToken", "ListTokens", "RevokeToken", "CreateEnrollmentToken", "ListAgentIdentities",
+        "RevokeAgent")},
+    f"/{_ADMIN}/WhoAmI": Requirement("any"),
+}
+# Load balancers and Kubernetes probe health without credentials; health reveals nothing.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+# Reflection (grpcurl) describes the API to anyone holding a credential.
+ANY_PREFIXES = ("/grpc.reflection.",)
+
+
+def requirement_for(method: str) -> Optional[Requirement]:
+    if method in POLICY:
+        return POLICY[method]
+    if method.startswith(OPEN_PREFIXES):
+        return Requirement("open")
+    if method.startswith(ANY_PREFIXES):
+        return Requirement("any")
+    return None
+
+
+def _rpc_name(method: str) -> str:
+    return method.rsplit("/", 1)[-1] or method
+
+
+def authorize(principal: Principal, requirement: Optional[Requirement], method: str) -> None:
+    """Raise PermissionDenied when ``principal`` may not call ``method``."""
+    name = _rpc_name(method)
+    if requirement is None:
+        raise PermissionDenied(f"{method} is not a call this controller allows")
+    if requirement.kind == "open":
+        return
+    if requirement.kind == "user":
+        if principal.kind != Kind.USER:
+            raise PermissionDenied(f"{name} is a user call; {principal.label} is not a user token "
+                                   "(agents and enrollment tokens only use the agent API)")
+        assert requirement.role is not None and principal.role is not None
+        if principal.role < requirement.role:
+            raise PermissionDenied(
+                f"{name} needs the {requirement.role.label} role; {principal.label} is a "
+                f"{principal.role.label} of project {principal.project}")
+        return
+    if requirement.kind == "agent":
+        if principal.kind != Kind.AGENT:
+            raise PermissionDenied(
+                f"{name} is an agent call and needs an agent credential; {principal.label} is not one "
+                "(an agent gets its credential once, with Enroll)")
+        return
+    if requirement.kind == "enroll":
+        if principal.kind == Kind.ENROLLER or principal.is_admin():
+            return
+        raise PermissionDenied(f"Enroll needs an enrollment token or an admin token; {principal.label} is neither")
+    if requirement.kind == "any":
+        if principal.kind in (Kind.USER, Kind.AGENT):
+            return
+        raise PermissionDenied(f"{name} needs a user token or an agent credential")
+    raise PermissionDenied(f"{method}: unknown requirement {requirement.kind!r}")
+
+
+# ---------------------------------------------------------------- authentication
+
+class CredentialLookup:
+    """What the authenticator reads (controller/credentials.py implements it)."""
+
+    def user_token(self, token_id: str) -> Optional[UserToken]:
+        raise NotImplementedError
+
+    def agent_credential(self, credential_id: str) -> Optional[AgentCredential]:
+        raise NotImplementedError
+
+    def enrollment_token(self, token_id: str) -> Optional[EnrollmentToken]:
+        raise NotImplementedError
+
+
+class Authenticator:
+    """Turns a call's metadata (and client certificate) into a Principal, or refuses it."""
+
+    def __init__(self, lookup: CredentialLookup, *, operator_token: Optional[str], clock) -> None:  # type: ignore[no-untyped-def]
+        self.lookup = lookup
+        self._operator = operator_token.encode() if operator_token else None
+        self.clock = clock
+
+    @property
+    def open(self) -> bool:
+        """No operator token: callers without a token act as the operator (loopback only)."""
+        return self._operator is None
+
+    def operator(self) -> Principal:
+        return Principal(Kind.USER, DEFAULT_PROJECT, Role.ADMIN, token_id="operator", operator=True,
+                         open=self.open)
+
+    def authenticate(self, method: str, metadata: Iterable[Tuple[str, object]],
+                     peer_names: Sequence[str] = ()) -> Principal:
+        """The caller of ``method``, authorised by POLICY. ``peer_names``: the names in the
+        client's TLS certificate when the controller asks for one (mutual TLS): an agent's must
+        name it. Raises Unauthenticated or PermissionDenied with a message for a person."""
+        requirement = requirement_for(method)
+        if requirement is not None and requirement.kind == "open":
+            return Principal(Kind.ANONYMOUS)
+        token = bearer_token(metadata)
+        if not token and requirement is not None and requirement.kind == "agent":
+            raise Unauthenticated(f"{_rpc_name(method)} needs the agent's own credential, sent as "
+                                  "'authorization: Bearer <credential>' (an agent gets it once, with Enroll)")
+        principal = self.identify(token)
+        authorize(principal, requirement, method)
+        if principal.kind == Kind.AGENT and peer_names and principal.agent_id not in peer_names:
+            raise PermissionDenied(
+                f"the client certificate names {', '.join(peer_names)}, not agent {principal.agent_id}: "
+                "an agent must present its own certificate")
+        return principal
+
+    def identify(self, token: Optional[str]) -> Principal:
+        now = self.clock()
+        if not token:
+            if self.open:
+                return self.operator()
+            if token is None:
+                raise Unauthenticated(
+                    "this controller requires a token: send metadata 'authorization: Bearer <token>' "
+                    "(the hilfarm CLI and agent read it from HILFARM_TOKEN)")
+            raise Unauthenticated("the 'authorization' metadata must read 'Bearer <token>'")
+        parsed = parse_token(token)
+        if parsed is None:
+            if self._operator is not None and hmac.compare_digest(token.encode(), self._operator):
+                return self.operator()
+            if self.open:
+                # A token sent to a controller that checks none (an old HILFARM_TOKEN) changes nothing.
+                return self.operator()
+            raise Unauthenticated(
+                "the token in the 'authorization' metadata is not a token of this controller "
+                "(check HILFARM_TOKEN; the value must read 'Bearer <token>')")
+        prefix, token_id = parsed
+        if prefix == AGENT_PREFIX:
+            cred = self.lookup.agent_credential(token_id)
+            if cred is None or not hash_matches(token, cred.secret_hash):
+                raise Unauthenticated(
+                    "this agent credential is not known to the controller; delete the agent's "
+                    "credential file and enroll it again")
+            if cred.revoked_at is not None:
+                raise Unauthenticated(f"the credential of agent {cred.agent_id} was revoked by an admin")
+            return Principal(Kind.AGENT, token_id=cred.id, agent_id=cred.agent_id,
+                             device_profile=cred.device_profile, tags=tuple(cred.tags), open=self.open)
+        if prefix == ENROLLMENT_PREFIX:
+            enrollment = self.lookup.enrollment_token(token_id)
+            if enrollment is None or not hash_matches(token, enrollment.secret_hash):
+                raise Unauthenticated("this enrollment token is not known to the controller")
+            problem = enrollment_token_problem(enrollment, now)
+            if problem:
+                raise Unauthenticated(problem)
+            return Principal(Kind.ENROLLER, token_id=enrollment.id, device_profile=enrollment.device_profile,
+                             tags=tuple(enrollment.tags), enrollment=enrollment, open=self.open)
+        row = self.lookup.user_token(token_id)
+        if row is None or not hash_matches(token, row.secret_hash):
+            if self.open:
+                return self.operator()
+            raise Unauthenticated(f"token {token_id} is not known to this controller")
+        if row.revoked_at is not None:
+            raise Unauthenticated(f"token {token_id} was revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Unauthenticated(f"token {token_id} expired")
+        return Principal(Kind.USER, row.project, Role.parse(row.role), token_id=row.id, open=self.open)
+
+
+def enrollment_token_problem(token: EnrollmentToken, now: float) -> str:
+    if token.revoked_at is not None:
+        return f"enrollment token {token.id} was revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return f"enrollment token {token.id} expired"
+    if token.uses_left is not None and token.uses_left <= 0:
+        return f"enrollment token {token.id} was already used"
+    return ""
+
+
+# ---------------------------------------------------------------- the caller of this call
+
+_CALLER: contextvars.ContextVar[Optional[Principal]] = contextvars.ContextVar("hilfarm_caller", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal) -> Iterator[None]:
+    """Run a servicer as ``principal`` (the interceptor's glue)."""
+    token = _CALLER.set(principal)
+    try:
+        yield
+    finally:
+        try:
+            _CALLER.reset(token)
+        except ValueError:  # a response stream closed from another context
+            _CALLER.set(None)
+
+
+def caller() -> Principal:
+    """The principal of the call being served. A servicer reached without the authorising
+    interceptor is a bug, never an anonymous admin."""
+    principal = _CALLER.get()
+    if principal is None:
+        raise RuntimeError("no authenticated caller: the authorization interceptor did not run")
+    return principal
+
+
+# ---------------------------------------------------------------- per-call rules servicers apply
+
+def agent_id_for(requested: str) -> str:
+    """The calling agent's id; a request naming another agent is refused (an empty one means
+    the caller)."""
+    principal = caller()
+    if principal.kind != Kind.AGENT:
+        raise PermissionDenied(f"{principal.label} is not an agent")
+    if requested and requested != principal.agent_id:
+        raise PermissionDenied(
+            f"this credential belongs to agent {principal.agent_id}; it cannot act as agent {requested}")
+    return principal.agent_id
+
+
+def check_registration(principal: Principal, device_profile: str, tags: Sequence[str]) -> None:
+    """An agent registers as the profile it was enrolled for, with tags it was granted."""
+    if device_profile != principal.device_profile:
+        raise PermissionDenied(
+            f"agent {principal.agent_id} was enrolled as profile {principal.device_profile}, not "
+            f"{device_profile}; enroll it again for another profile")
+    extra = [t for t in tags if t not in principal.tags]
+    if extra:
+        raise PermissionDenied(
+            f"agent {principal.agent_id} was not granted tag{'s' if len(extra) > 1 else ''} "
+            f"{', '.join(extra)} at enrollment (granted: {', '.join(principal.tags) or 'none'})")
+
+
+def check_enrollment(principal: Principal, *, agent_id: str, device_profile: str, tags: Sequence[str],
+                     active: Optional[AgentCredential], revoked: bool) -> None:
+    """May ``principal`` enroll ``agent_id`` as ``device_profile`` with ``tags``? ``active``: the
+    agent's current credential, if any; ``revoked``: it once had one that was revoked.
+
+    An admin (or an open controller's caller) may enroll anything. An enrollment token enrolls
+    its profile with its tags, and takes a known or revoked agent id only when it names it.
+    """
+    if principal.kind == Kind.USER and principal.is_admin():
+        return
+    if principal.kind != Kind.ENROLLER or principal.enrollment is None:
+        raise PermissionDenied("Enroll needs an enrollment token or an admin token")
+    token = principal.enrollment
+    if token.agent_id and token.agent_id != agent_id:
+        raise PermissionDenied(f"enrollment token {token.id} is for agent {token.agent_id}, not {agent_id}")
+    if device_profile != token.device_profile:
+        raise PermissionDenied(
+            f"enrollment token {token.id} enrolls profile {token.device_profile}, not {device_profile}")
+    extra = [t for t in tags if t not in token.tags]
+    if extra:
+        raise PermissionDenied(
+            f"enrollment token {token.id} does not grant tag{'s' if len(extra) > 1 else ''} {', '.join(extra)} "
+            f"(it grants: {', '.join(token.tags) or 'none'})")
+    if token.agent_id == agent_id:
+        return
+    if active is not None:
+        raise PermissionDenied(
+            f"agent {agent_id} is already enrolled; an admin can revoke it, or make an enrollment "
+            f"token for --agent-id {agent_id} to replace its credential")
+    if revoked:
+        raise PermissionDenied(
+            f"agent {agent_id} was revoked; only an enrollment token made for --agent-id {agent_id} readmits it")
+
+
+def role_to_pb(role: Role) -> int:
+    return {Role.VIEWER: pb.ROLE_VIEWER, Role.SUBMITTER: pb.ROLE_SUBMITTER, Role.ADMIN: pb.ROLE_ADMIN}[role]
+
+
+def role_from_pb(value: int) -> Role:
+    roles = {pb.ROLE_VIEWER: Role.VIEWER, pb.ROLE_SUBMITTER: Role.SUBMITTER, pb.ROLE_ADMIN: Role.ADMIN}
+    if value not in roles:
+        raise ValueError("a token needs a role: viewer, submitter or admin")
+    return roles[value]
+
+
+__all__ = [
+    "Authenticator", "CredentialLookup", "Kind", "POLICY", "Principal", "Requirement", "Role",
+    "acting_as", "agent_id_for", "authorize", "bearer_token", "caller", "check_enrollment",
+    "check_project_name", "check_registration", "new_token", "parse_token", "requirement_for",
+    "token_hash",
+]

@@ -1,0 +1,161 @@
+"""How the CLI, the agents and the controller reach each other: TLS from ordinary PEM files
+off loopback, plaintext only where nothing leaves the machine.
+
+Clients (the CLI, agents) speak TLS when given a CA to verify the controller with: ``--tls-ca
+FILE`` or ``HILFARM_TLS_CA`` (a PEM bundle), or the value ``system`` for the operating system's
+trust store. With mutual TLS they also present ``--tls-client-cert`` / ``--tls-client-key``
+(``HILFARM_TLS_CLIENT_CERT`` / ``HILFARM_TLS_CLIENT_KEY``). The controller serves TLS with
+``--tls-cert`` / ``--tls-key`` and asks every client for a certificate signed by
+``--tls-client-ca`` when given one.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import grpc
+
+SYSTEM_TRUST = "system"
+
+
+class TransportError(ValueError):
+    """A TLS file that cannot be used, or an address that would be exposed; says which and why."""
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise TransportError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise TransportError(f"{what} {path} is not a PEM file (no -----BEGIN line)")
+    return data
+
+
+def system_roots() -> bytes:
+    """The operating system's trusted CA certificates (what ``ssl`` verifies with)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return _read(candidate, "system trust store")
+    raise TransportError("no system trust store file was found (SSL_CERT_FILE, or the OpenSSL default "
+                         f"{paths.openssl_cafile}); give the CA with --tls-ca FILE")
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """How a client verifies the controller (and, for mutual TLS, proves who it is)."""
+
+    ca: str = SYSTEM_TRUST  # a PEM file, or "system"
+    cert: Optional[str] = None
+    key: Optional[str] = None
+
+    @classmethod
+    def resolve(cls, ca: Optional[str] = None, cert: Optional[str] = None,
+                key: Optional[str] = None) -> Optional["ClientTls"]:
+        """From the arguments, else the environment; None when nothing asks for TLS."""
+        ca = ca or os.environ.get("HILFARM_TLS_CA") or None
+        cert = cert or os.environ.get("HILFARM_TLS_CLIENT_CERT") or None
+        key = key or os.environ.get("HILFARM_TLS_CLIENT_KEY") or None
+        if (cert is None) != (key is None):
+            raise TransportError("a client certificate needs its key, and a key its certificate "
+                                 "(--tls-client-cert and --tls-client-key)")
+        if ca is None and cert is None:
+            return None
+        return cls(ca=ca or SYSTEM_TRUST, cert=cert, key=key)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        roots = system_roots() if self.ca == SYSTEM_TRUST else _read(self.ca, "CA file")
+        if self.cert and self.key:
+            return grpc.ssl_channel_credentials(root_certificates=roots,
+                                                private_key=_read(self.key, "client key"),
+                                                certificate_chain=_read(self.cert, "client certificate"))
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
+def open_channel(address: str, tls: Optional[ClientTls], options: Sequence[Tuple[str, object]] = ()) -> grpc.Channel:
+    """A channel to ``address``: TLS when ``tls`` is given, plaintext otherwise."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=list(options))
+    return grpc.secure_channel(address, tls.credentials(), options=list(options))
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The controller's certificate and key, and the CA its clients' certificates must chain to
+    when it asks for them (mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: Optional[str] = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        pair = (_read(self.key, "TLS key"), _read(self.cert, "TLS certificate"))
+        if self.client_ca:
+            return grpc.ssl_server_credentials([pair], root_certificates=_read(self.client_ca, "client CA file"),
+                                               require_client_auth=True)
+        return grpc.ssl_server_credentials([pair])
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same certificate for the metrics endpoint (HTTPS)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(f"TLS certificate {self.cert} / key {self.key} cannot be used: {exc}") from None
+        if self.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+        return context
+
+
+def host_of(address: str) -> str:
+    """The host of HOST:PORT ('' for ':PORT'), without IPv6 brackets."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host.strip("[]")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT can be reached only from this machine."""
+    return is_loopback_host(host_of(address))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address ('' is every interface)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def exposure_problem(bind: str, *, token: bool, tls: bool, insecure: bool) -> Optional[str]:
+    """Why the controller must not listen on ``bind`` as configured, or None."""
+    if insecure or is_loopback(bind) or token or tls:
+        return None
+    return (f"refusing to listen on {bind}: it is not a loopback address, and the controller has neither a "
+            "token (--token / HILFARM_TOKEN) nor TLS (--tls-cert / --tls-key), so anyone who can reach it "
+            "could submit work to every device and read every result. Listen on 127.0.0.1, give a token "
+            "and a certificate, or pass --insecure to accept the risk")
+
+
+def metrics_exposure_problem(bind: str, *, token: bool, insecure: bool) -> Optional[str]:
+    if insecure or is_loopback(bind) or token:
+        return None
+    return (f"refusing to serve metrics on {bind}: it is not a loopback address and no metrics token "
+            "(--metrics-token / HILFARM_METRICS_TOKEN) protects it; give one (Prometheus sends it as a "
+            "bearer token), serve on 127.0.0.1, or pass --insecure")
