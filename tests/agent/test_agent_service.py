@@ -426,14 +426,18 @@ def test_an_agent_killed_mid_job_takes_its_benchmark_with_it(tmp_path, models, p
     profile.write_text("name: slow-ok\ndescription: allows the slow test runtime\nextends: local\n"
                        "runtimes: {allowed: [onnxruntime, test-slow]}\n")
     env = dict(os.environ, HILFARM_RUNTIME_PLUGINS=plugins[0])
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "hilfarm.cli", "--controller", f"127.0.0.1:{port}", "agent", "run",
-         *ROOT_OK, "--profile", str(profile), "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "agent.log", "wb") as log:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "hilfarm.cli", "--controller", f"127.0.0.1:{port}", "agent", "run",
+             *ROOT_OK, "--profile", str(profile), "--data-dir", str(data_dir)],
+            env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         sha = fake.add_artifact(models["identity"].read_bytes())
         fake.add_job("long", sha, settings=JobSettings(runtime="test-slow", min_runs=10 ** 6, min_seconds=300))
-        fake.wait_for(lambda: any(j == "long" and p.phase == "measuring" for j, p in fake.progress), timeout=60)
+        try:
+            fake.wait_for(lambda: any(j == "long" and p.phase == "measuring" for j, p in fake.progress), timeout=60)
+        except AssertionError:
+            raise AssertionError("the agent never measured:\n" + (tmp_path / "agent.log").read_text()[-3000:])
         (child,) = running_children(data_dir)
         assert pid_alive(child["pid"])
         agent.kill()

@@ -276,7 +276,7 @@ def test_a_unique_prefix_of_a_job_id_names_the_job_as_in_git(stored: Store):
     assert "m0.onnx on rpi5" in str(ambiguous.value) and "more characters" in str(ambiguous.value)
     with pytest.raises(NotFound, match="at least 4 hex characters"):
         stored.get_job("c0f")
-    with pytest.raises(NotFound, match="'dead' does not exist on this controller \(no job id starts with it\)"):
+    with pytest.raises(NotFound, match=r"'dead' does not exist on this controller \(no job id starts with it\)"):
         stored.get_job("dead")
     with pytest.raises(NotFound):
         stored.get_job("5eed%")  # not a prefix: LIKE wildcards are never wildcards here
