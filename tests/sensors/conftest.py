@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,10 +30,15 @@ class Device:
             self.cmds.mkdir(parents=True)
 
     def write(self, rel: str, value: object) -> None:
-        """Rewrite a sysfs value the way the kernel formats it (value + newline)."""
+        """Rewrite a sysfs value the way the kernel formats it (value + newline). A kernel
+        attribute is read whole or not at all, so the new value replaces the file in one step:
+        a sensor reading it from another thread never sees it half written (empty)."""
         p = self.root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(f"{value}\n")
+        p = p.resolve()  # a symlinked attribute keeps its link: the file it points to changes
+        tmp = p.with_name(p.name + ".writing")
+        tmp.write_text(f"{value}\n")
+        os.replace(tmp, p)
 
     def remove(self, rel: str) -> None:
         (self.root / rel).unlink()
