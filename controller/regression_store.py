@@ -16,10 +16,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Session, SQLModel, select
 
 from .errors import NotFound
-from .models import Job
+from .models import Job, LatestResult
 from .store import Store
 
 LAST_ACCEPTED = "@last"
+# The most rows a metrics scrape reads from one table here.
+MAX_SCRAPE_ROWS = 5000
 
 _NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -95,7 +97,16 @@ class BaselineRow(SQLModel, table=True):
 
 
 class SuiteRunRow(SQLModel, table=True):
+    """One run of a suite. While it runs it is a state machine that any controller replica
+    advances (suites.SuiteRunner.advance): ``stage`` says what it waits for, ``work`` holds the
+    cases judged so far, and ``driver`` / ``driver_until`` is the short lease of the replica
+    advancing it now, so two never do at once and a restarted controller resumes it."""
+
     __tablename__ = "suite_runs"
+    __table_args__ = (
+        # A nightly slot (suite x due time) runs once, however many replicas read the schedule.
+        sa.UniqueConstraint("suite", "nightly_slot", name="uq_suite_runs_nightly_slot"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     suite: str = Field(index=True, max_length=200)
@@ -109,6 +120,15 @@ class SuiteRunRow(SQLModel, table=True):
     accept: bool = False
     accepted: bool = False
     spec: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(RegressionDocument, nullable=False))
+    # measuring (the suite's jobs), confirming (re-runs of suspected regressions), done
+    stage: str = Field(default="measuring", max_length=16, sa_column_kwargs={"server_default": "done"})
+    job_ids: List[str] = Field(default_factory=list,
+                               sa_column=sa.Column(RegressionDocument, nullable=False, server_default="[]"))
+    work: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    placement_deadline: Optional[float] = None
+    driver: Optional[str] = Field(default=None, max_length=64)
+    driver_until: Optional[float] = None
+    nightly_slot: Optional[float] = None
 
 
 class SuiteCaseRow(SQLModel, table=True):
@@ -176,29 +196,34 @@ class RegressionStore:
             rows = s.exec(select(JobEvaluation).where(JobEvaluation.job_id.in_(ids))).all()  # type: ignore[attr-defined]
             return {r.job_id: r for r in rows}
 
-    def latest_verdicts(self) -> List[Tuple[Job, JobEvaluation]]:
-        """The newest evaluated job of each (model, profile, runtime) with its verdicts."""
+    def latest_verdicts(self, limit: int = MAX_SCRAPE_ROWS) -> List[Tuple[Job, JobEvaluation]]:
+        """The newest result of each (model, profile, runtime) with its verdicts, for the newest
+        ``limit`` keys (latest_results, kept as results are stored: a scrape reads no more)."""
         with self.store._read() as s:
             rows = s.exec(
-                select(Job, JobEvaluation).join(JobEvaluation, JobEvaluation.job_id == Job.id)
-                # Not ``verdicts IS NOT NULL``: an unjudged row holds JSON null, which is not SQL NULL.
-                .where(JobEvaluation.evaluated_at.is_not(None), Job.finished_at.is_not(None))  # type: ignore[union-attr]
-                .order_by(Job.finished_at, Job.created_at, Job.id)
+                select(Job, JobEvaluation)
+                .join(LatestResult, LatestResult.job_id == Job.id)
+                .join(JobEvaluation, JobEvaluation.job_id == Job.id)
+                .where(JobEvaluation.evaluated_at.is_not(None))  # type: ignore[union-attr]
+                .order_by(LatestResult.finished_at.desc(), LatestResult.job_id.desc())  # type: ignore[attr-defined]
+                .limit(limit)
             ).all()
-        latest: Dict[Tuple[str, str, str], Tuple[Job, JobEvaluation]] = {}
-        for job, ev in rows:
-            latest[(job.model_name, job.device_profile, job.runtime)] = (job, ev)
-        return list(latest.values())
+        return [(job, ev) for job, ev in rows]
 
     # ------------------------------------------------------------ baselines
 
-    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float) -> List[BaselineRow]:
-        rows = [
+    @staticmethod
+    def baseline_rows(name: str, jobs: Sequence[Job], *, suite: str, now: float) -> List[BaselineRow]:
+        """The rows that make ``jobs`` the baseline ``name`` (for a caller's own transaction)."""
+        return [
             BaselineRow(name=name, model_name=j.model_name, device_profile=j.device_profile,
                         runtime_config=runtime_config(j), job_id=j.id, model_sha256=j.model_sha256,
                         suite=suite, accepted_at=now + i * 1e-6)
             for i, j in enumerate(jobs)
         ]
+
+    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float) -> List[BaselineRow]:
+        rows = self.baseline_rows(name, jobs, suite=suite, now=now)
         with self.store._write() as s:
             for row in rows:
                 s.add(row)
@@ -275,14 +300,16 @@ class RegressionStore:
                           .group_by(SuiteRunRow.suite, SuiteRunRow.outcome)).all()
         return {(suite, outcome): int(n) for suite, outcome, n in rows}
 
-    def latest_cases(self) -> List[SuiteCaseRow]:
-        """The newest finished case of each (model, profile, runtime configuration)."""
+    def latest_cases(self, limit: int = MAX_SCRAPE_ROWS) -> List[SuiteCaseRow]:
+        """The newest finished case of each (model, profile, runtime configuration), among the
+        newest ``limit`` cases (a scrape reads no more)."""
         with self.store._read() as s:
             rows = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
-                          .order_by(SuiteCaseRow.finished_at, SuiteCaseRow.id)).all()
+                          .order_by(SuiteCaseRow.finished_at.desc(), SuiteCaseRow.id.desc())  # type: ignore[union-attr]
+                          .limit(limit)).all()
         latest: Dict[Tuple[str, str, str], SuiteCaseRow] = {}
         for row in rows:
-            latest[(row.model_name, row.device_profile, row.runtime_config)] = row
+            latest.setdefault((row.model_name, row.device_profile, row.runtime_config), row)
         return list(latest.values())
 
     def history(self, model_name: str, profile: str, *, config: str = "", limit: int = 365) -> List[SuiteCaseRow]:

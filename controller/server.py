@@ -1,23 +1,36 @@
 """The controller's gRPC server: FarmService (people and their tools) and AgentService (devices)
 on one port, with server reflection, the standard health service and token authentication.
 
-Servicers only translate: wire messages in and out through wire.py, work done by the store,
-the artifact store and the scheduler. Domain errors become gRPC status codes in one place
-(``STATUS_FOR``).
+The server is asynchronous (grpc.aio) so that a waiting client costs no thread: an agent's
+LeaseJob long-poll, a WatchJob or WatchRun stream and a batched Heartbeat are coroutines that
+wait for change notifications (waiters.py, heartbeats.py). Database work never runs on the
+event loop: it goes to a bounded pool of ``db_workers`` threads (``_Services.db``), because the
+store, the scheduler and the suites are plain synchronous functions over SQLAlchemy, the same
+code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an async
+driver would have meant a second copy of that code (and SQLite's async drivers are threads
+underneath anyway). The pool size also bounds how many connections one replica holds.
+
+Servicers only translate: a unary call is an ``async`` method that runs a plain method of the
+same name with a leading underscore in the pool; wire messages in and out through wire.py, work
+done by the store, the artifact store and the scheduler. Domain errors become gRPC status codes
+in one place (``STATUS_FOR``).
+
+The event loop runs in a thread of its own, so ``Controller`` keeps a synchronous start/stop
+for the CLI, the embedded farm and the tests.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import hmac
 import inspect
-import itertools
 import logging
 import signal
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import grpc
 import platformdirs
@@ -37,12 +50,15 @@ from .errors import (
     ResourceExhausted,
     Unavailable,
 )
-from .models import Job
+from .heartbeats import HeartbeatBatcher
+from .models import Job, JobState
+from .notifications import PostgresListener
 from .regression_store import RegressionStore
-from .suites import SuiteRunner, budgets_by_job, budgets_from_doc
-from .scheduler import Scheduler
+from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
 from .store import Store, default_sqlite_url
 from .submission import ModelSpec, plan_run
+from .suites import SuiteRunner, budgets_from_doc, evaluation_rows
+from .waiters import Waiters
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -55,11 +71,14 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
 }
 
 MAX_MESSAGE_BYTES = 16 << 20
-WATCH_POLL_SECONDS = 0.15
+# A watched job that waits in the queue is sent again this often, for its placement notes
+# (agents come, go and finish other jobs without the job itself changing).
+QUEUED_REFRESH_SECONDS = 5.0
 FARM_SERVICE = pb.DESCRIPTOR.services_by_name["FarmService"].full_name
 AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 # Health probes (load balancers, Kubernetes) carry no credentials, and health reveals nothing.
 _OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
+_SHUTTING_DOWN = "the controller is shutting down; watch again (the CLI reconnects by itself)"
 
 
 def status_for(exc: FarmError) -> grpc.StatusCode:
@@ -69,50 +88,55 @@ def status_for(exc: FarmError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, FarmError):
-        context.abort(status_for(exc), str(exc))
-    log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"controller error in {method}: {type(exc).__name__}: {exc}")
+        await context.abort(status_for(exc), str(exc))
+    log.error("%s failed", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"controller error in {method}: {type(exc).__name__}: {exc}")
 
 
 def _rpc(method: Callable) -> Callable:
-    """Map exceptions raised by a servicer method to gRPC status codes."""
+    """Map exceptions raised by a servicer coroutine (or async generator) to gRPC status codes."""
     name = method.__name__
-    if inspect.isgeneratorfunction(method):
+    if inspect.isasyncgenfunction(method):
         @functools.wraps(method)
-        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                yield from method(self, request, context)
+                async for message in method(self, request, context):
+                    yield message
+            except grpc.aio.AbortError:
+                raise
             except Exception as exc:
-                _abort_for(exc, context, name)
+                await _abort_for(exc, context, name)
         return streaming
 
     @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            _abort_for(exc, context, name)
+            await _abort_for(exc, context, name)
     return unary
 
 
-class _TokenAuth(grpc.ServerInterceptor):
+class _TokenAuth(grpc.aio.ServerInterceptor):
     """Refuse every call without ``authorization: Bearer <token>`` metadata."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         if handler_call_details.method.startswith(_OPEN_METHODS_PREFIX):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         sent = None
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "authorization":
                 sent = value
         if sent is not None and hmac.compare_digest(str(sent).encode(), self._expected):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         if sent is None:
@@ -122,8 +146,8 @@ class _TokenAuth(grpc.ServerInterceptor):
             message = ("the token in the 'authorization' metadata is not this controller's token "
                        "(check HILFARM_TOKEN; the value must read 'Bearer <token>')")
 
-        def refuse(request_or_iterator, context):  # type: ignore[no-untyped-def]
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        async def refuse(request_or_iterator, context):  # type: ignore[no-untyped-def]
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
         kwargs = dict(request_deserializer=handler.request_deserializer,
                       response_serializer=handler.response_serializer)
@@ -137,13 +161,36 @@ class _TokenAuth(grpc.ServerInterceptor):
 
 
 class _Services:
-    """What the servicers share."""
+    """What the servicers share; created on the server's event loop."""
 
-    def __init__(self, controller: "Controller") -> None:
+    def __init__(self, controller: "Controller", loop: asyncio.AbstractEventLoop) -> None:
         self.c = controller
+        self.loop = loop
         self.store = controller.store
         self.artifacts = controller.artifacts
         self.scheduler = controller.scheduler
+        self.waiters = Waiters(controller.store.feed, loop)
+        self.heartbeats = HeartbeatBatcher(self.scheduler.record_contact, self.db,
+                                           touch_interval=self.scheduler.heartbeat_interval)
+        # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
+        self.profiles: Dict[str, str] = {}
+
+    async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking (database) work in the bounded pool, off the event loop."""
+        return await self.loop.run_in_executor(self.c.db_executor, functools.partial(fn, *args, **kwargs))
+
+    async def io(self, fn: Callable, *args: Any) -> Any:
+        """Run file work (artifact chunks) in its own pool, so big transfers never queue
+        ahead of the database calls of a thousand agents."""
+        return await self.loop.run_in_executor(self.c.io_executor, functools.partial(fn, *args))
+
+    def watched_job(self, job_id: str) -> Tuple[Job, pb.Job]:
+        job = self.store.get_job(job_id)
+        return job, self.job_pb(job)
+
+    def watched_run(self, run_id: str) -> Tuple[List[Job], pb.Run]:
+        run, jobs = self.store.get_run(run_id)
+        return jobs, self.run_pb(run, jobs)
 
     def job_pb(self, job: Job) -> pb.Job:
         notes = self.scheduler.placement_notes([job])
@@ -157,35 +204,60 @@ class _Services:
             wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
         return msg
 
+    async def wait_for(self, changed: asyncio.Event, timeout: Optional[float]) -> None:
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def close(self) -> None:
+        self.waiters.close()
+        await self.heartbeats.close()
+
 
 class FarmServicer(pb_grpc.FarmServiceServicer):
     def __init__(self, services: _Services) -> None:
         self.s = services
 
     @_rpc
-    def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        first = next(request_iterator, None)
+    async def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            first = None
         if first is None or not first.HasField("header"):
             raise InvalidArgument("the first chunk of an upload must carry the artifact header")
         artifacts = self.s.artifacts
         artifact = artifacts.check_header(wire.artifact_from_header(first.header, created_at=time.time()))
-        stored = artifacts.stat(artifact.sha256)
+        stored = await self.s.db(artifacts.stat, artifact.sha256)
         if stored is not None:
             # The rest of the stream is never read: the client may stop sending.
             return wire.artifact_ref_to_pb(stored, already_stored=True, bytes_received=len(first.data))
-        data = itertools.chain([first.data], (chunk.data for chunk in request_iterator))
-        recorded, already, received = artifacts.receive(artifact, data)
+        upload = await self.s.io(artifacts.begin, artifact)
+        try:
+            await self.s.io(upload.write, first.data)
+            async for chunk in request_iterator:
+                await self.s.io(upload.write, chunk.data)
+            recorded, already, received = await self.s.io(upload.finish)
+        finally:
+            await self.s.io(upload.close)
         return wire.artifact_ref_to_pb(recorded, already_stored=already, bytes_received=received)
 
     @_rpc
-    def StatArtifact(self, request, context):  # type: ignore[no-untyped-def]
+    async def StatArtifact(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._stat_artifact, request)
+
+    def _stat_artifact(self, request: pb.StatArtifactRequest) -> pb.StatArtifactResponse:
         stored = self.s.artifacts.stat(request.sha256)
         if stored is None:
             return pb.StatArtifactResponse(present=False)
         return pb.StatArtifactResponse(present=True, ref=wire.artifact_ref_to_pb(stored))
 
     @_rpc
-    def Submit(self, request, context):  # type: ignore[no-untyped-def]
+    async def Submit(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._submit, request)
+
+    def _submit(self, request: pb.SubmitRequest) -> pb.Run:
         run, jobs = plan_run(
             self.s.artifacts,
             models=[ModelSpec(m.sha256, m.name, m.format) for m in request.models],
@@ -197,24 +269,31 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             now=time.time(),
         )
         budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
-        self.s.store.add_run(run, jobs)
-        # Budgets are stored before any agent can report a result for these jobs.
-        self.s.c.regressions.add_budgets(budgets_by_job(jobs, budgets), request.constraint_set)
+        # The budgets commit with the jobs: no agent can report a result that misses them.
+        self.s.store.add_run(run, jobs, also=evaluation_rows(jobs, budgets, request.constraint_set))
         log.info("run %s submitted: %d job(s)", run.id, len(jobs))
-        self.s.scheduler.notify_work()
         return self.s.run_pb(run, jobs)
 
     @_rpc
-    def GetRun(self, request, context):  # type: ignore[no-untyped-def]
-        run, jobs = self.s.store.get_run(request.run_id)
+    async def GetRun(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._get_run, request.run_id)
+
+    def _get_run(self, run_id: str) -> pb.Run:
+        run, jobs = self.s.store.get_run(run_id)
         return self.s.run_pb(run, jobs)
 
     @_rpc
-    def GetJob(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.job_pb(self.s.store.get_job(request.job_id))
+    async def GetJob(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._get_job, request.job_id)
+
+    def _get_job(self, job_id: str) -> pb.Job:
+        return self.s.job_pb(self.s.store.get_job(job_id))
 
     @_rpc
-    def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._list_jobs, request)
+
+    def _list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         if request.limit < 0:
             raise InvalidArgument(f"limit is {request.limit}; it must not be negative")
         try:
@@ -232,76 +311,95 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         return pb.ListJobsResponse(jobs=listed)
 
     @_rpc
-    def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
-        job = self.s.store.cancel_job(request.job_id, now=time.time())
-        self.s.scheduler.notify_change()
+    async def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
+        job = await self.s.db(self.s.store.cancel_job, request.job_id, now=time.time())
         return wire.job_to_pb(job)
 
     @_rpc
-    def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
-        # Polling the database (rather than only waiting for in-process events) sees changes
-        # made through any controller replica; in-process events just cut the delay.
-        gone = threading.Event()
-        context.add_callback(gone.set)
-        scheduler = self.s.scheduler
-        last = b""
-        while True:
-            generation = scheduler.change_generation
-            job = self.s.store.get_job(request.job_id)
-            msg = self.s.job_pb(job)
-            data = msg.SerializeToString(deterministic=True)
-            if data != last:
-                yield msg
-                last = data
-            if job.job_state.finished or gone.is_set() or not context.is_active():
-                return
-            if scheduler.stopping:
-                raise Unavailable("the controller is shutting down; watch the job again")
-            scheduler.wait_for_change(WATCH_POLL_SECONDS, since=generation)
+    async def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
+        waiters = self.s.waiters
+        with waiters.watching(job_id=request.job_id) as changed:
+            last = b""
+            while True:
+                changed.clear()
+                job, msg = await self.s.db(self.s.watched_job, request.job_id)
+                data = msg.SerializeToString(deterministic=True)
+                if data != last:
+                    yield msg
+                    last = data
+                if job.job_state.finished:
+                    return
+                if waiters.closed:
+                    raise Unavailable(_SHUTTING_DOWN)
+                queued = job.job_state == JobState.QUEUED
+                await self.s.wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
 
     @_rpc
-    def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in self.s.scheduler.devices()])
+    async def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
+        """Every job of the run now, then each job again whenever it changes; ends once every
+        job is finished."""
+        waiters = self.s.waiters
+        with waiters.watching(run_id=request.run_id) as changed:
+            sent: Dict[str, bytes] = {}
+            while True:
+                changed.clear()
+                jobs, msg = await self.s.db(self.s.watched_run, request.run_id)
+                for job in msg.jobs:
+                    data = job.SerializeToString(deterministic=True)
+                    if sent.get(job.id) != data:
+                        yield job
+                        sent[job.id] = data
+                if all(j.job_state.finished for j in jobs):
+                    return
+                if waiters.closed:
+                    raise Unavailable(_SHUTTING_DOWN)
+                queued = any(j.job_state == JobState.QUEUED for j in jobs)
+                await self.s.wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
 
     @_rpc
-    def DrainDevice(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
+        devices = await self.s.db(self.s.scheduler.devices)
+        return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in devices])
+
+    @_rpc
+    async def DrainDevice(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._drain_device, request)
+
+    def _drain_device(self, request: pb.DrainDeviceRequest) -> pb.Device:
         self.s.store.set_draining(request.agent_id, request.drain)
         log.info("agent %s %s", request.agent_id, "drained" if request.drain else "back in service")
-        if not request.drain:
-            self.s.scheduler.notify_work()
         (status,) = [d for d in self.s.scheduler.devices() if d.agent.id == request.agent_id]
         return wire.device_to_pb(status)
-
 
     # ---- regression testing (controller/suites.py, regression.py, changepoints.py)
 
     @_rpc
-    def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.compare(request)
+    async def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.compare, request)
 
     @_rpc
-    def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.accept(request)
+    async def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.accept, request)
 
     @_rpc
-    def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.list_baselines(request)
+    async def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.list_baselines, request)
 
     @_rpc
-    def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.start_suite(request)
+    async def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.start_suite, request)
 
     @_rpc
-    def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.get_suite_run(request.id)
+    async def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.get_suite_run, request.id)
 
     @_rpc
-    def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.list_suite_runs(request)
+    async def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.list_suite_runs, request)
 
     @_rpc
-    def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.history(request)
+    async def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.history, request)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -309,7 +407,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.s = services
 
     @_rpc
-    def Register(self, request, context):  # type: ignore[no-untyped-def]
+    async def Register(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._register, request)
+
+    def _register(self, request: pb.RegisterRequest) -> pb.RegisterResponse:
         if not request.agent_id.strip():
             raise InvalidArgument("Register needs an agent_id (stable per physical device)")
         if not request.device_profile.strip():
@@ -322,40 +423,65 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             hostname=request.hostname,
             version=request.agent_version,
         )
+        self.s.profiles[request.agent_id] = request.device_profile
         return pb.RegisterResponse(
             heartbeat_interval_seconds=self.s.scheduler.heartbeat_interval,
             lease_seconds=self.s.scheduler.lease_seconds,
         )
 
     @_rpc
-    def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.HeartbeatResponse(known=self.s.scheduler.heartbeat(request.agent_id, busy=request.busy))
+    async def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
+        known = await self.s.heartbeats.beat(request.agent_id, request.busy)
+        return pb.HeartbeatResponse(known=known)
 
     @_rpc
-    def LeaseJob(self, request, context):  # type: ignore[no-untyped-def]
-        job = self.s.scheduler.lease(request.agent_id, request.wait_seconds, still_wanted=context.is_active)
-        if job is None:
-            return pb.LeaseJobResponse()
-        return pb.LeaseJobResponse(lease=wire.lease_to_pb(job))
+    async def LeaseJob(self, request, context):  # type: ignore[no-untyped-def]
+        """Lease the oldest queued job that fits the agent, waiting up to ``wait_seconds`` (at
+        most MAX_LEASE_WAIT_SECONDS) for one: between tries the call sleeps until a job of the
+        agent's profile is queued. A long wait counts as contact with the agent."""
+        s, agent_id = self.s, request.agent_id
+        deadline = s.loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
+        ticket = s.waiters.ticket(s.profiles.get(agent_id, ""))
+        while True:
+            attempt = await s.db(s.scheduler.lease_once, agent_id)
+            if attempt.job is not None:
+                return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
+            if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
+                s.profiles[agent_id] = attempt.profile
+                ticket = s.waiters.ticket(attempt.profile)
+                continue
+            if ticket.woken and attempt.more_queued:
+                s.waiters.pass_on(ticket)
+            while True:
+                remaining = deadline - s.loop.time()
+                if remaining <= 0 or s.waiters.closed:
+                    return pb.LeaseJobResponse()
+                if await s.waiters.wait_for_work(ticket, min(remaining, s.scheduler.heartbeat_interval)):
+                    break
+                s.heartbeats.touch(agent_id)
 
     @_rpc
-    def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
-        artifact, blocks = self.s.artifacts.open_chunks(check_digest(request.sha256), CHUNK_BYTES)
+    async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
+        artifact, blocks = await self.s.db(self.s.artifacts.open_chunks, check_digest(request.sha256), CHUNK_BYTES)
         header = wire.artifact_to_header(artifact)
         first = True
-        for block in blocks:
+        while True:
+            block = await self.s.io(next, blocks, None)
+            if block is None:
+                break
             if first:
                 yield pb.ArtifactChunk(header=header, data=block)
                 first = False
             else:
                 yield pb.ArtifactChunk(data=block)
-            if not context.is_active():
-                return
         if first:
             yield pb.ArtifactChunk(header=header)
 
     @_rpc
-    def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._report_progress, request)
+
+    def _report_progress(self, request: pb.ReportProgressRequest) -> pb.ReportProgressResponse:
         progress = wire.progress_from_pb(request.progress)
         progress.setdefault("updated_at", time.time())
         cancel, why = self.s.store.record_progress(
@@ -364,11 +490,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         if cancel:
             log.info("agent %s told to stop lease %s: %s", request.agent_id, request.lease_id, why)
-        self.s.scheduler.notify_change()
         return pb.ReportProgressResponse(cancel=cancel)
 
     @_rpc
-    def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._report_result, request)
+
+    def _report_result(self, request: pb.ReportResultRequest) -> pb.ReportResultResponse:
         outcome = request.WhichOneof("outcome")
         if outcome is None:
             raise InvalidArgument(f"report for job {request.job_id} carries neither a result nor a failure")
@@ -386,44 +514,51 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 self.s.c.metrics.result_reported(request.job_id, request.attempt)
             except Exception:  # metrics must never cost a stored result
                 log.exception("metrics could not record the result of job %s", request.job_id)
-        self.s.scheduler.notify_change()
         return pb.ReportResultResponse(accepted=accepted, message=message)
 
 
 class Controller:
-    """The controller service: a database, an artifact directory and a gRPC server."""
+    """The controller service: a database, an artifact store and a gRPC server."""
 
     def __init__(
         self,
         *,
         db_url: Optional[str] = None,
         data_dir: Optional[Path] = None,
+        artifacts_dir: Optional[Path] = None,
         token: Optional[str] = None,
         max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
         lease_seconds: float = 30,
         heartbeat_interval: float = 5,
+        restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         max_attempts: int = 3,
-        max_workers: int = 128,
+        db_workers: int = 16,
         metrics: Optional[Any] = None,
         metrics_bind: Optional[str] = None,
         remote_write_url: Optional[str] = None,
     ) -> None:
-        """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor`` and
-        ``result_reported(job_id, attempt)``); its interceptor sees every call, and it hears
-        of every accepted result report. ``metrics_bind`` (HOST:PORT, port 0 picks one) serves
-        Prometheus metrics over HTTP; ``remote_write_url`` also sends every result, stamped with
-        its own time, to a Prometheus remote-write endpoint."""
+        """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor``, a
+        grpc.aio.ServerInterceptor, and ``result_reported(job_id, attempt)``); its interceptor
+        sees every call, and it hears of every accepted result report. ``metrics_bind``
+        (HOST:PORT, port 0 picks one) serves Prometheus metrics over HTTP; ``remote_write_url``
+        also sends every result, stamped with its own time, to a Prometheus remote-write
+        endpoint. ``artifacts_dir``: the artifact store (default ``data_dir/artifacts``); every
+        replica of one farm must use the same one. ``restart_grace``: seconds every lease is
+        kept after the start (at least the agents' longest backoff). ``db_workers``: threads
+        that run database work, the most database connections this process uses for calls."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
         self.data_dir = Path(data_dir) if data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
         self.db_url = db_url or default_sqlite_url(self.data_dir)
         self.token = token or None
         self.max_attempts = max_attempts
-        self.max_workers = max_workers
+        self.db_workers = db_workers
         self.metrics = metrics
-        self.store = Store(self.db_url)
-        self.artifacts = ArtifactStore(self.data_dir / "artifacts", self.store, max_bytes=max_artifact_bytes)
-        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval)
+        self.store = Store(self.db_url, pool_size=db_workers + 4)
+        self.artifacts = ArtifactStore(Path(artifacts_dir) if artifacts_dir else self.data_dir / "artifacts",
+                                       self.store, max_bytes=max_artifact_bytes, replica=self.store.feed.origin)
+        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval,
+                                   restart_grace=restart_grace)
         # ---- constraints, baselines, suites and nightly runs (controller/regression_service.py)
         from .regression_service import RegressionRpcs
 
@@ -443,26 +578,72 @@ class Controller:
             ControllerMetrics.for_controller(self, remote_write_url=remote_write_url)
         # ----
         self.port: Optional[int] = None
-        self._server: Optional[grpc.Server] = None
-        self._health: Optional[health.HealthServicer] = None
+        self.db_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self.io_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._listener: Optional[PostgresListener] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        self._stop_serving: Optional[asyncio.Event] = None
+        self._grace = 2.0
         self._stopped = threading.Event()
 
     def start(self, bind: str = "127.0.0.1:0") -> int:
-        """Create missing tables, then listen on ``bind`` (host:port). Returns the port."""
+        """Migrate the schema, then listen on ``bind`` (host:port). Returns the port."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.create_schema()
         self.artifacts.prepare()
+        conninfo = self.store.listen_conninfo()
+        if conninfo is not None:
+            self._listener = PostgresListener(conninfo, self.store.feed)
+            self._listener.start()
+            # Changes other replicas commit from now on are heard (a resync covers a slow start).
+            self._listener.connected.wait(10)
+        self.scheduler.start()
+        self.db_executor = concurrent.futures.ThreadPoolExecutor(self.db_workers, thread_name_prefix="hilfarm-db")
+        self.io_executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hilfarm-io")
+        ready: "concurrent.futures.Future[int]" = concurrent.futures.Future()
+        self._stopped.clear()
+        self._loop_thread = threading.Thread(target=self._serve, args=(bind, ready), name="hilfarm-grpc", daemon=True)
+        self._loop_thread.start()
+        try:
+            port = ready.result(timeout=60)
+        except BaseException:
+            self._loop_thread.join(10)
+            self._stop_background()
+            raise
+        if self.metrics is not None and hasattr(self.metrics, "start"):
+            self.metrics_port = self.metrics.start(self.metrics_bind)
+        self.suites.start_driving()
+        if self.nightly is not None:
+            self.nightly.start()
+        self.port = port
+        host = bind.rsplit(":", 1)[0] if ":" in bind else bind
+        log.info("controller listening on %s:%d, database %s, artifacts in %s",
+                 host, port, self.store, self.artifacts.root)
+        return port
+
+    def _serve(self, bind: str, ready: "concurrent.futures.Future[int]") -> None:
+        try:
+            asyncio.run(self._main(bind, ready))
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.exception("the gRPC server stopped with an error")
+
+    async def _main(self, bind: str, ready: "concurrent.futures.Future[int]") -> None:
         interceptors: list = []
         if self.metrics is not None:
             interceptors.append(self.metrics.interceptor)  # first: refused calls count too
         if self.token:
             interceptors.append(_TokenAuth(self.token))
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hilfarm-rpc"),
+        server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # A second server on a busy port would otherwise start and take half the calls.
+                ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -472,11 +653,12 @@ class Controller:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        services = _Services(self)
+        loop = asyncio.get_running_loop()
+        services = _Services(self, loop)
         pb_grpc.add_FarmServiceServicer_to_server(FarmServicer(services), server)
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
-        self._health = health.HealthServicer(experimental_non_blocking=True)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (FARM_SERVICE, AGENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
@@ -486,21 +668,18 @@ class Controller:
             raise RuntimeError(f"cannot listen on {bind}: {exc}") from exc
         if not port:
             raise RuntimeError(f"cannot listen on {bind} (address in use or not available)")
-        if self.metrics is not None and hasattr(self.metrics, "start"):
-            self.metrics_port = self.metrics.start(self.metrics_bind)
-        server.start()
-        self.scheduler.start()
-        if self.nightly is not None:
-            self.nightly.start()
+        await server.start()
         for name in ("", FARM_SERVICE, AGENT_SERVICE):
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._server = server
-        self.port = port
-        self._stopped.clear()
-        host = bind.rsplit(":", 1)[0] if ":" in bind else bind
-        log.info("controller listening on %s:%d, database %s, artifacts in %s",
-                 host, port, self.store, self.artifacts.root)
-        return port
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._loop = loop
+        self._stop_serving = asyncio.Event()
+        ready.set_result(port)
+        await self._stop_serving.wait()
+        await health_servicer.enter_graceful_shutdown()
+        # Long-polls and watch streams return now instead of holding the grace period.
+        services.waiters.close()
+        await server.stop(self._grace)
+        await services.close()
 
     @property
     def address(self) -> str:
@@ -509,23 +688,34 @@ class Controller:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting calls, let running calls finish for ``grace`` seconds, close the database."""
-        if self._server is None:
+        """Stop accepting calls, let running calls finish for ``grace`` seconds, close the database.
+        A suite run in progress stays in the database and resumes with the next start."""
+        if self._loop_thread is None:
             return
-        server, self._server = self._server, None
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
-        # Long-polls and watch streams return now instead of holding the grace period.
+        thread, self._loop_thread = self._loop_thread, None
         if self.nightly is not None:
             self.nightly.stop()
-        self.scheduler.stop()
-        server.stop(grace).wait()
-        self.suites.join(grace)
+        self.suites.stop_driving()
+        self._grace = grace
+        if self._loop is not None and self._stop_serving is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop_serving.set)
+        thread.join(grace + 15)
+        self._stop_background()
         if self.metrics is not None and hasattr(self.metrics, "stop"):
             self.metrics.stop()
         self.store.close()
+        self.port = None
         self._stopped.set()
         log.info("controller stopped")
+
+    def _stop_background(self) -> None:
+        self.scheduler.stop()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        for executor in (self.db_executor, self.io_executor):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
 
     def wait(self) -> None:
         """Block until ``stop`` completes (from another thread or a signal handler)."""

@@ -12,9 +12,18 @@ Concurrency:
   instead. A read transaction that later writes could otherwise fail with SQLITE_BUSY when another
   thread committed in between. Several *processes* on one SQLite file are not supported.
 
-Lock order, so PostgreSQL transactions never deadlock: job rows first, then agent rows. Agent
-rows are read without a lock and changed under ``no_autoflush``, so their UPDATE is only sent
-at commit, after every job row the transaction needs is locked.
+Lock order, so PostgreSQL transactions never deadlock: job rows first, then agent rows, then
+``latest_results``. Agent rows are read without a lock and changed under ``no_autoflush``, so
+their UPDATE is only sent at commit, after every job row the transaction needs is locked; the
+batched heartbeat updates jobs before agents, each in id order.
+
+Every write transaction records the jobs it changed; after the commit they go to ``feed`` (a
+notifications.ChangeFeed), and on PostgreSQL also out to the other replicas with ``pg_notify``
+in the same transaction, so waiters wake on commits rather than polling.
+
+A lease a job loses (its agent went silent, or the controller was away) is remembered in
+``lost_lease_id``: the late report of that attempt is still stored, and the job succeeds, as long
+as no later attempt has started. ``accepted`` is answered only for a report that is stored.
 
 Rows returned are detached from their session; change state only through the methods here.
 """
@@ -24,15 +33,18 @@ import contextlib
 import logging
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from .errors import FailedPrecondition, NotFound
 from .models import (
@@ -42,16 +54,18 @@ from .models import (
     Failure,
     FailureCategory,
     Job,
+    JobOutcomeCount,
     JobState,
+    LatestResult,
     Run,
+    outcome_reason,
 )
+from .notifications import CHANNEL, Change, ChangeFeed, encode
 from .schema import MigrationReport, migrate
 
 log = logging.getLogger("hilfarm.controller")
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
-# Queued jobs examined per query when looking for one that fits an agent.
-_LEASE_BATCH = 100
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 
@@ -70,12 +84,27 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+@dataclass(frozen=True)
+class LeaseAttempt:
+    """What one try to lease gave: the job (None when nothing fit), and whether queued jobs of
+    the agent's profile are left (a waiter that found none it could take then lets the next
+    agent of that profile try)."""
+
+    job: Optional[Job]
+    more_queued: bool
+    profile: str  # the agent's device profile, as registered
+
+
 class Store:
     """The controller's database. ``url`` is any SQLAlchemy URL (``sqlite:///file``,
     ``postgresql+psycopg://user@host/db``)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, feed: Optional[ChangeFeed] = None,
+                 pool_size: int = 20) -> None:
+        """``pool_size``: PostgreSQL connections kept open (the server's database threads and a
+        few for its background work); more are opened for bursts."""
         self.url = make_url(url)
+        self.feed = feed if feed is not None else ChangeFeed()
         self.backend = self.url.get_backend_name()
         kwargs: dict = {"echo": echo}
         if self.backend == "sqlite":
@@ -87,7 +116,7 @@ class Store:
             else:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
+            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=40)
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -120,14 +149,35 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
+        changes: List[Change] = []
         with self._write_lock:
             with Session(self.engine, expire_on_commit=False) as s:
+                s.info["changes"] = changes
                 try:
                     yield s
+                    if changes and self.backend == "postgresql":
+                        s.flush()
+                        for payload in encode(changes, self.feed.origin):
+                            s.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
                     s.commit()
                 except BaseException:
                     s.rollback()
                     raise
+        if changes:
+            self.feed.publish(changes)
+
+    @staticmethod
+    def _changed(s: Session, job: Job) -> None:
+        """Record that ``job`` changed in this transaction (published after the commit)."""
+        state = job.job_state
+        s.info["changes"].append(Change(job.id, job.run_id, job.device_profile,
+                                        queued=state == JobState.QUEUED, finished=state.finished))
+
+    def listen_conninfo(self) -> Optional[str]:
+        """The libpq address a notifications.PostgresListener connects to (None on SQLite)."""
+        if self.backend != "postgresql":
+            return None
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     # ------------------------------------------------------------ artifacts
 
@@ -149,12 +199,30 @@ class Store:
 
     # ------------------------------------------------------------ runs and jobs
 
-    def add_run(self, run: Run, jobs: Sequence[Job]) -> None:
+    def add_run(self, run: Run, jobs: Sequence[Job], *, also: Sequence[SQLModel] = (),
+                then: Optional[Callable[[Session], None]] = None) -> None:
+        """Store a run and its jobs, and in the same transaction the rows ``also`` names (a job's
+        budgets) and whatever ``then`` does with the session (a suite run's next state): nobody
+        sees the jobs without them, and a crash leaves neither."""
+        self.add_runs([(run, jobs)], also=also, then=then)
+
+    def add_runs(self, runs: Sequence[Tuple[Run, Sequence[Job]]], *, also: Sequence[SQLModel] = (),
+                 then: Optional[Callable[[Session], None]] = None) -> None:
+        """``add_run`` for several runs in one transaction (in this order)."""
         with self._write() as s:
-            s.add(Run.model_validate(run.model_dump()))
-            s.flush()
-            for job in jobs:
-                s.add(Job.model_validate(job.model_dump()))
+            for run, jobs in runs:
+                s.add(Run.model_validate(run.model_dump()))
+                s.flush()
+                for job in jobs:
+                    job.fill_requirements()
+                    row = Job.model_validate(job.model_dump())
+                    s.add(row)
+                    self._changed(s, row)
+                s.flush()
+            for extra in also:
+                s.add(extra)
+            if then is not None:
+                then(s)
 
     def get_run(self, run_id: str) -> Tuple[Run, List[Job]]:
         with self._read() as s:
@@ -200,6 +268,8 @@ class Store:
             # The lease id stays so the agent's next report is answered "cancel".
             job.lease_expires_at = None
             s.add(job)
+            self._changed(s, job)
+            self._count_outcome(s, job)
             log.info("job %s cancelled (was %s)", job_id, state.value)
             return job
 
@@ -245,16 +315,34 @@ class Store:
 
     def heartbeat(self, agent_id: str, *, busy: bool, now: float, lease_seconds: float) -> bool:
         """Mark the agent seen and renew its leases. False when the agent is unknown."""
+        return agent_id in self.record_contact({agent_id: busy}, (), now=now, lease_seconds=lease_seconds)
+
+    def record_contact(self, beats: Mapping[str, bool], touched: Iterable[str], *, now: float,
+                       lease_seconds: float) -> Set[str]:
+        """Heartbeats of many agents in one transaction (agent id -> busy): each known agent is
+        marked seen with its busy flag and its leases are renewed. ``touched`` agents (waiting in
+        a long-poll) are only marked seen. Returns the known agents among ``beats``."""
+        ids = sorted(set(beats) | set(touched))
+        if not ids:
+            return set()
+        agents = Agent.__table__
+        jobs = Job.__table__
         with self._write() as s:
-            if s.get(Agent, agent_id) is None:
-                return False
-            s.execute(
-                sa.update(Job)
-                .where(Job.agent_id == agent_id, Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
-                .values(lease_expires_at=now + lease_seconds)
-            )
-            s.execute(sa.update(Agent).where(Agent.id == agent_id).values(last_seen=now, busy=busy))
-            return True
+            known = set(s.exec(select(Agent.id).where(Agent.id.in_(ids))).all())  # type: ignore[attr-defined]
+            beating = sorted(a for a in beats if a in known)
+            if beating:
+                s.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.agent_id.in_(beating), jobs.c.state.in_(_ACTIVE))
+                    .values(lease_expires_at=now + lease_seconds)
+                )
+                s.execute(sa.update(agents).where(agents.c.id == sa.bindparam("agent"))
+                          .values(last_seen=now, busy=sa.bindparam("is_busy")),
+                          [{"agent": a, "is_busy": bool(beats[a])} for a in beating])
+            only_seen = sorted(a for a in set(touched) - set(beats) if a in known)
+            if only_seen:
+                s.execute(sa.update(agents).where(agents.c.id.in_(only_seen)).values(last_seen=now))
+        return {a for a in beats if a in known}
 
     def touch_agent(self, agent_id: str, *, now: float) -> None:
         with self._write() as s:
@@ -277,31 +365,68 @@ class Store:
                 raise NotFound(f"agent {agent_id!r} has never registered with this controller")
             agent.draining = draining
             s.add(agent)
+            if not draining:  # back in service: it may take queued work now
+                s.info["changes"].append(Change("", "", agent.profile, queued=True))
             return agent
 
-    def active_jobs_by_agent(self) -> Dict[str, str]:
-        """agent id -> id of the job it holds a lease for."""
+    def active_jobs_by_agent(self, agent_ids: Optional[Sequence[str]] = None) -> Dict[str, str]:
+        """agent id -> id of the job it holds a lease for (of ``agent_ids`` when given)."""
+        q = select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
+        if agent_ids is not None:
+            if not agent_ids:
+                return {}
+            q = q.where(Job.agent_id.in_(list(agent_ids)))  # type: ignore[union-attr]
         with self._read() as s:
-            rows = s.exec(
-                select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
-            ).all()
-            return {agent_id: job_id for agent_id, job_id in rows if agent_id}
+            return {agent_id: job_id for agent_id, job_id in s.exec(q).all() if agent_id}
+
+    def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Agent], int, int]:
+        """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the
+        profile first; the number of agents in all and of that profile."""
+        mine = sa.case((Agent.profile == profile, 0), else_=1)
+        with self._read() as s:
+            agents = list(s.exec(select(Agent).order_by(mine, Agent.id).limit(limit)).all())
+            total, same = s.exec(select(sa.func.count(), sa.func.count().filter(Agent.profile == profile))).one()
+        return agents, int(total), int(same)
 
     # ------------------------------------------------------------ leases
 
-    def lease_next(
-        self,
-        agent_id: str,
-        fits: Callable[[Agent, Job], bool],
-        *,
-        now: float,
-        lease_seconds: float,
-    ) -> Optional[Job]:
-        """Lease the oldest queued job of the agent's profile that ``fits`` the agent.
+    def _fits(self, agent: Agent) -> sa.ColumnElement:
+        """The jobs ``agent`` can run, as a SQL condition: its profile, a subset of its tags as
+        the required tags, and a runtime it has with the execution provider asked for (the same
+        rules as scheduler.accepts, which explains them)."""
+        tags = sorted(set(agent.tags))
+        if self.backend == "postgresql":
+            tags_fit = Job.required_tags.op("<@")(sa.literal(tags, type_=pg_dialect.JSONB()))  # type: ignore[union-attr]
+        else:
+            each = sa.func.json_each(Job.required_tags).table_valued("value")
+            tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.not_in(tags)))
+        runtimes = []
+        for runtime in agent.capabilities.get("runtimes", []):
+            providers = list(runtime.get("execution_providers", []))
+            runtimes.append(sa.and_(Job.required_runtime == runtime.get("name", ""),
+                                    sa.or_(Job.required_provider == "", Job.required_provider.in_(providers))))
+        return sa.and_(Job.device_profile == agent.profile, tags_fit,
+                       sa.or_(*runtimes) if runtimes else sa.false())
+
+    def lease_next(self, agent_id: str, *, now: float, lease_seconds: float) -> LeaseAttempt:
+        """Lease the oldest queued job that fits the agent (profile, tags, runtime and provider
+        matched in SQL; only the row leased is locked, and rows other replicas hold are skipped).
 
         A lease the agent still holds is given up first: an agent runs one job at a time, so
-        asking for work means it no longer works on its old job.
+        asking for work means it no longer works on its old job. When the agent holds no lease
+        and no queued job fits it, nothing is written.
         """
+        with self._read() as s:
+            agent = s.get(Agent, agent_id)
+            if agent is None:
+                raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
+            fits = self._fits(agent)
+            holds = s.exec(select(Job.id).where(Job.agent_id == agent_id, Job.state.in_(_ACTIVE)).limit(1)).first()  # type: ignore[attr-defined]
+            waiting = s.exec(select(Job.id).where(Job.state == JobState.QUEUED.value, fits).limit(1)).first()
+            if holds is None and (waiting is None or agent.draining):
+                more = waiting is not None or s.exec(select(Job.id).where(
+                    Job.state == JobState.QUEUED.value, Job.device_profile == agent.profile).limit(1)).first() is not None
+                return LeaseAttempt(None, more, agent.profile)
         with self._write() as s, s.no_autoflush:
             agent = s.get(Agent, agent_id)
             if agent is None:
@@ -309,38 +434,42 @@ class Store:
             self._release_leases(s, agent_id, now, "asked for new work")
             agent.last_seen = now
             agent.busy = False
-            after: Optional[Tuple[float, str]] = None
-            while True:
-                q = select(Job).where(Job.state == JobState.QUEUED.value, Job.device_profile == agent.profile)
-                if after is not None:
-                    q = q.where(sa.tuple_(Job.created_at, Job.id) > sa.tuple_(*after))
-                q = (
-                    q.order_by(Job.created_at, Job.id)
-                    .limit(_LEASE_BATCH)
-                    .with_for_update(skip_locked=True)
-                )
-                batch = s.exec(q).all()
-                for job in batch:
-                    if fits(agent, job):
-                        job.state = JobState.LEASED.value
-                        job.agent_id = agent_id
-                        job.lease_id = uuid.uuid4().hex
-                        job.lease_expires_at = now + lease_seconds
-                        job.attempt += 1
-                        job.started_at = now
-                        job.progress = None
-                        agent.busy = True
-                        s.add(job)
-                        s.add(agent)
-                        log.info(
-                            "job %s leased to agent %s (attempt %d of %d)",
-                            job.id, agent_id, job.attempt, job.max_attempts,
-                        )
-                        return job
-                if len(batch) < _LEASE_BATCH:
-                    s.add(agent)
-                    return None
-                after = (batch[-1].created_at, batch[-1].id)
+            job = None
+            if not agent.draining:
+                job = s.exec(
+                    select(Job).where(Job.state == JobState.QUEUED.value, self._fits(agent))
+                    .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True)
+                ).first()
+            if job is not None:
+                job.state = JobState.LEASED.value
+                job.agent_id = agent_id
+                job.lease_id = uuid.uuid4().hex
+                job.lease_expires_at = now + lease_seconds
+                job.attempt += 1
+                job.started_at = now
+                job.progress = None
+                job.lost_lease_id = job.lost_agent_id = None
+                agent.busy = True
+                s.add(job)
+                self._changed(s, job)
+                log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
+            s.add(agent)
+            more = s.exec(select(Job.id).where(Job.state == JobState.QUEUED.value,
+                                               Job.device_profile == agent.profile).limit(1)).first() is not None
+            return LeaseAttempt(job, more, agent.profile)
+
+    def extend_leases(self, *, until: float) -> int:
+        """Give every active lease until ``until`` at least: after a controller starts, agents
+        that could not reach it (backing off) get time to come back before their jobs are taken
+        from them. Returns how many leases were extended."""
+        with self._write() as s:
+            result = s.execute(
+                sa.update(Job.__table__)
+                .where(Job.__table__.c.state.in_(_ACTIVE),
+                       sa.or_(Job.__table__.c.lease_expires_at.is_(None), Job.__table__.c.lease_expires_at < until))
+                .values(lease_expires_at=until)
+            )
+            return int(result.rowcount or 0)
 
     def expire_leases(self, *, now: float) -> List[Tuple[Job, JobState]]:
         """Requeue (or fail, when out of attempts) every job whose lease expired."""
@@ -362,13 +491,14 @@ class Store:
         ).all()
         return [(job, self._lose_lease(s, job, now, why)) for job in jobs]
 
-    @staticmethod
-    def _lose_lease(s: Session, job: Job, now: float, why: str) -> JobState:
+    def _lose_lease(self, s: Session, job: Job, now: float, why: str) -> JobState:
         agent_id, attempt = job.agent_id, job.attempt
+        # Remembered, so the attempt's late report is still stored while no later one started.
+        job.lost_lease_id, job.lost_agent_id = job.lease_id, agent_id
+        job.lease_id = None
         if attempt < job.max_attempts:
             job.state = JobState.QUEUED.value
             job.agent_id = None
-            job.lease_id = None
             job.lease_expires_at = None
             job.started_at = None
             job.progress = None
@@ -392,6 +522,9 @@ class Store:
             )
             log.warning("agent %s %s during the last attempt (%d) of job %s; job failed", agent_id, why, attempt, job.id)
         s.add(job)
+        self._changed(s, job)
+        if job.job_state.finished:
+            self._count_outcome(s, job)
         return job.job_state
 
     def record_progress(
@@ -399,11 +532,18 @@ class Store:
     ) -> Tuple[bool, str]:
         """Store progress of a leased job and renew its lease.
 
+        An agent reporting under a lease it lost (it was away longer than the lease) gets the
+        job back when no later attempt has started, so its work is not thrown away.
+
         Returns (cancel, why): cancel is True when the agent must stop the job, because it was
         cancelled or because this lease is no longer the job's current lease.
         """
         with self._write() as s, s.no_autoflush:
-            job = s.exec(select(Job).where(Job.lease_id == lease_id).with_for_update()).first()
+            job = s.exec(select(Job).where(sa.or_(Job.lease_id == lease_id, Job.lost_lease_id == lease_id))
+                         .with_for_update()).first()
+            if job is not None and job.lease_id != lease_id:
+                if not self._reclaim(job, agent_id, lease_id, now):
+                    job = None
             if job is None or job.agent_id != agent_id:
                 return True, f"lease {lease_id} is not held by agent {agent_id} (it expired or was never granted)"
             state = job.job_state
@@ -415,12 +555,34 @@ class Store:
             job.state = JobState.RUNNING.value
             job.lease_expires_at = now + lease_seconds
             s.add(job)
+            self._changed(s, job)
             agent = s.get(Agent, agent_id)
             if agent is not None:
                 agent.last_seen = now
                 agent.busy = True
                 s.add(agent)
             return False, ""
+
+    @staticmethod
+    def _reclaim(job: Job, agent_id: str, lease_id: str, now: float) -> bool:
+        """Give a job back to the lease it lost, when that attempt is still the newest: the job is
+        queued again and nobody leased it since, or it failed because that lease was lost."""
+        state = job.job_state
+        lost_to_lease = state == JobState.FAILED and job.failure_category == FailureCategory.INFRASTRUCTURE.value
+        if job.lost_lease_id != lease_id or job.lost_agent_id != agent_id:
+            return False
+        if state != JobState.QUEUED and not lost_to_lease:
+            return False
+        log.warning("agent %s came back with lease %s of job %s (attempt %d), which it had lost; "
+                    "no later attempt started, so the job is its again", agent_id, lease_id, job.id, job.attempt)
+        job.state = JobState.RUNNING.value
+        job.lease_id, job.agent_id = lease_id, agent_id
+        job.lost_lease_id = job.lost_agent_id = None
+        job.finished_at = None
+        job.set_failure(None)
+        if job.started_at is None:
+            job.started_at = now
+        return True
 
     def record_result(
         self,
@@ -436,8 +598,11 @@ class Store:
     ) -> Tuple[bool, str]:
         """Store the outcome of one attempt. Idempotent by (job, attempt): a repeat of the stored
         report is accepted and changes nothing; a report for another attempt or lease is refused.
+        The report of a lease the job lost is stored when no later attempt has started (the job
+        was requeued and nobody leased it since, or it failed for the lost lease).
         ``on_result`` runs in the same transaction once a result is stored (constraint verdicts),
-        so nobody sees the result without what is derived from it. Returns (accepted, message)."""
+        so nobody sees the result without what is derived from it. Returns (accepted, message):
+        accepted is True only when this report is what the job now holds."""
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
         with self._write() as s, s.no_autoflush:
@@ -445,8 +610,10 @@ class Store:
             if job is None:
                 return False, f"job {job_id!r} does not exist on this controller"
             state = job.job_state
-            current = job.lease_id == lease_id and job.attempt == attempt and job.agent_id == agent_id
-            if not current:
+            holds = job.lease_id == lease_id and job.attempt == attempt and job.agent_id == agent_id
+            if not holds and job.attempt == attempt and self._reclaim(job, agent_id, lease_id, now):
+                holds, state = True, job.job_state
+            if not holds:
                 return False, (
                     f"report for attempt {attempt} under lease {lease_id} is stale: job {job_id} is "
                     f"{state.value} at attempt {job.attempt}; the report was discarded"
@@ -471,7 +638,56 @@ class Store:
             job.finished_at = now
             job.lease_expires_at = None
             s.add(job)
+            self._changed(s, job)
+            s.flush()
+            if result is not None:
+                self._note_latest(s, job)
+            self._count_outcome(s, job)
             log.info("job %s %s on agent %s (attempt %d)", job_id, job.state, agent_id, attempt)
             return True, f"stored the {'result' if result is not None else 'failure'} of job {job_id}"
 
+    def _note_latest(self, s: Session, job: Job) -> None:
+        """Make ``job`` the latest result of its model x profile x runtime (an upsert, so two
+        replicas storing results of one model at once do not collide)."""
+        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        table = LatestResult.__table__
+        stmt = insert(table).values(model_name=job.model_name, device_profile=job.device_profile,
+                                    runtime=job.runtime, job_id=job.id, finished_at=job.finished_at)
+        s.execute(stmt.on_conflict_do_update(
+            index_elements=[table.c.model_name, table.c.device_profile, table.c.runtime],
+            set_={"job_id": stmt.excluded.job_id, "finished_at": stmt.excluded.finished_at},
+            where=table.c.finished_at <= stmt.excluded.finished_at,
+        ))
 
+    def _count_outcome(self, s: Session, job: Job) -> None:
+        """Count a job that just finished (an upsert adding one, last in its transaction so
+        the counter row is locked only until the commit)."""
+        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        table = JobOutcomeCount.__table__
+        stmt = insert(table).values(outcome=job.state, reason=outcome_reason(job), device_profile=job.device_profile,
+                                    model_name=job.model_name, runtime=job.runtime, count=1)
+        s.execute(stmt.on_conflict_do_update(
+            index_elements=[table.c.outcome, table.c.reason, table.c.device_profile, table.c.model_name,
+                            table.c.runtime],
+            set_={"count": table.c.count + 1},
+        ))
+
+    def outcome_counts(self) -> List[Tuple[str, str, str, str, str, int]]:
+        """(outcome, reason, device profile, model name, runtime, count) of every finished job."""
+        t = JobOutcomeCount.__table__
+        with self._read() as s:
+            return [tuple(r) for r in s.execute(sa.select(t.c.outcome, t.c.reason, t.c.device_profile,  # type: ignore[misc]
+                                                          t.c.model_name, t.c.runtime, t.c.count)).all()]
+
+    def latest_results(self, limit: int) -> List[LatestResult]:
+        """The newest ``limit`` rows of latest_results, newest first."""
+        with self._read() as s:
+            return list(s.exec(select(LatestResult).order_by(LatestResult.finished_at.desc(),  # type: ignore[attr-defined]
+                                                             LatestResult.job_id.desc()).limit(limit)).all())
+
+    def get_jobs(self, job_ids: Sequence[str]) -> List[Job]:
+        """The jobs of ``job_ids`` that exist, in no particular order."""
+        if not job_ids:
+            return []
+        with self._read() as s:
+            return list(s.exec(select(Job).where(Job.id.in_(list(job_ids)))).all())  # type: ignore[attr-defined]

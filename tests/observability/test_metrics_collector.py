@@ -64,6 +64,9 @@ def store(tmp_path: Path) -> Store:
     st.close()
 
 
+ONNX = {"runtimes": [{"name": "onnxruntime", "version": "1.22"}]}
+
+
 def _job(job_id: str, run_id: str, profile: str, created: float, name: str = "mlp.onnx") -> Job:
     return Job(id=job_id, run_id=run_id, model_sha256="a" * 64, model_name=name, model_format="onnx",
                device_profile=profile, created_at=created, max_attempts=1)
@@ -79,14 +82,15 @@ def _populate(store: Store, now: float) -> None:
         _job("j-queued-jetson", "r1", "jetson", now - 30),
     ])
     for agent in ("rpi5-01", "rpi5-02", "rpi5-03"):
-        store.register_agent(agent, profile="rpi5", tags=[], capabilities={}, hostname=agent, version="1", now=now)
-    fits = lambda agent, job: job.id in ("j-ok", "j-fail", "j-run")  # noqa: E731
-    ok = store.lease_next("rpi5-01", fits, now=now - 12, lease_seconds=600)
+        store.register_agent(agent, profile="rpi5", tags=[], capabilities=ONNX, hostname=agent, version="1", now=now)
+    # Leases go oldest first: j-ok, j-fail, j-run.
+    ok = store.lease_next("rpi5-01", now=now - 12, lease_seconds=600).job
     store.record_result("rpi5-01", ok.lease_id, ok.id, ok.attempt, result=RESULT, failure=None, now=now - 4)
-    bad = store.lease_next("rpi5-02", fits, now=now - 12, lease_seconds=600)
+    bad = store.lease_next("rpi5-02", now=now - 12, lease_seconds=600).job
     store.record_result("rpi5-02", bad.lease_id, bad.id, bad.attempt, result=None,
                         failure=Failure(FailureCategory.OUT_OF_MEMORY, "too big"), now=now - 3)
-    run = store.lease_next("rpi5-03", fits, now=now - 3, lease_seconds=600)
+    run = store.lease_next("rpi5-03", now=now - 3, lease_seconds=600).job
+    assert (ok.id, bad.id, run.id) == ("j-ok", "j-fail", "j-run")
     store.record_progress("rpi5-03", run.lease_id, {
         "phase": "measuring",
         "telemetry": [
@@ -164,9 +168,11 @@ def test_newest_result_per_model_device_runtime_wins(store: Store) -> None:
     _populate(store, now)
     metrics = ControllerMetrics(store, heartbeat_interval=5)
     assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.002)
+    store.cancel_job("j-queued", now=now)
     store.add_run(Run(id="r2", created_at=now), [_job("j-new", "r2", "rpi5", now)])
     faster = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": 0.0015}}
-    job = store.lease_next("rpi5-01", lambda a, j: j.id == "j-new", now=now, lease_seconds=60)
+    job = store.lease_next("rpi5-01", now=now, lease_seconds=60).job
+    assert job.id == "j-new"
     store.record_result("rpi5-01", job.lease_id, job.id, job.attempt, result=faster, failure=None, now=now + 1)
     assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.0015)
 
