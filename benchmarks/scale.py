@@ -439,6 +439,7 @@ def main() -> None:
             url, drop = postgres_database(args.postgres_url)
             command += ["--db", url]
         farm = FarmProcess(command, root / "controller")
+        print(f"controller pid {farm.popen.pid} at {farm.address}", file=sys.stderr, flush=True)
         result = asyncio.run(run(args, farm.address, farm.popen.pid))
         print_report(result)
         if args.json:

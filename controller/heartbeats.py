@@ -11,9 +11,10 @@ process wrote recently anyway.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
-from typing import Awaitable, Callable, Dict, Iterable, List, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Set, Tuple
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -21,16 +22,16 @@ log = logging.getLogger("hilfarm.controller")
 MAX_BATCH = 2000
 
 RecordContact = Callable[[Dict[str, bool], Iterable[str]], Set[str]]
-RunBlocking = Callable[..., Awaitable]
 
 
 class HeartbeatBatcher:
-    """``record`` writes one batch (scheduler.Scheduler.record_contact); ``run_blocking`` runs it
-    off the event loop (the server's database executor)."""
+    """``record`` writes one batch (scheduler.Scheduler.record_contact), on a thread of its own:
+    a heartbeat never queues behind other calls' database work, so a busy controller still
+    answers its agents quickly and does not mark them offline."""
 
-    def __init__(self, record: RecordContact, run_blocking: RunBlocking, *, touch_interval: float) -> None:
+    def __init__(self, record: RecordContact, *, touch_interval: float) -> None:
         self._record = record
-        self._run_blocking = run_blocking
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hilfarm-heartbeats")
         self.touch_interval = touch_interval
         self._beats: Dict[str, Tuple[bool, List[asyncio.Future]]] = {}
         self._touched: Set[str] = set()
@@ -60,6 +61,7 @@ class HeartbeatBatcher:
             await self._task
         except asyncio.CancelledError:
             pass
+        self._thread.shutdown(wait=False, cancel_futures=True)
         for _, waiting in self._beats.values():
             for future in waiting:
                 if not future.done():
@@ -76,7 +78,8 @@ class HeartbeatBatcher:
             if self._beats or self._touched:
                 self._pending.set()
             try:
-                known = await self._run_blocking(self._record, {a: busy for a, (busy, _) in batch.items()}, touched)
+                known = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._record, {a: busy for a, (busy, _) in batch.items()}, touched)
             except Exception as exc:
                 log.warning("writing %d heartbeat(s) failed: %s: %s", len(batch), type(exc).__name__, exc)
                 for _, waiting in batch.values():

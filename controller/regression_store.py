@@ -79,6 +79,11 @@ class JobEvaluation(SQLModel, table=True):
     evaluated_at: Optional[float] = None
 
 
+# Read for every job a user looks at: built once (building a statement costs more than running it).
+_EVALUATIONS = sa.select(JobEvaluation.__table__).where(
+    JobEvaluation.__table__.c.job_id.in_(sa.bindparam("ids", expanding=True)))
+
+
 class BaselineRow(SQLModel, table=True):
     """One acceptance of a job as the baseline; the newest row of a key is the baseline."""
 
@@ -192,9 +197,9 @@ class RegressionStore:
         ids = list(dict.fromkeys(job_ids))
         if not ids:
             return {}
-        with self.store._read() as s:
-            rows = s.exec(select(JobEvaluation).where(JobEvaluation.job_id.in_(ids))).all()  # type: ignore[attr-defined]
-            return {r.job_id: r for r in rows}
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(_EVALUATIONS, {"ids": ids}).all()
+        return {r.job_id: JobEvaluation(**r._mapping) for r in rows}
 
     def latest_verdicts(self, limit: int = MAX_SCRAPE_ROWS) -> List[Tuple[Job, JobEvaluation]]:
         """The newest result of each (model, profile, runtime) with its verdicts, for the newest

@@ -196,25 +196,23 @@ class Scheduler:
         if not queued:
             return {}
         now = self.clock()
-        candidates: Dict[str, Tuple[List[Agent], int, int, Dict[str, str]]] = {}
+        candidates: Dict[str, Tuple[List[Tuple[Agent, str]], int, int]] = {}
         out: Dict[str, List[str]] = {}
         for job in queued:
             if job.device_profile not in candidates:
-                agents, total, same = self.store.placement_candidates(job.device_profile, MAX_PLACEMENT_NOTES)
-                current = self.store.active_jobs_by_agent([a.id for a in agents])
-                candidates[job.device_profile] = (agents, total, same, current)
+                candidates[job.device_profile] = self.store.placement_candidates(job.device_profile, MAX_PLACEMENT_NOTES)
             out[job.id] = self._notes_for(job, *candidates[job.device_profile], now=now)
         return out
 
-    def _notes_for(self, job: Job, agents: List[Agent], total: int, same: int, current: Dict[str, str], *,
+    def _notes_for(self, job: Job, agents: List[Tuple[Agent, str]], total: int, same: int, *,
                    now: float) -> List[str]:
         notes: List[str] = []
         if same == 0:
             notes.append(f"no agent with profile {job.device_profile} has registered")
         # Agents of the job's profile come first: their reasons are the ones a person can act on.
-        for agent in agents:
+        for agent, current_job_id in agents:
             ok, why = accepts(agent, job, now=now, heartbeat_interval=self.heartbeat_interval,
-                              current_job_id=current.get(agent.id, ""))
+                              current_job_id=current_job_id)
             notes.append(f"{agent.id}: {why}" + ("; waiting for it to ask for work" if ok else ""))
         count = (1 if same == 0 else 0) + total
         if count > MAX_PLACEMENT_NOTES:

@@ -170,7 +170,7 @@ class _Services:
         self.artifacts = controller.artifacts
         self.scheduler = controller.scheduler
         self.waiters = Waiters(controller.store.feed, loop)
-        self.heartbeats = HeartbeatBatcher(self.scheduler.record_contact, self.db,
+        self.heartbeats = HeartbeatBatcher(self.scheduler.record_contact,
                                            touch_interval=self.scheduler.heartbeat_interval)
         # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
         self.profiles: Dict[str, str] = {}
@@ -532,7 +532,7 @@ class Controller:
         heartbeat_interval: float = 5,
         restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         max_attempts: int = 3,
-        db_workers: int = 16,
+        db_workers: Optional[int] = None,
         metrics: Optional[Any] = None,
         metrics_bind: Optional[str] = None,
         remote_write_url: Optional[str] = None,
@@ -552,9 +552,10 @@ class Controller:
         self.db_url = db_url or default_sqlite_url(self.data_dir)
         self.token = token or None
         self.max_attempts = max_attempts
-        self.db_workers = db_workers
         self.metrics = metrics
-        self.store = Store(self.db_url, pool_size=db_workers + 4)
+        sqlite = self.db_url.startswith("sqlite")
+        self.db_workers = db_workers or (4 if sqlite else 16)
+        self.store = Store(self.db_url, pool_size=self.db_workers + 4)
         self.artifacts = ArtifactStore(Path(artifacts_dir) if artifacts_dir else self.data_dir / "artifacts",
                                        self.store, max_bytes=max_artifact_bytes, replica=self.store.feed.origin)
         self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval,

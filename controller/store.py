@@ -66,6 +66,8 @@ from .schema import MigrationReport, migrate
 log = logging.getLogger("hilfarm.controller")
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
+_JOBS = Job.__table__
+_AGENTS = Agent.__table__
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 
@@ -82,6 +84,61 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+# Statements of the hot paths, built once: building a SQLAlchemy statement costs several times
+# more than running it on SQLite, and a thousand agents run these hundreds of times a second.
+_B = sa.bindparam
+_GET_JOB = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id"))
+_GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
+_GET_ARTIFACT = sa.select(Artifact.__table__).where(Artifact.__table__.c.sha256 == _B("sha256"))
+_AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.draining).where(
+    _AGENTS.c.id == _B("agent_id"))
+_HOLDS = sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B("agent_id"), _JOBS.c.state.in_(_ACTIVE)).limit(1)
+_QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
+                                                _JOBS.c.device_profile == _B("profile")).limit(1)
+_LEASE = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
+    state=JobState.LEASED.value, agent_id=_B("agent"), lease_id=_B("lease"), lease_expires_at=_B("expires"),
+    attempt=_JOBS.c.attempt + 1, started_at=_B("now"), progress=None, lost_lease_id=None, lost_agent_id=None,
+).returning(*_JOBS.c)
+_AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
+_PROGRESS = (sa.update(_JOBS)
+             .where(_JOBS.c.lease_id == _B("lease"), _JOBS.c.agent_id == _B("agent"), _JOBS.c.state.in_(_ACTIVE))
+             .values(progress=_B("progress", type_=_JOBS.c.progress.type), state=JobState.RUNNING.value,
+                     lease_expires_at=_B("expires"))
+             .returning(_JOBS.c.id, _JOBS.c.run_id, _JOBS.c.device_profile))
+_KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+_RENEW_LEASES = sa.update(_JOBS).where(_JOBS.c.agent_id.in_(_B("ids", expanding=True)),
+                                       _JOBS.c.state.in_(_ACTIVE)).values(lease_expires_at=_B("expires"))
+_BEAT = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent")).values(last_seen=_B("now"), busy=_B("is_busy"))
+_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(_B("ids", expanding=True))).values(last_seen=_B("now"))
+_JOB_FOR_REPORT = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id")).with_for_update()
+_STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
+    state=_B("state"), result=_B("result", type_=_JOBS.c.result.type), failure_category=_B("category"),
+    failure_message=_B("message"), failure_signal=_B("signal"), failure_detail=_B("detail"),
+    finished_at=_B("finished"), lease_expires_at=None, lease_id=_B("lease"), agent_id=_B("agent"),
+    lost_lease_id=None, lost_agent_id=None, started_at=_B("started"))
+_CANDIDATES = (
+    sa.select(
+        *_AGENTS.c,
+        sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
+        .limit(1).scalar_subquery().label("current"),
+        sa.func.count().over().label("total"),
+        sa.func.sum(sa.case((_AGENTS.c.profile == _B("profile"), 1), else_=0)).over().label("same"),
+    )
+    .order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
+    .limit(_B("limit"))
+)
+_INSERT_RUN = sa.insert(Run.__table__)
+_INSERT_JOB = sa.insert(_JOBS)
+
+
+@dataclass(frozen=True)
+class _LeaseStatements:
+    """The statements that lease to one kind of agent (profile, tags, runtimes)."""
+
+    look: sa.Select  # (held lease, fitting job, any queued job of the profile), without locks
+    take: sa.Select  # the oldest fitting job, its row locked
 
 
 @dataclass(frozen=True)
@@ -105,7 +162,23 @@ class Store:
         few for its background work); more are opened for bursts."""
         self.url = make_url(url)
         self.feed = feed if feed is not None else ChangeFeed()
+        self._fits_cache: Dict[tuple, "_LeaseStatements"] = {}
         self.backend = self.url.get_backend_name()
+        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        latest = LatestResult.__table__
+        stmt = insert(latest).values(model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"),
+                                     job_id=_B("job_id"), finished_at=_B("finished"))
+        self._upsert_latest = stmt.on_conflict_do_update(
+            index_elements=[latest.c.model_name, latest.c.device_profile, latest.c.runtime],
+            set_={"job_id": stmt.excluded.job_id, "finished_at": stmt.excluded.finished_at},
+            where=latest.c.finished_at <= stmt.excluded.finished_at)
+        counts = JobOutcomeCount.__table__
+        stmt = insert(counts).values(outcome=_B("outcome"), reason=_B("reason"), device_profile=_B("profile"),
+                                     model_name=_B("model"), runtime=_B("runtime"), count=1)
+        self._count_finished = stmt.on_conflict_do_update(
+            index_elements=[counts.c.outcome, counts.c.reason, counts.c.device_profile, counts.c.model_name,
+                            counts.c.runtime],
+            set_={"count": counts.c.count + 1})
         kwargs: dict = {"echo": echo}
         if self.backend == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -182,8 +255,9 @@ class Store:
     # ------------------------------------------------------------ artifacts
 
     def get_artifact(self, sha256: str) -> Optional[Artifact]:
-        with self._read() as s:
-            return s.get(Artifact, sha256)
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET_ARTIFACT, {"sha256": sha256}).first()
+        return Artifact(**row._mapping) if row is not None else None
 
     def add_artifact(self, artifact: Artifact) -> bool:
         """Record a stored artifact. False when the digest was already recorded (kept as it was)."""
@@ -209,16 +283,20 @@ class Store:
     def add_runs(self, runs: Sequence[Tuple[Run, Sequence[Job]]], *, also: Sequence[SQLModel] = (),
                  then: Optional[Callable[[Session], None]] = None) -> None:
         """``add_run`` for several runs in one transaction (in this order)."""
+        run_rows, job_rows = [], []
+        for run, jobs in runs:
+            run_rows.append({"id": run.id, "created_at": run.created_at})
+            for job in jobs:
+                job.fill_requirements()
+                job_rows.append(job.model_dump())
         with self._write() as s:
-            for run, jobs in runs:
-                s.add(Run.model_validate(run.model_dump()))
-                s.flush()
+            conn = s.connection()
+            conn.execute(_INSERT_RUN, run_rows)
+            if job_rows:
+                conn.execute(_INSERT_JOB, job_rows)
+            for _, jobs in runs:
                 for job in jobs:
-                    job.fill_requirements()
-                    row = Job.model_validate(job.model_dump())
-                    s.add(row)
-                    self._changed(s, row)
-                s.flush()
+                    self._changed(s, job)
             for extra in also:
                 s.add(extra)
             if then is not None:
@@ -233,11 +311,11 @@ class Store:
             return run, list(jobs)
 
     def get_job(self, job_id: str) -> Job:
-        with self._read() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"job {job_id!r} does not exist on this controller")
-            return job
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET_JOB, {"job_id": job_id}).first()
+        if row is None:
+            raise NotFound(f"job {job_id!r} does not exist on this controller")
+        return Job(**row._mapping)
 
     def list_jobs(
         self, *, run_id: str = "", states: Iterable[JobState] = (), limit: int = 0
@@ -306,8 +384,9 @@ class Store:
             return agent, lost
 
     def get_agent(self, agent_id: str) -> Optional[Agent]:
-        with self._read() as s:
-            return s.get(Agent, agent_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET_AGENT, {"agent_id": agent_id}).first()
+        return Agent(**row._mapping) if row is not None else None
 
     def list_agents(self) -> List[Agent]:
         with self._read() as s:
@@ -325,23 +404,16 @@ class Store:
         ids = sorted(set(beats) | set(touched))
         if not ids:
             return set()
-        agents = Agent.__table__
-        jobs = Job.__table__
         with self._write() as s:
-            known = set(s.exec(select(Agent.id).where(Agent.id.in_(ids))).all())  # type: ignore[attr-defined]
+            conn = s.connection()
+            known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
             beating = sorted(a for a in beats if a in known)
             if beating:
-                s.execute(
-                    sa.update(jobs)
-                    .where(jobs.c.agent_id.in_(beating), jobs.c.state.in_(_ACTIVE))
-                    .values(lease_expires_at=now + lease_seconds)
-                )
-                s.execute(sa.update(agents).where(agents.c.id == sa.bindparam("agent"))
-                          .values(last_seen=now, busy=sa.bindparam("is_busy")),
-                          [{"agent": a, "is_busy": bool(beats[a])} for a in beating])
+                conn.execute(_RENEW_LEASES, {"ids": beating, "expires": now + lease_seconds})
+                conn.execute(_BEAT, [{"agent": a, "now": now, "is_busy": bool(beats[a])} for a in beating])
             only_seen = sorted(a for a in set(touched) - set(beats) if a in known)
             if only_seen:
-                s.execute(sa.update(agents).where(agents.c.id.in_(only_seen)).values(last_seen=now))
+                conn.execute(_SEEN, {"ids": only_seen, "now": now})
         return {a for a in beats if a in known}
 
     def touch_agent(self, agent_id: str, *, now: float) -> None:
@@ -379,34 +451,55 @@ class Store:
         with self._read() as s:
             return {agent_id: job_id for agent_id, job_id in s.exec(q).all() if agent_id}
 
-    def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Agent], int, int]:
+    def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
         """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the
-        profile first; the number of agents in all and of that profile."""
-        mine = sa.case((Agent.profile == profile, 0), else_=1)
-        with self._read() as s:
-            agents = list(s.exec(select(Agent).order_by(mine, Agent.id).limit(limit)).all())
-            total, same = s.exec(select(sa.func.count(), sa.func.count().filter(Agent.profile == profile))).one()
-        return agents, int(total), int(same)
+        profile first, each with the id of the job it holds a lease for (or ""); the number of
+        agents in all and of that profile. One query, however many agents there are. The agents
+        are read-only rows with the Agent attributes (building model objects would cost more
+        than the query)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
+            if rows:
+                total, same = rows[0].total, rows[0].same
+            else:
+                total, same = 0, 0
+        agents = [(row, row.current or "") for row in rows]
+        return agents, int(total), int(same or 0)
 
     # ------------------------------------------------------------ leases
 
-    def _fits(self, agent: Agent) -> sa.ColumnElement:
-        """The jobs ``agent`` can run, as a SQL condition: its profile, a subset of its tags as
-        the required tags, and a runtime it has with the execution provider asked for (the same
-        rules as scheduler.accepts, which explains them)."""
-        tags = sorted(set(agent.tags))
+    def _lease_statements(self, profile: str, tags: Sequence[str], capabilities: dict) -> _LeaseStatements:
+        """The statements that lease to an agent of this profile, tags and runtimes. The jobs it
+        can run are a SQL condition: its profile, a subset of its tags as the required tags, and a
+        runtime it has with the execution provider asked for (the same rules as
+        scheduler.accepts, which explains them). Built once per kind of agent."""
+        runtimes = tuple(sorted((r.get("name", ""), tuple(sorted(r.get("execution_providers", []))))
+                                for r in capabilities.get("runtimes", [])))
+        key = (profile, tuple(sorted(set(tags))), runtimes)
+        cached = self._fits_cache.get(key)
+        if cached is not None:
+            return cached
+        jobs = _JOBS
         if self.backend == "postgresql":
-            tags_fit = Job.required_tags.op("<@")(sa.literal(tags, type_=pg_dialect.JSONB()))  # type: ignore[union-attr]
+            tags_fit = jobs.c.required_tags.op("<@")(sa.literal(list(key[1]), type_=pg_dialect.JSONB()))
         else:
-            each = sa.func.json_each(Job.required_tags).table_valued("value")
-            tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.not_in(tags)))
-        runtimes = []
-        for runtime in agent.capabilities.get("runtimes", []):
-            providers = list(runtime.get("execution_providers", []))
-            runtimes.append(sa.and_(Job.required_runtime == runtime.get("name", ""),
-                                    sa.or_(Job.required_provider == "", Job.required_provider.in_(providers))))
-        return sa.and_(Job.device_profile == agent.profile, tags_fit,
-                       sa.or_(*runtimes) if runtimes else sa.false())
+            each = sa.func.json_each(jobs.c.required_tags).table_valued("value")
+            tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.not_in(list(key[1]))))
+        clauses = [sa.and_(jobs.c.required_runtime == name,
+                           sa.or_(jobs.c.required_provider == "", jobs.c.required_provider.in_(list(providers))))
+                   for name, providers in runtimes]
+        fits = sa.and_(jobs.c.state == JobState.QUEUED.value, jobs.c.device_profile == profile, tags_fit,
+                       sa.or_(*clauses) if clauses else sa.false())
+        statements = _LeaseStatements(
+            look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
+                           _QUEUED_OF_PROFILE.scalar_subquery()),
+            take=(sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
+                  .limit(1).with_for_update(skip_locked=True)),
+        )
+        if len(self._fits_cache) > 1024:
+            self._fits_cache.clear()
+        self._fits_cache[key] = statements
+        return statements
 
     def lease_next(self, agent_id: str, *, now: float, lease_seconds: float) -> LeaseAttempt:
         """Lease the oldest queued job that fits the agent (profile, tags, runtime and provider
@@ -416,47 +509,31 @@ class Store:
         asking for work means it no longer works on its old job. When the agent holds no lease
         and no queued job fits it, nothing is written.
         """
-        with self._read() as s:
-            agent = s.get(Agent, agent_id)
+        with self.engine.connect() as conn:
+            agent = conn.execute(_AGENT_FOR_LEASE, {"agent_id": agent_id}).first()
             if agent is None:
                 raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
-            fits = self._fits(agent)
-            holds = s.exec(select(Job.id).where(Job.agent_id == agent_id, Job.state.in_(_ACTIVE)).limit(1)).first()  # type: ignore[attr-defined]
-            waiting = s.exec(select(Job.id).where(Job.state == JobState.QUEUED.value, fits).limit(1)).first()
-            if holds is None and (waiting is None or agent.draining):
-                more = waiting is not None or s.exec(select(Job.id).where(
-                    Job.state == JobState.QUEUED.value, Job.device_profile == agent.profile).limit(1)).first() is not None
-                return LeaseAttempt(None, more, agent.profile)
-        with self._write() as s, s.no_autoflush:
-            agent = s.get(Agent, agent_id)
-            if agent is None:
-                raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
-            self._release_leases(s, agent_id, now, "asked for new work")
-            agent.last_seen = now
-            agent.busy = False
+            statements = self._lease_statements(agent.profile, agent.tags or [], agent.capabilities or {})
+            holds, waiting, queued = conn.execute(statements.look, {"agent_id": agent_id, "profile": agent.profile}).one()
+        if holds is None and (waiting is None or agent.draining):
+            return LeaseAttempt(None, queued is not None, agent.profile)
+        with self._write() as s:
+            if holds is not None:
+                with s.no_autoflush:
+                    self._release_leases(s, agent_id, now, "asked for new work")
+                s.flush()
+            conn = s.connection()
             job = None
-            if not agent.draining:
-                job = s.exec(
-                    select(Job).where(Job.state == JobState.QUEUED.value, self._fits(agent))
-                    .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True)
-                ).first()
-            if job is not None:
-                job.state = JobState.LEASED.value
-                job.agent_id = agent_id
-                job.lease_id = uuid.uuid4().hex
-                job.lease_expires_at = now + lease_seconds
-                job.attempt += 1
-                job.started_at = now
-                job.progress = None
-                job.lost_lease_id = job.lost_agent_id = None
-                agent.busy = True
-                s.add(job)
+            row = None if agent.draining else conn.execute(statements.take).first()
+            if row is not None:
+                leased = conn.execute(_LEASE, {"job_id": row.id, "agent": agent_id, "lease": uuid.uuid4().hex,
+                                               "expires": now + lease_seconds, "now": now}).one()
+                job = Job(**leased._mapping)
                 self._changed(s, job)
                 log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
-            s.add(agent)
-            more = s.exec(select(Job.id).where(Job.state == JobState.QUEUED.value,
-                                               Job.device_profile == agent.profile).limit(1)).first() is not None
-            return LeaseAttempt(job, more, agent.profile)
+            conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": job is not None})
+            more = conn.execute(_QUEUED_OF_PROFILE, {"profile": agent.profile}).first()
+            return LeaseAttempt(job, more is not None, agent.profile)
 
     def extend_leases(self, *, until: float) -> int:
         """Give every active lease until ``until`` at least: after a controller starts, agents
@@ -539,6 +616,12 @@ class Store:
         cancelled or because this lease is no longer the job's current lease.
         """
         with self._write() as s, s.no_autoflush:
+            # The usual case in one statement: the agent reports under the lease it holds.
+            row = s.connection().execute(_PROGRESS, {"lease": lease_id, "agent": agent_id, "progress": dict(progress),
+                                                     "expires": now + lease_seconds}).first()
+            if row is not None:
+                s.info["changes"].append(Change(row.id, row.run_id, row.device_profile))
+                return False, ""
             job = s.exec(select(Job).where(sa.or_(Job.lease_id == lease_id, Job.lost_lease_id == lease_id))
                          .with_for_update()).first()
             if job is not None and job.lease_id != lease_id:
@@ -606,9 +689,11 @@ class Store:
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
         with self._write() as s, s.no_autoflush:
-            job = s.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
-            if job is None:
+            conn = s.connection()
+            row = conn.execute(_JOB_FOR_REPORT, {"job_id": job_id}).first()
+            if row is None:
                 return False, f"job {job_id!r} does not exist on this controller"
+            job = Job(**row._mapping)
             state = job.job_state
             holds = job.lease_id == lease_id and job.attempt == attempt and job.agent_id == agent_id
             if not holds and job.attempt == attempt and self._reclaim(job, agent_id, lease_id, now):
@@ -620,26 +705,24 @@ class Store:
                 )
             if state in (JobState.SUCCEEDED, JobState.FAILED):
                 return True, f"the report of attempt {attempt} of job {job_id} was already stored"
-            agent = s.get(Agent, agent_id)
-            if agent is not None:
-                agent.busy = False
-                agent.last_seen = now
-                s.add(agent)
+            conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": False})
             if state == JobState.CANCELLED:
                 return False, f"job {job_id} was cancelled; the report was discarded"
             if result is not None:
                 job.state = JobState.SUCCEEDED.value
                 job.result = dict(result)
-                if on_result is not None:
-                    on_result(s, job)
             else:
                 job.state = JobState.FAILED.value
                 job.set_failure(failure)
             job.finished_at = now
             job.lease_expires_at = None
-            s.add(job)
+            conn.execute(_STORE_OUTCOME, {
+                "job_id": job.id, "state": job.state, "result": job.result, "category": job.failure_category,
+                "message": job.failure_message, "signal": job.failure_signal, "detail": job.failure_detail,
+                "finished": now, "lease": job.lease_id, "agent": job.agent_id, "started": job.started_at})
+            if result is not None and on_result is not None:
+                on_result(s, job)
             self._changed(s, job)
-            s.flush()
             if result is not None:
                 self._note_latest(s, job)
             self._count_outcome(s, job)
@@ -649,28 +732,16 @@ class Store:
     def _note_latest(self, s: Session, job: Job) -> None:
         """Make ``job`` the latest result of its model x profile x runtime (an upsert, so two
         replicas storing results of one model at once do not collide)."""
-        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
-        table = LatestResult.__table__
-        stmt = insert(table).values(model_name=job.model_name, device_profile=job.device_profile,
-                                    runtime=job.runtime, job_id=job.id, finished_at=job.finished_at)
-        s.execute(stmt.on_conflict_do_update(
-            index_elements=[table.c.model_name, table.c.device_profile, table.c.runtime],
-            set_={"job_id": stmt.excluded.job_id, "finished_at": stmt.excluded.finished_at},
-            where=table.c.finished_at <= stmt.excluded.finished_at,
-        ))
+        s.connection().execute(self._upsert_latest, {
+            "model": job.model_name, "profile": job.device_profile, "runtime": job.runtime, "job_id": job.id,
+            "finished": job.finished_at})
 
     def _count_outcome(self, s: Session, job: Job) -> None:
         """Count a job that just finished (an upsert adding one, last in its transaction so
         the counter row is locked only until the commit)."""
-        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
-        table = JobOutcomeCount.__table__
-        stmt = insert(table).values(outcome=job.state, reason=outcome_reason(job), device_profile=job.device_profile,
-                                    model_name=job.model_name, runtime=job.runtime, count=1)
-        s.execute(stmt.on_conflict_do_update(
-            index_elements=[table.c.outcome, table.c.reason, table.c.device_profile, table.c.model_name,
-                            table.c.runtime],
-            set_={"count": table.c.count + 1},
-        ))
+        s.connection().execute(self._count_finished, {
+            "outcome": job.state, "reason": outcome_reason(job), "profile": job.device_profile,
+            "model": job.model_name, "runtime": job.runtime})
 
     def outcome_counts(self) -> List[Tuple[str, str, str, str, str, int]]:
         """(outcome, reason, device profile, model name, runtime, count) of every finished job."""
