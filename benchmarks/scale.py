@@ -449,7 +449,10 @@ def main() -> None:
             farm.stop()
         if drop is not None:
             drop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get('KEEP'):
+            print('kept', root, file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 ARGS: argparse.Namespace

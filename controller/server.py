@@ -27,6 +27,7 @@ import hmac
 import inspect
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ from .errors import (
 from .heartbeats import HeartbeatBatcher
 from .models import Job, JobState
 from .notifications import PostgresListener
-from .regression_store import RegressionStore
+from .regression_store import JobEvaluation, RegressionStore
 from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
 from .store import Store, default_sqlite_url
 from .submission import ModelSpec, plan_run
@@ -71,6 +72,7 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
 }
 
 MAX_MESSAGE_BYTES = 16 << 20
+SWITCH_INTERVAL_SECONDS = 0.0005
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
 QUEUED_REFRESH_SECONDS = 5.0
@@ -269,10 +271,15 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             now=time.time(),
         )
         budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
+        evaluations = evaluation_rows(jobs, budgets, request.constraint_set)
+        by_job = {e.job_id: JobEvaluation(**e.model_dump()) for e in evaluations}
         # The budgets commit with the jobs: no agent can report a result that misses them.
-        self.s.store.add_run(run, jobs, also=evaluation_rows(jobs, budgets, request.constraint_set))
+        self.s.store.add_run(run, jobs, also=evaluations)
         log.info("run %s submitted: %d job(s)", run.id, len(jobs))
-        return self.s.run_pb(run, jobs)
+        msg = wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
+        for job_msg in msg.jobs:
+            wire.add_evaluation(job_msg, by_job.get(job_msg.id))
+        return msg
 
     @_rpc
     async def GetRun(self, request, context):  # type: ignore[no-untyped-def]
@@ -624,6 +631,11 @@ class Controller:
         return port
 
     def _serve(self, bind: str, ready: "concurrent.futures.Future[int]") -> None:
+        # A database thread gives up the interpreter lock for every statement and must win it
+        # back to go on; with the default 5 ms switch interval it waits that long behind the
+        # busy event loop each time, and a transaction of five statements holds the write lock
+        # for 25 ms. A shorter interval keeps transactions short (at a little more switching).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         try:
             asyncio.run(self._main(bind, ready))
         except BaseException as exc:

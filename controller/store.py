@@ -97,10 +97,10 @@ _AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabi
 _HOLDS = sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B("agent_id"), _JOBS.c.state.in_(_ACTIVE)).limit(1)
 _QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
                                                 _JOBS.c.device_profile == _B("profile")).limit(1)
-_LEASE = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
+_LEASE_VALUES = dict(
     state=JobState.LEASED.value, agent_id=_B("agent"), lease_id=_B("lease"), lease_expires_at=_B("expires"),
     attempt=_JOBS.c.attempt + 1, started_at=_B("now"), progress=None, lost_lease_id=None, lost_agent_id=None,
-).returning(*_JOBS.c)
+)
 _AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
 _PROGRESS = (sa.update(_JOBS)
              .where(_JOBS.c.lease_id == _B("lease"), _JOBS.c.agent_id == _B("agent"), _JOBS.c.state.in_(_ACTIVE))
@@ -118,17 +118,15 @@ _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
     failure_message=_B("message"), failure_signal=_B("signal"), failure_detail=_B("detail"),
     finished_at=_B("finished"), lease_expires_at=None, lease_id=_B("lease"), agent_id=_B("agent"),
     lost_lease_id=None, lost_agent_id=None, started_at=_B("started"))
-_CANDIDATES = (
-    sa.select(
-        *_AGENTS.c,
-        sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
-        .limit(1).scalar_subquery().label("current"),
-        sa.func.count().over().label("total"),
-        sa.func.sum(sa.case((_AGENTS.c.profile == _B("profile"), 1), else_=0)).over().label("same"),
-    )
-    .order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
-    .limit(_B("limit"))
-)
+_FIRST_AGENTS = (sa.select(_AGENTS).order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
+                 .limit(_B("limit")).subquery())
+_CANDIDATES = sa.select(
+    _FIRST_AGENTS,
+    # Only for the few agents listed, not for every agent of the farm.
+    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _FIRST_AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
+    .limit(1).scalar_subquery().label("current"),
+).order_by(sa.case((_FIRST_AGENTS.c.profile == _B("profile"), 0), else_=1), _FIRST_AGENTS.c.id)
+_AGENT_COUNTS = sa.select(sa.func.count(), sa.func.count().filter(_AGENTS.c.profile == _B("profile")))
 _INSERT_RUN = sa.insert(Run.__table__)
 _INSERT_JOB = sa.insert(_JOBS)
 
@@ -138,7 +136,7 @@ class _LeaseStatements:
     """The statements that lease to one kind of agent (profile, tags, runtimes)."""
 
     look: sa.Select  # (held lease, fitting job, any queued job of the profile), without locks
-    take: sa.Select  # the oldest fitting job, its row locked
+    take: sa.Update  # lease the oldest fitting job, locking only its row; returns it
 
 
 @dataclass(frozen=True)
@@ -459,12 +457,8 @@ class Store:
         than the query)."""
         with self.engine.connect() as conn:
             rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
-            if rows:
-                total, same = rows[0].total, rows[0].same
-            else:
-                total, same = 0, 0
-        agents = [(row, row.current or "") for row in rows]
-        return agents, int(total), int(same or 0)
+            total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
+        return [(row, row.current or "") for row in rows], int(total), int(same or 0)
 
     # ------------------------------------------------------------ leases
 
@@ -493,8 +487,10 @@ class Store:
         statements = _LeaseStatements(
             look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
                            _QUEUED_OF_PROFILE.scalar_subquery()),
-            take=(sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
-                  .limit(1).with_for_update(skip_locked=True)),
+            take=sa.update(jobs).where(jobs.c.id == (
+                sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
+                .limit(1).with_for_update(skip_locked=True).scalar_subquery()
+            )).values(**_LEASE_VALUES).returning(*jobs.c),
         )
         if len(self._fits_cache) > 1024:
             self._fits_cache.clear()
@@ -524,16 +520,22 @@ class Store:
                 s.flush()
             conn = s.connection()
             job = None
-            row = None if agent.draining else conn.execute(statements.take).first()
-            if row is not None:
-                leased = conn.execute(_LEASE, {"job_id": row.id, "agent": agent_id, "lease": uuid.uuid4().hex,
-                                               "expires": now + lease_seconds, "now": now}).one()
-                job = Job(**leased._mapping)
-                self._changed(s, job)
-                log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
+            if not agent.draining:
+                # One statement picks the oldest fitting row (locked, skipping rows other
+                # replicas hold) and leases it.
+                leased = conn.execute(statements.take, {"agent": agent_id, "lease": uuid.uuid4().hex,
+                                                        "expires": now + lease_seconds, "now": now}).first()
+                if leased is not None:
+                    job = Job(**leased._mapping)
+                    self._changed(s, job)
+                    log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt,
+                             job.max_attempts)
             conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": job is not None})
+        if job is not None:
+            return LeaseAttempt(job, True, agent.profile)
+        with self.engine.connect() as conn:
             more = conn.execute(_QUEUED_OF_PROFILE, {"profile": agent.profile}).first()
-            return LeaseAttempt(job, more is not None, agent.profile)
+        return LeaseAttempt(None, more is not None, agent.profile)
 
     def extend_leases(self, *, until: float) -> int:
         """Give every active lease until ``until`` at least: after a controller starts, agents
