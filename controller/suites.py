@@ -120,7 +120,10 @@ class SuiteRunner:
 
     def __init__(self, store: Store, regressions: RegressionStore, artifacts: ArtifactStore, scheduler: Scheduler,
                  *, default_max_attempts: int = 3, clock: Callable[[], float] = time.time,
-                 driver_lease: float = DRIVER_LEASE_SECONDS, sweep_seconds: float = SWEEP_SECONDS) -> None:
+                 driver_lease: float = DRIVER_LEASE_SECONDS, sweep_seconds: float = SWEEP_SECONDS,
+                 driver_id: Optional[str] = None) -> None:
+        """``driver_id`` names this replica in suite_runs.driver (default: the store's change feed
+        origin, unique per process)."""
         self.store = store
         self.reg = regressions
         self.artifacts = artifacts
@@ -129,7 +132,7 @@ class SuiteRunner:
         self.clock = clock
         self.driver_lease = driver_lease
         self.sweep_seconds = sweep_seconds
-        self.driver_id = store.feed.origin  # names this process in suite_runs.driver
+        self.driver_id = driver_id or store.feed.origin
         self.started: List[str] = []  # ids of the runs this runner started
         self._wake = threading.Event()
         self._stop = threading.Event()
