@@ -610,10 +610,13 @@ class ControllerMetrics:
         heartbeat_interval: float,
         clock: Callable[[], float] = time.time,
         remote_write: Optional[Any] = None,
+        max_models: int = DEFAULT_MAX_MODELS,
     ) -> None:
+        """``max_models``: the figures of this many models (those with the newest results) are
+        exported, which bounds the ``model`` label."""
         self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock)
+        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
         self.events = EventMetrics(self.registry)

@@ -203,17 +203,26 @@ class RegressionStore:
 
     def latest_verdicts(self, limit: int = MAX_SCRAPE_ROWS) -> List[Tuple[Job, JobEvaluation]]:
         """The newest result of each (model, profile, runtime) with its verdicts, for the newest
-        ``limit`` keys (latest_results, kept as results are stored: a scrape reads no more)."""
-        with self.store._read() as s:
-            rows = s.exec(
-                select(Job, JobEvaluation)
-                .join(LatestResult, LatestResult.job_id == Job.id)
-                .join(JobEvaluation, JobEvaluation.job_id == Job.id)
-                .where(JobEvaluation.evaluated_at.is_not(None))  # type: ignore[union-attr]
-                .order_by(LatestResult.finished_at.desc(), LatestResult.job_id.desc())  # type: ignore[attr-defined]
+        ``limit`` keys (latest_results, kept as results are stored: a scrape reads no more). The
+        jobs carry their identity and settings, not their result documents."""
+        jobs = Job.__table__
+        light = [c for c in jobs.c if c.name not in ("result", "progress")]
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*light, *JobEvaluation.__table__.c)
+                .join(LatestResult.__table__, LatestResult.__table__.c.job_id == jobs.c.id)
+                .join(JobEvaluation.__table__, JobEvaluation.__table__.c.job_id == jobs.c.id)
+                .where(JobEvaluation.__table__.c.evaluated_at.is_not(None))
+                .order_by(LatestResult.__table__.c.finished_at.desc(), LatestResult.__table__.c.job_id.desc())
                 .limit(limit)
             ).all()
-        return [(job, ev) for job, ev in rows]
+        out = []
+        for row in rows:
+            values = row._mapping
+            job = Job(**{c.name: values[c] for c in light})
+            evaluation = JobEvaluation(**{c.name: values[c] for c in JobEvaluation.__table__.c})
+            out.append((job, evaluation))
+        return out
 
     # ------------------------------------------------------------ baselines
 

@@ -121,6 +121,10 @@ def test_kubernetes_manifests() -> None:
     assert args[args.index("--bind") + 1].endswith(f":{ports['grpc']}")
     claim = pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert claim == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    # Replicas share one artifact store: the ReadWriteMany volume, mounted where --artifacts-dir points.
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert args[args.index("--artifacts-dir") + 1] == mounts[pod["spec"]["volumes"][0]["name"]]
     kubectl = shutil.which("kubectl")
     if kubectl:
         done = run(kubectl, "kustomize", str(DEPLOY / "kubernetes"))

@@ -197,3 +197,52 @@ def test_database_down_still_answers_with_store_up_zero(tmp_path: Path) -> None:
     st = Store(f"sqlite:///{tmp_path / 'never-created' / 'x.db'}")  # no schema: every query fails
     samples = scrape(ControllerMetrics(st, heartbeat_interval=5))
     assert one(samples, "hilfarm_store_up") == 0
+
+
+def _finish(store: Store, job_id: str, name: str, finished: float, p50: float = 0.002) -> None:
+    store.add_run(Run(id=f"run-{job_id}", created_at=finished - 1), [_job(job_id, f"run-{job_id}", "rpi5", finished - 1, name)])
+    leased = store.lease_next("rpi5-01", now=finished - 1, lease_seconds=60).job
+    assert leased.id == job_id
+    result = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": p50}}
+    assert store.record_result("rpi5-01", leased.lease_id, job_id, 1, result=result, failure=None, now=finished)[0]
+
+
+def test_the_model_label_is_bounded_to_the_models_with_the_newest_results(store: Store) -> None:
+    now = time.time()
+    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
+    store.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
+    for i, name in enumerate(("old.onnx", "mid.onnx", "new.onnx")):
+        _finish(store, f"j{i}", name, now + i)
+    samples = scrape(ControllerMetrics(store, heartbeat_interval=5, max_models=2))
+    for family in ("hilfarm_inference_latency_seconds", "hilfarm_model_jobs_total"):
+        assert {ls["model"] for n, ls, _ in samples if n == family} == {"mid.onnx", "new.onnx"}, family
+    assert one(samples, "hilfarm_jobs_total", outcome="succeeded", reason="ok") == 3, "farm totals still count every job"
+
+
+def test_a_scrape_reads_the_new_result_only_not_every_stored_result(store: Store) -> None:
+    """A new result costs the next scrape one document read, however many results are stored."""
+    import sqlalchemy as sa
+
+    now = time.time()
+    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
+    store.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
+    for i in range(40):
+        _finish(store, f"old-{i}", "mlp.onnx", now + i)
+    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    scrape(metrics)
+    _finish(store, "newest", "mlp.onnx", now + 100, p50=0.0042)
+    statements: List[Tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        samples = scrape(metrics)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    assert one(samples, "hilfarm_inference_latency_seconds", quantile="0.5") == pytest.approx(0.0042)
+    reads = [(s, p) for s, p in statements if "jobs.result" in s and "FROM jobs" in s]
+    assert len(reads) == 1 and "newest" in str(reads[0][1]), reads
+    assert not any("'succeeded'" in s or "succeeded" in str(p) for s, p in statements if "FROM jobs" in s), \
+        "no scan of the succeeded jobs"
