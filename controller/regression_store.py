@@ -76,7 +76,7 @@ class JobEvaluation(SQLModel, table=True):
     constraint_set: str = ""
     budgets: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
     verdicts: Optional[List[Dict[str, Any]]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
-    evaluated_at: Optional[float] = None
+    evaluated_at: Optional[float] = Field(default=None, index=True)  # the newest judged first, for metrics
 
 
 # Read for every job a user looks at: built once (building a statement costs more than running it).
@@ -202,27 +202,27 @@ class RegressionStore:
         return {r.job_id: JobEvaluation(**r._mapping) for r in rows}
 
     def latest_verdicts(self, limit: int = MAX_SCRAPE_ROWS) -> List[Tuple[Job, JobEvaluation]]:
-        """The newest result of each (model, profile, runtime) with its verdicts, for the newest
-        ``limit`` keys (latest_results, kept as results are stored: a scrape reads no more). The
-        jobs carry their identity and settings, not their result documents."""
-        jobs = Job.__table__
+        """The newest judged job of each (model, profile, runtime) with its verdicts, among the
+        newest ``limit`` judgements (a scrape reads no more). The jobs carry their identity and
+        settings, not their result documents."""
+        jobs, evaluations = Job.__table__, JobEvaluation.__table__
         light = [c for c in jobs.c if c.name not in ("result", "progress")]
         with self.store.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(*light, *JobEvaluation.__table__.c)
-                .join(LatestResult.__table__, LatestResult.__table__.c.job_id == jobs.c.id)
-                .join(JobEvaluation.__table__, JobEvaluation.__table__.c.job_id == jobs.c.id)
-                .where(JobEvaluation.__table__.c.evaluated_at.is_not(None))
-                .order_by(LatestResult.__table__.c.finished_at.desc(), LatestResult.__table__.c.job_id.desc())
+                sa.select(*light, *evaluations.c)
+                .join(evaluations, evaluations.c.job_id == jobs.c.id)
+                .where(evaluations.c.evaluated_at.is_not(None), jobs.c.finished_at.is_not(None))
+                .order_by(evaluations.c.evaluated_at.desc(), jobs.c.finished_at.desc(), jobs.c.id.desc())
                 .limit(limit)
             ).all()
-        out = []
-        for row in rows:
+        latest: Dict[Tuple[str, str, str], Tuple[Job, JobEvaluation]] = {}
+        for row in rows:  # newest first
             values = row._mapping
             job = Job(**{c.name: values[c] for c in light})
-            evaluation = JobEvaluation(**{c.name: values[c] for c in JobEvaluation.__table__.c})
-            out.append((job, evaluation))
-        return out
+            key = (job.model_name, job.device_profile, job.runtime)
+            if key not in latest:
+                latest[key] = (job, JobEvaluation(**{c.name: values[c] for c in evaluations.c}))
+        return list(latest.values())
 
     # ------------------------------------------------------------ baselines
 

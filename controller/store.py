@@ -102,14 +102,16 @@ _LEASE_VALUES = dict(
     attempt=_JOBS.c.attempt + 1, started_at=_B("now"), progress=None, lost_lease_id=None, lost_agent_id=None,
 )
 _AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
+# A renewal never shortens a lease (one kept for the restart grace, say).
+_RENEWED = sa.case((_JOBS.c.lease_expires_at > _B("expires"), _JOBS.c.lease_expires_at), else_=_B("expires"))
 _PROGRESS = (sa.update(_JOBS)
              .where(_JOBS.c.lease_id == _B("lease"), _JOBS.c.agent_id == _B("agent"), _JOBS.c.state.in_(_ACTIVE))
              .values(progress=_B("progress", type_=_JOBS.c.progress.type), state=JobState.RUNNING.value,
-                     lease_expires_at=_B("expires"))
+                     lease_expires_at=_RENEWED)
              .returning(_JOBS.c.id, _JOBS.c.run_id, _JOBS.c.device_profile))
 _KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
 _RENEW_LEASES = sa.update(_JOBS).where(_JOBS.c.agent_id.in_(_B("ids", expanding=True)),
-                                       _JOBS.c.state.in_(_ACTIVE)).values(lease_expires_at=_B("expires"))
+                                       _JOBS.c.state.in_(_ACTIVE)).values(lease_expires_at=_RENEWED)
 _BEAT = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent")).values(last_seen=_B("now"), busy=_B("is_busy"))
 _SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(_B("ids", expanding=True))).values(last_seen=_B("now"))
 _JOB_FOR_REPORT = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id")).with_for_update()

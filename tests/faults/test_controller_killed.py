@@ -31,7 +31,8 @@ def running_job(controller: Controller):
 def test_a_killed_controller_loses_no_finished_result(tmp_path, processes, slow_model, db_url, outage):
     controller = Controller(tmp_path, db_url=db_url, lease_seconds=LEASE_SECONDS)
     processes.append(controller.start())
-    processes.append(start_agent(tmp_path, controller, "agent-1"))
+    agent = start_agent(tmp_path, controller, "agent-1")
+    processes.append(agent)
     env = dict(os.environ, HILFARM_CONTROLLER=controller.address)
     env.pop("HILFARM_TOKEN", None)
     waiting = subprocess.Popen(
@@ -47,7 +48,8 @@ def test_a_killed_controller_loses_no_finished_result(tmp_path, processes, slow_
     finally:
         if waiting.poll() is None:
             waiting.kill()
-    assert waiting.returncode == 0, f"submit --wait exited {waiting.returncode}:\n{err}\n{controller.text()[-3000:]}"
+    assert waiting.returncode == 0, (f"submit --wait exited {waiting.returncode}:\n{out[-2000:]}\n{err}\n"
+                                     f"controller:\n{controller.text()[-3000:]}\nagent:\n{agent.text()[-3000:]}")
     (done,) = json.loads(out)["jobs"]
     assert (done["id"], done["state"], done["attempt"]) == (job.id, "succeeded", 1)
     assert done["result"]["latency"]["count"] >= 20

@@ -12,6 +12,7 @@ Create Date: 2026-11-30
 - latest_results: the newest succeeded job per model x device profile x runtime, kept when a
   result is stored (filled here from the stored results), so a metrics scrape reads one row
   per key; job_outcome_counts: finished jobs counted as they finish (filled here from the jobs);
+  an index on job_evaluations.evaluated_at, so the newest verdicts are read without a scan;
 - suite_runs.stage / job_ids / work / placement_deadline / driver / driver_until /
   nightly_slot: a suite run is a state machine any replica advances, and a nightly slot
   (suite x due time) is unique. A run left "running" by a controller from before this
@@ -57,6 +58,9 @@ def upgrade() -> None:
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("outcome", "reason", "device_profile", "model_name", "runtime"),
     )
+
+    with op.batch_alter_table("job_evaluations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_job_evaluations_evaluated_at"), ["evaluated_at"], unique=False)
 
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("required_runtime", sa.String(length=64), server_default="", nullable=False))
@@ -136,3 +140,5 @@ def downgrade() -> None:
 
     op.drop_table("latest_results")
     op.drop_table("job_outcome_counts")
+    with op.batch_alter_table("job_evaluations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_job_evaluations_evaluated_at"))
