@@ -19,7 +19,7 @@ import os
 import re
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Deque, Iterable, Iterator, Optional, Tuple
@@ -64,6 +64,9 @@ class ArtifactStore:
         self.replica = replica or uuid.uuid4().hex[:12]
         self._tmp_root = self.root / "tmp"
         self._tmp = self._tmp_root / self.replica
+        # Records of stored digests: a digest's record never changes once written, so it is read
+        # from the database once (every submission looks its models up).
+        self._records: "OrderedDict[str, Artifact]" = OrderedDict()
 
     def prepare(self, *, now: Optional[float] = None) -> None:
         """Create this replica's upload directory; remove uploads cut short by a crash, that is
@@ -92,9 +95,14 @@ class ArtifactStore:
         """The stored artifact, or None. A recorded digest whose file is missing or has the
         wrong size counts as absent, so the next upload repairs it."""
         digest = check_digest(sha256)
-        artifact = self.store.get_artifact(digest)
+        artifact = self._records.get(digest)
         if artifact is None:
-            return None
+            artifact = self.store.get_artifact(digest)
+            if artifact is None:
+                return None
+            self._records[digest] = artifact
+            while len(self._records) > 4096:
+                self._records.popitem(last=False)
         try:
             size = self.path_for(digest).stat().st_size
         except FileNotFoundError:

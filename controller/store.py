@@ -110,10 +110,19 @@ _PROGRESS = (sa.update(_JOBS)
                      lease_expires_at=_RENEWED)
              .returning(_JOBS.c.id, _JOBS.c.run_id, _JOBS.c.device_profile))
 _KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
-_RENEW_LEASES = sa.update(_JOBS).where(_JOBS.c.agent_id.in_(_B("ids", expanding=True)),
-                                       _JOBS.c.state.in_(_ACTIVE)).values(lease_expires_at=_RENEWED)
-_BEAT = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent")).values(last_seen=_B("now"), busy=_B("is_busy"))
-_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(_B("ids", expanding=True))).values(last_seen=_B("now"))
+# A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction
+# (a lease, a progress report, a result) marks the agent seen and renews or ends the lease
+# itself, and waiting for it would hold up every heartbeat of the batch.
+_RENEW_LEASES = sa.update(_JOBS).where(_JOBS.c.id.in_(
+    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id.in_(_B("ids", expanding=True)), _JOBS.c.state.in_(_ACTIVE))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(lease_expires_at=_RENEWED)
+_BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(
+    last_seen=_B("now"), busy=sa.case((_AGENTS.c.id.in_(_B("busy_ids", expanding=True)), True), else_=False))
+_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
 _JOB_FOR_REPORT = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id")).with_for_update()
 _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
     state=_B("state"), result=_B("result", type_=_JOBS.c.result.type), failure_category=_B("category"),
@@ -410,7 +419,7 @@ class Store:
             beating = sorted(a for a in beats if a in known)
             if beating:
                 conn.execute(_RENEW_LEASES, {"ids": beating, "expires": now + lease_seconds})
-                conn.execute(_BEAT, [{"agent": a, "now": now, "is_busy": bool(beats[a])} for a in beating])
+                conn.execute(_BEAT, {"ids": beating, "now": now, "busy_ids": [a for a in beating if beats[a]]})
             only_seen = sorted(a for a in set(touched) - set(beats) if a in known)
             if only_seen:
                 conn.execute(_SEEN, {"ids": only_seen, "now": now})

@@ -134,6 +134,7 @@ class SuiteRunner:
         self.sweep_seconds = sweep_seconds
         self.driver_id = driver_id or store.feed.origin
         self.started: List[str] = []  # ids of the runs this runner started
+        self._waited_jobs: set = set()  # jobs the running suite runs wait for (the driver's view)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -171,6 +172,7 @@ class SuiteRunner:
                 raise SlotTaken(f"nightly slot {nightly_slot} of suite {name} was started by another replica") from None
             raise
         self.started.append(row.id)
+        self._waited_jobs = self._waited_jobs | set(row.job_ids)
         self._wake.set()
         return row
 
@@ -235,21 +237,36 @@ class SuiteRunner:
             self._thread = None
 
     def _on_changes(self, changes: Sequence[Change], resync: bool) -> None:
-        if resync or any(c.finished for c in changes):
+        # Only a finished job a running suite waits for is worth a look before the next sweep.
+        waited = self._waited_jobs
+        if resync or any(c.finished and c.job_id in waited for c in changes):
             self._wake.set()
 
     def _drive(self) -> None:
         while not self._stop.is_set():
             try:
+                waited = set()
                 for run_id in self.running_ids():
                     if self._stop.is_set():
                         return
                     self.advance(run_id)
+                    waited |= self._waiting_for(run_id)
+                self._waited_jobs = waited
             except Exception:  # the driver must outlive a database hiccup
                 log.exception("advancing suite runs failed; trying again in %.0f s", self.sweep_seconds)
             self._wake.wait(self.sweep_seconds)
             self._wake.clear()
             self._stop.wait(0.05)  # finishing jobs come in bursts: one pass for a burst
+
+    def _waiting_for(self, run_id: str) -> set:
+        """The jobs a running suite run waits for now (none once it finished)."""
+        with self.store._read() as s:
+            run = s.get(SuiteRunRow, run_id)
+        if run is None or run.state == "finished":
+            return set()
+        if run.stage == "measuring":
+            return set(run.job_ids)
+        return set((run.work or {}).get("confirm_job_ids", []))
 
     def running_ids(self) -> List[str]:
         with self.store._read() as s:
