@@ -78,7 +78,7 @@ DEFAULT_DB_WORKERS = 4
 SWITCH_INTERVAL_SECONDS = 0.0005
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
-QUEUED_REFRESH_SECONDS = 5.0
+QUEUED_REFRESH_SECONDS = 10.0
 FARM_SERVICE = pb.DESCRIPTOR.services_by_name["FarmService"].full_name
 AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 # Health probes (load balancers, Kubernetes) carry no credentials, and health reveals nothing.
