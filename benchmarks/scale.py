@@ -449,10 +449,7 @@ def main() -> None:
             farm.stop()
         if drop is not None:
             drop()
-        if os.environ.get('KEEP'):
-            print('kept', root, file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 ARGS: argparse.Namespace
