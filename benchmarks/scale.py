@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import time
 import uuid

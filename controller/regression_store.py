@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, Session, SQLModel, select
 
 from .errors import NotFound
-from .models import Job, LatestResult
+from .models import Job
 from .store import Store
 
 LAST_ACCEPTED = "@last"

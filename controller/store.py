@@ -425,20 +425,6 @@ class Store:
                 conn.execute(_SEEN, {"ids": only_seen, "now": now})
         return {a for a in beats if a in known}
 
-    def touch_agent(self, agent_id: str, *, now: float) -> None:
-        with self._write() as s:
-            agent = s.get(Agent, agent_id)
-            if agent is not None:
-                agent.last_seen = now
-                s.add(agent)
-
-    def has_queued(self, profile: str) -> bool:
-        with self._read() as s:
-            found = s.exec(
-                select(Job.id).where(Job.state == JobState.QUEUED.value, Job.device_profile == profile).limit(1)
-            ).first()
-            return found is not None
-
     def set_draining(self, agent_id: str, draining: bool) -> Agent:
         with self._write() as s:
             agent = s.get(Agent, agent_id)
@@ -450,13 +436,9 @@ class Store:
                 s.info["changes"].append(Change("", "", agent.profile, queued=True))
             return agent
 
-    def active_jobs_by_agent(self, agent_ids: Optional[Sequence[str]] = None) -> Dict[str, str]:
-        """agent id -> id of the job it holds a lease for (of ``agent_ids`` when given)."""
+    def active_jobs_by_agent(self) -> Dict[str, str]:
+        """agent id -> id of the job it holds a lease for."""
         q = select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
-        if agent_ids is not None:
-            if not agent_ids:
-                return {}
-            q = q.where(Job.agent_id.in_(list(agent_ids)))  # type: ignore[union-attr]
         with self._read() as s:
             return {agent_id: job_id for agent_id, job_id in s.exec(q).all() if agent_id}
 

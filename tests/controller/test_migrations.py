@@ -14,7 +14,6 @@ from typing import List
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlmodel import SQLModel
 
 from hilfarm.controller import schema
 from hilfarm.controller.models import Artifact, Job, Run
