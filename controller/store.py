@@ -146,6 +146,7 @@ _INSERT_JOB = sa.insert(_JOBS)
 class _LeaseStatements:
     """The statements that lease to one kind of agent (profile, tags, runtimes)."""
 
+    fits: sa.ColumnElement  # the queued jobs this kind of agent can run
     look: sa.Select  # (held lease, fitting job, any queued job of the profile), without locks
     take: sa.Update  # lease the oldest fitting job, locking only its row; returns it
 
@@ -478,6 +479,7 @@ class Store:
         fits = sa.and_(jobs.c.state == JobState.QUEUED.value, jobs.c.device_profile == profile, tags_fit,
                        sa.or_(*clauses) if clauses else sa.false())
         statements = _LeaseStatements(
+            fits=fits,
             look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
                            _QUEUED_OF_PROFILE.scalar_subquery()),
             take=sa.update(jobs).where(jobs.c.id == (

@@ -397,3 +397,48 @@ def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored
     assert not errors, errors
     states = {j.job_state for j in stored.list_jobs(limit=100)}
     assert states <= {JobState.SUCCEEDED, JobState.FAILED, JobState.QUEUED}
+
+
+def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Store):
+    """The SQL that leases and scheduler.accepts, which explains placements, agree on every
+    combination of profile, tags, runtime and execution provider."""
+    import itertools
+
+    import sqlalchemy as sa
+
+    from hilfarm.controller.models import Agent
+    from hilfarm.controller.scheduler import accepts
+
+    onnx = lambda *providers: {"name": "onnxruntime", "version": "1", "execution_providers": list(providers)}  # noqa: E731
+    tflite = {"name": "tflite", "version": "2"}
+    jobs = []
+    for i, (profile, tags, settings, fmt) in enumerate(itertools.product(
+            ("rpi5", "jetson"), ((), ("camera",), ("camera", "usb")),
+            ({}, {"runtime": "null"}, {"execution_provider": "CUDAExecutionProvider"}, {"runtime": "tflite"}),
+            ("onnx", "tflite"))):
+        if settings.get("runtime") == "tflite" and fmt == "onnx":
+            continue
+        run = Run(id=uuid.uuid4().hex, created_at=T0 + i)
+        job = Job(id=uuid.uuid4().hex, run_id=run.id, model_sha256=SHA, model_name="m", model_format=fmt,
+                  device_profile=profile, settings=dict(settings, min_runs=1), required_tags=list(tags),
+                  created_at=T0 + i)
+        stored.add_run(run, [job])
+        jobs.append(job)
+    agents = [
+        Agent(id=f"a{i}", profile=profile, tags=list(tags), capabilities={"runtimes": runtimes},
+              registered_at=T0, last_seen=T0)
+        for i, (profile, tags, runtimes) in enumerate(itertools.product(
+            ("rpi5", "jetson"), ((), ("camera",), ("camera", "usb", "lab")),
+            ([], [onnx("CPUExecutionProvider")], [onnx("CPUExecutionProvider", "CUDAExecutionProvider"), tflite],
+             [{"name": "null"}, tflite])))
+    ]
+    stored_jobs = {j.id: stored.get_job(j.id) for j in jobs}
+    sizes = []
+    for agent in agents:
+        fits = stored._lease_statements(agent.profile, agent.tags, agent.capabilities).fits
+        with stored.engine.connect() as conn:
+            matched = {row.id for row in conn.execute(sa.select(Job.__table__.c.id).where(fits))}
+        expected = {j.id for j in stored_jobs.values() if accepts(agent, j, now=T0)[0]}
+        assert matched == expected, (agent.profile, agent.tags, agent.capabilities)
+        sizes.append(len(matched))
+    assert 0 in sizes and max(sizes) > 1, "some agents fit nothing, some several jobs"
