@@ -165,7 +165,7 @@ _ADMIN = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 # Every RPC the controller serves and who may call it. A method that is not listed is refused.
 POLICY: Dict[str, Requirement] = {
     **{f"/{_FARM}/{m}": _user(Role.VIEWER) for m in (
-        "StatArtifact", "DownloadArtifact", "GetRun", "GetJob", "ListJobs", "WatchJob", "ListDevices", "CompareJobs",
+        "StatArtifact", "DownloadArtifact", "GetRun", "GetJob", "ListJobs", "WatchJob", "WatchRun", "ListDevices", "CompareJobs",
         "ListBaselines", "GetSuiteRun", "ListSuiteRuns", "GetHistory")},
     **{f"/{_FARM}/{m}": _user(Role.SUBMITTER) for m in (
         "UploadArtifact", "Submit", "CancelJob", "AcceptBaseline", "StartSuiteRun")},

@@ -14,15 +14,24 @@ device), models, runtimes, failure categories. No job ids and no run ids, ever.
 A figure the agent did not measure is not exported (no series), never exported as zero. The
 result documents drop proto3 zero values (see wire.py), so a figure absent from a section that
 *is* present, and not named in ``unavailable``, was measured as zero.
+
+A scrape's work is bounded, however many jobs the farm has run: the newest result per model x
+profile x runtime is a row of ``latest_results`` and finished jobs are counters in
+``job_outcome_counts``, both kept by the store in the transaction that stores a result; only
+the active jobs are counted from the jobs table. The ``model`` label is bounded too: the figures
+of the ``max_models`` models with the newest results are exported (default 200), older models'
+series end.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
+import inspect
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import sqlalchemy as sa
@@ -32,7 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 from sqlmodel import Session, select
 
 from .errors import CannotListen
-from .models import ACTIVE_STATES, RUNTIME_FOR_FORMAT, Agent, Job, JobState
+from .models import ACTIVE_STATES, Agent, Job, JobState
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
@@ -60,6 +69,10 @@ TELEMETRY_METRICS = {
 GRPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 TRANSFER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# The most models whose figures a scrape exports (those with the newest results).
+DEFAULT_MAX_MODELS = 200
+# The most latest-result rows (model x profile x runtime) a scrape reads.
+MAX_RESULT_KEYS = 2000
 
 
 def _bool_label(value: bool) -> str:
@@ -188,13 +201,15 @@ def result_figures(job: Job) -> List[Figure]:
 class FarmCollector:
     """Yields the farm's gauges and store-derived counters, read from the database per scrape."""
 
-    def __init__(self, store: Any, *, heartbeat_interval: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Any, *, heartbeat_interval: float, clock: Callable[[], float] = time.time,
+                 max_models: int = DEFAULT_MAX_MODELS) -> None:
         self.store = store
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
-        self._results_lock = threading.Lock()
-        self._results_token: Optional[Tuple[Any, ...]] = None
-        self._results: List[Figure] = []
+        self.max_models = max_models
+        self._figures_lock = threading.Lock()
+        # job id -> its figures: a result document is read once, when it becomes the latest.
+        self._figures: Dict[str, List[Figure]] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Returning nothing keeps registration from running a scrape (and a database query).
@@ -233,23 +248,21 @@ class FarmCollector:
             active_rows = s.exec(
                 select(Job.agent_id, Job.id).where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
             ).all()
+            # Only unfinished jobs are counted here (the index on state finds them); finished ones
+            # are counters the store keeps.
             job_rows = s.exec(
-                select(Job.state, Job.device_profile, Job.failure_category, sa.func.count(), sa.func.min(Job.created_at))
-                .group_by(Job.state, Job.device_profile, Job.failure_category)
+                select(Job.state, Job.device_profile, sa.func.count(), sa.func.min(Job.created_at))
+                .where(Job.state.in_([JobState.QUEUED.value] + [st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
+                .group_by(Job.state, Job.device_profile)
             ).all()
-            model_rows = s.exec(
-                select(Job.model_name, Job.device_profile, Job.model_format, Job.state, sa.func.count())
-                .where(Job.state.in_(OUTCOMES))  # type: ignore[attr-defined]
-                .group_by(Job.model_name, Job.device_profile, Job.model_format, Job.state)
-            ).all()
+        outcome_rows = self.store.outcome_counts()
         current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
         # A profile is a label while an agent has registered with it or a job waits for or runs
         # on it. Only cancelled jobs can have finished under a profile no agent ever had (a typo,
         # say): once cancelled, they leave the labels rather than stay in them for good.
-        profiles = sorted({a.profile for a in agents}
-                          | {row[1] for row in job_rows if row[0] not in OUTCOMES})
-        job_rows = [row for row in job_rows if row[1] in profiles]
-        model_rows = [row for row in model_rows if row[1] in profiles]
+        profiles = sorted({a.profile for a in agents} | {row[1] for row in job_rows}
+                          | {row[2] for row in outcome_rows if row[0] != JobState.CANCELLED.value})
+        outcome_rows = [row for row in outcome_rows if row[2] in profiles]
 
         by_state = GaugeMetricFamily("hilfarm_agents", "Agents by device state and profile.", labels=["state", "device_profile"])
         device = GaugeMetricFamily("hilfarm_device_state", "1 for the device's current state, 0 for the others.",
@@ -286,20 +299,14 @@ class FarmCollector:
         q_oldest: Dict[str, float] = {}
         l_count: Dict[str, int] = collections.Counter()
         finished: Dict[Tuple[str, str, str], int] = collections.Counter()
-        for state, profile, category, count, min_created in job_rows:
+        for state, profile, count, min_created in job_rows:
             if state == JobState.QUEUED.value:
                 q_count[profile] += count
                 q_oldest[profile] = min(q_oldest.get(profile, min_created), min_created)
-            elif state in (JobState.LEASED.value, JobState.RUNNING.value):
+            else:
                 l_count[profile] += count
-            elif state in OUTCOMES:
-                if state == JobState.SUCCEEDED.value:
-                    reason = "ok"
-                elif state == JobState.CANCELLED.value:
-                    reason = "cancelled"
-                else:
-                    reason = category or "unspecified"
-                finished[(state, reason, profile)] += count
+        for outcome, reason, profile, _model, _runtime, count in outcome_rows:
+            finished[(outcome, reason, profile)] += count
         for profile in profiles:
             queued.add_metric([profile], float(q_count.get(profile, 0)))
             oldest.add_metric([profile], max(0.0, now - q_oldest[profile]) if profile in q_oldest else 0.0)
@@ -311,13 +318,15 @@ class FarmCollector:
         yield leases
         yield outcomes
 
-        # The runtime a format implies: grouping on a JSON settings field differs per database,
-        # and a job's settings name a runtime other than its format's only in odd cases.
-        per_model = CounterMetricFamily("hilfarm_model_jobs", "Finished jobs by model, device profile, runtime and outcome.",
+        # The models whose figures are exported: the model label stays bounded.
+        exported = {model_label(row.model_name) for row in self.latest_rows()}
+        per_model = CounterMetricFamily("hilfarm_model_jobs", "Finished jobs by model, device profile, runtime and outcome "
+                                        "(the models with the newest results).",
                                         labels=["model", "device_profile", "runtime", "outcome"])
         merged: Dict[Tuple[str, str, str, str], int] = collections.Counter()
-        for name, profile, fmt, state, count in model_rows:
-            merged[(model_label(name), profile, RUNTIME_FOR_FORMAT.get(fmt, fmt or "unknown"), state)] += count
+        for outcome, _reason, profile, name, runtime, count in outcome_rows:
+            if model_label(name) in exported:
+                merged[(model_label(name), profile, runtime or "unknown", outcome)] += count
         for labels, count in sorted(merged.items()):
             per_model.add_metric(list(labels), float(count))
         yield per_model
@@ -335,41 +344,36 @@ class FarmCollector:
             family.add_metric([labels[k] for k in family._labelnames], fig.value)  # type: ignore[attr-defined]
         yield from families.values()
 
-    def latest_figures(self) -> List[Figure]:
-        """Figures of the newest succeeded result per (model, device profile, runtime).
+    def latest_rows(self) -> List[Any]:
+        """latest_results rows of the ``max_models`` models with the newest results."""
+        rows = self.store.latest_results(MAX_RESULT_KEYS)
+        models: Dict[str, None] = {}
+        kept = []
+        for row in rows:  # newest first
+            label = model_label(row.model_name)
+            if label not in models and len(models) >= self.max_models:
+                continue
+            models[label] = None
+            kept.append(row)
+        return kept
 
-        The newest rows are looked up again only when a result was added since the last scrape,
-        so a scrape costs one small aggregate query while nothing finishes.
-        """
-        succeeded = JobState.SUCCEEDED.value
-        with self._session() as s:
-            token = tuple(s.exec(
-                select(sa.func.count(), sa.func.max(Job.finished_at)).where(Job.state == succeeded)
-            ).one())
-            with self._results_lock:
-                if token == self._results_token:
-                    return list(self._results)
-            # Light columns of every succeeded job (no result documents), newest first.
-            rows = s.exec(
-                select(Job.id, Job.model_name, Job.model_sha256, Job.device_profile, Job.model_format, Job.settings)
-                .where(Job.state == succeeded)
-                .order_by(Job.finished_at.desc(), Job.id.desc())  # type: ignore[union-attr]
-            ).all()
-            newest: Dict[Tuple[str, str, str], str] = {}
-            for job_id, name, sha, profile, fmt, settings in rows:
-                probe = Job(id=job_id, run_id="", model_sha256=sha, model_name=name, model_format=fmt,
-                            device_profile=profile, settings=settings or {}, created_at=0.0)
-                key = (model_label(name), profile, result_runtime(probe))
-                newest.setdefault(key, job_id)
-            figures: List[Figure] = []
-            ids = list(newest.values())
-            for start in range(0, len(ids), 500):
-                for job in s.exec(select(Job).where(Job.id.in_(ids[start:start + 500]))).all():  # type: ignore[attr-defined]
-                    figures.extend(result_figures(job))
-        with self._results_lock:
-            self._results_token = token
-            self._results = figures
-        return list(figures)
+    def latest_figures(self) -> List[Figure]:
+        """Figures of the newest succeeded result per (model, device profile, runtime), for the
+        ``max_models`` models with the newest results. A result document is read once, when
+        it becomes the latest of its key."""
+        rows = self.latest_rows()
+        wanted = [row.job_id for row in rows]
+        with self._figures_lock:
+            missing = [j for j in wanted if j not in self._figures]
+        fresh: Dict[str, List[Figure]] = {}
+        for start in range(0, len(missing), 500):
+            for job in self.store.get_jobs(missing[start:start + 500]):
+                fresh[job.id] = result_figures(job)
+        with self._figures_lock:
+            self._figures.update(fresh)
+            # Keep only what is still the latest: the cache is as bounded as the export.
+            self._figures = {j: self._figures[j] for j in wanted if j in self._figures}
+            return [fig for j in wanted for fig in self._figures.get(j, [])]
 
     # ---- live telemetry of the devices running a job
 
@@ -449,14 +453,16 @@ class EventMetrics:
 _TRANSFER_METHODS = {"UploadArtifact": "upload", "DownloadArtifact": "download"}
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Times every call and watches the few calls whose outcome is an event worth counting."""
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Times every call and watches the few calls whose outcome is an event worth counting.
+    An interceptor of the asynchronous server: it wraps each handler in a coroutine (or an
+    async generator for streamed answers) around the servicer's own."""
 
     def __init__(self, owner: "ControllerMetrics") -> None:
         self.owner = owner
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         full = handler_call_details.method or ""
@@ -464,7 +470,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         events = self.owner.events
         direction = _TRANSFER_METHODS.get(method)
 
-        def finish(started: float, context: grpc.ServicerContext, exc: Optional[BaseException]) -> None:
+        def finish(started: float, context: Any, exc: Optional[BaseException]) -> None:
             elapsed = time.perf_counter() - started
             try:
                 events.grpc_seconds.labels(service or "unknown", method or "unknown", _code_name(context, exc)).observe(elapsed)
@@ -489,14 +495,37 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 if size:
                     events.transfer_bytes.labels(direction).inc(size)
 
+        async def counted(iterator: Any) -> AsyncIterator[Any]:
+            async for message in iterator:
+                count_bytes(message)
+                yield message
+
+        async def answers(result: Any) -> AsyncIterator[Any]:
+            """The messages of a streamed answer, however the servicer produces them."""
+            if hasattr(result, "__aiter__"):
+                async for message in result:
+                    count_bytes(message)
+                    yield message
+            elif inspect.isawaitable(result):  # a servicer that writes with context.write
+                await result
+            else:
+                for message in result:
+                    count_bytes(message)
+                    yield message
+
+        kwargs = dict(request_deserializer=handler.request_deserializer,
+                      response_serializer=handler.response_serializer)
+
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
-            def unary_unary(request, context):  # type: ignore[no-untyped-def]
+            async def unary_unary(request, context):  # type: ignore[no-untyped-def]
                 started = time.perf_counter()
                 exc = None
                 try:
                     response = inner_uu(request, context)
+                    if inspect.isawaitable(response):
+                        response = await response
                 except BaseException as e:
                     exc = e
                     raise
@@ -505,19 +534,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 after(request, response)
                 return response
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
 
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
 
-            def unary_stream(request, context):  # type: ignore[no-untyped-def]
+            async def unary_stream(request, context):  # type: ignore[no-untyped-def]
                 started = time.perf_counter()
                 exc = None
                 try:
-                    for message in inner_us(request, context):
-                        count_bytes(message)
+                    async for message in answers(inner_us(request, context)):
                         yield message
                 except BaseException as e:
                     exc = e
@@ -525,50 +551,43 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 finally:
                     finish(started, context, exc)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
 
         if handler.stream_unary is not None:
             inner_su = handler.stream_unary
 
-            def counted(iterator: Iterable[Any]) -> Iterator[Any]:
-                for message in iterator:
-                    count_bytes(message)
-                    yield message
-
-            def stream_unary(request_iterator, context):  # type: ignore[no-untyped-def]
+            async def stream_unary(request_iterator, context):  # type: ignore[no-untyped-def]
                 started = time.perf_counter()
                 exc = None
                 try:
-                    return inner_su(counted(request_iterator), context)
+                    response = inner_su(counted(request_iterator), context)
+                    if inspect.isawaitable(response):
+                        response = await response
+                    return response
                 except BaseException as e:
                     exc = e
                     raise
                 finally:
                     finish(started, context, exc)
 
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
 
         if handler.stream_stream is not None:
             inner_ss = handler.stream_stream
 
-            def stream_stream(request_iterator, context):  # type: ignore[no-untyped-def]
+            async def stream_stream(request_iterator, context):  # type: ignore[no-untyped-def]
                 started = time.perf_counter()
                 exc = None
                 try:
-                    yield from inner_ss(request_iterator, context)
+                    async for message in answers(inner_ss(counted(request_iterator), context)):
+                        yield message
                 except BaseException as e:
                     exc = e
                     raise
                 finally:
                     finish(started, context, exc)
 
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
         return handler
 
 
@@ -582,7 +601,7 @@ def _code_name(context: grpc.ServicerContext, exc: Optional[BaseException]) -> s
         return code.name
     if exc is None:
         return "OK"
-    if isinstance(exc, GeneratorExit):
+    if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
         return "CANCELLED"
     return "UNKNOWN"
 
@@ -603,10 +622,13 @@ class ControllerMetrics:
         heartbeat_interval: float,
         clock: Callable[[], float] = time.time,
         remote_write: Optional[Any] = None,
+        max_models: int = DEFAULT_MAX_MODELS,
     ) -> None:
+        """``max_models``: the figures of this many models (those with the newest results) are
+        exported, which bounds the ``model`` label."""
         self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock)
+        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
         self.events = EventMetrics(self.registry)

@@ -103,6 +103,13 @@ class Run(SQLModel, table=True):
                          sa_column_kwargs={"server_default": DEFAULT_PROJECT})
 
 
+def pin_tag(agent_id: str) -> str:
+    """The required tag that pins a job to one agent: every agent has it without declaring it
+    (a confirmation re-run stays on the device that found the suspect; a person can pin with
+    --tag agent:<id>)."""
+    return f"agent:{agent_id}"
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -138,6 +145,14 @@ class Job(SQLModel, table=True):
     failure_message: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text))
     failure_signal: Optional[int] = None
     failure_detail: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text))
+    # What an agent must have, as columns so the lease query matches them in SQL (filled by
+    # Store.add_run from the settings and the model format; see ``runtime``).
+    required_runtime: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    required_provider: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
+    # The lease an agent lost (it went silent, or the controller was away longer than the
+    # lease): its late report is still stored when no later attempt has started.
+    lost_lease_id: Optional[str] = Field(default=None, max_length=64)
+    lost_agent_id: Optional[str] = Field(default=None, max_length=200)
 
     @property
     def job_state(self) -> JobState:
@@ -168,6 +183,11 @@ class Job(SQLModel, table=True):
     def runtime(self) -> str:
         """The runtime this job needs: named in its settings, else implied by the model format."""
         return self.settings.get("runtime") or RUNTIME_FOR_FORMAT.get(self.model_format, "")
+
+    def fill_requirements(self) -> None:
+        """Copy what the job needs of an agent into the columns the lease query reads."""
+        self.required_runtime = self.runtime
+        self.required_provider = self.settings.get("execution_provider", "") or ""
 
 
 class Agent(SQLModel, table=True):
@@ -238,6 +258,42 @@ class AgentCredential(SQLModel, table=True):
     enrolled_at: float
     enrolled_by: str = Field(default="", max_length=200)
     revoked_at: Optional[float] = None
+class LatestResult(SQLModel, table=True):
+    """The newest succeeded job of each model x device profile x runtime, kept in the
+    transaction that stores the result, so the metrics read one row per key instead of
+    scanning every result ever stored."""
+
+    __tablename__ = "latest_results"
+
+    model_name: str = Field(primary_key=True)
+    device_profile: str = Field(primary_key=True, max_length=200)
+    runtime: str = Field(primary_key=True, max_length=64)
+    job_id: str = Field(max_length=64)
+    finished_at: float = Field(index=True)
+
+
+class JobOutcomeCount(SQLModel, table=True):
+    """How many jobs reached each final state, counted in the transaction that finishes them, so
+    a metrics scrape reads a few counters instead of counting every job ever run. A job whose
+    lost lease came back with a late result is counted for both of its endings."""
+
+    __tablename__ = "job_outcome_counts"
+
+    outcome: str = Field(primary_key=True, max_length=16)  # succeeded, failed, cancelled
+    reason: str = Field(primary_key=True, max_length=32)  # ok, cancelled, or the failure category
+    device_profile: str = Field(primary_key=True, max_length=200)
+    model_name: str = Field(primary_key=True)
+    runtime: str = Field(primary_key=True, max_length=64)
+    count: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+def outcome_reason(job: "Job") -> str:
+    """The reason label of a finished job: ok, cancelled, or whose fault the failure was."""
+    if job.state == JobState.SUCCEEDED.value:
+        return "ok"
+    if job.state == JobState.CANCELLED.value:
+        return "cancelled"
+    return job.failure_category or FailureCategory.UNSPECIFIED.value
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,12 @@
 """Nightly regression runs: the controller starts suites on cron schedules (croniter) and records
 every run like one started by `hilfarm regress` (trigger "nightly"), so history, change points and
 metrics cover them. Models named by path are read from disk and stored as artifacts each time,
-so a nightly build that replaces the file is what gets measured."""
+so a nightly build that replaces the file is what gets measured.
+
+Every replica of a farm may be given the same suites: a slot (suite x due time) is recorded
+with a unique key in the same transaction as its run, so it runs once, started by whichever
+replica gets there first; the run itself is state in the database (suites.py), advanced by any
+replica and resumed after a restart."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +25,7 @@ from .artifacts import CHUNK_BYTES
 from .models import DEFAULT_PROJECT
 from .models import Artifact
 from .regression_store import SuiteRunRow
+from .suites import SlotTaken
 
 log = logging.getLogger("hilfarm.controller.nightly")
 
@@ -80,14 +86,17 @@ class NightlyRunner:
         for entry in self.entries:
             if entry.next_at > now:
                 continue
-            entry.next_at = croniter(entry.schedule, now).get_next(float)
+            slot, entry.next_at = entry.next_at, croniter(entry.schedule, now).get_next(float)
             try:
                 spec = entry.suite.spec(self._models(entry.suite))
-                run = self.c.suites.start(spec, trigger="nightly")
+                run = self.c.suites.start(spec, trigger="nightly", nightly_slot=slot)
                 entry.runs.append(run.id)
                 started.append(run)
                 log.info("nightly suite %s started (run %s); next at %s", entry.suite.name, run.id,
                          time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.next_at)))
+            except SlotTaken:
+                log.info("nightly suite %s: the slot of %s was started by another replica", entry.suite.name,
+                         time.strftime("%Y-%m-%d %H:%M", time.localtime(slot)))
             except Exception:
                 log.exception("nightly suite %s could not start", entry.suite.name)
         return started

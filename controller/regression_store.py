@@ -22,6 +22,8 @@ from .store import Store
 LAST_ACCEPTED = "@last"
 # Baselines key on the runtime configuration (runtime_config below), kept in a column this long.
 MAX_RUNTIME_CONFIG_CHARS = 500
+# The most rows a metrics scrape reads from one table here.
+MAX_SCRAPE_ROWS = 5000
 
 _NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -76,7 +78,12 @@ class JobEvaluation(SQLModel, table=True):
     constraint_set: str = ""
     budgets: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
     verdicts: Optional[List[Dict[str, Any]]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
-    evaluated_at: Optional[float] = None
+    evaluated_at: Optional[float] = Field(default=None, index=True)  # the newest judged first, for metrics
+
+
+# Read for every job a user looks at: built once (building a statement costs more than running it).
+_EVALUATIONS = sa.select(JobEvaluation.__table__).where(
+    JobEvaluation.__table__.c.job_id.in_(sa.bindparam("ids", expanding=True)))
 
 
 class BaselineRow(SQLModel, table=True):
@@ -99,7 +106,16 @@ class BaselineRow(SQLModel, table=True):
 
 
 class SuiteRunRow(SQLModel, table=True):
+    """One run of a suite. While it runs it is a state machine that any controller replica
+    advances (suites.SuiteRunner.advance): ``stage`` says what it waits for, ``work`` holds the
+    cases judged so far, and ``driver`` / ``driver_until`` is the short lease of the replica
+    advancing it now, so two never do at once and a restarted controller resumes it."""
+
     __tablename__ = "suite_runs"
+    __table_args__ = (
+        # A nightly slot (suite x due time) runs once, however many replicas read the schedule.
+        sa.UniqueConstraint("suite", "nightly_slot", name="uq_suite_runs_nightly_slot"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     project: str = Field(default=DEFAULT_PROJECT, max_length=100,
@@ -115,6 +131,15 @@ class SuiteRunRow(SQLModel, table=True):
     accept: bool = False
     accepted: bool = False
     spec: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(RegressionDocument, nullable=False))
+    # measuring (the suite's jobs), confirming (re-runs of suspected regressions), done
+    stage: str = Field(default="measuring", max_length=16, sa_column_kwargs={"server_default": "done"})
+    job_ids: List[str] = Field(default_factory=list,
+                               sa_column=sa.Column(RegressionDocument, nullable=False, server_default="[]"))
+    work: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    placement_deadline: Optional[float] = None
+    driver: Optional[str] = Field(default=None, max_length=64)
+    driver_until: Optional[float] = None
+    nightly_slot: Optional[float] = None
 
 
 class SuiteCaseRow(SQLModel, table=True):
@@ -178,34 +203,50 @@ class RegressionStore:
         ids = list(dict.fromkeys(job_ids))
         if not ids:
             return {}
-        with self.store._read() as s:
-            rows = s.exec(select(JobEvaluation).where(JobEvaluation.job_id.in_(ids))).all()  # type: ignore[attr-defined]
-            return {r.job_id: r for r in rows}
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(_EVALUATIONS, {"ids": ids}).all()
+        return {r.job_id: JobEvaluation(**r._mapping) for r in rows}
 
-    def latest_verdicts(self) -> List[Tuple[Job, JobEvaluation]]:
-        """The newest evaluated job of each (model, profile, runtime) with its verdicts."""
-        with self.store._read() as s:
-            rows = s.exec(
-                select(Job, JobEvaluation).join(JobEvaluation, JobEvaluation.job_id == Job.id)
-                # Not ``verdicts IS NOT NULL``: an unjudged row holds JSON null, which is not SQL NULL.
-                .where(JobEvaluation.evaluated_at.is_not(None), Job.finished_at.is_not(None))  # type: ignore[union-attr]
-                .order_by(Job.finished_at, Job.created_at, Job.id)
+    def latest_verdicts(self, limit: int = MAX_SCRAPE_ROWS) -> List[Tuple[Job, JobEvaluation]]:
+        """The newest judged job of each (model, profile, runtime) with its verdicts, among the
+        newest ``limit`` judgements (a scrape reads no more). The jobs carry their identity and
+        settings, not their result documents."""
+        jobs, evaluations = Job.__table__, JobEvaluation.__table__
+        light = [c for c in jobs.c if c.name not in ("result", "progress")]
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*light, *evaluations.c)
+                .join(evaluations, evaluations.c.job_id == jobs.c.id)
+                .where(evaluations.c.evaluated_at.is_not(None), jobs.c.finished_at.is_not(None))
+                .order_by(evaluations.c.evaluated_at.desc(), jobs.c.finished_at.desc(), jobs.c.id.desc())
+                .limit(limit)
             ).all()
         latest: Dict[Tuple[str, str, str], Tuple[Job, JobEvaluation]] = {}
-        for job, ev in rows:
-            latest[(job.model_name, job.device_profile, job.runtime)] = (job, ev)
+        for row in rows:  # newest first
+            values = row._mapping
+            job = Job(**{c.name: values[c] for c in light})
+            key = (job.model_name, job.device_profile, job.runtime)
+            if key not in latest:
+                latest[key] = (job, JobEvaluation(**{c.name: values[c] for c in evaluations.c}))
         return list(latest.values())
 
     # ------------------------------------------------------------ baselines
 
-    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float,
-               project: str = DEFAULT_PROJECT) -> List[BaselineRow]:
-        rows = [
+    @staticmethod
+    def baseline_rows(name: str, jobs: Sequence[Job], *, suite: str, now: float,
+                      project: str = DEFAULT_PROJECT) -> List[BaselineRow]:
+        """The rows that make ``jobs`` the baseline ``name`` of ``project`` (for a caller's own
+        transaction)."""
+        return [
             BaselineRow(project=project, name=name, model_name=j.model_name, device_profile=j.device_profile,
                         runtime_config=runtime_config(j), job_id=j.id, model_sha256=j.model_sha256,
                         suite=suite, accepted_at=now + i * 1e-6)
             for i, j in enumerate(jobs)
         ]
+
+    def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float,
+               project: str = DEFAULT_PROJECT) -> List[BaselineRow]:
+        rows = self.baseline_rows(name, jobs, suite=suite, now=now, project=project)
         with self.store._write() as s:
             for row in rows:
                 s.add(row)
@@ -290,14 +331,16 @@ class RegressionStore:
                           .group_by(SuiteRunRow.suite, SuiteRunRow.outcome)).all()
         return {(suite, outcome): int(n) for suite, outcome, n in rows}
 
-    def latest_cases(self) -> List[SuiteCaseRow]:
-        """The newest finished case of each (model, profile, runtime configuration)."""
+    def latest_cases(self, limit: int = MAX_SCRAPE_ROWS) -> List[SuiteCaseRow]:
+        """The newest finished case of each (model, profile, runtime configuration), among the
+        newest ``limit`` cases (a scrape reads no more)."""
         with self.store._read() as s:
             rows = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
-                          .order_by(SuiteCaseRow.finished_at, SuiteCaseRow.id)).all()
+                          .order_by(SuiteCaseRow.finished_at.desc(), SuiteCaseRow.id.desc())  # type: ignore[union-attr]
+                          .limit(limit)).all()
         latest: Dict[Tuple[str, str, str], SuiteCaseRow] = {}
         for row in rows:
-            latest[(row.model_name, row.device_profile, row.runtime_config)] = row
+            latest.setdefault((row.model_name, row.device_profile, row.runtime_config), row)
         return list(latest.values())
 
     def history(self, model_name: str, profile: str, *, config: str = "", limit: int = 365,

@@ -3,31 +3,37 @@
 ``accepts(agent, job)`` answers yes or no *with the reason* (as LAVA's device matching does), so
 when no agent can take a job the user reads one line per agent saying why.
 
-Agents ask for work (LeaseJob long-poll). A waiting call sleeps on an in-process condition that
-submit, cancel, requeue and registration wake, and re-checks the database every second anyway,
-so jobs submitted through another controller replica are found too.
+Agents ask for work (LeaseJob long-poll). Each try is ``lease_once``: one transaction that
+matches profile, tags and runtimes in SQL and locks only the row it leases (store.lease_next).
+Between tries a waiting call sleeps until a job of its profile is queued: the server's
+waiters.Waiters hears it from the store's change notifications (LISTEN/NOTIFY across replicas),
+not from polling.
+
+The reaper takes back leases whose agents went silent. After the controller starts, every
+lease first gets ``restart_grace`` seconds (at least the agents' longest backoff): agents that
+could not reach a stopped controller report the work they finished meanwhile instead of losing it.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .errors import FailedPrecondition
-from .models import Agent, DeviceStatus, Job, JobState
-from .store import Store
+from .models import Agent, DeviceStatus, Job, JobState, pin_tag
+from .store import LeaseAttempt, Store
 
 log = logging.getLogger("hilfarm.controller")
 
 # An agent silent for this many heartbeat intervals is offline.
 HEALTHY_HEARTBEATS = 3
 # The longest a LeaseJob call is held, whatever the agent asks for: proxies and load
-# balancers cut idle calls, and a held call pins a server thread.
+# balancers cut idle calls.
 MAX_LEASE_WAIT_SECONDS = 30.0
-# A waiting LeaseJob re-reads the database this often, for jobs submitted to another replica.
-DB_RECHECK_SECONDS = 1.0
 MAX_PLACEMENT_NOTES = 20
+# The agents' longest backoff between tries to reach the controller (agent.service.AgentConfig
+# backoff_max_seconds) plus two heartbeat intervals: how long leases are kept after a start.
+DEFAULT_RESTART_GRACE_SECONDS = 40.0
 
 
 def _clock_text(ts: float, now: float) -> str:
@@ -70,9 +76,7 @@ def accepts(
         return False, f"busy with job {current_job_id}"
     if agent.busy:
         return False, "busy"
-    # "agent:<id>" pins a job to one agent (a confirmation re-run stays on the device that
-    # found the suspect; a person can pin with --tag agent:<id>).
-    missing = [tag for tag in job.required_tags if tag not in agent.tags and tag != f"agent:{agent.id}"]
+    missing = [tag for tag in job.required_tags if tag not in agent.tags and tag != pin_tag(agent.id)]
     if missing:
         has = ", ".join(agent.tags) or "no tags"
         return False, f"lacks tag{'s' if len(missing) > 1 else ''} {', '.join(missing)} (has {has})"
@@ -108,31 +112,32 @@ class Scheduler:
         *,
         lease_seconds: float = 30.0,
         heartbeat_interval: float = 5.0,
+        restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
+        self.restart_grace = restart_grace
         self.clock = clock
-        # Two wake-up channels, so that frequent progress reports do not wake every agent
-        # waiting for work: "work" (a job became leasable) and "change" (any job changed).
-        self._work = threading.Condition()
-        self._work_generation = 0
-        self._change = threading.Condition()
-        self._change_generation = 0
         self._stopping = threading.Event()
         self._reaper: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        """Give every active lease the restart grace, then reap expired leases in the background."""
         self._stopping.clear()
+        if self.restart_grace > 0:
+            extended = self.store.extend_leases(until=self.clock() + self.restart_grace)
+            if extended:
+                log.info("%d lease(s) kept for %.0f s after the start, so their agents can report back",
+                         extended, self.restart_grace)
         self._reaper = threading.Thread(target=self._reap_loop, name="hilfarm-lease-reaper", daemon=True)
         self._reaper.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        self.notify_work()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
             self._reaper = None
@@ -140,35 +145,6 @@ class Scheduler:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
-
-    def notify_work(self) -> None:
-        """A job may have become leasable (submitted, requeued) or an agent appeared."""
-        with self._work:
-            self._work_generation += 1
-            self._work.notify_all()
-        self.notify_change()
-
-    def notify_change(self) -> None:
-        """A job changed (leased, progressed, finished, cancelled): wakes watchers."""
-        with self._change:
-            self._change_generation += 1
-            self._change.notify_all()
-
-    @property
-    def change_generation(self) -> int:
-        with self._change:
-            return self._change_generation
-
-    def wait_for_change(self, timeout: float, since: int) -> None:
-        """Sleep until a change after generation ``since``, or ``timeout``."""
-        with self._change:
-            if since == self._change_generation and not self.stopping:
-                self._change.wait(timeout)
-
-    def _wait_for_work(self, timeout: float, since: int) -> None:
-        with self._work:
-            if since == self._work_generation and not self.stopping:
-                self._work.wait(timeout)
 
     # ------------------------------------------------------------ agents
 
@@ -187,11 +163,14 @@ class Scheduler:
             hostname=hostname, version=version, now=self.clock(),
         )
         log.info("agent %s registered (profile %s, tags %s)", agent_id, profile, ", ".join(tags) or "none")
-        self.notify_work()
         return agent
 
     def heartbeat(self, agent_id: str, *, busy: bool) -> bool:
         return self.store.heartbeat(agent_id, busy=busy, now=self.clock(), lease_seconds=self.lease_seconds)
+
+    def record_contact(self, beats: Dict[str, bool], touched: Iterable[str]) -> Set[str]:
+        """Many heartbeats (agent -> busy) and long-poll contacts in one transaction."""
+        return self.store.record_contact(beats, touched, now=self.clock(), lease_seconds=self.lease_seconds)
 
     def devices(self) -> List[DeviceStatus]:
         now = self.clock()
@@ -209,74 +188,47 @@ class Scheduler:
     # ------------------------------------------------------------ placement
 
     def placement_notes(self, jobs: Iterable[Job]) -> Dict[str, List[str]]:
-        """job id -> one line per agent saying why it cannot take the job (queued jobs only)."""
+        """job id -> one line per agent saying why it cannot take the job (queued jobs only).
+
+        Bounded: at most MAX_PLACEMENT_NOTES agents are read per device profile, those of the
+        job's profile first, however many agents and jobs there are."""
         queued = [j for j in jobs if j.job_state == JobState.QUEUED]
         if not queued:
             return {}
-        agents = self.store.list_agents()
-        current = self.store.active_jobs_by_agent()
         now = self.clock()
-        return {job.id: self._notes_for(job, agents, current, now) for job in queued}
+        candidates: Dict[str, Tuple[List[Tuple[Agent, str]], int, int]] = {}
+        out: Dict[str, List[str]] = {}
+        for job in queued:
+            if job.device_profile not in candidates:
+                candidates[job.device_profile] = self.store.placement_candidates(job.device_profile, MAX_PLACEMENT_NOTES)
+            out[job.id] = self._notes_for(job, *candidates[job.device_profile], now=now)
+        return out
 
-    def _notes_for(self, job: Job, agents: List[Agent], current: Dict[str, str], now: float) -> List[str]:
+    def _notes_for(self, job: Job, agents: List[Tuple[Agent, str]], total: int, same: int, *,
+                   now: float) -> List[str]:
         notes: List[str] = []
-        if not any(a.profile == job.device_profile for a in agents):
+        if same == 0:
             notes.append(f"no agent with profile {job.device_profile} has registered")
-        # Agents of the job's profile first: their reasons are the ones a person can act on.
-        ordered = sorted(agents, key=lambda a: (a.profile != job.device_profile, a.id))
-        for agent in ordered:
+        # Agents of the job's profile come first: their reasons are the ones a person can act on.
+        for agent, current_job_id in agents:
             ok, why = accepts(agent, job, now=now, heartbeat_interval=self.heartbeat_interval,
-                              current_job_id=current.get(agent.id, ""))
+                              current_job_id=current_job_id)
             notes.append(f"{agent.id}: {why}" + ("; waiting for it to ask for work" if ok else ""))
-        if len(notes) > MAX_PLACEMENT_NOTES:
-            rest = len(notes) - MAX_PLACEMENT_NOTES + 1
+        count = (1 if same == 0 else 0) + total
+        if count > MAX_PLACEMENT_NOTES:
+            rest = count - MAX_PLACEMENT_NOTES + 1
             notes = notes[: MAX_PLACEMENT_NOTES - 1] + [f"... and {rest} more agents"]
         return notes
 
     # ------------------------------------------------------------ leases
 
-    def lease(self, agent_id: str, wait_seconds: float, still_wanted: Callable[[], bool] = lambda: True) -> Optional[Job]:
-        """Lease the oldest queued job that fits the agent, waiting up to ``wait_seconds``
-        (at most MAX_LEASE_WAIT_SECONDS) for one to appear. None when none came."""
-        agent = self.store.get_agent(agent_id)
-        if agent is None:
-            raise FailedPrecondition(
-                f"agent {agent_id!r} is not registered with this controller; it must call Register first"
-            )
-        deadline = time.monotonic() + min(max(wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
-        hb = self.heartbeat_interval
-
-        def fits(agent: Agent, job: Job) -> bool:
-            # The asking agent is online and idle by the fact that it asks.
-            return accepts(agent, job, now=agent.last_seen, heartbeat_interval=hb)[0]
-
-        touched = time.monotonic()
-        first = True
-        while True:
-            with self._work:
-                generation = self._work_generation
-            # After the first try, only queued work for the agent's profile is worth a write
-            # transaction; meanwhile a long wait still counts as contact with the agent.
-            if first or self.store.has_queued(agent.profile):
-                first = False
-                job = self.store.lease_next(agent_id, fits, now=self.clock(), lease_seconds=self.lease_seconds)
-                touched = time.monotonic()
-                if job is not None:
-                    self.notify_change()
-                    return job
-            elif time.monotonic() - touched >= hb:
-                self.store.touch_agent(agent_id, now=self.clock())
-                touched = time.monotonic()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.stopping or not still_wanted():
-                return None
-            self._wait_for_work(min(remaining, DB_RECHECK_SECONDS, hb), since=generation)
+    def lease_once(self, agent_id: str) -> LeaseAttempt:
+        """One try to lease the oldest queued job that fits the agent (no waiting: the server's
+        LeaseJob waits between tries for a job of the agent's profile to be queued)."""
+        return self.store.lease_next(agent_id, now=self.clock(), lease_seconds=self.lease_seconds)
 
     def reap_once(self) -> List[Tuple[Job, JobState]]:
-        changed = self.store.expire_leases(now=self.clock())
-        if changed:
-            self.notify_work()
-        return changed
+        return self.store.expire_leases(now=self.clock())
 
     def _reap_loop(self) -> None:
         period = min(1.0, max(0.05, self.lease_seconds / 5))

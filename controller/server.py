@@ -1,24 +1,41 @@
 """The controller's gRPC server: FarmService (people and their tools), AgentService (devices) and
 AdminService (tokens, agent identities) on one port, with server reflection and the standard
 health service; TLS when given a certificate. Who may call what is decided in auth.py, before a
-servicer runs (the ``_Authorization`` interceptor); servicers scope what they do to the caller.
+servicer runs (the ``_Authorization`` interceptor); servicers scope what they do to the caller,
+which they read with ``auth.caller()`` (a context variable the interceptor sets, carried into the
+database threads with the call's context).
 
-Servicers only translate: wire messages in and out through wire.py, work done by the store,
-the artifact store and the scheduler. Domain errors become gRPC status codes in one place
-(``STATUS_FOR``).
+The server is asynchronous (grpc.aio) so that a waiting client costs no thread: an agent's
+LeaseJob long-poll, a WatchJob or WatchRun stream and a batched Heartbeat are coroutines that
+wait for change notifications (waiters.py, heartbeats.py). Database work never runs on the
+event loop: it goes to a bounded pool of ``db_workers`` threads (``_Services.db``), because the
+store, the scheduler and the suites are plain synchronous functions over SQLAlchemy, the same
+code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an async
+driver would have meant a second copy of that code (and SQLite's async drivers are threads
+underneath anyway). The pool size also bounds how many connections one replica holds.
+
+Servicers only translate: a unary call is an ``async`` method that runs a plain method of the
+same name with a leading underscore in the pool; wire messages in and out through wire.py, work
+done by the store, the artifact store and the scheduler. Domain errors become gRPC status codes
+in one place (``STATUS_FOR``).
+
+The event loop runs in a thread of its own, so ``Controller`` keeps a synchronous start/stop
+for the CLI, the embedded farm and the tests.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import functools
 import inspect
-import itertools
 import logging
 import signal
+import sys
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import platformdirs
@@ -45,19 +62,16 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .models import Job
+from .heartbeats import HeartbeatBatcher
+from .models import Job, JobState
+from .notifications import PostgresListener
 from .op_traces import store_op_trace
-from .regression_store import RegressionStore
-from .suites import SuiteRunner, budgets_by_job, budgets_from_doc
-from .scheduler import Scheduler
+from .regression_store import JobEvaluation, RegressionStore
+from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
 from .store import Store, default_sqlite_url
-from .submission import (
-    DEFAULT_MAX_JOBS_PER_SUBMIT,
-    DEFAULT_MAX_QUEUED_JOBS,
-    ModelSpec,
-    check_queue_room,
-    plan_run,
-)
+from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
+from .suites import SuiteRunner, budgets_from_doc, evaluation_rows
+from .waiters import Waiters
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -73,10 +87,17 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
 
 # The agent keeps every report under this (hilfarm/wire_limits.py).
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
-WATCH_POLL_SECONDS = 0.15
+# Threads that run database work (measured with benchmarks/scale.py: with 8 or 16 on
+# PostgreSQL the event loop got the interpreter too rarely and heartbeats took seconds).
+DEFAULT_DB_WORKERS = 4
+SWITCH_INTERVAL_SECONDS = 0.0005
+# A watched job that waits in the queue is sent again this often, for its placement notes
+# (agents come, go and finish other jobs without the job itself changing).
+QUEUED_REFRESH_SECONDS = 10.0
 FARM_SERVICE = pb.DESCRIPTOR.services_by_name["FarmService"].full_name
 AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+_SHUTTING_DOWN = "the controller is shutting down; watch again (the CLI reconnects by itself)"
 
 
 def status_for(exc: FarmError) -> grpc.StatusCode:
@@ -86,31 +107,36 @@ def status_for(exc: FarmError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, FarmError):
-        context.abort(status_for(exc), str(exc))
-    log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"controller error in {method}: {type(exc).__name__}: {exc}")
+        await context.abort(status_for(exc), str(exc))
+    log.error("%s failed", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"controller error in {method}: {type(exc).__name__}: {exc}")
 
 
 def _rpc(method: Callable) -> Callable:
-    """Map exceptions raised by a servicer method to gRPC status codes."""
+    """Map exceptions raised by a servicer coroutine (or async generator) to gRPC status codes."""
     name = method.__name__
-    if inspect.isgeneratorfunction(method):
+    if inspect.isasyncgenfunction(method):
         @functools.wraps(method)
-        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                yield from method(self, request, context)
+                async for message in method(self, request, context):
+                    yield message
+            except grpc.aio.AbortError:
+                raise
             except Exception as exc:
-                _abort_for(exc, context, name)
+                await _abort_for(exc, context, name)
         return streaming
 
     @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            _abort_for(exc, context, name)
+            await _abort_for(exc, context, name)
     return unary
 
 
@@ -141,68 +167,74 @@ def _checked(message: Any, method: str) -> None:
         limits.check_message(message)
 
 
-def _peer_names(context: grpc.ServicerContext) -> List[str]:
+def _peer_names(context: grpc.aio.ServicerContext) -> List[str]:
     """CN and subject alternative names of the client's certificate (mutual TLS), else []."""
     found = context.auth_context() or {}
     names = list(found.get("x509_common_name", ())) + list(found.get("x509_subject_alternative_name", ()))
     return list(dict.fromkeys(n.decode() if isinstance(n, bytes) else str(n) for n in names))
 
 
-class _Authorization(grpc.ServerInterceptor):
+class _Authorization(grpc.aio.ServerInterceptor):
     """Authenticates and authorises every call (auth.py) and checks its request messages
-    (limits.py) before a servicer sees them; the servicer runs as the caller (auth.acting_as)."""
+    (limits.py) before a servicer sees them; the servicer runs as the caller (auth.acting_as).
+    Looking a credential up reads the database, so it runs in the database threads."""
 
-    def __init__(self, authenticator: auth.Authenticator) -> None:
+    def __init__(self, authenticator: auth.Authenticator,
+                 blocking: Callable[..., "asyncio.Future[Any]"]) -> None:
         self.authenticator = authenticator
+        self.blocking = blocking  # runs a function in the database pool and awaits it
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        authenticate = self.authenticator.authenticate
 
-        def admit(context: grpc.ServicerContext, request: Any = None) -> auth.Principal:
+        async def admit(context: grpc.aio.ServicerContext, request: Any = None) -> auth.Principal:
             try:
-                principal = self.authenticator.authenticate(method, context.invocation_metadata(),
-                                                            _peer_names(context))
+                principal = await self.blocking(authenticate, method, context.invocation_metadata(),
+                                                _peer_names(context))
                 if request is not None:
                     _checked(request, method)
                 return principal
             except FarmError as exc:
-                context.abort(status_for(exc), str(exc))
+                await context.abort(status_for(exc), str(exc))
                 raise  # not reached: abort raises
 
-        def stream_of(requests: Iterator[Any]) -> Iterator[Any]:
-            for request in requests:
+        async def stream_of(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for request in requests:
                 _checked(request, method)  # InvalidArgument reaches the servicer's _rpc mapping
                 yield request
 
         def unary_in(behavior, streaming_out):  # type: ignore[no-untyped-def]
             if streaming_out:
-                def call(request, context):  # type: ignore[no-untyped-def]
-                    principal = admit(context, request)
+                async def call_stream(request, context):  # type: ignore[no-untyped-def]
+                    principal = await admit(context, request)
                     with auth.acting_as(principal):
-                        yield from behavior(request, context)
-                return call
+                        async for response in behavior(request, context):
+                            yield response
+                return call_stream
 
-            def call(request, context):  # type: ignore[no-untyped-def]
-                principal = admit(context, request)
+            async def call(request, context):  # type: ignore[no-untyped-def]
+                principal = await admit(context, request)
                 with auth.acting_as(principal):
-                    return behavior(request, context)
+                    return await behavior(request, context)
             return call
 
         def stream_in(behavior, streaming_out):  # type: ignore[no-untyped-def]
             if streaming_out:
-                def call(requests, context):  # type: ignore[no-untyped-def]
-                    principal = admit(context)
+                async def call_stream(requests, context):  # type: ignore[no-untyped-def]
+                    principal = await admit(context)
                     with auth.acting_as(principal):
-                        yield from behavior(stream_of(requests), context)
-                return call
+                        async for response in behavior(stream_of(requests), context):
+                            yield response
+                return call_stream
 
-            def call(requests, context):  # type: ignore[no-untyped-def]
-                principal = admit(context)
+            async def call(requests, context):  # type: ignore[no-untyped-def]
+                principal = await admit(context)
                 with auth.acting_as(principal):
-                    return behavior(stream_of(requests), context)
+                    return await behavior(stream_of(requests), context)
             return call
 
         kwargs = dict(request_deserializer=_tolerant(handler.request_deserializer),
@@ -217,13 +249,54 @@ class _Authorization(grpc.ServerInterceptor):
 
 
 class _Services:
-    """What the servicers share."""
+    """What the servicers share; created on the server's event loop."""
 
-    def __init__(self, controller: "Controller") -> None:
+    def __init__(self, controller: "Controller", loop: asyncio.AbstractEventLoop) -> None:
         self.c = controller
+        self.loop = loop
         self.store = controller.store
         self.artifacts = controller.artifacts
         self.scheduler = controller.scheduler
+        self.waiters = Waiters(controller.store.feed, loop)
+        self.heartbeats = HeartbeatBatcher(self.scheduler.record_contact,
+                                           touch_interval=self.scheduler.heartbeat_interval)
+        # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
+        self.profiles: Dict[str, str] = {}
+
+    async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking (database) work in the bounded pool, off the event loop, as the caller
+        (the call's context variables go along)."""
+        return await _in_pool(self.loop, self.c.db_executor, fn, *args, **kwargs)
+
+    async def io(self, fn: Callable, *args: Any) -> Any:
+        """Run file work (artifact chunks) in its own pool, so big transfers never queue
+        ahead of the database calls of a thousand agents."""
+        return await _in_pool(self.loop, self.c.io_executor, fn, *args)
+
+    def watched_job(self, job_id: str) -> Tuple[Job, pb.Job]:
+        job = self.store.get_job(job_id, project=auth.caller().project)
+        return job, self.job_pb(job)
+
+    def watched_run(self, run_id: str) -> Tuple[List[Job], pb.Run]:
+        run, jobs = self.store.get_run(run_id, project=auth.caller().project)
+        return jobs, self.run_pb(run, jobs)
+
+    async def artifact_chunks(self, digest: str) -> AsyncIterator[pb.ArtifactChunk]:
+        """A stored artifact as a stream of chunks, the header on the first."""
+        artifact, blocks = await self.db(self.artifacts.open_chunks, digest, CHUNK_BYTES)
+        header = wire.artifact_to_header(artifact)
+        first = True
+        while True:
+            block = await self.io(next, blocks, None)
+            if block is None:
+                break
+            if first:
+                yield pb.ArtifactChunk(header=header, data=block)
+                first = False
+            else:
+                yield pb.ArtifactChunk(data=block)
+        if first:
+            yield pb.ArtifactChunk(header=header)
 
     def job_pb(self, job: Job) -> pb.Job:
         notes = self.scheduler.placement_notes([job])
@@ -237,22 +310,20 @@ class _Services:
             wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
         return msg
 
+    async def wait_for(self, changed: asyncio.Event, timeout: Optional[float]) -> None:
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
-def _artifact_chunks(artifacts: Any, sha256: str, context: grpc.ServicerContext) -> Iterator[Any]:
-    """A stored artifact as a stream of chunks, the header on the first."""
-    artifact, blocks = artifacts.open_chunks(check_digest(sha256), CHUNK_BYTES)
-    header = wire.artifact_to_header(artifact)
-    first = True
-    for block in blocks:
-        if first:
-            yield pb.ArtifactChunk(header=header, data=block)
-            first = False
-        else:
-            yield pb.ArtifactChunk(data=block)
-        if not context.is_active():
-            return
-    if first:
-        yield pb.ArtifactChunk(header=header)
+    async def close(self) -> None:
+        self.waiters.close()
+        await self.heartbeats.close()
+
+
+async def _in_pool(loop: asyncio.AbstractEventLoop, executor: Any, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    context = contextvars.copy_context()  # auth.caller() in the pool thread is the call's caller
+    return await loop.run_in_executor(executor, functools.partial(context.run, fn, *args, **kwargs))
 
 
 class FarmServicer(pb_grpc.FarmServiceServicer):
@@ -260,31 +331,46 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         self.s = services
 
     @_rpc
-    def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        first = next(request_iterator, None)
+    async def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            first = None
         if first is None or not first.HasField("header"):
             raise InvalidArgument("the first chunk of an upload must carry the artifact header")
         project = auth.caller().project
         artifacts = self.s.artifacts
         artifact = artifacts.check_header(wire.artifact_from_header(first.header, created_at=time.time()))
         # Another project's copy does not count: a digest alone proves nothing, the bytes do.
-        stored = artifacts.stat(artifact.sha256, project=project)
+        stored = await self.s.db(artifacts.stat, artifact.sha256, project=project)
         if stored is not None:
             # The rest of the stream is never read: the client may stop sending.
             return wire.artifact_ref_to_pb(stored, already_stored=True, bytes_received=len(first.data))
-        data = itertools.chain([first.data], (chunk.data for chunk in request_iterator))
-        recorded, already, received = artifacts.receive(artifact, data, project=project)
+        upload = await self.s.io(functools.partial(artifacts.begin, artifact, project=project))
+        try:
+            await self.s.io(upload.write, first.data)
+            async for chunk in request_iterator:
+                await self.s.io(upload.write, chunk.data)
+            recorded, already, received = await self.s.io(upload.finish)
+        finally:
+            await self.s.io(upload.close)
         return wire.artifact_ref_to_pb(recorded, already_stored=already, bytes_received=received)
 
     @_rpc
-    def StatArtifact(self, request, context):  # type: ignore[no-untyped-def]
+    async def StatArtifact(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._stat_artifact, request)
+
+    def _stat_artifact(self, request: pb.StatArtifactRequest) -> pb.StatArtifactResponse:
         stored = self.s.artifacts.stat(request.sha256, project=auth.caller().project)
         if stored is None:
             return pb.StatArtifactResponse(present=False)
         return pb.StatArtifactResponse(present=True, ref=wire.artifact_ref_to_pb(stored))
 
     @_rpc
-    def Submit(self, request, context):  # type: ignore[no-untyped-def]
+    async def Submit(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._submit, request)
+
+    def _submit(self, request: pb.SubmitRequest) -> pb.Run:
         project = auth.caller().project
         run, jobs = plan_run(
             self.s.artifacts,
@@ -300,24 +386,36 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         )
         budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
         check_queue_room(self.s.store, project, len(jobs), self.s.c.max_queued_jobs)
-        self.s.store.add_run(run, jobs)
-        # Budgets are stored before any agent can report a result for these jobs.
-        self.s.c.regressions.add_budgets(budgets_by_job(jobs, budgets), request.constraint_set)
+        evaluations = evaluation_rows(jobs, budgets, request.constraint_set)
+        by_job = {e.job_id: JobEvaluation(**e.model_dump()) for e in evaluations}
+        # The budgets commit with the jobs: no agent can report a result that misses them.
+        self.s.store.add_run(run, jobs, also=evaluations)
         log.info("run %s submitted by %s of project %s: %d job(s)", run.id, auth.caller().label, project, len(jobs))
-        self.s.scheduler.notify_work()
+        msg = wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
+        for job_msg in msg.jobs:
+            wire.add_evaluation(job_msg, by_job.get(job_msg.id))
+        return msg
+
+    @_rpc
+    async def GetRun(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._get_run, request.run_id)
+
+    def _get_run(self, run_id: str) -> pb.Run:
+        run, jobs = self.s.store.get_run(run_id, project=auth.caller().project)
         return self.s.run_pb(run, jobs)
 
     @_rpc
-    def GetRun(self, request, context):  # type: ignore[no-untyped-def]
-        run, jobs = self.s.store.get_run(request.run_id, project=auth.caller().project)
-        return self.s.run_pb(run, jobs)
+    async def GetJob(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._get_job, request.job_id)
+
+    def _get_job(self, job_id: str) -> pb.Job:
+        return self.s.job_pb(self.s.store.get_job(job_id, project=auth.caller().project))
 
     @_rpc
-    def GetJob(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.job_pb(self.s.store.get_job(request.job_id, project=auth.caller().project))
+    async def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._list_jobs, request)
 
-    @_rpc
-    def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+    def _list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         if request.limit < 0:
             raise InvalidArgument(f"limit is {request.limit}; it must not be negative")
         try:
@@ -337,86 +435,109 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         return pb.ListJobsResponse(jobs=listed)
 
     @_rpc
-    def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
-        job = self.s.store.cancel_job(request.job_id, now=time.time(), project=auth.caller().project)
-        self.s.scheduler.notify_change()
+    async def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
+        job = await self.s.db(self.s.store.cancel_job, request.job_id, now=time.time(),
+                              project=auth.caller().project)
         return wire.job_to_pb(job)
 
     @_rpc
-    def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
-        # Polling the database (rather than only waiting for in-process events) sees changes
-        # made through any controller replica; in-process events just cut the delay.
-        gone = threading.Event()
-        context.add_callback(gone.set)
-        scheduler = self.s.scheduler
-        project = auth.caller().project
-        last = b""
-        while True:
-            generation = scheduler.change_generation
-            job = self.s.store.get_job(request.job_id, project=project)
-            msg = self.s.job_pb(job)
-            data = msg.SerializeToString(deterministic=True)
-            if data != last:
-                yield msg
-                last = data
-            if job.job_state.finished or gone.is_set() or not context.is_active():
-                return
-            if scheduler.stopping:
-                raise Unavailable("the controller is shutting down; watch the job again")
-            scheduler.wait_for_change(WATCH_POLL_SECONDS, since=generation)
+    async def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
+        waiters = self.s.waiters
+        # The job's whole id (the request may give a unique prefix): changes name whole ids.
+        job_id = (await self.s.db(self.s.store.get_job, request.job_id, project=auth.caller().project)).id
+        with waiters.watching(job_id=job_id) as changed:
+            last = b""
+            while True:
+                changed.clear()
+                job, msg = await self.s.db(self.s.watched_job, job_id)
+                data = msg.SerializeToString(deterministic=True)
+                if data != last:
+                    yield msg
+                    last = data
+                if job.job_state.finished:
+                    return
+                if waiters.closed:
+                    raise Unavailable(_SHUTTING_DOWN)
+                queued = job.job_state == JobState.QUEUED
+                await self.s.wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
 
     @_rpc
-    def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
+    async def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
+        """Every job of the run now, then each job again whenever it changes; ends once every
+        job is finished."""
+        waiters = self.s.waiters
+        with waiters.watching(run_id=request.run_id) as changed:
+            sent: Dict[str, bytes] = {}
+            while True:
+                changed.clear()
+                jobs, msg = await self.s.db(self.s.watched_run, request.run_id)
+                for job in msg.jobs:
+                    data = job.SerializeToString(deterministic=True)
+                    if sent.get(job.id) != data:
+                        yield job
+                        sent[job.id] = data
+                if all(j.job_state.finished for j in jobs):
+                    return
+                if waiters.closed:
+                    raise Unavailable(_SHUTTING_DOWN)
+                queued = any(j.job_state == JobState.QUEUED for j in jobs)
+                await self.s.wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+
+    @_rpc
+    async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
         # A person downloads what their project stored (a model, a job's per-operator trace).
         digest = check_digest(request.sha256)
-        if self.s.artifacts.stat(digest, project=auth.caller().project) is None:
-            raise NotFound(f"artifact {digest} is not stored for project {auth.caller().project}")
-        yield from _artifact_chunks(self.s.artifacts, digest, context)
+        project = auth.caller().project
+        if await self.s.db(self.s.artifacts.stat, digest, project=project) is None:
+            raise NotFound(f"artifact {digest} is not stored for project {project}")
+        async for chunk in self.s.artifact_chunks(digest):
+            yield chunk
 
     @_rpc
-    def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in self.s.scheduler.devices()])
+    async def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
+        devices = await self.s.db(self.s.scheduler.devices)
+        return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in devices])
 
     @_rpc
-    def DrainDevice(self, request, context):  # type: ignore[no-untyped-def]
+    async def DrainDevice(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._drain_device, request)
+
+    def _drain_device(self, request: pb.DrainDeviceRequest) -> pb.Device:
         self.s.store.set_draining(request.agent_id, request.drain)
         log.info("agent %s %s by %s", request.agent_id, "drained" if request.drain else "back in service",
                  auth.caller().label)
-        if not request.drain:
-            self.s.scheduler.notify_work()
         (status,) = [d for d in self.s.scheduler.devices() if d.agent.id == request.agent_id]
         return wire.device_to_pb(status)
-
 
     # ---- regression testing (controller/suites.py, regression.py, changepoints.py)
 
     @_rpc
-    def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.compare(request)
+    async def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.compare, request)
 
     @_rpc
-    def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.accept(request)
+    async def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.accept, request)
 
     @_rpc
-    def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.list_baselines(request)
+    async def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.list_baselines, request)
 
     @_rpc
-    def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.start_suite(request)
+    async def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.start_suite, request)
 
     @_rpc
-    def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.get_suite_run(request.id)
+    async def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.get_suite_run, request.id)
 
     @_rpc
-    def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.list_suite_runs(request)
+    async def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.list_suite_runs, request)
 
     @_rpc
-    def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
-        return self.s.c.regression_rpcs.history(request)
+    async def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self.s.c.regression_rpcs.history, request)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -424,7 +545,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.s = services
 
     @_rpc
-    def Enroll(self, request, context):  # type: ignore[no-untyped-def]
+    async def Enroll(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._enroll, request)
+
+    def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
         credential, secret = self.s.c.credentials.enroll(
             auth.caller(), agent_id=request.agent_id.strip(), device_profile=request.device_profile.strip(),
             tags=list(request.tags))
@@ -432,7 +556,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                                  device_profile=credential.device_profile, tags=list(credential.tags))
 
     @_rpc
-    def Register(self, request, context):  # type: ignore[no-untyped-def]
+    async def Register(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._register, request)
+
+    def _register(self, request: pb.RegisterRequest) -> pb.RegisterResponse:
         agent_id = auth.agent_id_for(request.agent_id)
         if not request.device_profile.strip():
             raise InvalidArgument(f"agent {agent_id} registered without a device profile")
@@ -445,36 +572,59 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             hostname=request.hostname,
             version=request.agent_version,
         )
+        self.s.profiles[agent_id] = request.device_profile
         return pb.RegisterResponse(
             heartbeat_interval_seconds=self.s.scheduler.heartbeat_interval,
             lease_seconds=self.s.scheduler.lease_seconds,
         )
 
     @_rpc
-    def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
-        agent_id = auth.agent_id_for(request.agent_id)
-        return pb.HeartbeatResponse(known=self.s.scheduler.heartbeat(agent_id, busy=request.busy))
+    async def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
+        known = await self.s.heartbeats.beat(auth.agent_id_for(request.agent_id), request.busy)
+        return pb.HeartbeatResponse(known=known)
 
     @_rpc
-    def LeaseJob(self, request, context):  # type: ignore[no-untyped-def]
-        agent_id = auth.agent_id_for(request.agent_id)
+    async def LeaseJob(self, request, context):  # type: ignore[no-untyped-def]
+        """Lease the oldest queued job that fits the agent, waiting up to ``wait_seconds`` (at
+        most MAX_LEASE_WAIT_SECONDS) for one: between tries the call sleeps until a job of the
+        agent's profile is queued. A long wait counts as contact with the agent."""
+        s, agent_id = self.s, auth.agent_id_for(request.agent_id)
         if request.wait_seconds < 0:
             raise InvalidArgument(f"wait_seconds is {request.wait_seconds}; it must not be negative")
-        job = self.s.scheduler.lease(agent_id, request.wait_seconds, still_wanted=context.is_active)
-        if job is None:
-            return pb.LeaseJobResponse()
-        return pb.LeaseJobResponse(lease=wire.lease_to_pb(job))
+        deadline = s.loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
+        ticket = s.waiters.ticket(s.profiles.get(agent_id, ""))
+        while True:
+            attempt = await s.db(s.scheduler.lease_once, agent_id)
+            if attempt.job is not None:
+                return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
+            if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
+                s.profiles[agent_id] = attempt.profile
+                ticket = s.waiters.ticket(attempt.profile)
+                continue
+            if ticket.woken and attempt.more_queued:
+                s.waiters.pass_on(ticket)
+            while True:
+                remaining = deadline - s.loop.time()
+                if remaining <= 0 or s.waiters.closed:
+                    return pb.LeaseJobResponse()
+                if await s.waiters.wait_for_work(ticket, min(remaining, s.scheduler.heartbeat_interval)):
+                    break
+                s.heartbeats.touch(agent_id)
 
     @_rpc
-    def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
+    async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
         agent_id = auth.agent_id_for("")
         digest = check_digest(request.sha256)
-        if not self.s.store.agent_may_download(agent_id, digest):
+        if not await self.s.db(self.s.store.agent_may_download, agent_id, digest):
             raise PermissionDenied(f"agent {agent_id} holds no lease on a job that uses artifact {digest}")
-        yield from _artifact_chunks(self.s.artifacts, digest, context)
+        async for chunk in self.s.artifact_chunks(digest):
+            yield chunk
 
     @_rpc
-    def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._report_progress, request)
+
+    def _report_progress(self, request: pb.ReportProgressRequest) -> pb.ReportProgressResponse:
         agent_id = auth.agent_id_for(request.agent_id)
         progress = wire.progress_from_pb(request.progress)
         progress.setdefault("updated_at", time.time())
@@ -484,11 +634,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         if cancel:
             log.info("agent %s told to stop lease %s: %s", agent_id, request.lease_id, why)
-        self.s.scheduler.notify_change()
         return pb.ReportProgressResponse(cancel=cancel)
 
     @_rpc
-    def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._report_result, request)
+
+    def _report_result(self, request: pb.ReportResultRequest) -> pb.ReportResultResponse:
         agent_id = auth.agent_id_for(request.agent_id)
         outcome = request.WhichOneof("outcome")
         if outcome is None:
@@ -510,7 +662,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 self.s.c.metrics.result_reported(request.job_id, request.attempt)
             except Exception:  # metrics must never cost a stored result
                 log.exception("metrics could not record the result of job %s", request.job_id)
-        self.s.scheduler.notify_change()
         return pb.ReportResultResponse(accepted=accepted, message=message)
 
 
@@ -535,7 +686,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 "admin, so a token would restrict nothing; start it with --token to use project tokens")
 
     @_rpc
-    def CreateToken(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateToken(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._create_token, request)
+
+    def _create_token(self, request: pb.CreateTokenRequest) -> pb.CreateTokenResponse:
         self._tokens_checked()
         project = self._project(request.project)
         try:
@@ -551,19 +705,28 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.CreateTokenResponse(token=wire.user_token_to_pb(row), secret=secret)
 
     @_rpc
-    def ListTokens(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListTokens(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._list_tokens, request)
+
+    def _list_tokens(self, request: pb.ListTokensRequest) -> pb.ListTokensResponse:
         project = self._project(request.project)
         rows = self.s.c.credentials.list_user_tokens(project=project, include_revoked=request.include_revoked)
         return pb.ListTokensResponse(tokens=[wire.user_token_to_pb(r) for r in rows])
 
     @_rpc
-    def RevokeToken(self, request, context):  # type: ignore[no-untyped-def]
+    async def RevokeToken(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._revoke_token, request)
+
+    def _revoke_token(self, request: pb.RevokeTokenRequest) -> pb.UserToken:
         who = auth.caller()
         row = self.s.c.credentials.revoke_user_token(request.id, project=None if who.operator else who.project)
         return wire.user_token_to_pb(row)
 
     @_rpc
-    def CreateEnrollmentToken(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateEnrollmentToken(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.s.db(self._create_enrollment_token, request)
+
+    def _create_enrollment_token(self, request: pb.CreateEnrollmentTokenRequest) -> pb.CreateEnrollmentTokenResponse:
         if request.uses < -1:
             raise InvalidArgument(f"uses is {request.uses}; give a positive number, 0 for one use, -1 for unlimited")
         if request.expires_in_seconds < 0:
@@ -576,19 +739,18 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.CreateEnrollmentTokenResponse(token=wire.enrollment_token_to_pb(row), secret=secret)
 
     @_rpc
-    def ListAgentIdentities(self, request, context):  # type: ignore[no-untyped-def]
-        rows = self.s.c.credentials.list_agents(include_revoked=request.include_revoked)
+    async def ListAgentIdentities(self, request, context):  # type: ignore[no-untyped-def]
+        rows = await self.s.db(self.s.c.credentials.list_agents, include_revoked=request.include_revoked)
         return pb.ListAgentIdentitiesResponse(agents=[wire.agent_identity_to_pb(r) for r in rows])
 
     @_rpc
-    def RevokeAgent(self, request, context):  # type: ignore[no-untyped-def]
-        row = self.s.c.credentials.revoke_agent(request.agent_id)
+    async def RevokeAgent(self, request, context):  # type: ignore[no-untyped-def]
+        row = await self.s.db(self.s.c.credentials.revoke_agent, request.agent_id)
         log.warning("agent %s revoked by %s", request.agent_id, auth.caller().label)
-        self.s.scheduler.notify_work()
         return wire.agent_identity_to_pb(row)
 
     @_rpc
-    def WhoAmI(self, request, context):  # type: ignore[no-untyped-def]
+    async def WhoAmI(self, request, context):  # type: ignore[no-untyped-def]
         who = auth.caller()
         return pb.WhoAmIResponse(kind=who.kind.value, project=who.project if who.kind == auth.Kind.USER else "",
                                  role=auth.role_to_pb(who.role) if who.role is not None else pb.ROLE_UNSPECIFIED,
@@ -597,19 +759,21 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
 
 class Controller:
-    """The controller service: a database, an artifact directory and a gRPC server."""
+    """The controller service: a database, an artifact store and a gRPC server."""
 
     def __init__(
         self,
         *,
         db_url: Optional[str] = None,
         data_dir: Optional[Path] = None,
+        artifacts_dir: Optional[Path] = None,
         token: Optional[str] = None,
         max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
         lease_seconds: float = 30,
         heartbeat_interval: float = 5,
+        restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         max_attempts: int = 3,
-        max_workers: int = 128,
+        db_workers: Optional[int] = None,
         metrics: Optional[Any] = None,
         metrics_bind: Optional[str] = None,
         remote_write_url: Optional[str] = None,
@@ -619,15 +783,19 @@ class Controller:
         max_jobs_per_submit: int = DEFAULT_MAX_JOBS_PER_SUBMIT,
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
     ) -> None:
-        """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor`` and
-        ``result_reported(job_id, attempt)``); its interceptor sees every call, and it hears
-        of every accepted result report. ``metrics_bind`` (HOST:PORT, port 0 picks one) serves
-        Prometheus metrics over HTTP (HTTPS with ``tls``; ``metrics_token`` then required as a
-        bearer token); ``remote_write_url`` also sends every result, stamped with its own time,
-        to a Prometheus remote-write endpoint.
+        """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor``, a
+        grpc.aio.ServerInterceptor, and ``result_reported(job_id, attempt)``); its interceptor
+        sees every call, and it hears of every accepted result report. ``metrics_bind``
+        (HOST:PORT, port 0 picks one) serves Prometheus metrics over HTTP; ``remote_write_url``
+        also sends every result, stamped with its own time, to a Prometheus remote-write
+        endpoint. ``artifacts_dir``: the artifact store (default ``data_dir/artifacts``); every
+        replica of one farm must use the same one. ``restart_grace``: seconds every lease is
+        kept after the start (at least the agents' longest backoff). ``db_workers``: threads
+        that run database work, the most database connections this process uses for calls.
 
         ``token``: the operator token (auth.py); without it the controller is open and listens
-        only on loopback unless ``insecure``. ``tls``: serve gRPC (and metrics) over TLS."""
+        only on loopback unless ``insecure``. ``tls``: serve gRPC (and metrics) over TLS; the
+        metrics endpoint then wants ``metrics_token`` as a bearer token."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
         if not 1 <= max_attempts <= wire_limits.MAX_ATTEMPTS:
@@ -641,11 +809,13 @@ class Controller:
         self.max_jobs_per_submit = max_jobs_per_submit
         self.max_queued_jobs = max_queued_jobs
         self.max_attempts = max_attempts
-        self.max_workers = max_workers
         self.metrics = metrics
-        self.store = Store(self.db_url)
-        self.artifacts = ArtifactStore(self.data_dir / "artifacts", self.store, max_bytes=max_artifact_bytes)
-        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval)
+        self.db_workers = db_workers or DEFAULT_DB_WORKERS
+        self.store = Store(self.db_url, pool_size=self.db_workers + 4)
+        self.artifacts = ArtifactStore(Path(artifacts_dir) if artifacts_dir else self.data_dir / "artifacts",
+                                       self.store, max_bytes=max_artifact_bytes, replica=self.store.feed.origin)
+        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval,
+                                   restart_grace=restart_grace)
         self.credentials = Credentials(self.store)
         self.authenticator = auth.Authenticator(self.credentials, operator_token=self.token, clock=time.time)
         # ---- constraints, baselines, suites and nightly runs (controller/regression_service.py)
@@ -667,14 +837,20 @@ class Controller:
             ControllerMetrics.for_controller(self, remote_write_url=remote_write_url)
         # ----
         self.port: Optional[int] = None
-        self._server: Optional[grpc.Server] = None
-        self._health: Optional[health.HealthServicer] = None
+        self.db_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self.io_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._listener: Optional[PostgresListener] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        self._stop_serving: Optional[asyncio.Event] = None
+        self._grace = 2.0
         self._stopped = threading.Event()
 
     def start(self, bind: str = "127.0.0.1:0") -> int:
-        """Create missing tables, then listen on ``bind`` (host:port). Returns the port.
+        """Migrate the schema, then listen on ``bind`` (host:port). Returns the port.
         Raises TransportError, listening on nothing, for an address that would expose an
-        unprotected controller (or metrics endpoint), or TLS files that cannot be used."""
+        unprotected controller (or metrics endpoint), or TLS files that cannot be used, and
+        CannotListen for an address in use."""
         problem = exposure_problem(bind, token=bool(self.token), tls=self.tls is not None, insecure=self.insecure)
         if not problem and self.metrics_bind:
             problem = metrics_exposure_problem(self.metrics_bind, token=bool(self.metrics_token),
@@ -685,63 +861,42 @@ class Controller:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.create_schema()
         self.artifacts.prepare()
-        interceptors: list = []
-        if self.metrics is not None:
-            interceptors.append(self.metrics.interceptor)  # first: refused calls count too
-        interceptors.append(_Authorization(self.authenticator))
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hilfarm-rpc"),
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                # Agents behind NAT ping to keep their connection open; allow every 10 s.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                # gRPC sets SO_REUSEPORT by default: a second controller on a busy port would
-                # start and take half the calls. One farm per address.
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        services = _Services(self)
-        pb_grpc.add_FarmServiceServicer_to_server(FarmServicer(services), server)
-        pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
-        pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(services), server)
-        self._health = health.HealthServicer(experimental_non_blocking=True)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (FARM_SERVICE, AGENT_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        # Metrics first: a gRPC server that never started keeps its port until it is collected.
-        if self.metrics is not None and hasattr(self.metrics, "start"):
-            self.metrics_port = self.metrics.start(
-                self.metrics_bind, ssl_context=self.tls.ssl_context() if self.tls is not None else None,
-                bearer_token=self.metrics_token)
-        busy = (f"cannot listen on {bind}: the address is in use (is another hilfarm controller "
-                f"running there?) or not available on this machine")
+        conninfo = self.store.listen_conninfo()
+        if conninfo is not None:
+            self._listener = PostgresListener(conninfo, self.store.feed)
+            self._listener.start()
+            # Changes other replicas commit from now on are heard (a resync covers a slow start).
+            self._listener.connected.wait(10)
+        self.scheduler.start()
+        self.db_executor = concurrent.futures.ThreadPoolExecutor(self.db_workers, thread_name_prefix="hilfarm-db")
+        self.io_executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hilfarm-io")
+        # Metrics first: a busy metrics port stops the start before the gRPC port is taken.
         try:
-            port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
-        except RuntimeError as exc:
-            port, cause = 0, f" ({exc})"
-        else:
-            cause = ""
-        if not port:
+            if self.metrics is not None and hasattr(self.metrics, "start"):
+                self.metrics_port = self.metrics.start(
+                    self.metrics_bind, ssl_context=self.tls.ssl_context() if self.tls is not None else None,
+                    bearer_token=self.metrics_token)
+        except BaseException:
+            self._stop_background()
+            raise
+        ready: "concurrent.futures.Future[int]" = concurrent.futures.Future()
+        self._stopped.clear()
+        self._loop_thread = threading.Thread(target=self._serve, args=(bind, credentials, ready),
+                                             name="hilfarm-grpc", daemon=True)
+        self._loop_thread.start()
+        try:
+            port = ready.result(timeout=60)
+        except BaseException:
+            self._loop_thread.join(10)
+            self._loop_thread = None
+            self._stop_background()
             if self.metrics is not None and hasattr(self.metrics, "stop"):
                 self.metrics.stop()
-            raise CannotListen(busy + cause)
-        server.start()
-        self.scheduler.start()
+            raise
+        self.suites.start_driving()
         if self.nightly is not None:
             self.nightly.start()
-        for name in ("", FARM_SERVICE, AGENT_SERVICE, ADMIN_SERVICE):
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._server = server
         self.port = port
-        self._stopped.clear()
         host = bind.rsplit(":", 1)[0] if ":" in bind else bind
         log.info("controller listening on %s:%d (%s, %s), database %s, artifacts in %s",
                  host, port, "TLS" if self.tls is not None else "plaintext",
@@ -752,6 +907,77 @@ class Controller:
                         "--tls-key) so nobody on the network can read them", bind)
         return port
 
+    def _serve(self, bind: str, credentials: Optional[grpc.ServerCredentials],
+               ready: "concurrent.futures.Future[int]") -> None:
+        # A database thread gives up the interpreter lock for every statement and must win it
+        # back to go on; with the default 5 ms switch interval it waits that long behind the
+        # busy event loop each time, and a transaction of five statements holds the write lock
+        # for 25 ms. A shorter interval keeps transactions short (at a little more switching).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
+        try:
+            asyncio.run(self._main(bind, credentials, ready))
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.exception("the gRPC server stopped with an error")
+
+    async def _main(self, bind: str, credentials: Optional[grpc.ServerCredentials],
+                    ready: "concurrent.futures.Future[int]") -> None:
+        loop = asyncio.get_running_loop()
+        interceptors: list = []
+        if self.metrics is not None:
+            interceptors.append(self.metrics.interceptor)  # first: refused calls count too
+        interceptors.append(_Authorization(
+            self.authenticator, lambda fn, *args: _in_pool(loop, self.db_executor, fn, *args)))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # A second server on a busy port would otherwise start and take half the calls.
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                # Agents behind NAT ping to keep their connection open; allow every 10 s.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        services = _Services(self, loop)
+        pb_grpc.add_FarmServiceServicer_to_server(FarmServicer(services), server)
+        pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
+        pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(services), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (FARM_SERVICE, AGENT_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        busy = (f"cannot listen on {bind}: the address is in use (is another hilfarm controller "
+                f"running there?) or not available on this machine")
+        try:
+            port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            port, cause = 0, f" ({exc})"
+        else:
+            cause = ""
+        if not port:
+            raise CannotListen(busy + cause)
+        await server.start()
+        for name in ("", FARM_SERVICE, AGENT_SERVICE, ADMIN_SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._loop = loop
+        self._stop_serving = asyncio.Event()
+        ready.set_result(port)
+        await self._stop_serving.wait()
+        await health_servicer.enter_graceful_shutdown()
+        # Long-polls and watch streams return now instead of holding the grace period.
+        services.waiters.close()
+        await server.stop(self._grace)
+        await services.close()
+
     @property
     def address(self) -> str:
         if self.port is None:
@@ -759,23 +985,34 @@ class Controller:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting calls, let running calls finish for ``grace`` seconds, close the database."""
-        if self._server is None:
+        """Stop accepting calls, let running calls finish for ``grace`` seconds, close the database.
+        A suite run in progress stays in the database and resumes with the next start."""
+        if self._loop_thread is None:
             return
-        server, self._server = self._server, None
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
-        # Long-polls and watch streams return now instead of holding the grace period.
+        thread, self._loop_thread = self._loop_thread, None
         if self.nightly is not None:
             self.nightly.stop()
-        self.scheduler.stop()
-        server.stop(grace).wait()
-        self.suites.join(grace)
+        self.suites.stop_driving()
+        self._grace = grace
+        if self._loop is not None and self._stop_serving is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop_serving.set)
+        thread.join(grace + 15)
+        self._stop_background()
         if self.metrics is not None and hasattr(self.metrics, "stop"):
             self.metrics.stop()
         self.store.close()
+        self.port = None
         self._stopped.set()
         log.info("controller stopped")
+
+    def _stop_background(self) -> None:
+        self.scheduler.stop()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        for executor in (self.db_executor, self.io_executor):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
 
     def wait(self) -> None:
         """Block until ``stop`` completes (from another thread or a signal handler)."""

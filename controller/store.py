@@ -12,9 +12,18 @@ Concurrency:
   instead. A read transaction that later writes could otherwise fail with SQLITE_BUSY when another
   thread committed in between. Several *processes* on one SQLite file are not supported.
 
-Lock order, so PostgreSQL transactions never deadlock: job rows first, then agent rows. Agent
-rows are read without a lock and changed under ``no_autoflush``, so their UPDATE is only sent
-at commit, after every job row the transaction needs is locked.
+Lock order, so PostgreSQL transactions never deadlock: job rows first, then agent rows, then
+``latest_results``. Agent rows are read without a lock and changed under ``no_autoflush``, so
+their UPDATE is only sent at commit, after every job row the transaction needs is locked; the
+batched heartbeat updates jobs before agents, each in id order.
+
+Every write transaction records the jobs it changed; after the commit they go to ``feed`` (a
+notifications.ChangeFeed), and on PostgreSQL also out to the other replicas with ``pg_notify``
+in the same transaction, so waiters wake on commits rather than polling.
+
+A lease a job loses (its agent went silent, or the controller was away) is remembered in
+``lost_lease_id``: the late report of that attempt is still stored, and the job succeeds, as long
+as no later attempt has started. ``accepted`` is answered only for a report that is stored.
 
 Rows returned are detached from their session; change state only through the methods here.
 """
@@ -25,15 +34,18 @@ import logging
 import re
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from .errors import AmbiguousId, FailedPrecondition, NotFound
 from .models import (
@@ -44,16 +56,21 @@ from .models import (
     Failure,
     FailureCategory,
     Job,
+    JobOutcomeCount,
     JobState,
+    LatestResult,
     Run,
+    outcome_reason,
+    pin_tag,
 )
+from .notifications import CHANNEL, Change, ChangeFeed, encode
 from .schema import MigrationReport, migrate
 
 log = logging.getLogger("hilfarm.controller")
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
-# Queued jobs examined per query when looking for one that fits an agent.
-_LEASE_BATCH = 100
+_JOBS = Job.__table__
+_AGENTS = Agent.__table__
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 # Job ids are uuid4 hex. A shortened one (as git takes a commit) needs this many characters,
@@ -77,13 +94,115 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# Statements of the hot paths, built once: building a SQLAlchemy statement costs several times
+# more than running it on SQLite, and a thousand agents run these hundreds of times a second.
+_B = sa.bindparam
+_GET_JOB = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id"))
+_GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
+_GET_ARTIFACT = sa.select(Artifact.__table__).where(Artifact.__table__.c.sha256 == _B("sha256"))
+_AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.draining).where(
+    _AGENTS.c.id == _B("agent_id"))
+_HOLDS = sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B("agent_id"), _JOBS.c.state.in_(_ACTIVE)).limit(1)
+_QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
+                                                _JOBS.c.device_profile == _B("profile")).limit(1)
+_LEASE_VALUES = dict(
+    state=JobState.LEASED.value, agent_id=_B("agent"), lease_id=_B("lease"), lease_expires_at=_B("expires"),
+    attempt=_JOBS.c.attempt + 1, started_at=_B("now"), progress=None, lost_lease_id=None, lost_agent_id=None,
+)
+_AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
+# A renewal never shortens a lease (one kept for the restart grace, say).
+_RENEWED = sa.case((_JOBS.c.lease_expires_at > _B("expires"), _JOBS.c.lease_expires_at), else_=_B("expires"))
+_PROGRESS = (sa.update(_JOBS)
+             .where(_JOBS.c.lease_id == _B("lease"), _JOBS.c.agent_id == _B("agent"), _JOBS.c.state.in_(_ACTIVE))
+             .values(progress=_B("progress", type_=_JOBS.c.progress.type), state=JobState.RUNNING.value,
+                     lease_expires_at=_RENEWED)
+             .returning(_JOBS.c.id, _JOBS.c.run_id, _JOBS.c.device_profile))
+_KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+# A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction
+# (a lease, a progress report, a result) marks the agent seen and renews or ends the lease
+# itself, and waiting for it would hold up every heartbeat of the batch.
+_RENEW_LEASES = sa.update(_JOBS).where(_JOBS.c.id.in_(
+    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id.in_(_B("ids", expanding=True)), _JOBS.c.state.in_(_ACTIVE))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(lease_expires_at=_RENEWED)
+_BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(
+    last_seen=_B("now"), busy=sa.case((_AGENTS.c.id.in_(_B("busy_ids", expanding=True)), True), else_=False))
+_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
+_JOB_FOR_REPORT = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id")).with_for_update()
+_STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
+    state=_B("state"), result=_B("result", type_=_JOBS.c.result.type), failure_category=_B("category"),
+    failure_message=_B("message"), failure_signal=_B("signal"), failure_detail=_B("detail"),
+    finished_at=_B("finished"), lease_expires_at=None, lease_id=_B("lease"), agent_id=_B("agent"),
+    lost_lease_id=None, lost_agent_id=None, started_at=_B("started"))
+_FIRST_AGENTS = (sa.select(_AGENTS).order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
+                 .limit(_B("limit")).subquery())
+_CANDIDATES = sa.select(
+    _FIRST_AGENTS,
+    # Only for the few agents listed, not for every agent of the farm.
+    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _FIRST_AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
+    .limit(1).scalar_subquery().label("current"),
+).order_by(sa.case((_FIRST_AGENTS.c.profile == _B("profile"), 0), else_=1), _FIRST_AGENTS.c.id)
+_AGENT_COUNTS = sa.select(sa.func.count(), sa.func.count().filter(_AGENTS.c.profile == _B("profile")))
+_INSERT_RUN = sa.insert(Run.__table__)
+_INSERT_JOB = sa.insert(_JOBS)
+
+
+@dataclass(frozen=True)
+class _LeaseStatements:
+    """The statements that lease to one kind of agent (profile, tags, runtimes)."""
+
+    fits: sa.ColumnElement  # the queued jobs this kind of agent can run
+    look: sa.Select  # (held lease, fitting job, any queued job of the profile), without locks
+    take: sa.Update  # lease the oldest fitting job, locking only its row; returns it
+
+
+@dataclass(frozen=True)
+class LeaseAttempt:
+    """What one try to lease gave: the job (None when nothing fit), and whether queued jobs of
+    the agent's profile are left (a waiter that found none it could take then lets the next
+    agent of that profile try)."""
+
+    job: Optional[Job]
+    more_queued: bool
+    profile: str  # the agent's device profile, as registered
+
+
+def allowed_tags_of(agent_id: str, tags: Sequence[str]) -> List[str]:
+    """The required tags an agent satisfies: its own and its pin tag (the lease statements'
+    ``allowed_tags``)."""
+    return sorted(set(tags)) + [pin_tag(agent_id)]
+
+
 class Store:
     """The controller's database. ``url`` is any SQLAlchemy URL (``sqlite:///file``,
     ``postgresql+psycopg://user@host/db``)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, feed: Optional[ChangeFeed] = None,
+                 pool_size: int = 20) -> None:
+        """``pool_size``: PostgreSQL connections kept open (the server's database threads and a
+        few for its background work); more are opened for bursts."""
         self.url = make_url(url)
+        self.feed = feed if feed is not None else ChangeFeed()
+        self._fits_cache: Dict[tuple, "_LeaseStatements"] = {}
         self.backend = self.url.get_backend_name()
+        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        latest = LatestResult.__table__
+        stmt = insert(latest).values(model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"),
+                                     job_id=_B("job_id"), finished_at=_B("finished"))
+        self._upsert_latest = stmt.on_conflict_do_update(
+            index_elements=[latest.c.model_name, latest.c.device_profile, latest.c.runtime],
+            set_={"job_id": stmt.excluded.job_id, "finished_at": stmt.excluded.finished_at},
+            where=latest.c.finished_at <= stmt.excluded.finished_at)
+        counts = JobOutcomeCount.__table__
+        stmt = insert(counts).values(outcome=_B("outcome"), reason=_B("reason"), device_profile=_B("profile"),
+                                     model_name=_B("model"), runtime=_B("runtime"), count=1)
+        self._count_finished = stmt.on_conflict_do_update(
+            index_elements=[counts.c.outcome, counts.c.reason, counts.c.device_profile, counts.c.model_name,
+                            counts.c.runtime],
+            set_={"count": counts.c.count + 1})
         kwargs: dict = {"echo": echo}
         if self.backend == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -94,7 +213,7 @@ class Store:
             else:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
+            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=40)
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -127,20 +246,42 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
+        changes: List[Change] = []
         with self._write_lock:
             with Session(self.engine, expire_on_commit=False) as s:
+                s.info["changes"] = changes
                 try:
                     yield s
+                    if changes and self.backend == "postgresql":
+                        s.flush()
+                        for payload in encode(changes, self.feed.origin):
+                            s.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
                     s.commit()
                 except BaseException:
                     s.rollback()
                     raise
+        if changes:
+            self.feed.publish(changes)
+
+    @staticmethod
+    def _changed(s: Session, job: Job) -> None:
+        """Record that ``job`` changed in this transaction (published after the commit)."""
+        state = job.job_state
+        s.info["changes"].append(Change(job.id, job.run_id, job.device_profile,
+                                        queued=state == JobState.QUEUED, finished=state.finished))
+
+    def listen_conninfo(self) -> Optional[str]:
+        """The libpq address a notifications.PostgresListener connects to (None on SQLite)."""
+        if self.backend != "postgresql":
+            return None
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     # ------------------------------------------------------------ artifacts
 
     def get_artifact(self, sha256: str) -> Optional[Artifact]:
-        with self._read() as s:
-            return s.get(Artifact, sha256)
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET_ARTIFACT, {"sha256": sha256}).first()
+        return Artifact(**row._mapping) if row is not None else None
 
     def add_artifact(self, artifact: Artifact) -> bool:
         """Record a stored artifact. False when the digest was already recorded (kept as it was)."""
@@ -169,12 +310,34 @@ class Store:
 
     # ------------------------------------------------------------ runs and jobs
 
-    def add_run(self, run: Run, jobs: Sequence[Job]) -> None:
-        with self._write() as s:
-            s.add(Run.model_validate(run.model_dump()))
-            s.flush()
+    def add_run(self, run: Run, jobs: Sequence[Job], *, also: Sequence[SQLModel] = (),
+                then: Optional[Callable[[Session], None]] = None) -> None:
+        """Store a run and its jobs, and in the same transaction the rows ``also`` names (a job's
+        budgets) and whatever ``then`` does with the session (a suite run's next state): nobody
+        sees the jobs without them, and a crash leaves neither."""
+        self.add_runs([(run, jobs)], also=also, then=then)
+
+    def add_runs(self, runs: Sequence[Tuple[Run, Sequence[Job]]], *, also: Sequence[SQLModel] = (),
+                 then: Optional[Callable[[Session], None]] = None) -> None:
+        """``add_run`` for several runs in one transaction (in this order)."""
+        run_rows, job_rows = [], []
+        for run, jobs in runs:
+            run_rows.append({"id": run.id, "created_at": run.created_at})
             for job in jobs:
-                s.add(Job.model_validate(job.model_dump()))
+                job.fill_requirements()
+                job_rows.append(job.model_dump())
+        with self._write() as s:
+            conn = s.connection()
+            conn.execute(_INSERT_RUN, run_rows)
+            if job_rows:
+                conn.execute(_INSERT_JOB, job_rows)
+            for _, jobs in runs:
+                for job in jobs:
+                    self._changed(s, job)
+            for extra in also:
+                s.add(extra)
+            if then is not None:
+                then(s)
 
     # ``project`` on a read or a change: only that project's rows (None: any project, for the
     # controller's own use). Another project's run or job is reported as not existing.
@@ -190,6 +353,10 @@ class Store:
     def get_job(self, job_id: str, *, project: Optional[str] = None) -> Job:
         """The job with this id, or with the one id that starts with it (a unique prefix), of
         ``project`` (None: any). Another project's job reads as not existing."""
+        with self.engine.connect() as conn:  # the common case, a whole id: one prepared statement
+            row = conn.execute(_GET_JOB, {"job_id": job_id}).first()
+        if row is not None and (project is None or row._mapping["project"] == project):
+            return Job(**row._mapping)
         with self._read() as s:
             return self._find_job(s, job_id, project=project)
 
@@ -258,6 +425,8 @@ class Store:
             # The lease id stays so the agent's next report is answered "cancel".
             job.lease_expires_at = None
             s.add(job)
+            self._changed(s, job)
+            self._count_outcome(s, job)
             log.info("job %s cancelled (was %s)", job_id, state.value)
             return job
 
@@ -294,8 +463,9 @@ class Store:
             return agent, lost
 
     def get_agent(self, agent_id: str) -> Optional[Agent]:
-        with self._read() as s:
-            return s.get(Agent, agent_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET_AGENT, {"agent_id": agent_id}).first()
+        return Agent(**row._mapping) if row is not None else None
 
     def list_agents(self) -> List[Agent]:
         with self._read() as s:
@@ -303,30 +473,27 @@ class Store:
 
     def heartbeat(self, agent_id: str, *, busy: bool, now: float, lease_seconds: float) -> bool:
         """Mark the agent seen and renew its leases. False when the agent is unknown."""
-        with self._write() as s:
-            if s.get(Agent, agent_id) is None:
-                return False
-            s.execute(
-                sa.update(Job)
-                .where(Job.agent_id == agent_id, Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
-                .values(lease_expires_at=now + lease_seconds)
-            )
-            s.execute(sa.update(Agent).where(Agent.id == agent_id).values(last_seen=now, busy=busy))
-            return True
+        return agent_id in self.record_contact({agent_id: busy}, (), now=now, lease_seconds=lease_seconds)
 
-    def touch_agent(self, agent_id: str, *, now: float) -> None:
+    def record_contact(self, beats: Mapping[str, bool], touched: Iterable[str], *, now: float,
+                       lease_seconds: float) -> Set[str]:
+        """Heartbeats of many agents in one transaction (agent id -> busy): each known agent is
+        marked seen with its busy flag and its leases are renewed. ``touched`` agents (waiting in
+        a long-poll) are only marked seen. Returns the known agents among ``beats``."""
+        ids = sorted(set(beats) | set(touched))
+        if not ids:
+            return set()
         with self._write() as s:
-            agent = s.get(Agent, agent_id)
-            if agent is not None:
-                agent.last_seen = now
-                s.add(agent)
-
-    def has_queued(self, profile: str) -> bool:
-        with self._read() as s:
-            found = s.exec(
-                select(Job.id).where(Job.state == JobState.QUEUED.value, Job.device_profile == profile).limit(1)
-            ).first()
-            return found is not None
+            conn = s.connection()
+            known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
+            beating = sorted(a for a in beats if a in known)
+            if beating:
+                conn.execute(_RENEW_LEASES, {"ids": beating, "expires": now + lease_seconds})
+                conn.execute(_BEAT, {"ids": beating, "now": now, "busy_ids": [a for a in beating if beats[a]]})
+            only_seen = sorted(a for a in set(touched) - set(beats) if a in known)
+            if only_seen:
+                conn.execute(_SEEN, {"ids": only_seen, "now": now})
+        return {a for a in beats if a in known}
 
     def set_draining(self, agent_id: str, draining: bool) -> Agent:
         with self._write() as s:
@@ -335,6 +502,8 @@ class Store:
                 raise NotFound(f"agent {agent_id!r} has never registered with this controller")
             agent.draining = draining
             s.add(agent)
+            if not draining:  # back in service: it may take queued work now
+                s.info["changes"].append(Change("", "", agent.profile, queued=True))
             return agent
 
     def remove_agent(self, agent_id: str, *, now: float, why: str) -> List[Tuple[Job, JobState]]:
@@ -356,66 +525,116 @@ class Store:
 
     def active_jobs_by_agent(self) -> Dict[str, str]:
         """agent id -> id of the job it holds a lease for."""
+        q = select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
         with self._read() as s:
-            rows = s.exec(
-                select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
-            ).all()
-            return {agent_id: job_id for agent_id, job_id in rows if agent_id}
+            return {agent_id: job_id for agent_id, job_id in s.exec(q).all() if agent_id}
+
+    def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
+        """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the
+        profile first, each with the id of the job it holds a lease for (or ""); the number of
+        agents in all and of that profile. One query, however many agents there are. The agents
+        are read-only rows with the Agent attributes (building model objects would cost more
+        than the query)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
+            total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
+        return [(row, row.current or "") for row in rows], int(total), int(same or 0)
 
     # ------------------------------------------------------------ leases
 
-    def lease_next(
-        self,
-        agent_id: str,
-        fits: Callable[[Agent, Job], bool],
-        *,
-        now: float,
-        lease_seconds: float,
-    ) -> Optional[Job]:
-        """Lease the oldest queued job of the agent's profile that ``fits`` the agent.
+    def _lease_statements(self, profile: str, tags: Sequence[str], capabilities: dict) -> _LeaseStatements:
+        """The statements that lease to an agent of this profile, tags and runtimes. The jobs it
+        can run are a SQL condition: its profile, required tags that are all its own (its tags and
+        its pin tag, bound as ``allowed_tags``), and a runtime it has with the execution provider
+        asked for (the same rules as scheduler.accepts, which explains them). Built once per kind
+        of agent."""
+        runtimes = tuple(sorted((r.get("name", ""), tuple(sorted(r.get("execution_providers", []))))
+                                for r in capabilities.get("runtimes", [])))
+        key = (profile, tuple(sorted(set(tags))), runtimes)
+        cached = self._fits_cache.get(key)
+        if cached is not None:
+            return cached
+        jobs = _JOBS
+        if self.backend == "postgresql":
+            tags_fit = jobs.c.required_tags.op("<@")(_B("allowed_tags", type_=pg_dialect.JSONB()))
+        else:
+            each = sa.func.json_each(jobs.c.required_tags).table_valued("value")
+            tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each)
+                                  .where(each.c.value.not_in(_B("allowed_tags", expanding=True))))
+        clauses = [sa.and_(jobs.c.required_runtime == name,
+                           sa.or_(jobs.c.required_provider == "", jobs.c.required_provider.in_(list(providers))))
+                   for name, providers in runtimes]
+        fits = sa.and_(jobs.c.state == JobState.QUEUED.value, jobs.c.device_profile == profile, tags_fit,
+                       sa.or_(*clauses) if clauses else sa.false())
+        statements = _LeaseStatements(
+            fits=fits,
+            look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
+                           _QUEUED_OF_PROFILE.scalar_subquery()),
+            take=sa.update(jobs).where(jobs.c.id == (
+                sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
+                .limit(1).with_for_update(skip_locked=True).scalar_subquery()
+            )).values(**_LEASE_VALUES).returning(*jobs.c),
+        )
+        if len(self._fits_cache) > 1024:
+            self._fits_cache.clear()
+        self._fits_cache[key] = statements
+        return statements
+
+    def lease_next(self, agent_id: str, *, now: float, lease_seconds: float) -> LeaseAttempt:
+        """Lease the oldest queued job that fits the agent (profile, tags, runtime and provider
+        matched in SQL; only the row leased is locked, and rows other replicas hold are skipped).
 
         A lease the agent still holds is given up first: an agent runs one job at a time, so
-        asking for work means it no longer works on its old job.
+        asking for work means it no longer works on its old job. When the agent holds no lease
+        and no queued job fits it, nothing is written.
         """
-        with self._write() as s, s.no_autoflush:
-            agent = s.get(Agent, agent_id)
+        with self.engine.connect() as conn:
+            agent = conn.execute(_AGENT_FOR_LEASE, {"agent_id": agent_id}).first()
             if agent is None:
                 raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
-            self._release_leases(s, agent_id, now, "asked for new work")
-            agent.last_seen = now
-            agent.busy = False
-            after: Optional[Tuple[float, str]] = None
-            while True:
-                q = select(Job).where(Job.state == JobState.QUEUED.value, Job.device_profile == agent.profile)
-                if after is not None:
-                    q = q.where(sa.tuple_(Job.created_at, Job.id) > sa.tuple_(*after))
-                q = (
-                    q.order_by(Job.created_at, Job.id)
-                    .limit(_LEASE_BATCH)
-                    .with_for_update(skip_locked=True)
-                )
-                batch = s.exec(q).all()
-                for job in batch:
-                    if fits(agent, job):
-                        job.state = JobState.LEASED.value
-                        job.agent_id = agent_id
-                        job.lease_id = uuid.uuid4().hex
-                        job.lease_expires_at = now + lease_seconds
-                        job.attempt += 1
-                        job.started_at = now
-                        job.progress = None
-                        agent.busy = True
-                        s.add(job)
-                        s.add(agent)
-                        log.info(
-                            "job %s leased to agent %s (attempt %d of %d)",
-                            job.id, agent_id, job.attempt, job.max_attempts,
-                        )
-                        return job
-                if len(batch) < _LEASE_BATCH:
-                    s.add(agent)
-                    return None
-                after = (batch[-1].created_at, batch[-1].id)
+            statements = self._lease_statements(agent.profile, agent.tags or [], agent.capabilities or {})
+            allowed_tags = allowed_tags_of(agent_id, agent.tags or [])
+            holds, waiting, queued = conn.execute(statements.look, {"agent_id": agent_id, "profile": agent.profile,
+                                                                    "allowed_tags": allowed_tags}).one()
+        if holds is None and (waiting is None or agent.draining):
+            return LeaseAttempt(None, queued is not None, agent.profile)
+        with self._write() as s:
+            if holds is not None:
+                with s.no_autoflush:
+                    self._release_leases(s, agent_id, now, "asked for new work")
+                s.flush()
+            conn = s.connection()
+            job = None
+            if not agent.draining:
+                # One statement picks the oldest fitting row (locked, skipping rows other
+                # replicas hold) and leases it.
+                leased = conn.execute(statements.take, {"agent": agent_id, "lease": uuid.uuid4().hex,
+                                                        "expires": now + lease_seconds, "now": now,
+                                                        "allowed_tags": allowed_tags}).first()
+                if leased is not None:
+                    job = Job(**leased._mapping)
+                    self._changed(s, job)
+                    log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt,
+                             job.max_attempts)
+            conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": job is not None})
+        if job is not None:
+            return LeaseAttempt(job, True, agent.profile)
+        with self.engine.connect() as conn:
+            more = conn.execute(_QUEUED_OF_PROFILE, {"profile": agent.profile}).first()
+        return LeaseAttempt(None, more is not None, agent.profile)
+
+    def extend_leases(self, *, until: float) -> int:
+        """Give every active lease until ``until`` at least: after a controller starts, agents
+        that could not reach it (backing off) get time to come back before their jobs are taken
+        from them. Returns how many leases were extended."""
+        with self._write() as s:
+            result = s.execute(
+                sa.update(Job.__table__)
+                .where(Job.__table__.c.state.in_(_ACTIVE),
+                       sa.or_(Job.__table__.c.lease_expires_at.is_(None), Job.__table__.c.lease_expires_at < until))
+                .values(lease_expires_at=until)
+            )
+            return int(result.rowcount or 0)
 
     def expire_leases(self, *, now: float) -> List[Tuple[Job, JobState]]:
         """Requeue (or fail, when out of attempts) every job whose lease expired."""
@@ -437,13 +656,14 @@ class Store:
         ).all()
         return [(job, self._lose_lease(s, job, now, why)) for job in jobs]
 
-    @staticmethod
-    def _lose_lease(s: Session, job: Job, now: float, why: str) -> JobState:
+    def _lose_lease(self, s: Session, job: Job, now: float, why: str) -> JobState:
         agent_id, attempt = job.agent_id, job.attempt
+        # Remembered, so the attempt's late report is still stored while no later one started.
+        job.lost_lease_id, job.lost_agent_id = job.lease_id, agent_id
+        job.lease_id = None
         if attempt < job.max_attempts:
             job.state = JobState.QUEUED.value
             job.agent_id = None
-            job.lease_id = None
             job.lease_expires_at = None
             job.started_at = None
             job.progress = None
@@ -467,6 +687,9 @@ class Store:
             )
             log.warning("agent %s %s during the last attempt (%d) of job %s; job failed", agent_id, why, attempt, job.id)
         s.add(job)
+        self._changed(s, job)
+        if job.job_state.finished:
+            self._count_outcome(s, job)
         return job.job_state
 
     def record_progress(
@@ -474,11 +697,24 @@ class Store:
     ) -> Tuple[bool, str]:
         """Store progress of a leased job and renew its lease.
 
+        An agent reporting under a lease it lost (it was away longer than the lease) gets the
+        job back when no later attempt has started, so its work is not thrown away.
+
         Returns (cancel, why): cancel is True when the agent must stop the job, because it was
         cancelled or because this lease is no longer the job's current lease.
         """
         with self._write() as s, s.no_autoflush:
-            job = s.exec(select(Job).where(Job.lease_id == lease_id).with_for_update()).first()
+            # The usual case in one statement: the agent reports under the lease it holds.
+            row = s.connection().execute(_PROGRESS, {"lease": lease_id, "agent": agent_id, "progress": dict(progress),
+                                                     "expires": now + lease_seconds}).first()
+            if row is not None:
+                s.info["changes"].append(Change(row.id, row.run_id, row.device_profile))
+                return False, ""
+            job = s.exec(select(Job).where(sa.or_(Job.lease_id == lease_id, Job.lost_lease_id == lease_id))
+                         .with_for_update()).first()
+            if job is not None and job.lease_id != lease_id:
+                if not self._reclaim(job, agent_id, lease_id, now):
+                    job = None
             if job is None or job.agent_id != agent_id:
                 return True, f"lease {lease_id} is not held by agent {agent_id} (it expired or was never granted)"
             state = job.job_state
@@ -490,12 +726,34 @@ class Store:
             job.state = JobState.RUNNING.value
             job.lease_expires_at = now + lease_seconds
             s.add(job)
+            self._changed(s, job)
             agent = s.get(Agent, agent_id)
             if agent is not None:
                 agent.last_seen = now
                 agent.busy = True
                 s.add(agent)
             return False, ""
+
+    @staticmethod
+    def _reclaim(job: Job, agent_id: str, lease_id: str, now: float) -> bool:
+        """Give a job back to the lease it lost, when that attempt is still the newest: the job is
+        queued again and nobody leased it since, or it failed because that lease was lost."""
+        state = job.job_state
+        lost_to_lease = state == JobState.FAILED and job.failure_category == FailureCategory.INFRASTRUCTURE.value
+        if job.lost_lease_id != lease_id or job.lost_agent_id != agent_id:
+            return False
+        if state != JobState.QUEUED and not lost_to_lease:
+            return False
+        log.warning("agent %s came back with lease %s of job %s (attempt %d), which it had lost; "
+                    "no later attempt started, so the job is its again", agent_id, lease_id, job.id, job.attempt)
+        job.state = JobState.RUNNING.value
+        job.lease_id, job.agent_id = lease_id, agent_id
+        job.lost_lease_id = job.lost_agent_id = None
+        job.finished_at = None
+        job.set_failure(None)
+        if job.started_at is None:
+            job.started_at = now
+        return True
 
     def record_result(
         self,
@@ -511,42 +769,84 @@ class Store:
     ) -> Tuple[bool, str]:
         """Store the outcome of one attempt. Idempotent by (job, attempt): a repeat of the stored
         report is accepted and changes nothing; a report for another attempt or lease is refused.
+        The report of a lease the job lost is stored when no later attempt has started (the job
+        was requeued and nobody leased it since, or it failed for the lost lease).
         ``on_result`` runs in the same transaction once a result is stored (constraint verdicts),
-        so nobody sees the result without what is derived from it. Returns (accepted, message)."""
+        so nobody sees the result without what is derived from it. Returns (accepted, message):
+        accepted is True only when this report is what the job now holds."""
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
         with self._write() as s, s.no_autoflush:
-            job = s.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
-            if job is None:
+            conn = s.connection()
+            row = conn.execute(_JOB_FOR_REPORT, {"job_id": job_id}).first()
+            if row is None:
                 return False, f"job {job_id!r} does not exist on this controller"
+            job = Job(**row._mapping)
             state = job.job_state
-            current = job.lease_id == lease_id and job.attempt == attempt and job.agent_id == agent_id
-            if not current:
+            holds = job.lease_id == lease_id and job.attempt == attempt and job.agent_id == agent_id
+            if not holds and job.attempt == attempt and self._reclaim(job, agent_id, lease_id, now):
+                holds, state = True, job.job_state
+            if not holds:
                 return False, (
                     f"report for attempt {attempt} under lease {lease_id} is stale: job {job_id} is "
                     f"{state.value} at attempt {job.attempt}; the report was discarded"
                 )
             if state in (JobState.SUCCEEDED, JobState.FAILED):
                 return True, f"the report of attempt {attempt} of job {job_id} was already stored"
-            agent = s.get(Agent, agent_id)
-            if agent is not None:
-                agent.busy = False
-                agent.last_seen = now
-                s.add(agent)
+            conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": False})
             if state == JobState.CANCELLED:
                 return False, f"job {job_id} was cancelled; the report was discarded"
             if result is not None:
                 job.state = JobState.SUCCEEDED.value
                 job.result = dict(result)
-                if on_result is not None:
-                    on_result(s, job)
             else:
                 job.state = JobState.FAILED.value
                 job.set_failure(failure)
             job.finished_at = now
             job.lease_expires_at = None
-            s.add(job)
+            conn.execute(_STORE_OUTCOME, {
+                "job_id": job.id, "state": job.state, "result": job.result, "category": job.failure_category,
+                "message": job.failure_message, "signal": job.failure_signal, "detail": job.failure_detail,
+                "finished": now, "lease": job.lease_id, "agent": job.agent_id, "started": job.started_at})
+            if result is not None and on_result is not None:
+                on_result(s, job)
+            self._changed(s, job)
+            if result is not None:
+                self._note_latest(s, job)
+            self._count_outcome(s, job)
             log.info("job %s %s on agent %s (attempt %d)", job_id, job.state, agent_id, attempt)
             return True, f"stored the {'result' if result is not None else 'failure'} of job {job_id}"
 
+    def _note_latest(self, s: Session, job: Job) -> None:
+        """Make ``job`` the latest result of its model x profile x runtime (an upsert, so two
+        replicas storing results of one model at once do not collide)."""
+        s.connection().execute(self._upsert_latest, {
+            "model": job.model_name, "profile": job.device_profile, "runtime": job.runtime, "job_id": job.id,
+            "finished": job.finished_at})
 
+    def _count_outcome(self, s: Session, job: Job) -> None:
+        """Count a job that just finished (an upsert adding one, last in its transaction so
+        the counter row is locked only until the commit)."""
+        s.connection().execute(self._count_finished, {
+            "outcome": job.state, "reason": outcome_reason(job), "profile": job.device_profile,
+            "model": job.model_name, "runtime": job.runtime})
+
+    def outcome_counts(self) -> List[Tuple[str, str, str, str, str, int]]:
+        """(outcome, reason, device profile, model name, runtime, count) of every finished job."""
+        t = JobOutcomeCount.__table__
+        with self._read() as s:
+            return [tuple(r) for r in s.execute(sa.select(t.c.outcome, t.c.reason, t.c.device_profile,  # type: ignore[misc]
+                                                          t.c.model_name, t.c.runtime, t.c.count)).all()]
+
+    def latest_results(self, limit: int) -> List[LatestResult]:
+        """The newest ``limit`` rows of latest_results, newest first."""
+        with self._read() as s:
+            return list(s.exec(select(LatestResult).order_by(LatestResult.finished_at.desc(),  # type: ignore[attr-defined]
+                                                             LatestResult.job_id.desc()).limit(limit)).all())
+
+    def get_jobs(self, job_ids: Sequence[str]) -> List[Job]:
+        """The jobs of ``job_ids`` that exist, in no particular order."""
+        if not job_ids:
+            return []
+        with self._read() as s:
+            return list(s.exec(select(Job).where(Job.id.in_(list(job_ids)))).all())  # type: ignore[attr-defined]

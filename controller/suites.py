@@ -6,6 +6,20 @@ A suite is a ``SuiteSpec`` document (the proto's fields, as wire.message_to_dict
 suites it was given on their cron schedules. Both go through ``SuiteRunner.start``, so a suite
 behaves the same whoever starts it, and every run is recorded (tables in regression_store.py).
 
+A suite run lives in the database, not in a thread: its row says which stage it is in
+(``measuring`` its jobs, ``confirming`` suspected regressions, ``done``), which jobs it waits
+for and what it has judged so far. ``advance`` takes the next step when the jobs it waits for
+have finished, under a short lease on the row (``driver``), so whichever controller replica
+holds the lease advances it, two never do at once, and a run survives the restart of the
+controller that started it. A step that submits jobs commits them together with the next
+stage, so a crash can neither lose nor duplicate them. Each replica's driver thread advances
+runs when jobs finish (change notifications) and every few seconds (placement deadlines,
+runs whose driver went away).
+
+The judging is in plain functions of the run (``_judge_cases``, ``_submit_confirmation``,
+``_conclude_confirmation``, ``_judge_budgets``, ``_finish``); only their order is the state
+machine.
+
 Every job of a suite is measured in ``repeats`` fresh processes (5 unless the suite says
 otherwise), because the comparison with the baseline takes the repeat as its unit
 (regression.py). A suspected regression is confirmed on the device that found it: baseline and
@@ -24,15 +38,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from hilfarm.constraints import FAIL, UNKNOWN, Budget, Verdict, resolve
 
 from . import regression
 from .artifacts import ArtifactStore
-from .errors import InvalidArgument
-from .models import DEFAULT_PROJECT, FailureCategory, Job, JobState
-from .regression_store import LAST_ACCEPTED, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config
+from .errors import FarmError, InvalidArgument
+from .models import DEFAULT_PROJECT, FailureCategory, Job, JobState, Run, pin_tag
+from .notifications import Change
+from .regression_store import (
+    LAST_ACCEPTED, JobEvaluation, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config,
+)
 from .scheduler import Scheduler
 from .store import Store
 from .submission import ModelSpec, plan_run
@@ -41,6 +62,11 @@ log = logging.getLogger("hilfarm.controller.suites")
 
 DEFAULT_BASELINE = "main"
 DEFAULT_PLACEMENT_TIMEOUT = 300.0
+# How long a replica's claim on a suite run lasts without being renewed: after a crash another
+# replica resumes the run this much later at the latest.
+DRIVER_LEASE_SECONDS = 30.0
+# The driver thread also looks at every running suite this often (deadlines, lapsed claims).
+SWEEP_SECONDS = 2.0
 DEFAULT_REPEATS = 5
 OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
                  "no_baseline", "pass")
@@ -79,11 +105,6 @@ def budget_to_doc(b: Budget) -> Dict[str, Any]:
     return doc
 
 
-def pin_tag(agent_id: str) -> str:
-    """The required tag that pins a job to one agent (scheduler.accepts knows it)."""
-    return f"agent:{agent_id}"
-
-
 def suite_settings(spec: Dict[str, Any]) -> Dict[str, Any]:
     """The suite's run settings, with the suite's default number of repeats."""
     settings = dict(spec.get("settings") or {})
@@ -99,61 +120,299 @@ def budgets_by_job(jobs: Sequence[Job], budgets: Sequence[Budget]) -> Dict[str, 
     return {job.id: [budget_to_doc(b) for b in resolve(budgets, job.device_profile)] for job in jobs}
 
 
+def evaluation_rows(jobs: Sequence[Job], budgets: Sequence[Budget], constraint_set: str) -> List[JobEvaluation]:
+    """The rows that hold each job's budgets, to be stored in the transaction of the jobs."""
+    return [JobEvaluation(job_id=job_id, constraint_set=constraint_set, budgets=list(docs))
+            for job_id, docs in budgets_by_job(jobs, budgets).items()]
+
+
+class SlotTaken(FarmError):
+    """Another controller replica already started this nightly slot (suite x due time)."""
+
+
+class DriverLost(Exception):
+    """The claim on a suite run lapsed and another replica took it: this step's work is dropped."""
+
+
 class SuiteRunner:
-    """Starts suite runs in background threads and records them."""
+    """Starts suite runs and advances them (see the module docstring)."""
 
     def __init__(self, store: Store, regressions: RegressionStore, artifacts: ArtifactStore, scheduler: Scheduler,
-                 *, default_max_attempts: int = 3, poll_seconds: float = 0.25,
-                 clock: Callable[[], float] = time.time) -> None:
+                 *, default_max_attempts: int = 3, clock: Callable[[], float] = time.time,
+                 driver_lease: float = DRIVER_LEASE_SECONDS, sweep_seconds: float = SWEEP_SECONDS,
+                 driver_id: Optional[str] = None) -> None:
+        """``driver_id`` names this replica in suite_runs.driver (default: the store's change feed
+        origin, unique per process)."""
         self.store = store
         self.reg = regressions
         self.artifacts = artifacts
         self.scheduler = scheduler
         self.default_max_attempts = default_max_attempts
-        self.poll_seconds = poll_seconds
         self.clock = clock
-        self._threads: List[threading.Thread] = []
+        self.driver_lease = driver_lease
+        self.sweep_seconds = sweep_seconds
+        self.driver_id = driver_id or store.feed.origin
+        self.started: List[str] = []  # ids of the runs this runner started
+        self._waited_jobs: set = set()  # jobs the running suite runs wait for (the driver's view)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._unsubscribe: Optional[Callable[[], None]] = None
 
     # ------------------------------------------------------------ entry points
 
     def start(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False,
-              project: str = DEFAULT_PROJECT) -> SuiteRunRow:
-        """Check the suite, record the run and its jobs (in ``project``), and carry on in a
-        background thread."""
+              nightly_slot: Optional[float] = None, project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+        """Check the suite and record the run (in ``project``) with its jobs and their budgets in
+        one transaction; a driver advances it from there. ``nightly_slot``: the due time of a
+        nightly run, which starts once however many replicas try (SlotTaken for the others)."""
         name = (spec.get("name") or "").strip()
         if not name:
             raise InvalidArgument("a suite needs a name")
-        run = self.reg.create_suite_run(name, trigger=trigger, baseline=spec.get("baseline") or DEFAULT_BASELINE,
-                                        spec=spec, accept=accept, now=self.clock(), project=project)
+        now = self.clock()
+        timeout = float(spec.get("placement_timeout_seconds") or DEFAULT_PLACEMENT_TIMEOUT)
+        row = SuiteRunRow(id=uuid.uuid4().hex, suite=name, trigger=trigger,
+                          baseline=spec.get("baseline") or DEFAULT_BASELINE, spec=spec, accept=accept,
+                          started_at=now, stage="measuring", placement_deadline=now + timeout,
+                          nightly_slot=nightly_slot, project=project)
         try:
-            jobs = self._submit(spec, spec.get("models", []), spec.get("device_profiles", []), project=project)
+            run, jobs = self._plan(spec, spec.get("models", []), spec.get("device_profiles", []), project=project)
         except Exception as exc:
-            run.state, run.outcome, run.finished_at = "finished", "error", self.clock()
-            run.message = str(exc)
-            self.reg.save_suite_run(run)
+            row.state, row.stage, row.outcome, row.finished_at = "finished", "done", "error", self.clock()
+            row.message = str(exc)
+            row.placement_deadline = None
+            self._insert_run_row(row)
             raise
-        thread = threading.Thread(target=self._run_logged, args=(run, spec, jobs), daemon=True,
-                                  name=f"suite-{name}")
-        self._threads.append(thread)
-        thread.start()
-        return run
+        row.job_ids = [j.id for j in jobs]
+        try:
+            self.store.add_run(run, jobs, also=[row] + self._evaluations(spec, jobs))
+        except sa.exc.IntegrityError:
+            if nightly_slot is not None:
+                raise SlotTaken(f"nightly slot {nightly_slot} of suite {name} was started by another replica") from None
+            raise
+        self.started.append(row.id)
+        self._waited_jobs = self._waited_jobs | set(row.job_ids)
+        self._wake.set()
+        return row
+
+    def _insert_run_row(self, row: SuiteRunRow) -> None:
+        try:
+            with self.store._write() as s:
+                s.add(row)
+        except sa.exc.IntegrityError:
+            if row.nightly_slot is not None:
+                raise SlotTaken(f"nightly slot {row.nightly_slot} of suite {row.suite} was started by another replica") from None
+            raise
 
     def run_blocking(self, spec: Dict[str, Any], *, trigger: str = "cli", accept: bool = False,
-                     project: str = DEFAULT_PROJECT) -> SuiteRunRow:
+                     timeout: float = 3600.0, project: str = DEFAULT_PROJECT) -> SuiteRunRow:
         run = self.start(spec, trigger=trigger, accept=accept, project=project)
-        self._threads[-1].join()
+        self.join(timeout, run_ids=[run.id])
         return self.reg.get_suite_run(run.id)[0]
 
-    def join(self, timeout: float = 5.0) -> None:
-        for thread in list(self._threads):
-            thread.join(timeout)
+    def join(self, timeout: float = 5.0, *, run_ids: Optional[Sequence[str]] = None) -> bool:
+        """Advance the runs this runner started (or ``run_ids``) in this thread until they are
+        finished or ``timeout`` passes; True when they finished. Works without a server."""
+        wanted = list(run_ids if run_ids is not None else self.started)
+        deadline = time.monotonic() + timeout
+        unsubscribe = self.store.feed.subscribe(self._on_changes)
+        try:
+            while True:
+                left = [r for r in wanted if self._unfinished(r)]
+                if not left:
+                    return True
+                for run_id in left:
+                    self.advance(run_id)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.wait(min(remaining, 0.2))
+                self._wake.clear()
+        finally:
+            unsubscribe()
 
-    # ------------------------------------------------------------ the run
+    def _unfinished(self, run_id: str) -> bool:
+        with self.store._read() as s:
+            row = s.get(SuiteRunRow, run_id)
+            return row is not None and row.state != "finished"
 
-    def _submit(self, spec: Dict[str, Any], models: Sequence[Dict[str, Any]], profiles: Sequence[str],
-                settings: Optional[Dict[str, Any]] = None, extra_tags: Sequence[str] = (), *,
-                project: str) -> List[Job]:
-        run, jobs = plan_run(
+    # ------------------------------------------------------------ the driver thread
+
+    def start_driving(self) -> None:
+        """Advance every running suite run of the database in a background thread."""
+        self._stop.clear()
+        self._unsubscribe = self.store.feed.subscribe(self._on_changes)
+        self._thread = threading.Thread(target=self._drive, name="hilfarm-suites", daemon=True)
+        self._thread.start()
+
+    def stop_driving(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _on_changes(self, changes: Sequence[Change], resync: bool) -> None:
+        # Only a finished job a running suite waits for is worth a look before the next sweep.
+        waited = self._waited_jobs
+        if resync or any(c.finished and c.job_id in waited for c in changes):
+            self._wake.set()
+
+    def _drive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                waited = set()
+                for run_id in self.running_ids():
+                    if self._stop.is_set():
+                        return
+                    self.advance(run_id)
+                    waited |= self._waiting_for(run_id)
+                self._waited_jobs = waited
+            except Exception:  # the driver must outlive a database hiccup
+                log.exception("advancing suite runs failed; trying again in %.0f s", self.sweep_seconds)
+            self._wake.wait(self.sweep_seconds)
+            self._wake.clear()
+            self._stop.wait(0.05)  # finishing jobs come in bursts: one pass for a burst
+
+    def _waiting_for(self, run_id: str) -> set:
+        """The jobs a running suite run waits for now (none once it finished)."""
+        with self.store._read() as s:
+            run = s.get(SuiteRunRow, run_id)
+        if run is None or run.state == "finished":
+            return set()
+        if run.stage == "measuring":
+            return set(run.job_ids)
+        return set((run.work or {}).get("confirm_job_ids", []))
+
+    def running_ids(self) -> List[str]:
+        with self.store._read() as s:
+            return list(s.exec(select(SuiteRunRow.id).where(SuiteRunRow.state != "finished")
+                               .order_by(SuiteRunRow.started_at)).all())
+
+    # ------------------------------------------------------------ the state machine
+
+    def advance(self, run_id: str) -> bool:
+        """Take the next step of a running suite run if it can be taken now. False when another
+        replica holds the run, or it waits for jobs; True when a step was taken."""
+        run = self._claim(run_id)
+        if run is None:
+            return False
+        try:
+            return self._step(run)
+        except DriverLost:
+            log.info("suite run %s (%s) was taken over by another controller", run.id, run.suite)
+            return False
+        except sa.exc.OperationalError:
+            log.warning("suite run %s (%s): the database failed; the next pass tries again", run.id, run.suite,
+                        exc_info=True)
+            self._release(run)
+            return False
+        except Exception as exc:
+            log.exception("suite run %s (%s) failed", run.id, run.suite)
+            run.message = f"the controller failed while running the suite: {type(exc).__name__}: {exc}"
+            try:
+                self._save(run, outcome="error", cases=[])
+            except DriverLost:
+                return False
+            return True
+
+    def _claim(self, run_id: str) -> Optional[SuiteRunRow]:
+        now = self.clock()
+        with self.store._write() as s:
+            run = s.exec(select(SuiteRunRow).where(
+                SuiteRunRow.id == run_id, SuiteRunRow.state != "finished",
+                sa.or_(SuiteRunRow.driver.is_(None), SuiteRunRow.driver == self.driver_id,  # type: ignore[union-attr]
+                       SuiteRunRow.driver_until < now),
+            ).with_for_update(skip_locked=True)).first()
+            if run is None:
+                return None
+            if run.driver not in (None, self.driver_id):
+                log.info("suite run %s (%s): taking over from controller %s, which stopped advancing it",
+                         run.id, run.suite, run.driver)
+            run.driver, run.driver_until = self.driver_id, now + self.driver_lease
+            s.add(run)
+            return run
+
+    def _check_claim(self, s: Session, run: SuiteRunRow) -> SuiteRunRow:
+        """Inside a transaction that saves a step: the run is still ours, locked until commit."""
+        current = s.exec(select(SuiteRunRow).where(SuiteRunRow.id == run.id).with_for_update()).first()
+        if current is None or current.driver != self.driver_id or current.state == "finished":
+            raise DriverLost(run.id)
+        return current
+
+    def _release(self, run: SuiteRunRow) -> None:
+        with self.store._write() as s:
+            s.execute(sa.update(SuiteRunRow.__table__).where(
+                SuiteRunRow.__table__.c.id == run.id, SuiteRunRow.__table__.c.driver == self.driver_id)
+                .values(driver=None, driver_until=None))
+
+    def _step(self, run: SuiteRunRow) -> bool:
+        spec = run.spec
+        work: Dict[str, Any] = dict(run.work or {})
+        waiting = run.job_ids if run.stage == "measuring" else list(work.get("confirm_job_ids", []))
+        jobs = {j.id: j for j in self.store.get_jobs(waiting)}
+        stuck: Dict[str, str] = dict(work.get("stuck", {}))
+        if not all(jobs[j].job_state.finished for j in waiting if j in jobs):
+            if run.placement_deadline is None or self.clock() < run.placement_deadline:
+                self._release(run)
+                return False
+            stuck.update(self._cancel_unplaced(run, [jobs[j] for j in waiting if j in jobs]))
+            work["stuck"] = stuck
+            self._save_stage(run, run.stage, work, placement_deadline=None)
+            return True
+        tol = regression.Tolerances.from_dict(spec.get("tolerances"))
+        if run.stage == "measuring":
+            cases, suspects = self._judge_cases(run, spec, [jobs[j] for j in run.job_ids], stuck, tol)
+            if suspects:
+                self._submit_confirmation(run, spec, cases, suspects)
+                return True
+        else:
+            cases = [SuiteCaseRow.model_validate(c) for c in work.get("cases", [])]
+            self._conclude_confirmation(cases, work.get("confirmations", []), jobs, tol)
+        for case in cases:
+            self._judge_budgets(case)
+        self._finish(run, cases, {j.id: j for j in self.store.get_jobs([c.job_id for c in cases])})
+        return True
+
+    def _cancel_unplaced(self, run: SuiteRunRow, jobs: Sequence[Job]) -> Dict[str, str]:
+        """Past the placement deadline: cancel what no agent took, with the reason for each.
+        Running jobs are bounded by their own limits."""
+        timeout = float(run.spec.get("placement_timeout_seconds") or DEFAULT_PLACEMENT_TIMEOUT)
+        queued = [j for j in jobs if j.job_state == JobState.QUEUED]
+        notes = self.scheduler.placement_notes(queued)
+        stuck = {}
+        for job in queued:
+            why = "; ".join(notes.get(job.id, [])) or "no agent with this profile is registered"
+            stuck[job.id] = f"no agent took the job within {timeout:g} s ({why})"
+            try:
+                self.store.cancel_job(job.id, now=self.clock())
+            except FarmError:  # finished meanwhile
+                pass
+        return stuck
+
+    def _save_stage(self, run: SuiteRunRow, stage: str, work: Dict[str, Any], *,
+                    placement_deadline: Optional[float], s: Optional[Session] = None) -> None:
+        def save(s: Session) -> None:
+            current = self._check_claim(s, run)
+            current.stage, current.work, current.placement_deadline = stage, work, placement_deadline
+            current.driver = current.driver_until = None
+            s.add(current)
+
+        if s is not None:
+            save(s)
+            return
+        with self.store._write() as session:
+            save(session)
+
+    # ------------------------------------------------------------ the steps
+
+    def _plan(self, spec: Dict[str, Any], models: Sequence[Dict[str, Any]], profiles: Sequence[str],
+              settings: Optional[Dict[str, Any]] = None, extra_tags: Sequence[str] = (), *,
+              project: str) -> Tuple[Run, List[Job]]:
+        return plan_run(
             self.artifacts,
             models=[ModelSpec(m.get("sha256", ""), m.get("name", ""), m.get("format", "")) for m in models],
             device_profiles=list(profiles),
@@ -164,56 +423,20 @@ class SuiteRunner:
             now=self.clock(),
             project=project,
         )
-        self.store.add_run(run, jobs)
-        self.reg.add_budgets(budgets_by_job(jobs, budgets_from_doc(spec.get("constraints", []))),
-                             spec.get("constraint_set", ""))
-        self.scheduler.notify_work()
-        return jobs
 
-    def _run_logged(self, run: SuiteRunRow, spec: Dict[str, Any], jobs: List[Job]) -> None:
-        try:
-            self._run(run, spec, jobs)
-        except Exception as exc:
-            log.exception("suite run %s (%s) failed", run.id, run.suite)
-            run.state, run.outcome, run.finished_at = "finished", "error", self.clock()
-            run.message = f"the controller failed while running the suite: {type(exc).__name__}: {exc}"
-            self.reg.save_suite_run(run)
+    @staticmethod
+    def _evaluations(spec: Dict[str, Any], jobs: Sequence[Job]) -> List[JobEvaluation]:
+        return evaluation_rows(jobs, budgets_from_doc(spec.get("constraints", [])), spec.get("constraint_set", ""))
 
-    def _wait(self, job_ids: Sequence[str], timeout: float) -> Tuple[Dict[str, Job], Dict[str, str]]:
-        """Wait until every job is finished. A job still queued after ``timeout`` is cancelled
-        and its reason (why no agent took it) returned."""
-        started = time.monotonic()
-        stuck: Dict[str, str] = {}
-        while True:
-            generation = self.scheduler.change_generation
-            jobs = {j: self.store.get_job(j) for j in job_ids}
-            if all(j.job_state.finished for j in jobs.values()):
-                return jobs, stuck
-            if self.scheduler.stopping:
-                raise RuntimeError("the controller is shutting down")
-            if time.monotonic() - started > timeout:
-                queued = [j for j in jobs.values() if j.job_state == JobState.QUEUED]
-                notes = self.scheduler.placement_notes(queued)
-                for job in queued:
-                    why = "; ".join(notes.get(job.id, [])) or "no agent with this profile is registered"
-                    stuck[job.id] = f"no agent took the job within {timeout:g} s ({why})"
-                    try:
-                        self.store.cancel_job(job.id, now=self.clock())
-                    except Exception:  # finished meanwhile
-                        pass
-                timeout = float("inf")  # running jobs are bounded by their own limits
-            self.scheduler.wait_for_change(self.poll_seconds, since=generation)
-
-    def _run(self, run: SuiteRunRow, spec: Dict[str, Any], jobs: List[Job]) -> None:
-        tol = regression.Tolerances.from_dict(spec.get("tolerances"))
-        timeout = float(spec.get("placement_timeout_seconds") or DEFAULT_PLACEMENT_TIMEOUT)
-        finished, stuck = self._wait([j.id for j in jobs], timeout)
-        evaluations = self.reg.evaluations(finished)
+    def _judge_cases(self, run: SuiteRunRow, spec: Dict[str, Any], jobs: Sequence[Job], stuck: Dict[str, str],
+                     tol: regression.Tolerances) -> Tuple[List[SuiteCaseRow], List[Tuple[SuiteCaseRow, Job, Job]]]:
+        """One case per job of the suite: its outcome from the job's state, its verdicts, and the
+        comparison with the baseline. Returns the cases and the suspected regressions to confirm."""
+        evaluations = self.reg.evaluations(j.id for j in jobs)
         ref = run.baseline or DEFAULT_BASELINE
         cases: List[SuiteCaseRow] = []
         suspects: List[Tuple[SuiteCaseRow, Job, Job]] = []
-        for position, submitted in enumerate(jobs):
-            job = finished[submitted.id]
+        for position, job in enumerate(jobs):
             config = runtime_config(job)
             case = SuiteCaseRow(suite_run_id=run.id, position=position, model_name=job.model_name,
                                 model_sha256=job.model_sha256, device_profile=job.device_profile,
@@ -252,22 +475,7 @@ class SuiteRunner:
                     suspects.append((case, job, base_job))
                 case.outcome = outcome_of(comparison)
                 case.message = comparison.summary
-        if suspects:
-            self._confirm(spec, suspects, tol, timeout, project=run.project)
-        for case in cases:
-            self._judge_budgets(case)
-        run.state, run.finished_at = "finished", self.clock()
-        run.outcome = run_outcome(cases)
-        if run.accept and run.outcome != "error":
-            name = DEFAULT_BASELINE if ref == LAST_ACCEPTED else ref
-            accepted = [finished[c.job_id] for c in cases if c.job_id in finished
-                        and finished[c.job_id].job_state == JobState.SUCCEEDED]
-            self.reg.accept(name, accepted, suite=run.suite, now=self.clock(), project=run.project)
-            run.accepted = True
-        elif run.accept:
-            run.message = "the results were not accepted as the baseline: the farm could not run every case"
-        self.reg.save_suite_run(run, cases)
-        log.info("suite run %s (%s): %s", run.id, run.suite, run.outcome)
+        return cases, suspects
 
     def noise_history(self, model_name: str, profile: str, config: str) -> regression.NoiseHistory:
         """The between-repeat spreads of this device × model × configuration's recent runs."""
@@ -293,36 +501,51 @@ class SuiteRunner:
         elif unknown and case.outcome in NOT_FAILURES:
             case.outcome = "unknown_budget"
 
-    def _confirm(self, spec: Dict[str, Any], suspects: Sequence[Tuple[SuiteCaseRow, Job, Job]],
-                 tol: regression.Tolerances, timeout: float, *, project: str) -> None:
+    def _submit_confirmation(self, run: SuiteRunRow, spec: Dict[str, Any], cases: Sequence[SuiteCaseRow],
+                             suspects: Sequence[Tuple[SuiteCaseRow, Job, Job]]) -> None:
         """Re-run each suspect on the agent that found it, one repeat per job, baseline and
-        candidate alternating (A B A B ...), and compare the fresh repeats. Only a regression
-        both attempts show fails the case; an artifact confirmed against itself comes out
-        clean, because both sides then see the same device at the same times."""
-        planned: List[Tuple[SuiteCaseRow, List[Job], List[Job]]] = []
+        candidate alternating (A B A B ...), to compare the fresh repeats; an artifact confirmed
+        against itself comes out clean, because both sides then see the same device at the same
+        times. The jobs, the cases judged so far and the stage ``confirming`` commit in one
+        transaction."""
+        runs: List[Tuple[Run, List[Job]]] = []
+        confirmations: List[Dict[str, Any]] = []
         for case, job, base_job in suspects:
             model = {"sha256": job.model_sha256, "name": job.model_name, "format": job.model_format}
             base_model = {"sha256": base_job.model_sha256, "name": base_job.model_name, "format": base_job.model_format}
-            have_baseline_artifact = self.artifacts.stat(base_job.model_sha256, project=project) is not None
+            have_baseline_artifact = self.artifacts.stat(base_job.model_sha256, project=run.project) is not None
             pairs = max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), 2)
             one_repeat = dict(job.settings or {}, repeats=1)
             pinned = [pin_tag(job.agent_id)] if job.agent_id else []
+            order = ([base_model, model] if have_baseline_artifact else [model]) * pairs
             submitted: List[Job] = []
-            for _ in range(pairs):  # one run each, in this order: the agent takes them as queued
-                if have_baseline_artifact:
-                    submitted += self._submit(spec, [base_model], [job.device_profile], settings=one_repeat,
-                                              extra_tags=pinned, project=project)
-                submitted += self._submit(spec, [model], [job.device_profile], settings=one_repeat,
-                                          extra_tags=pinned, project=project)
+            for m in order:  # one run each, in this order: the pinned agent takes them as queued
+                planned = self._plan(spec, [m], [job.device_profile], settings=one_repeat, extra_tags=pinned,
+                                     project=run.project)
+                runs.append(planned)
+                submitted += planned[1]
             bases = submitted[0::2] if have_baseline_artifact else []
             cands = submitted[1::2] if have_baseline_artifact else submitted
             case.confirm_job_ids = [j.id for j in submitted]
-            planned.append((case, bases, cands))
-        ids = [j.id for _, bases, cands in planned for j in bases + cands]
-        finished, stuck = self._wait(ids, timeout)
-        for case, bases, cands in planned:
-            done_b = [finished[j.id] for j in bases]
-            done_c = [finished[j.id] for j in cands]
+            confirmations.append({"position": case.position, "baseline_job_ids": [j.id for j in bases],
+                                  "candidate_job_ids": [j.id for j in cands]})
+        work = {"cases": [c.model_dump(exclude={"id"}) for c in cases], "confirmations": confirmations,
+                "confirm_job_ids": [j.id for _, jobs in runs for j in jobs]}
+        timeout = float(spec.get("placement_timeout_seconds") or DEFAULT_PLACEMENT_TIMEOUT)
+        deadline = self.clock() + timeout
+        evaluations = [e for _, jobs in runs for e in self._evaluations(spec, jobs)]
+        self.store.add_runs(runs, also=evaluations,
+                            then=lambda s: self._save_stage(run, "confirming", work, placement_deadline=deadline, s=s))
+        log.info("suite run %s (%s): confirming %d suspected regression(s)", run.id, run.suite, len(suspects))
+
+    def _conclude_confirmation(self, cases: Sequence[SuiteCaseRow], confirmations: Sequence[Dict[str, Any]],
+                               finished: Dict[str, Job], tol: regression.Tolerances) -> None:
+        """Compare the fresh runs of each suspect: only a regression both attempts show fails the case."""
+        by_position = {c.position: c for c in cases}
+        for planned in confirmations:
+            case = by_position[planned["position"]]
+            done_b = [finished[j] for j in planned["baseline_job_ids"]]
+            done_c = [finished[j] for j in planned["candidate_job_ids"]]
             if any(j.job_state != JobState.SUCCEEDED for j in done_b + done_c):
                 case.message += ("; the confirmation re-run could not complete, so the regression is reported "
                                  "from the first attempt alone")
@@ -344,6 +567,39 @@ class SuiteRunner:
                 case.outcome = "inconclusive" if comparison.inconclusive else "pass"
                 case.message = (f"suspected regression not confirmed by a re-run interleaved with the baseline "
                                 f"model on the same device ({comparison.summary}); first attempt: {case.message}")
+
+    def _finish(self, run: SuiteRunRow, cases: Sequence[SuiteCaseRow], jobs: Dict[str, Job]) -> None:
+        """The run's outcome; with --accept, its results become the baseline (unless the farm
+        could not run every case). Cases, outcome and baselines commit together."""
+        outcome = run_outcome(cases)
+        accepted: List[Job] = []
+        if run.accept and outcome != "error":
+            accepted = [jobs[c.job_id] for c in cases if c.job_id in jobs
+                        and jobs[c.job_id].job_state == JobState.SUCCEEDED]
+            run.accepted = True
+        elif run.accept:
+            run.message = "the results were not accepted as the baseline: the farm could not run every case"
+        self._save(run, outcome=outcome, cases=cases, accepted=accepted)
+        log.info("suite run %s (%s): %s", run.id, run.suite, outcome)
+
+    def _save(self, run: SuiteRunRow, *, outcome: str, cases: Sequence[SuiteCaseRow],
+              accepted: Sequence[Job] = ()) -> None:
+        ref = run.baseline or DEFAULT_BASELINE
+        name = DEFAULT_BASELINE if ref == LAST_ACCEPTED else ref
+        now = self.clock()
+        with self.store._write() as s:
+            current = self._check_claim(s, run)
+            current.state, current.stage, current.outcome, current.finished_at = "finished", "done", outcome, now
+            current.message, current.accepted = run.message, run.accepted
+            current.work, current.placement_deadline = None, None
+            current.driver = current.driver_until = None
+            s.add(current)
+            for case in cases:
+                case.id = None
+                s.add(case)
+            for row in self.reg.baseline_rows(name, accepted, suite=run.suite, now=now, project=run.project):
+                s.add(row)
+        run.state, run.stage, run.outcome, run.finished_at = "finished", "done", outcome, now
 
 
 def outcome_of(comparison: regression.Comparison) -> str:

@@ -53,13 +53,17 @@ def _scalar_to_json(field: Any, value: Any) -> Any:
     return value
 
 
+class _Unknown(Exception):
+    """A value this version of the contract does not know (written by a newer one)."""
+
+
 def _scalar_from_json(field: Any, value: Any) -> Any:
     if field.type == field.TYPE_BYTES and isinstance(value, str):
         return base64.b64decode(value)
     if field.enum_type is not None and isinstance(value, str):
         named = field.enum_type.values_by_name.get(value)
         if named is None:
-            raise ValueError(f"{field.full_name}: {value!r} is not a value of {field.enum_type.full_name}")
+            raise _Unknown(f"{field.full_name}: {value!r} is not a value of {field.enum_type.full_name}")
         return named.number
     if field.cpp_type == field.CPPTYPE_DOUBLE or field.cpp_type == field.CPPTYPE_FLOAT:
         if isinstance(value, str):
@@ -96,34 +100,42 @@ def _fill(msg: Message, doc: Dict[str, Any]) -> None:
     fields = msg.DESCRIPTOR.fields_by_name
     for name, value in doc.items():
         field = fields.get(name)
-        if field is None:
-            raise ValueError(f"{msg.DESCRIPTOR.full_name} has no field {name!r}")
-        if value is None:
-            continue
+        if field is None or value is None:
+            continue  # a field a newer version added: this one reads the rest
         target = getattr(msg, name) if (field.message_type is not None or _is_repeated(field)) else None
-        if _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
-            for k, v in value.items():
-                if value_field.message_type is not None:
-                    _fill(target[k], v)
+        try:
+            if _is_map(field):
+                value_field = field.message_type.fields_by_name["value"]
+                for k, v in value.items():
+                    if value_field.message_type is not None:
+                        _fill(target[k], v)
+                    else:
+                        target[k] = _scalar_from_json(value_field, v)
+            elif _is_repeated(field):
+                if field.message_type is not None:
+                    for item in value:
+                        _fill(target.add(), item)
                 else:
-                    target[k] = _scalar_from_json(value_field, v)
-        elif _is_repeated(field):
-            if field.message_type is not None:
-                for item in value:
-                    _fill(target.add(), item)
+                    for v in value:
+                        try:
+                            target.append(_scalar_from_json(field, v))
+                        except _Unknown:
+                            pass
+            elif field.message_type is not None:
+                target.SetInParent()
+                _fill(target, value)
             else:
-                target.extend(_scalar_from_json(field, v) for v in value)
-        elif field.message_type is not None:
-            target.SetInParent()
-            _fill(target, value)
-        else:
-            setattr(msg, name, _scalar_from_json(field, value))
+                setattr(msg, name, _scalar_from_json(field, value))
+        except _Unknown:
+            pass  # an enum value a newer version added: left unset
 
 
 def dict_to_message(doc: Optional[Dict[str, Any]], message_type: Type[M]) -> M:
-    """The message a document made by ``message_to_dict`` describes. Unknown fields raise
-    ValueError rather than being dropped."""
+    """The message a document made by ``message_to_dict`` describes.
+
+    Reading is tolerant: a field or an enum value this version does not know (stored by a newer
+    controller during a rolling upgrade, or by one that was rolled back) is left out, and the
+    rest of the document is read, so replicas of two versions can share one database."""
     msg = message_type()
     if doc:
         _fill(msg, doc)

@@ -727,6 +727,12 @@ def _cannot_start(error: BaseException) -> "click.ClickException":
 @click.option("--max-artifact-bytes", default="4GiB", show_default=True, help="Largest artifact accepted.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="How long a job stays with an agent that stopped heartbeating.")
+@click.option("--restart-grace-seconds", type=click.FloatRange(min=0), default=40.0, show_default=True,
+              help="After the start, every lease is kept at least this long, so agents that could not "
+                   "reach the controller report their work (at least the agents' longest backoff, 30 s).")
+@click.option("--artifacts-dir", envvar="HILFARM_ARTIFACTS_DIR", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="The artifact store (env HILFARM_ARTIFACTS_DIR) [data dir/artifacts]; "
+                                 "every replica of a farm must use the same one (a shared volume).")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:9464).")
 @click.option("--remote-write-url", envvar="HILFARM_REMOTE_WRITE_URL", default=None, metavar="URL",
@@ -736,8 +742,8 @@ def _cannot_start(error: BaseException) -> "click.ClickException":
               help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
 @serve_security_options
 @click.pass_context
-def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, metrics_bind, remote_write_url,
-                     nightly_suites, **security):
+def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, restart_grace_seconds,
+                     artifacts_dir, metrics_bind, remote_write_url, nightly_suites, **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
     from hilfarm.embedded import default_data_dir
@@ -746,8 +752,10 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         db_url=db_url,
         data_dir=data_dir or default_data_dir() / "controller",
         token=ctx.obj["token"],
+        artifacts_dir=artifacts_dir,
         max_artifact_bytes=parse_size(max_artifact_bytes),
         lease_seconds=lease_seconds,
+        restart_grace=restart_grace_seconds,
         metrics_bind=metrics_bind,
         remote_write_url=remote_write_url,
         **security,

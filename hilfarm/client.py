@@ -7,10 +7,12 @@ address, credentials, message limits and the upload protocol live in one place.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import grpc
 
@@ -30,6 +32,16 @@ FINAL_STATES = frozenset(
 MODEL_FORMATS = ("onnx", "tflite")
 # The runtime a job needs when its settings name none (the controller's rule: Job.runtime).
 RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
+
+log = logging.getLogger("hilfarm.client")
+
+# A watch broken with one of these is the controller going away (restarting, a replica
+# stopping, the network): it is opened again.
+_RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN})
+# How long a watch keeps trying to reach the controller again before it gives up.
+DEFAULT_RECONNECT_SECONDS = 300.0
+MAX_RECONNECT_BACKOFF_SECONDS = 10.0
 
 
 class ModelFormatError(ValueError):
@@ -77,10 +89,13 @@ class FarmClient:
     """A connection to a controller's FarmService (and AdminService, ``admin``).
 
     ``tls``: how to verify the controller (transport.ClientTls); by default HILFARM_TLS_CA and
-    HILFARM_TLS_CLIENT_CERT / _KEY decide, and without them the channel is plaintext."""
+    HILFARM_TLS_CLIENT_CERT / _KEY decide, and without them the channel is plaintext.
+    ``reconnect_seconds``: how long ``watch_job`` and ``watch_run`` keep trying to reach a
+    controller that went away (restarting, say) before they raise its last error."""
 
     def __init__(self, address: Optional[str] = None, token: Optional[str] = None,
-                 tls: Optional[ClientTls] = None):
+                 tls: Optional[ClientTls] = None, reconnect_seconds: float = DEFAULT_RECONNECT_SECONDS):
+        self.reconnect_seconds = reconnect_seconds
         self.address = address or os.environ.get("HILFARM_CONTROLLER") or DEFAULT_CONTROLLER
         token = token if token is not None else os.environ.get("HILFARM_TOKEN")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -191,13 +206,52 @@ class FarmClient:
         )
 
     def watch_job(self, job_id: str) -> Iterator[farm_pb2.Job]:
-        """The job now and after every change, ending when it is finished."""
-        for job in self._stub.WatchJob(
-            farm_pb2.WatchJobRequest(job_id=job_id), metadata=self._metadata
-        ):
+        """The job now and after every change, ending when it is finished. When the controller
+        goes away (a restart), the watch is opened again with backoff for up to
+        ``reconnect_seconds``; the job is then sent again as it is now."""
+        def open_watch() -> Iterator[farm_pb2.Job]:
+            return self._stub.WatchJob(farm_pb2.WatchJobRequest(job_id=job_id), metadata=self._metadata)
+
+        for job in self._reconnecting(open_watch, f"job {job_id}"):
             yield job
             if job.state in FINAL_STATES:
                 return
+
+    def watch_run(self, run_id: str) -> Iterator[farm_pb2.Job]:
+        """Every job of the run now, then each job again whenever it changes, on one stream;
+        ends once every job is finished. Reconnects like ``watch_job`` (after a reconnection
+        every job is sent again)."""
+        def open_watch() -> Iterator[farm_pb2.Job]:
+            return self._stub.WatchRun(farm_pb2.WatchRunRequest(run_id=run_id), metadata=self._metadata)
+
+        yield from self._reconnecting(open_watch, f"run {run_id}")
+
+    def _reconnecting(self, open_stream: Callable[[], Iterator], what: str) -> Iterator:
+        """The messages of ``open_stream()``, opening it again while the controller is away."""
+        delay = 0.5
+        unreachable_since: Optional[float] = None
+        while True:
+            try:
+                for message in open_stream():
+                    if unreachable_since is not None:
+                        log.warning("reached the controller at %s again; following %s", self.address, what)
+                    unreachable_since, delay = None, 0.5
+                    yield message
+                return
+            except grpc.RpcError as error:
+                code = error.code() if hasattr(error, "code") else None
+                if code not in _RECONNECT_CODES:
+                    raise
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = now
+                    log.warning("lost the controller at %s (%s: %s); reconnecting for up to %.0f s",
+                                self.address, code.name, error.details() if hasattr(error, "details") else "",
+                                self.reconnect_seconds)
+                if now - unreachable_since + delay > self.reconnect_seconds:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_RECONNECT_BACKOFF_SECONDS)
 
     def drain_device(self, agent_id: str, drain: bool = True) -> farm_pb2.Device:
         return self._stub.DrainDevice(

@@ -802,6 +802,12 @@ class WatchJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class WatchRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
 class ListJobsRequest(_message.Message):
     __slots__ = ("run_id", "states", "limit", "include_samples")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

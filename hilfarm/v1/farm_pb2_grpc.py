@@ -75,6 +75,11 @@ class FarmServiceStub(object):
                 request_serializer=hilfarm_dot_v1_dot_farm__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=hilfarm_dot_v1_dot_farm__pb2.Job.FromString,
                 _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/hilfarm.v1.FarmService/WatchRun',
+                request_serializer=hilfarm_dot_v1_dot_farm__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=hilfarm_dot_v1_dot_farm__pb2.Job.FromString,
+                _registered_method=True)
         self.ListDevices = channel.unary_unary(
                 '/hilfarm.v1.FarmService/ListDevices',
                 request_serializer=hilfarm_dot_v1_dot_farm__pb2.ListDevicesRequest.SerializeToString,
@@ -175,6 +180,14 @@ class FarmServiceServicer(object):
 
     def WatchJob(self, request, context):
         """Sends the job now and on every change until it is finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRun(self, request, context):
+        """Every job of the run now, then each job again whenever it changes; the stream ends once
+        every job is finished. One stream follows a whole run (submit --wait).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -283,6 +296,11 @@ def add_FarmServiceServicer_to_server(servicer, server):
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
                     request_deserializer=hilfarm_dot_v1_dot_farm__pb2.WatchJobRequest.FromString,
+                    response_serializer=hilfarm_dot_v1_dot_farm__pb2.Job.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=hilfarm_dot_v1_dot_farm__pb2.WatchRunRequest.FromString,
                     response_serializer=hilfarm_dot_v1_dot_farm__pb2.Job.SerializeToString,
             ),
             'ListDevices': grpc.unary_unary_rpc_method_handler(
@@ -552,6 +570,33 @@ class FarmService(object):
             target,
             '/hilfarm.v1.FarmService/WatchJob',
             hilfarm_dot_v1_dot_farm__pb2.WatchJobRequest.SerializeToString,
+            hilfarm_dot_v1_dot_farm__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hilfarm.v1.FarmService/WatchRun',
+            hilfarm_dot_v1_dot_farm__pb2.WatchRunRequest.SerializeToString,
             hilfarm_dot_v1_dot_farm__pb2.Job.FromString,
             options,
             channel_credentials,

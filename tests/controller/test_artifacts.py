@@ -73,7 +73,7 @@ def test_a_200_mib_artifact_streams_up_and_down_without_being_held_in_memory(far
     assert (ref.sha256, ref.size_bytes, ref.already_stored, ref.bytes_received) == (sha, count * MIB, False, count * MIB)
     path = farm.controller.data_dir / "artifacts" / sha[:2] / sha
     assert path.stat().st_size == count * MIB
-    assert list((farm.controller.data_dir / "artifacts" / "tmp").iterdir()) == []
+    assert list((farm.controller.data_dir / "artifacts" / "tmp").glob("**/*.part")) == []
 
     down = hashlib.sha256()
     sizes = []
@@ -129,7 +129,7 @@ def test_a_digest_mismatch_is_refused_and_nothing_is_stored(farm):
     assert hashlib.sha256(data).hexdigest() in err.value.details() and wrong in err.value.details()
     assert not farm.farm.StatArtifact(pb.StatArtifactRequest(sha256=wrong)).present
     assert not (farm.controller.data_dir / "artifacts" / wrong[:2]).exists()
-    assert list((farm.controller.data_dir / "artifacts" / "tmp").iterdir()) == []
+    assert list((farm.controller.data_dir / "artifacts" / "tmp").glob("**/*.part")) == []
 
 
 @pytest.mark.parametrize("sent, message", [(99, "ended after 99 of the declared 100 bytes"),
@@ -191,3 +191,48 @@ def test_stat_and_download_name_a_malformed_digest(farm):
         with pytest.raises(grpc.RpcError) as err:
             call()
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'nope'" in err.value.details()
+
+
+def test_replicas_sharing_an_artifact_store_keep_their_uploads_apart(tmp_path, store):
+    """A replica starting up removes only uploads no one has written to for an hour, never the
+    running upload of another replica in the same shared directory."""
+    from hilfarm.controller.artifacts import STALE_UPLOAD_SECONDS, ArtifactStore
+    from hilfarm.controller.models import Artifact
+
+    root = tmp_path / "shared"
+    first = ArtifactStore(root, store, replica="replica-a")
+    first.prepare()
+    data = onnx_bytes(3 * MIB)
+    artifact = Artifact(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), format="onnx",
+                        filename="m.onnx", created_at=0.0)
+    upload = first.begin(artifact)
+    upload.write(data[:MIB])
+    assert upload.tmp.parent == root / "tmp" / "replica-a"
+    crashed = root / "tmp" / "replica-gone" / ("f" * 64 + ".x.part")
+    crashed.parent.mkdir(parents=True)
+    crashed.write_bytes(b"left by a controller that was killed")
+    old = os.stat(crashed).st_mtime - STALE_UPLOAD_SECONDS - 60
+    os.utime(crashed, (old, old))
+
+    second = ArtifactStore(root, store, replica="replica-b")
+    second.prepare()
+    assert not crashed.exists() and not crashed.parent.exists(), "the stale upload and its directory are gone"
+    assert upload.tmp.exists(), "the other replica's running upload is left alone"
+    upload.write(data[MIB:])
+    recorded, already, received = upload.finish()
+    upload.close()
+    assert (recorded.sha256, already, received) == (artifact.sha256, False, len(data))
+    assert second.stat(artifact.sha256) is not None, "the other replica finds the file in the shared store"
+
+
+def test_a_download_of_a_recorded_artifact_missing_here_says_the_store_must_be_shared(make_farm, tmp_path):
+    """Two replicas on one database but separate artifact directories: the misconfiguration is named."""
+    uploader = make_farm(db_url=f"sqlite:///{tmp_path / 'shared.db'}", artifacts_dir=tmp_path / "a")
+    sha = uploader.upload(onnx_bytes(100))
+    from hilfarm.controller.artifacts import ArtifactStore
+    from hilfarm.controller.errors import NotFound
+
+    elsewhere = ArtifactStore(tmp_path / "b", uploader.controller.store)
+    with pytest.raises(NotFound) as err:
+        elsewhere.open_chunks(sha)
+    assert "same artifact store" in str(err.value) and "--artifacts-dir" in str(err.value)

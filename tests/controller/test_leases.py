@@ -30,24 +30,44 @@ def quick(make_farm):
 def test_a_lost_agents_job_is_requeued_then_failed_when_attempts_run_out(quick):
     sha = quick.upload(onnx_bytes(100, b"\x03"))
     (job,) = quick.submit([sha], ["rpi5"]).jobs
+    previous = None
     for attempt, name in enumerate(("pi-1", "pi-2", "pi-3"), start=1):
         agent = quick.agent(name)
         agent.register()
         lease = agent.lease(wait=2)
         assert lease.job.id == job.id and lease.job.attempt == attempt and lease.job.max_attempts == 3
         assert lease.expires_at > time.time()
+        if previous is not None:
+            # A later attempt has started: the lost lease is over for good.
+            lost_agent, lost_lease = previous
+            assert lost_agent.progress(lost_lease), "the stale lease is told to stop"
+            stale = lost_agent.report(lost_lease)
+            assert not stale.accepted and "stale" in stale.message
         # The agent goes silent: no heartbeat, no progress.
         if attempt < 3:
             requeued = wait_for(lambda: quick.job(job.id).state == pb.JOB_STATE_QUEUED and quick.job(job.id),
                                 what="requeue")
             assert requeued.attempt == attempt and not requeued.agent_id
-            assert agent.progress(lease), "the stale lease is told to stop"
-            stale = agent.report(lease)
-            assert not stale.accepted and "stale" in stale.message
+        previous = (agent, lease)
     failed = wait_for(lambda: quick.job(job.id).state == pb.JOB_STATE_FAILED and quick.job(job.id), what="failure")
     assert failed.failure.category == pb.FAILURE_CATEGORY_INFRASTRUCTURE
     assert "agent pi-3 stopped responding during attempt 3 of 3" in failed.failure.message
     assert failed.finished_at > 0
+
+
+def test_a_late_result_of_a_lost_lease_is_stored_and_accepted_only_when_stored(quick):
+    """The agent was cut off longer than its lease but finished; nobody started the job again."""
+    sha = quick.upload(onnx_bytes(100, b"\x07"))
+    (job,) = quick.submit([sha], ["rpi5"], max_attempts=1).jobs
+    agent = quick.agent("pi-1")
+    agent.register()
+    lease = agent.lease(wait=2)
+    wait_for(lambda: quick.job(job.id).state == pb.JOB_STATE_FAILED, what="the lease to be lost")
+    late = agent.report(lease, result=sample_result([7, 8, 9]))
+    assert late.accepted and "stored the result" in late.message
+    stored = quick.job(job.id)
+    assert stored.state == pb.JOB_STATE_SUCCEEDED and list(stored.result.latency.samples_ns) == [7, 8, 9]
+    assert not stored.HasField("failure")
 
 
 def test_heartbeats_keep_a_lease_alive(quick):

@@ -40,31 +40,31 @@ def revision_of(store: Store):
         return schema.current_revision(conn)
 
 
-def initial_tables() -> sa.MetaData:
-    """The tables as create_all made them before migrations existed (revision 0001's schema)."""
-    return schema.script_directory().get_revision(schema.INITIAL_REVISION).module.schema()
-
-
-def add_initial_rows(engine: sa.Engine) -> str:
-    """The rows of ``add_rows`` in tables of revision 0001 (the models have moved on since)."""
-    md = initial_tables()
-    with engine.begin() as conn:
-        conn.execute(md.tables["artifacts"].insert().values(sha256=SHA, size_bytes=5 << 30, format="onnx",
-                                                            filename="net.onnx", created_at=T0))
-        conn.execute(md.tables["runs"].insert().values(id="run-1", created_at=T0))
-        conn.execute(md.tables["jobs"].insert().values(
-            id="job-1", run_id="run-1", model_sha256=SHA, model_name="net.onnx", model_format="onnx",
-            device_profile="rpi5", settings={"min_runs": 10}, required_tags=["usb"], state="queued", attempt=0,
-            max_attempts=3, created_at=T0))
-    return "job-1"
-
-
 def add_rows(store: Store) -> str:
     store.add_artifact(Artifact(sha256=SHA, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
     job = Job(id="job-1", run_id="run-1", model_sha256=SHA, model_name="net.onnx", model_format="onnx",
               device_profile="rpi5", settings={"min_runs": 10}, required_tags=["usb"], created_at=T0)
     store.add_run(Run(id="run-1", created_at=T0), [job])
     return job.id
+
+
+def initial_schema() -> sa.MetaData:
+    """The tables of revision 0001: what create_all made before migrations existed."""
+    return schema.script_directory().get_revision(schema.INITIAL_REVISION).module.schema()
+
+
+def add_rows_0001(engine: sa.Engine) -> str:
+    """The rows of ``add_rows``, written into tables of revision 0001 (the models have moved on)."""
+    t = initial_schema().tables
+    with engine.begin() as conn:
+        conn.execute(t["artifacts"].insert().values(sha256=SHA, size_bytes=5 << 30, format="onnx",
+                                                    filename="net.onnx", created_at=T0))
+        conn.execute(t["runs"].insert().values(id="run-1", created_at=T0))
+        conn.execute(t["jobs"].insert().values(
+            id="job-1", run_id="run-1", model_sha256=SHA, model_name="net.onnx", model_format="onnx",
+            device_profile="rpi5", settings={"min_runs": 10}, required_tags=["usb"], state="queued", attempt=0,
+            max_attempts=3, created_at=T0))
+    return "job-1"
 
 
 @pytest.fixture
@@ -122,11 +122,11 @@ def test_downgrade_to_base_and_up_again(fresh: Store, db_url: str):
 
 
 def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db_url: str):
-    old = initial_tables()
-    old.create_all(fresh.engine, tables=[old.tables[n] for n in ALL_TABLES])
-    job_id = add_initial_rows(fresh.engine)
+    initial = initial_schema()
+    initial.create_all(fresh.engine, tables=[initial.tables[n] for n in ALL_TABLES])
+    job_id = add_rows_0001(fresh.engine)
     with fresh.engine.begin() as conn:
-        conn.execute(old.tables["job_evaluations"].insert().values(
+        conn.execute(initial.tables["job_evaluations"].insert().values(
             job_id=job_id, constraint_set="doorbell", budgets=[{"name": "latency_p50", "max": 0.01}]))
 
     report = fresh.migrate()
@@ -144,9 +144,9 @@ def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db
 
 def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: Store, db_url: str):
     """create_all of the first versions made only the core tables; later ones added the rest."""
-    old = initial_tables()
-    old.create_all(fresh.engine, tables=[old.tables[n] for n in CORE_TABLES])
-    job_id = add_initial_rows(fresh.engine)
+    initial = initial_schema()
+    initial.create_all(fresh.engine, tables=[initial.tables[n] for n in CORE_TABLES])
+    job_id = add_rows_0001(fresh.engine)
     assert fresh.migrate().adopted
     assert ALL_TABLES <= tables(db_url)
     assert fresh.get_job(job_id).state == "queued"
@@ -155,9 +155,7 @@ def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: 
 
 
 def test_a_create_all_database_that_differs_is_refused_and_left_alone(fresh: Store, db_url: str):
-    changed = sa.MetaData()
-    for table in initial_tables().sorted_tables:
-        table.to_metadata(changed)
+    changed = initial_schema()
     changed.tables["jobs"].append_column(sa.Column("hand_added", sa.Integer, nullable=True))
     changed.create_all(fresh.engine)
     with pytest.raises(SchemaError, match=r"(?s)no migration record.*remove_column jobs\.hand_added"):
@@ -296,12 +294,12 @@ def test_a_new_revision_is_written_for_a_model_change_and_applies(db_url: str, t
     (checkout / "pyproject.toml").write_text("")
     monkeypatch.setattr(schema, "MIGRATIONS_DIR", checkout / "controller" / "migrations")
     monkeypatch.setattr(schema, "VERSIONS_DIR", checkout / "controller" / "migrations" / "versions")
+    shipped = sorted(p.name for p in schema.VERSIONS_DIR.glob("*.py"))
     with pytest.raises(SchemaError, match="nothing to migrate"):
         schema.new_revision("no change")
-    before = sorted(p.name for p in schema.VERSIONS_DIR.glob("*.py"))
-    assert before[0] == "0001_initial.py"
+    assert sorted(p.name for p in schema.VERSIONS_DIR.glob("*.py")) == shipped
     head = schema.head_revision()
-    new = f"{int(head) + 1:04d}"
+    following = f"{int(head) + 1:04d}"
 
     changed = sa.MetaData()
     for table in schema.target_metadata().sorted_tables:
@@ -311,13 +309,13 @@ def test_a_new_revision_is_written_for_a_model_change_and_applies(db_url: str, t
     monkeypatch.setattr(schema, "target_metadata", lambda: changed)
 
     path = schema.new_revision("jobs get a note")
-    assert path.name == f"{new}_jobs_get_a_note.py"
+    assert path.name == f"{following}_jobs_get_a_note.py"
     text = path.read_text()
     assert "note" in text and "ix_agents_hostname" in text and "hilfarm" not in text.split('"""', 2)[2]
 
     store = Store(db_url)
     try:
-        assert store.migrate().after == new
+        assert store.migrate().after == following
         with store.engine.connect() as conn:
             assert schema.differences(conn) == []
             command.downgrade(schema.alembic_config(connection=conn), head)
@@ -332,3 +330,40 @@ def test_upgrade_sql_is_written_without_a_database():
     assert "CREATE TABLE jobs" in sql and "JSONB" in sql and "CREATE INDEX ix_jobs_state_profile_created" in sql
     assert "INSERT INTO alembic_version" in sql
     assert "CREATE TABLE" not in schema.upgrade_sql("sqlite://", from_revision=schema.head_revision())
+
+
+def test_revision_0003_fills_what_leases_and_metrics_read_and_ends_orphaned_suite_runs(fresh: Store):
+    """A database at 0001 with jobs and a suite run that a thread of an old controller carried."""
+    with fresh.engine.connect() as conn:
+        command.upgrade(schema.alembic_config(connection=conn), "0001")
+        conn.commit()
+    t = initial_schema().tables
+    with fresh.engine.begin() as conn:
+        conn.execute(t["artifacts"].insert().values(sha256=SHA, size_bytes=10, format="onnx", filename="n.onnx",
+                                                    created_at=T0))
+        conn.execute(t["runs"].insert().values(id="r", created_at=T0))
+        # executemany: every row names the same columns.
+        common = dict(run_id="r", model_sha256=SHA, model_name="net.onnx", device_profile="rpi5",
+                      required_tags=[], attempt=1, max_attempts=3, finished_at=None, result=None)
+        conn.execute(t["jobs"].insert(), [
+            dict(common, id="queued", model_format="onnx", state="queued", created_at=T0,
+                 settings={"execution_provider": "CUDAExecutionProvider"}),
+            dict(common, id="null", model_format="tflite", state="queued", created_at=T0, settings={"runtime": "null"}),
+            dict(common, id="old", model_format="onnx", state="succeeded", created_at=T0, finished_at=T0 + 1,
+                 settings={}, result={"latency": {"p50_seconds": 0.1}}),
+            dict(common, id="new", model_format="onnx", state="succeeded", created_at=T0, finished_at=T0 + 2,
+                 settings={}, result={"latency": {"p50_seconds": 0.2}}),
+        ])
+        conn.execute(t["suite_runs"].insert().values(id="s1", suite="nightly", trigger="nightly", baseline="main",
+                                                     state="running", outcome="", started_at=T0, message="",
+                                                     accept=False, accepted=False, spec={}))
+    assert fresh.migrate().before == "0001"
+    queued, null = fresh.get_job("queued"), fresh.get_job("null")
+    assert (queued.required_runtime, queued.required_provider) == ("onnxruntime", "CUDAExecutionProvider")
+    assert (null.required_runtime, null.required_provider) == ("null", "")
+    with fresh.engine.connect() as conn:
+        latest = conn.execute(sa.text("SELECT model_name, device_profile, runtime, job_id FROM latest_results")).all()
+        assert [tuple(r) for r in latest] == [("net.onnx", "rpi5", "onnxruntime", "new")]
+    run, _ = RegressionStore(fresh).get_suite_run("s1")
+    assert (run.state, run.outcome, run.stage) == ("finished", "error", "done")
+    assert "start the suite again" in run.message

@@ -17,7 +17,7 @@ from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore, 
 from hilfarm.controller.store import Store
 
 from .conftest import onnx_bytes
-from .test_store_contract import SHA, T0, add_artifact, add_run, everything_fits, register
+from .test_store_contract import SHA, T0, add_artifact, add_run, lease, register
 
 BUDGETS = [{"name": "latency.p50", "max": 0.002, "unit": "s"}, {"name": "memory.peak", "max": 100e6, "unit": "bytes"},
            {"name": "energy.per_inference", "max": 0.5, "unit": "J"}]
@@ -37,7 +37,7 @@ def judge(s, job: Job) -> None:
 def finish(store: Store, job: Job, result: Dict[str, Any], *, now: float, agent: str = "pi-1", on_result=judge) -> Job:
     """Lease ``job`` (the only queued job of its profile) to ``agent`` and store ``result``."""
     register(store, agent, profile=job.device_profile, now=now)
-    leased = store.lease_next(agent, everything_fits, now=now, lease_seconds=30)
+    leased = lease(store, agent, now=now, lease_seconds=30)
     assert leased is not None and leased.id == job.id
     ok, message = store.record_result(agent, leased.lease_id, job.id, leased.attempt, result=result, failure=None,
                                       now=now + 1, on_result=on_result)
@@ -66,7 +66,7 @@ def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionS
         raise RuntimeError("disk full")
 
     register(store, "pi-1")
-    leased = store.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    leased = lease(store, "pi-1", now=T0, lease_seconds=30)
     with pytest.raises(RuntimeError, match="disk full"):
         store.record_result("pi-1", leased.lease_id, job.id, 1, result=result(0.001), failure=None, now=T0 + 1,
                             on_result=judge_then_fail)

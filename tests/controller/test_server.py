@@ -142,7 +142,7 @@ def test_watching_a_finished_job_sends_it_once(farm, model):
     assert [u.state for u in updates] == [pb.JOB_STATE_CANCELLED]
 
 
-def test_a_watch_stops_polling_when_its_client_goes_away(farm, model, monkeypatch):
+def test_a_watch_reads_the_database_only_when_its_job_changes_and_stops_with_its_client(farm, model, monkeypatch):
     (job,) = farm.submit([model], ["rpi5"]).jobs
     store = farm.controller.store
     reads = []
@@ -150,13 +150,56 @@ def test_a_watch_stops_polling_when_its_client_goes_away(farm, model, monkeypatc
     monkeypatch.setattr(store, "get_job", lambda job_id, **scope: reads.append(job_id) or real_get_job(job_id, **scope))
     call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id))
     assert next(call).id == job.id
-    time.sleep(0.5)
-    assert len(reads) >= 2, "the watch polls the database while the client listens"
+    first = len(reads)  # finding the job (a prefix, in the caller's project), then its state
+    time.sleep(1.0)
+    assert len(reads) == first, "nothing changed, so the watch did not read the job again"
+    agent = farm.agent("pi-1")
+    agent.register()
+    lease = agent.lease()
+    assert next(call).state == pb.JOB_STATE_LEASED
+    assert len(reads) == first + 1, "one read per change"
     call.cancel()
-    time.sleep(0.4)
+    time.sleep(0.3)
     settled = len(reads)
-    time.sleep(0.6)
-    assert len(reads) == settled, "the watch went on polling for a client that left"
+    assert agent.progress(lease) is False
+    time.sleep(0.5)
+    assert len(reads) == settled, "a watch whose client went away hears no more changes"
+
+
+def test_watch_run_follows_every_job_of_a_run_on_one_stream(farm, model):
+    other = farm.upload(onnx_bytes(64, b"\x21"), filename="b.onnx")
+    run = farm.submit([model, other], ["rpi5"])
+    first, second = run.jobs
+    updates = []
+    done = threading.Event()
+
+    def watch() -> None:
+        for update in farm.farm.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=20):
+            updates.append(update)
+        done.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    deadline = time.monotonic() + 5
+    while len(updates) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert {u.id for u in updates} == {first.id, second.id}, "every job of the run first"
+    agent = farm.agent("pi-1")
+    agent.register()
+    for _ in range(2):
+        lease = agent.lease()
+        assert agent.report(lease).accepted
+    assert done.wait(10), "the stream ends once every job is finished"
+    watcher.join()
+    final = {u.id: u.state for u in updates}
+    assert final == {first.id: pb.JOB_STATE_SUCCEEDED, second.id: pb.JOB_STATE_SUCCEEDED}
+    for job in (first, second):
+        sent = [u for u in updates if u.id == job.id]
+        assert sent[0].state == pb.JOB_STATE_QUEUED and sent[-1].state == pb.JOB_STATE_SUCCEEDED
+        assert all(a != b for a, b in zip(sent, sent[1:])), "a job is sent again only when it changed"
+    with pytest.raises(grpc.RpcError) as err:
+        list(farm.farm.WatchRun(pb.WatchRunRequest(run_id="nope"), timeout=5))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.fixture
@@ -231,12 +274,13 @@ def test_serve_forever_stops_gracefully_on_sigterm(tmp_path):
 
 
 def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes=onnx_bytes(50, b"\x30")):
+    """The interceptor chain of the asynchronous server: the metrics interceptor, then the token check."""
     calls, results = [], []
 
-    class Recorder(grpc.ServerInterceptor):
-        def intercept_service(self, continuation, details):
+    class Recorder(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):
             calls.append(details.method)
-            return continuation(details)
+            return await continuation(details)
 
     class Metrics:
         interceptor = Recorder()

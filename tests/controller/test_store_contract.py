@@ -10,8 +10,8 @@ import pytest
 
 from hilfarm.controller import wire
 from hilfarm.controller.errors import AmbiguousId, FailedPrecondition, NotFound
-from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run
-from hilfarm.controller.store import Store
+from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run, pin_tag
+from hilfarm.controller.store import Store, allowed_tags_of
 from hilfarm.v1 import farm_pb2 as pb
 
 from .test_wire import populate
@@ -20,8 +20,13 @@ SHA = "a" * 64
 T0 = 1_700_000_000.0
 
 
-def everything_fits(agent, job) -> bool:
-    return True
+ONNX = {"runtimes": [{"name": "onnxruntime", "version": "1.22", "execution_providers": ["CPUExecutionProvider"]}],
+        "cpu_cores": 4}
+
+
+def lease(store: Store, agent_id: str, *, now: float, lease_seconds: float):
+    """The job the agent leases now, or None."""
+    return store.lease_next(agent_id, now=now, lease_seconds=lease_seconds).job
 
 
 def add_artifact(store: Store, sha: str = SHA) -> None:
@@ -42,7 +47,7 @@ def add_run(store: Store, profiles=("rpi5",), *, created_at: float = T0, max_att
 
 
 def register(store: Store, agent_id: str, profile: str = "rpi5", now: float = T0):
-    return store.register_agent(agent_id, profile=profile, tags=["lab"], capabilities={"cpu_cores": 4},
+    return store.register_agent(agent_id, profile=profile, tags=["lab"], capabilities=ONNX,
                                 hostname="h", version="0.1", now=now)
 
 
@@ -98,8 +103,7 @@ def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Store)
     other_profile = add_run(stored, ("jetson",), created_at=T0)
     older = add_run(stored, ("rpi5",), created_at=T0 + 1, tags=("camera",))
     newer = add_run(stored, ("rpi5",), created_at=T0 + 2)
-    fits = lambda agent, job: "camera" not in job.required_tags  # noqa: E731
-    job = stored.lease_next("pi-1", fits, now=T0 + 3, lease_seconds=30)
+    job = lease(stored, "pi-1", now=T0 + 3, lease_seconds=30)  # pi-1 has no camera
     assert job.id == newer[0].id and job.job_state is JobState.LEASED
     assert (job.agent_id, job.attempt, job.lease_expires_at) == ("pi-1", 1, T0 + 33)
     assert job.lease_id and stored.get_agent("pi-1").busy
@@ -108,9 +112,23 @@ def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Store)
     assert stored.active_jobs_by_agent() == {"pi-1": newer[0].id}
 
 
+def test_a_job_pinned_to_an_agent_goes_to_that_agent_only(stored: Store):
+    """A required tag agent:<id> is every agent's own without declaring it: the pinned job waits
+    for that agent (it may need the agent's other tags too), whoever asks first."""
+    for agent_id in ("pi-1", "pi-2"):
+        register(stored, agent_id)
+    pinned = add_run(stored, ("rpi5",), created_at=T0, tags=(pin_tag("pi-2"), "lab"))
+    assert lease(stored, "pi-1", now=T0 + 1, lease_seconds=30) is None
+    job = lease(stored, "pi-2", now=T0 + 2, lease_seconds=30)
+    assert job is not None and job.id == pinned[0].id and job.agent_id == "pi-2"
+    needs_more = add_run(stored, ("rpi5",), created_at=T0 + 3, tags=(pin_tag("pi-1"), "camera"))
+    assert lease(stored, "pi-1", now=T0 + 4, lease_seconds=30) is None, "pi-1 has no camera"
+    assert stored.get_job(needs_more[0].id).job_state is JobState.QUEUED
+
+
 def test_lease_for_an_unregistered_agent_is_refused(stored: Store):
     with pytest.raises(FailedPrecondition, match="must call Register"):
-        stored.lease_next("ghost", everything_fits, now=T0, lease_seconds=30)
+        lease(stored, "ghost", now=T0, lease_seconds=30)
 
 
 def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
@@ -126,7 +144,7 @@ def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
     def work(agent_id: str) -> None:
         try:
             while True:
-                job = stored.lease_next(agent_id, everything_fits, now=time.time(), lease_seconds=30)
+                job = lease(stored, agent_id, now=time.time(), lease_seconds=30)
                 if job is None:
                     return
                 with lock:
@@ -149,7 +167,7 @@ def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
 def test_heartbeat_renews_the_agents_leases(stored: Store):
     register(stored, "pi-1")
     add_run(stored)
-    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     assert stored.heartbeat("pi-1", busy=True, now=T0 + 20, lease_seconds=30)
     assert stored.get_job(job.id).lease_expires_at == T0 + 50
     assert stored.expire_leases(now=T0 + 40) == []
@@ -161,7 +179,7 @@ def test_expired_leases_requeue_until_attempts_run_out(stored: Store):
     (job,) = add_run(stored, max_attempts=2)
     now = T0
     for attempt in (1, 2):
-        leased = stored.lease_next("pi-1", everything_fits, now=now, lease_seconds=30)
+        leased = lease(stored, "pi-1", now=now, lease_seconds=30)
         assert leased.attempt == attempt
         assert stored.expire_leases(now=now + 29) == []
         (changed,) = stored.expire_leases(now=now + 31)
@@ -173,24 +191,71 @@ def test_expired_leases_requeue_until_attempts_run_out(stored: Store):
     assert "agent pi-1 stopped responding during attempt 2 of 2" in final.failure.message
 
 
-def test_a_requeued_job_has_no_lease_and_a_late_report_is_refused(stored: Store):
+def test_a_requeued_job_has_no_lease_and_a_late_report_of_a_later_started_attempt_is_refused(stored: Store):
     register(stored, "pi-1")
+    register(stored, "pi-2")
     (job,) = add_run(stored)
-    leased = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=1)
+    leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
     stored.expire_leases(now=T0 + 2)
     queued = stored.get_job(job.id)
     assert queued.job_state is JobState.QUEUED and queued.lease_id is None and queued.agent_id is None
+    again = lease(stored, "pi-2", now=T0 + 3, lease_seconds=30)
+    assert again.attempt == 2
     cancel, why = stored.record_progress("pi-1", leased.lease_id, {"runs_done": 1}, now=T0 + 3, lease_seconds=1)
     assert cancel and "not held" in why
     ok, message = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 3)
     assert not ok and "stale" in message
+    assert stored.get_job(job.id).agent_id == "pi-2" and stored.get_job(job.id).job_state is JobState.LEASED
+
+
+def test_the_late_result_of_a_lost_lease_is_stored_when_no_later_attempt_started(stored: Store):
+    """The agent was away longer than its lease (a network cut, a controller outage) but finished."""
+    register(stored, "pi-1")
+    (job,) = add_run(stored)
+    leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
+    stored.expire_leases(now=T0 + 2)
     assert stored.get_job(job.id).job_state is JobState.QUEUED
+    ok, message = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={"warnings": ["late"]},
+                                       failure=None, now=T0 + 30)
+    assert ok and "stored the result" in message
+    done = stored.get_job(job.id)
+    assert (done.job_state, done.attempt, done.agent_id, done.result) == (JobState.SUCCEEDED, 1, "pi-1", {"warnings": ["late"]})
+    # Only the agent that held the lease may report under it.
+    assert not stored.record_result("pi-2", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 31)[0]
+    assert stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 32) == (
+        True, f"the report of attempt 1 of job {job.id} was already stored")
+
+
+def test_a_last_attempt_failed_for_a_lost_lease_succeeds_with_its_late_result(stored: Store):
+    register(stored, "pi-1")
+    (job,) = add_run(stored, max_attempts=1)
+    leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
+    stored.expire_leases(now=T0 + 2)
+    failed = stored.get_job(job.id)
+    assert failed.job_state is JobState.FAILED and failed.failure.category is FailureCategory.INFRASTRUCTURE
+    ok, _ = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={"warnings": ["late"]}, failure=None,
+                                 now=T0 + 40)
+    assert ok
+    done = stored.get_job(job.id)
+    assert done.job_state is JobState.SUCCEEDED and done.failure is None and done.finished_at == T0 + 40
+
+
+def test_progress_under_a_lost_lease_takes_the_job_back_when_nobody_else_started_it(stored: Store):
+    register(stored, "pi-1")
+    (job,) = add_run(stored)
+    leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
+    stored.expire_leases(now=T0 + 2)
+    assert stored.record_progress("pi-1", leased.lease_id, {"runs_done": 5}, now=T0 + 3, lease_seconds=30) == (False, "")
+    back = stored.get_job(job.id)
+    assert (back.job_state, back.agent_id, back.lease_id, back.attempt) == (JobState.RUNNING, "pi-1", leased.lease_id, 1)
+    assert back.lease_expires_at == T0 + 33
+    assert stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)[0]
 
 
 def test_re_registering_gives_up_the_agents_leases(stored: Store):
     register(stored, "pi-1")
     (job,) = add_run(stored)
-    stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    lease(stored, "pi-1", now=T0, lease_seconds=30)
     stored.set_draining("pi-1", True)
     agent, lost = register(stored, "pi-1", now=T0 + 1)
     assert [(j.id, state) for j, state in lost] == [(job.id, JobState.QUEUED)]
@@ -201,7 +266,7 @@ def test_re_registering_gives_up_the_agents_leases(stored: Store):
 def test_progress_marks_running_and_renews_the_lease(stored: Store):
     register(stored, "pi-1")
     add_run(stored)
-    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     progress = wire.progress_from_pb(populate(pb.Progress()))
     assert stored.record_progress("pi-1", job.lease_id, progress, now=T0 + 10, lease_seconds=30) == (False, "")
     read = stored.get_job(job.id)
@@ -214,7 +279,7 @@ def test_progress_marks_running_and_renews_the_lease(stored: Store):
 def test_result_is_stored_whole_and_idempotent_by_attempt(stored: Store):
     register(stored, "pi-1")
     add_run(stored)
-    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     result = wire.result_from_pb(populate(pb.BenchmarkResult()))
     ok, _ = stored.record_result("pi-1", job.lease_id, job.id, 1, result=result, failure=None, now=T0 + 5)
     assert ok
@@ -234,7 +299,7 @@ def test_result_is_stored_whole_and_idempotent_by_attempt(stored: Store):
 def test_failure_is_stored_with_its_category_signal_and_detail(stored: Store):
     register(stored, "pi-1")
     add_run(stored)
-    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     failure = Failure(FailureCategory.RUNTIME_CRASH, "the runtime died on SIGSEGV", signal=11, detail="tail\n" * 500)
     assert stored.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 1)[0]
     read = stored.get_job(job.id)
@@ -245,7 +310,7 @@ def test_cancel(stored: Store):
     register(stored, "pi-1")
     queued, running = add_run(stored, ("x86", "rpi5"))
     assert stored.cancel_job(queued.id, now=T0 + 1).job_state is JobState.CANCELLED
-    job = stored.lease_next("pi-1", everything_fits, now=T0, lease_seconds=30)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     assert job.id == running.id
     stored.cancel_job(running.id, now=T0 + 2)
     assert stored.record_progress("pi-1", job.lease_id, {}, now=T0 + 3, lease_seconds=30) == (
@@ -348,7 +413,7 @@ def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored
     @guarded
     def agent_loop(agent_id: str) -> None:
         while not done.is_set():
-            job = stored.lease_next(agent_id, everything_fits, now=time.time(), lease_seconds=0.05)
+            job = lease(stored, agent_id, now=time.time(), lease_seconds=0.05)
             if job is None:
                 return
             stored.record_progress(agent_id, job.lease_id, {"runs_done": 1}, now=time.time(), lease_seconds=0.05)
@@ -374,3 +439,53 @@ def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored
     assert not errors, errors
     states = {j.job_state for j in stored.list_jobs(limit=100)}
     assert states <= {JobState.SUCCEEDED, JobState.FAILED, JobState.QUEUED}
+
+
+def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Store):
+    """The SQL that leases and scheduler.accepts, which explains placements, agree on every
+    combination of profile, tags, runtime and execution provider."""
+    import itertools
+
+    import sqlalchemy as sa
+
+    from hilfarm.controller.models import Agent
+    from hilfarm.controller.scheduler import accepts
+
+    onnx = lambda *providers: {"name": "onnxruntime", "version": "1", "execution_providers": list(providers)}  # noqa: E731
+    tflite = {"name": "tflite", "version": "2"}
+    jobs = []
+    for i, (profile, tags, settings, fmt) in enumerate(itertools.product(
+            ("rpi5", "jetson"), ((), ("camera",), ("camera", "usb"), (pin_tag("a1"),), (pin_tag("a9"), "camera")),
+            ({}, {"runtime": "null"}, {"execution_provider": "CUDAExecutionProvider"}, {"runtime": "tflite"}),
+            ("onnx", "tflite"))):
+        if settings.get("runtime") == "tflite" and fmt == "onnx":
+            continue
+        run = Run(id=uuid.uuid4().hex, created_at=T0 + i)
+        job = Job(id=uuid.uuid4().hex, run_id=run.id, model_sha256=SHA, model_name="m", model_format=fmt,
+                  device_profile=profile, settings=dict(settings, min_runs=1), required_tags=list(tags),
+                  created_at=T0 + i)
+        stored.add_run(run, [job])
+        jobs.append(job)
+    agents = [
+        Agent(id=f"a{i}", profile=profile, tags=list(tags), capabilities={"runtimes": runtimes},
+              registered_at=T0, last_seen=T0)
+        for i, (profile, tags, runtimes) in enumerate(itertools.product(
+            ("rpi5", "jetson"), ((), ("camera",), ("camera", "usb", "lab")),
+            ([], [onnx("CPUExecutionProvider")], [onnx("CPUExecutionProvider", "CUDAExecutionProvider"), tflite],
+             [{"name": "null"}, tflite])))
+    ]
+    stored_jobs = {j.id: stored.get_job(j.id) for j in jobs}
+    sizes = []
+    for agent in agents:
+        fits = stored._lease_statements(agent.profile, agent.tags, agent.capabilities).fits
+        with stored.engine.connect() as conn:
+            matched = {row.id for row in conn.execute(sa.select(Job.__table__.c.id).where(fits),
+                                                      {"allowed_tags": allowed_tags_of(agent.id, agent.tags)})}
+        expected = {j.id for j in stored_jobs.values() if accepts(agent, j, now=T0)[0]}
+        assert matched == expected, (agent.profile, agent.tags, agent.capabilities)
+        sizes.append(len(matched))
+    assert 0 in sizes and max(sizes) > 1, "some agents fit nothing, some several jobs"
+    by_id = {a.id: a for a in agents}
+    for agent_id in ("a1", "a9"):
+        mine = [j for j in stored_jobs.values() if pin_tag(agent_id) in j.required_tags]
+        assert any(accepts(by_id[agent_id], j, now=T0)[0] for j in mine), f"some job pinned to {agent_id} fits it"

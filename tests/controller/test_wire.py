@@ -106,9 +106,21 @@ def test_non_finite_doubles_survive_strict_json():
     assert math.isnan(back.cv) and back.drift_ratio == math.inf and back.min_seconds == -math.inf
 
 
-def test_a_document_with_an_unknown_field_is_refused_not_dropped():
-    with pytest.raises(ValueError, match="no field 'latency_ms'"):
-        wire.result_to_pb({"latency_ms": 3})
+def test_a_document_stored_by_a_newer_version_is_read_with_what_this_version_knows():
+    """A rolling upgrade: a newer replica stored fields (top level, nested, in lists and maps)
+    and an enum value this version does not know; an older replica still reads the result."""
+    doc = wire.result_from_pb(populate(pb.BenchmarkResult()))
+    expected = wire.result_to_pb(doc)
+    newer = json.loads(json.dumps(doc))
+    newer["repeats"][0]["child_pid"] = 42
+    newer["later_section"] = [{"p50_seconds": 0.001}]
+    newer["latency"]["p999_seconds"] = 0.5
+    newer["environment"]["kernel_config"] = {"preempt": "full"}
+    newer["unavailable"][0]["severity"] = "low"
+    assert wire.result_to_pb(newer) == expected
+    failure = {"category": "FAILURE_CATEGORY_THERMAL_SHUTDOWN", "message": "too hot", "signal": 0}
+    read = wire.dict_to_message(failure, pb.Failure)
+    assert read.message == "too hot" and read.category == pb.FAILURE_CATEGORY_UNSPECIFIED
 
 
 def test_job_round_trips_with_placement_notes():

@@ -139,6 +139,10 @@ def test_kubernetes_manifests() -> None:
         assert option in args
     assert all(d["metadata"].get("namespace") == "hilfarm" for d in docs if d["kind"] != "Namespace")
     assert claim == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    # Replicas share one artifact store: the ReadWriteMany volume, mounted where --artifacts-dir points.
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert args[args.index("--artifacts-dir") + 1] == mounts[pod["spec"]["volumes"][0]["name"]]
     kubectl = shutil.which("kubectl")
     if kubectl:
         done = run(kubectl, "kustomize", str(DEPLOY / "kubernetes"))

@@ -64,6 +64,9 @@ def store(tmp_path: Path) -> Store:
     st.close()
 
 
+ONNX = {"runtimes": [{"name": "onnxruntime", "version": "1.22"}]}
+
+
 def _job(job_id: str, run_id: str, profile: str, created: float, name: str = "mlp.onnx") -> Job:
     return Job(id=job_id, run_id=run_id, model_sha256="a" * 64, model_name=name, model_format="onnx",
                device_profile=profile, created_at=created, max_attempts=1)
@@ -79,14 +82,15 @@ def _populate(store: Store, now: float) -> None:
         _job("j-queued-jetson", "r1", "jetson", now - 30),
     ])
     for agent in ("rpi5-01", "rpi5-02", "rpi5-03"):
-        store.register_agent(agent, profile="rpi5", tags=[], capabilities={}, hostname=agent, version="1", now=now)
-    fits = lambda agent, job: job.id in ("j-ok", "j-fail", "j-run")  # noqa: E731
-    ok = store.lease_next("rpi5-01", fits, now=now - 12, lease_seconds=600)
+        store.register_agent(agent, profile="rpi5", tags=[], capabilities=ONNX, hostname=agent, version="1", now=now)
+    # Leases go oldest first: j-ok, j-fail, j-run.
+    ok = store.lease_next("rpi5-01", now=now - 12, lease_seconds=600).job
     store.record_result("rpi5-01", ok.lease_id, ok.id, ok.attempt, result=RESULT, failure=None, now=now - 4)
-    bad = store.lease_next("rpi5-02", fits, now=now - 12, lease_seconds=600)
+    bad = store.lease_next("rpi5-02", now=now - 12, lease_seconds=600).job
     store.record_result("rpi5-02", bad.lease_id, bad.id, bad.attempt, result=None,
                         failure=Failure(FailureCategory.OUT_OF_MEMORY, "too big"), now=now - 3)
-    run = store.lease_next("rpi5-03", fits, now=now - 3, lease_seconds=600)
+    run = store.lease_next("rpi5-03", now=now - 3, lease_seconds=600).job
+    assert (ok.id, bad.id, run.id) == ("j-ok", "j-fail", "j-run")
     store.record_progress("rpi5-03", run.lease_id, {
         "phase": "measuring",
         "telemetry": [
@@ -164,9 +168,11 @@ def test_newest_result_per_model_device_runtime_wins(store: Store) -> None:
     _populate(store, now)
     metrics = ControllerMetrics(store, heartbeat_interval=5)
     assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.002)
+    store.cancel_job("j-queued", now=now)
     store.add_run(Run(id="r2", created_at=now), [_job("j-new", "r2", "rpi5", now)])
     faster = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": 0.0015}}
-    job = store.lease_next("rpi5-01", lambda a, j: j.id == "j-new", now=now, lease_seconds=60)
+    job = store.lease_next("rpi5-01", now=now, lease_seconds=60).job
+    assert job.id == "j-new"
     store.record_result("rpi5-01", job.lease_id, job.id, job.attempt, result=faster, failure=None, now=now + 1)
     assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.0015)
 
@@ -208,3 +214,52 @@ def test_a_mistyped_profile_leaves_the_labels_once_its_jobs_are_cancelled(store:
     assert one(samples, "hilfarm_jobs_queued", device_profile="rpi5") == 1
     assert one(samples, "hilfarm_jobs_queued", device_profile="jetson") == 1
     assert one(samples, "hilfarm_jobs_total", outcome="failed", reason="out_of_memory") == 1
+
+
+def _finish(store: Store, job_id: str, name: str, finished: float, p50: float = 0.002) -> None:
+    store.add_run(Run(id=f"run-{job_id}", created_at=finished - 1), [_job(job_id, f"run-{job_id}", "rpi5", finished - 1, name)])
+    leased = store.lease_next("rpi5-01", now=finished - 1, lease_seconds=60).job
+    assert leased.id == job_id
+    result = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": p50}}
+    assert store.record_result("rpi5-01", leased.lease_id, job_id, 1, result=result, failure=None, now=finished)[0]
+
+
+def test_the_model_label_is_bounded_to_the_models_with_the_newest_results(store: Store) -> None:
+    now = time.time()
+    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
+    store.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
+    for i, name in enumerate(("old.onnx", "mid.onnx", "new.onnx")):
+        _finish(store, f"j{i}", name, now + i)
+    samples = scrape(ControllerMetrics(store, heartbeat_interval=5, max_models=2))
+    for family in ("hilfarm_inference_latency_seconds", "hilfarm_model_jobs_total"):
+        assert {ls["model"] for n, ls, _ in samples if n == family} == {"mid.onnx", "new.onnx"}, family
+    assert one(samples, "hilfarm_jobs_total", outcome="succeeded", reason="ok") == 3, "farm totals still count every job"
+
+
+def test_a_scrape_reads_the_new_result_only_not_every_stored_result(store: Store) -> None:
+    """A new result costs the next scrape one document read, however many results are stored."""
+    import sqlalchemy as sa
+
+    now = time.time()
+    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
+    store.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
+    for i in range(40):
+        _finish(store, f"old-{i}", "mlp.onnx", now + i)
+    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    scrape(metrics)
+    _finish(store, "newest", "mlp.onnx", now + 100, p50=0.0042)
+    statements: List[Tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        samples = scrape(metrics)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    assert one(samples, "hilfarm_inference_latency_seconds", quantile="0.5") == pytest.approx(0.0042)
+    reads = [(s, p) for s, p in statements if "jobs.result" in s and "FROM jobs" in s]
+    assert len(reads) == 1 and "newest" in str(reads[0][1]), reads
+    assert not any("'succeeded'" in s or "succeeded" in str(p) for s, p in statements if "FROM jobs" in s), \
+        "no scan of the succeeded jobs"

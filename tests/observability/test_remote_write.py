@@ -65,8 +65,9 @@ def test_reported_results_are_sent_by_the_controller_metrics(tmp_path: Path) -> 
     store.add_artifact(Artifact(sha256="b" * 64, size_bytes=1, format="onnx", filename="x.onnx", created_at=now))
     store.add_run(Run(id="r", created_at=now), [Job(id="j", run_id="r", model_sha256="b" * 64, model_name="x.onnx",
                                                     model_format="onnx", device_profile="local", created_at=now)])
-    store.register_agent("a1", profile="local", tags=[], capabilities={}, hostname="h", version="1", now=now)
-    job = store.lease_next("a1", lambda a, j: True, now=now, lease_seconds=60)
+    store.register_agent("a1", profile="local", tags=[], capabilities={"runtimes": [{"name": "onnxruntime"}]},
+                         hostname="h", version="1", now=now)
+    job = store.lease_next("a1", now=now, lease_seconds=60).job
     finished = now - 30
     store.record_result("a1", job.lease_id, job.id, job.attempt, failure=None, now=finished, result={
         "latency": {"p50_seconds": 0.004, "samples_ns": [4_000_000]},

@@ -42,9 +42,11 @@ def test_a_flat_noisy_history_has_no_change_point():
 class FakeSuites:
     def __init__(self):
         self.started = []
+        self.slots = []
 
-    def start(self, spec, trigger):
+    def start(self, spec, trigger, nightly_slot=None):
         self.started.append((spec["name"], trigger))
+        self.slots.append(nightly_slot)
 
         class Run:
             id = f"run-{len(self.started)}"
@@ -73,6 +75,8 @@ def test_nightly_runs_each_suite_once_per_cron_slot():
     runner.tick()
     runner.tick()  # the same minute again: nothing new
     assert controller.suites.started == [("smoke", "nightly"), ("vision", "nightly"), ("smoke", "nightly")]
+    assert controller.suites.slots == [dt.datetime(2026, 11, 3, h, m).timestamp() for h, m in ((1, 59), (2, 0), (2, 0))], \
+        "each run names its due time, the key that makes a slot run once across replicas"
     now[0] += 24 * 3600  # a day later: each once more, missed slots are not replayed
     runner.tick()
     assert controller.suites.started[-2:] == [("vision", "nightly"), ("smoke", "nightly")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -162,32 +163,43 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     """The confirmation step on its own, with real processes: a suspect whose candidate and
     baseline are the same file is re-run on the agent that measured it, one repeat per job,
     alternating A B A B, and the comparison of those runs finds no regression."""
-    from hilfarm.controller.regression import Tolerances
+    from hilfarm.client import FarmClient
     from hilfarm.controller.regression_store import SuiteCaseRow, runtime_config
-    from hilfarm.controller.suites import pin_tag
+    from hilfarm.controller.models import pin_tag
 
     controller = farm.controller
     runner = controller.suites
     profile = farm.local_profile()
-    sha = None
-    from hilfarm.client import FarmClient
-
     with FarmClient(farm.address) as client:
         sha = client.upload(models["fast"]).sha256
-    spec = {"name": "self", "settings": dict(SETTINGS, repeats=2), "placement_timeout_seconds": 120}
-    first = runner._submit(spec, [{"sha256": sha, "name": "self.onnx", "format": "onnx"}], [profile],
-                           project="default")
-    finished, _ = runner._wait([first[0].id], 120)
-    job = finished[first[0].id]
-    assert job.state == "succeeded" and job.agent_id
-    case = SuiteCaseRow(suite_run_id="x", model_name=job.model_name, model_sha256=sha, device_profile=profile,
-                        runtime_config=runtime_config(job), job_id=job.id, baseline_job_id=job.id,
-                        message="first attempt (forced)")
-    runner._confirm(spec, [(case, job, job)], Tolerances(), 120, project="default")
+    spec = {"name": "self", "settings": dict(SETTINGS, repeats=2), "placement_timeout_seconds": 120,
+            "models": [{"sha256": sha, "name": "self.onnx", "format": "onnx"}], "device_profiles": [profile]}
+    # This test takes the steps the driver would take, with one forced: the first attempt is
+    # declared a suspect, as if the comparison with a baseline had flagged it.
+    runner.stop_driving()
+    try:
+        run = runner.start(spec, project="default")
+        deadline = time.monotonic() + 120
+        while not all(j.job_state.finished for j in controller.store.get_jobs(run.job_ids)):
+            assert time.monotonic() < deadline, "the suite's job did not finish"
+            time.sleep(0.2)
+        (job,) = controller.store.get_jobs(run.job_ids)
+        assert job.state == "succeeded" and job.agent_id
+        claimed = runner._claim(run.id)
+        assert claimed is not None
+        case = SuiteCaseRow(suite_run_id=run.id, position=0, model_name=job.model_name, model_sha256=sha,
+                            device_profile=profile, runtime_config=runtime_config(job), job_id=job.id,
+                            baseline_job_id=job.id, message="first attempt (forced)")
+        runner._submit_confirmation(claimed, spec, [case], [(case, job, job)])
+        assert runner.join(240, run_ids=[run.id]), "the confirmation finished"
+    finally:
+        runner.start_driving()
+    done, (case,) = controller.regressions.get_suite_run(run.id)
+    assert done.state == "finished"
     confirm = [controller.store.get_job(j) for j in case.confirm_job_ids]
     assert len(confirm) == 4 and [j.model_sha256 for j in confirm] == [sha] * 4
     # Pinned to the agent that found the suspect, one repeat each, run in the order submitted.
-    assert all(pin_tag(job.agent_id) in j.required_tags and j.agent_id == job.agent_id for j in confirm)
+    assert [(j.required_tags, j.agent_id) for j in confirm] == [([pin_tag(job.agent_id)], job.agent_id)] * 4
     assert all(len(j.result["repeats"]) == 1 for j in confirm)
     starts = [j.started_at for j in confirm]
     assert starts == sorted(starts)

@@ -24,7 +24,7 @@ def _in(service: str, *methods: str) -> set:
 
 WHO_AM_I = "AdminService.WhoAmI"
 ENROLL = "AgentService.Enroll"
-VIEWER_MAY = _in("FarmService", "StatArtifact", "DownloadArtifact", "GetRun", "GetJob", "ListJobs", "WatchJob",
+VIEWER_MAY = _in("FarmService", "StatArtifact", "DownloadArtifact", "GetRun", "GetJob", "ListJobs", "WatchJob", "WatchRun",
                  "ListDevices", "CompareJobs", "ListBaselines", "GetSuiteRun", "ListSuiteRuns",
                  "GetHistory") | {WHO_AM_I}
 SUBMITTER_MAY = VIEWER_MAY | _in("FarmService", "UploadArtifact", "Submit", "CancelJob", "AcceptBaseline",

@@ -1,0 +1,457 @@
+"""How many devices one controller holds: fake agents, watchers and a stream of null-runtime jobs
+against one `hilfarm controller serve` process, all over real gRPC on loopback.
+
+Every fake agent does what a real agent does on the wire: Register, a Heartbeat every
+``--heartbeat`` seconds (random phase), LeaseJob long-polls of ``--lease-wait`` seconds, and for
+each lease one ReportProgress and one ReportResult (the null runtime: nothing is measured, so
+the farm's own overhead is all there is). ``--watchers`` streams are held open for the whole
+run on jobs that stay queued (what people waiting in `jobs watch` / `submit --wait` cost the
+controller); ``--live-watchers`` follow the submitted jobs and time how long a stored result
+takes to reach a watcher. Submissions arrive open-loop at ``--rate`` per second, or, with
+``--rate 0``, closed-loop as fast as the farm finishes them (``--window`` jobs outstanding).
+
+The load generator runs in this process on asyncio (one core at most); its event-loop lag is
+printed, because a saturated generator inflates every latency it reports.
+
+    .venv/bin/python benchmarks/scale.py --agents 1000 --watchers 200 --rate 100 --seconds 60
+    .venv/bin/python benchmarks/scale.py --db postgres --agents 50 --rate 0 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _farm import FarmProcess, scratch_dir  # noqa: E402
+
+from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
+from hilfarm.v1 import farm_pb2_grpc as pb_grpc  # noqa: E402
+
+PROFILE = "bench"
+PARKED_PROFILE = "bench-parked"  # no agent has it: jobs stay queued, their watchers stay open
+FINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+CAPABILITIES = pb.Capabilities(runtimes=[pb.RuntimeInfo(name="null", version="bench", package="hilfarm")],
+                               cpu_cores=4, memory_bytes=4 << 30, machine="x86_64", os="Linux")
+RESULT = pb.BenchmarkResult(latency=pb.LatencyResult(samples_ns=[1000, 1100, 990], p50_seconds=1e-6))
+
+
+def percentile(values: List[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))]
+
+
+@dataclass
+class Stats:
+    heartbeat: List[float] = field(default_factory=list)
+    submit: List[float] = field(default_factory=list)
+    submit_to_lease: List[float] = field(default_factory=list)
+    result_to_watcher: List[float] = field(default_factory=list)
+    report: List[float] = field(default_factory=list)
+    errors: Dict[str, int] = field(default_factory=lambda: collections.Counter())
+    heartbeat_timeouts: int = 0
+    heartbeats_unknown: int = 0
+    leases: int = 0
+    finished: int = 0
+    refused_reports: int = 0
+    loop_lag: List[float] = field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, address: str) -> None:
+        self.args = args
+        self.address = address
+        self.stats = Stats()
+        self.measuring = False
+        self.stop = asyncio.Event()
+        self.submitted_at: Dict[str, float] = {}
+        self.acked_at: Dict[str, float] = {}
+        self.finished_jobs: set = set()
+        self.outstanding = 0
+        self.progressed = asyncio.Event()
+        self.live_queue: "asyncio.Queue[str]" = asyncio.Queue()
+        options = [("grpc.max_receive_message_length", 16 << 20), ("grpc.keepalive_time_ms", 60_000)]
+        n_channels = max(1, -(-args.agents // args.agents_per_channel))
+        self.channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(n_channels)]
+        self.user = grpc.aio.insecure_channel(address, options=options)
+        self.farm = pb_grpc.FarmServiceStub(self.user)
+        self.watch_channels = [grpc.aio.insecure_channel(address, options=options)
+                               for _ in range(max(1, (args.watchers + args.live_watchers) // 50))]
+
+    def error(self, what: str, exc: BaseException) -> None:
+        code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+        if self.measuring:
+            self.stats.errors[f"{what}:{code}"] += 1
+
+    # ------------------------------------------------------------ agents
+
+    async def agent(self, index: int, registered: asyncio.Semaphore) -> None:
+        stub = pb_grpc.AgentServiceStub(self.channels[index // self.args.agents_per_channel])
+        agent_id = f"bench-{index:05d}"
+        request = pb.RegisterRequest(agent_id=agent_id, device_profile=PROFILE, capabilities=CAPABILITIES,
+                                     hostname=agent_id, agent_version="bench")
+        async with registered:
+            await self._retry(lambda: stub.Register(request, timeout=30), "register")
+        heartbeat = asyncio.ensure_future(self.heartbeats(stub, agent_id, request))
+        try:
+            await self.work(stub, agent_id)
+        finally:
+            heartbeat.cancel()
+
+    async def _retry(self, call, what: str):  # type: ignore[no-untyped-def]
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as exc:
+                self.error(what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        return None
+
+    async def heartbeats(self, stub: pb_grpc.AgentServiceStub, agent_id: str, register: pb.RegisterRequest) -> None:
+        interval = self.args.heartbeat
+        await asyncio.sleep(random.uniform(0, interval))
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            try:
+                response = await stub.Heartbeat(pb.HeartbeatRequest(agent_id=agent_id), timeout=10)
+                if self.measuring:
+                    self.stats.heartbeat.append(time.perf_counter() - started)
+                if not response.known:
+                    self.stats.heartbeats_unknown += 1
+                    await stub.Register(register, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self.measuring:
+                    self.stats.heartbeat_timeouts += 1
+                self.error("Heartbeat", exc)
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+    async def work(self, stub: pb_grpc.AgentServiceStub, agent_id: str) -> None:
+        delay = 0.5
+        wait = self.args.lease_wait
+        while not self.stop.is_set():
+            try:
+                response = await stub.LeaseJob(pb.LeaseJobRequest(agent_id=agent_id, wait_seconds=wait),
+                                                timeout=wait + 10)
+                delay = 0.5
+                if not response.HasField("lease"):
+                    continue
+                leased_at = time.perf_counter()
+                lease = response.lease
+                job_id = lease.job.id
+                if self.measuring:
+                    self.stats.leases += 1
+                    submitted = self.submitted_at.get(job_id)
+                    if submitted is not None:
+                        self.stats.submit_to_lease.append(leased_at - submitted)
+                for _ in range(self.args.progress_reports):
+                    await stub.ReportProgress(pb.ReportProgressRequest(
+                        agent_id=agent_id, lease_id=lease.lease_id,
+                        progress=pb.Progress(phase="measuring", runs_done=3, runs_target=3)), timeout=30)
+                started = time.perf_counter()
+                report = await stub.ReportResult(pb.ReportResultRequest(
+                    agent_id=agent_id, lease_id=lease.lease_id, job_id=job_id, attempt=lease.job.attempt,
+                    result=RESULT), timeout=30)
+                now = time.perf_counter()
+                if not report.accepted:
+                    self.stats.refused_reports += 1
+                    continue
+                self.acked_at[job_id] = now
+                if job_id not in self.finished_jobs:
+                    self.finished_jobs.add(job_id)
+                    self.outstanding -= 1
+                    self.progressed.set()
+                    if self.measuring:
+                        self.stats.finished += 1
+                        self.stats.report.append(now - started)
+            except grpc.aio.AioRpcError as exc:
+                self.error("LeaseJob/Report", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # ------------------------------------------------------------ users
+
+    async def submit_one(self, model: str, profile: str = PROFILE) -> Optional[str]:
+        settings = pb.JobSettings(runtime="null", min_runs=3)
+        started = time.perf_counter()
+        try:
+            run = await self.farm.Submit(pb.SubmitRequest(models=[pb.ModelRef(sha256=model, name="bench.onnx")],
+                                                          device_profiles=[profile], settings=settings), timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            self.error("Submit", exc)
+            return None
+        job_id = run.jobs[0].id
+        if profile == PROFILE:
+            self.submitted_at[job_id] = started
+            self.outstanding += 1
+            if self.measuring:
+                self.stats.submit.append(time.perf_counter() - started)
+            if self.live_queue.qsize() < self.args.live_watchers:
+                self.live_queue.put_nowait(job_id)
+        return job_id
+
+    async def submitter(self, model: str) -> None:
+        rate = self.args.rate
+        pending: set = set()
+        if rate > 0:
+            start = time.perf_counter()
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                delay = start + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.ensure_future(self.submit_one(model))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            return
+        window = self.args.window or max(50, 4 * self.args.agents)
+        while not self.stop.is_set():
+            while self.outstanding + len(pending) < window and not self.stop.is_set():
+                task = asyncio.ensure_future(self.submit_one(model))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            self.progressed.clear()
+            try:
+                await asyncio.wait_for(self.progressed.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def parked_watcher(self, index: int, job_id: str) -> None:
+        stub = pb_grpc.FarmServiceStub(self.watch_channels[index % len(self.watch_channels)])
+        while not self.stop.is_set():
+            try:
+                async for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job_id)):
+                    if self.stop.is_set():
+                        return
+            except grpc.aio.AioRpcError as exc:
+                if self.stop.is_set():
+                    return
+                self.error("WatchJob(parked)", exc)
+                await asyncio.sleep(1.0)
+
+    async def live_watcher(self, index: int) -> None:
+        stub = pb_grpc.FarmServiceStub(self.watch_channels[index % len(self.watch_channels)])
+        while not self.stop.is_set():
+            job_id = await self.live_queue.get()
+            first = True
+            try:
+                async for job in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60):
+                    if job.state in FINAL:
+                        acked = self.acked_at.get(job_id)
+                        if not first and acked is not None and self.measuring:
+                            self.stats.result_to_watcher.append(max(0.0, time.perf_counter() - acked))
+                        break
+                    first = False
+            except grpc.aio.AioRpcError as exc:
+                self.error("WatchJob(live)", exc)
+
+    async def loop_lag(self) -> None:
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.05)
+            if self.measuring:
+                self.stats.loop_lag.append(time.perf_counter() - started - 0.05)
+
+    async def close(self) -> None:
+        for channel in self.channels + self.watch_channels + [self.user]:
+            await channel.close(grace=None)
+
+
+def proc_sample(pid: int) -> Dict[str, float]:
+    """CPU seconds (user + system) and resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = peak = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    return {"cpu_seconds": cpu, "rss_bytes": rss, "peak_rss_bytes": peak}
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def run(args: argparse.Namespace, address: str, controller_pid: int) -> dict:
+    bench = Bench(args, address)
+    loop_lag = asyncio.ensure_future(bench.loop_lag())
+    data = os.urandom(256)
+    sha = hashlib.sha256(data).hexdigest()
+    header = pb.ArtifactHeader(sha256=sha, size_bytes=len(data), filename="bench.onnx", format="onnx")
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield pb.ArtifactChunk(header=header, data=data)
+
+    await bench.farm.UploadArtifact(chunks(), timeout=30)
+    registered = asyncio.Semaphore(50)
+    t0 = time.perf_counter()
+    agents = [asyncio.ensure_future(bench.agent(i, registered)) for i in range(args.agents)]
+    # Every agent registered and heartbeating before anything is measured.
+    while True:
+        devices = (await bench.farm.ListDevices(pb.ListDevicesRequest(), timeout=60)).devices
+        if sum(1 for d in devices if d.state != "offline") >= args.agents:
+            break
+        await asyncio.sleep(0.5)
+    print(f"{args.agents} agents registered in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    parked = [await bench.submit_one(sha, PARKED_PROFILE) for _ in range(min(args.watchers, 50))]
+    watchers = [asyncio.ensure_future(bench.parked_watcher(i, parked[i % len(parked)]))
+                for i in range(args.watchers) if parked]
+    watchers += [asyncio.ensure_future(bench.live_watcher(i)) for i in range(args.live_watchers)]
+    submitter = asyncio.ensure_future(bench.submitter(sha))
+    await asyncio.sleep(args.warmup)
+    before, cpu_before, wall_before = proc_sample(controller_pid), self_cpu(), time.perf_counter()
+    load_before = os.getloadavg()
+    bench.measuring = True
+    await asyncio.sleep(args.seconds)
+    bench.measuring = False
+    after, cpu_after, wall_after = proc_sample(controller_pid), self_cpu(), time.perf_counter()
+    load_after = os.getloadavg()
+    bench.stop.set()
+    submitter.cancel()
+    for task in agents + watchers + [loop_lag]:
+        task.cancel()
+    await asyncio.gather(*agents, *watchers, submitter, loop_lag, return_exceptions=True)
+    await bench.close()
+    window = wall_after - wall_before
+    s = bench.stats
+
+    def ms(values: List[float], q: float) -> Optional[float]:
+        v = percentile(values, q)
+        return None if v is None else round(v * 1000, 2)
+
+    return {
+        "agents": args.agents, "watchers": args.watchers, "live_watchers": args.live_watchers,
+        "rate": args.rate, "seconds": round(window, 1), "db": args.db,
+        "heartbeats": len(s.heartbeat), "heartbeat_timeouts": s.heartbeat_timeouts,
+        "heartbeats_unknown": s.heartbeats_unknown,
+        "heartbeat_ms": {"p50": ms(s.heartbeat, 50), "p99": ms(s.heartbeat, 99), "max": ms(s.heartbeat, 100)},
+        "submit_ms": {"p50": ms(s.submit, 50), "p99": ms(s.submit, 99)},
+        "submit_to_lease_ms": {"p50": ms(s.submit_to_lease, 50), "p99": ms(s.submit_to_lease, 99)},
+        "report_ms": {"p50": ms(s.report, 50), "p99": ms(s.report, 99)},
+        "result_to_watcher_ms": {"p50": ms(s.result_to_watcher, 50), "p99": ms(s.result_to_watcher, 99),
+                                 "n": len(s.result_to_watcher)},
+        "jobs_per_second": round(s.finished / window, 1),
+        "submitted_per_second": round(len(s.submit) / window, 1),
+        "refused_reports": s.refused_reports,
+        "errors": dict(s.errors),
+        "controller_cpu_percent_of_one_core": round(100 * (after["cpu_seconds"] - before["cpu_seconds"]) / window, 1),
+        "controller_rss_mb": round(after["rss_bytes"] / 2**20, 1),
+        "controller_peak_rss_mb": round(after["peak_rss_bytes"] / 2**20, 1),
+        "generator_cpu_percent_of_one_core": round(100 * (cpu_after - cpu_before) / window, 1),
+        "generator_loop_lag_ms": {"p50": ms(s.loop_lag, 50), "p99": ms(s.loop_lag, 99)},
+        "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)],
+    }
+
+
+def postgres_database(base_url: str) -> tuple:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    base = make_url(base_url)
+    name = f"hilfarm_scale_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+def print_report(r: dict) -> None:
+    def pair(d: dict) -> str:
+        return f"{d['p50']} / {d['p99']} ms"
+
+    print(f"\n{r['agents']} agents (heartbeat every {ARGS.heartbeat:g} s, {ARGS.lease_wait:g} s long-polls), "
+          f"{r['watchers']} open watch streams + {r['live_watchers']} live watchers, "
+          f"submissions {'closed-loop' if not r['rate'] else str(r['rate']) + '/s'}, {r['db']}, {r['seconds']} s measured")
+    print(f"  heartbeat p50 / p99        {pair(r['heartbeat_ms'])}  (max {r['heartbeat_ms']['max']} ms, "
+          f"{r['heartbeats']} answered, {r['heartbeat_timeouts']} timed out)")
+    print(f"  submit p50 / p99           {pair(r['submit_ms'])}")
+    print(f"  submit->lease p50 / p99    {pair(r['submit_to_lease_ms'])}")
+    print(f"  report p50 / p99           {pair(r['report_ms'])}")
+    print(f"  result->watcher p50 / p99  {pair(r['result_to_watcher_ms'])}  ({r['result_to_watcher_ms']['n']} seen)")
+    print(f"  null-runtime jobs/s        {r['jobs_per_second']}  (submitted {r['submitted_per_second']}/s)")
+    print(f"  controller                 {r['controller_cpu_percent_of_one_core']} % of one core, "
+          f"RSS {r['controller_rss_mb']} MB (peak {r['controller_peak_rss_mb']} MB)")
+    print(f"  load generator             {r['generator_cpu_percent_of_one_core']} % of one core, "
+          f"event-loop lag p50 / p99 {pair(r['generator_loop_lag_ms'])}")
+    print(f"  errors                     {r['errors'] or 'none'}; refused reports {r['refused_reports']}")
+    print(f"  load average (1 min)       {r['load_average_1min'][0]} before, {r['load_average_1min'][1]} after "
+          f"({os.cpu_count()} cores)")
+
+
+def main() -> None:
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--watchers", type=int, default=0, help="watch streams held open on queued jobs")
+    parser.add_argument("--live-watchers", type=int, default=20, help="watchers following the submitted jobs")
+    parser.add_argument("--rate", type=float, default=100.0, help="submissions per second; 0 = closed loop")
+    parser.add_argument("--window", type=int, default=0, help="closed loop: jobs outstanding (default 4 x agents, >= 50)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured time")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
+    parser.add_argument("--heartbeat", type=float, default=5.0)
+    parser.add_argument("--lease-wait", type=float, default=10.0)
+    parser.add_argument("--progress-reports", type=int, default=1, help="ReportProgress calls per job")
+    parser.add_argument("--agents-per-channel", type=int, default=10, help="fake agents sharing one HTTP/2 connection")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--postgres-url", default=os.environ.get("HILFARM_TEST_POSTGRES_URL",
+                                                                 "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--controller-arg", action="append", default=[], help="extra argument for `controller serve`")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    ARGS = args = parser.parse_args()
+
+    root = scratch_dir("scale")
+    drop = None
+    farm = None
+    try:
+        command = ["controller", "serve", "--bind", "127.0.0.1:0"] + list(args.controller_arg)
+        if args.db == "postgres":
+            url, drop = postgres_database(args.postgres_url)
+            command += ["--db", url]
+        farm = FarmProcess(command, root / "controller")
+        print(f"controller pid {farm.popen.pid} at {farm.address}", file=sys.stderr, flush=True)
+        result = asyncio.run(run(args, farm.address, farm.popen.pid))
+        print_report(result)
+        if args.json:
+            print(json.dumps(result))
+    finally:
+        if farm is not None:
+            farm.stop()
+        if drop is not None:
+            drop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+ARGS: argparse.Namespace
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Change notifications: whoever waits for a job (a watching user, an agent asking for work, a
+suite run) hears that it changed instead of polling the database.
+
+A write transaction of the store records each job it changes as a ``Change``. After the commit
+the store hands them to its ``ChangeFeed``, which calls every subscriber in this process. On
+PostgreSQL the same changes also go out with ``pg_notify`` inside the transaction, so they are
+delivered when, and only if, it commits; a ``PostgresListener`` thread in every controller
+replica LISTENs and passes on the changes the *other* replicas made (each payload names the
+process it came from). When the listening connection breaks, the listener reconnects with
+backoff and then publishes a *resync*: every waiter looks at the database once, since
+notifications sent while it was away are lost.
+
+On SQLite one process owns the database, so the in-process feed is all there is.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+log = logging.getLogger("hilfarm.controller")
+
+CHANNEL = "hilfarm_changes"
+# PostgreSQL refuses a payload of 8000 bytes or more.
+_MAX_PAYLOAD = 7000
+
+
+@dataclass(frozen=True)
+class Change:
+    """One job changed. ``queued``: it waits for an agent now (submitted or requeued), so an
+    agent of its profile may want to ask again. ``finished``: it reached a final state."""
+
+    job_id: str
+    run_id: str
+    device_profile: str
+    queued: bool = False
+    finished: bool = False
+
+
+Subscriber = Callable[[Sequence[Change], bool], None]
+
+
+class ChangeFeed:
+    """Calls each subscriber with every batch of changes committed (``resync`` True: changes may
+    have been missed; look at the database). Subscribers run in the publishing thread and must
+    return quickly: the asynchronous server hands the batch to its event loop."""
+
+    def __init__(self) -> None:
+        # Names this process in the payloads it sends, so it skips its own when they come back.
+        self.origin = uuid.uuid4().hex[:16]
+        self._lock = threading.Lock()
+        self._subscribers: List[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+        return unsubscribe
+
+    def publish(self, changes: Sequence[Change], *, resync: bool = False) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            try:
+                subscriber(changes, resync)
+            except Exception:  # one broken subscriber must not silence the others
+                log.exception("a change subscriber failed")
+
+
+def encode(changes: Sequence[Change], origin: str) -> List[str]:
+    """NOTIFY payloads (each under PostgreSQL's limit) carrying ``changes``."""
+    payloads: List[str] = []
+    batch: List[list] = []
+    size = 0
+    for c in changes:
+        item = [c.job_id, c.run_id, c.device_profile, int(c.queued) | int(c.finished) << 1]
+        item_size = len(json.dumps(item)) + 1
+        if batch and size + item_size > _MAX_PAYLOAD:
+            payloads.append(json.dumps({"o": origin, "c": batch}))
+            batch, size = [], 0
+        batch.append(item)
+        size += item_size
+    if batch:
+        payloads.append(json.dumps({"o": origin, "c": batch}))
+    return payloads
+
+
+def decode(payload: str) -> Tuple[str, List[Change]]:
+    doc = json.loads(payload)
+    return doc.get("o", ""), [Change(job_id, run_id, profile, bool(flags & 1), bool(flags & 2))
+                              for job_id, run_id, profile, flags in doc.get("c", [])]
+
+
+class PostgresListener:
+    """LISTENs on the controller's database and publishes the other replicas' changes."""
+
+    def __init__(self, conninfo: str, feed: ChangeFeed, *, max_backoff: float = 10.0) -> None:
+        self.conninfo = conninfo
+        self.feed = feed
+        self.max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._conn = None
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="hilfarm-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        import psycopg
+
+        delay = 0.2
+        first = True
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected.set()
+                    if not first:
+                        log.info("listening for changes again; every waiter looks at the database once")
+                        self.feed.publish([], resync=True)
+                    first = False
+                    delay = 0.2
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=0.5):
+                            self._deliver(notify.payload)
+            except Exception as exc:
+                self.connected.clear()
+                if self._stop.is_set():
+                    return
+                log.warning("listening for changes on the database failed (%s: %s); retrying in %.1f s",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", delay)
+                first = False
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff)
+
+    def _deliver(self, payload: str) -> None:
+        try:
+            origin, changes = decode(payload)
+        except (ValueError, TypeError):
+            log.warning("ignored a change notification this version cannot read: %.200s", payload)
+            return
+        if origin != self.feed.origin and changes:
+            self.feed.publish(changes)

@@ -1,0 +1,153 @@
+"""Coroutines of the asynchronous server that wait for something to change: a watched job or run
+(WatchJob, WatchRun) and an agent waiting for work (LeaseJob long-polls).
+
+A waiter costs a small object on the event loop, never a thread, and never polls: the store's
+change feed (notifications.py) says which jobs changed, from any thread of this process or, on
+PostgreSQL, from another replica; ``Waiters`` hands each batch to the event loop and wakes the
+waiters it concerns.
+
+Agents waiting for work are woken sparingly, so a queued job does not send a thousand agents at
+the database at once: a batch that queues n jobs of a profile wakes the n agents of that profile
+that have waited longest. An agent woken for work it cannot take (tags, runtime), while queued
+jobs of its profile remain, wakes the next one in line (``pass_on``); each agent tries once per
+batch, so the chain ends. A resync (the PostgreSQL listener reconnected) and shutdown wake
+everyone.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from dataclasses import dataclass, field
+from typing import Deque, Dict, Iterator, Optional, Sequence, Set
+
+from .notifications import Change, ChangeFeed
+
+
+@dataclass(eq=False)
+class WorkTicket:
+    """One agent's place in the queue of agents waiting for work of ``profile``."""
+
+    profile: str
+    seen: int  # the profile's generation when the agent last looked at the database
+    woken: bool = False
+    future: Optional[asyncio.Future] = field(default=None, repr=False)
+
+
+class Waiters:
+    """Created on the server's event loop; ``close`` wakes every waiter for good."""
+
+    def __init__(self, feed: ChangeFeed, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.closed = False
+        self._jobs: Dict[str, Set[asyncio.Event]] = collections.defaultdict(set)
+        self._runs: Dict[str, Set[asyncio.Event]] = collections.defaultdict(set)
+        self._waiting: Dict[str, Deque[WorkTicket]] = collections.defaultdict(collections.deque)
+        self._generation: Dict[str, int] = collections.defaultdict(int)
+        self._everyone: Set[asyncio.Event] = set()  # watchers of anything, for shutdown and resync
+        self._unsubscribe = feed.subscribe(self._from_any_thread)
+
+    def _from_any_thread(self, changes: Sequence[Change], resync: bool) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._dispatch, list(changes), resync)
+
+    def close(self) -> None:
+        """Wake every waiter; later waits return at once."""
+        self.closed = True
+        self._unsubscribe()
+        self._wake_all()
+
+    # ------------------------------------------------------------ on the event loop
+
+    def _dispatch(self, changes: Sequence[Change], resync: bool) -> None:
+        if resync:
+            self._wake_all()
+            return
+        queued: Dict[str, int] = collections.Counter()
+        for change in changes:
+            for event in self._jobs.get(change.job_id, ()):
+                event.set()
+            for event in self._runs.get(change.run_id, ()):
+                event.set()
+            if change.queued:
+                queued[change.device_profile] += 1
+        for profile, n in queued.items():
+            self._generation[profile] += 1
+            waiting = self._waiting.get(profile)
+            while waiting and n > 0:
+                self._wake(waiting.popleft())
+                n -= 1
+
+    def _wake(self, ticket: WorkTicket) -> None:
+        ticket.woken = True
+        if ticket.future is not None and not ticket.future.done():
+            ticket.future.set_result(True)
+
+    def _wake_all(self) -> None:
+        for events in list(self._jobs.values()) + list(self._runs.values()) + [self._everyone]:
+            for event in events:
+                event.set()
+        for profile, waiting in self._waiting.items():
+            self._generation[profile] += 1
+            while waiting:
+                self._wake(waiting.popleft())
+
+    # ------------------------------------------------------------ watching jobs and runs
+
+    @contextlib.contextmanager
+    def watching(self, *, job_id: str = "", run_id: str = "") -> Iterator[asyncio.Event]:
+        """An event set whenever the job (or any job of the run) changes. Register before the
+        first read, so no change between the read and the wait is missed."""
+        event = asyncio.Event()
+        if self.closed:
+            event.set()
+        targets = [(self._jobs, job_id), (self._runs, run_id)]
+        for table, key in targets:
+            if key:
+                table[key].add(event)
+        self._everyone.add(event)
+        try:
+            yield event
+        finally:
+            self._everyone.discard(event)
+            for table, key in targets:
+                if key and key in table:
+                    table[key].discard(event)
+                    if not table[key]:
+                        del table[key]
+
+    # ------------------------------------------------------------ agents waiting for work
+
+    def ticket(self, profile: str) -> WorkTicket:
+        """Take before looking at the database for work, so work queued meanwhile is noticed."""
+        return WorkTicket(profile, self._generation[profile])
+
+    async def wait_for_work(self, ticket: WorkTicket, timeout: float) -> bool:
+        """Wait until work of the ticket's profile may be there (True) or ``timeout`` (False)."""
+        ticket.woken = False
+        if self.closed or self._generation[ticket.profile] != ticket.seen:
+            ticket.seen = self._generation[ticket.profile]
+            return True
+        ticket.future = self.loop.create_future()
+        waiting = self._waiting[ticket.profile]
+        waiting.append(ticket)
+        try:
+            await asyncio.wait_for(ticket.future, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            ticket.future = None
+            with contextlib.suppress(ValueError):
+                waiting.remove(ticket)
+        ticket.seen = self._generation[ticket.profile]
+        return ticket.woken or self.closed
+
+    def pass_on(self, ticket: WorkTicket) -> None:
+        """The holder of ``ticket`` was woken, found no queued job it can take, and some remain:
+        wake the next agent of the profile that has not looked since that work was queued."""
+        waiting = self._waiting.get(ticket.profile)
+        if waiting and waiting[0].seen < self._generation[ticket.profile]:
+            self._wake(waiting.popleft())
+
+    def waiting_agents(self, profile: str) -> int:
+        return len(self._waiting.get(profile, ()))

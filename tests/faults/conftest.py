@@ -1,0 +1,141 @@
+"""Fault tests with real processes: controllers killed with SIGKILL and started again on the same
+port and database, real agents, the CLI waiting in a subprocess, and many fake agents over real
+gRPC for the replica test."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from hilfarm.client import FarmClient
+
+HILFARM = [sys.executable, "-m", "hilfarm.cli"]
+
+
+class Proc:
+    """A child process whose output goes to a log file (appended across restarts)."""
+
+    def __init__(self, args: List[str], log: Path, env: dict) -> None:
+        self.args, self.log, self.env = args, log, env
+        self.popen: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Proc":
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed, transactions in flight are lost."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+class Controller(Proc):
+    """`hilfarm controller serve`, restartable on the port it first got."""
+
+    def __init__(self, root: Path, *, db_url: Optional[str] = None, lease_seconds: float = 3.0,
+                 restart_grace: Optional[float] = None, artifacts_dir: Optional[Path] = None,
+                 name: str = "controller") -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.name = root, name
+        self.extra = ["--lease-seconds", str(lease_seconds), "--data-dir", str(root / name)]
+        if db_url:
+            self.extra += ["--db", db_url]
+        if restart_grace is not None:
+            self.extra += ["--restart-grace-seconds", str(restart_grace)]
+        if artifacts_dir is not None:
+            self.extra += ["--artifacts-dir", str(artifacts_dir)]
+        self.port = 0
+        env = dict(os.environ)
+        env.pop("HILFARM_TOKEN", None)
+        super().__init__([], root / f"{name}.log", env)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "Controller":
+        self.args = HILFARM + ["-v", "controller", "serve", "--bind", f"127.0.0.1:{self.port}"] + self.extra
+        seen = self.text().count("controller listening on")
+        super().start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = re.findall(r"controller listening on [\d.]+:(\d+)", self.text())
+            if len(found) > seen:
+                self.port = int(found[-1])
+                return self
+            assert self.popen.poll() is None, f"{self.name} exited:\n{self.text()}"
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not start:\n{self.text()}")
+
+    def client(self, **kwargs) -> FarmClient:
+        return FarmClient(self.address, **kwargs)
+
+
+def start_agent(root: Path, controller: Controller, name: str) -> Proc:
+    env = dict(os.environ, HILFARM_CONTROLLER=controller.address)
+    env.pop("HILFARM_TOKEN", None)
+    agent = Proc(HILFARM + ["-v", "agent", "run", "--profile", "local", "--agent-id", name,
+                            "--data-dir", str(root / name)], root / f"{name}.log", env).start()
+    with controller.client() as client:
+        deadline = time.monotonic() + 60
+        while not any(d.agent_id == name and d.state != "offline" for d in client.list_devices()):
+            assert time.monotonic() < deadline, f"agent {name} did not register:\n{agent.text()}"
+            assert agent.popen.poll() is None, agent.text()
+            time.sleep(0.1)
+    return agent
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def processes():
+    """Every process a test starts; stopped (SIGTERM) at teardown."""
+    started: List[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory) -> Path:
+    """A model small enough to load at once; jobs time it for a few seconds (--min-seconds)."""
+    from hilfarm import sample_models
+
+    return sample_models.make_onnx_mlp(tmp_path_factory.mktemp("models") / "mlp.onnx", in_features=64, hidden=128)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path: Path) -> Optional[str]:
+    """None (the controller's SQLite file in its data dir), then a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")
