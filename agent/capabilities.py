@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from typing import Dict, List, Optional, Sequence
 
 from hilfarm.agent import runtimes
@@ -133,8 +134,11 @@ def _probe_child(names: Sequence[str], plugins: Sequence[str], timeout: float) -
         command += ["--allowed", name]
     for module in plugins:
         command += ["--plugin", module]
-    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    # `python -m` puts the working directory first on sys.path: started in a checkout (or any
+    # folder holding a `hilfarm/`), that folder would shadow the installed package.
+    with tempfile.TemporaryDirectory(prefix="hilfarm-probe-") as empty:
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                              stdin=subprocess.DEVNULL, cwd=empty)
     if proc.returncode != 0:
         tail = [ln for ln in proc.stderr.decode("utf-8", "replace").strip().splitlines() if ln.strip()][-4:]
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"

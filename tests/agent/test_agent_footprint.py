@@ -26,3 +26,13 @@ def test_a_runtime_that_aborts_its_probe_is_absent_and_the_others_are_found(monk
     assert [r.name for r in caps.runtimes] == ["null"]
     assert "signal 6" in caps.absent["aborts-on-probe"]
     assert caps.cpu_cores > 0 and caps.machine
+
+
+def test_a_hilfarm_folder_in_the_working_directory_does_not_shadow_the_probe(tmp_path, monkeypatch):
+    # An agent started in a checkout (or any folder with a `hilfarm/` in it) must probe the
+    # installed package: `python -m` would put that folder first on the child's sys.path.
+    (tmp_path / "hilfarm").mkdir()
+    (tmp_path / "hilfarm" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    caps = probe_capabilities_in_child(["null"])
+    assert [r.name for r in caps.runtimes] == ["null"], caps.absent
