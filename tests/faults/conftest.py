@@ -16,6 +16,9 @@ import pytest
 
 from hilfarm.client import FarmClient
 
+# CI runs as root; the agent refuses root unless told (see `agent run --allow-root`).
+ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
+
 HILFARM = [sys.executable, "-m", "hilfarm.cli"]
 
 
@@ -96,7 +99,7 @@ def start_agent(root: Path, controller: Controller, name: str) -> Proc:
     env = dict(os.environ, HILFARM_CONTROLLER=controller.address)
     env.pop("HILFARM_TOKEN", None)
     agent = Proc(HILFARM + ["-v", "agent", "run", "--profile", "local", "--agent-id", name,
-                            "--data-dir", str(root / name)], root / f"{name}.log", env).start()
+                            "--data-dir", str(root / name), *ROOT_OK], root / f"{name}.log", env).start()
     with controller.client() as client:
         deadline = time.monotonic() + 60
         while not any(d.agent_id == name and d.state != "offline" for d in client.list_devices()):

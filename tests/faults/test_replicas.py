@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
+from ..controller.conftest import onnx_bytes
 from .conftest import Controller
 
 JOBS = 2000
@@ -53,14 +54,18 @@ async def retrying(call, stop: asyncio.Event):  # type: ignore[no-untyped-def]
 async def fake_agent(name: str, address: str, ledger: Ledger, stop: asyncio.Event) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.AgentServiceStub(channel)
+        # An agent's identity is its own credential, got once with Enroll (open controller: no token).
+        enroll = pb.EnrollRequest(agent_id=name, device_profile="bench", hostname=f"{name}.local")
+        credential = (await retrying(lambda: stub.Enroll(enroll, timeout=10), stop)).credential
+        me = (("authorization", f"Bearer {credential}"),)
         register = pb.RegisterRequest(agent_id=name, device_profile="bench", capabilities=NULL, agent_version="test")
-        await retrying(lambda: stub.Register(register, timeout=10), stop)
+        await retrying(lambda: stub.Register(register, timeout=10, metadata=me), stop)
 
         async def heartbeats() -> None:
             while not stop.is_set():
                 try:
-                    if not (await stub.Heartbeat(pb.HeartbeatRequest(agent_id=name), timeout=5)).known:
-                        await stub.Register(register, timeout=10)
+                    if not (await stub.Heartbeat(pb.HeartbeatRequest(agent_id=name), timeout=5, metadata=me)).known:
+                        await stub.Register(register, timeout=10, metadata=me)
                 except grpc.aio.AioRpcError:
                     pass
                 await asyncio.sleep(1.0)
@@ -69,7 +74,7 @@ async def fake_agent(name: str, address: str, ledger: Ledger, stop: asyncio.Even
         try:
             while not stop.is_set():
                 try:
-                    response = await stub.LeaseJob(pb.LeaseJobRequest(agent_id=name, wait_seconds=1), timeout=10)
+                    response = await stub.LeaseJob(pb.LeaseJobRequest(agent_id=name, wait_seconds=1), timeout=10, metadata=me)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in RETRY:
                         raise
@@ -83,7 +88,7 @@ async def fake_agent(name: str, address: str, ledger: Ledger, stop: asyncio.Even
                 report = pb.ReportResultRequest(agent_id=name, lease_id=lease.lease_id, job_id=lease.job.id,
                                                 attempt=lease.job.attempt,
                                                 result=pb.BenchmarkResult(warnings=[marker]))
-                answer = await retrying(lambda: stub.ReportResult(report, timeout=10), stop)
+                answer = await retrying(lambda: stub.ReportResult(report, timeout=10, metadata=me), stop)
                 if answer.accepted:
                     ledger.accepted[lease.job.id].append((lease.job.attempt, lease.lease_id, marker))
                     if ledger.restarted:
@@ -140,7 +145,7 @@ def test_two_replicas_run_2000_jobs_each_exactly_once_through_a_replica_crash(tm
         processes.append(replica.start())
     models = []
     for i, replica in enumerate(replicas * (MODELS_PER_SUBMIT // 2)):
-        data = os.urandom(64) + bytes([i])
+        data = onnx_bytes(96)
         with replica.client() as client:
             path = tmp_path / f"m{i}.onnx"
             path.write_bytes(data)
