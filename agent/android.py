@@ -516,7 +516,7 @@ def result_from_parsed(p: ParsedRun, job: AndroidJob, binary: str) -> BenchmarkR
 
 
 def _phone_op_profile(text: str, runtime: str, binary: str, parsed: ParsedRun) -> OpProfile:
-    from hilfarm.agent import op_profile
+    from hilfarm.agent.runtimes import op_profile
 
     if runtime != "tflite":
         return OpProfile(source=binary, timing_unavailable=f"{binary} is run without its profiler on phones")

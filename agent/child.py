@@ -21,7 +21,7 @@ protocol:
    (in sustained mode: for sustained_seconds of wall time, capped only by a safety count);
    only ``runtime.run()`` sits between the two perf_counter_ns calls
 8. read VmHWM again; summarise the runs and judge whether they were one steady state
-9. with ``profile_ops``: the per-operator profile (agent/op_profile.py), which touches none of
+9. with ``profile_ops``: the per-operator profile (agent/runtimes/op_profile.py), which touches none of
    the figures above
 
 Progress goes to the parent as JSON lines on the file descriptor named in the spec, at most a
@@ -330,7 +330,7 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Seq
     if settings.profile_ops and last_repeat:
         # After the timed phase and the memory figures: profiling slows every node and allocates.
         # Once per job, in its last process: the operators do not change between processes.
-        from hilfarm.agent.op_profile import profile_after_run
+        from hilfarm.agent.runtimes.op_profile import profile_after_run
 
         result.op_profile = profile_after_run(runtime, settings.profile_ops_runs)
 

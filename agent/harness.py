@@ -101,7 +101,7 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
     sustained = float(settings.sustained_seconds or 0.0)
     r["sustained_seconds"] = sustained if sustained > 0 else 0.0
     if sustained > 0:
-        from hilfarm.agent.sustained import SUSTAINED_MAX_RUNS
+        from hilfarm.agent.telemetry.sustained import SUSTAINED_MAX_RUNS
 
         r["repeats"] = 1  # a sustained run is one long process: its heat is the point
         r["sustained_max_runs"] = SUSTAINED_MAX_RUNS

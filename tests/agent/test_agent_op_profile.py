@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hilfarm import sample_models
-from hilfarm.agent import op_profile
+from hilfarm.agent.runtimes import op_profile
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.results import JobSettings, OpProfile, OpTime
 

@@ -91,7 +91,7 @@ class Runtime(abc.ABC):
 
     def profile_ops(self, runs: int) -> "OpProfile":
         """Per-operator profile over ``runs`` inferences, after the timed phase (see
-        agent/op_profile.py). Runtimes that can profile override this."""
+        agent/runtimes/op_profile.py). Runtimes that can profile override this."""
         from hilfarm.agent.results import OpProfile
 
         return OpProfile(source=self.name, timing_unavailable=f"runtime {self.name} has no per-operator profiler")
@@ -345,7 +345,7 @@ class OnnxRuntime(Runtime):
         ``runs`` + 1 inferences, the first dropped as warm-up."""
         import tempfile
 
-        from hilfarm.agent import op_profile
+        from hilfarm.agent.runtimes import op_profile
 
         ort = self._ort
         opts = ort.SessionOptions()
@@ -586,7 +586,7 @@ class TfliteRuntime(Runtime):
     def profile_ops(self, runs: int) -> OpProfile:
         """Which delegate ran each operator (from the interpreter's node list); no times: the
         Python interpreter has no per-operator timer (benchmark_model has, on phones)."""
-        from hilfarm.agent import op_profile
+        from hilfarm.agent.runtimes import op_profile
 
         delegated = self._delegate if self._delegate != "none (builtin kernels)" else "delegate"
         ops = op_profile.tflite_node_delegation(self._interp._get_ops_details(), delegated, "CPU (builtin kernels)")

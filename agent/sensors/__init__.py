@@ -290,7 +290,7 @@ def register_sensor(kind: str) -> Callable[[Type[Sensor]], Type[Sensor]]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register_sensor decorators.
-    from hilfarm.agent import command_sensors, nvml_sensor, power_sensors, thermal_sensors  # noqa: F401
+    from hilfarm.agent.sensors import commands, nvml, power, thermal  # noqa: F401
 
 
 def sensor_kinds() -> Dict[str, Type[Sensor]]:
