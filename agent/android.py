@@ -464,7 +464,7 @@ def run_on_phone(run: Runner, job: AndroidJob, android_section: Dict[str, object
 def _check_model_errors(text: str, runtime: str) -> None:
     m = re.search(r"Encountered unresolved custom op: ([^\s.]+)", text)
     if m:
-        from hilfarm.agent.runtimes import classify_tflite_error
+        from hilfarm.agent.runtimes.tflite import classify_tflite_error
 
         raise classify_tflite_error(RuntimeError(text[m.start():m.start() + 300]), "model load")
     if re.search(r"Failed to mmap model|Could not open|not a valid|failed to verify", text, re.I):

@@ -34,7 +34,7 @@ import grpc
 
 from hilfarm import __version__, wire_limits
 from hilfarm.agent import runtimes, sandbox, wire
-from hilfarm.agent.runtimes import acceleration
+from hilfarm.agent.runtimes import acceleration, onnx
 from hilfarm.agent.activity import ActivityMeter, activity_warning
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities_in_child
@@ -438,7 +438,7 @@ class Agent:
             # Only a library the profile allow-lists, never a path into the artifact cache.
             settings = dataclasses.replace(settings, tflite_delegate_path=resolve_delegate(
                 settings.tflite_delegate_path, self.profile.delegates, self.data_dir, self.profile.name))
-        for provider in runtimes.provider_list(settings.execution_provider):
+        for provider in onnx.provider_list(settings.execution_provider):
             check_execution_provider(provider, self.profile.execution_providers, self.profile.name)
         bench = BenchmarkJob(
             model_path=str(model),
