@@ -22,8 +22,8 @@ protocol:
    (in sustained mode: for sustained_seconds of wall time, capped only by a safety count);
    only ``runtime.run()`` sits between the two perf_counter_ns calls
 8. read VmHWM again; summarise the runs and judge whether they were one steady state
-9. with ``profile_ops``: the per-operator profile (agent/runtimes/op_profile.py), which touches none of
-   the figures above
+9. with ``profile_ops``: the per-operator profile (agent/runtimes/op_profile.py), which
+   touches none of the figures above
 
 Each step is one function below (pin, import_runtime, limit_and_baseline, load, warmup,
 timed_phase, summarize, peak_memory, profile_ops); :func:`benchmark` runs them in this order.

@@ -238,7 +238,8 @@ def _run_child(
             result_path=result_path,
             repeat_index=index,
             parent_pid=os.getpid(),
-            sandbox=sandbox.plan(work, job.private_dir, {"model_path": job.model_path, "inputs_path": job.inputs_path}),
+            sandbox=sandbox.plan(work, job.private_dir,
+                                 {"model_path": job.model_path, "inputs_path": job.inputs_path}),
         )
         spec.write(spec_path)
         reader = _ProgressReader(r_fd, on_progress)
