@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 if TYPE_CHECKING:  # the child process never needs the telemetry types
-    from hilfarm.agent.sustained import SustainedSummary
+    from hilfarm.agent.telemetry.sustained import SustainedSummary
     from hilfarm.agent.telemetry import TelemetryPoint, TelemetrySummary
 
 
@@ -91,10 +91,10 @@ class JobSettings:
     seed: int = 0
     memory_limit_bytes: int = 0
     timeout_seconds: float = 0.0
-    sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
+    sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/telemetry/sustained.py)
     repeats: int = 0  # fresh child processes to measure in (0: the profile's default)
     warmup_max_seconds: float = 0.0  # cap on warming up until steady (0: the profile's default)
-    profile_ops: bool = False  # per-operator profile after the timed phase (agent/op_profile.py)
+    profile_ops: bool = False  # per-operator profile after the timed phase (agent/runtimes/op_profile.py)
     profile_ops_runs: int = 0  # profiled inferences; 0 = op_profile.DEFAULT_RUNS
     # > 0: the size of a dynamic dimension input_shapes leaves unset; 0: such a dimension fails the job.
     dynamic_dimension_default: int = 0

@@ -33,7 +33,8 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 import grpc
 
 from hilfarm import __version__, wire_limits
-from hilfarm.agent import acceleration, runtimes, sandbox, wire
+from hilfarm.agent import runtimes, sandbox, wire
+from hilfarm.agent.runtimes import acceleration, onnx
 from hilfarm.agent.activity import ActivityMeter, activity_warning
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities_in_child
@@ -41,13 +42,13 @@ from hilfarm.agent.emulation import detect_emulation
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.orphans import ChildRegistry
 from hilfarm.agent.native_code import check_execution_provider, resolve_delegate
-from hilfarm.agent.job_telemetry import (
+from hilfarm.agent.telemetry.job import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
 )
 from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_profile
 from hilfarm.agent.result_limits import fit_message, fit_report
 from hilfarm.agent.sensors import SensorConfigError
-from hilfarm.agent.sustained import attach_sustained, sustained_summary
+from hilfarm.agent.telemetry.sustained import attach_sustained, sustained_summary
 from hilfarm.agent.results import (
     Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress, Unavailable,
 )
@@ -437,7 +438,7 @@ class Agent:
             # Only a library the profile allow-lists, never a path into the artifact cache.
             settings = dataclasses.replace(settings, tflite_delegate_path=resolve_delegate(
                 settings.tflite_delegate_path, self.profile.delegates, self.data_dir, self.profile.name))
-        for provider in runtimes.provider_list(settings.execution_provider):
+        for provider in onnx.provider_list(settings.execution_provider):
             check_execution_provider(provider, self.profile.execution_providers, self.profile.name)
         bench = BenchmarkJob(
             model_path=str(model),

@@ -15,7 +15,7 @@ from hilfarm.agent.results import (
     JobSettings, LatencyStats, LeasedJob, MemoryStats, OpProfile, OpTime, Progress, RepeatStats, RuntimeInfo,
     Stability, Unavailable,
 )
-from hilfarm.agent import telemetry_wire
+from hilfarm.agent.telemetry import wire as telemetry_wire
 from hilfarm.v1 import farm_pb2
 
 # ---------------------------------------------------------------- settings
@@ -264,7 +264,7 @@ def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
     if pb.HasField("power") or pb.HasField("thermal") or len(pb.timeline):
         r.telemetry = telemetry_wire.summary_from_result(pb)
         # The result's own lists hold the telemetry's unavailable figures and warnings (as
-        # job_telemetry.attach_summary leaves them); the summary keeps only the figures.
+        # telemetry.job.attach_summary leaves them); the summary keeps only the figures.
         r.telemetry.warnings, r.telemetry.unavailable = [], {}
     if pb.HasField("sustained"):
         r.sustained = telemetry_wire.sustained_from_pb(pb.sustained)

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from hilfarm.agent import wire
-from hilfarm.agent.job_telemetry import (
+from hilfarm.agent.telemetry.job import (
     CooldownRule, JobTelemetry, TelemetryConfig, attach_summary, build_sensors, cooldown,
 )
 from hilfarm.agent.results import BenchmarkResult, Progress, Unavailable
 from hilfarm.agent.sensors import RecordedRunner
-from hilfarm.agent.simulated_device import SIMULATED_SENSORS, SimulatedDevice, SimulatedModel
+from hilfarm.agent.sensors.simulated import SIMULATED_SENSORS, SimulatedDevice, SimulatedModel
 from hilfarm.agent.telemetry import TelemetryPoint
 from hilfarm.v1 import farm_pb2
 

@@ -9,7 +9,7 @@ import pytest
 from hilfarm.agent import wire
 from hilfarm.agent.results import BenchmarkResult, JobSettings, Unavailable
 from hilfarm.agent.sensors import RecordedRunner, create_sensor
-from hilfarm.agent.sustained import (
+from hilfarm.agent.telemetry.sustained import (
     SustainedSummary, SustainedWindow, attach_sustained, sustained_summary, window_edges, window_length,
 )
 from hilfarm.agent.telemetry import Sampler

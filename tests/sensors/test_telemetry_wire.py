@@ -7,7 +7,7 @@ import dataclasses
 from hilfarm.agent.telemetry import (
     ClockSummary, PowerSummary, RailSummary, TelemetryPoint, TelemetrySummary, ThermalSummary, ZoneSummary,
 )
-from hilfarm.agent.telemetry_wire import (
+from hilfarm.agent.telemetry.wire import (
     apply_summary, power_from_pb, power_to_pb, samples_from_pb, samples_to_pb, summary_from_result,
     summary_unavailable, thermal_from_pb, thermal_to_pb,
 )

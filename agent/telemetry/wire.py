@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Mapping
 
-from hilfarm.agent.sustained import SustainedSummary, SustainedWindow
+from hilfarm.agent.telemetry.sustained import SustainedSummary, SustainedWindow
 from hilfarm.agent.telemetry import (
     ClockSummary,
     PowerSummary,
