@@ -20,6 +20,8 @@ from hilfarm.admin_cli import agent_security_options, client_tls, serve_security
 from hilfarm.admin_cli import tls_client_options as _tls_client_options
 from hilfarm.client import (DEFAULT_CONTROLLER, RUNTIME_FOR_FORMAT, FarmClient, ModelFormatError,
                             Upload, model_format)
+from hilfarm.paths import default_data_dir
+from hilfarm.units import format_bytes, parse_bytes
 from hilfarm.v1 import farm_pb2
 
 # Exit codes shared by every command that waits for results.
@@ -34,16 +36,12 @@ _FARM_FAULTS = {
     farm_pb2.FAILURE_CATEGORY_UNSPECIFIED,
 }
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2,
-               "mib": 1 << 20, "g": 1000**3, "gb": 1000**3, "gib": 1 << 30}
-
-
 def parse_size(text: str) -> int:
-    """'512MiB', '2GB', '1048576' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise click.BadParameter(f"{text!r} is not a size (examples: 512MiB, 2GB, 1048576)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    """'512MiB', '2GB', '1048576' -> bytes, for an option."""
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_input_shape(text: str) -> farm_pb2.InputShape:
@@ -266,7 +264,7 @@ def _upload_all(client: FarmClient, models: Sequence[Path], quiet: bool) -> List
         except ModelFormatError as error:
             raise click.BadParameter(str(error), param_hint="MODEL") from None
         if not quiet:
-            sent = (f"sent {upload.bytes_sent / (1 << 20):.1f} MiB" if upload.bytes_sent
+            sent = (f"sent {format_bytes(upload.bytes_sent, 'MiB')}" if upload.bytes_sent
                     else "already stored, sent nothing")
             click.echo(f"{path.name}: {upload.format}, sha256 {upload.sha256[:12]}…, {sent}", err=True)
         uploads.append(upload)
@@ -746,7 +744,6 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
                      artifacts_dir, metrics_bind, remote_write_url, nightly_suites, **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
-    from hilfarm.embedded import default_data_dir
 
     server = Controller(
         db_url=db_url,
@@ -806,7 +803,6 @@ def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
     """Upgrade the database schema to this version (the controller also does this at start)."""
     from hilfarm.controller import schema
     from hilfarm.controller.store import Store, default_sqlite_url
-    from hilfarm.embedded import default_data_dir
 
     try:
         if new_message is not None:
@@ -849,7 +845,6 @@ def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial, enroll_token, 
     """Dial out to the controller and run the jobs it leases to this device."""
     from hilfarm.admin_cli import refuse_root
     from hilfarm.agent.service import AgentConfig, run_agent
-    from hilfarm.embedded import default_data_dir
 
     refuse_root(allow_root)
     if adb_serial and not agent_id:

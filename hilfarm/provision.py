@@ -41,6 +41,7 @@ import click
 
 import hilfarm
 from hilfarm.ssh import RemoteCommandError, RemoteHost, SSHError, parse_target
+from hilfarm.units import MIB, format_bytes
 
 MIN_PYTHON = (3, 9)
 # How long the enrollment token written into agent.env is valid (it is used once, at first start).
@@ -181,7 +182,7 @@ class DeviceFacts:
 
     def summary(self) -> str:
         version = ".".join(map(str, self.python_version)) if self.python_version else "?"
-        free = f"{self.free_bytes / (1 << 30):.1f} GiB free in {self.free_dir}" if self.free_bytes is not None else "free space unknown"
+        free = f"{format_bytes(self.free_bytes, 'GiB')} free in {self.free_dir}" if self.free_bytes is not None else "free space unknown"
         return (f"{self.label}: {self.os_name or 'Linux'} {self.machine} (kernel {self.kernel}), "
                 f"{self.python_path or self.python} {version}, {free}, "
                 f"systemd user manager: {'yes' if self.systemd_user else 'no'}")
@@ -264,8 +265,8 @@ def check_facts(facts: DeviceFacts, min_free_bytes: int = MIN_FREE_BYTES, *, all
             f"module): install it on the device, e.g. `sudo apt install python3-venv` (or python{minor}-venv)")
     if facts.free_bytes is not None and facts.free_bytes < min_free_bytes:
         raise ProvisionError(
-            f"{where}: only {facts.free_bytes / (1 << 20):.0f} MiB free in {facts.free_dir}; the agent needs about "
-            f"{min_free_bytes >> 20} MiB: free some space or choose another --prefix")
+            f"{where}: only {facts.free_bytes / MIB:.0f} MiB free in {facts.free_dir}; the agent needs about "
+            f"{min_free_bytes // MIB} MiB: free some space or choose another --prefix")
     if facts.user == "root" and not allow_root:
         raise ProvisionError(
             f"{where}: logged in as root, and the agent runs as the login: it would load other people's models "

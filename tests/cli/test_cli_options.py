@@ -171,7 +171,7 @@ def test_hilfarm_data_dir_replaces_the_user_data_dir_wherever_data_dir_applies(t
     from click.testing import CliRunner
 
     from hilfarm.cli import main
-    from hilfarm.embedded import default_data_dir
+    from hilfarm.paths import default_data_dir
 
     monkeypatch.setenv("HILFARM_DATA_DIR", str(tmp_path / "farm"))
     assert default_data_dir() == tmp_path / "farm"
