@@ -12,7 +12,7 @@
     regress.py       regress SUITE.yaml
     results.py       results history/compare/baselines/accept
     admin.py         admin tokens/agents/whoami
-    (hilfarm.provision: device provision/...)
+    hilfarm.provision.command: device provision
 
 Command modules import what they run (the controller, the agent, rich, numpy) inside the
 command, so `hilfarm` starts fast and an agent-only install never loads the controller.
@@ -31,6 +31,7 @@ from hilfarm.cli import admin, agent, controller, devices, jobs, local, regress,
 from hilfarm.cli.common import EXIT_INTERRUPTED, fail_rpc
 from hilfarm.cli.security import client_tls, tls_client_options
 from hilfarm.client import DEFAULT_CONTROLLER
+from hilfarm.provision.command import device  # paramiko is imported only when a device is reached
 
 
 class RpcErrorsToMessages(click.Group):
@@ -67,10 +68,5 @@ def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int
 
 
 for _command in (jobs.submit, jobs.jobs, devices.devices, controller.controller, agent.agent, local.up, local.demo,
-                 regress.regress, results.results, admin.admin):
+                 regress.regress, results.results, admin.admin, device):
     main.add_command(_command)
-
-# `hilfarm device provision ...`; paramiko is imported only when used.
-from hilfarm.provision import attach as _attach_provision  # noqa: E402
-
-_attach_provision(main)
