@@ -10,7 +10,10 @@ here: every folder below a part is a package, found, not listed, the alembic mig
 from setuptools import find_namespace_packages, setup
 
 PARTS = {"hilfarm": "hilfarm", "hilfarm.agent": "agent", "hilfarm.controller": "controller",
-         "hilfarm.profiles": "profiles"}
+         "hilfarm.profiles": "profiles",
+         # deploy/systemd, the one copy of the agent's unit, shipped for `hilfarm device provision`
+         # (package data only: its unit file).
+         "hilfarm.provision.systemd": "deploy/systemd"}
 
 
 def packages():

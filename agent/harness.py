@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from hilfarm.agent.orphans import ChildRegistry
+from hilfarm.units import format_bytes
 from hilfarm.agent.repeats import join_repeats
 from hilfarm.agent import sandbox
 from hilfarm.agent.child import ChildSpec, RunPlan
@@ -110,13 +111,6 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
         # sustained phase comes on top, so no sustained run is killed for lasting as asked.
         r["timeout_seconds"] = float(r["timeout_seconds"]) + sustained
     return r
-
-
-def format_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def _signal_name(num: int) -> str:

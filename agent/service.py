@@ -52,6 +52,7 @@ from hilfarm.agent.telemetry.sustained import attach_sustained, sustained_summar
 from hilfarm.agent.results import (
     Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress, Unavailable,
 )
+from hilfarm.paths import default_data_dir
 from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
@@ -61,11 +62,6 @@ log = logging.getLogger("hilfarm.agent")
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
 CREDENTIAL_FILE = "credential.json"
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "hilfarm" / "agent"
 
 
 class EnrollmentError(RuntimeError):
@@ -131,7 +127,7 @@ def _stable_agent_id(data_dir: Path, profile: Profile) -> str:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir()
+        self.data_dir = Path(config.data_dir) if config.data_dir else default_data_dir() / "agent"
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             # Models, inputs and the credential live here: nobody else on the device reads them.

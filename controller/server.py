@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
-import platformdirs
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -46,6 +45,7 @@ from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
 from hilfarm import wire_limits
+from hilfarm.paths import default_data_dir
 from hilfarm.transport import ServerTls, TransportError, exposure_problem, is_loopback, metrics_exposure_problem
 
 from . import auth, limits, wire
@@ -800,7 +800,7 @@ class Controller:
             raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
         if not 1 <= max_attempts <= wire_limits.MAX_ATTEMPTS:
             raise ValueError(f"max_attempts is {max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
-        self.data_dir = Path(data_dir) if data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.db_url = db_url or default_sqlite_url(self.data_dir)
         self.token = token or None
         self.tls = tls

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import jsonschema
 import numpy as np
-import yaml
+
+from hilfarm.units import BYTE_UNITS, format_bytes
+from hilfarm.yaml_files import check_schema, read_yaml
 
 SCHEMA_ID = "hilfarm.constraints/v1"
 
@@ -300,7 +301,7 @@ def overall(verdicts: Sequence[Verdict]) -> str:
 
 _UNITS: Dict[str, Dict[str, float]] = {
     "s": {"": 1, "s": 1, "sec": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "min": 60},
-    "bytes": {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30},
+    "bytes": dict(BYTE_UNITS),
     "W": {"": 1, "w": 1, "mw": 1e-3, "kw": 1e3},
     "J": {"": 1, "j": 1, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6},
     "C": {"": 1, "c": 1, "°c": 1, "degc": 1},
@@ -383,12 +384,7 @@ def parse_constraint_set(doc: Any, source: str = "<constraints>") -> ConstraintS
     source and the field."""
     if not isinstance(doc, Mapping):
         raise ConstraintError(f"{source}: a constraint set is a mapping with 'budgets:' (schema {SCHEMA_ID})")
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        path = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ConstraintError(f"{source}: field {path}: {first.message}")
+    check_schema(doc, SCHEMA, source, ConstraintError)
     budgets: List[Budget] = []
     for name, spec in (doc.get("budgets") or {}).items():
         budgets.append(_budget(str(name), spec, "", f"{source}: budgets.{name}"))
@@ -399,14 +395,8 @@ def parse_constraint_set(doc: Any, source: str = "<constraints>") -> ConstraintS
 
 
 def load_constraint_set(path: Path) -> ConstraintSet:
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConstraintError(f"{path}: cannot read the constraint set: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConstraintError(f"{path}: not valid YAML: {exc}") from None
-    return parse_constraint_set(doc, str(path))
+    # Inline sets (a suite's constraints:) are checked by parse_constraint_set alone.
+    return parse_constraint_set(read_yaml(path, "constraint set", ConstraintError), str(path))
 
 
 # ---------------------------------------------------------------- wire (hilfarm.v1)
@@ -467,7 +457,7 @@ def format_value(value: Optional[float], unit: str) -> str:
     if unit == "s":
         return f"{value * 1e3:.2f} ms" if abs(value) < 10 else f"{value:.2f} s"
     if unit == "bytes":
-        return f"{value / (1 << 20):.1f} MiB"
+        return format_bytes(value, "MiB")
     if unit == "bool":
         return "yes" if value else "no"
     if unit == "ratio":

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from hilfarm.documents import failure_category_name, state_name, timed_runs
 from hilfarm.terminal_text import strip_terminal_escapes
+from hilfarm.units import GIB, MIB, format_bytes
 from hilfarm.v1 import farm_pb2
 
 _STATE_STYLE = {
@@ -58,7 +59,8 @@ def ms(seconds: float) -> str:
 
 
 def mib(n_bytes: int) -> str:
-    return f"{n_bytes / (1 << 20):.1f}"
+    """A figure for a column headed MiB."""
+    return f"{n_bytes / MIB:.1f}"
 
 
 def _ms_short(seconds: float) -> str:
@@ -71,7 +73,7 @@ def _ms_short(seconds: float) -> str:
 
 
 def _mib_short(n_bytes: int) -> str:
-    value = n_bytes / (1 << 20)
+    value = n_bytes / MIB
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
@@ -614,7 +616,7 @@ def devices_table(devices: Iterable[farm_pb2.Device], *, wide: bool = False) -> 
         cells: List[Cell] = [d.agent_id, profile, Text(d.state, style=_DEVICE_STATE_STYLE.get(d.state, "")),
                              _runtimes_text(caps), short_id(d.current_job_id)]
         if wide:
-            cells += [",".join(d.tags), str(caps.cpu_cores), f"{caps.memory_bytes / (1 << 30):.1f}",
+            cells += [",".join(d.tags), str(caps.cpu_cores), f"{caps.memory_bytes / GIB:.1f}",
                       d.agent_version, _when(d.last_seen)]
         rows.append(Row(d.agent_id, cells))
     return FittedTable(columns, rows)
@@ -636,7 +638,7 @@ def device_detail(d: farm_pb2.Device) -> Group:
         ("job", d.current_job_id or "-"),
         ("tags", ", ".join(d.tags) or "-"),
         ("host", f"{d.hostname or '-'} ({caps.machine}, {caps.cpu_cores} cores, "
-                 f"{caps.memory_bytes / (1 << 30):.1f} GiB)"),
+                 f"{format_bytes(caps.memory_bytes, 'GiB')})"),
         ("system", f"{caps.os} / kernel {caps.kernel} / Python {caps.python_version}"),
         ("agent version", d.agent_version or "-"),
         ("last seen", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.last_seen)) if d.last_seen else "never"),
@@ -688,10 +690,10 @@ def job_detail(job: farm_pb2.Job) -> Group:
             ("std / cv", f"{ms(lat.std_seconds)} ms / {lat.cv:.3f}", ""),
             ("throughput", f"{lat.throughput_per_second:.1f} inferences/s", ""),
             ("drift (last/first tenth p50)", _or_unknown(missing, "latency.drift_ratio", f"{lat.drift_ratio:.3f}"), ""),
-            ("memory baseline peak", _or_unknown(missing, "memory.baseline_peak_bytes", f"{mib(mem.baseline_peak_bytes)} MiB"), "¹"),
-            ("memory peak", _or_unknown(missing, "memory.peak_bytes", f"{mib(mem.peak_bytes)} MiB"), "¹"),
-            ("memory due to model", _or_unknown(missing, "memory.model_delta_bytes", f"{mib(mem.model_delta_bytes)} MiB"), "¹"),
-            ("model file", _or_unknown(missing, "memory.model_file_bytes", f"{mib(mem.model_file_bytes)} MiB"), ""),
+            ("memory baseline peak", _or_unknown(missing, "memory.baseline_peak_bytes", format_bytes(mem.baseline_peak_bytes, "MiB")), "¹"),
+            ("memory peak", _or_unknown(missing, "memory.peak_bytes", format_bytes(mem.peak_bytes, "MiB")), "¹"),
+            ("memory due to model", _or_unknown(missing, "memory.model_delta_bytes", format_bytes(mem.model_delta_bytes, "MiB")), "¹"),
+            ("model file", _or_unknown(missing, "memory.model_file_bytes", format_bytes(mem.model_file_bytes, "MiB")), ""),
         ]
         for row in rows:
             figures.add_row(*row)
