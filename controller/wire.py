@@ -82,8 +82,20 @@ def dict_to_message(doc: Optional[Dict[str, Any]], message_type: Type[M]) -> M:
     rest of the document is read, so replicas of two versions can share one database."""
     msg = message_type()
     if doc:
-        json_format.ParseDict(doc, msg, ignore_unknown_fields=True)
+        json_format.ParseDict(_non_finite_as_text(doc), msg, ignore_unknown_fields=True)
     return msg
+
+
+def _non_finite_as_text(value: Any) -> Any:
+    """Documents the controller builds in memory (comparisons) may hold float NaN or infinity;
+    the JSON mapping spells them as text, which is what ``json_format`` reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _non_finite_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_non_finite_as_text(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- documents with a name

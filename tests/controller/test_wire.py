@@ -125,6 +125,12 @@ def test_non_finite_doubles_survive_strict_json():
     assert math.isnan(back.cv) and back.drift_ratio == math.inf and back.min_seconds == -math.inf
 
 
+def test_a_document_built_in_memory_may_hold_float_nan():
+    """Comparisons are built as dicts, not through message_to_dict: a NaN interval is read."""
+    comparison = wire.comparison_to_pb({"metrics": [{"ci_low": math.nan, "ci_high": math.inf}]})
+    assert math.isnan(comparison.metrics[0].ci_low) and comparison.metrics[0].ci_high == math.inf
+
+
 def test_a_document_stored_by_a_newer_version_is_read_with_what_this_version_knows():
     """A rolling upgrade: a newer replica stored fields (top level, nested, in lists and maps)
     and an enum value this version does not know; an older replica still reads the result."""
