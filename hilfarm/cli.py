@@ -18,8 +18,8 @@ import grpc
 from hilfarm import __version__
 from hilfarm.admin_cli import agent_security_options, client_tls, serve_security_options
 from hilfarm.admin_cli import tls_client_options as _tls_client_options
-from hilfarm.client import (DEFAULT_CONTROLLER, RUNTIME_FOR_FORMAT, FarmClient, ModelFormatError,
-                            Upload, model_format)
+from hilfarm.client import (DEFAULT_CONTROLLER, FarmClient, ModelFormatError, Upload, model_format)
+from hilfarm.contract import RUNTIME_FOR_FORMAT, RUNTIMES, is_farm_fault
 from hilfarm.v1 import farm_pb2
 
 # Exit codes shared by every command that waits for results.
@@ -28,11 +28,6 @@ EXIT_MODEL_FAILED = 1  # the model or the request is to blame: fix the model or 
 EXIT_FARM_FAILED = 2  # the farm could not run it: no device, infrastructure, cancelled
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
-_FARM_FAULTS = {
-    farm_pb2.FAILURE_CATEGORY_INFRASTRUCTURE,
-    farm_pb2.FAILURE_CATEGORY_DEVICE_FAULT,
-    farm_pb2.FAILURE_CATEGORY_UNSPECIFIED,
-}
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2,
                "mib": 1 << 20, "g": 1000**3, "gb": 1000**3, "gib": 1 << 30}
@@ -105,7 +100,7 @@ def exit_code_for(jobs: Sequence[farm_pb2.Job]) -> int:
     for job in jobs:
         if job.state == farm_pb2.JOB_STATE_SUCCEEDED:
             continue
-        if job.state == farm_pb2.JOB_STATE_FAILED and job.failure.category not in _FARM_FAULTS:
+        if job.state == farm_pb2.JOB_STATE_FAILED and not is_farm_fault(farm_pb2.FailureCategory.Name(job.failure.category)):
             code = max(code, EXIT_MODEL_FAILED)
         else:
             code = EXIT_FARM_FAILED
@@ -185,7 +180,7 @@ def _settings_options(func):
                      help="Fresh processes to measure in, each with its own load, warmup and timed runs "
                           "[profile default, 1; regress: 5]. Comparisons take the repeat as their unit."),
         click.option("--threads", type=click.IntRange(min=0), help="Runtime threads (0: runtime default)."),
-        click.option("--runtime", type=click.Choice(["onnxruntime", "tflite", "null"]),
+        click.option("--runtime", type=click.Choice(list(RUNTIMES)),
                      help="Runtime (default: from the model format)."),
         click.option("--provider", "execution_provider",
                      help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider."),
