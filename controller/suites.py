@@ -45,11 +45,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from hilfarm.constraints import FAIL, UNKNOWN, Budget, Verdict, resolve
+from hilfarm.contract import is_farm_fault
 
 from . import regression
 from .artifacts import ArtifactStore
 from .errors import FarmError, InvalidArgument
-from .models import DEFAULT_PROJECT, FailureCategory, Job, JobState, Run, pin_tag
+from .models import DEFAULT_PROJECT, Job, JobState, Run, pin_tag
 from .notifications import Change
 from .regression_store import (
     LAST_ACCEPTED, JobEvaluation, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config,
@@ -76,7 +77,6 @@ CONFIRMATION_PAIRS = 5
 OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
                  "no_baseline", "pass")
 NOT_FAILURES = ("pass", "no_baseline", "inconclusive")
-_FARM_FAULTS = {FailureCategory.INFRASTRUCTURE, FailureCategory.DEVICE_FAULT, FailureCategory.UNSPECIFIED}
 
 
 def worst(outcomes: Sequence[str]) -> str:
@@ -452,7 +452,7 @@ class SuiteRunner:
                 failure = job.failure
                 if job.id in stuck:
                     case.outcome, case.message = "error", stuck[job.id]
-                elif failure is not None and failure.category not in _FARM_FAULTS:
+                elif failure is not None and not is_farm_fault(failure.category):
                     case.outcome = "model_failed"
                     case.message = f"the job failed [{failure.category.value}]: {failure.message}"
                 else:

@@ -116,15 +116,13 @@ def _section(result: Mapping[str, Any], section: str) -> Mapping[str, Any]:
     return result[section]
 
 
-def _figure(section: str, name: str, *, zero_is_value: bool = False) -> Callable[[Mapping[str, Any]], float]:
+def _figure(section: str, name: str) -> Callable[[Mapping[str, Any]], float]:
     def read(result: Mapping[str, Any]) -> float:
         why = _unavailable_reason(result, f"{section}.{name}", section)
         if why:
             raise _Missing(why)
         values = _section(result, section)
-        if name not in values:
-            if zero_is_value:
-                return 0.0
+        if values.get(name) is None:  # absent: not measured (farm.proto's one rule)
             raise _Missing(f"{section}.{name} was not reported")
         return float(values[name])
     return read
@@ -183,14 +181,14 @@ CATALOGUE: Dict[str, Figure] = {
     "latency.first_inference": Figure(_figure("latency", "first_inference_seconds"), "s", "<=", "cold first inference"),
     "throughput": Figure(_figure("latency", "throughput_per_second"), "1/s", ">=", "inferences per second"),
     "memory.peak": Figure(_figure("memory", "peak_bytes"), "bytes", "<=", "peak resident memory of the process"),
-    "memory.model_delta": Figure(_figure("memory", "model_delta_bytes", zero_is_value=True), "bytes", "<=", "memory the model added"),
+    "memory.model_delta": Figure(_figure("memory", "model_delta_bytes"), "bytes", "<=", "memory the model added"),
     "model.size": Figure(_figure("memory", "model_file_bytes"), "bytes", "<=", "model file size"),
     "power.mean": Figure(_figure("power", "active_watts"), "W", "<=", "mean power during the timed runs"),
     "power.idle": Figure(_figure("power", "idle_watts"), "W", "<=", "idle power before the run"),
     "energy.per_inference": Figure(_figure("power", "energy_per_inference_joules"), "J", "<=", "energy per inference"),
     "temperature.max": Figure(_max_temperature, "C", "<=", "hottest zone during the run"),
     "thermal.throttling": Figure(_throttled, "bool", "<=", "whether the device throttled (0 or 1)"),
-    "thermal.throttled_fraction": Figure(_figure("thermal", "throttled_fraction", zero_is_value=True), "ratio", "<=", "fraction of the run spent throttled"),
+    "thermal.throttled_fraction": Figure(_figure("thermal", "throttled_fraction"), "ratio", "<=", "fraction of the run spent throttled"),
 }
 
 _PERCENTILE = re.compile(r"latency\.p(\d{1,2}(?:\.\d+)?)$")

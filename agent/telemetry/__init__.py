@@ -58,7 +58,7 @@ class PowerSummary:
     energy_joules: Optional[float] = None  # over the timed phase (not on the wire)
     energy_method: str = ""  # "energy counter" or "integrated power"
     sensor: str = ""
-    sample_rate_hz: float = 0.0
+    sample_rate_hz: Optional[float] = None  # None: fewer than two readings, no rate
     rails: List[RailSummary] = field(default_factory=list)
     simulated: bool = False
     recorded: bool = False

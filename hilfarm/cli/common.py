@@ -13,6 +13,7 @@ import click
 import grpc
 
 from hilfarm.client import FarmClient
+from hilfarm.contract import is_farm_fault
 from hilfarm.v1 import farm_pb2
 
 # Exit codes shared by every command that waits for results.
@@ -21,19 +22,12 @@ EXIT_MODEL_FAILED = 1  # the model or the request is to blame: fix the model or 
 EXIT_FARM_FAILED = 2  # the farm could not run it: no device, infrastructure, cancelled
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
-_FARM_FAULTS = {
-    farm_pb2.FAILURE_CATEGORY_INFRASTRUCTURE,
-    farm_pb2.FAILURE_CATEGORY_DEVICE_FAULT,
-    farm_pb2.FAILURE_CATEGORY_UNSPECIFIED,
-}
-
-
 def exit_code_for(jobs: Sequence[farm_pb2.Job]) -> int:
     code = EXIT_OK
     for job in jobs:
         if job.state == farm_pb2.JOB_STATE_SUCCEEDED:
             continue
-        if job.state == farm_pb2.JOB_STATE_FAILED and job.failure.category not in _FARM_FAULTS:
+        if job.state == farm_pb2.JOB_STATE_FAILED and not is_farm_fault(farm_pb2.FailureCategory.Name(job.failure.category)):
             code = max(code, EXIT_MODEL_FAILED)
         else:
             code = EXIT_FARM_FAILED

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import click
 
 from hilfarm.client import Upload
+from hilfarm.contract import RUNTIMES
 from hilfarm.units import parse_bytes
 from hilfarm.v1 import farm_pb2
 
@@ -89,7 +90,7 @@ def settings_options(func):
                      help="Fresh processes to measure in, each with its own load, warmup and timed runs "
                           "[profile default, 1; regress: 5]. Comparisons take the repeat as their unit."),
         click.option("--threads", type=click.IntRange(min=0), help="Runtime threads (0: runtime default)."),
-        click.option("--runtime", type=click.Choice(["onnxruntime", "tflite", "null"]),
+        click.option("--runtime", type=click.Choice(list(RUNTIMES)),
                      help="Runtime (default: from the model format)."),
         click.option("--provider", "execution_provider",
                      help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider."),

@@ -12,7 +12,8 @@ from hilfarm.cli.common import (EXIT_FARM_FAILED, EXIT_MODEL_FAILED, EXIT_OK, ex
                                 wide_option, writable_file)
 from hilfarm.cli.follow import follow, live, print_created, report, upload_all
 from hilfarm.cli.job_settings import add_input_shapes, build_settings, input_shapes_by_model, settings_options
-from hilfarm.client import RUNTIME_FOR_FORMAT, FarmClient, ModelFormatError, model_format
+from hilfarm.client import FarmClient, ModelFormatError, model_format
+from hilfarm.contract import RUNTIME_FOR_FORMAT
 from hilfarm.v1 import farm_pb2
 
 
