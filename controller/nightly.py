@@ -22,9 +22,7 @@ from hilfarm.client import sha256_of
 from hilfarm.suite_files import SuiteFile, load_suite
 
 from .artifacts import CHUNK_BYTES
-from .models import DEFAULT_PROJECT
-from .models import Artifact
-from .regression_store import SuiteRunRow
+from .models import DEFAULT_PROJECT, Artifact, SuiteRunRow
 from .suites import SlotTaken
 
 log = logging.getLogger("hilfarm.controller.nightly")

@@ -14,8 +14,7 @@ from hilfarm.v1 import farm_pb2 as pb
 
 from . import auth, changepoints, regression, wire
 from .errors import FailedPrecondition, InvalidArgument
-from .models import Job, JobState
-from .regression_store import JobEvaluation, runtime_config
+from .models import Job, JobEvaluation, JobState, runtime_config
 from .submission import check_queue_room
 from .suites import budgets_from_doc
 

@@ -63,10 +63,10 @@ from .errors import (
     Unavailable,
 )
 from .heartbeats import HeartbeatBatcher
-from .models import Job, JobState
+from .models import Job, JobEvaluation, JobState
 from .notifications import PostgresListener
 from .op_traces import store_op_trace
-from .regression_store import JobEvaluation, RegressionStore
+from .regression_store import RegressionStore
 from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
 from .store import Store, default_sqlite_url
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run

@@ -12,7 +12,7 @@ from hilfarm import wire_limits
 
 from .artifacts import ArtifactStore, check_digest
 from .errors import InvalidArgument, NotFound, ResourceExhausted
-from .models import DEFAULT_PROJECT, MODEL_FORMATS, Job, JobState, Run
+from .models import DEFAULT_PROJECT, MAX_RUNTIME_CONFIG_CHARS, MODEL_FORMATS, Job, JobState, Run, runtime_config
 
 # The model formats each runtime can run. "null" runs nothing whatever the model: it
 # measures the harness itself (benchmarks/harness_fidelity.py).
@@ -182,8 +182,6 @@ def plan_run(
                     created_at=now + len(jobs) * 1e-6,
                 )
             )
-    from .regression_store import MAX_RUNTIME_CONFIG_CHARS, runtime_config
-
     config = runtime_config(jobs[0])
     if len(config) > MAX_RUNTIME_CONFIG_CHARS:
         raise InvalidArgument(

@@ -4,7 +4,7 @@ baseline, a suspected regression confirmed by a re-run before it fails anything.
 A suite is a ``SuiteSpec`` document (the proto's fields, as wire.message_to_dict writes them).
 ``hilfarm regress`` sends one with ``StartSuiteRun``; the nightly runner (nightly.py) starts the
 suites it was given on their cron schedules. Both go through ``SuiteRunner.start``, so a suite
-behaves the same whoever starts it, and every run is recorded (tables in regression_store.py).
+behaves the same whoever starts it, and every run is recorded (tables in models.py).
 
 A suite run lives in the database, not in a thread: its row says which stage it is in
 (``measuring`` its jobs, ``confirming`` suspected regressions, ``done``), which jobs it waits
@@ -49,11 +49,12 @@ from hilfarm.constraints import FAIL, UNKNOWN, Budget, Verdict, resolve
 from . import regression
 from .artifacts import ArtifactStore
 from .errors import FarmError, InvalidArgument
-from .models import DEFAULT_PROJECT, FailureCategory, Job, JobState, Run, pin_tag
-from .notifications import Change
-from .regression_store import (
-    LAST_ACCEPTED, JobEvaluation, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config,
+from .models import (
+    DEFAULT_PROJECT, FailureCategory, Job, JobEvaluation, JobState, Run, SuiteCaseRow, SuiteRunRow, pin_tag,
+    runtime_config,
 )
+from .notifications import Change
+from .regression_store import LAST_ACCEPTED, RegressionStore
 from .scheduler import Scheduler
 from .store import Store
 from .submission import ModelSpec, plan_run

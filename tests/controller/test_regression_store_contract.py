@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from hilfarm.controller.errors import NotFound
-from hilfarm.controller.models import Job, JobState
+from hilfarm.controller.models import Job, JobState, SuiteCaseRow, runtime_config
 from hilfarm.controller.regression_service import RegressionRpcs, regression_metric_families
-from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore, SuiteCaseRow, runtime_config
+from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore
 from hilfarm.controller.store import Store
 
 from .conftest import onnx_bytes

@@ -106,8 +106,9 @@ def test_junit_xml_maps_outcomes_to_failures_errors_and_skips():
 
 
 def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
+    from hilfarm.controller.models import SuiteCaseRow
     from hilfarm.controller.regression_service import regression_metric_families
-    from hilfarm.controller.regression_store import RegressionStore, SuiteCaseRow
+    from hilfarm.controller.regression_store import RegressionStore
     from hilfarm.controller.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
