@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
-from sqlmodel import Session, select
 
 from .errors import CannotListen
-from .models import ACTIVE_STATES, Agent, Job, JobState
+from .models import Job, JobState
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
@@ -236,25 +234,11 @@ class FarmCollector:
 
         yield from regression_metric_families(self.store)
 
-    def _session(self) -> Session:
-        return Session(self.store.engine, expire_on_commit=False)
-
     # ---- agents, queue, leases, outcomes
 
     def _collect_farm(self) -> Iterator[Metric]:
         now = self.clock()
-        with self._session() as s:
-            agents: List[Agent] = list(s.exec(select(Agent)).all())
-            active_rows = s.exec(
-                select(Job.agent_id, Job.id).where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
-            ).all()
-            # Only unfinished jobs are counted here (the index on state finds them); finished ones
-            # are counters the store keeps.
-            job_rows = s.exec(
-                select(Job.state, Job.device_profile, sa.func.count(), sa.func.min(Job.created_at))
-                .where(Job.state.in_([JobState.QUEUED.value] + [st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
-                .group_by(Job.state, Job.device_profile)
-            ).all()
+        agents, active_rows, job_rows = self.store.live_state()
         outcome_rows = self.store.outcome_counts()
         current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
         # A profile is a label while an agent has registered with it or a job waits for or runs
@@ -382,12 +366,7 @@ class FarmCollector:
             quantity: GaugeMetricFamily(name, help_text, labels=["agent", "device_profile", channel_label, "simulated"])
             for quantity, (name, help_text, channel_label) in TELEMETRY_METRICS.items()
         }
-        with self._session() as s:
-            rows = s.exec(
-                select(Job.agent_id, Job.device_profile, Job.progress)
-                .where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
-            ).all()
-        for agent_id, profile, progress in rows:
+        for agent_id, profile, progress in self.store.active_progress():
             if not agent_id or not isinstance(progress, dict):
                 continue
             latest: Dict[Tuple[str, str], Dict[str, Any]] = {}

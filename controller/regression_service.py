@@ -139,7 +139,7 @@ def regression_metric_families(store: Any) -> Iterator[Any]:
 
     from .regression_store import RegressionStore
 
-    reg = RegressionStore(store)
+    reg = RegressionStore(store.db)
     detected = GaugeMetricFamily("hilfarm_regression_detected",
                                  "1 when the newest suite run of this model found a confirmed regression",
                                  labels=["model", "device_profile", "runtime", "simulated"])

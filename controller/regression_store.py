@@ -1,7 +1,7 @@
 """Queries for constraints, baselines and regression suites (their tables are in models.py).
 
 Kept beside the core store rather than in it: these tables only ever reference jobs. They
-share the core ``Store``'s engine, sessions and write lock.
+share the core store's database.Database: its engine, transactions and write lock.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from .database import Database
 from .errors import NotFound
 from .models import DEFAULT_PROJECT, BaselineRow, Job, JobEvaluation, SuiteCaseRow, SuiteRunRow, runtime_config
-from .store import Store
 
 LAST_ACCEPTED = "@last"
 # The most rows a metrics scrape reads from one table here.
@@ -25,17 +25,17 @@ _EVALUATIONS = sa.select(JobEvaluation.__table__).where(
 
 
 class RegressionStore:
-    """Queries over the regression tables, through the core store's sessions."""
+    """Queries over the regression tables, in the transactions of the controller's ``Database``."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # ------------------------------------------------------------ constraints
 
     def add_budgets(self, job_budgets: Dict[str, List[Dict[str, Any]]], constraint_set: str) -> None:
         if not job_budgets:
             return
-        with self.store._write() as s:
+        with self.db.write() as s:
             for job_id, budgets in job_budgets.items():
                 s.add(JobEvaluation(job_id=job_id, constraint_set=constraint_set, budgets=list(budgets)))
 
@@ -46,7 +46,7 @@ class RegressionStore:
         ids = list(dict.fromkeys(job_ids))
         if not ids:
             return {}
-        with self.store.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(_EVALUATIONS, {"ids": ids}).all()
         return {r.job_id: JobEvaluation(**r._mapping) for r in rows}
 
@@ -56,7 +56,7 @@ class RegressionStore:
         settings, not their result documents."""
         jobs, evaluations = Job.__table__, JobEvaluation.__table__
         light = [c for c in jobs.c if c.name not in ("result", "progress")]
-        with self.store.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 sa.select(*light, *evaluations.c)
                 .join(evaluations, evaluations.c.job_id == jobs.c.id)
@@ -90,7 +90,7 @@ class RegressionStore:
     def accept(self, name: str, jobs: Sequence[Job], *, suite: str, now: float,
                project: str = DEFAULT_PROJECT) -> List[BaselineRow]:
         rows = self.baseline_rows(name, jobs, suite=suite, now=now, project=project)
-        with self.store._write() as s:
+        with self.db.write() as s:
             for row in rows:
                 s.add(row)
         return rows
@@ -105,7 +105,7 @@ class RegressionStore:
             q = q.where(BaselineRow.name == ref)
         # The id breaks ties of the clock: the later acceptance wins on every backend.
         q = q.order_by(BaselineRow.accepted_at.desc(), BaselineRow.id.desc()).limit(1)  # type: ignore[attr-defined,union-attr]
-        with self.store._read() as s:
+        with self.db.read() as s:
             return s.exec(q).first()
 
     def list_baselines(self, *, name: str = "", model_name: str = "", profile: str = "",
@@ -120,7 +120,7 @@ class RegressionStore:
             q = q.where(BaselineRow.model_name == model_name)
         if profile:
             q = q.where(BaselineRow.device_profile == profile)
-        with self.store._read() as s:
+        with self.db.read() as s:
             rows = s.exec(q.order_by(BaselineRow.accepted_at, BaselineRow.id)).all()  # type: ignore[arg-type]
         current: Dict[Tuple[str, str, str, str, str], BaselineRow] = {}
         for row in rows:
@@ -134,12 +134,12 @@ class RegressionStore:
                          now: float, project: str = DEFAULT_PROJECT) -> SuiteRunRow:
         row = SuiteRunRow(id=uuid.uuid4().hex, project=project, suite=suite, trigger=trigger, baseline=baseline, spec=spec,
                           accept=accept, started_at=now)
-        with self.store._write() as s:
+        with self.db.write() as s:
             s.add(row)
         return row
 
     def save_suite_run(self, run: SuiteRunRow, cases: Sequence[SuiteCaseRow] = ()) -> None:
-        with self.store._write() as s:
+        with self.db.write() as s:
             s.merge(run)
             for case in cases:
                 merged = s.merge(case)
@@ -147,7 +147,7 @@ class RegressionStore:
                 case.id = merged.id
 
     def get_suite_run(self, run_id: str, *, project: Optional[str] = None) -> Tuple[SuiteRunRow, List[SuiteCaseRow]]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             run = s.get(SuiteRunRow, run_id)
             if run is None or (project is not None and run.project != project):
                 raise NotFound(f"suite run {run_id!r} does not exist on this controller")
@@ -164,11 +164,11 @@ class RegressionStore:
         # Without a tie-breaker PostgreSQL may order runs started at the same instant differently
         # from one query (or one LIMIT) to the next.
         q = q.order_by(SuiteRunRow.started_at.desc(), SuiteRunRow.id.desc()).limit(limit)  # type: ignore[attr-defined]
-        with self.store._read() as s:
+        with self.db.read() as s:
             return list(s.exec(q).all())
 
     def suite_run_counts(self) -> Dict[Tuple[str, str], int]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             rows = s.exec(select(SuiteRunRow.suite, SuiteRunRow.outcome, sa.func.count())
                           .where(SuiteRunRow.state == "finished")
                           .group_by(SuiteRunRow.suite, SuiteRunRow.outcome)).all()
@@ -177,7 +177,7 @@ class RegressionStore:
     def latest_cases(self, limit: int = MAX_SCRAPE_ROWS) -> List[SuiteCaseRow]:
         """The newest finished case of each (model, profile, runtime configuration), among the
         newest ``limit`` cases (a scrape reads no more)."""
-        with self.store._read() as s:
+        with self.db.read() as s:
             rows = s.exec(select(SuiteCaseRow).where(SuiteCaseRow.finished_at.is_not(None))  # type: ignore[union-attr]
                           .order_by(SuiteCaseRow.finished_at.desc(), SuiteCaseRow.id.desc())  # type: ignore[union-attr]
                           .limit(limit)).all()
@@ -198,5 +198,5 @@ class RegressionStore:
         if config:
             q = q.where(SuiteCaseRow.runtime_config == config)
         q = q.order_by(SuiteCaseRow.finished_at.desc(), SuiteCaseRow.id.desc()).limit(limit)  # type: ignore[union-attr]
-        with self.store._read() as s:
+        with self.db.read() as s:
             return list(reversed(s.exec(q).all()))

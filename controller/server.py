@@ -821,7 +821,7 @@ class Controller:
         # ---- constraints, baselines, suites and nightly runs (controller/regression_service.py)
         from .regression_service import RegressionRpcs
 
-        self.regressions = RegressionStore(self.store)
+        self.regressions = RegressionStore(self.store.db)
         self.suites = SuiteRunner(self.store, self.regressions, self.artifacts, self.scheduler,
                                   default_max_attempts=max_attempts)
         self.regression_rpcs = RegressionRpcs(self)

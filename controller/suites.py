@@ -145,6 +145,7 @@ class SuiteRunner:
         """``driver_id`` names this replica in suite_runs.driver (default: the store's change feed
         origin, unique per process)."""
         self.store = store
+        self.db = store.db
         self.reg = regressions
         self.artifacts = artifacts
         self.scheduler = scheduler
@@ -198,7 +199,7 @@ class SuiteRunner:
 
     def _insert_run_row(self, row: SuiteRunRow) -> None:
         try:
-            with self.store._write() as s:
+            with self.db.write() as s:
                 s.add(row)
         except sa.exc.IntegrityError:
             if row.nightly_slot is not None:
@@ -233,7 +234,7 @@ class SuiteRunner:
             unsubscribe()
 
     def _unfinished(self, run_id: str) -> bool:
-        with self.store._read() as s:
+        with self.db.read() as s:
             row = s.get(SuiteRunRow, run_id)
             return row is not None and row.state != "finished"
 
@@ -280,7 +281,7 @@ class SuiteRunner:
 
     def _waiting_for(self, run_id: str) -> set:
         """The jobs a running suite run waits for now (none once it finished)."""
-        with self.store._read() as s:
+        with self.db.read() as s:
             run = s.get(SuiteRunRow, run_id)
         if run is None or run.state == "finished":
             return set()
@@ -289,7 +290,7 @@ class SuiteRunner:
         return set((run.work or {}).get("confirm_job_ids", []))
 
     def running_ids(self) -> List[str]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             return list(s.exec(select(SuiteRunRow.id).where(SuiteRunRow.state != "finished")
                                .order_by(SuiteRunRow.started_at)).all())
 
@@ -322,7 +323,7 @@ class SuiteRunner:
 
     def _claim(self, run_id: str) -> Optional[SuiteRunRow]:
         now = self.clock()
-        with self.store._write() as s:
+        with self.db.write() as s:
             run = s.exec(select(SuiteRunRow).where(
                 SuiteRunRow.id == run_id, SuiteRunRow.state != "finished",
                 sa.or_(SuiteRunRow.driver.is_(None), SuiteRunRow.driver == self.driver_id,  # type: ignore[union-attr]
@@ -345,7 +346,7 @@ class SuiteRunner:
         return current
 
     def _release(self, run: SuiteRunRow) -> None:
-        with self.store._write() as s:
+        with self.db.write() as s:
             s.execute(sa.update(SuiteRunRow.__table__).where(
                 SuiteRunRow.__table__.c.id == run.id, SuiteRunRow.__table__.c.driver == self.driver_id)
                 .values(driver=None, driver_until=None))
@@ -405,7 +406,7 @@ class SuiteRunner:
         if s is not None:
             save(s)
             return
-        with self.store._write() as session:
+        with self.db.write() as session:
             save(session)
 
     # ------------------------------------------------------------ the steps
@@ -588,7 +589,7 @@ class SuiteRunner:
         ref = run.baseline or DEFAULT_BASELINE
         name = DEFAULT_BASELINE if ref == LAST_ACCEPTED else ref
         now = self.clock()
-        with self.store._write() as s:
+        with self.db.write() as s:
             current = self._check_claim(s, run)
             current.state, current.stage, current.outcome, current.finished_at = "finished", "done", outcome, now
             current.message, current.accepted = run.message, run.accepted

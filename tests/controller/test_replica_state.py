@@ -58,7 +58,7 @@ def test_a_suite_run_started_by_one_controller_is_finished_by_the_next(make_farm
 
 def test_one_replica_at_a_time_advances_a_suite_run(store, tmp_path):
     now = [1_800_000_000.0]
-    reg = RegressionStore(store)
+    reg = RegressionStore(store.db)
     artifacts = ArtifactStore(tmp_path / "artifacts", store)
     artifacts.prepare()
     model = onnx_bytes(100)

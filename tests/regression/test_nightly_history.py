@@ -113,7 +113,7 @@ def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
 
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()
-    reg = RegressionStore(store)
+    reg = RegressionStore(store.db)
     for i, outcome in enumerate(["pass", "regression"]):
         run = reg.create_suite_run("vision", trigger="nightly", baseline="main", spec={}, accept=False, now=100.0 + i)
         run.state, run.outcome = "finished", "pass" if outcome == "pass" else "fail"
