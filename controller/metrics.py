@@ -39,7 +39,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from .errors import CannotListen
+from . import wire
 from .models import Job, JobState
+from .regression_store import RegressionStore
+from .store import Store
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
@@ -199,9 +202,11 @@ def result_figures(job: Job) -> List[Figure]:
 class FarmCollector:
     """Yields the farm's gauges and store-derived counters, read from the database per scrape."""
 
-    def __init__(self, store: Any, *, heartbeat_interval: float, clock: Callable[[], float] = time.time,
-                 max_models: int = DEFAULT_MAX_MODELS) -> None:
+    def __init__(self, store: Store, *, heartbeat_interval: float, clock: Callable[[], float] = time.time,
+                 max_models: int = DEFAULT_MAX_MODELS, regressions: Optional[RegressionStore] = None) -> None:
+        """``regressions``: where suite runs and verdicts are read (default: over ``store``'s database)."""
         self.store = store
+        self.regressions = regressions if regressions is not None else RegressionStore(store.db)
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
         self.max_models = max_models
@@ -229,10 +234,7 @@ class FarmCollector:
         yield from families
 
     def _collect_regressions(self) -> Iterator[Metric]:
-        # Regression suites and constraint verdicts (controller/regression_service.py).
-        from .regression_service import regression_metric_families
-
-        yield from regression_metric_families(self.store)
+        yield from regression_metric_families(self.regressions)
 
     # ---- agents, queue, leases, outcomes
 
@@ -383,6 +385,46 @@ class FarmCollector:
                     float(sample.get("value", 0.0)),
                 )
         yield from families.values()
+
+
+# ---------------------------------------------------------------- regression suites and constraint verdicts
+
+def regression_metric_families(regressions: RegressionStore) -> Iterator[Metric]:
+    """Prometheus families for the Grafana model view, read at scrape time:
+    hilfarm_regression_detected{model,device_profile,runtime} (0/1, newest suite case),
+    hilfarm_suite_runs_total{suite,outcome}, and
+    hilfarm_constraint_pass{model,device_profile,runtime,constraint} (1 pass, 0 fail; a budget the
+    device could not measure has no sample rather than a made-up one)."""
+    reg = regressions
+    detected = GaugeMetricFamily("hilfarm_regression_detected",
+                                 "1 when the newest suite run of this model found a confirmed regression",
+                                 labels=["model", "device_profile", "runtime", "simulated"])
+    for case in reg.latest_cases():
+        if case.outcome in ("error", "model_failed"):
+            continue
+        runtime = case.runtime_config.split(" ", 1)[0]
+        simulated = "true" if wire.case_simulated(case) else "false"
+        detected.add_metric([case.model_name, case.device_profile, runtime, simulated],
+                            1.0 if case.outcome == "regression" else 0.0)
+    yield detected
+    runs = CounterMetricFamily("hilfarm_suite_runs_total", "Finished regression suite runs by outcome",
+                               labels=["suite", "outcome"])
+    for (suite, outcome), n in sorted(reg.suite_run_counts().items()):
+        runs.add_metric([suite, outcome], float(n))
+    yield runs
+    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it "
+                               "(simulated=\"true\": judged on a simulated sensor, never a real pass)",
+                               labels=["model", "device_profile", "runtime", "constraint", "simulated"])
+    for job, evaluation in reg.latest_verdicts():
+        worst: Dict[Tuple[str, bool], float] = {}
+        for v in evaluation.verdicts or []:
+            if v.get("status") in ("pass", "fail"):
+                key = (v.get("constraint", ""), bool(v.get("simulated")))
+                worst[key] = min(worst.get(key, 1.0), 0.0 if v.get("status") == "fail" else 1.0)
+        for (name, simulated), value in sorted(worst.items()):
+            passes.add_metric([job.model_name, job.device_profile, job.runtime, name,
+                               "true" if simulated else "false"], value)
+    yield passes
 
 
 # ---------------------------------------------------------------- events of this process
@@ -596,18 +638,21 @@ class ControllerMetrics:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         *,
         heartbeat_interval: float,
         clock: Callable[[], float] = time.time,
         remote_write: Optional[Any] = None,
         max_models: int = DEFAULT_MAX_MODELS,
+        regressions: Optional[RegressionStore] = None,
     ) -> None:
         """``max_models``: the figures of this many models (those with the newest results) are
-        exported, which bounds the ``model`` label."""
+        exported, which bounds the ``model`` label. ``regressions``: where suite runs and
+        verdicts are read (default: over ``store``'s database)."""
         self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models)
+        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models,
+                                       regressions=regressions)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
         self.events = EventMetrics(self.registry)

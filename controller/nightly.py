@@ -18,10 +18,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from croniter import croniter
 
-from hilfarm.client import sha256_of
 from hilfarm.suite_files import SuiteFile, load_suite
 
-from .artifacts import CHUNK_BYTES
+from .artifacts import CHUNK_BYTES, file_sha256
 from .models import DEFAULT_PROJECT, Artifact, SuiteRunRow
 from .suites import SlotTaken
 
@@ -66,7 +65,7 @@ class NightlyRunner:
             if m.path is None:
                 out.append({"sha256": m.sha256, "name": m.name, "format": m.format})
                 continue
-            digest = sha256_of(m.path)
+            digest = file_sha256(m.path)
             fmt = m.format or m.path.suffix.lower().lstrip(".")
             if self.c.artifacts.stat(digest, project=DEFAULT_PROJECT) is None:
                 artifact = Artifact(sha256=digest, size_bytes=m.path.stat().st_size, format=fmt,

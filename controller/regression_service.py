@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List
 
 from sqlmodel import Session
 
@@ -127,45 +127,3 @@ class RegressionRpcs:
                                                     before=point.before, after=point.after, ratio=point.ratio,
                                                     p_value=point.p_value))
         return out
-
-
-def regression_metric_families(store: Any) -> Iterator[Any]:
-    """Prometheus families for the Grafana model view, read at scrape time:
-    hilfarm_regression_detected{model,device_profile,runtime} (0/1, newest suite case),
-    hilfarm_suite_runs_total{suite,outcome}, and
-    hilfarm_constraint_pass{model,device_profile,runtime,constraint} (1 pass, 0 fail; a budget the
-    device could not measure has no sample rather than a made-up one)."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    from .regression_store import RegressionStore
-
-    reg = RegressionStore(store.db)
-    detected = GaugeMetricFamily("hilfarm_regression_detected",
-                                 "1 when the newest suite run of this model found a confirmed regression",
-                                 labels=["model", "device_profile", "runtime", "simulated"])
-    for case in reg.latest_cases():
-        if case.outcome in ("error", "model_failed"):
-            continue
-        runtime = case.runtime_config.split(" ", 1)[0]
-        simulated = "true" if wire.case_simulated(case) else "false"
-        detected.add_metric([case.model_name, case.device_profile, runtime, simulated],
-                            1.0 if case.outcome == "regression" else 0.0)
-    yield detected
-    runs = CounterMetricFamily("hilfarm_suite_runs_total", "Finished regression suite runs by outcome",
-                               labels=["suite", "outcome"])
-    for (suite, outcome), n in sorted(reg.suite_run_counts().items()):
-        runs.add_metric([suite, outcome], float(n))
-    yield runs
-    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it "
-                               "(simulated=\"true\": judged on a simulated sensor, never a real pass)",
-                               labels=["model", "device_profile", "runtime", "constraint", "simulated"])
-    for job, evaluation in reg.latest_verdicts():
-        worst: Dict[Tuple[str, bool], float] = {}
-        for v in evaluation.verdicts or []:
-            if v.get("status") in ("pass", "fail"):
-                key = (v.get("constraint", ""), bool(v.get("simulated")))
-                worst[key] = min(worst.get(key, 1.0), 0.0 if v.get("status") == "fail" else 1.0)
-        for (name, simulated), value in sorted(worst.items()):
-            passes.add_metric([job.model_name, job.device_profile, job.runtime, name,
-                               "true" if simulated else "false"], value)
-    yield passes

@@ -12,7 +12,8 @@ import pytest
 
 from hilfarm.controller.errors import NotFound
 from hilfarm.controller.models import Job, JobState, SuiteCaseRow, runtime_config
-from hilfarm.controller.regression_service import RegressionRpcs, regression_metric_families
+from hilfarm.controller.metrics import regression_metric_families
+from hilfarm.controller.regression_service import RegressionRpcs
 from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore
 from hilfarm.controller.store import Store
 
@@ -116,7 +117,7 @@ def test_constraint_pass_metric_reads_the_stored_verdicts(reg: RegressionStore, 
     (job,) = add_run(store)
     reg.add_budgets({job.id: BUDGETS}, "doorbell")
     finish(store, job, result(0.003), now=T0)
-    families = {f.name: f for f in regression_metric_families(store)}
+    families = {f.name: f for f in regression_metric_families(reg)}
     samples = {s.labels["constraint"]: s.value for s in families["hilfarm_constraint_pass"].samples}
     assert samples == {"latency.p50": 0.0, "memory.peak": 1.0}  # the unknown energy budget has no sample
     assert {s.labels["runtime"] for s in families["hilfarm_constraint_pass"].samples} == {"onnxruntime"}

@@ -106,8 +106,8 @@ def test_junit_xml_maps_outcomes_to_failures_errors_and_skips():
 
 
 def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
+    from hilfarm.controller.metrics import regression_metric_families
     from hilfarm.controller.models import SuiteCaseRow
-    from hilfarm.controller.regression_service import regression_metric_families
     from hilfarm.controller.regression_store import RegressionStore
     from hilfarm.controller.store import Store
 
@@ -126,7 +126,7 @@ def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
     reg.save_suite_run(run, [SuiteCaseRow(suite_run_id=run.id, model_name="mlp", model_sha256="b" * 64,
                                           device_profile="simulated", runtime_config="onnxruntime", outcome="pass",
                                           comparison={"metrics": [], "simulated": True}, finished_at=103.0)])
-    families = {f.name: f for f in regression_metric_families(store)}
+    families = {f.name: f for f in regression_metric_families(reg)}
     detected = families["hilfarm_regression_detected"].samples
     assert sorted((s.labels["model"], s.labels["simulated"], s.value) for s in detected) == [
         ("det", "false", 1.0), ("mlp", "true", 0.0)]
