@@ -667,20 +667,6 @@ class ControllerMetrics:
         self._http_thread: Optional[threading.Thread] = None
         self.port: Optional[int] = None
 
-    @classmethod
-    def for_controller(cls, controller: Any, *, remote_write_url: Optional[str] = None) -> "ControllerMetrics":
-        """Metrics over a (not yet started) server.Controller's store, installed as its
-        ``metrics`` so its interceptor sees every call."""
-        writer = None
-        if remote_write_url:
-            from .remote_write import RemoteWriter
-
-            writer = RemoteWriter(remote_write_url)
-        metrics = cls(controller.store, heartbeat_interval=controller.scheduler.heartbeat_interval,
-                      clock=controller.scheduler.clock, remote_write=writer)
-        controller.metrics = metrics
-        return metrics
-
     def start(self, bind: Optional[str], *, ssl_context: Optional[Any] = None,
               bearer_token: Optional[str] = None) -> Optional[int]:
         """Start remote-write (when configured) and, when ``bind`` is given, the HTTP endpoint

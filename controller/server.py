@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
-import platformdirs
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -49,8 +48,9 @@ from hilfarm import wire_limits
 from hilfarm.transport import ServerTls, TransportError, exposure_problem, is_loopback, metrics_exposure_problem
 
 from . import auth, limits, wire
-from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
-from .credentials import DEFAULT_ENROLLMENT_SECONDS, Credentials
+from .app import CallMetrics, ControllerConfig, build_controller
+from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, check_digest
+from .credentials import DEFAULT_ENROLLMENT_SECONDS
 from .errors import (
     CannotListen,
     FailedPrecondition,
@@ -64,13 +64,14 @@ from .errors import (
 )
 from .heartbeats import HeartbeatBatcher
 from .models import Job, JobEvaluation, JobState
+from .nightly import NightlyRunner
 from .notifications import PostgresListener
 from .op_traces import store_op_trace
-from .regression_store import RegressionStore
-from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
-from .store import Store, default_sqlite_url
+from .regression_service import judge_result
+from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS
+from .store import default_sqlite_url
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
-from .suites import SuiteRunner, budgets_from_doc, evaluation_rows
+from .suites import budgets_from_doc, evaluation_rows
 from .waiters import Waiters
 
 log = logging.getLogger("hilfarm.controller")
@@ -87,9 +88,6 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
 
 # The agent keeps every report under this (hilfarm/wire_limits.py).
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
-# Threads that run database work (measured with benchmarks/scale.py: with 8 or 16 on
-# PostgreSQL the event loop got the interpreter too rarely and heartbeats took seconds).
-DEFAULT_DB_WORKERS = 4
 SWITCH_INTERVAL_SECONDS = 0.0005
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
@@ -759,7 +757,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
 
 class Controller:
-    """The controller service: a database, an artifact store and a gRPC server."""
+    """The controller service: the parts app.build_controller wires, served over gRPC."""
 
     def __init__(
         self,
@@ -774,7 +772,7 @@ class Controller:
         restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         max_attempts: int = 3,
         db_workers: Optional[int] = None,
-        metrics: Optional[Any] = None,
+        metrics: Optional[CallMetrics] = None,
         metrics_bind: Optional[str] = None,
         remote_write_url: Optional[str] = None,
         tls: Optional[ServerTls] = None,
@@ -782,6 +780,8 @@ class Controller:
         metrics_token: Optional[str] = None,
         max_jobs_per_submit: int = DEFAULT_MAX_JOBS_PER_SUBMIT,
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
+        nightly: Sequence[Path] = (),
+        nightly_clock: Optional[Callable[[], float]] = None,
     ) -> None:
         """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor``, a
         grpc.aio.ServerInterceptor, and ``result_reported(job_id, attempt)``); its interceptor
@@ -795,47 +795,45 @@ class Controller:
 
         ``token``: the operator token (auth.py); without it the controller is open and listens
         only on loopback unless ``insecure``. ``tls``: serve gRPC (and metrics) over TLS; the
-        metrics endpoint then wants ``metrics_token`` as a bearer token."""
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
-        if not 1 <= max_attempts <= wire_limits.MAX_ATTEMPTS:
-            raise ValueError(f"max_attempts is {max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
-        self.data_dir = Path(data_dir) if data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
-        self.db_url = db_url or default_sqlite_url(self.data_dir)
-        self.token = token or None
+        metrics endpoint then wants ``metrics_token`` as a bearer token.
+
+        ``nightly``: suite files run on the cron schedule in each (``controller serve --nightly``);
+        ``nightly_clock`` replaces the time those schedules are read against (tests move it). A
+        wrong suite file raises hilfarm.suite_files.SuiteError naming it, leaving no database open.
+
+        The parts are made and wired by app.build_controller."""
+        config = ControllerConfig(
+            db_url=db_url, data_dir=data_dir, artifacts_dir=artifacts_dir, token=token,
+            max_artifact_bytes=max_artifact_bytes, lease_seconds=lease_seconds,
+            heartbeat_interval=heartbeat_interval, restart_grace=restart_grace, max_attempts=max_attempts,
+            db_workers=db_workers, metrics_bind=metrics_bind, remote_write_url=remote_write_url, tls=tls,
+            insecure=insecure, metrics_token=metrics_token, max_jobs_per_submit=max_jobs_per_submit,
+            max_queued_jobs=max_queued_jobs, nightly=tuple(nightly), nightly_clock=nightly_clock)
+        parts = build_controller(config, metrics=metrics)
+        self.data_dir = parts.data_dir
+        self.db_url = config.db_url or default_sqlite_url(parts.data_dir)
+        self.token = config.token or None
         self.tls = tls
         self.insecure = insecure
         self.metrics_token = metrics_token or None
         self.max_jobs_per_submit = max_jobs_per_submit
         self.max_queued_jobs = max_queued_jobs
         self.max_attempts = max_attempts
-        self.metrics = metrics
-        self.db_workers = db_workers or DEFAULT_DB_WORKERS
-        self.store = Store(self.db_url, pool_size=self.db_workers + 4)
-        self.artifacts = ArtifactStore(Path(artifacts_dir) if artifacts_dir else self.data_dir / "artifacts",
-                                       self.store, max_bytes=max_artifact_bytes, replica=self.store.feed.origin)
-        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval,
-                                   restart_grace=restart_grace)
-        self.credentials = Credentials(self.store)
-        self.authenticator = auth.Authenticator(self.credentials, operator_token=self.token, clock=time.time)
-        # ---- constraints, baselines, suites and nightly runs (controller/regression_service.py)
-        from .regression_service import RegressionRpcs
-
-        self.regressions = RegressionStore(self.store.db)
-        self.suites = SuiteRunner(self.store, self.regressions, self.artifacts, self.scheduler,
-                                  default_max_attempts=max_attempts)
-        self.regression_rpcs = RegressionRpcs(self)
-        self.judge_result = self.regression_rpcs.judge_result
-        self.nightly: Optional[Any] = None  # a nightly.NightlyRunner, started with the server
-        # ----
-        # ---- metrics hook (controller/metrics.py)
+        self.db_workers = parts.db_workers
+        self.store = parts.store
+        self.artifacts = parts.artifacts
+        self.scheduler = parts.scheduler
+        self.credentials = parts.credentials
+        self.authenticator = parts.authenticator
+        # constraints, baselines, suites and nightly runs (controller/regression_service.py)
+        self.regressions = parts.regressions
+        self.suites = parts.suites
+        self.regression_rpcs = parts.regression_rpcs
+        self.judge_result = judge_result
+        self.nightly: Optional[NightlyRunner] = parts.nightly  # started with the server
+        self.metrics = parts.metrics
         self.metrics_bind = metrics_bind
         self.metrics_port: Optional[int] = None
-        if self.metrics is None and (metrics_bind or remote_write_url):
-            from .metrics import ControllerMetrics
-
-            ControllerMetrics.for_controller(self, remote_write_url=remote_write_url)
-        # ----
         self.port: Optional[int] = None
         self.db_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.io_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None

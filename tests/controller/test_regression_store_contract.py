@@ -13,7 +13,7 @@ import pytest
 from hilfarm.controller.errors import NotFound
 from hilfarm.controller.models import Job, JobState, SuiteCaseRow, runtime_config
 from hilfarm.controller.metrics import regression_metric_families
-from hilfarm.controller.regression_service import RegressionRpcs
+from hilfarm.controller.regression_service import judge_result
 from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore
 from hilfarm.controller.store import Store
 
@@ -32,7 +32,7 @@ def reg(store: Store) -> RegressionStore:
 
 def judge(s, job: Job) -> None:
     # The controller's own hook: it needs the session and the job, not the rest of the controller.
-    RegressionRpcs(controller=None).judge_result(s, job)
+    judge_result(s, job)
 
 
 def finish(store: Store, job: Job, result: Dict[str, Any], *, now: float, agent: str = "pi-1", on_result=judge) -> Job:
@@ -344,7 +344,7 @@ def test_nightly_runs_are_recorded_on_the_backend(db_url: str, tmp_path: Path):
     suite = SuiteFile(name="nightly-smoke", source=tmp_path / "s.yaml", devices=["no-such-board"], schedule="* * * * *",
                       models=[SuiteModel(path=model, name="det.onnx")], placement_timeout_seconds=0.2)
     try:
-        runner = NightlyRunner(controller, [suite], clock=lambda: now[0])
+        runner = NightlyRunner(controller.artifacts, controller.suites, [suite], clock=lambda: now[0])
         assert runner.tick() == []
         now[0] += 31
         (run,) = runner.tick()

@@ -66,7 +66,7 @@ def test_nightly_runs_each_suite_once_per_cron_slot():
                       models=[SuiteModel(sha256="a" * 64, name="det.onnx", format="onnx")])
     every_minute = SuiteFile(name="smoke", source="smoke.yaml", devices=["local"], schedule="*/1 * * * *",
                              models=[SuiteModel(sha256="b" * 64, name="s.onnx", format="onnx")])
-    runner = NightlyRunner(controller, [suite, every_minute], clock=lambda: now[0])
+    runner = NightlyRunner(controller.artifacts, controller.suites, [suite, every_minute], clock=lambda: now[0])
     assert runner.tick() == [] and controller.suites.started == []
     now[0] += 60  # 01:59
     runner.tick()
@@ -84,7 +84,7 @@ def test_nightly_runs_each_suite_once_per_cron_slot():
 
 def test_a_suite_without_a_schedule_is_refused():
     with pytest.raises(ValueError, match="needs a schedule"):
-        NightlyRunner(FakeController(), [SuiteFile(name="x", source="x.yaml", devices=["a"], models=[])])
+        NightlyRunner(None, FakeSuites(), [SuiteFile(name="x", source="x.yaml", devices=["a"], models=[])])
 
 
 def test_junit_xml_maps_outcomes_to_failures_errors_and_skips():
