@@ -659,7 +659,7 @@ class ControllerMetrics:
         self.interceptor = MetricsInterceptor(self)
         self.remote_write = remote_write
         if remote_write is not None:
-            remote_write.on_outcome = lambda outcome, count: self.events.remote_write_samples.labels(outcome).inc(count)
+            remote_write.report_outcomes_to(lambda outcome, count: self.events.remote_write_samples.labels(outcome).inc(count))
         self._seen_lock = threading.Lock()
         # (job id, attempt) already observed: a repeated report (agent retry) is counted once.
         self._seen: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()

@@ -43,8 +43,6 @@ class RegressionRpcs:
         self.suites = suites
         self.max_queued_jobs = max_queued_jobs
 
-    judge_result = staticmethod(judge_result)
-
     # ------------------------------------------------------------ comparisons and baselines
 
     def _result(self, job_id: str) -> Job:
