@@ -41,7 +41,7 @@ build_env() {
   local venv=".venv-$name" python stamp want started
   started=$(date +%s)
   python=$(find_python "$version")
-  want=$( { "$python" -VV; cat pyproject.toml "$0"; printf '%s\n' "$@"; } | sha256sum | cut -d' ' -f1)
+  want=$( { "$python" -VV; cat pyproject.toml setup.py "$0"; printf '%s\n' "$@"; } | sha256sum | cut -d' ' -f1)
   stamp="$venv/.hilfarm-env-stamp"
   if [ -z "${HILFARM_ENVS_FORCE:-}" ] && [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     echo "$venv: up to date ($("$venv/bin/python" -V))"

@@ -464,7 +464,7 @@ def run_on_phone(run: Runner, job: AndroidJob, android_section: Dict[str, object
 def _check_model_errors(text: str, runtime: str) -> None:
     m = re.search(r"Encountered unresolved custom op: ([^\s.]+)", text)
     if m:
-        from hilfarm.agent.runtimes import classify_tflite_error
+        from hilfarm.agent.runtimes.tflite import classify_tflite_error
 
         raise classify_tflite_error(RuntimeError(text[m.start():m.start() + 300]), "model load")
     if re.search(r"Failed to mmap model|Could not open|not a valid|failed to verify", text, re.I):
@@ -516,7 +516,7 @@ def result_from_parsed(p: ParsedRun, job: AndroidJob, binary: str) -> BenchmarkR
 
 
 def _phone_op_profile(text: str, runtime: str, binary: str, parsed: ParsedRun) -> OpProfile:
-    from hilfarm.agent import op_profile
+    from hilfarm.agent.runtimes import op_profile
 
     if runtime != "tflite":
         return OpProfile(source=binary, timing_unavailable=f"{binary} is run without its profiler on phones")

@@ -1,4 +1,5 @@
-"""The measured process: ``python -m hilfarm.agent.child SPEC.json``.
+"""The measured process: ``python -m hilfarm.agent.child SPEC.json``, SPEC.json a
+:class:`ChildSpec` the parent wrote.
 
 The parent (harness.py) starts a fresh interpreter for every repeat of a job, so nothing an
 earlier repeat or job loaded or leaked is in this process's memory or caches, and the
@@ -21,8 +22,11 @@ protocol:
    (in sustained mode: for sustained_seconds of wall time, capped only by a safety count);
    only ``runtime.run()`` sits between the two perf_counter_ns calls
 8. read VmHWM again; summarise the runs and judge whether they were one steady state
-9. with ``profile_ops``: the per-operator profile (agent/op_profile.py), which touches none of
-   the figures above
+9. with ``profile_ops``: the per-operator profile (agent/runtimes/op_profile.py), which
+   touches none of the figures above
+
+Each step is one function below (pin, import_runtime, limit_and_baseline, load, warmup,
+timed_phase, summarize, peak_memory, profile_ops); :func:`benchmark` runs them in this order.
 
 Progress goes to the parent as JSON lines on the file descriptor named in the spec, at most a
 few per second. The outcome is written as JSON to the result path (temp file + rename), so a
@@ -36,7 +40,14 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+# Plain Python (no threads, no numpy, no runtime library): safe before the sandbox and the pinning.
+from hilfarm.agent import statistics
+from hilfarm.agent.results import (
+    BenchmarkResult, FailureCategory, JobFailed, JobSettings, RepeatStats, Stability, Unavailable,
+)
 
 REPORT_INTERVAL_NS = 250_000_000  # progress at most four times a second
 
@@ -128,10 +139,8 @@ def warm_up(
 ) -> Tuple[int, int, bool]:
     """Warm up until both minimums are met and latency has stopped trending, or until
     ``max_wall_ns`` of wall time. Returns (runs, measured_ns, steady)."""
-    from hilfarm.agent.statistics import SteadyStateDetector
-
     perf = time.perf_counter_ns
-    detector = SteadyStateDetector()
+    detector = statistics.SteadyStateDetector()
     n = 0
     measured = 0
     start = perf()
@@ -183,34 +192,107 @@ def read_governor(cpu: int) -> Tuple[Optional[str], str]:
         return None, f"{path} is not readable ({exc.strerror or exc}); no cpufreq driver on this machine"
 
 
-def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Sequence[str] = ()) -> Dict[str, Any]:
-    from hilfarm.agent import statistics
-    from hilfarm.agent.results import (
-        BenchmarkResult, FailureCategory, JobFailed, JobSettings, RepeatStats, Stability, Unavailable,
-    )
+@dataclass
+class RunPlan:
+    """The run parameters the parent resolved for this job (harness.resolve_settings): the
+    job's value where set, else the profile's default. The parent-only limits (time, memory)
+    are not here: the parent enforces the timeout, and the memory limit is the spec's."""
 
-    started_at = time.time()
+    warmup_runs: int
+    warmup_seconds: float
+    warmup_max_seconds: float
+    min_runs: int
+    min_seconds: float
+    max_runs: int
+    max_seconds: float
+    repeats: int = 1
+    sustained_seconds: float = 0.0  # > 0: sustained mode, the timed phase lasts this long
+    sustained_max_runs: int = 0  # the safety cap on runs in sustained mode
 
-    pin = spec.get("pin_cores") or []
-    if pin:
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RunPlan":
+        # The parent's dict also holds its own limits (timeout_seconds, memory_limit_bytes).
+        return cls(**{f.name: d[f.name] for f in fields(cls) if d.get(f.name) is not None})
+
+
+@dataclass
+class ChildSpec:
+    """Everything the measured process is told, built by the parent (harness.py) and written
+    as JSON to the file named on the command line; parsed back here before anything runs."""
+
+    model_format: str
+    settings: JobSettings
+    plan: RunPlan
+    result_path: str
+    model_path: str = ""
+    inputs_path: Optional[str] = None  # a local .npz; None: random inputs from the seed
+    pin_cores: List[int] = field(default_factory=list)
+    plugins: List[str] = field(default_factory=list)  # runtime plugin modules to import
+    memory_limit_bytes: int = 0  # 0: no address-space limit
+    progress_fd: int = -1  # where progress lines go; -1: nowhere
+    repeat_index: int = 0
+    parent_pid: int = 0  # 0: not known, so not watched
+    sandbox: Optional[Dict[str, Any]] = None  # sandbox.plan(): what to hide and bind
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["settings"] = self.settings.to_dict()
+        d["resolved"] = asdict(d.pop("plan"))  # the key the spec has always had
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ChildSpec":
+        return cls(
+            model_format=d["model_format"],
+            settings=JobSettings.from_dict(d["settings"]),
+            plan=RunPlan.from_dict(d["resolved"]),
+            result_path=d["result_path"],
+            model_path=d.get("model_path") or "",
+            inputs_path=d.get("inputs_path") or None,
+            pin_cores=[int(c) for c in d.get("pin_cores") or []],
+            plugins=list(d.get("plugins") or []),
+            memory_limit_bytes=int(d.get("memory_limit_bytes") or 0),
+            progress_fd=int(d.get("progress_fd", -1)),
+            repeat_index=int(d.get("repeat_index", 0)),
+            parent_pid=int(d.get("parent_pid") or 0),
+            sandbox=d.get("sandbox"),
+        )
+
+    def write(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f)
+
+    @classmethod
+    def read(cls, path: str) -> "ChildSpec":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# ---------------------------------------------------------------- the protocol, one step each
+
+
+def pin(spec: ChildSpec) -> None:
+    """Step 1: pin to the profile's cores, before anything else allocates threads."""
+    if spec.pin_cores:
         try:
-            os.sched_setaffinity(0, pin)
+            os.sched_setaffinity(0, spec.pin_cores)
         except (OSError, AttributeError, ValueError) as exc:
             raise JobFailed(
                 FailureCategory.CONFIGURATION,
-                f"cannot pin the benchmark to cores {pin}: {exc}; check pin_cores in the device profile",
+                f"cannot pin the benchmark to cores {spec.pin_cores}: {exc}; check pin_cores in the device profile",
             ) from exc
 
+
+def import_runtime(spec: ChildSpec) -> Any:
+    """Step 2: import numpy and the runtime library; returns the runtime class. The harness's
+    own modules come now too: whatever is imported after the baseline counts as the model's."""
     import numpy as np  # noqa: F401  (imported before the baseline on purpose)
 
-    from hilfarm.agent import inputs as inputs_mod
-    from hilfarm.agent import runtimes
-    from hilfarm.agent.capabilities import system_info
+    from hilfarm.agent import capabilities, inputs, runtimes  # noqa: F401  (the later steps use them)
 
-    settings = JobSettings.from_dict(spec["settings"])
-    runtimes.load_plugins(spec.get("plugins") or [])
+    runtimes.load_plugins(spec.plugins)
     runtimes.load_plugins()  # and any named in $HILFARM_RUNTIME_PLUGINS
-    cls = runtimes.runtime_for(settings, spec["model_format"])
+    cls = runtimes.runtime_for(spec.settings, spec.model_format)
     try:
         cls.probe()  # imports the library now, before the baseline
     except JobFailed:
@@ -220,12 +302,14 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Seq
             FailureCategory.DEVICE_FAULT,
             f"runtime {cls.name} is not usable on this device: {type(exc).__name__}: {exc}",
         ) from exc
+    return cls
 
-    result = BenchmarkResult()
-    result.warnings.extend(sandbox_notes)
-    unavailable = result.unavailable
+
+def limit_and_baseline(spec: ChildSpec, runtime_name: str, result: BenchmarkResult) -> bool:
+    """Steps 3 and 4: the address-space limit, then the baseline memory figures (after the
+    imports, so the model's delta is the model's). Returns whether /proc/self/status exists."""
     mem = result.memory
-    limit = int(spec.get("memory_limit_bytes") or 0)
+    limit = spec.memory_limit_bytes
     have_proc = os.path.exists("/proc/self/status")
     if limit > 0:
         import resource
@@ -237,86 +321,106 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Seq
         mem.baseline_peak_bytes = base.get("VmHWM")
         mem.baseline_rss_bytes = base.get("VmRSS")
         mem.source = (f"/proc/self/status VmHWM/VmRSS of the child; baseline read after importing "
-                      f"{cls.name}, before loading the model")
+                      f"{runtime_name}, before loading the model")
     try:
-        mem.model_file_bytes = os.path.getsize(spec["model_path"]) if spec.get("model_path") else None
+        mem.model_file_bytes = os.path.getsize(spec.model_path) if spec.model_path else None
     except OSError:
         mem.model_file_bytes = None
     if mem.model_file_bytes is None:
-        unavailable.append(Unavailable("memory.model_file_bytes", "the job has no model file"))
+        result.unavailable.append(Unavailable("memory.model_file_bytes", "the job has no model file"))
+    return have_proc
 
+
+def load(spec: ChildSpec, cls: Any, result: BenchmarkResult, progress: ProgressWriter) -> Tuple[Any, Any]:
+    """Step 5a: load the model (load_seconds) and prepare its inputs. Returns (runtime, inputs)."""
+    from hilfarm.agent import inputs as inputs_mod
+
+    settings = spec.settings
     runtime = cls(settings)
-    lat = result.latency
     progress.report("loading")
     t0 = time.perf_counter_ns()
-    runtime.load(spec.get("model_path") or "")
-    lat.load_seconds = (time.perf_counter_ns() - t0) / 1e9
+    runtime.load(spec.model_path)
+    result.latency.load_seconds = (time.perf_counter_ns() - t0) / 1e9
 
     specs = runtime.input_specs()
-    if spec.get("inputs_path"):
-        prepared = inputs_mod.npz_inputs(specs, spec["inputs_path"], settings.inputs_sha256)
+    if spec.inputs_path:
+        prepared = inputs_mod.npz_inputs(specs, spec.inputs_path, settings.inputs_sha256)
     else:
         prepared = inputs_mod.random_inputs(specs, settings.input_shapes, settings.seed,
                                              dynamic_default=settings.dynamic_dimension_default)
     runtime.prepare(prepared.feeds)
     result.warnings.extend(prepared.warnings)
+    return runtime, prepared
 
-    run = runtime.run
-    r = spec["resolved"]
-    repeat = RepeatStats(index=int(spec.get("repeat_index", 0)), started_at=started_at)
-    try:
-        progress.report("warmup")
-        t0 = time.perf_counter_ns()
-        run()
-        lat.first_inference_seconds = (time.perf_counter_ns() - t0) / 1e9
-        warm_max = max(float(r["warmup_max_seconds"]), float(r["warmup_seconds"]))
-        warm_runs, warm_ns, warm_steady = warm_up(
-            run, r["warmup_runs"], int(r["warmup_seconds"] * 1e9), int(warm_max * 1e9), progress,
+
+def warmup(run: Callable[[], None], plan: RunPlan, result: BenchmarkResult,
+           progress: ProgressWriter) -> Tuple[bool, float]:
+    """Steps 5b and 6: the first inference, then warmup until steady. Returns (steady, the
+    warmup's wall-time cap in seconds)."""
+    lat = result.latency
+    progress.report("warmup")
+    t0 = time.perf_counter_ns()
+    run()
+    lat.first_inference_seconds = (time.perf_counter_ns() - t0) / 1e9
+    warm_max = max(float(plan.warmup_max_seconds), float(plan.warmup_seconds))
+    warm_runs, warm_ns, steady = warm_up(
+        run, plan.warmup_runs, int(plan.warmup_seconds * 1e9), int(warm_max * 1e9), progress,
+    )
+    lat.warmup_runs = warm_runs
+    lat.warmup_seconds = warm_ns / 1e9
+    if not steady:
+        result.warnings.append(
+            f"latency was still trending after {warm_max:g} s of warmup (warmup_max_seconds): the timed "
+            f"runs may not be the steady state")
+    return steady, warm_max
+
+
+def timed_phase(run: Callable[[], None], plan: RunPlan, result: BenchmarkResult,
+                progress: ProgressWriter) -> List[int]:
+    """Step 7: the timed runs (in sustained mode: for sustained_seconds of wall time)."""
+    sustained = float(plan.sustained_seconds or 0.0)
+    if sustained > 0:
+        # Sustained mode: wall time alone ends the phase; the run count is only a safety cap.
+        cap = int(plan.sustained_max_runs)
+        progress.report("measuring", 0, 0)
+        samples, _measured, wall_ns = timed_loop(
+            run, cap, 1 << 62, cap, int(sustained * 1e9), progress, "measuring", report_target=0,
         )
-        lat.warmup_runs = warm_runs
-        lat.warmup_seconds = warm_ns / 1e9
-        if not warm_steady:
+        if len(samples) >= cap:
             result.warnings.append(
-                f"latency was still trending after {warm_max:g} s of warmup (warmup_max_seconds): the timed "
-                f"runs may not be the steady state")
-        sustained = float(r.get("sustained_seconds") or 0.0)
-        if sustained > 0:
-            # Sustained mode: wall time alone ends the phase; the run count is only a safety cap.
-            cap = int(r["sustained_max_runs"])
-            progress.report("measuring", 0, 0)
-            samples, _measured, wall_ns = timed_loop(
-                run, cap, 1 << 62, cap, int(sustained * 1e9), progress, "measuring", report_target=0,
-            )
-            if len(samples) >= cap:
-                result.warnings.append(
-                    f"the sustained run stopped at its safety cap of {cap} runs after {wall_ns / 1e9:.1f} s "
-                    f"of the {sustained:g} s asked for")
-        else:
-            progress.report("measuring", 0, r["min_runs"])
-            samples, _measured, wall_ns = timed_loop(
-                run, r["min_runs"], int(r["min_seconds"] * 1e9),
-                r["max_runs"], int(r["max_seconds"] * 1e9), progress, "measuring",
-            )
-        result.timed_wall_seconds = wall_ns / 1e9
-    except JobFailed:
-        raise
-    except Exception as exc:
-        raise runtime.classify_run_error(exc) from exc
-    progress.report("measuring", len(samples), 0 if sustained > 0 else r["min_runs"], samples[-1])
+                f"the sustained run stopped at its safety cap of {cap} runs after {wall_ns / 1e9:.1f} s "
+                f"of the {sustained:g} s asked for")
+    else:
+        progress.report("measuring", 0, plan.min_runs)
+        samples, _measured, wall_ns = timed_loop(
+            run, plan.min_runs, int(plan.min_seconds * 1e9),
+            plan.max_runs, int(plan.max_seconds * 1e9), progress, "measuring",
+        )
+    result.timed_wall_seconds = wall_ns / 1e9
+    return samples
 
+
+def summarize(samples: List[int], warm_steady: bool, warm_max: float, result: BenchmarkResult) -> List[str]:
+    """Step 8a: latency figures and whether the runs were one steady state. Returns the reasons
+    they were not (empty when steady)."""
+    lat = result.latency
     lat.samples_ns = samples
-    fields, missing = statistics.summarize(samples)
-    for k, v in fields.items():
+    figures, missing = statistics.summarize(samples)
+    for k, v in figures.items():
         setattr(lat, k, v)
-    unavailable.extend(Unavailable(f, why) for f, why in missing)
+    result.unavailable.extend(Unavailable(f, why) for f, why in missing)
     reasons = statistics.stability_reasons(samples)
     if not warm_steady:
         reasons.insert(0, f"warmup did not reach a steady state within {warm_max:g} s")
     result.stability = Stability(steady=not reasons, reasons=reasons)
-    repeat.steady = not reasons
     result.warnings.extend(w for w in reasons if not w.startswith("warmup did not"))
     result.warnings.extend(statistics.stability_notes(samples) if not reasons else [])
+    return reasons
 
+
+def peak_memory(have_proc: bool, result: BenchmarkResult) -> None:
+    """Step 8b: VmHWM again, and the model's share of it."""
+    mem = result.memory
     if have_proc:
         end = read_proc_status()
         mem.peak_bytes = end.get("VmHWM")
@@ -324,15 +428,23 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Seq
             mem.model_delta_bytes = mem.peak_bytes - mem.baseline_peak_bytes
     else:
         for f in ("baseline_peak_bytes", "baseline_rss_bytes", "peak_bytes", "model_delta_bytes"):
-            unavailable.append(Unavailable(f"memory.{f}", "/proc/self/status does not exist on this OS"))
+            result.unavailable.append(Unavailable(f"memory.{f}", "/proc/self/status does not exist on this OS"))
 
-    last_repeat = int(spec.get("repeat_index", 0)) == int(r.get("repeats", 1)) - 1
-    if settings.profile_ops and last_repeat:
-        # After the timed phase and the memory figures: profiling slows every node and allocates.
-        # Once per job, in its last process: the operators do not change between processes.
-        from hilfarm.agent.op_profile import profile_after_run
 
-        result.op_profile = profile_after_run(runtime, settings.profile_ops_runs)
+def profile_ops(spec: ChildSpec, runtime: Any, result: BenchmarkResult) -> None:
+    """Step 9: the per-operator profile, after the timed phase and the memory figures
+    (profiling slows every node and allocates). Once per job, in its last process: the
+    operators do not change between processes."""
+    last_repeat = spec.repeat_index == int(spec.plan.repeats) - 1
+    if spec.settings.profile_ops and last_repeat:
+        from hilfarm.agent.runtimes.op_profile import profile_after_run
+
+        result.op_profile = profile_after_run(runtime, spec.settings.profile_ops_runs)
+
+
+def describe_environment(spec: ChildSpec, runtime: Any, prepared: Any, result: BenchmarkResult) -> None:
+    """What the result was measured on: the system, the runtime and its settings, the inputs."""
+    from hilfarm.agent.capabilities import system_info
 
     env = result.environment
     info = system_info()
@@ -346,13 +458,21 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Seq
     env.input_shapes = prepared.shapes
     env.input_source = prepared.source
     env.simulated = False
-    governor, why = read_governor(pin[0] if pin else 0)
+    governor, why = read_governor(spec.pin_cores[0] if spec.pin_cores else 0)
     if governor is None:
-        unavailable.append(Unavailable("environment.governor", why))
+        result.unavailable.append(Unavailable("environment.governor", why))
     else:
         env.governor = governor
     if desc.threads == 0:
-        unavailable.append(Unavailable("environment.threads", f"{desc.name} chose its default thread count"))
+        result.unavailable.append(Unavailable("environment.threads", f"{desc.name} chose its default thread count"))
+
+
+def repeat_stats(spec: ChildSpec, started_at: float, samples: List[int], reasons: List[str],
+                 result: BenchmarkResult) -> RepeatStats:
+    """This process's figures as one repeat of the job (the parent joins the repeats)."""
+    lat, mem = result.latency, result.memory
+    repeat = RepeatStats(index=spec.repeat_index, started_at=started_at)
+    repeat.steady = not reasons
     repeat.count = len(samples)
     repeat.load_seconds, repeat.first_inference_seconds = lat.load_seconds, lat.first_inference_seconds
     repeat.warmup_runs, repeat.warmup_seconds = lat.warmup_runs, lat.warmup_seconds
@@ -360,7 +480,32 @@ def benchmark(spec: Dict[str, Any], progress: ProgressWriter, sandbox_notes: Seq
     repeat.cv, repeat.drift_ratio, repeat.peak_bytes = lat.cv, lat.drift_ratio, mem.peak_bytes
     repeat.warnings = list(reasons)
     repeat.wall_seconds = time.time() - started_at
-    result.repeats = [repeat]
+    return repeat
+
+
+def benchmark(spec: ChildSpec, progress: ProgressWriter, sandbox_notes: Sequence[str] = ()) -> Dict[str, Any]:
+    """Steps 1 to 9 in order (the module's docstring says why this order)."""
+    started_at = time.time()
+    pin(spec)
+    cls = import_runtime(spec)
+    result = BenchmarkResult()
+    result.warnings.extend(sandbox_notes)
+    have_proc = limit_and_baseline(spec, cls.name, result)
+    runtime, prepared = load(spec, cls, result, progress)
+    try:
+        warm_steady, warm_max = warmup(runtime.run, spec.plan, result, progress)
+        samples = timed_phase(runtime.run, spec.plan, result, progress)
+    except JobFailed:
+        raise
+    except Exception as exc:
+        raise runtime.classify_run_error(exc) from exc
+    sustained = float(spec.plan.sustained_seconds or 0.0) > 0
+    progress.report("measuring", len(samples), 0 if sustained else spec.plan.min_runs, samples[-1])
+    reasons = summarize(samples, warm_steady, warm_max, result)
+    peak_memory(have_proc, result)
+    profile_ops(spec, runtime, result)
+    describe_environment(spec, runtime, prepared, result)
+    result.repeats = [repeat_stats(spec, started_at, samples, reasons, result)]
     return result.to_dict()
 
 
@@ -372,16 +517,14 @@ def _write_atomic(path: str, obj: Dict[str, Any]) -> None:
 
 
 def main(argv: List[str]) -> int:
-    with open(argv[1]) as f:
-        spec = json.load(f)
+    spec = ChildSpec.read(argv[1])
     from hilfarm.agent import sandbox
 
-    sandbox_notes, moved = sandbox.enter(spec.get("sandbox"))  # first: nothing has started a thread yet
-    spec.update(moved)  # the job's model and inputs, bound where the child can still read them
+    sandbox_notes, moved = sandbox.enter(spec.sandbox)  # first: nothing has started a thread yet
+    spec = replace(spec, **moved)  # the job's model and inputs, bound where the child can still read them
     # After the sandbox: entering a user namespace may reset the parent-death signal.
-    die_with_parent(int(spec.get("parent_pid") or 0))
-    progress = ProgressWriter(int(spec.get("progress_fd", -1)), time.monotonic())
-    from hilfarm.agent.results import FailureCategory, JobFailed
+    die_with_parent(spec.parent_pid)
+    progress = ProgressWriter(spec.progress_fd, time.monotonic())
 
     try:
         outcome: Dict[str, Any] = {"result": benchmark(spec, progress, sandbox_notes)}
@@ -401,7 +544,7 @@ def main(argv: List[str]) -> int:
             "signal": 0,
             "detail": traceback.format_exc(),
         }}
-    _write_atomic(spec["result_path"], outcome)
+    _write_atomic(spec.result_path, outcome)
     return 0
 
 

@@ -42,8 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from hilfarm.agent.orphans import ChildRegistry
+from hilfarm.units import format_bytes
 from hilfarm.agent.repeats import join_repeats
 from hilfarm.agent import sandbox
+from hilfarm.agent.child import ChildSpec, RunPlan
 from hilfarm.agent.results import (
     BenchmarkResult, Failure, FailureCategory, JobOutcome, JobSettings, Progress,
 )
@@ -101,7 +103,7 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
     sustained = float(settings.sustained_seconds or 0.0)
     r["sustained_seconds"] = sustained if sustained > 0 else 0.0
     if sustained > 0:
-        from hilfarm.agent.sustained import SUSTAINED_MAX_RUNS
+        from hilfarm.agent.telemetry.sustained import SUSTAINED_MAX_RUNS
 
         r["repeats"] = 1  # a sustained run is one long process: its heat is the point
         r["sustained_max_runs"] = SUSTAINED_MAX_RUNS
@@ -109,13 +111,6 @@ def resolve_settings(settings: JobSettings, defaults: RunDefaults) -> Dict[str, 
         # sustained phase comes on top, so no sustained run is killed for lasting as asked.
         r["timeout_seconds"] = float(r["timeout_seconds"]) + sustained
     return r
-
-
-def format_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def _signal_name(num: int) -> str:
@@ -224,24 +219,23 @@ def _run_child(
         log_path = os.path.join(work, "child.log")
         spec_path = os.path.join(work, "spec.json")
         r_fd, w_fd = os.pipe()
-        spec = {
-            "model_path": job.model_path,
-            "model_format": job.model_format,
-            "settings": settings.to_dict(),
-            "resolved": resolved,
-            "inputs_path": job.inputs_path,
-            "pin_cores": list(job.pin_cores),
-            "plugins": list(job.plugins),
-            "memory_limit_bytes": limit,
-            "progress_fd": w_fd,
-            "result_path": result_path,
-            "repeat_index": index,
-            "parent_pid": os.getpid(),
-        }
-        spec["sandbox"] = sandbox.plan(work, job.private_dir,
-                                       {"model_path": job.model_path, "inputs_path": job.inputs_path})
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
+        spec = ChildSpec(
+            model_path=job.model_path,
+            model_format=job.model_format,
+            settings=settings,
+            plan=RunPlan.from_dict(resolved),
+            inputs_path=job.inputs_path,
+            pin_cores=list(job.pin_cores),
+            plugins=list(job.plugins),
+            memory_limit_bytes=limit,
+            progress_fd=w_fd,
+            result_path=result_path,
+            repeat_index=index,
+            parent_pid=os.getpid(),
+            sandbox=sandbox.plan(work, job.private_dir,
+                                 {"model_path": job.model_path, "inputs_path": job.inputs_path}),
+        )
+        spec.write(spec_path)
         reader = _ProgressReader(r_fd, on_progress)
         with open(log_path, "wb") as logf:
             try:

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import jsonschema
-import yaml
-
 import hilfarm.profiles
 from hilfarm.agent.harness import RunDefaults
 from hilfarm.agent.native_code import check_library_entry
+from hilfarm.yaml_files import check_schema, load_yaml
 
 PROFILE_DIR = Path(hilfarm.profiles.__file__).resolve().parent
 SCHEMA_PATH = PROFILE_DIR / "device-profile.schema.json"
@@ -72,14 +70,7 @@ def _schema() -> Dict[str, Any]:
 
 def validate_document(doc: Any, source: str) -> None:
     """Raise ProfileError naming ``source`` and the first bad field."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if not errors:
-        return
-    err = errors[0]
-    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    raise ProfileError(f"{source}: field {where}: {err.message}{more}")
+    check_schema(doc, _schema(), source, ProfileError)
 
 
 def generic_profile_name(machine: Optional[str] = None) -> str:
@@ -121,17 +112,7 @@ def _find(name_or_path: str, search_dirs: Sequence[Path], relative_to: Optional[
 
 
 def _read(path: Path) -> Dict[str, Any]:
-    try:
-        with open(path) as f:
-            doc = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot be read: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ProfileError(f"{path}: a profile must be a mapping of fields, got {type(doc).__name__}")
-    validate_document(doc, str(path))
-    return doc
+    return load_yaml(path, _schema(), ProfileError, what="profile", shape="a profile must be a mapping of fields")
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any], top: bool = False) -> Dict[str, Any]:

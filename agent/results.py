@@ -11,28 +11,14 @@ and from a plain dict (``to_dict`` / ``*_from_dict``).
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from hilfarm.contract import FailureCategory  # noqa: F401  (the agent's name for it)
+
 if TYPE_CHECKING:  # the child process never needs the telemetry types
-    from hilfarm.agent.sustained import SustainedSummary
+    from hilfarm.agent.telemetry.sustained import SustainedSummary
     from hilfarm.agent.telemetry import TelemetryPoint, TelemetrySummary
-
-
-class FailureCategory(enum.Enum):
-    """Whose fault a failure is. Names match ``hilfarm.v1.FailureCategory`` without the prefix."""
-
-    UNSPECIFIED = "unspecified"
-    ARTIFACT_INVALID = "artifact_invalid"  # the model file: not a model, truncated, unreadable
-    UNSUPPORTED_OP = "unsupported_op"  # the model needs an op this runtime lacks
-    INPUT_MISMATCH = "input_mismatch"  # the user's inputs or shapes do not fit the model
-    RUNTIME_CRASH = "runtime_crash"  # the runtime killed the child
-    OUT_OF_MEMORY = "out_of_memory"  # the model needs more than the job's memory limit
-    TIMEOUT = "timeout"  # the job ran past its time limit
-    DEVICE_FAULT = "device_fault"  # the device or its runtime setup is broken
-    INFRASTRUCTURE = "infrastructure"  # the farm failed (transfer, digest, lease)
-    CONFIGURATION = "configuration"  # the request asks for something impossible here
 
 
 @dataclass
@@ -91,10 +77,10 @@ class JobSettings:
     seed: int = 0
     memory_limit_bytes: int = 0
     timeout_seconds: float = 0.0
-    sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/sustained.py)
+    sustained_seconds: float = 0.0  # > 0: sustained mode (see agent/telemetry/sustained.py)
     repeats: int = 0  # fresh child processes to measure in (0: the profile's default)
     warmup_max_seconds: float = 0.0  # cap on warming up until steady (0: the profile's default)
-    profile_ops: bool = False  # per-operator profile after the timed phase (agent/op_profile.py)
+    profile_ops: bool = False  # per-operator profile after the timed phase (agent/runtimes/op_profile.py)
     profile_ops_runs: int = 0  # profiled inferences; 0 = op_profile.DEFAULT_RUNS
     # > 0: the size of a dynamic dimension input_shapes leaves unset; 0: such a dimension fails the job.
     dynamic_dimension_default: int = 0

@@ -33,7 +33,8 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 import grpc
 
 from hilfarm import __version__, wire_limits
-from hilfarm.agent import acceleration, runtimes, sandbox, wire
+from hilfarm.agent import runtimes, sandbox, wire
+from hilfarm.agent.runtimes import acceleration, onnx
 from hilfarm.agent.activity import ActivityMeter, activity_warning
 from hilfarm.agent.cache import ArtifactCache
 from hilfarm.agent.capabilities import probe_capabilities_in_child
@@ -41,16 +42,17 @@ from hilfarm.agent.emulation import detect_emulation
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.orphans import ChildRegistry
 from hilfarm.agent.native_code import check_execution_provider, resolve_delegate
-from hilfarm.agent.job_telemetry import (
+from hilfarm.agent.telemetry.job import (
     JobTelemetry, SimulatedDeviceHost, attach_summary, build_sensors, telemetry_config,
 )
 from hilfarm.agent.profiles import Profile, ProfileError, detect_profile, load_profile
 from hilfarm.agent.result_limits import fit_message, fit_report
 from hilfarm.agent.sensors import SensorConfigError
-from hilfarm.agent.sustained import attach_sustained, sustained_summary
+from hilfarm.agent.telemetry.sustained import attach_sustained, sustained_summary
 from hilfarm.agent.results import (
     Failure, FailureCategory, JobFailed, JobOutcome, LeasedJob, Progress, Unavailable,
 )
+from hilfarm.paths import default_data_dir
 from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
@@ -60,11 +62,6 @@ log = logging.getLogger("hilfarm.agent")
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
 CREDENTIAL_FILE = "credential.json"
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "hilfarm" / "agent"
 
 
 class EnrollmentError(RuntimeError):
@@ -130,7 +127,7 @@ def _stable_agent_id(data_dir: Path, profile: Profile) -> str:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir()
+        self.data_dir = Path(config.data_dir) if config.data_dir else default_data_dir() / "agent"
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             # Models, inputs and the credential live here: nobody else on the device reads them.
@@ -437,7 +434,7 @@ class Agent:
             # Only a library the profile allow-lists, never a path into the artifact cache.
             settings = dataclasses.replace(settings, tflite_delegate_path=resolve_delegate(
                 settings.tflite_delegate_path, self.profile.delegates, self.data_dir, self.profile.name))
-        for provider in runtimes.provider_list(settings.execution_provider):
+        for provider in onnx.provider_list(settings.execution_provider):
             check_execution_provider(provider, self.profile.execution_providers, self.profile.name)
         bench = BenchmarkJob(
             model_path=str(model),

@@ -1,8 +1,10 @@
-"""The agent's boundary with the wire: domain dataclasses <-> hilfarm.v1 protobuf messages.
+"""The agent's boundary with the wire: domain dataclasses -> hilfarm.v1 protobuf messages
+(and the lease the controller sends back in).
 
-proto3 scalars have no "unset": a figure that was not measured goes out as zero and is named
-in ``BenchmarkResult.unavailable``; coming back, a field named there is ``None`` again. So
-``result_to_pb`` names every ``None`` figure that its result forgot to name.
+A measured figure is proto3 ``optional``: a figure the agent measured is set (zero included),
+one it did not is left unset and named in ``BenchmarkResult.unavailable`` with the reason, so
+``result_to_pb`` names every ``None`` figure that its result forgot to name. Only the agent
+writes results; the controller and the CLI read the messages themselves.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ import dataclasses
 from typing import Dict, List, Optional
 
 from hilfarm.agent.results import (
-    BenchmarkResult, BusyProcess, Capabilities, DeviceActivity, Environment, Failure, FailureCategory,
-    JobSettings, LatencyStats, LeasedJob, MemoryStats, OpProfile, OpTime, Progress, RepeatStats, RuntimeInfo,
-    Stability, Unavailable,
+    BenchmarkResult, Capabilities, DeviceActivity, Environment, Failure, FailureCategory, JobSettings,
+    LatencyStats, LeasedJob, MemoryStats, OpProfile, Progress, RepeatStats, Unavailable,
 )
-from hilfarm.agent import telemetry_wire
+from hilfarm.agent.telemetry import wire as telemetry_wire
 from hilfarm.v1 import farm_pb2
 
 # ---------------------------------------------------------------- settings
@@ -33,13 +34,6 @@ _SETTINGS_SCALARS = [
     f.name for f in dataclasses.fields(JobSettings)
     if f.name not in ("tflite_delegate_options", "input_shapes")
 ]
-
-
-def settings_to_pb(s: JobSettings) -> farm_pb2.JobSettings:
-    pb = farm_pb2.JobSettings(**{n: getattr(s, n) for n in _SETTINGS_SCALARS})
-    pb.tflite_delegate_options.update(s.tflite_delegate_options)
-    pb.input_shapes.extend(_shapes_to_pb(s.input_shapes))
-    return pb
 
 
 def settings_from_pb(pb: farm_pb2.JobSettings) -> JobSettings:
@@ -75,30 +69,13 @@ def progress_to_pb(p: Progress) -> farm_pb2.Progress:
     return pb
 
 
-def progress_from_pb(pb: farm_pb2.Progress) -> Progress:
-    p = Progress(**{f.name: getattr(pb, f.name) for f in dataclasses.fields(Progress) if f.name != "telemetry"})
-    p.telemetry = telemetry_wire.samples_from_pb(pb.telemetry)
-    return p
-
-
 def _category_to_pb(c: FailureCategory) -> int:
     return farm_pb2.FailureCategory.Value(f"FAILURE_CATEGORY_{c.name}")
-
-
-def _category_from_pb(v: int) -> FailureCategory:
-    name = farm_pb2.FailureCategory.Name(v)[len("FAILURE_CATEGORY_"):]
-    return FailureCategory[name]
 
 
 def failure_to_pb(f: Failure) -> farm_pb2.Failure:
     return farm_pb2.Failure(
         category=_category_to_pb(f.category), message=f.message, signal=f.signal, detail=f.detail
-    )
-
-
-def failure_from_pb(pb: farm_pb2.Failure) -> Failure:
-    return Failure(
-        category=_category_from_pb(pb.category), message=pb.message, signal=pb.signal, detail=pb.detail
     )
 
 
@@ -159,15 +136,6 @@ def result_to_pb(r: BenchmarkResult) -> farm_pb2.BenchmarkResult:
     return pb
 
 
-def _present(msg, name: str) -> bool:
-    """False only for a proto3 ``optional`` field left unset (other scalars are always there)."""
-    field = msg.DESCRIPTOR.fields_by_name[name]
-    has_presence = getattr(field, "has_presence", None)  # protobuf >= 5.28
-    if has_presence is None:
-        has_presence = field.containing_oneof is not None
-    return msg.HasField(name) if has_presence and field.message_type is None else True
-
-
 def _optional_fields(msg, obj) -> None:
     """Copy a dataclass's fields onto a message of the same field names, leaving None unset."""
     for f in dataclasses.fields(obj):
@@ -184,12 +152,6 @@ def _repeat_to_pb(rep: RepeatStats) -> farm_pb2.RepeatResult:
     return msg
 
 
-def _repeat_from_pb(msg: farm_pb2.RepeatResult) -> RepeatStats:
-    values = {f.name: (getattr(msg, f.name) if _present(msg, f.name) else None)
-              for f in dataclasses.fields(RepeatStats) if f.name != "warnings"}
-    return RepeatStats(**values, warnings=list(msg.warnings))
-
-
 def _activity_to_pb(a: DeviceActivity) -> farm_pb2.DeviceActivity:
     msg = farm_pb2.DeviceActivity()
     _optional_fields(msg, a)
@@ -197,10 +159,6 @@ def _activity_to_pb(a: DeviceActivity) -> farm_pb2.DeviceActivity:
     return msg
 
 
-def _activity_from_pb(msg: farm_pb2.DeviceActivity) -> DeviceActivity:
-    values = {f.name: (getattr(msg, f.name) if _present(msg, f.name) else None)
-              for f in dataclasses.fields(DeviceActivity) if f.name != "busy"}
-    return DeviceActivity(**values, busy=[BusyProcess(b.pid, b.name, b.cpu_cores) for b in msg.busy])
 def op_profile_to_pb(p: OpProfile) -> farm_pb2.OpProfile:
     pb = farm_pb2.OpProfile(source=p.source, runs=p.runs, timing_unavailable=p.timing_unavailable,
                             trace_format=p.trace_format, warnings=list(p.warnings))
@@ -216,61 +174,6 @@ def op_profile_to_pb(p: OpProfile) -> farm_pb2.OpProfile:
         pb.trace = data
         pb.trace_bytes = len(data)
     return pb
-
-
-def op_profile_from_pb(pb: farm_pb2.OpProfile) -> OpProfile:
-    return OpProfile(
-        source=pb.source, runs=pb.runs, timing_unavailable=pb.timing_unavailable, trace_format=pb.trace_format,
-        warnings=list(pb.warnings), nodes_by_provider=dict(pb.nodes_by_provider),
-        trace=pb.trace.decode("utf-8", "replace") if pb.trace else None,
-        ops=[OpTime(node=o.node, op_type=o.op_type, provider=o.provider, calls=o.calls, order=o.order,
-                    mean_seconds=o.mean_seconds if o.HasField("mean_seconds") else None,
-                    share=o.share if o.HasField("share") else None) for o in pb.ops],
-    )
-
-
-def result_from_pb(pb: farm_pb2.BenchmarkResult) -> BenchmarkResult:
-    named = {u.field for u in pb.unavailable}
-    r = BenchmarkResult(
-        unavailable=[Unavailable(u.field, u.reason) for u in pb.unavailable],
-        warnings=list(pb.warnings),
-    )
-    for section, cls in _SECTIONS:
-        src = getattr(pb, section)
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "samples_ns":
-                values[f.name] = list(src.samples_ns)
-            elif f.name == "count":
-                values[f.name] = src.count if src.count and not src.samples_ns else None
-            elif f"{section}.{f.name}" in named or not _present(src, f.name):
-                values[f.name] = None
-            else:
-                values[f.name] = getattr(src, f.name)
-        setattr(r, section, cls(**values))
-    r.repeats = [_repeat_from_pb(rep) for rep in pb.repeats]
-    r.stability = Stability(steady=pb.stability.steady, reasons=list(pb.stability.reasons)) \
-        if pb.HasField("stability") else Stability()
-    r.activity = _activity_from_pb(pb.activity) if pb.HasField("activity") else None
-    env = {}
-    for f in dataclasses.fields(Environment):
-        if f.name == "input_shapes":
-            env[f.name] = _shapes_from_pb(pb.environment.input_shapes)
-        elif f.name == "recorded_sources":
-            env[f.name] = list(pb.environment.recorded_sources)
-        else:
-            env[f.name] = getattr(pb.environment, f.name)
-    r.environment = Environment(**env)
-    if pb.HasField("power") or pb.HasField("thermal") or len(pb.timeline):
-        r.telemetry = telemetry_wire.summary_from_result(pb)
-        # The result's own lists hold the telemetry's unavailable figures and warnings (as
-        # job_telemetry.attach_summary leaves them); the summary keeps only the figures.
-        r.telemetry.warnings, r.telemetry.unavailable = [], {}
-    if pb.HasField("sustained"):
-        r.sustained = telemetry_wire.sustained_from_pb(pb.sustained)
-    if pb.HasField("op_profile"):
-        r.op_profile = op_profile_from_pb(pb.op_profile)
-    return r
 
 
 # ---------------------------------------------------------------- capabilities
@@ -293,22 +196,6 @@ def capabilities_to_pb(c: Capabilities) -> farm_pb2.Capabilities:
         python_version=c.python_version,
         accelerators=list(c.accelerators),
         emulation=c.emulation,
-    )
-
-
-def capabilities_from_pb(pb: farm_pb2.Capabilities) -> Capabilities:
-    return Capabilities(
-        runtimes=[
-            RuntimeInfo(r.name, r.version, r.package, list(r.execution_providers)) for r in pb.runtimes
-        ],
-        cpu_cores=pb.cpu_cores,
-        memory_bytes=pb.memory_bytes,
-        machine=pb.machine,
-        os=pb.os,
-        kernel=pb.kernel,
-        python_version=pb.python_version,
-        accelerators=list(pb.accelerators),
-        emulation=pb.emulation,
     )
 
 

@@ -20,9 +20,8 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import grpc
 
-import platformdirs
-
 from hilfarm import wire_limits
+from hilfarm.paths import default_data_dir
 from hilfarm.suite_files import SuiteError, load_suite
 from hilfarm.transport import ServerTls
 
@@ -80,7 +79,7 @@ class ControllerConfig:
     nightly_clock: Optional[Callable[[], float]] = None  # the time those schedules are read against
 
     def resolved_data_dir(self) -> Path:
-        return Path(self.data_dir) if self.data_dir is not None else Path(platformdirs.user_data_dir("hilfarm"))
+        return Path(self.data_dir) if self.data_dir is not None else default_data_dir()
 
 
 @dataclass

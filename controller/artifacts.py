@@ -24,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Deque, Iterable, Iterator, Optional, Tuple
 
+from hilfarm.units import format_bytes
+
 from .artifact_formats import check_format
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import ARTIFACT_FORMATS, DEFAULT_PROJECT, Artifact
@@ -55,14 +57,6 @@ def check_digest(sha256: str, what: str = "artifact") -> str:
     if not _SHA256.match(digest):
         raise InvalidArgument(f"{what} sha256 must be 64 hex digits, got {sha256!r}")
     return digest
-
-
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 class ArtifactStore:
@@ -138,8 +132,8 @@ class ArtifactStore:
             raise InvalidArgument(f"artifact {name}: declared size {artifact.size_bytes} bytes; it must be positive")
         if artifact.size_bytes > self.max_bytes:
             raise ResourceExhausted(
-                f"artifact {name} is {artifact.size_bytes} bytes ({_human(artifact.size_bytes)}), larger than "
-                f"this controller's limit of {self.max_bytes} bytes ({_human(self.max_bytes)}); the operator "
+                f"artifact {name} is {artifact.size_bytes} bytes ({format_bytes(artifact.size_bytes)}), larger than "
+                f"this controller's limit of {self.max_bytes} bytes ({format_bytes(self.max_bytes)}); the operator "
                 "can raise the limit with --max-artifact-bytes"
             )
         return artifact

@@ -11,9 +11,8 @@ Units are base units (seconds, bytes, watts, joules, celsius, hertz, ratios 0..1
 name starts with ``hilfarm_``. Labels are bounded: device profiles, agents (one per physical
 device), models, runtimes, failure categories. No job ids and no run ids, ever.
 
-A figure the agent did not measure is not exported (no series), never exported as zero. The
-result documents drop proto3 zero values (see wire.py), so a figure absent from a section that
-*is* present, and not named in ``unavailable``, was measured as zero.
+A figure the agent did not measure is not exported (no series), never exported as zero: a
+stored figure is present with its measured value, or absent and unknown (see farm.proto).
 
 A scrape's work is bounded, however many jobs the farm has run: the newest result per model x
 profile x runtime is a row of ``latest_results`` and finished jobs are counters in
@@ -116,13 +115,11 @@ RESULT_METRICS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
 RESULT_LABELS = ("model", "device_profile", "runtime", "simulated", "emulated", "recorded")
 
 
-def _section_value(result: Dict[str, Any], unavailable: set, section: str, field: str) -> Optional[float]:
-    """A measured figure, or None when it was not measured (see the module docstring)."""
+def _section_value(result: Dict[str, Any], section: str, field: str) -> Optional[float]:
+    """A measured figure, or None when it was not measured (absent)."""
     doc = result.get(section)
-    if not isinstance(doc, dict) or f"{section}.{field}" in unavailable or section in unavailable:
-        return None
-    value = doc.get(field, 0.0)
-    if isinstance(value, str):  # "NaN" / "Infinity" from the JSON mapping: not a usable figure
+    value = doc.get(field) if isinstance(doc, dict) else None
+    if value is None or isinstance(value, str):  # "NaN" / "Infinity" from the JSON mapping: not usable
         return None
     return float(value)
 
@@ -139,7 +136,6 @@ def result_figures(job: Job) -> List[Figure]:
     """The figures of one succeeded job's result, for the collector and for remote-write."""
     result = job.result or {}
     env = result.get("environment") or {}
-    unavailable = {u.get("field", "") for u in result.get("unavailable", []) if isinstance(u, dict)}
     base_sim = bool(env.get("simulated", False))
     base = {"model": model_label(job.model_name), "device_profile": job.device_profile,
             "runtime": result_runtime(job), "emulated": _bool_label(bool(env.get("emulated", False)))}
@@ -155,7 +151,7 @@ def result_figures(job: Job) -> List[Figure]:
         out.append(Figure(name, tuple(sorted(labels.items())), value))
 
     def lat(field: str) -> Optional[float]:
-        return _section_value(result, unavailable, "latency", field)
+        return _section_value(result, "latency", field)
 
     for quantile, field in LATENCY_QUANTILES:
         add("hilfarm_inference_latency_seconds", lat(field), quantile=quantile)
@@ -170,7 +166,7 @@ def result_figures(job: Job) -> List[Figure]:
     add("hilfarm_first_inference_seconds", lat("first_inference_seconds"))
 
     def mem(field: str) -> Optional[float]:
-        return _section_value(result, unavailable, "memory", field)
+        return _section_value(result, "memory", field)
 
     add("hilfarm_inference_peak_memory_bytes", mem("peak_bytes"))
     add("hilfarm_inference_model_memory_bytes", mem("model_delta_bytes"))
@@ -180,9 +176,9 @@ def result_figures(job: Job) -> List[Figure]:
     if isinstance(power, dict):
         sim = base_sim or bool(power.get("simulated", False))
         rec = bool(power.get("recorded", False))
-        add("hilfarm_inference_energy_joules", _section_value(result, unavailable, "power", "energy_per_inference_joules"), sim, rec)
-        add("hilfarm_inference_power_watts", _section_value(result, unavailable, "power", "active_watts"), sim, rec)
-        add("hilfarm_inference_idle_power_watts", _section_value(result, unavailable, "power", "idle_watts"), sim, rec)
+        add("hilfarm_inference_energy_joules", _section_value(result, "power", "energy_per_inference_joules"), sim, rec)
+        add("hilfarm_inference_power_watts", _section_value(result, "power", "active_watts"), sim, rec)
+        add("hilfarm_inference_idle_power_watts", _section_value(result, "power", "idle_watts"), sim, rec)
     thermal = result.get("thermal")
     if isinstance(thermal, dict):
         sim = base_sim or bool(thermal.get("simulated", False))
@@ -191,7 +187,7 @@ def result_figures(job: Job) -> List[Figure]:
             if "max_celsius" in zone and not isinstance(zone["max_celsius"], str):
                 add("hilfarm_inference_max_temperature_celsius", float(zone["max_celsius"]), sim, rec,
                     zone=str(zone.get("zone", "")) or "unnamed")
-        add("hilfarm_inference_throttled_ratio", _section_value(result, unavailable, "thermal", "throttled_fraction"), sim, rec)
+        add("hilfarm_inference_throttled_ratio", _section_value(result, "thermal", "throttled_fraction"), sim, rec)
     if job.finished_at is not None:
         add("hilfarm_inference_result_timestamp_seconds", float(job.finished_at))
     return out

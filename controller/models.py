@@ -16,6 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+# The farm's shared values (one definition, in hilfarm.contract), under the names the controller uses.
+from hilfarm.contract import ARTIFACT_FORMATS, MODEL_FORMATS, RUNTIME_FOR_FORMAT, FailureCategory  # noqa: F401
+
 # JSONB on PostgreSQL (indexable, compact), the generic JSON text column elsewhere.
 JSONDocument = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -42,30 +45,11 @@ ACTIVE_STATES = frozenset({JobState.LEASED, JobState.RUNNING})
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
-class FailureCategory(str, enum.Enum):
-    """Whose fault a failure is (mirrors hilfarm.v1.FailureCategory)."""
-
-    UNSPECIFIED = "unspecified"
-    ARTIFACT_INVALID = "artifact_invalid"
-    UNSUPPORTED_OP = "unsupported_op"
-    INPUT_MISMATCH = "input_mismatch"
-    RUNTIME_CRASH = "runtime_crash"
-    OUT_OF_MEMORY = "out_of_memory"
-    TIMEOUT = "timeout"
-    DEVICE_FAULT = "device_fault"
-    INFRASTRUCTURE = "infrastructure"
-    CONFIGURATION = "configuration"
-
-
-ARTIFACT_FORMATS = ("onnx", "tflite", "npz")
 # The project of everything made without a project token: the operator's token, a controller
 # run without tokens, and every row from before projects existed.
 DEFAULT_PROJECT = "default"
-MODEL_FORMATS = ("onnx", "tflite")
 # Baselines key on the runtime configuration (runtime_config below), kept in a column this long.
 MAX_RUNTIME_CONFIG_CHARS = 500
-# The runtime a job needs when its settings name none.
-RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,10 @@ from hilfarm import wire_limits
 
 from .artifacts import ArtifactStore, check_digest
 from .errors import InvalidArgument, NotFound, ResourceExhausted
-from .models import DEFAULT_PROJECT, MAX_RUNTIME_CONFIG_CHARS, MODEL_FORMATS, Job, JobState, Run, runtime_config
+from hilfarm.contract import MODEL_FORMATS, RUNTIME_FORMATS, RUNTIMES
 
-# The model formats each runtime can run. "null" runs nothing whatever the model: it
-# measures the harness itself (benchmarks/harness_fidelity.py).
-RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "tflite": ("tflite",), "null": MODEL_FORMATS}
-KNOWN_RUNTIMES = tuple(RUNTIME_FORMATS)
+from .models import DEFAULT_PROJECT, MAX_RUNTIME_CONFIG_CHARS, Job, JobState, Run, runtime_config
+
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
 # Jobs one submission may create (models x device profiles), and queued jobs a project may have.
@@ -68,9 +66,9 @@ def validate_settings(settings: Dict[str, Any]) -> None:
         if lo and hi and lo > hi:
             raise InvalidArgument(f"settings.{low} ({lo}) is larger than settings.{high} ({hi})")
     runtime = settings.get("runtime", "")
-    if runtime and runtime not in KNOWN_RUNTIMES:
+    if runtime and runtime not in RUNTIMES:
         raise InvalidArgument(
-            f"settings.runtime {runtime!r} is not a runtime the farm knows ({', '.join(KNOWN_RUNTIMES)})"
+            f"settings.runtime {runtime!r} is not a runtime the farm knows ({', '.join(RUNTIMES)})"
         )
     optimization = settings.get("graph_optimization", "")
     if optimization and optimization not in GRAPH_OPTIMIZATIONS:

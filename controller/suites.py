@@ -45,13 +45,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from hilfarm.constraints import FAIL, UNKNOWN, Budget, Verdict, resolve
+from hilfarm.contract import is_farm_fault
 
 from . import regression
 from .artifacts import ArtifactStore
 from .errors import FarmError, InvalidArgument
 from .models import (
-    DEFAULT_PROJECT, FailureCategory, Job, JobEvaluation, JobState, Run, SuiteCaseRow, SuiteRunRow, pin_tag,
-    runtime_config,
+    DEFAULT_PROJECT, Job, JobEvaluation, JobState, Run, SuiteCaseRow, SuiteRunRow, pin_tag, runtime_config,
 )
 from .notifications import Change
 from .regression_store import LAST_ACCEPTED, RegressionStore
@@ -69,10 +69,14 @@ DRIVER_LEASE_SECONDS = 30.0
 # The driver thread also looks at every running suite this often (deadlines, lapsed claims).
 SWEEP_SECONDS = 2.0
 DEFAULT_REPEATS = 5
+# A confirmation re-runs at least this many A B pairs, whatever the suite's repeats: with two
+# pairs, a device whose load comes and goes puts both fast runs on one side one time in six,
+# and two repeats a side give a t-test two degrees of freedom to believe it; five pairs make
+# such a split a chance of 2 in 252.
+CONFIRMATION_PAIRS = 5
 OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
                  "no_baseline", "pass")
 NOT_FAILURES = ("pass", "no_baseline", "inconclusive")
-_FARM_FAULTS = {FailureCategory.INFRASTRUCTURE, FailureCategory.DEVICE_FAULT, FailureCategory.UNSPECIFIED}
 
 
 def worst(outcomes: Sequence[str]) -> str:
@@ -449,7 +453,7 @@ class SuiteRunner:
                 failure = job.failure
                 if job.id in stuck:
                     case.outcome, case.message = "error", stuck[job.id]
-                elif failure is not None and failure.category not in _FARM_FAULTS:
+                elif failure is not None and not is_farm_fault(failure.category):
                     case.outcome = "model_failed"
                     case.message = f"the job failed [{failure.category.value}]: {failure.message}"
                 else:
@@ -516,7 +520,7 @@ class SuiteRunner:
             model = {"sha256": job.model_sha256, "name": job.model_name, "format": job.model_format}
             base_model = {"sha256": base_job.model_sha256, "name": base_job.model_name, "format": base_job.model_format}
             have_baseline_artifact = self.artifacts.stat(base_job.model_sha256, project=run.project) is not None
-            pairs = max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), 2)
+            pairs = max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), CONFIRMATION_PAIRS)
             one_repeat = dict(job.settings or {}, repeats=1)
             pinned = [pin_tag(job.agent_id)] if job.agent_id else []
             order = ([base_model, model] if have_baseline_artifact else [model]) * pairs

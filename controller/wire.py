@@ -6,9 +6,9 @@ JSON documents (job settings, progress, benchmark results, agent capabilities) m
 fields exactly: the same field names, nested messages as objects, repeated fields as lists,
 int64 as JSON integers (raw samples stay exact), enums by name, bytes as base64, non-finite doubles as the
 strings "NaN", "Infinity", "-Infinity" (as in the proto3 JSON mapping; PostgreSQL JSON cannot
-hold them as numbers). A field at its proto3 zero value is absent from the document: proto3
-cannot tell "zero" from "unset", and the result names every figure it could not measure in
-``unavailable``, so an absent figure is read as "not reported", never as a measured zero.
+hold them as numbers). A plain proto3 field at its zero value is absent from the document. A
+measured figure is proto3 ``optional`` (see farm.proto): present with its value, zero included,
+or absent and named in the result's ``unavailable``. Absent always means "not measured".
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import base64
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from hilfarm.terminal_text import strip_terminal_escapes
@@ -26,9 +27,6 @@ from .models import DEFAULT_PROJECT, Agent, Artifact, DeviceStatus, Failure, Fai
 M = TypeVar("M", bound=Message)
 
 # ---------------------------------------------------------------- generic documents
-
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
 
 def _is_repeated(field: Any) -> bool:
     flag = getattr(field, "is_repeated", None)  # protobuf >= 5.28; older ones have only label
@@ -50,27 +48,6 @@ def _scalar_to_json(field: Any, value: Any) -> Any:
     if isinstance(value, bytes):
         # As in the proto3 JSON mapping: bytes travel as base64 text.
         return base64.b64encode(value).decode("ascii")
-    return value
-
-
-class _Unknown(Exception):
-    """A value this version of the contract does not know (written by a newer one)."""
-
-
-def _scalar_from_json(field: Any, value: Any) -> Any:
-    if field.type == field.TYPE_BYTES and isinstance(value, str):
-        return base64.b64decode(value)
-    if field.enum_type is not None and isinstance(value, str):
-        named = field.enum_type.values_by_name.get(value)
-        if named is None:
-            raise _Unknown(f"{field.full_name}: {value!r} is not a value of {field.enum_type.full_name}")
-        return named.number
-    if field.cpp_type == field.CPPTYPE_DOUBLE or field.cpp_type == field.CPPTYPE_FLOAT:
-        if isinstance(value, str):
-            if value not in _NON_FINITE:
-                raise ValueError(f"{field.full_name}: {value!r} is not a number")
-            return _NON_FINITE[value]
-        return float(value)
     return value
 
 
@@ -96,50 +73,29 @@ def message_to_dict(msg: Message) -> Dict[str, Any]:
     return out
 
 
-def _fill(msg: Message, doc: Dict[str, Any]) -> None:
-    fields = msg.DESCRIPTOR.fields_by_name
-    for name, value in doc.items():
-        field = fields.get(name)
-        if field is None or value is None:
-            continue  # a field a newer version added: this one reads the rest
-        target = getattr(msg, name) if (field.message_type is not None or _is_repeated(field)) else None
-        try:
-            if _is_map(field):
-                value_field = field.message_type.fields_by_name["value"]
-                for k, v in value.items():
-                    if value_field.message_type is not None:
-                        _fill(target[k], v)
-                    else:
-                        target[k] = _scalar_from_json(value_field, v)
-            elif _is_repeated(field):
-                if field.message_type is not None:
-                    for item in value:
-                        _fill(target.add(), item)
-                else:
-                    for v in value:
-                        try:
-                            target.append(_scalar_from_json(field, v))
-                        except _Unknown:
-                            pass
-            elif field.message_type is not None:
-                target.SetInParent()
-                _fill(target, value)
-            else:
-                setattr(msg, name, _scalar_from_json(field, value))
-        except _Unknown:
-            pass  # an enum value a newer version added: left unset
-
-
 def dict_to_message(doc: Optional[Dict[str, Any]], message_type: Type[M]) -> M:
-    """The message a document made by ``message_to_dict`` describes.
+    """The message a document made by ``message_to_dict`` describes (``json_format`` reads it:
+    the documents are the proto3 JSON mapping with the proto's own field names).
 
     Reading is tolerant: a field or an enum value this version does not know (stored by a newer
     controller during a rolling upgrade, or by one that was rolled back) is left out, and the
     rest of the document is read, so replicas of two versions can share one database."""
     msg = message_type()
     if doc:
-        _fill(msg, doc)
+        json_format.ParseDict(_non_finite_as_text(doc), msg, ignore_unknown_fields=True)
     return msg
+
+
+def _non_finite_as_text(value: Any) -> Any:
+    """Documents the controller builds in memory (comparisons) may hold float NaN or infinity;
+    the JSON mapping spells them as text, which is what ``json_format`` reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _non_finite_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_non_finite_as_text(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- documents with a name
@@ -164,7 +120,33 @@ def result_to_pb(result: Optional[Dict[str, Any]]) -> pb.BenchmarkResult:
     return dict_to_message(result, pb.BenchmarkResult)
 
 
+# The sections whose figures carry presence. An agent from before the figures were ``optional``
+# sent a measured zero as an absent field; a figure absent and not named in ``unavailable`` is
+# named there on arrival, so a reading the farm cannot tell from zero is reported as unknown,
+# never invented (a current agent names every figure it leaves out).
+_MEASURED_SECTIONS = ("latency", "memory", "power", "thermal")
+# Optional from the start, and unset by design with a single repeat: not a legacy zero.
+_REPEAT_SPREAD = {"repeat_p50_min_seconds", "repeat_p50_max_seconds", "between_repeat_spread"}
+
+
+def _has_presence(field: Any) -> bool:
+    flag = getattr(field, "has_presence", None)  # protobuf >= 5.28
+    if flag is not None:
+        return bool(flag) and field.message_type is None and not _is_repeated(field)
+    return field.containing_oneof is not None and field.message_type is None
+
+
 def result_from_pb(msg: pb.BenchmarkResult) -> Dict[str, Any]:
+    named = {u.field for u in msg.unavailable}
+    for section in _MEASURED_SECTIONS:
+        if not msg.HasField(section) or section in named:
+            continue
+        part = getattr(msg, section)
+        for field in part.DESCRIPTOR.fields:
+            key = f"{section}.{field.name}"
+            if (_has_presence(field) and field.name not in _REPEAT_SPREAD and not part.HasField(field.name)
+                    and key not in named):
+                msg.unavailable.add(field=key, reason="not reported by the agent")
     return message_to_dict(msg)
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import grpc
 
 from hilfarm import wire_limits
+from hilfarm.contract import MODEL_FORMATS
 from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
@@ -29,9 +30,6 @@ FINAL_STATES = frozenset(
     {farm_pb2.JOB_STATE_SUCCEEDED, farm_pb2.JOB_STATE_FAILED, farm_pb2.JOB_STATE_CANCELLED}
 )
 
-MODEL_FORMATS = ("onnx", "tflite")
-# The runtime a job needs when its settings name none (the controller's rule: Job.runtime).
-RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite"}
 
 log = logging.getLogger("hilfarm.client")
 

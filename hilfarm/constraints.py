@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import jsonschema
 import numpy as np
-import yaml
+
+from hilfarm.units import BYTE_UNITS, format_bytes
+from hilfarm.yaml_files import check_schema, read_yaml
 
 SCHEMA_ID = "hilfarm.constraints/v1"
 
@@ -115,15 +116,13 @@ def _section(result: Mapping[str, Any], section: str) -> Mapping[str, Any]:
     return result[section]
 
 
-def _figure(section: str, name: str, *, zero_is_value: bool = False) -> Callable[[Mapping[str, Any]], float]:
+def _figure(section: str, name: str) -> Callable[[Mapping[str, Any]], float]:
     def read(result: Mapping[str, Any]) -> float:
         why = _unavailable_reason(result, f"{section}.{name}", section)
         if why:
             raise _Missing(why)
         values = _section(result, section)
-        if name not in values:
-            if zero_is_value:
-                return 0.0
+        if values.get(name) is None:  # absent: not measured (farm.proto's one rule)
             raise _Missing(f"{section}.{name} was not reported")
         return float(values[name])
     return read
@@ -182,14 +181,14 @@ CATALOGUE: Dict[str, Figure] = {
     "latency.first_inference": Figure(_figure("latency", "first_inference_seconds"), "s", "<=", "cold first inference"),
     "throughput": Figure(_figure("latency", "throughput_per_second"), "1/s", ">=", "inferences per second"),
     "memory.peak": Figure(_figure("memory", "peak_bytes"), "bytes", "<=", "peak resident memory of the process"),
-    "memory.model_delta": Figure(_figure("memory", "model_delta_bytes", zero_is_value=True), "bytes", "<=", "memory the model added"),
+    "memory.model_delta": Figure(_figure("memory", "model_delta_bytes"), "bytes", "<=", "memory the model added"),
     "model.size": Figure(_figure("memory", "model_file_bytes"), "bytes", "<=", "model file size"),
     "power.mean": Figure(_figure("power", "active_watts"), "W", "<=", "mean power during the timed runs"),
     "power.idle": Figure(_figure("power", "idle_watts"), "W", "<=", "idle power before the run"),
     "energy.per_inference": Figure(_figure("power", "energy_per_inference_joules"), "J", "<=", "energy per inference"),
     "temperature.max": Figure(_max_temperature, "C", "<=", "hottest zone during the run"),
     "thermal.throttling": Figure(_throttled, "bool", "<=", "whether the device throttled (0 or 1)"),
-    "thermal.throttled_fraction": Figure(_figure("thermal", "throttled_fraction", zero_is_value=True), "ratio", "<=", "fraction of the run spent throttled"),
+    "thermal.throttled_fraction": Figure(_figure("thermal", "throttled_fraction"), "ratio", "<=", "fraction of the run spent throttled"),
 }
 
 _PERCENTILE = re.compile(r"latency\.p(\d{1,2}(?:\.\d+)?)$")
@@ -300,7 +299,7 @@ def overall(verdicts: Sequence[Verdict]) -> str:
 
 _UNITS: Dict[str, Dict[str, float]] = {
     "s": {"": 1, "s": 1, "sec": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "min": 60},
-    "bytes": {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30},
+    "bytes": dict(BYTE_UNITS),
     "W": {"": 1, "w": 1, "mw": 1e-3, "kw": 1e3},
     "J": {"": 1, "j": 1, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6},
     "C": {"": 1, "c": 1, "°c": 1, "degc": 1},
@@ -383,12 +382,7 @@ def parse_constraint_set(doc: Any, source: str = "<constraints>") -> ConstraintS
     source and the field."""
     if not isinstance(doc, Mapping):
         raise ConstraintError(f"{source}: a constraint set is a mapping with 'budgets:' (schema {SCHEMA_ID})")
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        path = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ConstraintError(f"{source}: field {path}: {first.message}")
+    check_schema(doc, SCHEMA, source, ConstraintError)
     budgets: List[Budget] = []
     for name, spec in (doc.get("budgets") or {}).items():
         budgets.append(_budget(str(name), spec, "", f"{source}: budgets.{name}"))
@@ -399,14 +393,8 @@ def parse_constraint_set(doc: Any, source: str = "<constraints>") -> ConstraintS
 
 
 def load_constraint_set(path: Path) -> ConstraintSet:
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConstraintError(f"{path}: cannot read the constraint set: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConstraintError(f"{path}: not valid YAML: {exc}") from None
-    return parse_constraint_set(doc, str(path))
+    # Inline sets (a suite's constraints:) are checked by parse_constraint_set alone.
+    return parse_constraint_set(read_yaml(path, "constraint set", ConstraintError), str(path))
 
 
 # ---------------------------------------------------------------- wire (hilfarm.v1)
@@ -467,7 +455,7 @@ def format_value(value: Optional[float], unit: str) -> str:
     if unit == "s":
         return f"{value * 1e3:.2f} ms" if abs(value) < 10 else f"{value:.2f} s"
     if unit == "bytes":
-        return f"{value / (1 << 20):.1f} MiB"
+        return format_bytes(value, "MiB")
     if unit == "bool":
         return "yes" if value else "no"
     if unit == "ratio":

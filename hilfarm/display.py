@@ -29,6 +29,7 @@ from rich.text import Text
 
 from hilfarm.documents import failure_category_name, state_name, timed_runs
 from hilfarm.terminal_text import strip_terminal_escapes
+from hilfarm.units import GIB, MIB, format_bytes
 from hilfarm.v1 import farm_pb2
 
 _STATE_STYLE = {
@@ -58,7 +59,8 @@ def ms(seconds: float) -> str:
 
 
 def mib(n_bytes: int) -> str:
-    return f"{n_bytes / (1 << 20):.1f}"
+    """A figure for a column headed MiB."""
+    return f"{n_bytes / MIB:.1f}"
 
 
 def _ms_short(seconds: float) -> str:
@@ -71,7 +73,7 @@ def _ms_short(seconds: float) -> str:
 
 
 def _mib_short(n_bytes: int) -> str:
-    value = n_bytes / (1 << 20)
+    value = n_bytes / MIB
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
@@ -282,7 +284,30 @@ def _state(job: farm_pb2.Job, text: Optional[str] = None) -> Text:
 
 
 def _unavailable(result: farm_pb2.BenchmarkResult) -> Dict[str, str]:
-    return {u.field: u.reason for u in result.unavailable}
+    """Every figure the result lacks, by "section.field": those it names with their reasons, and
+    any measured figure (proto3 optional) it leaves unset."""
+    missing = {u.field: u.reason for u in result.unavailable}
+    for section in ("latency", "memory", "power", "thermal"):
+        part = getattr(result, section)
+        for field in part.DESCRIPTOR.fields:
+            if field.message_type is not None:
+                continue
+            try:
+                present = part.HasField(field.name)
+            except ValueError:  # a plain proto3 scalar or a list: no presence to check
+                continue
+            if not present:
+                missing.setdefault(f"{section}.{field.name}", "not measured")
+    return missing
+
+
+def _measured(msg: Any, name: str) -> Optional[Any]:
+    """A measured figure (proto3 optional), or None when the device did not measure it."""
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def _fmt(value: Optional[float], spec: str, unit: str = "", scale: float = 1.0) -> str:
+    return "unknown" if value is None else f"{value * scale:{spec}}{unit}"
 
 
 # ---------------------------------------------------------------- results
@@ -292,27 +317,24 @@ _UNKNOWN = Text("-", style="dim")
 
 def _power_and_heat(result: farm_pb2.BenchmarkResult) -> Tuple[Optional[float], Optional[float]]:
     """Mean active watts and the hottest zone's maximum, None where the device has no sensor."""
-    missing = _unavailable(result)
-    watts = (result.power.active_watts
-             if result.HasField("power") and "power.active_watts" not in missing else None)
-    zones = list(result.thermal.zones) if result.HasField("thermal") else []
-    hottest = max(z.max_celsius for z in zones) if zones else None
-    return watts, hottest
+    watts = _measured(result.power, "active_watts") if result.HasField("power") else None
+    temps = [z.max_celsius for z in result.thermal.zones if z.HasField("max_celsius")] \
+        if result.HasField("thermal") else []
+    return watts, (max(temps) if temps else None)
 
 
 def power_and_heat_cells(result: farm_pb2.BenchmarkResult) -> List[str]:
     """Active watts, millijoules per inference, hottest zone, throttled share: 'unknown' where
     the device has no sensor for it (the reason is in `jobs show`)."""
-    missing = _unavailable(result)
     power, thermal = result.power, result.thermal
     has_power = result.HasField("power")
-    watts = f"{power.active_watts:.2f}" if has_power and "power.active_watts" not in missing else "unknown"
-    energy = (f"{power.energy_per_inference_joules * 1e3:.3f}"
-              if has_power and "power.energy_per_inference_joules" not in missing else "unknown")
-    zones = list(thermal.zones) if result.HasField("thermal") else []
-    hottest = f"{max(z.max_celsius for z in zones):.1f}" if zones else "unknown"
-    throttled = (f"{thermal.throttled_fraction:.0%}" if thermal.throttled else "no") if result.HasField("thermal") else "unknown"
-    return [watts, energy, hottest, throttled]
+    watts = _fmt(_measured(power, "active_watts") if has_power else None, ".2f")
+    energy = _fmt(_measured(power, "energy_per_inference_joules") if has_power else None, ".3f", scale=1e3)
+    _, hottest = _power_and_heat(result)
+    throttled = "unknown"
+    if result.HasField("thermal") and thermal.HasField("throttled"):
+        throttled = _fmt(_measured(thermal, "throttled_fraction"), ".0%") if thermal.throttled else "no"
+    return [watts, energy, _fmt(hottest, ".1f"), throttled]
 
 
 _MODEL = Column("model", flexible=True, in_title="{}")
@@ -614,7 +636,7 @@ def devices_table(devices: Iterable[farm_pb2.Device], *, wide: bool = False) -> 
         cells: List[Cell] = [d.agent_id, profile, Text(d.state, style=_DEVICE_STATE_STYLE.get(d.state, "")),
                              _runtimes_text(caps), short_id(d.current_job_id)]
         if wide:
-            cells += [",".join(d.tags), str(caps.cpu_cores), f"{caps.memory_bytes / (1 << 30):.1f}",
+            cells += [",".join(d.tags), str(caps.cpu_cores), f"{caps.memory_bytes / GIB:.1f}",
                       d.agent_version, _when(d.last_seen)]
         rows.append(Row(d.agent_id, cells))
     return FittedTable(columns, rows)
@@ -636,7 +658,7 @@ def device_detail(d: farm_pb2.Device) -> Group:
         ("job", d.current_job_id or "-"),
         ("tags", ", ".join(d.tags) or "-"),
         ("host", f"{d.hostname or '-'} ({caps.machine}, {caps.cpu_cores} cores, "
-                 f"{caps.memory_bytes / (1 << 30):.1f} GiB)"),
+                 f"{format_bytes(caps.memory_bytes, 'GiB')})"),
         ("system", f"{caps.os} / kernel {caps.kernel} / Python {caps.python_version}"),
         ("agent version", d.agent_version or "-"),
         ("last seen", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.last_seen)) if d.last_seen else "never"),
@@ -688,10 +710,10 @@ def job_detail(job: farm_pb2.Job) -> Group:
             ("std / cv", f"{ms(lat.std_seconds)} ms / {lat.cv:.3f}", ""),
             ("throughput", f"{lat.throughput_per_second:.1f} inferences/s", ""),
             ("drift (last/first tenth p50)", _or_unknown(missing, "latency.drift_ratio", f"{lat.drift_ratio:.3f}"), ""),
-            ("memory baseline peak", _or_unknown(missing, "memory.baseline_peak_bytes", f"{mib(mem.baseline_peak_bytes)} MiB"), "¹"),
-            ("memory peak", _or_unknown(missing, "memory.peak_bytes", f"{mib(mem.peak_bytes)} MiB"), "¹"),
-            ("memory due to model", _or_unknown(missing, "memory.model_delta_bytes", f"{mib(mem.model_delta_bytes)} MiB"), "¹"),
-            ("model file", _or_unknown(missing, "memory.model_file_bytes", f"{mib(mem.model_file_bytes)} MiB"), ""),
+            ("memory baseline peak", _or_unknown(missing, "memory.baseline_peak_bytes", format_bytes(mem.baseline_peak_bytes, "MiB")), "¹"),
+            ("memory peak", _or_unknown(missing, "memory.peak_bytes", format_bytes(mem.peak_bytes, "MiB")), "¹"),
+            ("memory due to model", _or_unknown(missing, "memory.model_delta_bytes", format_bytes(mem.model_delta_bytes, "MiB")), "¹"),
+            ("model file", _or_unknown(missing, "memory.model_file_bytes", format_bytes(mem.model_file_bytes, "MiB")), ""),
         ]
         for row in rows:
             figures.add_row(*row)
@@ -787,35 +809,39 @@ def _power_and_thermal_tables(r: farm_pb2.BenchmarkResult) -> list:
     tables = []
     if r.HasField("power"):
         p = r.power
-        missing = _unavailable(r)
         sim = " (simulated)" if p.simulated else " (recorded)" if p.recorded else ""
-        power = Table(title=f"power ({p.sensor}, {p.sample_rate_hz:.1f} Hz){sim}", show_header=False,
+        rate = _fmt(_measured(p, "sample_rate_hz"), ".1f", " Hz")
+        power = Table(title=f"power ({p.sensor}, {rate}){sim}", show_header=False,
                       title_justify="left")
         power.add_column("figure")
         power.add_column("value", justify="right")
-        for name, label, text in (
-            ("idle_watts", "idle", f"{p.idle_watts:.3f} W"),
-            ("active_watts", "active (timed runs)", f"{p.active_watts:.3f} W"),
-            ("energy_per_inference_joules", f"energy per inference ({p.energy_method or 'unknown method'})",
-             f"{p.energy_per_inference_joules * 1e3:.4f} mJ"),
-        ):
-            power.add_row(label, "unknown" if f"power.{name}" in missing else text)
+        power.add_row("idle", _fmt(_measured(p, "idle_watts"), ".3f", " W"))
+        power.add_row("active (timed runs)", _fmt(_measured(p, "active_watts"), ".3f", " W"))
+        power.add_row(f"energy per inference ({p.energy_method or 'unknown method'})",
+                      _fmt(_measured(p, "energy_per_inference_joules"), ".4f", " mJ", 1e3))
         for rail in p.rails:
-            power.add_row(f"rail {rail.rail}", f"{rail.mean_watts:.3f} W")
+            power.add_row(f"rail {rail.rail}", _fmt(_measured(rail, "mean_watts"), ".3f", " W"))
         tables.append(power)
     if r.HasField("thermal"):
         t = r.thermal
         sim = " (simulated)" if t.simulated else " (recorded)" if t.recorded else ""
-        verdict = f"throttled {t.throttled_fraction:.0%} of the run" if t.throttled else "not throttled"
-        heat = Table(title=f"thermal: {verdict}, cooled down {t.cooldown_seconds:.1f} s first{sim}",
+        if not t.HasField("throttled"):
+            verdict = "throttling unknown"
+        elif t.throttled:
+            verdict = f"throttled {_fmt(_measured(t, 'throttled_fraction'), '.0%')} of the run"
+        else:
+            verdict = "not throttled"
+        heat = Table(title=f"thermal: {verdict}, cooled down {_fmt(_measured(t, 'cooldown_seconds'), '.1f', ' s')} first{sim}",
                      title_justify="left")
         for column in ("zone / clock", "start", "max", "end", "source"):
             heat.add_column(column, overflow="fold")
         for z in t.zones:
-            heat.add_row(z.zone, f"{z.start_celsius:.1f} °C", f"{z.max_celsius:.1f} °C", f"{z.end_celsius:.1f} °C", z.sensor)
+            heat.add_row(z.zone, *(_fmt(_measured(z, name), ".1f", " °C")
+                                   for name in ("start_celsius", "max_celsius", "end_celsius")), z.sensor)
         for c in t.clocks:
-            ceiling = f" (allowed {c.allowed_max_hz / 1e6:.0f} MHz)" if c.allowed_max_hz else ""
-            heat.add_row(c.domain, f"{c.min_hz / 1e6:.0f} MHz", f"{c.max_hz / 1e6:.0f} MHz{ceiling}", "", "cpufreq / device")
+            ceiling = f" (allowed {c.allowed_max_hz / 1e6:.0f} MHz)" if c.HasField("allowed_max_hz") else ""
+            heat.add_row(c.domain, _fmt(_measured(c, "min_hz"), ".0f", " MHz", 1e-6),
+                         _fmt(_measured(c, "max_hz"), ".0f", " MHz", 1e-6) + ceiling, "", "cpufreq / device")
         tables.append(heat)
         for reason in t.throttle_reasons:
             tables.append(Text(f"throttle reason: {reason}", style="yellow"))

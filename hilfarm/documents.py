@@ -215,7 +215,7 @@ def _failure(f: farm_pb2.Failure) -> Dict[str, Any]:
 
 
 _LATENCY_FIGURES = (
-    "load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds",
+    "load_seconds", "first_inference_seconds", "warmup_seconds",
     "total_seconds", "min_seconds", "mean_seconds", "p50_seconds", "p90_seconds",
     "p95_seconds", "p99_seconds", "max_seconds", "std_seconds", "cv",
     "throughput_per_second", "drift_ratio",
@@ -228,24 +228,15 @@ _MEMORY_FIGURES = (
 
 def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
     unavailable = {u.field: u.reason for u in r.unavailable}
-
-    def figure(section: str, name: str, value: Any) -> Optional[Any]:
-        # proto3 has no null: a figure named unavailable is null, not a silent zero.
-        if f"{section}.{name}" in unavailable or name in unavailable:
-            return None
-        return value
-
-    latency = {
-        name: figure("latency", name, getattr(r.latency, name)) for name in _LATENCY_FIGURES
-    }
+    # A measured figure is proto3 optional: unset (not measured, named in unavailable) is null.
+    latency: Dict[str, Any] = {name: _optional(r.latency, name) for name in _LATENCY_FIGURES}
+    latency["warmup_runs"] = r.latency.warmup_runs  # a count, always known
     latency["count"] = timed_runs(r.latency)
     latency["samples_ns"] = list(r.latency.samples_ns) if with_samples else None
     latency["repeats"] = r.latency.repeats or max(1, len(r.repeats))
     for name in ("repeat_p50_min_seconds", "repeat_p50_max_seconds", "between_repeat_spread"):
         latency[name] = _optional(r.latency, name)
-    memory: Dict[str, Any] = {
-        name: figure("memory", name, getattr(r.memory, name)) for name in _MEMORY_FIGURES
-    }
+    memory: Dict[str, Any] = {name: _optional(r.memory, name) for name in _MEMORY_FIGURES}
     memory["source"] = r.memory.source
     env = r.environment
     return {
@@ -263,7 +254,7 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
             "runtime_version": env.runtime_version,
             "execution_provider": env.execution_provider,
             "threads": env.threads,
-            "governor": figure("environment", "governor", env.governor),
+            "governor": None if "environment.governor" in unavailable else env.governor,
             "agent_version": env.agent_version,
             "simulated": env.simulated,
             "input_shapes": {shape.name: list(shape.dims) for shape in env.input_shapes},
@@ -274,7 +265,7 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
             "recorded": env.recorded,
             "recorded_sources": list(env.recorded_sources),
         },
-        "power": _power(r.power, unavailable) if r.HasField("power") else None,
+        "power": _power(r.power) if r.HasField("power") else None,
         "thermal": _thermal(r.thermal) if r.HasField("thermal") else None,
         "timeline": [_sample(t) for t in r.timeline] if with_samples else None,
         "sustained": _sustained(r.sustained) if r.HasField("sustained") else None,
@@ -311,8 +302,8 @@ def _activity(a: farm_pb2.DeviceActivity) -> Dict[str, Any]:
     }
 
 
-def _optional(msg: Any, name: str) -> Optional[float]:
-    # The sustained figures are proto3 optional: unset (not measured) is null.
+def _optional(msg: Any, name: str) -> Optional[Any]:
+    # Measured figures are proto3 optional: unset (not measured) is null.
     return getattr(msg, name) if msg.HasField(name) else None
 
 
@@ -336,18 +327,15 @@ def _sustained(s: farm_pb2.SustainedResult) -> Dict[str, Any]:
     }
 
 
-def _power(p: farm_pb2.PowerResult, unavailable: Dict[str, str]) -> Dict[str, Any]:
-    def figure(name: str, value: float) -> Optional[float]:
-        return None if f"power.{name}" in unavailable else value
-
+def _power(p: farm_pb2.PowerResult) -> Dict[str, Any]:
     return {
-        "idle_watts": figure("idle_watts", p.idle_watts),
-        "active_watts": figure("active_watts", p.active_watts),
-        "energy_per_inference_joules": figure("energy_per_inference_joules", p.energy_per_inference_joules),
+        "idle_watts": _optional(p, "idle_watts"),
+        "active_watts": _optional(p, "active_watts"),
+        "energy_per_inference_joules": _optional(p, "energy_per_inference_joules"),
         "energy_method": p.energy_method or None,
         "sensor": p.sensor,
-        "sample_rate_hz": p.sample_rate_hz,
-        "rails": {rail.rail: rail.mean_watts for rail in p.rails},
+        "sample_rate_hz": _optional(p, "sample_rate_hz"),
+        "rails": {rail.rail: _optional(rail, "mean_watts") for rail in p.rails},
         "simulated": p.simulated,
         "recorded": p.recorded,
     }
@@ -356,19 +344,19 @@ def _power(p: farm_pb2.PowerResult, unavailable: Dict[str, str]) -> Dict[str, An
 def _thermal(t: farm_pb2.ThermalResult) -> Dict[str, Any]:
     return {
         "zones": [
-            {"zone": z.zone, "start_celsius": z.start_celsius, "max_celsius": z.max_celsius,
-             "end_celsius": z.end_celsius, "sensor": z.sensor}
+            {"zone": z.zone, "start_celsius": _optional(z, "start_celsius"), "max_celsius": _optional(z, "max_celsius"),
+             "end_celsius": _optional(z, "end_celsius"), "sensor": z.sensor}
             for z in t.zones
         ],
         "clocks": [
-            {"domain": c.domain, "min_hz": c.min_hz, "max_hz": c.max_hz,
-             "allowed_max_hz": c.allowed_max_hz or None}
+            {"domain": c.domain, "min_hz": _optional(c, "min_hz"), "max_hz": _optional(c, "max_hz"),
+             "allowed_max_hz": _optional(c, "allowed_max_hz")}
             for c in t.clocks
         ],
-        "throttled": t.throttled,
-        "throttled_fraction": t.throttled_fraction,
+        "throttled": _optional(t, "throttled"),
+        "throttled_fraction": _optional(t, "throttled_fraction"),
         "throttle_reasons": list(t.throttle_reasons),
-        "cooldown_seconds": t.cooldown_seconds,
+        "cooldown_seconds": _optional(t, "cooldown_seconds"),
         "simulated": t.simulated,
         "recorded": t.recorded,
     }

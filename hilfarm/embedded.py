@@ -7,28 +7,18 @@ in a fresh child process, so the embedded farm measures exactly what a distribut
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-import platformdirs
-
 from hilfarm.client import FarmClient
+from hilfarm.paths import default_data_dir
 
 if TYPE_CHECKING:
     from hilfarm.controller.nightly import NightlyRunner
 
 log = logging.getLogger("hilfarm.embedded")
-
-
-def default_data_dir() -> Path:
-    """Where a farm keeps its data unless told: HILFARM_DATA_DIR, else the user data dir (e.g.
-    ~/.local/share/hilfarm). ``up`` and ``demo`` use it whole; ``controller serve`` its
-    ``controller/`` and ``agent run`` its ``agent/``, the layout ``up`` makes."""
-    configured = os.environ.get("HILFARM_DATA_DIR", "").strip()
-    return Path(configured).expanduser() if configured else Path(platformdirs.user_data_dir("hilfarm"))
 
 
 class EmbeddedFarm:

@@ -1,7 +1,7 @@
 """Per-operator profiles as people see them: the slowest nodes of a job in a table, two jobs
 compared node by node (``results compare``), and a bar chart of node times coloured by the
 provider or delegate that ran each node (``jobs show --plot``), so a node that silently fell
-back to the CPU stands out. The profile itself is measured by the agent (agent/op_profile.py).
+back to the CPU stands out. The profile itself is measured by the agent (agent/runtimes/op_profile.py).
 """
 
 from __future__ import annotations

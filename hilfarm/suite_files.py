@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import jsonschema
-import yaml
-
 from hilfarm.constraints import ConstraintError, ConstraintSet, load_constraint_set, parse_constraint_set
+from hilfarm.yaml_files import load_yaml
 
 SCHEMA_ID = "hilfarm.suite/v1"
 
@@ -122,18 +120,8 @@ def _budget_doc(b: Any) -> Dict[str, Any]:
 
 def load_suite(path: Path) -> SuiteFile:
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read the suite: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise SuiteError(f"{path}: a suite is a mapping with name, models and devices (schema {SCHEMA_ID})")
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        where = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
-        raise SuiteError(f"{path}: field {where}: {errors[0].message}")
+    doc = load_yaml(path, SCHEMA, SuiteError, what="suite",
+                    shape=f"a suite is a mapping with name, models and devices (schema {SCHEMA_ID})")
     base = path.parent
     models = []
     for i, m in enumerate(doc["models"]):

@@ -25,10 +25,10 @@ pick_python() {
 if [ ! -x .venv/bin/python ]; then
   "$(pick_python)" -m venv .venv
 fi
-# An editable install maps the source tree, so only a changed pyproject.toml (dependencies,
+# An editable install maps the source tree, so only a changed pyproject.toml or setup.py (dependencies,
 # packages) needs pip again; skipping it keeps `scripts/demo.sh` quick and quiet.
 stamp=.venv/.hilfarm-pyproject.sha256
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x .venv/bin/hilfarm ]; then
   exit 0
 fi

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from hilfarm import sample_models
+from hilfarm.agent.results import JobSettings
+from hilfarm.v1 import farm_pb2
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "runtimes"
 PLUGIN_MODULE = "hilfarm_test_runtimes"
@@ -58,3 +61,16 @@ def models(tmp_path_factory):
     onnx.save(model, str(d / "relu_int16.onnx"))
     m["no_kernel"] = d / "relu_int16.onnx"
     return m
+
+
+def settings_message(s: JobSettings) -> farm_pb2.JobSettings:
+    """The JobSettings message a controller would send for ``s`` (the agent only reads them)."""
+    scalars = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
+               if f.name not in ("tflite_delegate_options", "input_shapes")}
+    return farm_pb2.JobSettings(**scalars, tflite_delegate_options=s.tflite_delegate_options,
+                                input_shapes=[farm_pb2.InputShape(name=n, dims=d) for n, d in s.input_shapes.items()])
+
+
+def category_name(failure: farm_pb2.Failure) -> str:
+    """CONFIGURATION for FAILURE_CATEGORY_CONFIGURATION."""
+    return farm_pb2.FailureCategory.Name(failure.category)[len("FAILURE_CATEGORY_"):]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hilfarm import sample_models
-from hilfarm.agent import acceleration
+from hilfarm.agent.runtimes import acceleration
 from hilfarm.agent.capabilities import probe_capabilities
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.profiles import load_profile

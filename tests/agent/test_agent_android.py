@@ -73,7 +73,7 @@ def test_onnxruntime_perf_test_of_1_16_on_android_13():
 
 
 def test_op_profile_table_of_benchmark_model_shows_the_cpu_fallback():
-    from hilfarm.agent.op_profile import parse_benchmark_model_op_profile
+    from hilfarm.agent.runtimes.op_profile import parse_benchmark_model_op_profile
 
     ops = parse_benchmark_model_op_profile(_text("tflite-2.15-android14", "benchmark_model.txt"))
     assert [(o.op_type, o.provider, o.node, o.order) for o in ops] == [

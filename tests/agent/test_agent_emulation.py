@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hilfarm.agent.emulation import detect_emulation
-from hilfarm.agent.job_telemetry import JobTelemetry, telemetry_config
+from hilfarm.agent.telemetry.job import JobTelemetry, telemetry_config
 from hilfarm.agent.profiles import load_profile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -287,7 +287,7 @@ def test_sustained_mode_runs_for_its_wall_time_whatever_the_run_counts(models):
 
 
 def test_sustained_mode_stops_at_the_safety_cap_and_says_so(monkeypatch):
-    monkeypatch.setattr("hilfarm.agent.sustained.SUSTAINED_MAX_RUNS", 1000)
+    monkeypatch.setattr("hilfarm.agent.telemetry.sustained.SUSTAINED_MAX_RUNS", 1000)
     r = run("", fmt="none", runtime="null", sustained_seconds=30.0).result
     assert len(r.latency.samples_ns) == 1000
     assert any("safety cap of 1000 runs" in w and "of the 30 s asked for" in w for w in r.warnings), r.warnings

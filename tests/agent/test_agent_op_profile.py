@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hilfarm import sample_models
-from hilfarm.agent import op_profile
+from hilfarm.agent.runtimes import op_profile
 from hilfarm.agent.harness import BenchmarkJob, run_benchmark
 from hilfarm.agent.results import JobSettings, OpProfile, OpTime
 
@@ -73,7 +73,7 @@ def test_tflite_delegate_partition_is_mapped_back_to_its_operators():
 @pytest.mark.tflite
 def test_tflite_job_says_which_delegate_ran_each_operator_and_that_it_has_no_times(tmp_path):
     pytest.importorskip("numpy")
-    from hilfarm.agent.runtimes import import_tflite_interpreter
+    from hilfarm.agent.runtimes.tflite import import_tflite_interpreter
 
     try:
         import_tflite_interpreter()

@@ -133,7 +133,9 @@ def test_a_busy_neighbour_makes_the_device_not_quiet_and_is_named():
         busy.kill()
         busy.wait()
     assert activity is not None and not activity.quiet
-    assert activity.other_cpu_cores >= used > 0.2 and activity.load_average_start is not None
+    # On a shared machine the spinner gets what the scheduler gives it; whatever it got, the
+    # meter counts at least that much as someone else's CPU.
+    assert used > 0 and activity.other_cpu_cores >= used and activity.load_average_start is not None
     listed = {b.pid: b for b in activity.busy}
     if busy.pid in listed:
         assert "python" in listed[busy.pid].name and listed[busy.pid].cpu_cores == pytest.approx(used, abs=0.1)

@@ -13,10 +13,11 @@ from concurrent import futures
 import grpc
 import pytest
 
-from hilfarm.agent import wire
 from hilfarm.agent.results import JobSettings
 from hilfarm.agent.service import AgentConfig, run_agent
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
+
+from .conftest import category_name, settings_message
 
 # The agent refuses to run as root unless told: these tests may run as root (a CI container).
 ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
@@ -51,7 +52,7 @@ class FakeController(farm_pb2_grpc.AgentServiceServicer):
         with self.cond:
             self.queue.append(farm_pb2.Job(
                 id=job_id, attempt=1, model_sha256=sha, model_format=fmt, model_name=f"{job_id}.{fmt}",
-                settings=wire.settings_to_pb(settings),
+                settings=settings_message(settings),
             ))
             self.cond.notify_all()
 
@@ -116,7 +117,7 @@ class FakeController(farm_pb2_grpc.AgentServiceServicer):
     def ReportProgress(self, request, context):
         with self.cond:
             job_id = self.leases.get(request.lease_id, "")
-            self.progress.append((job_id, wire.progress_from_pb(request.progress)))
+            self.progress.append((job_id, request.progress))
             self.cond.notify_all()
             return farm_pb2.ReportProgressResponse(cancel=job_id in self.cancel_jobs)
 
@@ -192,7 +193,7 @@ def test_register_lease_download_progress_result(farm, models):
     for r in (r1, r2):
         assert r.WhichOneof("outcome") == "result", r.failure
         assert r.attempt == 1 and r.agent_id == reg.agent_id
-        result = wire.result_from_pb(r.result)
+        result = r.result
         assert len(result.latency.samples_ns) >= 20
         assert result.environment.agent_id == reg.agent_id and result.environment.device_profile == "test-unit"
         assert result.environment.runtime == "onnxruntime"
@@ -207,8 +208,8 @@ def test_runtime_not_allowed_by_the_profile(farm, models):
     fake = farm.fake
     sha = fake.add_artifact(models["identity"].read_bytes())
     fake.add_job("nullrun", sha, settings=JobSettings(runtime="null"))
-    f = wire.failure_from_pb(fake.result_for("nullrun").failure)
-    assert f.category.name == "CONFIGURATION"
+    f = fake.result_for("nullrun").failure
+    assert category_name(f) == "CONFIGURATION"
     assert "test-unit does not allow runtime null" in f.message
 
 
@@ -218,8 +219,8 @@ def test_failed_job_is_reported_and_the_agent_goes_on(farm, models):
     good = fake.add_artifact(models["identity"].read_bytes())
     fake.add_job("bad", bad)
     fake.add_job("good", good)
-    f = wire.failure_from_pb(fake.result_for("bad").failure)
-    assert f.category.name == "ARTIFACT_INVALID"
+    f = fake.result_for("bad").failure
+    assert category_name(f) == "ARTIFACT_INVALID"
     assert fake.result_for("good").WhichOneof("outcome") == "result"
 
 
@@ -228,8 +229,8 @@ def test_corrupted_download_is_an_infrastructure_failure(farm, models):
     data = models["identity"].read_bytes()
     sha = fake.add_artifact(data, serve=data[:-3] + b"xyz")
     fake.add_job("corrupt", sha)
-    f = wire.failure_from_pb(fake.result_for("corrupt").failure)
-    assert f.category.name == "INFRASTRUCTURE" and "corrupted" in f.message
+    f = fake.result_for("corrupt").failure
+    assert category_name(f) == "INFRASTRUCTURE" and "corrupted" in f.message
 
 
 def test_cancel_stops_the_child_and_reports_nothing(farm, models):
@@ -382,8 +383,7 @@ def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_pat
     assert not any(u.field.startswith("sustained.") for u in pb.unavailable), list(pb.unavailable)
     # Every figure here came from the model, and says so.
     assert s.simulated and pb.environment.simulated and pb.power.simulated and pb.thermal.simulated
-    back = wire.result_from_pb(pb)
-    assert back.sustained.windows[0].runs == s.windows[0].runs and back.sustained.simulated
+    assert pb.sustained.windows[0].runs == s.windows[0].runs and pb.sustained.simulated
 
 
 # ---------------------------------------------------------------- no benchmark outlives its agent

@@ -3,19 +3,15 @@ on loopback, with sensors read from a recorded device tree or a simulated one.""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
-from hilfarm.agent import wire
 from hilfarm.agent.service import AgentConfig, run_agent
 
-_spec = importlib.util.spec_from_file_location("agent_service_tests", Path(__file__).with_name("test_agent_service.py"))
-_svc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_svc)  # FakeController, start_server, QUICK
+from . import test_agent_service as _svc  # FakeController, start_server, QUICK
 SYSFS = Path(__file__).resolve().parent.parent / "fixtures" / "sysfs"
 
 
@@ -60,8 +56,7 @@ def test_simulated_profile_fills_power_thermal_timeline_and_flags_it(tmp_path, m
     live = [s for p in progress for s in p.telemetry]
     assert live and all(s.simulated for s in live)
     assert "cooldown" in [p.phase for p in progress]
-    domain = wire.result_from_pb(result)
-    assert domain.telemetry.power.simulated
+    assert result.power.simulated
 
 
 def test_absent_sensors_are_named_with_the_profile(tmp_path, models):

@@ -12,7 +12,7 @@ from hilfarm.agent.results import FailureCategory, JobSettings
 
 def tflite_available() -> bool:
     try:
-        from hilfarm.agent.runtimes import import_tflite_interpreter
+        from hilfarm.agent.runtimes.tflite import import_tflite_interpreter
 
         import_tflite_interpreter()
         return True

@@ -1,6 +1,9 @@
-"""Round trips of every domain <-> protobuf conversion of the agent."""
+"""Every conversion at the agent's boundary: what the agent writes (results, progress, failures,
+capabilities) checked on the message itself, and the lease it reads."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from hilfarm.agent import wire
 from hilfarm.agent.results import (
@@ -8,6 +11,8 @@ from hilfarm.agent.results import (
     JobSettings, LatencyStats, MemoryStats, Progress, RepeatStats, RuntimeInfo, Stability, Unavailable,
 )
 from hilfarm.v1 import farm_pb2
+
+from .conftest import settings_message
 
 
 def full_settings():
@@ -21,25 +26,25 @@ def full_settings():
     )
 
 
-def test_settings_round_trip():
+def test_settings_are_read_from_every_field():
     s = full_settings()
-    pb = wire.settings_to_pb(s)
-    assert pb.input_shapes[0].name == "x" and list(pb.input_shapes[0].dims) == [4, 3, 224, 224]
-    assert wire.settings_from_pb(farm_pb2.JobSettings.FromString(pb.SerializeToString())) == s
+    pb = farm_pb2.JobSettings.FromString(settings_message(s).SerializeToString())
+    assert wire.settings_from_pb(pb) == s
     assert wire.settings_from_pb(farm_pb2.JobSettings()) == JobSettings()
 
 
-def test_failure_round_trip_for_every_category():
+def test_failure_of_every_category():
     for cat in FailureCategory:
-        f = Failure(cat, f"message {cat.name}", signal=11, detail="tail")
-        pb = wire.failure_to_pb(f)
+        pb = wire.failure_to_pb(Failure(cat, f"message {cat.name}", signal=11, detail="tail"))
         assert farm_pb2.FailureCategory.Name(pb.category) == f"FAILURE_CATEGORY_{cat.name}"
-        assert wire.failure_from_pb(pb) == f
+        assert (pb.message, pb.signal, pb.detail) == (f"message {cat.name}", 11, "tail")
 
 
-def test_progress_round_trip():
-    p = Progress("measuring", 12, 50, 3.5, 0.0125, 1700000000.5, repeat=2, repeats=5)
-    assert wire.progress_from_pb(wire.progress_to_pb(p)) == p
+def test_progress():
+    pb = wire.progress_to_pb(Progress("measuring", 12, 50, 3.5, 0.0125, 1700000000.5, repeat=2, repeats=5))
+    assert (pb.phase, pb.runs_done, pb.runs_target, pb.elapsed_seconds, pb.latest_latency_seconds) == \
+        ("measuring", 12, 50, 3.5, 0.0125)
+    assert (pb.updated_at, pb.repeat, pb.repeats) == (1700000000.5, 2, 5)
 
 
 def full_result():
@@ -77,19 +82,61 @@ def full_result():
     )
 
 
-def test_result_round_trip():
+def figures(msg, obj) -> None:
+    """Every figure of a dataclass is on the message: set to its value, or unset when None."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in ("samples_ns", "count", "warnings", "busy") or isinstance(value, (list, dict, str, bool)):
+            continue
+        try:
+            present = msg.HasField(f.name)
+        except ValueError:  # a plain scalar
+            assert getattr(msg, f.name) == (value or 0), f.name
+            continue
+        assert present == (value is not None), f.name
+        if value is not None:
+            assert getattr(msg, f.name) == value, f.name
+
+
+def test_result_figures_are_present_with_their_value_or_absent_and_named():
     r = full_result()
     pb = farm_pb2.BenchmarkResult.FromString(wire.result_to_pb(r).SerializeToString())
     assert list(pb.latency.samples_ns) == [1000, 2000, 3000]
     assert pb.latency.count == 3  # so a listing without the samples still knows how many
-    assert wire.result_from_pb(pb) == r
+    figures(pb.latency, r.latency)
+    figures(pb.memory, r.memory)
+    assert pb.memory.source == "/proc/self/status VmHWM"
+    assert not pb.latency.HasField("drift_ratio")
+    assert {u.field: u.reason for u in pb.unavailable} == {u.field: u.reason for u in r.unavailable}
+    assert list(pb.warnings) == r.warnings
+    for rep, want in zip(pb.repeats, r.repeats):
+        figures(rep, want)
+        assert list(rep.warnings) == want.warnings
+    assert not pb.repeats[1].HasField("load_seconds") and not pb.repeats[1].HasField("peak_bytes")
+    assert (pb.stability.steady, list(pb.stability.reasons)) == (False, r.stability.reasons)
+    figures(pb.activity, r.activity)
+    assert [(b.pid, b.name, b.cpu_cores) for b in pb.activity.busy] == [(4242, "make", 0.7)]
+    env = pb.environment
+    assert (env.agent_id, env.runtime, env.runtime_version, env.threads) == ("a1", "onnxruntime", "1.16.3", 2)
+    assert [(s.name, list(s.dims)) for s in env.input_shapes] == [("x", [1, 16])]
 
 
-def test_a_result_without_repeats_or_activity_comes_back_without_them():
+def test_a_measured_zero_is_present():
+    r = full_result()
+    r.latency.drift_ratio, r.memory.model_delta_bytes = 0.0, 0
+    r.unavailable = [u for u in r.unavailable if u.field != "latency.drift_ratio"]
+    pb = wire.result_to_pb(r)
+    assert pb.latency.HasField("drift_ratio") and pb.latency.drift_ratio == 0.0
+    assert pb.memory.HasField("model_delta_bytes") and pb.memory.model_delta_bytes == 0
+    assert not any(u.field in ("latency.drift_ratio", "memory.model_delta_bytes") for u in pb.unavailable)
+
+
+def test_a_result_without_repeats_or_activity_goes_out_without_them():
     r = full_result()
     r.repeats, r.stability, r.activity = [], Stability(), None
-    back = wire.result_from_pb(farm_pb2.BenchmarkResult.FromString(wire.result_to_pb(r).SerializeToString()))
-    assert back.repeats == [] and back.activity is None and back.stability == Stability()
+    pb = wire.result_to_pb(r)
+    assert len(pb.repeats) == 0 and not pb.HasField("activity")
+    assert pb.stability.steady and not pb.stability.reasons
 
 
 def test_unnamed_missing_figure_is_named_on_the_wire():
@@ -97,23 +144,27 @@ def test_unnamed_missing_figure_is_named_on_the_wire():
     r.memory.peak_bytes = None
     pb = wire.result_to_pb(r)
     assert any(u.field == "memory.peak_bytes" for u in pb.unavailable)
-    assert wire.result_from_pb(pb).memory.peak_bytes is None
+    assert not pb.memory.HasField("peak_bytes")
 
 
-def test_capabilities_round_trip():
+def test_capabilities():
     c = Capabilities(
         runtimes=[RuntimeInfo("onnxruntime", "1.16.3", "onnxruntime", ["CPUExecutionProvider"]),
                   RuntimeInfo("tflite", "2.14.0", "tflite-runtime", ["XNNPACK"])],
         cpu_cores=4, memory_bytes=8 << 30, machine="aarch64", os="Debian", kernel="6.6",
         python_version="3.9.18", accelerators=["edgetpu"],
     )
-    assert wire.capabilities_from_pb(wire.capabilities_to_pb(c)) == c
+    pb = wire.capabilities_to_pb(c)
+    assert [(r.name, r.version, r.package, list(r.execution_providers)) for r in pb.runtimes] == \
+        [("onnxruntime", "1.16.3", "onnxruntime", ["CPUExecutionProvider"]), ("tflite", "2.14.0", "tflite-runtime", ["XNNPACK"])]
+    assert (pb.cpu_cores, pb.memory_bytes, pb.machine, pb.os, pb.kernel, pb.python_version, list(pb.accelerators)) == \
+        (4, 8 << 30, "aarch64", "Debian", "6.6", "3.9.18", ["edgetpu"])
 
 
 def test_lease_from_pb():
     pb = farm_pb2.Lease(lease_id="L1", expires_at=123.5, job=farm_pb2.Job(
         id="j1", attempt=2, model_sha256="ab" * 32, model_format="onnx", model_name="m.onnx",
-        device_profile="local", settings=wire.settings_to_pb(full_settings()),
+        device_profile="local", settings=settings_message(full_settings()),
     ))
     job = wire.lease_from_pb(pb)
     assert (job.lease_id, job.job_id, job.attempt, job.model_format) == ("L1", "j1", 2, "onnx")

@@ -7,8 +7,9 @@ import pytest
 
 from pathlib import Path
 
-from hilfarm.cli import (EXIT_FARM_FAILED, EXIT_MODEL_FAILED, EXIT_OK, add_input_shapes, build_settings,
-                         exit_code_for, input_shapes_by_model, parse_input_shape, parse_size, writable_file)
+from hilfarm.cli.common import EXIT_FARM_FAILED, EXIT_MODEL_FAILED, EXIT_OK, exit_code_for, writable_file
+from hilfarm.cli.job_settings import (add_input_shapes, build_settings, input_shapes_by_model, parse_input_shape,
+                                      parse_size)
 from hilfarm.client import Upload
 from hilfarm.client import ModelFormatError, model_format
 from hilfarm.v1 import farm_pb2
@@ -126,7 +127,8 @@ def test_model_format_from_extension_or_magic(tmp_path):
 
 
 def test_sustained_option_maps_to_sustained_seconds_and_refuses_zero():
-    from hilfarm.cli import demo, submit
+    from hilfarm.cli.jobs import submit
+    from hilfarm.cli.local import demo
 
     settings, _ = build_settings({"sustained_seconds": 120.0, "timeout_seconds": 60.0})
     assert settings.sustained_seconds == 120.0 and settings.timeout_seconds == 60.0
@@ -171,7 +173,7 @@ def test_hilfarm_data_dir_replaces_the_user_data_dir_wherever_data_dir_applies(t
     from click.testing import CliRunner
 
     from hilfarm.cli import main
-    from hilfarm.embedded import default_data_dir
+    from hilfarm.paths import default_data_dir
 
     monkeypatch.setenv("HILFARM_DATA_DIR", str(tmp_path / "farm"))
     assert default_data_dir() == tmp_path / "farm"
@@ -187,7 +189,7 @@ def test_hilfarm_data_dir_replaces_the_user_data_dir_wherever_data_dir_applies(t
 
 
 def test_controller_serve_listens_on_loopback_unless_told():
-    from hilfarm.cli import controller_serve
+    from hilfarm.cli.controller import controller_serve
 
     bind = next(p for p in controller_serve.params if p.name == "bind")
     assert bind.default == "127.0.0.1:50051"

@@ -132,7 +132,7 @@ def test_a_device_without_sensors_shows_unknown_not_zero():
 
 def test_power_and_heat_cells_from_measured_figures():
     result = farm_pb2.BenchmarkResult(
-        power=farm_pb2.PowerResult(active_watts=6.25, energy_per_inference_joules=0.0123),
+        power=farm_pb2.PowerResult(active_watts=6.25),  # energy: unset, named below
         thermal=farm_pb2.ThermalResult(
             zones=[farm_pb2.ZoneTemperature(zone="a", max_celsius=70.0),
                    farm_pb2.ZoneTemperature(zone="b", max_celsius=81.26)],

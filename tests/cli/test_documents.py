@@ -29,7 +29,7 @@ def finished_job() -> farm_pb2.Job:
         progress=farm_pb2.Progress(phase="done", runs_done=20, runs_target=20, elapsed_seconds=1.5),
         result=farm_pb2.BenchmarkResult(
             latency=farm_pb2.LatencyResult(
-                load_seconds=0.01, first_inference_seconds=0.002, warmup_runs=1,
+                load_seconds=0.01, first_inference_seconds=0.002, warmup_runs=1, warmup_seconds=0.0,
                 samples_ns=samples, p50_seconds=0.00101, drift_ratio=1.01,
             ),
             memory=farm_pb2.MemoryResult(
@@ -110,8 +110,10 @@ def test_unmeasured_figures_are_null_not_zero():
     document = job_document(finished_job())
     assert document["result"]["environment"]["governor"] is None
     assert document["result"]["unavailable"][0] == {"field": "environment.governor", "reason": "no cpufreq"}
-    # Measured figures stay numbers even when they are 0 by nature.
+    # A measured zero is a number; a figure the device did not measure is null.
     assert document["result"]["latency"]["warmup_seconds"] == 0.0
+    assert document["result"]["latency"]["p99_seconds"] is None
+    assert document["result"]["power"]["energy_per_inference_joules"] is None
 
 
 def test_schema_rejects_a_document_missing_a_promised_field():

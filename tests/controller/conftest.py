@@ -212,12 +212,24 @@ class FakeAgent:
 
 
 def sample_result(samples: Sequence[int] = (1_000_000, 1_100_000, 990_000)) -> pb.BenchmarkResult:
-    return pb.BenchmarkResult(
-        latency=pb.LatencyResult(samples_ns=list(samples), p50_seconds=0.001, mean_seconds=0.00103),
+    """A result as an agent sends it: the figures it has, and every figure it lacks named."""
+    result = pb.BenchmarkResult(
+        latency=pb.LatencyResult(samples_ns=list(samples), p50_seconds=0.001, mean_seconds=0.00103, repeats=1),
         memory=pb.MemoryResult(peak_bytes=50 << 20, source="/proc/self/status VmHWM"),
         unavailable=[pb.Unavailable(field="power", reason="no power sensor on this device")],
         warnings=["governor is ondemand"],
     )
+    for section in (result.latency, result.memory):
+        for field in section.DESCRIPTOR.fields:
+            if field.message_type is None and not field.name.startswith(("repeat_p50", "between_repeat")):
+                try:
+                    unset = not section.HasField(field.name)
+                except ValueError:  # a plain field: always there
+                    continue
+                if unset:
+                    name = section.DESCRIPTOR.name.replace("Result", "").lower()
+                    result.unavailable.add(field=f"{name}.{field.name}", reason="not in this test's result")
+    return result
 
 
 @pytest.fixture

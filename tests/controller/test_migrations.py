@@ -367,3 +367,39 @@ def test_revision_0003_fills_what_leases_and_metrics_read_and_ends_orphaned_suit
     run, _ = RegressionStore(fresh.db).get_suite_run("s1")
     assert (run.state, run.outcome, run.stage) == ("finished", "error", "done")
     assert "start the suite again" in run.message
+
+
+def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_figures_absent(fresh: Store):
+    """Before 0004 a stored result dropped every figure whose value was zero; a figure named in
+    ``unavailable`` (by itself or by its section) was not measured."""
+    with fresh.engine.connect() as conn:
+        command.upgrade(schema.alembic_config(connection=conn), "0003")
+        conn.commit()
+    t = initial_schema().tables
+    old = {
+        "latency": {"p50_seconds": 0.01, "samples_ns": [10_000_000]},   # load_seconds etc. were 0
+        "memory": {"peak_bytes": 1000},                                 # baseline_rss_bytes: not measured
+        "thermal": {"throttled": True},                                 # throttled_fraction was 0
+        "unavailable": [{"field": "memory.baseline_rss_bytes", "reason": "no /proc"},
+                        {"field": "power", "reason": "no power sensor"}],
+    }
+    with fresh.engine.begin() as conn:
+        conn.execute(t["artifacts"].insert().values(sha256=SHA, size_bytes=10, format="onnx", filename="n.onnx",
+                                                    created_at=T0))
+        conn.execute(t["runs"].insert().values(id="r", created_at=T0))
+        common = dict(run_id="r", model_sha256=SHA, model_name="net.onnx", model_format="onnx", device_profile="rpi5",
+                      required_tags=[], attempt=1, max_attempts=3, created_at=T0, settings={})
+        conn.execute(t["jobs"].insert(), [
+            dict(common, id="old", state="succeeded", finished_at=T0 + 1, result=old),
+            dict(common, id="queued", state="queued", finished_at=None, result=None),
+        ])
+    assert fresh.migrate().before == "0003"
+    result = fresh.get_job("old").result
+    latency, memory, thermal = result["latency"], result["memory"], result["thermal"]
+    assert latency["p50_seconds"] == 0.01 and latency["samples_ns"] == [10_000_000]
+    assert latency["load_seconds"] == 0 and latency["drift_ratio"] == 0 and latency["cv"] == 0
+    assert memory["peak_bytes"] == 1000 and memory["model_delta_bytes"] == 0
+    assert "baseline_rss_bytes" not in memory                     # named unavailable: stays unknown
+    assert "power" not in result                                  # a section never reported is not invented
+    assert thermal["throttled"] is True and thermal["throttled_fraction"] == 0 and thermal["cooldown_seconds"] == 0
+    assert fresh.get_job("queued").result is None

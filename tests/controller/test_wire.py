@@ -86,16 +86,35 @@ def test_documents_round_trip_every_field(message_type, to_pb, from_pb):
 def test_result_document_mirrors_the_proto_names_and_keeps_raw_samples():
     samples = [1, 999_999_999_999, (1 << 62) + 7]
     doc = wire.result_from_pb(pb.BenchmarkResult(
-        latency=pb.LatencyResult(samples_ns=samples, p99_seconds=0.5),
-        unavailable=[pb.Unavailable(field="memory.peak_bytes", reason="no /proc")],
+        latency=pb.LatencyResult(samples_ns=samples, p99_seconds=0.5, cv=0.0),
+        unavailable=[pb.Unavailable(field="latency", reason="one test figure only"),
+                     pb.Unavailable(field="memory.peak_bytes", reason="no /proc")],
         warnings=["simulated sensor"],
     ))
     assert doc == {
-        "latency": {"samples_ns": samples, "p99_seconds": 0.5},
-        "unavailable": [{"field": "memory.peak_bytes", "reason": "no /proc"}],
+        "latency": {"samples_ns": samples, "p99_seconds": 0.5, "cv": 0.0},  # a measured zero is kept
+        "unavailable": [{"field": "latency", "reason": "one test figure only"},
+                        {"field": "memory.peak_bytes", "reason": "no /proc"}],
         "warnings": ["simulated sensor"],
     }
     assert all(type(s) is int for s in _through_json(doc)["latency"]["samples_ns"])
+
+
+def test_a_figure_an_older_agent_left_out_is_stored_as_unknown_never_as_zero():
+    """An agent from before figures were proto3 optional sent a measured zero as an absent
+    field, and named only what it could not measure: the rest arrives named, never invented."""
+    doc = wire.result_from_pb(pb.BenchmarkResult(
+        latency=pb.LatencyResult(samples_ns=[1000], p50_seconds=1e-6),
+        memory=pb.MemoryResult(peak_bytes=5 << 20),
+        unavailable=[pb.Unavailable(field="memory.baseline_rss_bytes", reason="no /proc")],
+    ))
+    named = {u["field"]: u["reason"] for u in doc["unavailable"]}
+    assert named["memory.baseline_rss_bytes"] == "no /proc"
+    assert named["latency.drift_ratio"] == named["memory.model_delta_bytes"] == "not reported by the agent"
+    assert "latency.p50_seconds" not in named and "memory.peak_bytes" not in named
+    # The spread between repeats is unset by design with one repeat: not named.
+    assert "latency.between_repeat_spread" not in named
+    assert "drift_ratio" not in doc["latency"] and "power.active_watts" not in named  # no power section
 
 
 def test_non_finite_doubles_survive_strict_json():
@@ -104,6 +123,12 @@ def test_non_finite_doubles_survive_strict_json():
     assert doc["latency"] == {"cv": "NaN", "drift_ratio": "Infinity", "min_seconds": "-Infinity"}
     back = wire.result_to_pb(doc).latency
     assert math.isnan(back.cv) and back.drift_ratio == math.inf and back.min_seconds == -math.inf
+
+
+def test_a_document_built_in_memory_may_hold_float_nan():
+    """Comparisons are built as dicts, not through message_to_dict: a NaN interval is read."""
+    comparison = wire.comparison_to_pb({"metrics": [{"ci_low": math.nan, "ci_high": math.inf}]})
+    assert math.isnan(comparison.metrics[0].ci_low) and comparison.metrics[0].ci_high == math.inf
 
 
 def test_a_document_stored_by_a_newer_version_is_read_with_what_this_version_knows():

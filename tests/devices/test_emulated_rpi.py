@@ -47,7 +47,7 @@ thermal:
 
 def _recorded_watts() -> float:
     """The recorded PMIC rails summed as the rpi5-pmic sensor sums them (rails with both readings)."""
-    from hilfarm.agent.command_sensors import parse_pmic_read_adc
+    from hilfarm.agent.sensors.commands import parse_pmic_read_adc
 
     rails = parse_pmic_read_adc((REPO / "tests/fixtures/commands/rpi5/vcgencmd_pmic_read_adc.txt").read_text())
     return sum(v["A"] * v["V"] for v in rails.values() if "A" in v and "V" in v)

@@ -49,8 +49,9 @@ RESULT = {
     "memory": {"peak_bytes": 50_000_000, "model_delta_bytes": 4_000_000, "model_file_bytes": 12345},
     "environment": {"runtime": "onnxruntime", "simulated": True},
     "power": {"active_watts": 4.5, "idle_watts": 2.0, "energy_per_inference_joules": 0.009, "simulated": True},
-    # throttled_fraction absent: a measured zero (proto3 drops zero values)
-    "thermal": {"zones": [{"zone": "cpu-thermal", "start_celsius": 40.0, "max_celsius": 55.5}], "simulated": True},
+    # a measured zero is stored as itself (the figure is proto3 optional)
+    "thermal": {"zones": [{"zone": "cpu-thermal", "start_celsius": 40.0, "max_celsius": 55.5}],
+                "throttled_fraction": 0.0, "simulated": True},
     # drift_ratio absent *and* named: not measured, so not exported
     "unavailable": [{"field": "latency.drift_ratio", "reason": "too few runs"}],
 }

@@ -6,15 +6,15 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from hilfarm import provision
-from hilfarm.provision import (
-    DeviceFacts, InstallRequest, Layout, PackageSource, ProvisionError, check_facts, env_file_text, parse_extras,
-    plan_install, read_env_file, render_user_unit,
-)
+from hilfarm.provision.facts import DeviceFacts, check_facts
+from hilfarm.provision.layout import UNIT_NAME, Layout, ProvisionError
+from hilfarm.provision.plan import InstallRequest, PackageSource, build_wheel, parse_extras, plan_install
+from hilfarm.provision.scripts import env_file_text, read_env_file, render_user_unit, system_unit_template
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_UNIT = REPO / "deploy" / "systemd" / "hilfarm-agent.service"
@@ -32,8 +32,11 @@ def _facts(**changes) -> DeviceFacts:
     return facts
 
 
-def test_the_fallback_template_is_the_deploy_unit():
-    assert provision.SYSTEM_UNIT_TEMPLATE == DEPLOY_UNIT.read_text()
+def test_the_template_is_the_deploy_unit_here_and_in_the_wheel(tmp_path):
+    # deploy/systemd holds the one copy; the wheel carries it as package data.
+    assert system_unit_template() == DEPLOY_UNIT.read_text()
+    with zipfile.ZipFile(build_wheel(REPO, tmp_path)) as wheel:
+        assert wheel.read("hilfarm/provision/systemd/hilfarm-agent.service").decode() == DEPLOY_UNIT.read_text()
 
 
 def test_user_unit_runs_the_venv_agent_as_the_login_with_settings_from_agent_env():
@@ -60,7 +63,7 @@ def test_user_unit_passes_systemd_analyze_verify(tmp_path):
     Path(layout.hilfarm).write_text("#!/bin/sh\n")
     Path(layout.hilfarm).chmod(0o755)
     Path(layout.env_file).write_text(env_file_text({"HILFARM_PROFILE": "local", "HILFARM_AGENT_ID": "a"}))
-    unit = tmp_path / provision.UNIT_NAME
+    unit = tmp_path / UNIT_NAME
     unit.write_text(render_user_unit(DEPLOY_UNIT.read_text(), layout, ["lab-2"]))
     # Offline verification (no manager needed): unknown keys and bad values are reported on stderr.
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hilfarm.embedded import EmbeddedFarm
-from hilfarm.provision import build_wheel
+from hilfarm.provision.plan import build_wheel
 
 from .conftest import REPO, base_python, keygen, free_port, run_cli
 from .wheelhouse import build_wheelhouse

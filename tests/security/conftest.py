@@ -276,7 +276,7 @@ class SecureFarm:
     def enrollment_token(self, profile: str = "local", tags: Sequence[str] = (), agent_id: str = "",
                          uses: int = 1, expires: float = 600) -> str:
         """As `hilfarm admin agents enroll` makes it: a shipped profile's own tags are granted too."""
-        from hilfarm.admin_cli import profile_tags
+        from hilfarm.cli.admin import profile_tags
 
         granted = list(dict.fromkeys((profile_tags(profile) or []) + list(tags)))
         return self.operator.admin.CreateEnrollmentToken(pb.CreateEnrollmentTokenRequest(

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from hilfarm.agent import wire
-from hilfarm.agent.job_telemetry import (
+from hilfarm.agent.telemetry.job import (
     CooldownRule, JobTelemetry, TelemetryConfig, attach_summary, build_sensors, cooldown,
 )
 from hilfarm.agent.results import BenchmarkResult, Progress, Unavailable
 from hilfarm.agent.sensors import RecordedRunner
-from hilfarm.agent.simulated_device import SIMULATED_SENSORS, SimulatedDevice, SimulatedModel
+from hilfarm.agent.sensors.simulated import SIMULATED_SENSORS, SimulatedDevice, SimulatedModel
 from hilfarm.agent.telemetry import TelemetryPoint
 from hilfarm.v1 import farm_pb2
 
@@ -116,7 +116,7 @@ def test_job_telemetry_on_a_simulated_device(tmp_path):
     assert any("governor is 'schedutil', not 'performance'" in w for w in summary.warnings)
 
 
-def test_attach_summary_and_result_round_trip(tmp_path):
+def test_attach_summary_and_the_result_message(tmp_path):
     dev = SimulatedDevice(tmp_path / "sim")
     cfg = TelemetryConfig(sensors={"zones": {"kind": "thermal-zones"}, "cpu_clocks": {"kind": "cpufreq"}},
                           idle_baseline_seconds=0)
@@ -137,15 +137,21 @@ def test_attach_summary_and_result_round_trip(tmp_path):
     pb = farm_pb2.BenchmarkResult.FromString(wire.result_to_pb(result).SerializeToString())
     assert pb.thermal.simulated and pb.thermal.zones[0].zone == "cpu-thermal" and len(pb.timeline) > 0
     assert {u.field for u in pb.unavailable} >= {"power.idle_watts", "power.energy_per_inference_joules"}
-    back = wire.result_from_pb(pb)
-    assert back.telemetry == result.telemetry
-    mine = [u for u in back.unavailable if u.field.split(".")[0] in ("power", "thermal")]
-    assert mine == [u for u in result.unavailable if u.field.split(".")[0] in ("power", "thermal")]
-    assert back.warnings == result.warnings
+    thermal = result.telemetry.thermal
+    assert not pb.HasField("power")  # no power sensor: the section is absent, its figures named
+    assert [(z.zone, z.max_celsius) for z in pb.thermal.zones] == [(z.zone, z.max_celsius) for z in thermal.zones]
+    for name in ("throttled", "throttled_fraction", "cooldown_seconds"):
+        assert (getattr(pb.thermal, name) if pb.thermal.HasField(name) else None) == getattr(thermal, name), name
+    mine = [(u.field, u.reason) for u in pb.unavailable if u.field.split(".")[0] in ("power", "thermal")]
+    assert mine == [(u.field, u.reason) for u in result.unavailable if u.field.split(".")[0] in ("power", "thermal")]
+    assert list(pb.warnings) == result.warnings
 
 
 def test_progress_carries_telemetry_over_the_wire():
     p = Progress("measuring", 3, 50, 1.5, 0.01, 1700000000.0,
                  telemetry=[TelemetryPoint(0.5, "vcgencmd", "throttled", "device", 1.0, False)])
-    assert wire.progress_from_pb(wire.progress_to_pb(p)) == p
+    pb = wire.progress_to_pb(p)
+    assert [(t.t, t.sensor, t.quantity, t.channel, t.value) for t in pb.telemetry] == \
+        [(0.5, "vcgencmd", "throttled", "device", 1.0)]
+    assert (pb.phase, pb.runs_done, pb.runs_target) == ("measuring", 3, 50)
     assert Progress.from_dict(p.to_dict()) == Progress("measuring", 3, 50, 1.5, 0.01, 1700000000.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hilfarm.agent.nvml_sensor import RecordedNvml
+from hilfarm.agent.sensors.nvml import RecordedNvml
 from hilfarm.agent.sensors import RecordedRunner, SensorConfigError, SensorUnavailable, create_sensor
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hilfarm.agent.job_telemetry import build_sensors, telemetry_config
+from hilfarm.agent.telemetry.job import build_sensors, telemetry_config
 from hilfarm.agent.profiles import PROFILE_DIR, ProfileError, available_profiles, detect_family, load_profile
 from hilfarm.agent.sensors import RecordedRunner, SensorConfigError, sensor_kinds
 

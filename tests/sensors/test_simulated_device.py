@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hilfarm.agent.sensors import create_sensor
-from hilfarm.agent.simulated_device import SIMULATED_SENSORS, LoadMeter, SimulatedDevice, SimulatedModel
+from hilfarm.agent.sensors.simulated import SIMULATED_SENSORS, LoadMeter, SimulatedDevice, SimulatedModel
 from hilfarm.agent.telemetry import Sampler
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from hilfarm.agent import wire
+from hilfarm.v1 import farm_pb2
 from hilfarm.agent.results import BenchmarkResult, JobSettings, Unavailable
 from hilfarm.agent.sensors import RecordedRunner, create_sensor
-from hilfarm.agent.sustained import (
+from hilfarm.agent.telemetry.sustained import (
     SustainedSummary, SustainedWindow, attach_sustained, sustained_summary, window_edges, window_length,
 )
 from hilfarm.agent.telemetry import Sampler
@@ -159,14 +160,17 @@ def test_sustained_windows_round_trip_the_wire():
     pb = wire.result_to_pb(result)
     assert pb.sustained.windows[1].HasField("max_celsius") and not pb.sustained.windows[1].HasField("p50_seconds")
     assert not pb.sustained.HasField("throttled_after_seconds")
-    back = wire.result_from_pb(pb)
-    assert back.sustained == summary
-    # A result without sustained mode has no sustained section either way.
-    plain = wire.result_to_pb(BenchmarkResult())
-    assert not plain.HasField("sustained") and wire.result_from_pb(plain).sustained is None
+    assert (pb.sustained.requested_seconds, pb.sustained.duration_seconds, pb.sustained.window_seconds) == \
+        (summary.requested_seconds, summary.duration_seconds, summary.window_seconds)
+    assert [w.runs for w in pb.sustained.windows] == [w.runs for w in summary.windows]
+    for w, want in zip(pb.sustained.windows, summary.windows):
+        for name in ("p50_seconds", "p90_seconds", "mean_watts", "max_celsius", "min_clock_hz", "throttled_fraction"):
+            assert (getattr(w, name) if w.HasField(name) else None) == getattr(want, name), name
+    # A result without sustained mode has no sustained section.
+    assert not wire.result_to_pb(BenchmarkResult()).HasField("sustained")
 
 
-def test_sustained_seconds_round_trips_in_the_settings():
+def test_sustained_seconds_are_read_from_the_settings():
     s = JobSettings(sustained_seconds=90.0, min_runs=5)
-    assert wire.settings_from_pb(wire.settings_to_pb(s)) == s
+    assert wire.settings_from_pb(farm_pb2.JobSettings(sustained_seconds=90.0, min_runs=5)) == s
     assert JobSettings.from_dict(s.to_dict()) == s

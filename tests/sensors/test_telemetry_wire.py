@@ -1,4 +1,4 @@
-"""Round trips of the telemetry summaries through hilfarm.v1 messages."""
+"""Telemetry summaries written as hilfarm.v1 messages: every figure set with its value, or unset."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import dataclasses
 from hilfarm.agent.telemetry import (
     ClockSummary, PowerSummary, RailSummary, TelemetryPoint, TelemetrySummary, ThermalSummary, ZoneSummary,
 )
-from hilfarm.agent.telemetry_wire import (
-    apply_summary, power_from_pb, power_to_pb, samples_from_pb, samples_to_pb, summary_from_result,
-    summary_unavailable, thermal_from_pb, thermal_to_pb,
-)
+from hilfarm.agent.telemetry.wire import apply_summary, power_to_pb, samples_to_pb, summary_unavailable, thermal_to_pb
 from hilfarm.v1 import farm_pb2
 
 
@@ -28,31 +25,51 @@ def full_thermal() -> ThermalSummary:
         simulated=False)
 
 
-def test_power_round_trip():
+def set_or_unset(msg, **figures):
+    for name, value in figures.items():
+        assert msg.HasField(name) == (value is not None), name
+        if value is not None:
+            assert getattr(msg, name) == value, name
+
+
+def test_power():
     p = full_power()
-    assert power_from_pb(farm_pb2.PowerResult.FromString(power_to_pb(p).SerializeToString())) == p
+    pb = farm_pb2.PowerResult.FromString(power_to_pb(p).SerializeToString())
+    set_or_unset(pb, idle_watts=2.5, active_watts=7.25, energy_per_inference_joules=0.0125, sample_rate_hz=9.8)
+    assert (pb.energy_method, pb.sensor, pb.simulated, pb.recorded) == ("energy counter", "rapl /sys/class/powercap", True, False)
+    assert [(r.rail, r.mean_watts) for r in pb.rails] == [("package-0", 6.5), ("package-0/dram", 0.75)]
 
 
-def test_power_unmeasured_fields_come_back_none():
-    p = dataclasses.replace(full_power(), idle_watts=None, energy_per_inference_joules=None)
-    pb = power_to_pb(p)
-    assert pb.idle_watts == 0.0
-    back = power_from_pb(pb, {"power.idle_watts": "x", "power.energy_per_inference_joules": "y"})
-    assert back == p
+def test_power_unmeasured_fields_are_unset():
+    pb = power_to_pb(dataclasses.replace(full_power(), idle_watts=None, energy_per_inference_joules=None,
+                                         sample_rate_hz=None))
+    set_or_unset(pb, idle_watts=None, active_watts=7.25, energy_per_inference_joules=None, sample_rate_hz=None)
 
 
-def test_thermal_round_trip_with_unknown_ceiling_and_unset_figures():
-    t = full_thermal()
-    assert thermal_from_pb(thermal_to_pb(t)) == t
-    t2 = dataclasses.replace(t, throttled=None, throttled_fraction=None, cooldown_seconds=None)
-    unavailable = {"thermal.throttled": "a", "thermal.throttled_fraction": "b", "thermal.cooldown_seconds": "c"}
-    assert thermal_from_pb(thermal_to_pb(t2), unavailable) == t2
+def test_a_measured_zero_is_set():
+    pb = power_to_pb(dataclasses.replace(full_power(), idle_watts=0.0))
+    set_or_unset(pb, idle_watts=0.0)
+    pb = thermal_to_pb(dataclasses.replace(full_thermal(), throttled=False, throttled_fraction=0.0))
+    set_or_unset(pb, throttled=False, throttled_fraction=0.0)
 
 
-def test_samples_round_trip():
+def test_thermal_with_unknown_ceiling_and_unset_figures():
+    pb = farm_pb2.ThermalResult.FromString(thermal_to_pb(full_thermal()).SerializeToString())
+    set_or_unset(pb, throttled=True, throttled_fraction=0.25, cooldown_seconds=12.5)
+    assert [(z.zone, z.start_celsius, z.max_celsius, z.end_celsius, z.sensor) for z in pb.zones] == \
+        [("cpu-thermal", 45.0, 81.5, 79.0, "thermal-zones /sys/class/thermal")]
+    set_or_unset(pb.clocks[0], min_hz=1.2e9, max_hz=1.8e9, allowed_max_hz=1.8e9)
+    set_or_unset(pb.clocks[1], min_hz=6e8, max_hz=1.5e9, allowed_max_hz=None)  # the device did not say
+    assert list(pb.throttle_reasons) == ["throttled now"] and not pb.simulated
+    t2 = dataclasses.replace(full_thermal(), throttled=None, throttled_fraction=None, cooldown_seconds=None)
+    set_or_unset(thermal_to_pb(t2), throttled=None, throttled_fraction=None, cooldown_seconds=None)
+
+
+def test_samples():
     pts = [TelemetryPoint(0.1, "hwmon:ina226 /sys/class/hwmon/hwmon2", "power_watts", "total", 4.65, False),
            TelemetryPoint(0.2, "thermal-zones", "temperature_celsius", "cpu-thermal", 52.15, True)]
-    assert samples_from_pb(samples_to_pb(pts)) == pts
+    assert [(m.t, m.sensor, m.quantity, m.channel, m.value, m.simulated, m.recorded) for m in samples_to_pb(pts)] == \
+        [(p.t, p.sensor, p.quantity, p.channel, p.value, p.simulated, p.recorded) for p in pts]
 
 
 def test_apply_summary_fills_result_and_names_what_is_missing():
@@ -67,9 +84,9 @@ def test_apply_summary_fills_result_and_names_what_is_missing():
     assert reasons["power.idle_watts"] == "no power sensor on this device (profile generic-x86-linux)"
     assert result.environment.simulated is True
     assert not result.HasField("power") and result.thermal.zones[0].max_celsius == 81.5
-    back = summary_from_result(farm_pb2.BenchmarkResult.FromString(result.SerializeToString()))
-    assert back.thermal == s.thermal and back.power is None and back.timeline == s.timeline
-    assert back.warnings == s.warnings and back.simulated
+    assert [(z.zone, z.max_celsius) for z in result.thermal.zones] == [("cpu-thermal", 81.5)]
+    assert [(t.t, t.quantity, t.value, t.simulated) for t in result.timeline] == [(0.0, "throttled", 1.0, True)]
+    assert list(result.warnings) == s.warnings
 
 
 def test_summary_unavailable_names_forgotten_none_figures():

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hilfarm.agent.command_sensors import decode_throttled, parse_get_throttled, parse_tegrastats
-from hilfarm.agent.nvml_sensor import RecordedNvml, RecordedNvmlLegacy, decode_clock_event_reasons
+from hilfarm.agent.sensors.commands import decode_throttled, parse_get_throttled, parse_tegrastats
+from hilfarm.agent.sensors.nvml import RecordedNvml, RecordedNvmlLegacy, decode_clock_event_reasons
 from hilfarm.agent.sensors import RecordedRunner, SensorUnavailable, create_sensor
 
 

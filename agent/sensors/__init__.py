@@ -9,6 +9,10 @@ section and the agent builds it with :func:`create_sensor`.
 A sensor that is absent or cannot be read raises :class:`SensorUnavailable` with the reason;
 it never returns zero in place of a reading. When the root holds the marker file
 ``.hilfarm-simulated`` every reading from it is flagged simulated.
+
+This module is the protocol and the registry; the implementations are its modules (power.py,
+thermal.py, commands.py for command-line tools, nvml.py), and simulated.py writes the tree of
+a simulated device that they read.
 """
 
 from __future__ import annotations
@@ -290,7 +294,7 @@ def register_sensor(kind: str) -> Callable[[Type[Sensor]], Type[Sensor]]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register_sensor decorators.
-    from hilfarm.agent import command_sensors, nvml_sensor, power_sensors, thermal_sensors  # noqa: F401
+    from hilfarm.agent.sensors import commands, nvml, power, thermal  # noqa: F401
 
 
 def sensor_kinds() -> Dict[str, Type[Sensor]]:

@@ -10,6 +10,9 @@ sampled power integrated over time (the summary names which).
 
 Figures that could not be measured are left None and named in ``summary.unavailable`` with the
 reason; every figure from a simulated sensor tree is flagged simulated.
+
+The package's other modules: job.py (telemetry around one job, as a profile configures it),
+sustained.py (the windows of a sustained run) and wire.py (the only one that knows protobuf).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class PowerSummary:
     energy_joules: Optional[float] = None  # over the timed phase (not on the wire)
     energy_method: str = ""  # "energy counter" or "integrated power"
     sensor: str = ""
-    sample_rate_hz: float = 0.0
+    sample_rate_hz: Optional[float] = None  # None: fewer than two readings, no rate
     rails: List[RailSummary] = field(default_factory=list)
     simulated: bool = False
     recorded: bool = False

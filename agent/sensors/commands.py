@@ -297,7 +297,7 @@ class TegrastatsPowerSensor(_TegrastatsBase, PowerSensor):
         total = self.options.get("total_rail") or next((r for r in ("VDD_IN", "POM_5V_IN") if r in rails), None)
         if total and total in rails:
             return PowerReading(total_watts=rails[total], rails=rails, total_method=f"rail {total}")
-        from hilfarm.agent.power_sensors import JETSON_DOWNSTREAM_RAILS
+        from hilfarm.agent.sensors.power import JETSON_DOWNSTREAM_RAILS
 
         summed = [r for r in rails if not (r in JETSON_DOWNSTREAM_RAILS and JETSON_DOWNSTREAM_RAILS[r] in rails)]
         return PowerReading(total_watts=sum(rails[r] for r in summed), rails=rails,

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Dict, Optional, Sequence
 
 from hilfarm.agent.results import Capabilities, FailureCategory, JobFailed, JobSettings
-from hilfarm.agent.runtimes import provider_list
+from hilfarm.agent.runtimes.onnx import provider_list
 
 
 def resolve(settings: JobSettings, runtime: str, profile_name: str, acceleration: Dict[str, Any],

@@ -28,7 +28,7 @@ from hilfarm.agent.sensors import (
     ThermalSensor,
     create_sensor,
 )
-from hilfarm.agent.simulated_device import (
+from hilfarm.agent.sensors.simulated import (
     SIMULATED_SENSORS, IdleLoad, LoadMeter, SimulatedDevice, SimulatedModel,
 )
 from hilfarm.agent.telemetry import DEFAULT_RATE_HZ, Sampler, TelemetryPoint, TelemetrySummary
@@ -332,7 +332,7 @@ def attach_summary(result: Any, summary: TelemetrySummary, profile_name: str = "
     the device's state (Jetson power mode, jetson_clocks, ...) into its runtime settings, and
     the simulated flag."""
     from hilfarm.agent.results import Unavailable
-    from hilfarm.agent.telemetry_wire import summary_unavailable
+    from hilfarm.agent.telemetry.wire import summary_unavailable
 
     context = f"profile {profile_name}" if profile_name else ""
     named = {u.field for u in result.unavailable}

@@ -160,7 +160,7 @@ def _telemetry(sampler: Optional[Sampler], edges: List[float], phase: str) -> Wi
 
 def attach_sustained(result: object, summary: SustainedSummary) -> None:
     """Put ``summary`` into a BenchmarkResult (agent/results.py), its unavailable figures into
-    the result's own list (kept once, as job_telemetry.attach_summary does)."""
+    the result's own list (kept once, as telemetry.job.attach_summary does)."""
     from hilfarm.agent.results import Unavailable
 
     named = {u.field for u in result.unavailable}  # type: ignore[attr-defined]

@@ -1,24 +1,16 @@
-"""Telemetry summaries <-> hilfarm.v1 PowerResult, ThermalResult and TelemetrySample.
+"""Telemetry summaries -> hilfarm.v1 PowerResult, ThermalResult, SustainedResult and TelemetrySample.
 
-proto3 scalars have no "unset": a figure that was not measured goes out as zero and its field
-is named in ``unavailable`` (``power.idle_watts``, ``thermal.throttled`` ...); coming back, a
-field named there is None again. ``PowerSummary.energy_joules`` is not on the wire.
+Measured figures are proto3 ``optional``: a figure that was not measured is left unset and
+its field named in the result's ``unavailable`` (``power.idle_watts``, ``thermal.throttled``
+...). ``PowerSummary.energy_joules`` is not on the wire.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping
+from typing import Dict, Iterable, List
 
-from hilfarm.agent.sustained import SustainedSummary, SustainedWindow
-from hilfarm.agent.telemetry import (
-    ClockSummary,
-    PowerSummary,
-    RailSummary,
-    TelemetryPoint,
-    TelemetrySummary,
-    ThermalSummary,
-    ZoneSummary,
-)
+from hilfarm.agent.telemetry.sustained import SustainedSummary
+from hilfarm.agent.telemetry import PowerSummary, TelemetryPoint, TelemetrySummary, ThermalSummary
 from hilfarm.v1 import farm_pb2
 
 _POWER_OPTIONAL = ("idle_watts", "active_watts", "energy_per_inference_joules")
@@ -27,21 +19,14 @@ _THERMAL_OPTIONAL = ("throttled", "throttled_fraction", "cooldown_seconds")
 
 def power_to_pb(p: PowerSummary) -> farm_pb2.PowerResult:
     pb = farm_pb2.PowerResult(energy_method=p.energy_method, sensor=p.sensor, sample_rate_hz=p.sample_rate_hz,
-                              simulated=p.simulated, recorded=p.recorded)
+                              simulated=p.simulated, recorded=p.recorded)  # None leaves an optional unset
     for name in _POWER_OPTIONAL:
         v = getattr(p, name)
         if v is not None:
             setattr(pb, name, v)
     pb.rails.extend(farm_pb2.RailPower(rail=r.rail, mean_watts=r.mean_watts) for r in p.rails)
+
     return pb
-
-
-def power_from_pb(pb: farm_pb2.PowerResult, unavailable: Mapping[str, str] = {}) -> PowerSummary:
-    p = PowerSummary(energy_method=pb.energy_method, sensor=pb.sensor, sample_rate_hz=pb.sample_rate_hz,
-                     simulated=pb.simulated, recorded=pb.recorded, rails=[RailSummary(r.rail, r.mean_watts) for r in pb.rails])
-    for name in _POWER_OPTIONAL:
-        setattr(p, name, None if f"power.{name}" in unavailable else getattr(pb, name))
-    return p
 
 
 def thermal_to_pb(t: ThermalSummary) -> farm_pb2.ThermalResult:
@@ -53,23 +38,10 @@ def thermal_to_pb(t: ThermalSummary) -> farm_pb2.ThermalResult:
             setattr(pb, name, v)
     pb.zones.extend(farm_pb2.ZoneTemperature(zone=z.zone, start_celsius=z.start_celsius, max_celsius=z.max_celsius,
                                              end_celsius=z.end_celsius, sensor=z.sensor) for z in t.zones)
+    # A ceiling the device did not state stays unset.
     pb.clocks.extend(farm_pb2.ClockRange(domain=c.domain, min_hz=c.min_hz, max_hz=c.max_hz,
-                                         allowed_max_hz=c.allowed_max_hz or 0.0) for c in t.clocks)
+                                         allowed_max_hz=c.allowed_max_hz) for c in t.clocks)
     return pb
-
-
-def thermal_from_pb(pb: farm_pb2.ThermalResult, unavailable: Mapping[str, str] = {}) -> ThermalSummary:
-    t = ThermalSummary(
-        zones=[ZoneSummary(z.zone, z.start_celsius, z.max_celsius, z.end_celsius, z.sensor) for z in pb.zones],
-        # allowed_max_hz 0 on the wire means the device did not say (documented in the proto).
-        clocks=[ClockSummary(c.domain, c.min_hz, c.max_hz, c.allowed_max_hz or None) for c in pb.clocks],
-        throttle_reasons=list(pb.throttle_reasons),
-        simulated=pb.simulated,
-        recorded=pb.recorded,
-    )
-    for name in _THERMAL_OPTIONAL:
-        setattr(t, name, None if f"thermal.{name}" in unavailable else getattr(pb, name))
-    return t
 
 
 def sample_to_pb(p: TelemetryPoint) -> farm_pb2.TelemetrySample:
@@ -77,16 +49,8 @@ def sample_to_pb(p: TelemetryPoint) -> farm_pb2.TelemetrySample:
                                     simulated=p.simulated, recorded=p.recorded)
 
 
-def sample_from_pb(pb: farm_pb2.TelemetrySample) -> TelemetryPoint:
-    return TelemetryPoint(pb.t, pb.sensor, pb.quantity, pb.channel, pb.value, pb.simulated, pb.recorded)
-
-
 def samples_to_pb(points: Iterable[TelemetryPoint]) -> List[farm_pb2.TelemetrySample]:
     return [sample_to_pb(p) for p in points]
-
-
-def samples_from_pb(pbs: Iterable[farm_pb2.TelemetrySample]) -> List[TelemetryPoint]:
-    return [sample_from_pb(p) for p in pbs]
 
 
 def summary_unavailable(s: TelemetrySummary) -> Dict[str, str]:
@@ -133,21 +97,6 @@ def apply_summary(result: farm_pb2.BenchmarkResult, s: TelemetrySummary, context
         result.environment.recorded = True
 
 
-def summary_from_result(result: farm_pb2.BenchmarkResult) -> TelemetrySummary:
-    """The inverse of apply_summary, for tests and tools that read results."""
-    unavailable = {u.field: u.reason for u in result.unavailable
-                   if u.field.startswith("power") or u.field.startswith("thermal")}
-    s = TelemetrySummary(unavailable=unavailable, simulated=result.environment.simulated,
-                         recorded=result.HasField("power") and result.power.recorded
-                         or result.HasField("thermal") and result.thermal.recorded,
-                         timeline=samples_from_pb(result.timeline), warnings=list(result.warnings))
-    if result.HasField("power"):
-        s.power = power_from_pb(result.power, unavailable)
-    if result.HasField("thermal"):
-        s.thermal = thermal_from_pb(result.thermal, unavailable)
-    return s
-
-
 _WINDOW_OPTIONAL = ("p50_seconds", "p90_seconds", "mean_watts", "max_celsius", "min_clock_hz", "throttled_fraction")
 _SUSTAINED_OPTIONAL = ("latency_change_ratio", "temperature_rise_celsius", "throttled_after_seconds")
 
@@ -168,17 +117,3 @@ def sustained_to_pb(s: SustainedSummary) -> farm_pb2.SustainedResult:
             if v is not None:
                 setattr(wpb, name, v)
     return pb
-
-
-def sustained_from_pb(pb: farm_pb2.SustainedResult, unavailable: Mapping[str, str] = {}) -> SustainedSummary:
-    s = SustainedSummary(requested_seconds=pb.requested_seconds, duration_seconds=pb.duration_seconds,
-                         window_seconds=pb.window_seconds, simulated=pb.simulated,
-                         unavailable={k: v for k, v in unavailable.items() if k.startswith("sustained.")})
-    for name in _SUSTAINED_OPTIONAL:
-        setattr(s, name, getattr(pb, name) if pb.HasField(name) else None)
-    for wpb in pb.windows:
-        w = SustainedWindow(wpb.start_seconds, wpb.end_seconds, wpb.runs)
-        for name in _WINDOW_OPTIONAL:
-            setattr(w, name, getattr(wpb, name) if wpb.HasField(name) else None)
-        s.windows.append(w)
-    return s

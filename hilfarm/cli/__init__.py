@@ -1,0 +1,72 @@
+"""The `hilfarm` command line: the root group here, one module per command group.
+
+    common.py        exit codes, the client, JSON output (what every group shares)
+    security.py      TLS and token options of the root group, `controller serve`, `agent run`
+    job_settings.py  run-setting options -> JobSettings (`submit`, `demo`)
+    follow.py        upload, wait for jobs, print their results (`submit`, `jobs watch`, `demo`)
+    jobs.py          submit, jobs list/show/trace/watch/cancel
+    devices.py       devices list/show/drain
+    controller.py    controller serve/migrate
+    agent.py         agent run
+    local.py         up, demo (a farm in this process)
+    regress.py       regress SUITE.yaml
+    results.py       results history/compare/baselines/accept
+    admin.py         admin tokens/agents/whoami
+    hilfarm.provision.command: device provision
+
+Command modules import what they run (the controller, the agent, rich, numpy) inside the
+command, so `hilfarm` starts fast and an agent-only install never loads the controller.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import click
+import grpc
+
+from hilfarm import __version__
+from hilfarm.cli import admin, agent, controller, devices, jobs, local, regress, results
+from hilfarm.cli.common import EXIT_INTERRUPTED, fail_rpc
+from hilfarm.cli.security import client_tls, tls_client_options
+from hilfarm.client import DEFAULT_CONTROLLER
+from hilfarm.provision.command import device  # paramiko is imported only when a device is reached
+
+
+class RpcErrorsToMessages(click.Group):
+    """Turns a gRPC error anywhere in a command into one readable line and exit code 2, and
+    Ctrl-C into exit 130 without a traceback (commands that wait say more: see follow.py)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except grpc.RpcError as error:
+            raise fail_rpc(error, (ctx.obj or {}).get("controller", "?")) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=RpcErrorsToMessages)
+@click.option("--controller", envvar="HILFARM_CONTROLLER", default=DEFAULT_CONTROLLER,
+              show_default=True, help="Controller address HOST:PORT (env HILFARM_CONTROLLER).")
+@click.option("--token", envvar="HILFARM_TOKEN", default=None,
+              help="Credential sent to the controller (env HILFARM_TOKEN).")
+@tls_client_options
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(__version__, prog_name="hilfarm")
+@click.pass_context
+def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int, **tls_options: Optional[str]) -> None:
+    """hilfarm: measure on real devices whether a model fits them."""
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    ctx.ensure_object(dict)
+    ctx.obj.update(controller=controller, token=token, tls=client_tls(**tls_options))
+
+
+for _command in (jobs.submit, jobs.jobs, devices.devices, controller.controller, agent.agent, local.up, local.demo,
+                 regress.regress, results.results, admin.admin, device):
+    main.add_command(_command)

@@ -1,0 +1,5 @@
+"""`python -m hilfarm.cli`: the `hilfarm` command."""
+
+from hilfarm.cli import main
+
+main()

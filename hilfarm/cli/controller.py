@@ -1,0 +1,127 @@
+"""`hilfarm controller serve | migrate`: run the central controller, upgrade its database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hilfarm.cli.common import DATA_DIR_HELP, cannot_start
+from hilfarm.cli.job_settings import parse_size
+from hilfarm.cli.security import serve_security_options
+from hilfarm.paths import default_data_dir
+
+
+@click.group()
+def controller() -> None:
+    """Run the central controller."""
+
+
+@controller.command("serve")
+@click.option("--bind", default="127.0.0.1:50051", show_default=True,
+              help="Address to listen on. Only this machine can reach the default; to serve agents and users "
+                   "elsewhere bind to their network (e.g. 0.0.0.0:50051) and give the controller a token.")
+@click.option("--db", "db_url", envvar="HILFARM_DB", default=None,
+              help="SQLAlchemy URL (env HILFARM_DB); default SQLite in the data dir. "
+                   "PostgreSQL: postgresql+psycopg://user@host/db")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Artifacts and the SQLite database [{DATA_DIR_HELP}, /controller].")
+@click.option("--max-artifact-bytes", default="4GiB", show_default=True, help="Largest artifact accepted.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="How long a job stays with an agent that stopped heartbeating.")
+@click.option("--restart-grace-seconds", type=click.FloatRange(min=0), default=40.0, show_default=True,
+              help="After the start, every lease is kept at least this long, so agents that could not "
+                   "reach the controller report their work (at least the agents' longest backoff, 30 s).")
+@click.option("--artifacts-dir", envvar="HILFARM_ARTIFACTS_DIR", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="The artifact store (env HILFARM_ARTIFACTS_DIR) [data dir/artifacts]; "
+                                 "every replica of a farm must use the same one (a shared volume).")
+@click.option("--metrics-bind", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:9464).")
+@click.option("--remote-write-url", envvar="HILFARM_REMOTE_WRITE_URL", default=None, metavar="URL",
+              help="Also send every result, stamped with its own time, to this Prometheus remote-write endpoint.")
+@click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
+@serve_security_options
+@click.pass_context
+def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, restart_grace_seconds,
+                     artifacts_dir, metrics_bind, remote_write_url, nightly_suites, **security):
+    """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
+    from hilfarm.controller.server import Controller, serve_forever
+
+    from hilfarm.suite_files import SuiteError
+
+    try:
+        server = Controller(
+            db_url=db_url,
+            data_dir=data_dir or default_data_dir() / "controller",
+            token=ctx.obj["token"],
+            artifacts_dir=artifacts_dir,
+            max_artifact_bytes=parse_size(max_artifact_bytes),
+            lease_seconds=lease_seconds,
+            restart_grace=restart_grace_seconds,
+            metrics_bind=metrics_bind,
+            remote_write_url=remote_write_url,
+            nightly=list(nightly_suites),
+            **security,
+        )
+    except SuiteError as error:  # only the --nightly suite files raise it
+        raise click.BadParameter(str(error), param_hint="--nightly") from None
+    from hilfarm.controller.schema import SchemaError
+    from hilfarm.transport import TransportError
+
+    from hilfarm.controller.errors import CannotListen
+
+    try:
+        port = server.start(bind)
+    except SchemaError as error:
+        raise click.ClickException(f"the database cannot be used: {error}") from None
+    except CannotListen as error:
+        server.store.close()
+        raise cannot_start(error) from None
+    except TransportError as error:
+        raise click.ClickException(str(error)) from None
+    address = f"{bind.rsplit(':', 1)[0]}:{port}"
+    click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
+    if server.metrics_port is not None:
+        scheme = "https" if server.tls is not None else "http"
+        click.echo(f"metrics on {scheme}://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
+    click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
+               err=True)
+    serve_forever(server)
+
+
+@controller.command("migrate")
+@click.option("--db", "db_url", envvar="HILFARM_DB", default=None,
+              help="SQLAlchemy URL (env HILFARM_DB); default SQLite in the data dir.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Where the default SQLite database is [{DATA_DIR_HELP}, /controller].")
+@click.option("--sql", "as_sql", is_flag=True, help="Print the upgrade SQL for the database's dialect; change nothing.")
+@click.option("--from", "from_revision", default=None, metavar="REV",
+              help="With --sql: the revision the database is at [none: an empty database].")
+@click.option("--new", "new_message", default=None, metavar="MESSAGE",
+              help="Development: write a revision for what the models changed (in controller/migrations/versions/).")
+def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
+    """Upgrade the database schema to this version (the controller also does this at start)."""
+    from hilfarm.controller import schema
+    from hilfarm.controller.store import Store, default_sqlite_url
+
+    try:
+        if new_message is not None:
+            click.echo(f"wrote {schema.new_revision(new_message)}: check it, then commit it")
+            return
+        url = db_url or default_sqlite_url(data_dir or default_data_dir() / "controller")
+        if as_sql:
+            click.echo(schema.upgrade_sql(url, from_revision=from_revision), nl=False)
+            return
+        store = Store(url)
+        try:
+            report = store.migrate()
+        finally:
+            store.close()
+    except schema.SchemaError as error:
+        raise click.ClickException(str(error)) from None
+    if report.adopted:
+        click.echo(f"adopted a database from before migrations at revision {schema.INITIAL_REVISION}")
+    click.echo(f"schema revision {report.before or '(empty)'} -> {report.after}" if report.changed
+               else f"schema is current (revision {report.after})")
