@@ -26,20 +26,21 @@ DEFAULT_ENROLLMENT_SECONDS = 24 * 3600.0
 class Credentials(auth.CredentialLookup):
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.db = store.db
         self.clock = clock
 
     # ------------------------------------------------------------ lookups (every call)
 
     def user_token(self, token_id: str) -> Optional[UserToken]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             return s.get(UserToken, token_id)
 
     def agent_credential(self, credential_id: str) -> Optional[AgentCredential]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             return s.get(AgentCredential, credential_id)
 
     def enrollment_token(self, token_id: str) -> Optional[EnrollmentToken]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             return s.get(EnrollmentToken, token_id)
 
     # ------------------------------------------------------------ user tokens
@@ -53,7 +54,7 @@ class Credentials(auth.CredentialLookup):
         token_id, secret, digest = auth.new_token(auth.USER_PREFIX)
         row = UserToken(id=token_id, secret_hash=digest, project=project, role=role.label, name=name,
                         created_at=self.clock(), created_by=created_by, expires_at=expires_at)
-        with self.store._write() as s:
+        with self.db.write() as s:
             s.add(row)
         log.info("token %s created for project %s (%s) by %s", token_id, project, role.label, created_by)
         return row, secret
@@ -64,12 +65,12 @@ class Credentials(auth.CredentialLookup):
             q = q.where(UserToken.project == project)
         if not include_revoked:
             q = q.where(UserToken.revoked_at.is_(None))  # type: ignore[union-attr]
-        with self.store._read() as s:
+        with self.db.read() as s:
             return list(s.exec(q.order_by(UserToken.project, UserToken.created_at, UserToken.id)).all())
 
     def revoke_user_token(self, token_id: str, *, project: Optional[str]) -> UserToken:
         """Revoke a token of ``project`` (None: of any project)."""
-        with self.store._write() as s:
+        with self.db.write() as s:
             row = s.exec(select(UserToken).where(UserToken.id == token_id).with_for_update()).first()
             if row is None or (project is not None and row.project != project):
                 raise NotFound(f"token {token_id!r} does not exist in project {project}" if project
@@ -96,7 +97,7 @@ class Credentials(auth.CredentialLookup):
         row = EnrollmentToken(id=token_id, secret_hash=digest, device_profile=device_profile,
                               tags=list(dict.fromkeys(tags)), agent_id=agent_id or None, uses_left=uses,
                               expires_at=expires_at, created_at=self.clock(), created_by=created_by)
-        with self.store._write() as s:
+        with self.db.write() as s:
             s.add(row)
         log.info("enrollment token %s created for profile %s by %s", token_id, device_profile, created_by)
         return row, secret
@@ -110,7 +111,7 @@ class Credentials(auth.CredentialLookup):
             raise InvalidArgument(f"agent {agent_id} asked to enroll without a device profile")
         now = self.clock()
         cred_id, secret, digest = auth.new_token(auth.AGENT_PREFIX)
-        with self.store._write() as s:
+        with self.db.write() as s:
             if principal.kind == auth.Kind.ENROLLER:
                 # Locked: the uses left are counted once however many devices present the token.
                 token = s.exec(select(EnrollmentToken).where(EnrollmentToken.id == principal.token_id)
@@ -143,7 +144,7 @@ class Credentials(auth.CredentialLookup):
 
     def list_agents(self, *, include_revoked: bool = False) -> List[AgentCredential]:
         """Each agent's newest credential (only agents with a working one unless ``include_revoked``)."""
-        with self.store._read() as s:
+        with self.db.read() as s:
             rows = s.exec(select(AgentCredential).order_by(AgentCredential.agent_id, AgentCredential.enrolled_at)).all()
         newest = {}
         for row in rows:
@@ -154,7 +155,7 @@ class Credentials(auth.CredentialLookup):
         """The agent's credential stops working now; its lease is taken back (the job is queued
         again) and it leaves the device list."""
         now = self.clock()
-        with self.store._write() as s:
+        with self.db.write() as s:
             rows = s.exec(select(AgentCredential).where(AgentCredential.agent_id == agent_id,
                                                         AgentCredential.revoked_at.is_(None))  # type: ignore[union-attr]
                           .with_for_update()).all()

@@ -33,14 +33,15 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
-from sqlmodel import Session, select
 
 from .errors import CannotListen
-from .models import ACTIVE_STATES, Agent, Job, JobState
+from . import wire
+from .models import Job, JobState
+from .regression_store import RegressionStore
+from .store import Store
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
@@ -197,9 +198,11 @@ def result_figures(job: Job) -> List[Figure]:
 class FarmCollector:
     """Yields the farm's gauges and store-derived counters, read from the database per scrape."""
 
-    def __init__(self, store: Any, *, heartbeat_interval: float, clock: Callable[[], float] = time.time,
-                 max_models: int = DEFAULT_MAX_MODELS) -> None:
+    def __init__(self, store: Store, *, heartbeat_interval: float, clock: Callable[[], float] = time.time,
+                 max_models: int = DEFAULT_MAX_MODELS, regressions: Optional[RegressionStore] = None) -> None:
+        """``regressions``: where suite runs and verdicts are read (default: over ``store``'s database)."""
         self.store = store
+        self.regressions = regressions if regressions is not None else RegressionStore(store.db)
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
         self.max_models = max_models
@@ -227,30 +230,13 @@ class FarmCollector:
         yield from families
 
     def _collect_regressions(self) -> Iterator[Metric]:
-        # Regression suites and constraint verdicts (controller/regression_service.py).
-        from .regression_service import regression_metric_families
-
-        yield from regression_metric_families(self.store)
-
-    def _session(self) -> Session:
-        return Session(self.store.engine, expire_on_commit=False)
+        yield from regression_metric_families(self.regressions)
 
     # ---- agents, queue, leases, outcomes
 
     def _collect_farm(self) -> Iterator[Metric]:
         now = self.clock()
-        with self._session() as s:
-            agents: List[Agent] = list(s.exec(select(Agent)).all())
-            active_rows = s.exec(
-                select(Job.agent_id, Job.id).where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
-            ).all()
-            # Only unfinished jobs are counted here (the index on state finds them); finished ones
-            # are counters the store keeps.
-            job_rows = s.exec(
-                select(Job.state, Job.device_profile, sa.func.count(), sa.func.min(Job.created_at))
-                .where(Job.state.in_([JobState.QUEUED.value] + [st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
-                .group_by(Job.state, Job.device_profile)
-            ).all()
+        agents, active_rows, job_rows = self.store.live_state()
         outcome_rows = self.store.outcome_counts()
         current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
         # A profile is a label while an agent has registered with it or a job waits for or runs
@@ -378,12 +364,7 @@ class FarmCollector:
             quantity: GaugeMetricFamily(name, help_text, labels=["agent", "device_profile", channel_label, "simulated"])
             for quantity, (name, help_text, channel_label) in TELEMETRY_METRICS.items()
         }
-        with self._session() as s:
-            rows = s.exec(
-                select(Job.agent_id, Job.device_profile, Job.progress)
-                .where(Job.state.in_([st.value for st in ACTIVE_STATES]))  # type: ignore[attr-defined]
-            ).all()
-        for agent_id, profile, progress in rows:
+        for agent_id, profile, progress in self.store.active_progress():
             if not agent_id or not isinstance(progress, dict):
                 continue
             latest: Dict[Tuple[str, str], Dict[str, Any]] = {}
@@ -400,6 +381,46 @@ class FarmCollector:
                     float(sample.get("value", 0.0)),
                 )
         yield from families.values()
+
+
+# ---------------------------------------------------------------- regression suites and constraint verdicts
+
+def regression_metric_families(regressions: RegressionStore) -> Iterator[Metric]:
+    """Prometheus families for the Grafana model view, read at scrape time:
+    hilfarm_regression_detected{model,device_profile,runtime} (0/1, newest suite case),
+    hilfarm_suite_runs_total{suite,outcome}, and
+    hilfarm_constraint_pass{model,device_profile,runtime,constraint} (1 pass, 0 fail; a budget the
+    device could not measure has no sample rather than a made-up one)."""
+    reg = regressions
+    detected = GaugeMetricFamily("hilfarm_regression_detected",
+                                 "1 when the newest suite run of this model found a confirmed regression",
+                                 labels=["model", "device_profile", "runtime", "simulated"])
+    for case in reg.latest_cases():
+        if case.outcome in ("error", "model_failed"):
+            continue
+        runtime = case.runtime_config.split(" ", 1)[0]
+        simulated = "true" if wire.case_simulated(case) else "false"
+        detected.add_metric([case.model_name, case.device_profile, runtime, simulated],
+                            1.0 if case.outcome == "regression" else 0.0)
+    yield detected
+    runs = CounterMetricFamily("hilfarm_suite_runs_total", "Finished regression suite runs by outcome",
+                               labels=["suite", "outcome"])
+    for (suite, outcome), n in sorted(reg.suite_run_counts().items()):
+        runs.add_metric([suite, outcome], float(n))
+    yield runs
+    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it "
+                               "(simulated=\"true\": judged on a simulated sensor, never a real pass)",
+                               labels=["model", "device_profile", "runtime", "constraint", "simulated"])
+    for job, evaluation in reg.latest_verdicts():
+        worst: Dict[Tuple[str, bool], float] = {}
+        for v in evaluation.verdicts or []:
+            if v.get("status") in ("pass", "fail"):
+                key = (v.get("constraint", ""), bool(v.get("simulated")))
+                worst[key] = min(worst.get(key, 1.0), 0.0 if v.get("status") == "fail" else 1.0)
+        for (name, simulated), value in sorted(worst.items()):
+            passes.add_metric([job.model_name, job.device_profile, job.runtime, name,
+                               "true" if simulated else "false"], value)
+    yield passes
 
 
 # ---------------------------------------------------------------- events of this process
@@ -613,45 +634,34 @@ class ControllerMetrics:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         *,
         heartbeat_interval: float,
         clock: Callable[[], float] = time.time,
         remote_write: Optional[Any] = None,
         max_models: int = DEFAULT_MAX_MODELS,
+        regressions: Optional[RegressionStore] = None,
     ) -> None:
         """``max_models``: the figures of this many models (those with the newest results) are
-        exported, which bounds the ``model`` label."""
+        exported, which bounds the ``model`` label. ``regressions``: where suite runs and
+        verdicts are read (default: over ``store``'s database)."""
         self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models)
+        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models,
+                                       regressions=regressions)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
         self.events = EventMetrics(self.registry)
         self.interceptor = MetricsInterceptor(self)
         self.remote_write = remote_write
         if remote_write is not None:
-            remote_write.on_outcome = lambda outcome, count: self.events.remote_write_samples.labels(outcome).inc(count)
+            remote_write.report_outcomes_to(lambda outcome, count: self.events.remote_write_samples.labels(outcome).inc(count))
         self._seen_lock = threading.Lock()
         # (job id, attempt) already observed: a repeated report (agent retry) is counted once.
         self._seen: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()
         self._http: Optional[Any] = None
         self._http_thread: Optional[threading.Thread] = None
         self.port: Optional[int] = None
-
-    @classmethod
-    def for_controller(cls, controller: Any, *, remote_write_url: Optional[str] = None) -> "ControllerMetrics":
-        """Metrics over a (not yet started) server.Controller's store, installed as its
-        ``metrics`` so its interceptor sees every call."""
-        writer = None
-        if remote_write_url:
-            from .remote_write import RemoteWriter
-
-            writer = RemoteWriter(remote_write_url)
-        metrics = cls(controller.store, heartbeat_interval=controller.scheduler.heartbeat_interval,
-                      clock=controller.scheduler.clock, remote_write=writer)
-        controller.metrics = metrics
-        return metrics
 
     def start(self, bind: Optional[str], *, ssl_context: Optional[Any] = None,
               bearer_token: Optional[str] = None) -> Optional[int]:

@@ -8,6 +8,7 @@ on ``SQLModel.metadata``; a migration tool (alembic) can take that metadata as i
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -47,6 +48,8 @@ FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 # The project of everything made without a project token: the operator's token, a controller
 # run without tokens, and every row from before projects existed.
 DEFAULT_PROJECT = "default"
+# Baselines key on the runtime configuration (runtime_config below), kept in a column this long.
+MAX_RUNTIME_CONFIG_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -287,3 +290,156 @@ class DeviceStatus:
     agent: Agent
     state: str  # idle, busy, offline, draining
     current_job_id: str = ""
+
+
+# ---------------------------------------------------------------- constraints, baselines, suite runs
+
+_NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def _numbers_back(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE_TEXT.get(value, value)
+    if isinstance(value, dict):
+        return {k: _numbers_back(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_back(v) for v in value]
+    return value
+
+
+class RegressionDocument(sa.types.TypeDecorator):
+    """JSONB on PostgreSQL, JSON text elsewhere, holding documents the controller computes
+    (verdicts, comparisons, headline values), which may carry NaN or infinity: a throughput
+    over zero seconds, a ratio over a zero baseline. PostgreSQL's JSON has no such numbers and
+    refuses the whole row, while SQLite stores them; so they are written as the strings of the
+    proto3 JSON mapping on every backend and read back as the numbers they were."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.engine.Dialect) -> sa.types.TypeEngine:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else sa.JSON())
+
+    def process_bind_param(self, value: Any, dialect: sa.engine.Dialect) -> Any:
+        return _finite_json(value)
+
+    def process_result_value(self, value: Any, dialect: sa.engine.Dialect) -> Any:
+        return _numbers_back(value)
+
+
+
+class JobEvaluation(SQLModel, table=True):
+    """The budgets a job is judged by and, once its result is stored, the verdicts."""
+
+    __tablename__ = "job_evaluations"
+
+    job_id: str = Field(primary_key=True, foreign_key="jobs.id", max_length=64)
+    constraint_set: str = ""
+    budgets: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
+    verdicts: Optional[List[Dict[str, Any]]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    evaluated_at: Optional[float] = Field(default=None, index=True)  # the newest judged first, for metrics
+
+
+class BaselineRow(SQLModel, table=True):
+    """One acceptance of a job as the baseline; the newest row of a key is the baseline."""
+
+    __tablename__ = "baselines"
+    __table_args__ = (sa.Index("ix_baselines_key", "name", "model_name", "device_profile", "runtime_config"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project: str = Field(default=DEFAULT_PROJECT, max_length=100,
+                         sa_column_kwargs={"server_default": DEFAULT_PROJECT})
+    name: str = Field(max_length=200)
+    model_name: str = Field(max_length=500)
+    device_profile: str = Field(max_length=200)
+    runtime_config: str = Field(max_length=500)
+    job_id: str = Field(foreign_key="jobs.id", max_length=64)
+    model_sha256: str = Field(max_length=64)
+    suite: str = ""
+    accepted_at: float = Field(index=True)
+
+
+class SuiteRunRow(SQLModel, table=True):
+    """One run of a suite. While it runs it is a state machine that any controller replica
+    advances (suites.SuiteRunner.advance): ``stage`` says what it waits for, ``work`` holds the
+    cases judged so far, and ``driver`` / ``driver_until`` is the short lease of the replica
+    advancing it now, so two never do at once and a restarted controller resumes it."""
+
+    __tablename__ = "suite_runs"
+    __table_args__ = (
+        # A nightly slot (suite x due time) runs once, however many replicas read the schedule.
+        sa.UniqueConstraint("suite", "nightly_slot", name="uq_suite_runs_nightly_slot"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    project: str = Field(default=DEFAULT_PROJECT, max_length=100,
+                         sa_column_kwargs={"server_default": DEFAULT_PROJECT})
+    suite: str = Field(index=True, max_length=200)
+    trigger: str = "cli"
+    baseline: str = ""
+    state: str = "running"
+    outcome: str = ""
+    started_at: float = Field(index=True)
+    finished_at: Optional[float] = None
+    message: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    accept: bool = False
+    accepted: bool = False
+    spec: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(RegressionDocument, nullable=False))
+    # measuring (the suite's jobs), confirming (re-runs of suspected regressions), done
+    stage: str = Field(default="measuring", max_length=16, sa_column_kwargs={"server_default": "done"})
+    job_ids: List[str] = Field(default_factory=list,
+                               sa_column=sa.Column(RegressionDocument, nullable=False, server_default="[]"))
+    work: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    placement_deadline: Optional[float] = None
+    driver: Optional[str] = Field(default=None, max_length=64)
+    driver_until: Optional[float] = None
+    nightly_slot: Optional[float] = None
+
+
+class SuiteCaseRow(SQLModel, table=True):
+    __tablename__ = "suite_cases"
+    __table_args__ = (sa.Index("ix_suite_cases_key", "model_name", "device_profile", "finished_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    suite_run_id: str = Field(foreign_key="suite_runs.id", index=True, max_length=64)
+    position: int = 0
+    model_name: str = Field(max_length=500)
+    model_sha256: str = Field(max_length=64)
+    device_profile: str = Field(max_length=200)
+    runtime_config: str = ""
+    outcome: str = ""
+    job_id: str = ""
+    baseline_job_id: str = ""
+    verdicts: List[Dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
+    comparison: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    confirmation: Optional[Dict[str, Any]] = Field(default=None, sa_column=sa.Column(RegressionDocument))
+    confirm_job_ids: List[str] = Field(default_factory=list, sa_column=sa.Column(RegressionDocument, nullable=False))
+    message: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    values: Dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(RegressionDocument, nullable=False))
+    finished_at: Optional[float] = None
+    duration_seconds: float = 0.0
+
+
+def runtime_config(job: Job) -> str:
+    """The runtime and the settings that change its speed: a baseline only compares like with like."""
+    s = job.settings
+    parts = [job.runtime or "auto"]
+    for key, label in (("execution_provider", "provider"), ("threads", "threads"),
+                       ("graph_optimization", "opt"), ("tflite_delegate_path", "delegate")):
+        if s.get(key):
+            parts.append(f"{label}={s[key]}")
+    if s.get("tflite_disable_xnnpack"):
+        parts.append("no-xnnpack")
+    for shape in s.get("input_shapes", []):
+        parts.append(f"{shape.get('name')}={'x'.join(str(d) for d in shape.get('dims', []))}")
+    return " ".join(parts)

@@ -18,14 +18,11 @@ from typing import Any, Callable, Dict, List, Optional
 
 from croniter import croniter
 
-from hilfarm.client import sha256_of
 from hilfarm.suite_files import SuiteFile, load_suite
 
-from .artifacts import CHUNK_BYTES
-from .models import DEFAULT_PROJECT
-from .models import Artifact
-from .regression_store import SuiteRunRow
-from .suites import SlotTaken
+from .artifacts import CHUNK_BYTES, ArtifactStore, file_sha256
+from .models import DEFAULT_PROJECT, Artifact, SuiteRunRow
+from .suites import SlotTaken, SuiteRunner
 
 log = logging.getLogger("hilfarm.controller.nightly")
 
@@ -42,9 +39,11 @@ class NightlyRunner:
     """Start each suite when its cron schedule comes due. ``clock`` is injectable so tests can
     move time; ``tick`` does one check and is what the background thread calls."""
 
-    def __init__(self, controller: Any, suites: List[SuiteFile], *, clock: Callable[[], float] = time.time,
-                 poll_seconds: float = 1.0) -> None:
-        self.c = controller
+    def __init__(self, artifacts: ArtifactStore, runner: SuiteRunner, suites: List[SuiteFile], *,
+                 clock: Callable[[], float] = time.time, poll_seconds: float = 1.0) -> None:
+        """``artifacts``: where models given by path are stored; ``runner`` starts the suites."""
+        self.artifacts = artifacts
+        self.runner = runner
         self.clock = clock
         self.poll_seconds = poll_seconds
         now = clock()
@@ -59,8 +58,9 @@ class NightlyRunner:
         self._thread: Optional[threading.Thread] = None
 
     @classmethod
-    def from_files(cls, controller: Any, paths: List[Path], **kwargs: Any) -> "NightlyRunner":
-        return cls(controller, [load_suite(p) for p in paths], **kwargs)
+    def from_files(cls, artifacts: ArtifactStore, runner: SuiteRunner, paths: List[Path],
+                   **kwargs: Any) -> "NightlyRunner":
+        return cls(artifacts, runner, [load_suite(p) for p in paths], **kwargs)
 
     def _models(self, suite: SuiteFile) -> List[Dict[str, str]]:
         out = []
@@ -68,13 +68,13 @@ class NightlyRunner:
             if m.path is None:
                 out.append({"sha256": m.sha256, "name": m.name, "format": m.format})
                 continue
-            digest = sha256_of(m.path)
+            digest = file_sha256(m.path)
             fmt = m.format or m.path.suffix.lower().lstrip(".")
-            if self.c.artifacts.stat(digest, project=DEFAULT_PROJECT) is None:
+            if self.artifacts.stat(digest, project=DEFAULT_PROJECT) is None:
                 artifact = Artifact(sha256=digest, size_bytes=m.path.stat().st_size, format=fmt,
                                     filename=m.path.name, created_at=self.clock())
                 with m.path.open("rb") as f:
-                    self.c.artifacts.receive(artifact, iter(lambda: f.read(CHUNK_BYTES), b""))
+                    self.artifacts.receive(artifact, iter(lambda: f.read(CHUNK_BYTES), b""))
             out.append({"sha256": digest, "name": m.name, "format": fmt})
         return out
 
@@ -89,7 +89,7 @@ class NightlyRunner:
             slot, entry.next_at = entry.next_at, croniter(entry.schedule, now).get_next(float)
             try:
                 spec = entry.suite.spec(self._models(entry.suite))
-                run = self.c.suites.start(spec, trigger="nightly", nightly_slot=slot)
+                run = self.runner.start(spec, trigger="nightly", nightly_slot=slot)
                 entry.runs.append(run.id)
                 started.append(run)
                 log.info("nightly suite %s started (run %s); next at %s", entry.suite.name, run.id,

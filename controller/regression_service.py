@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Dict, List
 
 from sqlmodel import Session
 
@@ -14,34 +14,39 @@ from hilfarm.v1 import farm_pb2 as pb
 
 from . import auth, changepoints, regression, wire
 from .errors import FailedPrecondition, InvalidArgument
-from .models import Job, JobState
-from .regression_store import JobEvaluation, runtime_config
+from .models import Job, JobEvaluation, JobState, runtime_config
 from .submission import check_queue_room
-from .suites import budgets_from_doc
+from .regression_store import RegressionStore
+from .store import Store
+from .suites import SuiteRunner, budgets_from_doc
 
 log = logging.getLogger("hilfarm.controller")
 
 
+def judge_result(s: Session, job: Job) -> None:
+    """Verdicts for a result being stored (the store's ``on_result`` hook, called inside the
+    transaction that stores it)."""
+    evaluation = s.get(JobEvaluation, job.id)
+    if evaluation is None:
+        return
+    verdicts: List[Verdict] = evaluate(budgets_from_doc(evaluation.budgets), job.result or {})
+    evaluation.verdicts = [v.to_dict() for v in verdicts]
+    evaluation.evaluated_at = time.time()
+    s.add(evaluation)
+
+
 class RegressionRpcs:
-    def __init__(self, controller: Any) -> None:
-        self.c = controller
-
-    # ------------------------------------------------------------ constraints
-
-    def judge_result(self, s: Session, job: Job) -> None:
-        """Verdicts for a result being stored (called inside the store's transaction)."""
-        evaluation = s.get(JobEvaluation, job.id)
-        if evaluation is None:
-            return
-        verdicts: List[Verdict] = evaluate(budgets_from_doc(evaluation.budgets), job.result or {})
-        evaluation.verdicts = [v.to_dict() for v in verdicts]
-        evaluation.evaluated_at = time.time()
-        s.add(evaluation)
+    def __init__(self, store: Store, regressions: RegressionStore, suites: SuiteRunner, *,
+                 max_queued_jobs: int) -> None:
+        self.store = store
+        self.regressions = regressions
+        self.suites = suites
+        self.max_queued_jobs = max_queued_jobs
 
     # ------------------------------------------------------------ comparisons and baselines
 
     def _result(self, job_id: str) -> Job:
-        job = self.c.store.get_job(job_id, project=auth.caller().project)
+        job = self.store.get_job(job_id, project=auth.caller().project)
         if job.job_state != JobState.SUCCEEDED or not job.result:
             raise FailedPrecondition(f"job {job_id} is {job.state}; only a job with a result can be compared or accepted")
         return job
@@ -51,7 +56,7 @@ class RegressionRpcs:
             raise InvalidArgument("CompareJobs needs a baseline job id and a candidate job id")
         base, cand = self._result(request.baseline_job_id), self._result(request.candidate_job_id)
         tol = regression.Tolerances.from_dict(wire.tolerances_from_pb(request.tolerances))
-        history = self.c.suites.noise_history(cand.model_name, cand.device_profile, runtime_config(cand))
+        history = self.suites.noise_history(cand.model_name, cand.device_profile, runtime_config(cand))
         comparison = regression.compare_results(base.result or {}, cand.result or {}, tol,
                                                 baseline_job_id=base.id, candidate_job_id=cand.id,
                                                 history=history)
@@ -64,12 +69,12 @@ class RegressionRpcs:
         if not request.job_ids:
             raise InvalidArgument("AcceptBaseline needs at least one job id")
         jobs = [self._result(j) for j in request.job_ids]
-        rows = self.c.regressions.accept(name, jobs, suite=request.suite, now=time.time(),
+        rows = self.regressions.accept(name, jobs, suite=request.suite, now=time.time(),
                                          project=auth.caller().project)
         return pb.AcceptBaselineResponse(baselines=[wire.baseline_to_pb(r) for r in rows])
 
     def list_baselines(self, request: pb.ListBaselinesRequest) -> pb.ListBaselinesResponse:
-        rows = self.c.regressions.list_baselines(name=request.name, model_name=request.model_name,
+        rows = self.regressions.list_baselines(name=request.name, model_name=request.model_name,
                                                  profile=request.device_profile, project=auth.caller().project)
         return pb.ListBaselinesResponse(baselines=[wire.baseline_to_pb(r) for r in rows])
 
@@ -77,20 +82,20 @@ class RegressionRpcs:
 
     def start_suite(self, request: pb.StartSuiteRunRequest) -> pb.SuiteRun:
         spec = wire.suite_spec_from_pb(request.suite)
-        check_queue_room(self.c.store, auth.caller().project,
-                         len(request.suite.models) * len(request.suite.device_profiles), self.c.max_queued_jobs)
-        run = self.c.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept,
+        check_queue_room(self.store, auth.caller().project,
+                         len(request.suite.models) * len(request.suite.device_profiles), self.max_queued_jobs)
+        run = self.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept,
                                   project=auth.caller().project)
         return wire.suite_run_to_pb(run)
 
     def get_suite_run(self, run_id: str) -> pb.SuiteRun:
         project = auth.caller().project
-        run, cases = self.c.regressions.get_suite_run(run_id, project=project)
+        run, cases = self.regressions.get_suite_run(run_id, project=project)
         jobs: Dict[str, pb.Job] = {}
         ids = [c.job_id for c in cases if c.job_id]
-        evaluations = self.c.regressions.evaluations(ids)
+        evaluations = self.regressions.evaluations(ids)
         for job_id in ids:
-            job = self.c.store.get_job(job_id, project=project)
+            job = self.store.get_job(job_id, project=project)
             jobs[job_id] = wire.add_evaluation(wire.job_to_pb(job), evaluations.get(job_id))
         return wire.suite_run_to_pb(run, [wire.suite_case_to_pb(c, jobs.get(c.job_id)) for c in cases])
 
@@ -98,10 +103,10 @@ class RegressionRpcs:
         if request.limit < 0:
             raise InvalidArgument(f"limit is {request.limit}; it must not be negative")
         project = auth.caller().project
-        rows = self.c.regressions.list_suite_runs(suite=request.suite, limit=request.limit or 50, project=project)
+        rows = self.regressions.list_suite_runs(suite=request.suite, limit=request.limit or 50, project=project)
         out = pb.ListSuiteRunsResponse()
         for row in rows:
-            _, cases = self.c.regressions.get_suite_run(row.id, project=project)
+            _, cases = self.regressions.get_suite_run(row.id, project=project)
             out.runs.append(wire.suite_run_to_pb(row, [wire.suite_case_to_pb(c) for c in cases]))
         return out
 
@@ -113,7 +118,7 @@ class RegressionRpcs:
         metric = request.metric or "latency.p50"
         if metric not in regression.HISTORY_UNITS:
             raise InvalidArgument(f"history metric {metric!r} is not one of {', '.join(regression.HISTORY_UNITS)}")
-        rows = self.c.regressions.history(request.model_name, request.device_profile,
+        rows = self.regressions.history(request.model_name, request.device_profile,
                                           config=request.runtime_config, limit=request.limit or 365,
                                           project=auth.caller().project)
         out = pb.HistoryResponse(metric=metric, unit=regression.HISTORY_UNITS[metric], method=changepoints.METHOD)
@@ -128,45 +133,3 @@ class RegressionRpcs:
                                                     before=point.before, after=point.after, ratio=point.ratio,
                                                     p_value=point.p_value))
         return out
-
-
-def regression_metric_families(store: Any) -> Iterator[Any]:
-    """Prometheus families for the Grafana model view, read at scrape time:
-    hilfarm_regression_detected{model,device_profile,runtime} (0/1, newest suite case),
-    hilfarm_suite_runs_total{suite,outcome}, and
-    hilfarm_constraint_pass{model,device_profile,runtime,constraint} (1 pass, 0 fail; a budget the
-    device could not measure has no sample rather than a made-up one)."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    from .regression_store import RegressionStore
-
-    reg = RegressionStore(store)
-    detected = GaugeMetricFamily("hilfarm_regression_detected",
-                                 "1 when the newest suite run of this model found a confirmed regression",
-                                 labels=["model", "device_profile", "runtime", "simulated"])
-    for case in reg.latest_cases():
-        if case.outcome in ("error", "model_failed"):
-            continue
-        runtime = case.runtime_config.split(" ", 1)[0]
-        simulated = "true" if wire.case_simulated(case) else "false"
-        detected.add_metric([case.model_name, case.device_profile, runtime, simulated],
-                            1.0 if case.outcome == "regression" else 0.0)
-    yield detected
-    runs = CounterMetricFamily("hilfarm_suite_runs_total", "Finished regression suite runs by outcome",
-                               labels=["suite", "outcome"])
-    for (suite, outcome), n in sorted(reg.suite_run_counts().items()):
-        runs.add_metric([suite, outcome], float(n))
-    yield runs
-    passes = GaugeMetricFamily("hilfarm_constraint_pass", "1 when the newest result met the budget, 0 when it broke it "
-                               "(simulated=\"true\": judged on a simulated sensor, never a real pass)",
-                               labels=["model", "device_profile", "runtime", "constraint", "simulated"])
-    for job, evaluation in reg.latest_verdicts():
-        worst: Dict[Tuple[str, bool], float] = {}
-        for v in evaluation.verdicts or []:
-            if v.get("status") in ("pass", "fail"):
-                key = (v.get("constraint", ""), bool(v.get("simulated")))
-                worst[key] = min(worst.get(key, 1.0), 0.0 if v.get("status") == "fail" else 1.0)
-        for (name, simulated), value in sorted(worst.items()):
-            passes.add_metric([job.model_name, job.device_profile, job.runtime, name,
-                               "true" if simulated else "false"], value)
-    yield passes

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 log = logging.getLogger("hilfarm.controller.remote_write")
 
@@ -113,6 +113,10 @@ class RemoteWriter:
         self.on_outcome = on_outcome
         self._queue: "queue.Queue[Optional[List[Series]]]" = queue.Queue(maxsize=10_000)
         self._thread: Optional[threading.Thread] = None
+
+    def report_outcomes_to(self, on_outcome: Callable[[str, int], None]) -> None:
+        """Call ``on_outcome(outcome, sample count)`` for every write from now on (a metrics counter)."""
+        self.on_outcome = on_outcome
 
     # ---- synchronous
 

@@ -37,6 +37,9 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlmodel import SQLModel
+
+from . import models  # noqa: F401 - importing it declares every table
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -71,11 +74,7 @@ class MigrationReport:
 
 
 def target_metadata() -> sa.MetaData:
-    """Every table the controller's models declare (the core store's and the regression tables)."""
-    from sqlmodel import SQLModel
-
-    from . import models, regression_store  # noqa: F401 - importing them declares their tables
-
+    """Every table the controller's models declare (models.py holds them all)."""
     return SQLModel.metadata
 
 

@@ -45,10 +45,10 @@ from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
 from hilfarm import wire_limits
-from hilfarm.paths import default_data_dir
 from hilfarm.transport import ServerTls, TransportError, exposure_problem, is_loopback, metrics_exposure_problem
 
 from . import auth, limits, wire
+from .app import CallMetrics, ControllerConfig, build_controller
 from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
 from .credentials import DEFAULT_ENROLLMENT_SECONDS, Credentials
 from .errors import (
@@ -63,14 +63,16 @@ from .errors import (
     Unavailable,
 )
 from .heartbeats import HeartbeatBatcher
-from .models import Job, JobState
+from .models import Job, JobEvaluation, JobState
+from .nightly import NightlyRunner
 from .notifications import PostgresListener
 from .op_traces import store_op_trace
-from .regression_store import JobEvaluation, RegressionStore
+from .regression_service import RegressionRpcs, judge_result
+from .regression_store import RegressionStore
 from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
 from .store import Store, default_sqlite_url
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
-from .suites import SuiteRunner, budgets_from_doc, evaluation_rows
+from .suites import budgets_from_doc, evaluation_rows
 from .waiters import Waiters
 
 log = logging.getLogger("hilfarm.controller")
@@ -87,9 +89,6 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
 
 # The agent keeps every report under this (hilfarm/wire_limits.py).
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
-# Threads that run database work (measured with benchmarks/scale.py: with 8 or 16 on
-# PostgreSQL the event loop got the interpreter too rarely and heartbeats took seconds).
-DEFAULT_DB_WORKERS = 4
 SWITCH_INTERVAL_SECONDS = 0.0005
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
@@ -251,13 +250,26 @@ class _Authorization(grpc.aio.ServerInterceptor):
 class _Services:
     """What the servicers share; created on the server's event loop."""
 
-    def __init__(self, controller: "Controller", loop: asyncio.AbstractEventLoop) -> None:
-        self.c = controller
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, store: Store, artifacts: ArtifactStore,
+                 scheduler: Scheduler, credentials: Credentials, authenticator: auth.Authenticator,
+                 regressions: RegressionStore, regression_rpcs: RegressionRpcs, metrics: Optional[CallMetrics],
+                 db_executor: concurrent.futures.Executor, io_executor: concurrent.futures.Executor,
+                 max_attempts: int, max_jobs_per_submit: int, max_queued_jobs: int) -> None:
         self.loop = loop
-        self.store = controller.store
-        self.artifacts = controller.artifacts
-        self.scheduler = controller.scheduler
-        self.waiters = Waiters(controller.store.feed, loop)
+        self.store = store
+        self.artifacts = artifacts
+        self.scheduler = scheduler
+        self.credentials = credentials
+        self.authenticator = authenticator
+        self.regressions = regressions
+        self.regression_rpcs = regression_rpcs
+        self.metrics = metrics
+        self.db_executor = db_executor
+        self.io_executor = io_executor
+        self.max_attempts = max_attempts
+        self.max_jobs_per_submit = max_jobs_per_submit
+        self.max_queued_jobs = max_queued_jobs
+        self.waiters = Waiters(store.feed, loop)
         self.heartbeats = HeartbeatBatcher(self.scheduler.record_contact,
                                            touch_interval=self.scheduler.heartbeat_interval)
         # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
@@ -266,12 +278,12 @@ class _Services:
     async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run blocking (database) work in the bounded pool, off the event loop, as the caller
         (the call's context variables go along)."""
-        return await _in_pool(self.loop, self.c.db_executor, fn, *args, **kwargs)
+        return await _in_pool(self.loop, self.db_executor, fn, *args, **kwargs)
 
     async def io(self, fn: Callable, *args: Any) -> Any:
         """Run file work (artifact chunks) in its own pool, so big transfers never queue
         ahead of the database calls of a thousand agents."""
-        return await _in_pool(self.loop, self.c.io_executor, fn, *args)
+        return await _in_pool(self.loop, self.io_executor, fn, *args)
 
     def watched_job(self, job_id: str) -> Tuple[Job, pb.Job]:
         job = self.store.get_job(job_id, project=auth.caller().project)
@@ -301,11 +313,11 @@ class _Services:
     def job_pb(self, job: Job) -> pb.Job:
         notes = self.scheduler.placement_notes([job])
         msg = wire.job_to_pb(job, notes.get(job.id, ()))
-        return wire.add_evaluation(msg, self.c.regressions.evaluations([job.id]).get(job.id))
+        return wire.add_evaluation(msg, self.regressions.evaluations([job.id]).get(job.id))
 
     def run_pb(self, run: Any, jobs: List[Job]) -> pb.Run:
         msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
-        evaluations = self.c.regressions.evaluations(j.id for j in jobs)
+        evaluations = self.regressions.evaluations(j.id for j in jobs)
         for job_msg in msg.jobs:
             wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
         return msg
@@ -379,13 +391,13 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             settings=wire.settings_from_pb(request.settings),
             required_tags=list(request.required_tags),
             max_attempts=request.max_attempts,
-            default_max_attempts=self.s.c.max_attempts,
+            default_max_attempts=self.s.max_attempts,
             now=time.time(),
             project=project,
-            max_jobs=self.s.c.max_jobs_per_submit,
+            max_jobs=self.s.max_jobs_per_submit,
         )
         budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
-        check_queue_room(self.s.store, project, len(jobs), self.s.c.max_queued_jobs)
+        check_queue_room(self.s.store, project, len(jobs), self.s.max_queued_jobs)
         evaluations = evaluation_rows(jobs, budgets, request.constraint_set)
         by_job = {e.job_id: JobEvaluation(**e.model_dump()) for e in evaluations}
         # The budgets commit with the jobs: no agent can report a result that misses them.
@@ -425,7 +437,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         jobs = self.s.store.list_jobs(run_id=request.run_id, states=states, limit=request.limit,
                                       project=auth.caller().project)
         notes = self.s.scheduler.placement_notes(jobs)
-        evaluations = self.s.c.regressions.evaluations(j.id for j in jobs)
+        evaluations = self.s.regressions.evaluations(j.id for j in jobs)
         listed = [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
         if not request.include_samples:
             for job in listed:
@@ -513,31 +525,31 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
 
     @_rpc
     async def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.compare, request)
+        return await self.s.db(self.s.regression_rpcs.compare, request)
 
     @_rpc
     async def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.accept, request)
+        return await self.s.db(self.s.regression_rpcs.accept, request)
 
     @_rpc
     async def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.list_baselines, request)
+        return await self.s.db(self.s.regression_rpcs.list_baselines, request)
 
     @_rpc
     async def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.start_suite, request)
+        return await self.s.db(self.s.regression_rpcs.start_suite, request)
 
     @_rpc
     async def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.get_suite_run, request.id)
+        return await self.s.db(self.s.regression_rpcs.get_suite_run, request.id)
 
     @_rpc
     async def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.list_suite_runs, request)
+        return await self.s.db(self.s.regression_rpcs.list_suite_runs, request)
 
     @_rpc
     async def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.c.regression_rpcs.history, request)
+        return await self.s.db(self.s.regression_rpcs.history, request)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -549,7 +561,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return await self.s.db(self._enroll, request)
 
     def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
-        credential, secret = self.s.c.credentials.enroll(
+        credential, secret = self.s.credentials.enroll(
             auth.caller(), agent_id=request.agent_id.strip(), device_profile=request.device_profile.strip(),
             tags=list(request.tags))
         return pb.EnrollResponse(agent_id=credential.agent_id, credential=secret,
@@ -653,13 +665,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             result=wire.result_from_pb(request.result) if outcome == "result" else None,
             failure=wire.failure_from_pb(request.failure) if outcome == "failure" else None,
             now=time.time(),
-            on_result=self.s.c.judge_result,
+            on_result=judge_result,
         )
         if not accepted:
             log.warning("refused a report from agent %s: %s", agent_id, message)
-        elif self.s.c.metrics is not None:
+        elif self.s.metrics is not None:
             try:
-                self.s.c.metrics.result_reported(request.job_id, request.attempt)
+                self.s.metrics.result_reported(request.job_id, request.attempt)
             except Exception:  # metrics must never cost a stored result
                 log.exception("metrics could not record the result of job %s", request.job_id)
         return pb.ReportResultResponse(accepted=accepted, message=message)
@@ -680,7 +692,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return project
 
     def _tokens_checked(self) -> None:
-        if self.s.c.authenticator.open:
+        if self.s.authenticator.open:
             raise FailedPrecondition(
                 "this controller runs without tokens (started without --token): every caller is already an "
                 "admin, so a token would restrict nothing; start it with --token to use project tokens")
@@ -699,7 +711,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if request.expires_in_seconds < 0:
             raise InvalidArgument(f"expires_in_seconds is {request.expires_in_seconds}; it must not be negative")
         now = time.time()
-        row, secret = self.s.c.credentials.create_user_token(
+        row, secret = self.s.credentials.create_user_token(
             project=project, role=role, name=request.name, created_by=auth.caller().label,
             expires_at=now + request.expires_in_seconds if request.expires_in_seconds > 0 else None)
         return pb.CreateTokenResponse(token=wire.user_token_to_pb(row), secret=secret)
@@ -710,7 +722,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     def _list_tokens(self, request: pb.ListTokensRequest) -> pb.ListTokensResponse:
         project = self._project(request.project)
-        rows = self.s.c.credentials.list_user_tokens(project=project, include_revoked=request.include_revoked)
+        rows = self.s.credentials.list_user_tokens(project=project, include_revoked=request.include_revoked)
         return pb.ListTokensResponse(tokens=[wire.user_token_to_pb(r) for r in rows])
 
     @_rpc
@@ -719,7 +731,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     def _revoke_token(self, request: pb.RevokeTokenRequest) -> pb.UserToken:
         who = auth.caller()
-        row = self.s.c.credentials.revoke_user_token(request.id, project=None if who.operator else who.project)
+        row = self.s.credentials.revoke_user_token(request.id, project=None if who.operator else who.project)
         return wire.user_token_to_pb(row)
 
     @_rpc
@@ -732,7 +744,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if request.expires_in_seconds < 0:
             raise InvalidArgument(f"expires_in_seconds is {request.expires_in_seconds}; it must not be negative")
         seconds = request.expires_in_seconds or DEFAULT_ENROLLMENT_SECONDS
-        row, secret = self.s.c.credentials.create_enrollment_token(
+        row, secret = self.s.credentials.create_enrollment_token(
             device_profile=request.device_profile.strip(), tags=list(request.tags), agent_id=request.agent_id.strip(),
             uses=None if request.uses == -1 else (request.uses or 1), expires_at=time.time() + seconds,
             created_by=auth.caller().label)
@@ -740,12 +752,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     @_rpc
     async def ListAgentIdentities(self, request, context):  # type: ignore[no-untyped-def]
-        rows = await self.s.db(self.s.c.credentials.list_agents, include_revoked=request.include_revoked)
+        rows = await self.s.db(self.s.credentials.list_agents, include_revoked=request.include_revoked)
         return pb.ListAgentIdentitiesResponse(agents=[wire.agent_identity_to_pb(r) for r in rows])
 
     @_rpc
     async def RevokeAgent(self, request, context):  # type: ignore[no-untyped-def]
-        row = await self.s.db(self.s.c.credentials.revoke_agent, request.agent_id)
+        row = await self.s.db(self.s.credentials.revoke_agent, request.agent_id)
         log.warning("agent %s revoked by %s", request.agent_id, auth.caller().label)
         return wire.agent_identity_to_pb(row)
 
@@ -755,11 +767,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.WhoAmIResponse(kind=who.kind.value, project=who.project if who.kind == auth.Kind.USER else "",
                                  role=auth.role_to_pb(who.role) if who.role is not None else pb.ROLE_UNSPECIFIED,
                                  token_id=who.token_id, agent_id=who.agent_id,
-                                 open=self.s.c.authenticator.open)
+                                 open=self.s.authenticator.open)
 
 
 class Controller:
-    """The controller service: a database, an artifact store and a gRPC server."""
+    """The controller service: the parts app.build_controller wires, served over gRPC."""
 
     def __init__(
         self,
@@ -774,7 +786,7 @@ class Controller:
         restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         max_attempts: int = 3,
         db_workers: Optional[int] = None,
-        metrics: Optional[Any] = None,
+        metrics: Optional[CallMetrics] = None,
         metrics_bind: Optional[str] = None,
         remote_write_url: Optional[str] = None,
         tls: Optional[ServerTls] = None,
@@ -782,6 +794,8 @@ class Controller:
         metrics_token: Optional[str] = None,
         max_jobs_per_submit: int = DEFAULT_MAX_JOBS_PER_SUBMIT,
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
+        nightly: Sequence[Path] = (),
+        nightly_clock: Optional[Callable[[], float]] = None,
     ) -> None:
         """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor``, a
         grpc.aio.ServerInterceptor, and ``result_reported(job_id, attempt)``); its interceptor
@@ -795,47 +809,44 @@ class Controller:
 
         ``token``: the operator token (auth.py); without it the controller is open and listens
         only on loopback unless ``insecure``. ``tls``: serve gRPC (and metrics) over TLS; the
-        metrics endpoint then wants ``metrics_token`` as a bearer token."""
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts is {max_attempts}; a job needs at least one attempt")
-        if not 1 <= max_attempts <= wire_limits.MAX_ATTEMPTS:
-            raise ValueError(f"max_attempts is {max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
-        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        self.db_url = db_url or default_sqlite_url(self.data_dir)
-        self.token = token or None
+        metrics endpoint then wants ``metrics_token`` as a bearer token.
+
+        ``nightly``: suite files run on the cron schedule in each (``controller serve --nightly``);
+        ``nightly_clock`` replaces the time those schedules are read against (tests move it). A
+        wrong suite file raises hilfarm.suite_files.SuiteError naming it, leaving no database open.
+
+        The parts are made and wired by app.build_controller."""
+        config = ControllerConfig(
+            db_url=db_url, data_dir=data_dir, artifacts_dir=artifacts_dir, token=token,
+            max_artifact_bytes=max_artifact_bytes, lease_seconds=lease_seconds,
+            heartbeat_interval=heartbeat_interval, restart_grace=restart_grace, max_attempts=max_attempts,
+            db_workers=db_workers, metrics_bind=metrics_bind, remote_write_url=remote_write_url, tls=tls,
+            insecure=insecure, metrics_token=metrics_token, max_jobs_per_submit=max_jobs_per_submit,
+            max_queued_jobs=max_queued_jobs, nightly=tuple(nightly), nightly_clock=nightly_clock)
+        parts = build_controller(config, metrics=metrics)
+        self.data_dir = parts.data_dir
+        self.db_url = config.db_url or default_sqlite_url(parts.data_dir)
+        self.token = config.token or None
         self.tls = tls
         self.insecure = insecure
         self.metrics_token = metrics_token or None
         self.max_jobs_per_submit = max_jobs_per_submit
         self.max_queued_jobs = max_queued_jobs
         self.max_attempts = max_attempts
-        self.metrics = metrics
-        self.db_workers = db_workers or DEFAULT_DB_WORKERS
-        self.store = Store(self.db_url, pool_size=self.db_workers + 4)
-        self.artifacts = ArtifactStore(Path(artifacts_dir) if artifacts_dir else self.data_dir / "artifacts",
-                                       self.store, max_bytes=max_artifact_bytes, replica=self.store.feed.origin)
-        self.scheduler = Scheduler(self.store, lease_seconds=lease_seconds, heartbeat_interval=heartbeat_interval,
-                                   restart_grace=restart_grace)
-        self.credentials = Credentials(self.store)
-        self.authenticator = auth.Authenticator(self.credentials, operator_token=self.token, clock=time.time)
-        # ---- constraints, baselines, suites and nightly runs (controller/regression_service.py)
-        from .regression_service import RegressionRpcs
-
-        self.regressions = RegressionStore(self.store)
-        self.suites = SuiteRunner(self.store, self.regressions, self.artifacts, self.scheduler,
-                                  default_max_attempts=max_attempts)
-        self.regression_rpcs = RegressionRpcs(self)
-        self.judge_result = self.regression_rpcs.judge_result
-        self.nightly: Optional[Any] = None  # a nightly.NightlyRunner, started with the server
-        # ----
-        # ---- metrics hook (controller/metrics.py)
+        self.db_workers = parts.db_workers
+        self.store = parts.store
+        self.artifacts = parts.artifacts
+        self.scheduler = parts.scheduler
+        self.credentials = parts.credentials
+        self.authenticator = parts.authenticator
+        # constraints, baselines, suites and nightly runs (controller/regression_service.py)
+        self.regressions = parts.regressions
+        self.suites = parts.suites
+        self.regression_rpcs = parts.regression_rpcs
+        self.nightly: Optional[NightlyRunner] = parts.nightly  # started with the server
+        self.metrics = parts.metrics
         self.metrics_bind = metrics_bind
         self.metrics_port: Optional[int] = None
-        if self.metrics is None and (metrics_bind or remote_write_url):
-            from .metrics import ControllerMetrics
-
-            ControllerMetrics.for_controller(self, remote_write_url=remote_write_url)
-        # ----
         self.port: Optional[int] = None
         self.db_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.io_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -946,7 +957,13 @@ class Controller:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        services = _Services(self, loop)
+        assert self.db_executor is not None and self.io_executor is not None  # start() made them
+        services = _Services(loop, store=self.store, artifacts=self.artifacts, scheduler=self.scheduler,
+                             credentials=self.credentials, authenticator=self.authenticator,
+                             regressions=self.regressions, regression_rpcs=self.regression_rpcs, metrics=self.metrics,
+                             db_executor=self.db_executor, io_executor=self.io_executor,
+                             max_attempts=self.max_attempts, max_jobs_per_submit=self.max_jobs_per_submit,
+                             max_queued_jobs=self.max_queued_jobs)
         pb_grpc.add_FarmServiceServicer_to_server(FarmServicer(services), server)
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
         pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(services), server)

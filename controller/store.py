@@ -1,6 +1,6 @@
 """The controller's database: every read and every state change of artifacts, runs, jobs and agents.
 
-One ``Store`` wraps one SQLAlchemy engine. SQLite (the embedded default) and PostgreSQL (several
+One ``Store`` works through one database.Database (its engine and transactions). SQLite (the embedded default) and PostgreSQL (several
 controller replicas sharing one database) run the same code. Each job state transition happens
 inside one transaction here, so the rules that must hold under concurrency (a job is leased to
 one agent at a time, a result is stored once) live next to the SQL that enforces them.
@@ -29,24 +29,20 @@ Rows returned are detached from their session; change state only through the met
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, select
 
+from .database import Database
 from .errors import AmbiguousId, FailedPrecondition, NotFound
 from .models import (
     ACTIVE_STATES,
@@ -63,8 +59,8 @@ from .models import (
     outcome_reason,
     pin_tag,
 )
-from .notifications import CHANNEL, Change, ChangeFeed, encode
-from .schema import MigrationReport, migrate
+from .notifications import Change, ChangeFeed
+from .schema import MigrationReport
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -82,16 +78,6 @@ _MAX_CANDIDATES = 10
 
 def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir) / 'hilfarm.db'}"
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL lets readers (gRPC threads, watchers) proceed while one writer commits.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 # Statements of the hot paths, built once: building a SQLAlchemy statement costs several times
@@ -177,17 +163,19 @@ def allowed_tags_of(agent_id: str, tags: Sequence[str]) -> List[str]:
 
 
 class Store:
-    """The controller's database. ``url`` is any SQLAlchemy URL (``sqlite:///file``,
-    ``postgresql+psycopg://user@host/db``)."""
+    """Runs, jobs, agents and artifacts in the controller's database. ``url`` is a
+    database.Database, or any SQLAlchemy URL (``sqlite:///file``,
+    ``postgresql+psycopg://user@host/db``) to open one with the other arguments."""
 
-    def __init__(self, url: str, *, echo: bool = False, feed: Optional[ChangeFeed] = None,
+    def __init__(self, url: Union[str, Database], *, echo: bool = False, feed: Optional[ChangeFeed] = None,
                  pool_size: int = 20) -> None:
         """``pool_size``: PostgreSQL connections kept open (the server's database threads and a
         few for its background work); more are opened for bursts."""
-        self.url = make_url(url)
-        self.feed = feed if feed is not None else ChangeFeed()
+        self.db = url if isinstance(url, Database) else Database(url, echo=echo, feed=feed, pool_size=pool_size)
+        self.feed = self.db.feed
+        self.backend = self.db.backend
+        self.engine = self.db.engine
         self._fits_cache: Dict[tuple, "_LeaseStatements"] = {}
-        self.backend = self.url.get_backend_name()
         insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
         latest = LatestResult.__table__
         stmt = insert(latest).values(model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"),
@@ -203,26 +191,9 @@ class Store:
             index_elements=[counts.c.outcome, counts.c.reason, counts.c.device_profile, counts.c.model_name,
                             counts.c.runtime],
             set_={"count": counts.c.count + 1})
-        kwargs: dict = {"echo": echo}
-        if self.backend == "sqlite":
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            database = self.url.database or ""
-            if database in ("", ":memory:"):
-                # One shared connection, or every thread would see its own empty database.
-                kwargs["poolclass"] = StaticPool
-            else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        else:
-            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=40)
-        self.engine = sa.create_engine(self.url, **kwargs)
-        if self.backend == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            self._write_lock: contextlib.AbstractContextManager = threading.RLock()
-        else:
-            self._write_lock = contextlib.nullcontext()
 
     def __repr__(self) -> str:
-        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+        return f"Store({self.db!r})"
 
     # ------------------------------------------------------------ schema and sessions
 
@@ -234,59 +205,26 @@ class Store:
 
     def migrate(self) -> MigrationReport:
         """``create_schema``, reporting the revisions before and after."""
-        return migrate(self.engine)
+        return self.db.migrate()
 
     def close(self) -> None:
-        self.engine.dispose()
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as s:
-            yield s
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Session]:
-        changes: List[Change] = []
-        with self._write_lock:
-            with Session(self.engine, expire_on_commit=False) as s:
-                s.info["changes"] = changes
-                try:
-                    yield s
-                    if changes and self.backend == "postgresql":
-                        s.flush()
-                        for payload in encode(changes, self.feed.origin):
-                            s.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
-                    s.commit()
-                except BaseException:
-                    s.rollback()
-                    raise
-        if changes:
-            self.feed.publish(changes)
-
-    @staticmethod
-    def _changed(s: Session, job: Job) -> None:
-        """Record that ``job`` changed in this transaction (published after the commit)."""
-        state = job.job_state
-        s.info["changes"].append(Change(job.id, job.run_id, job.device_profile,
-                                        queued=state == JobState.QUEUED, finished=state.finished))
+        self.db.close()
 
     def listen_conninfo(self) -> Optional[str]:
         """The libpq address a notifications.PostgresListener connects to (None on SQLite)."""
-        if self.backend != "postgresql":
-            return None
-        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return self.db.listen_conninfo()
 
     # ------------------------------------------------------------ artifacts
 
     def get_artifact(self, sha256: str) -> Optional[Artifact]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(_GET_ARTIFACT, {"sha256": sha256}).first()
         return Artifact(**row._mapping) if row is not None else None
 
     def add_artifact(self, artifact: Artifact) -> bool:
         """Record a stored artifact. False when the digest was already recorded (kept as it was)."""
         try:
-            with self._write() as s:
+            with self.db.write() as s:
                 if s.get(Artifact, artifact.sha256) is not None:
                     return False
                 s.add(Artifact.model_validate(artifact.model_dump()))
@@ -298,14 +236,14 @@ class Store:
     def add_artifact_owner(self, sha256: str, project: str, *, now: float) -> None:
         """Record that ``project`` sent the bytes of ``sha256`` (and so may use it)."""
         try:
-            with self._write() as s:
+            with self.db.write() as s:
                 if s.get(ArtifactOwner, (sha256, project)) is None:
                     s.add(ArtifactOwner(sha256=sha256, project=project, created_at=now))
         except IntegrityError:
             pass  # another replica recorded the same owner at the same time
 
     def artifact_owned(self, sha256: str, project: str) -> bool:
-        with self._read() as s:
+        with self.db.read() as s:
             return s.get(ArtifactOwner, (sha256, project)) is not None
 
     # ------------------------------------------------------------ runs and jobs
@@ -326,14 +264,14 @@ class Store:
             for job in jobs:
                 job.fill_requirements()
                 job_rows.append(job.model_dump())
-        with self._write() as s:
+        with self.db.write() as s:
             conn = s.connection()
             conn.execute(_INSERT_RUN, run_rows)
             if job_rows:
                 conn.execute(_INSERT_JOB, job_rows)
             for _, jobs in runs:
                 for job in jobs:
-                    self._changed(s, job)
+                    self.db.record_job_change(s, job)
             for extra in also:
                 s.add(extra)
             if then is not None:
@@ -343,7 +281,7 @@ class Store:
     # controller's own use). Another project's run or job is reported as not existing.
 
     def get_run(self, run_id: str, *, project: Optional[str] = None) -> Tuple[Run, List[Job]]:
-        with self._read() as s:
+        with self.db.read() as s:
             run = s.get(Run, run_id)
             if run is None or (project is not None and run.project != project):
                 raise NotFound(f"run {run_id!r} does not exist on this controller")
@@ -353,11 +291,11 @@ class Store:
     def get_job(self, job_id: str, *, project: Optional[str] = None) -> Job:
         """The job with this id, or with the one id that starts with it (a unique prefix), of
         ``project`` (None: any). Another project's job reads as not existing."""
-        with self.engine.connect() as conn:  # the common case, a whole id: one prepared statement
+        with self.db.connect() as conn:  # the common case, a whole id: one prepared statement
             row = conn.execute(_GET_JOB, {"job_id": job_id}).first()
         if row is not None and (project is None or row._mapping["project"] == project):
             return Job(**row._mapping)
-        with self._read() as s:
+        with self.db.read() as s:
             return self._find_job(s, job_id, project=project)
 
     def _find_job(self, s: Session, job_id: str, *, for_update: bool = False, project: Optional[str] = None) -> Job:
@@ -404,17 +342,17 @@ class Store:
         if state_values:
             q = q.where(Job.state.in_(state_values))  # type: ignore[attr-defined]
         q = q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)  # type: ignore[attr-defined]
-        with self._read() as s:
+        with self.db.read() as s:
             return list(s.exec(q).all())
 
     def count_queued(self, project: str) -> int:
-        with self._read() as s:
+        with self.db.read() as s:
             return int(s.exec(select(sa.func.count()).select_from(Job)
                               .where(Job.project == project, Job.state == JobState.QUEUED.value)).one())
 
     def cancel_job(self, job_id: str, *, now: float, project: Optional[str] = None) -> Job:
         """Cancel a queued or active job. An agent running it learns at its next progress report."""
-        with self._write() as s:
+        with self.db.write() as s:
             job = self._find_job(s, job_id, for_update=True, project=project)  # an id or a unique prefix
             job_id = job.id
             state = job.job_state
@@ -425,7 +363,7 @@ class Store:
             # The lease id stays so the agent's next report is answered "cancel".
             job.lease_expires_at = None
             s.add(job)
-            self._changed(s, job)
+            self.db.record_job_change(s, job)
             self._count_outcome(s, job)
             log.info("job %s cancelled (was %s)", job_id, state.value)
             return job
@@ -446,7 +384,7 @@ class Store:
         """Create or refresh an agent. A registering agent has (re)started, so the leases it
         held are lost: their jobs are requeued or failed, returned with their new state.
         An operator's drain outlives the restart."""
-        with self._write() as s, s.no_autoflush:
+        with self.db.write() as s, s.no_autoflush:
             lost = self._release_leases(s, agent_id, now, "restarted")
             agent = s.get(Agent, agent_id)
             if agent is None:
@@ -463,12 +401,12 @@ class Store:
             return agent, lost
 
     def get_agent(self, agent_id: str) -> Optional[Agent]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(_GET_AGENT, {"agent_id": agent_id}).first()
         return Agent(**row._mapping) if row is not None else None
 
     def list_agents(self) -> List[Agent]:
-        with self._read() as s:
+        with self.db.read() as s:
             return list(s.exec(select(Agent).order_by(Agent.id)).all())
 
     def heartbeat(self, agent_id: str, *, busy: bool, now: float, lease_seconds: float) -> bool:
@@ -483,7 +421,7 @@ class Store:
         ids = sorted(set(beats) | set(touched))
         if not ids:
             return set()
-        with self._write() as s:
+        with self.db.write() as s:
             conn = s.connection()
             known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
             beating = sorted(a for a in beats if a in known)
@@ -496,20 +434,20 @@ class Store:
         return {a for a in beats if a in known}
 
     def set_draining(self, agent_id: str, draining: bool) -> Agent:
-        with self._write() as s:
+        with self.db.write() as s:
             agent = s.get(Agent, agent_id)
             if agent is None:
                 raise NotFound(f"agent {agent_id!r} has never registered with this controller")
             agent.draining = draining
             s.add(agent)
             if not draining:  # back in service: it may take queued work now
-                s.info["changes"].append(Change("", "", agent.profile, queued=True))
+                self.db.record_change(s, Change("", "", agent.profile, queued=True))
             return agent
 
     def remove_agent(self, agent_id: str, *, now: float, why: str) -> List[Tuple[Job, JobState]]:
         """Forget an agent (revoked): its leases are lost (the jobs queued again or failed) and it
         leaves the device list. Its finished jobs keep its id."""
-        with self._write() as s, s.no_autoflush:
+        with self.db.write() as s, s.no_autoflush:
             lost = self._release_leases(s, agent_id, now, why)
             agent = s.get(Agent, agent_id)
             if agent is not None:
@@ -518,7 +456,7 @@ class Store:
 
     def agent_may_download(self, agent_id: str, sha256: str) -> bool:
         """Whether ``sha256`` is the model or the input tensors of a job leased to ``agent_id``."""
-        with self._read() as s:
+        with self.db.read() as s:
             jobs = s.exec(select(Job).where(Job.agent_id == agent_id,
                                             Job.state.in_(_ACTIVE))).all()  # type: ignore[attr-defined]
         return any(sha256 in (job.model_sha256, (job.settings or {}).get("inputs_sha256")) for job in jobs)
@@ -526,7 +464,7 @@ class Store:
     def active_jobs_by_agent(self) -> Dict[str, str]:
         """agent id -> id of the job it holds a lease for."""
         q = select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
-        with self._read() as s:
+        with self.db.read() as s:
             return {agent_id: job_id for agent_id, job_id in s.exec(q).all() if agent_id}
 
     def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
@@ -535,7 +473,7 @@ class Store:
         agents in all and of that profile. One query, however many agents there are. The agents
         are read-only rows with the Agent attributes (building model objects would cost more
         than the query)."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
             total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
         return [(row, row.current or "") for row in rows], int(total), int(same or 0)
@@ -588,7 +526,7 @@ class Store:
         asking for work means it no longer works on its old job. When the agent holds no lease
         and no queued job fits it, nothing is written.
         """
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             agent = conn.execute(_AGENT_FOR_LEASE, {"agent_id": agent_id}).first()
             if agent is None:
                 raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
@@ -598,7 +536,7 @@ class Store:
                                                                     "allowed_tags": allowed_tags}).one()
         if holds is None and (waiting is None or agent.draining):
             return LeaseAttempt(None, queued is not None, agent.profile)
-        with self._write() as s:
+        with self.db.write() as s:
             if holds is not None:
                 with s.no_autoflush:
                     self._release_leases(s, agent_id, now, "asked for new work")
@@ -613,13 +551,13 @@ class Store:
                                                         "allowed_tags": allowed_tags}).first()
                 if leased is not None:
                     job = Job(**leased._mapping)
-                    self._changed(s, job)
+                    self.db.record_job_change(s, job)
                     log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt,
                              job.max_attempts)
             conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": job is not None})
         if job is not None:
             return LeaseAttempt(job, True, agent.profile)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             more = conn.execute(_QUEUED_OF_PROFILE, {"profile": agent.profile}).first()
         return LeaseAttempt(None, more is not None, agent.profile)
 
@@ -627,7 +565,7 @@ class Store:
         """Give every active lease until ``until`` at least: after a controller starts, agents
         that could not reach it (backing off) get time to come back before their jobs are taken
         from them. Returns how many leases were extended."""
-        with self._write() as s:
+        with self.db.write() as s:
             result = s.execute(
                 sa.update(Job.__table__)
                 .where(Job.__table__.c.state.in_(_ACTIVE),
@@ -638,7 +576,7 @@ class Store:
 
     def expire_leases(self, *, now: float) -> List[Tuple[Job, JobState]]:
         """Requeue (or fail, when out of attempts) every job whose lease expired."""
-        with self._write() as s:
+        with self.db.write() as s:
             jobs = s.exec(
                 select(Job)
                 .where(Job.state.in_(_ACTIVE), Job.lease_expires_at < now)  # type: ignore[attr-defined]
@@ -687,7 +625,7 @@ class Store:
             )
             log.warning("agent %s %s during the last attempt (%d) of job %s; job failed", agent_id, why, attempt, job.id)
         s.add(job)
-        self._changed(s, job)
+        self.db.record_job_change(s, job)
         if job.job_state.finished:
             self._count_outcome(s, job)
         return job.job_state
@@ -703,12 +641,12 @@ class Store:
         Returns (cancel, why): cancel is True when the agent must stop the job, because it was
         cancelled or because this lease is no longer the job's current lease.
         """
-        with self._write() as s, s.no_autoflush:
+        with self.db.write() as s, s.no_autoflush:
             # The usual case in one statement: the agent reports under the lease it holds.
             row = s.connection().execute(_PROGRESS, {"lease": lease_id, "agent": agent_id, "progress": dict(progress),
                                                      "expires": now + lease_seconds}).first()
             if row is not None:
-                s.info["changes"].append(Change(row.id, row.run_id, row.device_profile))
+                self.db.record_change(s, Change(row.id, row.run_id, row.device_profile))
                 return False, ""
             job = s.exec(select(Job).where(sa.or_(Job.lease_id == lease_id, Job.lost_lease_id == lease_id))
                          .with_for_update()).first()
@@ -726,7 +664,7 @@ class Store:
             job.state = JobState.RUNNING.value
             job.lease_expires_at = now + lease_seconds
             s.add(job)
-            self._changed(s, job)
+            self.db.record_job_change(s, job)
             agent = s.get(Agent, agent_id)
             if agent is not None:
                 agent.last_seen = now
@@ -776,7 +714,7 @@ class Store:
         accepted is True only when this report is what the job now holds."""
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
-        with self._write() as s, s.no_autoflush:
+        with self.db.write() as s, s.no_autoflush:
             conn = s.connection()
             row = conn.execute(_JOB_FOR_REPORT, {"job_id": job_id}).first()
             if row is None:
@@ -810,7 +748,7 @@ class Store:
                 "finished": now, "lease": job.lease_id, "agent": job.agent_id, "started": job.started_at})
             if result is not None and on_result is not None:
                 on_result(s, job)
-            self._changed(s, job)
+            self.db.record_job_change(s, job)
             if result is not None:
                 self._note_latest(s, job)
             self._count_outcome(s, job)
@@ -831,16 +769,39 @@ class Store:
             "outcome": job.state, "reason": outcome_reason(job), "profile": job.device_profile,
             "model": job.model_name, "runtime": job.runtime})
 
+    def live_state(self) -> Tuple[List[Agent], List[Tuple[str, str]], List[Tuple[str, str, int, float]]]:
+        """In one transaction: every agent; (agent id, job id) of every leased or running job; and
+        (state, device profile, count, oldest created_at) of the unfinished jobs (the index on
+        state finds them: finished ones are the counters of ``outcome_counts``)."""
+        with self.db.read() as s:
+            agents: List[Agent] = list(s.exec(select(Agent)).all())
+            active_rows = s.exec(
+                select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
+            ).all()
+            job_rows = s.exec(
+                select(Job.state, Job.device_profile, sa.func.count(), sa.func.min(Job.created_at))
+                .where(Job.state.in_([JobState.QUEUED.value] + _ACTIVE))  # type: ignore[attr-defined]
+                .group_by(Job.state, Job.device_profile)
+            ).all()
+        return agents, [tuple(r) for r in active_rows], [tuple(r) for r in job_rows]  # type: ignore[misc]
+
+    def active_progress(self) -> List[Tuple[Optional[str], str, Optional[dict]]]:
+        """(agent id, device profile, progress document) of every leased or running job."""
+        with self.db.read() as s:
+            rows = s.exec(select(Job.agent_id, Job.device_profile, Job.progress)
+                          .where(Job.state.in_(_ACTIVE))).all()  # type: ignore[attr-defined]
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
     def outcome_counts(self) -> List[Tuple[str, str, str, str, str, int]]:
         """(outcome, reason, device profile, model name, runtime, count) of every finished job."""
         t = JobOutcomeCount.__table__
-        with self._read() as s:
+        with self.db.read() as s:
             return [tuple(r) for r in s.execute(sa.select(t.c.outcome, t.c.reason, t.c.device_profile,  # type: ignore[misc]
                                                           t.c.model_name, t.c.runtime, t.c.count)).all()]
 
     def latest_results(self, limit: int) -> List[LatestResult]:
         """The newest ``limit`` rows of latest_results, newest first."""
-        with self._read() as s:
+        with self.db.read() as s:
             return list(s.exec(select(LatestResult).order_by(LatestResult.finished_at.desc(),  # type: ignore[attr-defined]
                                                              LatestResult.job_id.desc()).limit(limit)).all())
 
@@ -848,5 +809,5 @@ class Store:
         """The jobs of ``job_ids`` that exist, in no particular order."""
         if not job_ids:
             return []
-        with self._read() as s:
+        with self.db.read() as s:
             return list(s.exec(select(Job).where(Job.id.in_(list(job_ids)))).all())  # type: ignore[attr-defined]

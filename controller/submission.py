@@ -14,7 +14,7 @@ from .artifacts import ArtifactStore, check_digest
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from hilfarm.contract import MODEL_FORMATS, RUNTIME_FORMATS, RUNTIMES
 
-from .models import DEFAULT_PROJECT, Job, JobState, Run
+from .models import DEFAULT_PROJECT, MAX_RUNTIME_CONFIG_CHARS, Job, JobState, Run, runtime_config
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
@@ -180,8 +180,6 @@ def plan_run(
                     created_at=now + len(jobs) * 1e-6,
                 )
             )
-    from .regression_store import MAX_RUNTIME_CONFIG_CHARS, runtime_config
-
     config = runtime_config(jobs[0])
     if len(config) > MAX_RUNTIME_CONFIG_CHARS:
         raise InvalidArgument(

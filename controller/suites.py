@@ -4,7 +4,7 @@ baseline, a suspected regression confirmed by a re-run before it fails anything.
 A suite is a ``SuiteSpec`` document (the proto's fields, as wire.message_to_dict writes them).
 ``hilfarm regress`` sends one with ``StartSuiteRun``; the nightly runner (nightly.py) starts the
 suites it was given on their cron schedules. Both go through ``SuiteRunner.start``, so a suite
-behaves the same whoever starts it, and every run is recorded (tables in regression_store.py).
+behaves the same whoever starts it, and every run is recorded (tables in models.py).
 
 A suite run lives in the database, not in a thread: its row says which stage it is in
 (``measuring`` its jobs, ``confirming`` suspected regressions, ``done``), which jobs it waits
@@ -50,11 +50,11 @@ from hilfarm.contract import is_farm_fault
 from . import regression
 from .artifacts import ArtifactStore
 from .errors import FarmError, InvalidArgument
-from .models import DEFAULT_PROJECT, Job, JobState, Run, pin_tag
-from .notifications import Change
-from .regression_store import (
-    LAST_ACCEPTED, JobEvaluation, RegressionStore, SuiteCaseRow, SuiteRunRow, runtime_config,
+from .models import (
+    DEFAULT_PROJECT, Job, JobEvaluation, JobState, Run, SuiteCaseRow, SuiteRunRow, pin_tag, runtime_config,
 )
+from .notifications import Change
+from .regression_store import LAST_ACCEPTED, RegressionStore
 from .scheduler import Scheduler
 from .store import Store
 from .submission import ModelSpec, plan_run
@@ -149,6 +149,7 @@ class SuiteRunner:
         """``driver_id`` names this replica in suite_runs.driver (default: the store's change feed
         origin, unique per process)."""
         self.store = store
+        self.db = store.db
         self.reg = regressions
         self.artifacts = artifacts
         self.scheduler = scheduler
@@ -202,7 +203,7 @@ class SuiteRunner:
 
     def _insert_run_row(self, row: SuiteRunRow) -> None:
         try:
-            with self.store._write() as s:
+            with self.db.write() as s:
                 s.add(row)
         except sa.exc.IntegrityError:
             if row.nightly_slot is not None:
@@ -237,7 +238,7 @@ class SuiteRunner:
             unsubscribe()
 
     def _unfinished(self, run_id: str) -> bool:
-        with self.store._read() as s:
+        with self.db.read() as s:
             row = s.get(SuiteRunRow, run_id)
             return row is not None and row.state != "finished"
 
@@ -284,7 +285,7 @@ class SuiteRunner:
 
     def _waiting_for(self, run_id: str) -> set:
         """The jobs a running suite run waits for now (none once it finished)."""
-        with self.store._read() as s:
+        with self.db.read() as s:
             run = s.get(SuiteRunRow, run_id)
         if run is None or run.state == "finished":
             return set()
@@ -293,7 +294,7 @@ class SuiteRunner:
         return set((run.work or {}).get("confirm_job_ids", []))
 
     def running_ids(self) -> List[str]:
-        with self.store._read() as s:
+        with self.db.read() as s:
             return list(s.exec(select(SuiteRunRow.id).where(SuiteRunRow.state != "finished")
                                .order_by(SuiteRunRow.started_at)).all())
 
@@ -326,7 +327,7 @@ class SuiteRunner:
 
     def _claim(self, run_id: str) -> Optional[SuiteRunRow]:
         now = self.clock()
-        with self.store._write() as s:
+        with self.db.write() as s:
             run = s.exec(select(SuiteRunRow).where(
                 SuiteRunRow.id == run_id, SuiteRunRow.state != "finished",
                 sa.or_(SuiteRunRow.driver.is_(None), SuiteRunRow.driver == self.driver_id,  # type: ignore[union-attr]
@@ -349,7 +350,7 @@ class SuiteRunner:
         return current
 
     def _release(self, run: SuiteRunRow) -> None:
-        with self.store._write() as s:
+        with self.db.write() as s:
             s.execute(sa.update(SuiteRunRow.__table__).where(
                 SuiteRunRow.__table__.c.id == run.id, SuiteRunRow.__table__.c.driver == self.driver_id)
                 .values(driver=None, driver_until=None))
@@ -409,7 +410,7 @@ class SuiteRunner:
         if s is not None:
             save(s)
             return
-        with self.store._write() as session:
+        with self.db.write() as session:
             save(session)
 
     # ------------------------------------------------------------ the steps
@@ -592,7 +593,7 @@ class SuiteRunner:
         ref = run.baseline or DEFAULT_BASELINE
         name = DEFAULT_BASELINE if ref == LAST_ACCEPTED else ref
         now = self.clock()
-        with self.store._write() as s:
+        with self.db.write() as s:
             current = self._check_claim(s, run)
             current.state, current.stage, current.outcome, current.finished_at = "finished", "done", outcome, now
             current.message, current.accepted = run.message, run.accepted

@@ -369,7 +369,7 @@ def artifact_ref_from_pb(msg: pb.ArtifactRef) -> Tuple[Artifact, bool, int]:
 
 
 # ---------------------------------------------------------------- constraints, baselines, suites
-# (documents made by hilfarm.constraints, regression.py and regression_store.py)
+# (documents made by hilfarm.constraints, regression.py and the regression tables in models.py)
 
 def budget_doc_to_pb(doc: Dict[str, Any]) -> pb.Budget:
     return dict_to_message(doc, pb.Budget)
@@ -411,7 +411,7 @@ def verdict_doc_from_pb(msg: pb.ConstraintVerdict) -> Dict[str, Any]:
 
 
 def add_evaluation(msg: pb.Job, evaluation: Any) -> pb.Job:
-    """Budgets and verdicts of a job (a regression_store.JobEvaluation, or None)."""
+    """Budgets and verdicts of a job (a models.JobEvaluation, or None)."""
     if evaluation is not None:
         msg.constraint_set = evaluation.constraint_set
         msg.constraints.extend(budget_doc_to_pb(b) for b in evaluation.budgets)

@@ -63,12 +63,11 @@ class EmbeddedFarm:
         from hilfarm.controller.server import Controller
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A wrong nightly suite file raises SuiteError here, before anything listens.
         self._controller = Controller(
             db_url=self.db_url, data_dir=self.data_dir / "controller", token=self.token,
-            metrics_bind=self.metrics_bind,
+            metrics_bind=self.metrics_bind, nightly=self.nightly, nightly_clock=self.nightly_clock,
         )
-        if self.nightly:
-            self._schedule_nightly()
         port = self._controller.start(self.bind)
         host = self.bind.rsplit(":", 1)[0] or "127.0.0.1"
         if host in ("0.0.0.0", "[::]"):
@@ -83,22 +82,6 @@ class EmbeddedFarm:
             self._start_agent()
             self._wait_for_agent(ready_timeout)
         return self
-
-    def _schedule_nightly(self) -> None:
-        from hilfarm.controller.nightly import NightlyRunner
-
-        from hilfarm.suite_files import SuiteError
-
-        kwargs = {"clock": self.nightly_clock} if self.nightly_clock is not None else {}
-        try:
-            self._controller.nightly = NightlyRunner.from_files(self._controller, self.nightly, **kwargs)
-        except BaseException as error:
-            self._controller.store.close()
-            self._controller = None
-            if isinstance(error, ValueError) and not isinstance(error, SuiteError):
-                # NightlyRunner's own checks (no schedule, not cron) also name the file.
-                raise SuiteError(str(error)) from error
-            raise
 
     @property
     def controller(self) -> Any:

@@ -49,26 +49,24 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
 
-    server = Controller(
-        db_url=db_url,
-        data_dir=data_dir or default_data_dir() / "controller",
-        token=ctx.obj["token"],
-        artifacts_dir=artifacts_dir,
-        max_artifact_bytes=parse_size(max_artifact_bytes),
-        lease_seconds=lease_seconds,
-        restart_grace=restart_grace_seconds,
-        metrics_bind=metrics_bind,
-        remote_write_url=remote_write_url,
-        **security,
-    )
-    if nightly_suites:
-        from hilfarm.controller.nightly import NightlyRunner
-        from hilfarm.suite_files import SuiteError
+    from hilfarm.suite_files import SuiteError
 
-        try:
-            server.nightly = NightlyRunner.from_files(server, list(nightly_suites))
-        except (SuiteError, ValueError) as error:
-            raise click.BadParameter(str(error), param_hint="--nightly") from None
+    try:
+        server = Controller(
+            db_url=db_url,
+            data_dir=data_dir or default_data_dir() / "controller",
+            token=ctx.obj["token"],
+            artifacts_dir=artifacts_dir,
+            max_artifact_bytes=parse_size(max_artifact_bytes),
+            lease_seconds=lease_seconds,
+            restart_grace=restart_grace_seconds,
+            metrics_bind=metrics_bind,
+            remote_write_url=remote_write_url,
+            nightly=list(nightly_suites),
+            **security,
+        )
+    except SuiteError as error:  # only the --nightly suite files raise it
+        raise click.BadParameter(str(error), param_hint="--nightly") from None
     from hilfarm.controller.schema import SchemaError
     from hilfarm.transport import TransportError
 

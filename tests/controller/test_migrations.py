@@ -134,7 +134,7 @@ def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db
     assert revision_of(fresh) == schema.head_revision()
     assert fresh.get_job(job_id).required_tags == ["usb"]
     assert fresh.get_artifact(SHA).size_bytes == 5 << 30
-    assert RegressionStore(fresh).evaluations([job_id])[job_id].constraint_set == "doorbell"
+    assert RegressionStore(fresh.db).evaluations([job_id])[job_id].constraint_set == "doorbell"
     # Later revisions moved the old rows along: they are the default project's.
     assert fresh.get_job(job_id).project == "default" and fresh.artifact_owned(SHA, "default")
     with fresh.engine.connect() as conn:
@@ -364,7 +364,7 @@ def test_revision_0003_fills_what_leases_and_metrics_read_and_ends_orphaned_suit
     with fresh.engine.connect() as conn:
         latest = conn.execute(sa.text("SELECT model_name, device_profile, runtime, job_id FROM latest_results")).all()
         assert [tuple(r) for r in latest] == [("net.onnx", "rpi5", "onnxruntime", "new")]
-    run, _ = RegressionStore(fresh).get_suite_run("s1")
+    run, _ = RegressionStore(fresh.db).get_suite_run("s1")
     assert (run.state, run.outcome, run.stage) == ("finished", "error", "done")
     assert "start the suite again" in run.message
 

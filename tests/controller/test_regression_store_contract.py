@@ -11,9 +11,10 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from hilfarm.controller.errors import NotFound
-from hilfarm.controller.models import Job, JobState
-from hilfarm.controller.regression_service import RegressionRpcs, regression_metric_families
-from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore, SuiteCaseRow, runtime_config
+from hilfarm.controller.models import Job, JobState, SuiteCaseRow, runtime_config
+from hilfarm.controller.metrics import regression_metric_families
+from hilfarm.controller.regression_service import judge_result
+from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore
 from hilfarm.controller.store import Store
 
 from .conftest import onnx_bytes
@@ -26,12 +27,12 @@ BUDGETS = [{"name": "latency.p50", "max": 0.002, "unit": "s"}, {"name": "memory.
 @pytest.fixture
 def reg(store: Store) -> RegressionStore:
     add_artifact(store)
-    return RegressionStore(store)
+    return RegressionStore(store.db)
 
 
 def judge(s, job: Job) -> None:
     # The controller's own hook: it needs the session and the job, not the rest of the controller.
-    RegressionRpcs(controller=None).judge_result(s, job)
+    judge_result(s, job)
 
 
 def finish(store: Store, job: Job, result: Dict[str, Any], *, now: float, agent: str = "pi-1", on_result=judge) -> Job:
@@ -53,8 +54,7 @@ def result(p50: float, peak: int = 50_000_000) -> Dict[str, Any]:
 # ---------------------------------------------------------------- budgets and verdicts
 
 
-def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionStore):
-    store = reg.store
+def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionStore, store: Store):
     (job,) = add_run(store)
     reg.add_budgets({job.id: BUDGETS}, "doorbell")
     before = reg.evaluations([job.id])[job.id]
@@ -88,16 +88,15 @@ def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionS
     assert reg.evaluations([]) == {}
 
 
-def test_a_job_without_budgets_gets_no_evaluation(reg: RegressionStore):
-    (job,) = add_run(reg.store)
+def test_a_job_without_budgets_gets_no_evaluation(reg: RegressionStore, store: Store):
+    (job,) = add_run(store)
     reg.add_budgets({}, "none")
-    finish(reg.store, job, result(0.001), now=T0)
+    finish(store, job, result(0.001), now=T0)
     assert reg.evaluations([job.id]) == {}
     assert reg.latest_verdicts() == []
 
 
-def test_latest_verdicts_are_the_newest_judged_job_of_each_model_profile_and_runtime(reg: RegressionStore):
-    store = reg.store
+def test_latest_verdicts_are_the_newest_judged_job_of_each_model_profile_and_runtime(reg: RegressionStore, store: Store):
     jobs = [add_run(store, ("rpi5",), created_at=T0 + i)[0] for i in range(2)]
     other = add_run(store, ("jetson",), created_at=T0)[0]
     reg.add_budgets({j.id: BUDGETS[:1] for j in jobs + [other]}, "c")
@@ -114,11 +113,11 @@ def test_latest_verdicts_are_the_newest_judged_job_of_each_model_profile_and_run
     assert latest == {("rpi5", jobs[1].id): "fail", ("jetson", other.id): "pass"}
 
 
-def test_constraint_pass_metric_reads_the_stored_verdicts(reg: RegressionStore):
-    (job,) = add_run(reg.store)
+def test_constraint_pass_metric_reads_the_stored_verdicts(reg: RegressionStore, store: Store):
+    (job,) = add_run(store)
     reg.add_budgets({job.id: BUDGETS}, "doorbell")
-    finish(reg.store, job, result(0.003), now=T0)
-    families = {f.name: f for f in regression_metric_families(reg.store)}
+    finish(store, job, result(0.003), now=T0)
+    families = {f.name: f for f in regression_metric_families(reg)}
     samples = {s.labels["constraint"]: s.value for s in families["hilfarm_constraint_pass"].samples}
     assert samples == {"latency.p50": 0.0, "memory.peak": 1.0}  # the unknown energy budget has no sample
     assert {s.labels["runtime"] for s in families["hilfarm_constraint_pass"].samples} == {"onnxruntime"}
@@ -133,8 +132,7 @@ def succeeded(store: Store, profile: str = "rpi5", *, at: float, settings: Optio
     return finish(store, job, result(p50), now=at, agent=f"agent-{profile}")
 
 
-def test_baselines_accept_replace_and_look_up_by_name_and_by_last(reg: RegressionStore):
-    store = reg.store
+def test_baselines_accept_replace_and_look_up_by_name_and_by_last(reg: RegressionStore, store: Store):
     first, second, third = (succeeded(store, at=T0 + i * 10) for i in range(3))
     config = runtime_config(first)
     assert config == "onnxruntime"
@@ -160,8 +158,7 @@ def test_baselines_accept_replace_and_look_up_by_name_and_by_last(reg: Regressio
     assert reg.find_baseline("main", "net.onnx", "rpi5", "onnxruntime threads=4") is None
 
 
-def test_acceptances_at_the_same_instant_keep_their_order(reg: RegressionStore):
-    store = reg.store
+def test_acceptances_at_the_same_instant_keep_their_order(reg: RegressionStore, store: Store):
     a, b = succeeded(store, at=T0), succeeded(store, at=T0 + 10)
     for i in range(5):  # clock granularity: the same timestamp twice
         reg.accept("main", [a if i % 2 == 0 else b], suite="", now=T0 + 100)
@@ -169,8 +166,7 @@ def test_acceptances_at_the_same_instant_keep_their_order(reg: RegressionStore):
     assert [r.job_id for r in reg.list_baselines()] == [a.id]
 
 
-def test_a_baseline_is_kept_per_runtime_configuration(reg: RegressionStore):
-    store = reg.store
+def test_a_baseline_is_kept_per_runtime_configuration(reg: RegressionStore, store: Store):
     plain = succeeded(store, at=T0)
     tuned = succeeded(store, at=T0 + 10, settings={"threads": 4, "execution_provider": "CPUExecutionProvider",
                                                    "input_shapes": [{"name": "x", "dims": [1, 3, 224, 224]}]})
@@ -239,7 +235,7 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def test_non_finite_numbers_in_documents_read_back_the_same_on_every_backend(reg: RegressionStore):
+def test_non_finite_numbers_in_documents_read_back_the_same_on_every_backend(reg: RegressionStore, store: Store):
     run = reg.create_suite_run("s", trigger="cli", baseline="main", spec={}, accept=False, now=T0)
     odd = case(run.id, 0)
     odd.values = {"latency.p50": math.inf, "latency.p99": math.nan, "memory.peak": -math.inf, "power.mean": 2.5}
@@ -257,11 +253,11 @@ def test_non_finite_numbers_in_documents_read_back_the_same_on_every_backend(reg
 
     # Stored as the proto3 JSON strings, which PostgreSQL's JSON accepts (it has no NaN numbers).
     import sqlalchemy as sa
-    with reg.store.engine.connect() as conn:
+    with store.engine.connect() as conn:
         text = conn.execute(sa.text("SELECT CAST(\"values\" AS TEXT) FROM suite_cases")).scalar()
     assert '"Infinity"' in text and '"NaN"' in text and '"-Infinity"' in text
 
-    (job,) = add_run(reg.store)
+    (job,) = add_run(store)
     reg.add_budgets({job.id: [{"name": "throughput", "min": 10.0}, {"name": "latency.p50", "max": math.inf}]}, "c")
     assert reg.evaluations([job.id])[job.id].budgets[1] == {"name": "latency.p50", "max": math.inf}
 
@@ -348,7 +344,7 @@ def test_nightly_runs_are_recorded_on_the_backend(db_url: str, tmp_path: Path):
     suite = SuiteFile(name="nightly-smoke", source=tmp_path / "s.yaml", devices=["no-such-board"], schedule="* * * * *",
                       models=[SuiteModel(path=model, name="det.onnx")], placement_timeout_seconds=0.2)
     try:
-        runner = NightlyRunner(controller, [suite], clock=lambda: now[0])
+        runner = NightlyRunner(controller.artifacts, controller.suites, [suite], clock=lambda: now[0])
         assert runner.tick() == []
         now[0] += 31
         (run,) = runner.tick()

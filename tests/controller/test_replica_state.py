@@ -58,7 +58,7 @@ def test_a_suite_run_started_by_one_controller_is_finished_by_the_next(make_farm
 
 def test_one_replica_at_a_time_advances_a_suite_run(store, tmp_path):
     now = [1_800_000_000.0]
-    reg = RegressionStore(store)
+    reg = RegressionStore(store.db)
     artifacts = ArtifactStore(tmp_path / "artifacts", store)
     artifacts.prepare()
     model = onnx_bytes(100)
@@ -89,7 +89,7 @@ def test_a_nightly_slot_runs_once_however_many_replicas_read_the_schedule(db_url
         for c in controllers:
             c.store.create_schema()
             c.artifacts.prepare()
-        runners = [NightlyRunner(c, [suite], clock=lambda: now[0]) for c in controllers]
+        runners = [NightlyRunner(c.artifacts, c.suites, [suite], clock=lambda: now[0]) for c in controllers]
         slot = runners[0].entries[0].next_at
         assert all(r.entries[0].next_at == slot for r in runners)
         now[0] = slot + 1

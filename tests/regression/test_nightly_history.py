@@ -66,7 +66,7 @@ def test_nightly_runs_each_suite_once_per_cron_slot():
                       models=[SuiteModel(sha256="a" * 64, name="det.onnx", format="onnx")])
     every_minute = SuiteFile(name="smoke", source="smoke.yaml", devices=["local"], schedule="*/1 * * * *",
                              models=[SuiteModel(sha256="b" * 64, name="s.onnx", format="onnx")])
-    runner = NightlyRunner(controller, [suite, every_minute], clock=lambda: now[0])
+    runner = NightlyRunner(controller.artifacts, controller.suites, [suite, every_minute], clock=lambda: now[0])
     assert runner.tick() == [] and controller.suites.started == []
     now[0] += 60  # 01:59
     runner.tick()
@@ -84,7 +84,7 @@ def test_nightly_runs_each_suite_once_per_cron_slot():
 
 def test_a_suite_without_a_schedule_is_refused():
     with pytest.raises(ValueError, match="needs a schedule"):
-        NightlyRunner(FakeController(), [SuiteFile(name="x", source="x.yaml", devices=["a"], models=[])])
+        NightlyRunner(None, FakeSuites(), [SuiteFile(name="x", source="x.yaml", devices=["a"], models=[])])
 
 
 def test_junit_xml_maps_outcomes_to_failures_errors_and_skips():
@@ -106,13 +106,14 @@ def test_junit_xml_maps_outcomes_to_failures_errors_and_skips():
 
 
 def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
-    from hilfarm.controller.regression_service import regression_metric_families
-    from hilfarm.controller.regression_store import RegressionStore, SuiteCaseRow
+    from hilfarm.controller.metrics import regression_metric_families
+    from hilfarm.controller.models import SuiteCaseRow
+    from hilfarm.controller.regression_store import RegressionStore
     from hilfarm.controller.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.create_schema()
-    reg = RegressionStore(store)
+    reg = RegressionStore(store.db)
     for i, outcome in enumerate(["pass", "regression"]):
         run = reg.create_suite_run("vision", trigger="nightly", baseline="main", spec={}, accept=False, now=100.0 + i)
         run.state, run.outcome = "finished", "pass" if outcome == "pass" else "fail"
@@ -125,7 +126,7 @@ def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
     reg.save_suite_run(run, [SuiteCaseRow(suite_run_id=run.id, model_name="mlp", model_sha256="b" * 64,
                                           device_profile="simulated", runtime_config="onnxruntime", outcome="pass",
                                           comparison={"metrics": [], "simulated": True}, finished_at=103.0)])
-    families = {f.name: f for f in regression_metric_families(store)}
+    families = {f.name: f for f in regression_metric_families(reg)}
     detected = families["hilfarm_regression_detected"].samples
     assert sorted((s.labels["model"], s.labels["simulated"], s.value) for s in detected) == [
         ("det", "false", 1.0), ("mlp", "true", 0.0)]

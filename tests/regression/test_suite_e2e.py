@@ -164,7 +164,7 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     baseline are the same file is re-run on the agent that measured it, one repeat per job,
     alternating A B A B, and the comparison of those runs finds no regression."""
     from hilfarm.client import FarmClient
-    from hilfarm.controller.regression_store import SuiteCaseRow, runtime_config
+    from hilfarm.controller.models import SuiteCaseRow, runtime_config
     from hilfarm.controller.models import pin_tag
 
     controller = farm.controller

@@ -19,7 +19,7 @@ down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-# JSONB on PostgreSQL, JSON text elsewhere (models.JSONDocument, regression_store.RegressionDocument).
+# JSONB on PostgreSQL, JSON text elsewhere (models.JSONDocument, models.RegressionDocument).
 JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 

@@ -1,0 +1,142 @@
+"""The controller's parts and the one place that wires them: ``build_controller`` makes the
+database, the repositories over it, the scheduler, the suite runner, the regression calls,
+the metrics and the nightly runner, each given only what it uses. server.Controller serves
+what it builds; nothing else connects one part to another.
+
+    Database ── Store (runs, jobs, agents) ── Scheduler
+       │           ├── ArtifactStore
+       │           └── Credentials ── Authenticator
+       └─ RegressionStore
+    SuiteRunner(Store, RegressionStore, ArtifactStore, Scheduler)
+    RegressionRpcs(Store, RegressionStore, SuiteRunner)
+    ControllerMetrics(Store, RegressionStore)       NightlyRunner(ArtifactStore, SuiteRunner)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol, Sequence
+
+import grpc
+
+from hilfarm import wire_limits
+from hilfarm.paths import default_data_dir
+from hilfarm.suite_files import SuiteError, load_suite
+from hilfarm.transport import ServerTls
+
+from . import auth
+from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
+from .credentials import Credentials
+from .database import Database
+from .metrics import ControllerMetrics
+from .nightly import NightlyRunner
+from .regression_service import RegressionRpcs
+from .regression_store import RegressionStore
+from .remote_write import RemoteWriter
+from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, Scheduler
+from .store import Store, default_sqlite_url
+from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS
+from .suites import SuiteRunner
+
+# Threads that run database work (measured with benchmarks/scale.py: with 8 or 16 on
+# PostgreSQL the event loop got the interpreter too rarely and heartbeats took seconds).
+DEFAULT_DB_WORKERS = 4
+
+
+class CallMetrics(Protocol):
+    """What the server needs of its metrics (metrics.ControllerMetrics, or a test's own): an
+    interceptor that sees every call, and word of every accepted result report. ``start`` and
+    ``stop``, when it has them, run with the server."""
+
+    interceptor: grpc.aio.ServerInterceptor
+
+    def result_reported(self, job_id: str, attempt: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """What a controller is started with (server.Controller's keyword arguments; the CLI's flags)."""
+
+    db_url: Optional[str] = None
+    data_dir: Optional[Path] = None
+    artifacts_dir: Optional[Path] = None
+    token: Optional[str] = None
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    lease_seconds: float = 30
+    heartbeat_interval: float = 5
+    restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS
+    max_attempts: int = 3
+    db_workers: Optional[int] = None
+    metrics_bind: Optional[str] = None
+    remote_write_url: Optional[str] = None
+    tls: Optional[ServerTls] = None
+    insecure: bool = False
+    metrics_token: Optional[str] = None
+    max_jobs_per_submit: int = DEFAULT_MAX_JOBS_PER_SUBMIT
+    max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
+    nightly: Sequence[Path] = ()  # suite files run on their cron schedules
+    nightly_clock: Optional[Callable[[], float]] = None  # the time those schedules are read against
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir) if self.data_dir is not None else default_data_dir()
+
+
+@dataclass
+class ControllerParts:
+    data_dir: Path
+    db_workers: int
+    database: Database
+    store: Store
+    artifacts: ArtifactStore
+    scheduler: Scheduler
+    credentials: Credentials
+    authenticator: auth.Authenticator
+    regressions: RegressionStore
+    suites: SuiteRunner
+    regression_rpcs: RegressionRpcs
+    metrics: Optional[CallMetrics]
+    nightly: Optional[NightlyRunner]
+
+
+def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics] = None) -> ControllerParts:
+    """Wire a controller's parts (nothing listens, no schema is migrated yet). ``metrics``
+    replaces the ControllerMetrics made when ``metrics_bind`` or ``remote_write_url`` is set.
+    Raises ValueError for a setting out of range, and hilfarm.suite_files.SuiteError (naming the
+    file) for a nightly suite file that is wrong, leaving no database open."""
+    if config.max_attempts < 1:
+        raise ValueError(f"max_attempts is {config.max_attempts}; a job needs at least one attempt")
+    if not 1 <= config.max_attempts <= wire_limits.MAX_ATTEMPTS:
+        raise ValueError(f"max_attempts is {config.max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
+    data_dir = config.resolved_data_dir()
+    db_workers = config.db_workers or DEFAULT_DB_WORKERS
+    database = Database(config.db_url or default_sqlite_url(data_dir), pool_size=db_workers + 4)
+    store = Store(database)
+    artifacts = ArtifactStore(Path(config.artifacts_dir) if config.artifacts_dir else data_dir / "artifacts",
+                              store, max_bytes=config.max_artifact_bytes, replica=database.feed.origin)
+    scheduler = Scheduler(store, lease_seconds=config.lease_seconds, heartbeat_interval=config.heartbeat_interval,
+                          restart_grace=config.restart_grace)
+    credentials = Credentials(store)
+    authenticator = auth.Authenticator(credentials, operator_token=config.token or None, clock=time.time)
+    regressions = RegressionStore(database)
+    suites = SuiteRunner(store, regressions, artifacts, scheduler, default_max_attempts=config.max_attempts)
+    regression_rpcs = RegressionRpcs(store, regressions, suites, max_queued_jobs=config.max_queued_jobs)
+    if metrics is None and (config.metrics_bind or config.remote_write_url):
+        metrics = ControllerMetrics(store, heartbeat_interval=scheduler.heartbeat_interval, clock=scheduler.clock,
+                                    remote_write=RemoteWriter(config.remote_write_url) if config.remote_write_url else None,
+                                    regressions=regressions)
+    nightly = None
+    if config.nightly:
+        kwargs = {"clock": config.nightly_clock} if config.nightly_clock is not None else {}
+        try:
+            nightly = NightlyRunner(artifacts, suites, [load_suite(Path(p)) for p in config.nightly], **kwargs)
+        except BaseException as error:
+            database.close()
+            if isinstance(error, ValueError) and not isinstance(error, SuiteError):
+                # NightlyRunner's own checks (no schedule, not cron) also name the file.
+                raise SuiteError(str(error)) from error
+            raise
+    return ControllerParts(data_dir=data_dir, db_workers=db_workers, database=database, store=store,
+                           artifacts=artifacts, scheduler=scheduler, credentials=credentials,
+                           authenticator=authenticator, regressions=regressions, suites=suites,
+                           regression_rpcs=regression_rpcs, metrics=metrics, nightly=nightly)

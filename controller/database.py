@@ -1,0 +1,130 @@
+"""The controller's database connection and its transactions: the one part every repository
+(store.Store for runs, jobs, agents and artifacts; regression_store.RegressionStore;
+credentials.Credentials; suites.SuiteRunner) goes through.
+
+One ``Database`` wraps one SQLAlchemy engine over any SQLAlchemy URL (``sqlite:///file``,
+``postgresql+psycopg://user@host/db``).
+
+- ``read()``: a session for reads; rows it returns stay usable after it closes.
+- ``write()``: a session in one transaction, committed at the end of the ``with`` block and
+  rolled back on an exception. On SQLite every write transaction of this process takes one
+  lock (SQLite has no ``FOR UPDATE``; a read that later writes would otherwise fail with
+  SQLITE_BUSY when another thread committed in between). The jobs a transaction changed
+  (``record_change``) go to ``feed`` after the commit, and on PostgreSQL also to the other
+  replicas with ``pg_notify`` inside the transaction.
+- ``connect()``: a plain connection, for the hot paths that run prebuilt Core statements.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from .models import Job, JobState
+from .notifications import CHANNEL, Change, ChangeFeed, encode
+from .schema import MigrationReport, migrate
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (gRPC threads, watchers) proceed while one writer commits.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    """The engine, its transactions and the change feed they publish to."""
+
+    def __init__(self, url: str, *, echo: bool = False, feed: Optional[ChangeFeed] = None,
+                 pool_size: int = 20) -> None:
+        """``pool_size``: PostgreSQL connections kept open (the server's database threads and a
+        few for its background work); more are opened for bursts."""
+        self.url = make_url(url)
+        self.feed = feed if feed is not None else ChangeFeed()
+        self.backend = self.url.get_backend_name()
+        kwargs: dict = {"echo": echo}
+        if self.backend == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            database = self.url.database or ""
+            if database in ("", ":memory:"):
+                # One shared connection, or every thread would see its own empty database.
+                kwargs["poolclass"] = StaticPool
+            else:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=40)
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if self.backend == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._write_lock: contextlib.AbstractContextManager = threading.RLock()
+        else:
+            self._write_lock = contextlib.nullcontext()
+
+    def __repr__(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.backend == "postgresql"
+
+    def migrate(self) -> MigrationReport:
+        """Bring the schema to this version's newest migration (schema.migrate)."""
+        return migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def connect(self) -> sa.Connection:
+        return self.engine.connect()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        changes: List[Change] = []
+        with self._write_lock:
+            with Session(self.engine, expire_on_commit=False) as s:
+                s.info["changes"] = changes
+                try:
+                    yield s
+                    if changes and self.is_postgresql:
+                        s.flush()
+                        for payload in encode(changes, self.feed.origin):
+                            s.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+                    s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
+        if changes:
+            self.feed.publish(changes)
+
+    @staticmethod
+    def record_change(s: Session, change: Change) -> None:
+        """Publish ``change`` once the ``write()`` transaction of ``s`` commits."""
+        s.info["changes"].append(change)
+
+    @classmethod
+    def record_job_change(cls, s: Session, job: Job) -> None:
+        """Record that ``job`` changed in the ``write()`` transaction of ``s``."""
+        state = job.job_state
+        cls.record_change(s, Change(job.id, job.run_id, job.device_profile,
+                                    queued=state == JobState.QUEUED, finished=state.finished))
+
+    def listen_conninfo(self) -> Optional[str]:
+        """The libpq address a notifications.PostgresListener connects to (None on SQLite)."""
+        if not self.is_postgresql:
+            return None
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
