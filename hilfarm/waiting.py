@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+import grpc
+
 from hilfarm.client import FINAL_STATES, FarmClient
 from hilfarm.v1 import farm_pb2
 
@@ -48,7 +50,9 @@ def signals_interrupt() -> Iterator[None]:
 
 
 class JobFollower:
-    """Streams every job's changes (one WatchJob call each) and keeps the newest of each."""
+    """Streams the jobs' changes and keeps the newest of each: jobs of one run on one WatchRun
+    stream (a thousand-job run is one stream, not a thousand), otherwise one WatchJob each (also
+    when the controller is older than WatchRun)."""
 
     def __init__(self, client: FarmClient, jobs: Sequence[farm_pb2.Job]) -> None:
         self.job_ids = [j.id for j in jobs]
@@ -56,21 +60,47 @@ class JobFollower:
         self._seen: set = set()
         self._changed = threading.Condition()
         self._errors: List[BaseException] = []
-        for job_id in self.job_ids:
-            threading.Thread(target=self._follow, args=(client, job_id), daemon=True,
-                             name=f"watch-{job_id[:8]}").start()
+        runs = {j.run_id for j in jobs}
+        if len(runs) == 1 and "" not in runs:
+            self._start(self._follow_run, client, runs.pop())
+        else:
+            for job_id in self.job_ids:
+                self._start(self._follow_job, client, job_id)
 
-    def _follow(self, client: FarmClient, job_id: str) -> None:
+    def _start(self, target: Callable[[FarmClient, str], None], client: FarmClient, key: str) -> None:
+        threading.Thread(target=target, args=(client, key), daemon=True, name=f"watch-{key[:8]}").start()
+
+    def _update(self, job: farm_pb2.Job) -> None:
+        with self._changed:
+            if job.id in self._latest:  # a run's other jobs are not ours to follow
+                self._latest[job.id] = job
+                self._seen.add(job.id)
+                self._changed.notify_all()
+
+    def _failed(self, error: BaseException) -> None:
+        with self._changed:  # re-raised in the waiting thread
+            self._errors.append(error)
+            self._changed.notify_all()
+
+    def _follow_run(self, client: FarmClient, run_id: str) -> None:
+        try:
+            for job in client.watch_run(run_id):
+                self._update(job)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                self._failed(error)
+                return
+            for job_id in self.job_ids:  # a controller from before WatchRun
+                self._start(self._follow_job, client, job_id)
+        except BaseException as error:
+            self._failed(error)
+
+    def _follow_job(self, client: FarmClient, job_id: str) -> None:
         try:
             for job in client.watch_job(job_id):
-                with self._changed:
-                    self._latest[job_id] = job
-                    self._seen.add(job_id)
-                    self._changed.notify_all()
-        except BaseException as error:  # re-raised in the waiting thread
-            with self._changed:
-                self._errors.append(error)
-                self._changed.notify_all()
+                self._update(job)
+        except BaseException as error:
+            self._failed(error)
 
     def snapshot(self) -> List[farm_pb2.Job]:
         with self._changed:

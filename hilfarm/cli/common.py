@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 import click
 import grpc
 
-from hilfarm.client import FarmClient
-from hilfarm.contract import is_farm_fault
+from hilfarm.client import FarmClient, ModelFormatError, model_format
+from hilfarm.contract import RUNTIME_FOR_FORMAT, is_farm_fault
 from hilfarm.v1 import farm_pb2
 
 # Exit codes shared by every command that waits for results.
@@ -86,3 +86,25 @@ def cannot_start(error: BaseException) -> "click.ClickException":
     exc = click.ClickException(str(error))
     exc.exit_code = EXIT_FARM_FAILED
     return exc
+
+
+def check_placement(client: FarmClient, models: Sequence[Path], devices: Sequence[str],
+                    settings: farm_pb2.JobSettings, tags: Sequence[str], *, hint: str) -> None:
+    """Stop with exit 2, within seconds, when no agent the controller knows can take a job
+    (``hint``: what the person can do about it)."""
+    from hilfarm.preflight import placement_problems
+
+    runtimes = {}
+    for path in models:
+        try:
+            runtimes[path.name] = settings.runtime or RUNTIME_FOR_FORMAT[model_format(path)]
+        except ModelFormatError as error:
+            raise click.BadParameter(str(error), param_hint="MODEL") from None
+    problems = placement_problems(client.list_devices(), profiles=devices, runtimes=runtimes,
+                                  provider=settings.execution_provider, tags=tags)
+    if problems:
+        text = "no device can run this:\n" + "\n".join(f"  {p}" for p in problems)
+        text += f"\n({hint})"
+        exc = click.ClickException(text)
+        exc.exit_code = EXIT_FARM_FAILED
+        raise exc

@@ -8,34 +8,11 @@ from typing import Sequence
 
 import click
 
-from hilfarm.cli.common import (EXIT_FARM_FAILED, EXIT_MODEL_FAILED, EXIT_OK, exit_code_for, farm_client, print_json,
-                                wide_option, writable_file)
+from hilfarm.cli.common import (EXIT_MODEL_FAILED, EXIT_OK, check_placement, exit_code_for, farm_client,
+                                print_json, wide_option, writable_file)
 from hilfarm.cli.follow import follow, live, print_created, report, upload_all
 from hilfarm.cli.job_settings import add_input_shapes, build_settings, input_shapes_by_model, settings_options
-from hilfarm.client import FarmClient, ModelFormatError, model_format
-from hilfarm.contract import RUNTIME_FOR_FORMAT
 from hilfarm.v1 import farm_pb2
-
-
-def _check_placement(client: FarmClient, models: Sequence[Path], devices: Sequence[str],
-                     settings: farm_pb2.JobSettings, tags: Sequence[str]) -> None:
-    """Stop with exit 2, within seconds, when no agent the controller knows can take a job."""
-    from hilfarm.preflight import placement_problems
-
-    runtimes = {}
-    for path in models:
-        try:
-            runtimes[path.name] = settings.runtime or RUNTIME_FOR_FORMAT[model_format(path)]
-        except ModelFormatError as error:
-            raise click.BadParameter(str(error), param_hint="MODEL") from None
-    problems = placement_problems(client.list_devices(), profiles=devices, runtimes=runtimes,
-                                  provider=settings.execution_provider, tags=tags)
-    if problems:
-        text = "no device can run this:\n" + "\n".join(f"  {p}" for p in problems)
-        text += "\n(--queue submits anyway and waits for a device that is not enrolled yet)"
-        exc = click.ClickException(text)
-        exc.exit_code = EXIT_FARM_FAILED
-        raise exc
 
 
 @click.command()
@@ -85,7 +62,8 @@ def submit(ctx, models, devices, tags, max_attempts, constraints_file, allow_unk
         budgets, set_name = [budget_to_pb(b) for b in constraint_set.budgets], constraint_set.name
     with farm_client(ctx) as client:
         if not queue:
-            _check_placement(client, models, devices, settings, tags)
+            check_placement(client, models, devices, settings, tags,
+                            hint="--queue submits anyway and waits for a device that is not enrolled yet")
         uploads = upload_all(client, models, quiet=as_json)
         add_input_shapes(settings, shapes, uploads)
         if inputs_file is not None:

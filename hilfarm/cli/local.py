@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hilfarm.cli.common import DATA_DIR_HELP, cannot_start, exit_code_for, stop_on_signals, wide_option
+from hilfarm.cli.common import DATA_DIR_HELP, cannot_start, check_placement, exit_code_for, stop_on_signals, wide_option
 from hilfarm.cli.follow import follow, live, print_created, report, upload_all
 from hilfarm.cli.job_settings import add_input_shapes, build_settings, input_shapes_by_model, settings_options
 from hilfarm.client import DEFAULT_CONTROLLER, FarmClient
@@ -95,14 +95,14 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
     farm.start()
     try:
         paths = list(models)
-        if not paths:
-            from hilfarm.sample_models import make_demo_models
-
-            paths = make_demo_models(farm.data_dir / "demo-models")
-            shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), paths)
-            if not as_json:
-                click.echo("made sample models: " + ", ".join(str(p) for p in paths), err=True)
         with FarmClient(farm.address) as client:
+            if not paths:
+                paths = _sample_models_this_agent_runs(client, farm, settings, quiet=as_json)
+                shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), paths)
+            # A model the local agent has no runtime for would wait forever: say so and stop.
+            check_placement(client, paths, [farm.local_profile()], settings, (),
+                            hint="this machine's agent has no such runtime: install it (e.g. pip install "
+                                 "'hilfarm[litert]' for TFLite) or benchmark models it can run")
             uploads = upload_all(client, paths, quiet=as_json)
             add_input_shapes(settings, shapes, uploads)
             if inputs_file is not None:
@@ -116,3 +116,24 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
     finally:
         farm.stop()
     ctx.exit(exit_code_for(jobs_))
+
+
+def _sample_models_this_agent_runs(client: FarmClient, farm, settings, quiet: bool) -> list:
+    """The demo's own models (an ONNX and a TFLite one), less those the local agent has no
+    runtime for: a machine without a TFLite interpreter still runs the ONNX one, and says why the
+    other was left out."""
+    from hilfarm.client import model_format
+    from hilfarm.contract import RUNTIME_FOR_FORMAT
+    from hilfarm.sample_models import make_demo_models
+
+    paths = make_demo_models(farm.data_dir / "demo-models")
+    offered = {r.name for d in client.list_devices() if d.device_profile == farm.local_profile()
+               for r in d.capabilities.runtimes}
+    runnable = [p for p in paths if (settings.runtime or RUNTIME_FOR_FORMAT[model_format(p)]) in offered]
+    if not quiet:
+        click.echo("made sample models: " + ", ".join(str(p) for p in runnable), err=True)
+        for path in paths:
+            if path not in runnable:
+                click.echo(f"left out {path.name}: this machine's agent has no "
+                           f"{settings.runtime or RUNTIME_FOR_FORMAT[model_format(path)]} runtime", err=True)
+    return runnable or paths  # none runnable: check_placement names what is missing
