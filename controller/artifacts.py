@@ -24,11 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Deque, Iterable, Iterator, Optional, Tuple
 
+from hilfarm.contract import ARTIFACT_FORMATS
 from hilfarm.units import format_bytes
 
 from .artifact_formats import check_format
 from .errors import InvalidArgument, NotFound, ResourceExhausted
-from .models import ARTIFACT_FORMATS, DEFAULT_PROJECT, Artifact
+from .models import DEFAULT_PROJECT, Artifact
 from .store import Store
 
 log = logging.getLogger("hilfarm.controller")

@@ -16,8 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-# The farm's shared values (one definition, in hilfarm.contract), under the names the controller uses.
-from hilfarm.contract import ARTIFACT_FORMATS, MODEL_FORMATS, RUNTIME_FOR_FORMAT, FailureCategory  # noqa: F401
+from hilfarm.contract import RUNTIME_FOR_FORMAT, FailureCategory
 
 # JSONB on PostgreSQL (indexable, compact), the generic JSON text column elsewhere.
 JSONDocument = sa.JSON().with_variant(JSONB(), "postgresql")
