@@ -23,7 +23,8 @@ import grpc
 sys.path.insert(0, str(Path(__file__).parent))
 from _farm import FarmProcess, scratch_dir  # noqa: E402
 
-from hilfarm.client import FarmClient, sha256_of  # noqa: E402
+from hilfarm.client import FarmClient  # noqa: E402
+from hilfarm.contract import file_sha256  # noqa: E402
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def main() -> None:
                 path = root / f"artifact-{repeat}.onnx"
                 onnx_file(path, size)
                 started = time.perf_counter()
-                digest = sha256_of(path)
+                digest = file_sha256(path)
                 hashing = time.perf_counter() - started
                 started = time.perf_counter()
                 upload = client.upload(path, sha256=digest)

@@ -43,15 +43,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 STALE_UPLOAD_SECONDS = 3600.0
 
 
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of a file's bytes, read a chunk at a time (the digest an artifact is stored under)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_digest(sha256: str, what: str = "artifact") -> str:
     """The digest in canonical (lower-case) form, or InvalidArgument naming what was sent."""
     digest = (sha256 or "").strip().lower()

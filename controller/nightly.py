@@ -20,7 +20,9 @@ from croniter import croniter
 
 from hilfarm.suite_files import SuiteFile, load_suite
 
-from .artifacts import CHUNK_BYTES, ArtifactStore, file_sha256
+from hilfarm.contract import file_sha256
+
+from .artifacts import CHUNK_BYTES, ArtifactStore
 from .models import DEFAULT_PROJECT, Artifact, SuiteRunRow
 from .suites import SlotTaken, SuiteRunner
 

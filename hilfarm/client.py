@@ -6,7 +6,6 @@ address, credentials, message limits and the upload protocol live in one place.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import grpc
 
 from hilfarm import wire_limits
-from hilfarm.contract import MODEL_FORMATS
+from hilfarm.contract import MODEL_FORMATS, file_sha256
 from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
@@ -64,14 +63,6 @@ def model_format(path: Path) -> str:
         f"{path}: cannot tell whether this is an ONNX or a TFLite model; "
         "name it *.onnx or *.tflite"
     )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -137,7 +128,7 @@ class FarmClient:
         path = Path(path)
         fmt = fmt or model_format(path)
         size = path.stat().st_size
-        digest = sha256 or sha256_of(path)
+        digest = sha256 or file_sha256(path)
         stat = self._stub.StatArtifact(
             farm_pb2.StatArtifactRequest(sha256=digest), metadata=self._metadata
         )

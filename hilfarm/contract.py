@@ -1,5 +1,6 @@
 """The values the farm's parts agree on besides the messages themselves: model formats, the
-runtimes and the formats each runs, and the failure categories with whose fault each is.
+runtimes and the formats each runs, the failure categories with whose fault each is, and the
+digest an artifact file is addressed by.
 
 One place for them, read by the agent, the controller and the CLI alike. It imports nothing but
 the standard library (the agent's measured child and device Pythons >= 3.9 import it too).
@@ -9,12 +10,24 @@ fails when this module and the proto, or the agent's runtime registry, drift apa
 from __future__ import annotations
 
 import enum
+import hashlib
+from pathlib import Path
 from typing import Dict, Tuple, Union
 
 MODEL_FORMATS: Tuple[str, ...] = ("onnx", "tflite")
 # Inputs for a model travel as artifacts too (named arrays in a NumPy .npz archive).
 INPUT_FORMATS: Tuple[str, ...] = ("npz",)
 ARTIFACT_FORMATS: Tuple[str, ...] = MODEL_FORMATS + INPUT_FORMATS
+
+# An artifact is addressed by the SHA-256 of its bytes (farm.proto: ArtifactRef.sha256).
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """The hex digest an artifact file is stored and asked for under, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 # The runtimes the farm knows and the model formats each runs. "null" measures the harness itself
 # (load and call nothing): any model file will do.
