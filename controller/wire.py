@@ -39,12 +39,17 @@ def _is_map(field: Any) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def _non_finite_text(value: float) -> str:
+    """How the proto3 JSON mapping spells a float that is not finite."""
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
 def _scalar_to_json(field: Any, value: Any) -> Any:
     if field.enum_type is not None:
         named = field.enum_type.values_by_number.get(value)
         return named.name if named is not None else value
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return _non_finite_text(value)
     if isinstance(value, bytes):
         # As in the proto3 JSON mapping: bytes travel as base64 text.
         return base64.b64encode(value).decode("ascii")
@@ -90,7 +95,7 @@ def _non_finite_as_text(value: Any) -> Any:
     """Documents the controller builds in memory (comparisons) may hold float NaN or infinity;
     the JSON mapping spells them as text, which is what ``json_format`` reads."""
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return _non_finite_text(value)
     if isinstance(value, dict):
         return {k: _non_finite_as_text(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import struct
+import time
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
@@ -260,3 +261,14 @@ def farm(make_farm) -> Farm:
 def model(farm: Farm) -> str:
     """The digest of a small model stored on ``farm``."""
     return farm.upload(onnx_bytes(4096))
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """``predicate()``'s first true value, asked every 50 ms; fails naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -19,17 +19,7 @@ from hilfarm.controller.suites import SuiteRunner
 from hilfarm.suite_files import SuiteFile, SuiteModel
 from hilfarm.v1 import farm_pb2 as pb
 
-from .conftest import onnx_bytes, sample_result
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from .conftest import onnx_bytes, sample_result, wait_for
 
 
 def test_a_suite_run_started_by_one_controller_is_finished_by_the_next(make_farm, db_url, tmp_path):

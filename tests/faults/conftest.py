@@ -16,6 +16,8 @@ import pytest
 
 from hilfarm.client import FarmClient
 
+from ..controller.conftest import wait_for  # noqa: F401  (the fault tests' name for it)
+
 # CI runs as root; the agent refuses root unless told (see `agent run --allow-root`).
 ROOT_OK = ["--allow-root"] if os.geteuid() == 0 else []
 
@@ -107,16 +109,6 @@ def start_agent(root: Path, controller: Controller, name: str) -> Proc:
             assert agent.popen.poll() is None, agent.text()
             time.sleep(0.1)
     return agent
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture
