@@ -477,6 +477,7 @@ def repeat_stats(spec: ChildSpec, started_at: float, samples: List[int], reasons
     repeat.load_seconds, repeat.first_inference_seconds = lat.load_seconds, lat.first_inference_seconds
     repeat.warmup_runs, repeat.warmup_seconds = lat.warmup_runs, lat.warmup_seconds
     repeat.p50_seconds, repeat.mean_seconds, repeat.p99_seconds = lat.p50_seconds, lat.mean_seconds, lat.p99_seconds
+    repeat.min_seconds = lat.min_seconds
     repeat.cv, repeat.drift_ratio, repeat.peak_bytes = lat.cv, lat.drift_ratio, mem.peak_bytes
     repeat.warnings = list(reasons)
     repeat.wall_seconds = time.time() - started_at

@@ -161,6 +161,7 @@ class RepeatStats:
     p50_seconds: Optional[float] = None
     mean_seconds: Optional[float] = None
     p99_seconds: Optional[float] = None
+    min_seconds: Optional[float] = None  # its fastest timed inference
     cv: Optional[float] = None
     drift_ratio: Optional[float] = None
     peak_bytes: Optional[int] = None

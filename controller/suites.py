@@ -22,9 +22,11 @@ machine.
 
 Every job of a suite is measured in ``repeats`` fresh processes (5 unless the suite says
 otherwise), because the comparison with the baseline takes the repeat as its unit
-(regression.py). A suspected regression is confirmed on the device that found it: baseline and
-candidate are re-run one repeat at a time, alternating (A B A B ...), pinned to that agent, so
-that whatever changes on the device over time touches both alike.
+(regression.py). A suspected regression (or a slowdown the first attempt's noise could not
+resolve) is confirmed on the device that found it: baseline and candidate are re-run one repeat
+at a time, interleaved (A B, B A, ...), pinned to that agent, so that whatever changes on the
+device over time touches both alike, and compared pair by pair; rounds of pairs are added
+while they cannot tell, up to regression.CONFIRMATION_ROUNDS.
 
 Case outcomes, worst first: ``error`` (the farm could not run it: no agent took the job, the
 device or the farm failed), ``model_failed`` (the model or its settings are to blame),
@@ -69,10 +71,9 @@ DRIVER_LEASE_SECONDS = 30.0
 # The driver thread also looks at every running suite this often (deadlines, lapsed claims).
 SWEEP_SECONDS = 2.0
 DEFAULT_REPEATS = 5
-# A confirmation re-runs at least this many A B pairs, whatever the suite's repeats: with two
-# pairs, a device whose load comes and goes puts both fast runs on one side one time in six,
-# and two repeats a side give a t-test two degrees of freedom to believe it; five pairs make
-# such a split a chance of 2 in 252.
+# A confirmation round re-runs at least this many interleaved pairs, whatever the suite's
+# repeats: a paired t-test on two pairs has one degree of freedom to believe, and five give it
+# four; up to regression.CONFIRMATION_ROUNDS rounds run while the pairs cannot tell yet.
 CONFIRMATION_PAIRS = 5
 OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
                  "no_baseline", "pass")
@@ -377,7 +378,11 @@ class SuiteRunner:
                 return True
         else:
             cases = [SuiteCaseRow.model_validate(c) for c in work.get("cases", [])]
-            self._conclude_confirmation(cases, work.get("confirmations", []), jobs, tol)
+            confirmations = list(work.get("confirmations", []))
+            again = self._conclude_confirmation(cases, confirmations, tol)
+            if again:
+                self._submit_round(run, spec, cases, confirmations, again)
+                return True
         for case in cases:
             self._judge_budgets(case)
         self._finish(run, cases, {j.id: j for j in self.store.get_jobs([c.job_id for c in cases])})
@@ -477,7 +482,7 @@ class SuiteRunner:
                                                         baseline_job_id=base_job.id, candidate_job_id=job.id,
                                                         history=history)
                 case.comparison = comparison.to_dict()
-                if comparison.regression and not spec.get("no_confirm"):
+                if regression.suspects_slowdown(comparison, tol) and not spec.get("no_confirm"):
                     suspects.append((case, job, base_job))
                 case.outcome = outcome_of(comparison)
                 case.message = comparison.summary
@@ -510,31 +515,51 @@ class SuiteRunner:
     def _submit_confirmation(self, run: SuiteRunRow, spec: Dict[str, Any], cases: Sequence[SuiteCaseRow],
                              suspects: Sequence[Tuple[SuiteCaseRow, Job, Job]]) -> None:
         """Re-run each suspect on the agent that found it, one repeat per job, baseline and
-        candidate alternating (A B A B ...), to compare the fresh repeats; an artifact confirmed
-        against itself comes out clean, because both sides then see the same device at the same
-        times. The jobs, the cases judged so far and the stage ``confirming`` commit in one
-        transaction."""
-        runs: List[Tuple[Run, List[Job]]] = []
+        candidate interleaved (A B, B A, ...), to compare the fresh repeats pair by pair; an
+        artifact confirmed against itself comes out clean, because both sides then see the same
+        device at the same times. This is the first round; ``_conclude_confirmation`` asks for
+        more while the pairs cannot tell yet. The jobs, the cases judged so far and the stage
+        ``confirming`` commit in one transaction."""
         confirmations: List[Dict[str, Any]] = []
         for case, job, base_job in suspects:
             model = {"sha256": job.model_sha256, "name": job.model_name, "format": job.model_format}
             base_model = {"sha256": base_job.model_sha256, "name": base_job.model_name, "format": base_job.model_format}
             have_baseline_artifact = self.artifacts.stat(base_job.model_sha256, project=run.project) is not None
-            pairs = max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), CONFIRMATION_PAIRS)
-            one_repeat = dict(job.settings or {}, repeats=1)
-            pinned = [pin_tag(job.agent_id)] if job.agent_id else []
-            order = ([base_model, model] if have_baseline_artifact else [model]) * pairs
-            submitted: List[Job] = []
-            for m in order:  # one run each, in this order: the pinned agent takes them as queued
-                planned = self._plan(spec, [m], [job.device_profile], settings=one_repeat, extra_tags=pinned,
-                                     project=run.project)
-                runs.append(planned)
-                submitted += planned[1]
-            bases = submitted[0::2] if have_baseline_artifact else []
-            cands = submitted[1::2] if have_baseline_artifact else submitted
-            case.confirm_job_ids = [j.id for j in submitted]
-            confirmations.append({"position": case.position, "baseline_job_ids": [j.id for j in bases],
-                                  "candidate_job_ids": [j.id for j in cands]})
+            confirmations.append({
+                "position": case.position, "round": 0, "baseline_job_ids": [], "candidate_job_ids": [],
+                "candidate": model, "baseline": base_model if have_baseline_artifact else None,
+                "profile": job.device_profile, "settings": dict(job.settings or {}, repeats=1),
+                "pinned": [pin_tag(job.agent_id)] if job.agent_id else [],
+                "pairs": max(int((job.settings or {}).get("repeats") or DEFAULT_REPEATS), CONFIRMATION_PAIRS),
+            })
+        self._submit_round(run, spec, cases, confirmations, [c["position"] for c in confirmations])
+        log.info("suite run %s (%s): confirming %d suspected regression(s)", run.id, run.suite, len(suspects))
+
+    def _submit_round(self, run: SuiteRunRow, spec: Dict[str, Any], cases: Sequence[SuiteCaseRow],
+                      confirmations: List[Dict[str, Any]], positions: Sequence[int]) -> None:
+        """One more round of interleaved pairs for the confirmations at ``positions``. The order
+        alternates A B, B A, ... so that a device getting steadily faster or slower over the
+        round favours neither side; without the baseline's artifact only the candidate re-runs
+        (compared with the stored baseline result)."""
+        runs: List[Tuple[Run, List[Job]]] = []
+        by_position = {c.position: c for c in cases}
+        for planned in confirmations:
+            if planned["position"] not in positions:
+                continue
+            planned["round"] += 1
+            case = by_position[planned["position"]]
+            for pair in range(planned["pairs"]):
+                order = ([("candidate", planned["candidate"])] if planned["baseline"] is None
+                         else [("baseline", planned["baseline"]), ("candidate", planned["candidate"])])
+                if pair % 2:
+                    order.reverse()
+                for side, model in order:  # one run each, in this order: the pinned agent takes them as queued
+                    planned_run = self._plan(spec, [model], [planned["profile"]], settings=planned["settings"],
+                                             extra_tags=planned["pinned"], project=run.project)
+                    runs.append(planned_run)
+                    job_id = planned_run[1][0].id
+                    planned[f"{side}_job_ids"].append(job_id)
+                    case.confirm_job_ids = list(case.confirm_job_ids or []) + [job_id]
         work = {"cases": [c.model_dump(exclude={"id"}) for c in cases], "confirmations": confirmations,
                 "confirm_job_ids": [j.id for _, jobs in runs for j in jobs]}
         timeout = float(spec.get("placement_timeout_seconds") or DEFAULT_PLACEMENT_TIMEOUT)
@@ -542,37 +567,48 @@ class SuiteRunner:
         evaluations = [e for _, jobs in runs for e in self._evaluations(spec, jobs)]
         self.store.add_runs(runs, also=evaluations,
                             then=lambda s: self._save_stage(run, "confirming", work, placement_deadline=deadline, s=s))
-        log.info("suite run %s (%s): confirming %d suspected regression(s)", run.id, run.suite, len(suspects))
 
     def _conclude_confirmation(self, cases: Sequence[SuiteCaseRow], confirmations: Sequence[Dict[str, Any]],
-                               finished: Dict[str, Job], tol: regression.Tolerances) -> None:
-        """Compare the fresh runs of each suspect: only a regression both attempts show fails the case."""
+                               tol: regression.Tolerances) -> List[int]:
+        """Compare the fresh runs of each suspect: only a regression both attempts show fails
+        the case. Returns the positions whose pairs cannot tell yet and may have another round."""
         by_position = {c.position: c for c in cases}
+        again: List[int] = []
         for planned in confirmations:
             case = by_position[planned["position"]]
-            done_b = [finished[j] for j in planned["baseline_job_ids"]]
-            done_c = [finished[j] for j in planned["candidate_job_ids"]]
+            if case.confirmation is not None and planned.get("concluded"):
+                continue
+            finished = {j.id: j for j in self.store.get_jobs(planned["baseline_job_ids"] + planned["candidate_job_ids"])}
+            done_b = [finished[j] for j in planned["baseline_job_ids"] if j in finished]
+            done_c = [finished[j] for j in planned["candidate_job_ids"] if j in finished]
+            planned["concluded"] = True
             if any(j.job_state != JobState.SUCCEEDED for j in done_b + done_c):
                 case.message += ("; the confirmation re-run could not complete, so the regression is reported "
                                  "from the first attempt alone")
                 continue
+            cand_id = ",".join(j.id for j in done_c)
             if done_b:
-                base_result = joined_result(done_b)
-                base_id = ",".join(j.id for j in done_b)
+                comparison, more = judge_interleaved(done_b, done_c, tol, planned["round"])
+                if more:
+                    planned["concluded"] = False
+                    again.append(planned["position"])
+                    continue
             else:
-                base_result = self.store.get_job(case.baseline_job_id).result or {}
-                base_id = case.baseline_job_id
-            history = self.noise_history(case.model_name, case.device_profile, case.runtime_config)
-            comparison = regression.compare_results(base_result, joined_result(done_c), tol, baseline_job_id=base_id,
-                                                    candidate_job_id=",".join(j.id for j in done_c), history=history)
+                history = self.noise_history(case.model_name, case.device_profile, case.runtime_config)
+                comparison = regression.compare_results(self.store.get_job(case.baseline_job_id).result or {},
+                                                        joined_result(done_c), tol, baseline_job_id=case.baseline_job_id,
+                                                        candidate_job_id=cand_id, history=history)
+            first = case.message
             case.confirmation = comparison.to_dict()
+            rounds = f"{planned['round']} round(s) of interleaved pairs" if done_b else "a re-run"
             if comparison.regression:
                 case.outcome = "regression"
-                case.message = f"confirmed by a re-run: {comparison.summary} (first attempt: {case.message})"
+                case.message = f"confirmed by {rounds}: {comparison.summary} (first attempt: {first})"
             else:
                 case.outcome = "inconclusive" if comparison.inconclusive else "pass"
-                case.message = (f"suspected regression not confirmed by a re-run interleaved with the baseline "
-                                f"model on the same device ({comparison.summary}); first attempt: {case.message}")
+                case.message = (f"suspected regression not confirmed by {rounds} on the same device "
+                                f"({comparison.summary}); first attempt: {first}")
+        return again
 
     def _finish(self, run: SuiteRunRow, cases: Sequence[SuiteCaseRow], jobs: Dict[str, Job]) -> None:
         """The run's outcome; with --accept, its results become the baseline (unless the farm
@@ -614,6 +650,17 @@ def outcome_of(comparison: regression.Comparison) -> str:
     return "inconclusive" if comparison.inconclusive else "pass"
 
 
+def judge_interleaved(baseline_jobs: Sequence[Job], candidate_jobs: Sequence[Job], tol: regression.Tolerances,
+                      rounds_done: int) -> Tuple[regression.Comparison, bool]:
+    """A confirmation's interleaved runs so far, in the order they were paired: the comparison,
+    and whether another round of pairs is worth running (the pairs cannot tell yet and the
+    rounds are not used up)."""
+    comparison = regression.compare_interleaved(joined_result(baseline_jobs), joined_result(candidate_jobs), tol,
+                                                baseline_job_id=",".join(j.id for j in baseline_jobs),
+                                                candidate_job_id=",".join(j.id for j in candidate_jobs))
+    return comparison, comparison.inconclusive and rounds_done < regression.CONFIRMATION_ROUNDS
+
+
 def joined_result(jobs: Sequence[Job]) -> Dict[str, Any]:
     """One result from several runs of the same model (one repeat each, as a confirmation
     makes them): every run's repeats, in order, its samples after the previous run's; single
@@ -630,6 +677,7 @@ def joined_result(jobs: Sequence[Job]) -> Dict[str, Any]:
         reasons += (result.get("stability") or {}).get("reasons", [])
         runs = result.get("repeats") or [{"first_sample": 0, "count": len(own),
                                           "p50_seconds": result.get("latency", {}).get("p50_seconds"),
+                                          "min_seconds": result.get("latency", {}).get("min_seconds"),
                                           "steady": regression.is_steady(result)}]
         for rep in runs:
             repeats.append(dict(rep, index=len(repeats), first_sample=len(samples) + int(rep.get("first_sample", 0))))

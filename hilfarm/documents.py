@@ -281,7 +281,7 @@ def _result(r: farm_pb2.BenchmarkResult, with_samples: bool) -> Dict[str, Any]:
 
 
 _REPEAT_FIGURES = ("load_seconds", "first_inference_seconds", "warmup_seconds", "p50_seconds", "mean_seconds",
-                   "p99_seconds", "cv", "drift_ratio", "peak_bytes")
+                   "p99_seconds", "min_seconds", "cv", "drift_ratio", "peak_bytes")
 
 
 def _repeat(rep: farm_pb2.RepeatResult) -> Dict[str, Any]:

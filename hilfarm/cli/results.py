@@ -19,7 +19,8 @@ def results() -> None:
 @click.argument("model")
 @click.option("--device", "device", required=True, metavar="PROFILE", help="Device profile.")
 @click.option("--metric", default="latency.p50", show_default=True,
-              help="latency.p50, latency.p99, latency.mean, latency.load, latency.between_repeat_spread "
+              help="latency.p50, latency.p99, latency.mean, latency.load, latency.fastest (median of the "
+                   "repeats' fastest inferences), latency.between_repeat_spread and latency.fastest_spread "
                    "(the device's noise), memory.peak, energy.per_inference, power.mean, temperature.max")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Newest N points (0: up to a year).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hilfarm.history/v1).")

@@ -482,7 +482,7 @@ class SustainedResult(_message.Message):
     def __init__(self, requested_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., window_seconds: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[SustainedWindow, _Mapping]]] = ..., latency_change_ratio: _Optional[float] = ..., temperature_rise_celsius: _Optional[float] = ..., throttled_after_seconds: _Optional[float] = ..., simulated: bool = ...) -> None: ...
 
 class RepeatResult(_message.Message):
-    __slots__ = ("index", "first_sample", "count", "load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "steady", "p50_seconds", "mean_seconds", "p99_seconds", "cv", "drift_ratio", "peak_bytes", "started_at", "wall_seconds", "warnings")
+    __slots__ = ("index", "first_sample", "count", "load_seconds", "first_inference_seconds", "warmup_runs", "warmup_seconds", "steady", "p50_seconds", "mean_seconds", "p99_seconds", "cv", "drift_ratio", "peak_bytes", "started_at", "wall_seconds", "warnings", "min_seconds")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     FIRST_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -500,6 +500,7 @@ class RepeatResult(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     index: int
     first_sample: int
     count: int
@@ -517,7 +518,8 @@ class RepeatResult(_message.Message):
     started_at: float
     wall_seconds: float
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, index: _Optional[int] = ..., first_sample: _Optional[int] = ..., count: _Optional[int] = ..., load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., steady: bool = ..., p50_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., drift_ratio: _Optional[float] = ..., peak_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    min_seconds: float
+    def __init__(self, index: _Optional[int] = ..., first_sample: _Optional[int] = ..., count: _Optional[int] = ..., load_seconds: _Optional[float] = ..., first_inference_seconds: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., warmup_seconds: _Optional[float] = ..., steady: bool = ..., p50_seconds: _Optional[float] = ..., mean_seconds: _Optional[float] = ..., p99_seconds: _Optional[float] = ..., cv: _Optional[float] = ..., drift_ratio: _Optional[float] = ..., peak_bytes: _Optional[int] = ..., started_at: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., min_seconds: _Optional[float] = ...) -> None: ...
 
 class Stability(_message.Message):
     __slots__ = ("steady", "reasons")

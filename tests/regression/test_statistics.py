@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from hilfarm.controller.regression import (
-    CHANGED, REGRESSION, UNCHANGED, UNKNOWN, NoiseHistory, RepeatMedians, Tolerances, compare_latency_repeats,
-    compare_latency_samples, compare_results, compare_spread, noise_history, repeat_medians,
+    CHANGED, MEDIAN, REGRESSION, UNCHANGED, UNKNOWN, NoiseHistory, RepeatFigures, Tolerances, compare_latency_repeats,
+    compare_latency_samples, compare_results, compare_spread, noise_history, repeat_figures,
 )
 
 N = 400
@@ -48,8 +48,8 @@ def run(rng, repeats=5, between=0.03, scale=1.0, kind="lognormal", n=N, steady=T
     return result
 
 
-def verdict(base, cand, tol=Tolerances(), history=NoiseHistory()):
-    return compare_latency_repeats(repeat_medians(base), repeat_medians(cand), tol, history)
+def verdict(base, cand, tol=Tolerances(), history=NoiseHistory(), figure=None):
+    return compare_latency_repeats(repeat_figures(base), repeat_figures(cand), tol, history, figure=figure)
 
 
 # ---------------------------------------------------------------- false alarms and power
@@ -101,7 +101,8 @@ def test_the_report_names_statistic_effect_noise_and_confidence():
     rng = np.random.default_rng(1)
     result = verdict(run(rng, between=0.01), run(rng, between=0.01, scale=1.08))
     assert result.verdict == REGRESSION
-    assert "per-repeat medians" in result.statistic and result.confidence == 0.95
+    assert "Student t on the logs of the" in result.statistic and "of each repeat" in result.statistic
+    assert result.confidence == 0.95
     assert result.ci_low > 1.0 and 1.05 < result.ratio < 1.11
     assert result.baseline_count == result.candidate_count == 5
     assert 0 < result.noise < 0.03 and 0 < result.noise_floor < 0.05
@@ -113,13 +114,13 @@ def test_the_report_names_statistic_effect_noise_and_confidence():
 
 
 def test_a_change_the_device_noise_cannot_resolve_is_inconclusive_and_says_so():
-    """6 % between processes, 3 repeats a side: a 4 % shift is not called a regression."""
+    """6 % between processes' medians, 3 repeats a side: a 4 % shift is not called a regression."""
     rng = np.random.default_rng(7)
     base = run(rng, repeats=3, between=0.0)
     base["repeats"] = [dict(r, p50_seconds=r["p50_seconds"] * f) for r, f in zip(base["repeats"], (0.94, 1.0, 1.06))]
     cand = run(rng, repeats=3, between=0.0, scale=1.04)
     cand["repeats"] = [dict(r, p50_seconds=r["p50_seconds"] * f) for r, f in zip(cand["repeats"], (0.94, 1.0, 1.06))]
-    result = verdict(base, cand)
+    result = verdict(base, cand, figure=MEDIAN)
     assert result.verdict == UNCHANGED and result.inconclusive
     assert result.noise_floor > 0.04
     assert f"below this device's noise floor of {result.noise_floor:.1%}" in result.summary
@@ -189,7 +190,7 @@ def test_unsteady_repeats_are_left_out_and_the_steady_ones_judged():
 def test_a_result_from_before_repeats_counts_as_one_repeat():
     rng = np.random.default_rng(6)
     old = {"latency": {"samples_ns": [int(v) for v in latency(rng)]}}
-    medians = repeat_medians(old)
+    medians = repeat_figures(old)
     assert len(medians.all) == 1 and medians.steady == medians.all
     assert medians.all[0] == pytest.approx(float(np.median(old["latency"]["samples_ns"])) / 1e9)
 
@@ -263,8 +264,8 @@ def test_memory_energy_and_temperature_use_their_own_tolerances_and_say_when_sim
     assert energy.verdict == "unknown" and "did not measure" in energy.summary
 
 
-def test_repeat_medians_keeps_steady_repeats_apart():
+def test_repeat_figures_keeps_steady_repeats_apart():
     doc = run(np.random.default_rng(9), repeats=4)
     doc["repeats"][2]["steady"] = False
-    medians = repeat_medians(doc)
-    assert isinstance(medians, RepeatMedians) and len(medians.all) == 4 and len(medians.steady) == 3
+    medians = repeat_figures(doc)
+    assert isinstance(medians, RepeatFigures) and len(medians.all) == 4 and len(medians.steady) == 3

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from hilfarm.cli import main
 from hilfarm.embedded import EmbeddedFarm
+from hilfarm.controller.regression import CONFIRMATION_ROUNDS
 from hilfarm.sample_models import make_onnx_mlp
 
 pytest.importorskip("onnxruntime")
@@ -73,7 +74,7 @@ def test_suite_lifecycle(farm, models, tmp_path):
     case = json.loads(done.stdout)["cases"][0]
     assert case["outcome"] in ("pass", "inconclusive") and case["baseline_job_id"], case["message"]
     latency = [m for m in case["comparison"]["metrics"] if m["metric"] == "latency.median"][0]
-    assert "per-repeat medians" in latency["statistic"]
+    assert "of each repeat" in latency["statistic"] and "repeats as units" in latency["statistic"]
     assert latency["baseline_count"] + latency["candidate_count"] <= 6
     if latency.get("noise") is not None:  # the report says what noise it measured
         assert "between-repeat spread" in latency["summary"] and latency["noise_floor"] > 0
@@ -93,7 +94,8 @@ def test_suite_lifecycle(farm, models, tmp_path):
     root = ET.parse(junit).getroot()
     assert root.get("failures") == "1"
     failure = root.find(".//failure")
-    assert failure is not None and "confirmed by a re-run" in failure.get("message")
+    assert failure is not None and "round(s) of interleaved pairs" in failure.get("message")
+    assert failure.get("message").startswith("confirmed by")
     page = report.read_text()
     assert "<svg" in page and "Confirmation re-run" in page and "regression" in page
     assert "regression" in md.read_text()
@@ -197,15 +199,60 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     done, (case,) = controller.regressions.get_suite_run(run.id)
     assert done.state == "finished"
     confirm = [controller.store.get_job(j) for j in case.confirm_job_ids]
-    # Five pairs at least (CONFIRMATION_PAIRS), although the suite measured two repeats.
-    assert len(confirm) == 10 and [j.model_sha256 for j in confirm] == [sha] * 10
+    # Rounds of five pairs at least (CONFIRMATION_PAIRS), although the suite measured two
+    # repeats; a round more only while the pairs could not tell.
+    rounds = len(confirm) // 10
+    assert len(confirm) == 10 * rounds and 1 <= rounds <= CONFIRMATION_ROUNDS
+    assert [j.model_sha256 for j in confirm] == [sha] * len(confirm)
+    assert f"{rounds} round(s) of interleaved pairs" in case.message
     # Pinned to the agent that found the suspect, one repeat each, run in the order submitted.
-    assert [(j.required_tags, j.agent_id) for j in confirm] == [([pin_tag(job.agent_id)], job.agent_id)] * 10
+    assert [(j.required_tags, j.agent_id) for j in confirm] == [([pin_tag(job.agent_id)], job.agent_id)] * len(confirm)
     assert all(len(j.result["repeats"]) == 1 for j in confirm)
     starts = [j.started_at for j in confirm]
     assert starts == sorted(starts)
     assert case.confirmation is not None and case.confirmation["regression"] is False, case.message
     assert case.outcome in ("pass", "inconclusive") and "not confirmed" in case.message
+    latency = [m for m in case.confirmation["metrics"] if m["metric"] == "latency.median"][0]
+    # Pairs with an unsteady side are left out of the test.
+    assert "paired Student t" in latency["statistic"] and 2 <= latency["baseline_count"] <= 5 * rounds
+
+
+def test_a_confirmation_queues_its_pairs_interleaved_a_b_then_b_a(farm, models):
+    """The order a confirmation's jobs are queued in (the pinned agent takes them in that
+    order): baseline and candidate alternate A B, B A, ... so a device that speeds up or slows
+    down over the round favours neither side. Checked on the queue, before any job runs."""
+    from hilfarm.client import FarmClient
+    from hilfarm.controller.models import SuiteCaseRow, runtime_config
+
+    controller = farm.controller
+    runner = controller.suites
+    profile = farm.local_profile()
+    with FarmClient(farm.address) as client:
+        base_sha = client.upload(models["fast"]).sha256
+        cand_sha = client.upload(models["slow"]).sha256
+    spec = {"name": "order", "settings": dict(SETTINGS, repeats=1), "placement_timeout_seconds": 120,
+            "models": [{"sha256": base_sha, "name": "order.onnx", "format": "onnx"}], "device_profiles": [profile],
+            "required_tags": ["no-agent-has-this-tag"]}
+    runner.stop_driving()
+    try:
+        run = runner.start(spec, project="default")
+        (base_job,) = controller.store.get_jobs(run.job_ids)
+        cand_job = base_job.model_copy(update={"id": "candidate", "model_sha256": cand_sha})
+        claimed = runner._claim(run.id)
+        case = SuiteCaseRow(suite_run_id=run.id, position=0, model_name=base_job.model_name, model_sha256=cand_sha,
+                            device_profile=profile, runtime_config=runtime_config(base_job), job_id=base_job.id,
+                            baseline_job_id=base_job.id, message="first attempt (forced)")
+        runner._submit_confirmation(claimed, spec, [case], [(case, cand_job, base_job)])
+        by_id = {j.id: j for j in controller.store.get_jobs(case.confirm_job_ids)}
+        queued = [by_id[j] for j in case.confirm_job_ids]
+        assert [j.created_at for j in queued] == sorted(j.created_at for j in queued)
+        order = ["A" if j.model_sha256 == base_sha else "B" for j in queued]
+        assert order == ["A", "B", "B", "A", "A", "B", "B", "A", "A", "B"]
+        assert all(j.settings["repeats"] == 1 for j in queued)
+    finally:
+        for job_id in [*run.job_ids, *case.confirm_job_ids]:
+            controller.store.cancel_job(job_id, now=time.time())
+        runner.start_driving()
 
 
 def test_a_budget_met_on_a_simulated_sensor_is_never_a_real_pass(models, tmp_path):

@@ -1,0 +1,241 @@
+"""The per-repeat figure a latency comparison tests (fastest inference or median), and the
+paired test a confirmation makes on interleaved repeats, on data shaped like a busy device:
+a neighbour only ever adds time to an inference."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from hilfarm.controller import regression
+from hilfarm.controller.regression import (
+    FASTEST, IMPROVEMENT, MEDIAN, REGRESSION, UNCHANGED, NoiseHistory, Tolerances, compare_latency_pairs,
+    compare_latency_repeats, compare_results, headline_values, noise_history, repeat_figures, suspects_slowdown,
+)
+from hilfarm.controller.suites import judge_interleaved
+
+RECORDED = Path(__file__).parents[1] / "fixtures" / "latency"
+COST_NS = 800_000  # the model's own cost per inference on an idle core
+
+
+def busy_process(rng, *, scale=1.0, n=300, busy=None):
+    """One process's timed samples on a shared device: the model's cost (with 0.3 % jitter),
+    plus, for the share of inferences a neighbour interferes with (its own for each process,
+    up to 90 %), 10-60 % more. Medians of such processes differ by tens of percent; their
+    fastest inferences do not."""
+    busy = rng.uniform(0.0, 0.9) if busy is None else busy
+    x = COST_NS * scale * (1 + np.abs(rng.normal(0, 0.003, n)))
+    hit = rng.random(n) < busy
+    x[hit] *= 1 + rng.uniform(0.1, 0.6, hit.sum())
+    return [int(v) for v in x]
+
+
+def result_of(processes, *, steady=None, with_min=True):
+    """A stored result document of one job whose repeats are ``processes`` (sample lists)."""
+    samples, reps = [], []
+    steady = steady or [True] * len(processes)
+    for k, (xs, st) in enumerate(zip(processes, steady)):
+        rep = {"index": k, "first_sample": len(samples), "count": len(xs),
+               "p50_seconds": float(np.median(xs)) / 1e9, "steady": st}
+        if with_min:
+            rep["min_seconds"] = min(xs) / 1e9
+        reps.append(rep)
+        samples += xs
+    return {"latency": {"samples_ns": samples}, "repeats": reps,
+            "stability": {"steady": all(steady), "reasons": [] if all(steady) else ["a repeat drifted"]}}
+
+
+def job_run(rng, repeats=5, scale=1.0):
+    return result_of([busy_process(rng, scale=scale) for _ in range(repeats)])
+
+
+# ---------------------------------------------------------------- which per-repeat figure
+
+
+def test_a_busy_neighbour_hides_a_five_percent_slowdown_from_the_medians_not_from_the_fastest_inferences():
+    caught_fastest = caught_medians = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        base, cand = repeat_figures(job_run(rng)), repeat_figures(job_run(rng, scale=1.05))
+        chosen = compare_latency_repeats(base, cand)
+        caught_fastest += chosen.verdict == REGRESSION
+        caught_medians += compare_latency_repeats(base, cand, figure=MEDIAN).verdict == REGRESSION
+        assert "fastest inference of each repeat" in chosen.statistic
+        assert "chosen over the median of each repeat" in chosen.statistic
+        assert chosen.noise < 0.01, chosen.summary
+    assert caught_fastest == 40
+    assert caught_medians <= 4  # the medians' spread (~8 %) leaves a 5 % change unresolved
+
+
+def test_unchanged_models_on_a_busy_device_raise_no_more_false_alarms_than_alpha_allows():
+    alarms = 0
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        alarms += compare_latency_repeats(repeat_figures(job_run(rng)), repeat_figures(job_run(rng))).verdict == REGRESSION
+    assert alarms <= 8  # alpha 0.01, one direction: about 2 expected
+
+
+def test_the_figure_is_chosen_by_how_well_the_repeats_agree_and_the_summary_shows_the_medians_too():
+    rng = np.random.default_rng(3)
+    # A quiet device with a wide spread inside each process: its medians agree better than its
+    # fastest inferences (an extreme of a few hundred draws), so the medians are tested.
+    quiet = [[int(v) for v in rng.lognormal(np.log(COST_NS), 0.08, 300)] for _ in range(10)]
+    base, cand = repeat_figures(result_of(quiet[:5])), repeat_figures(result_of(quiet[5:]))
+    chosen = compare_latency_repeats(base, cand)
+    assert "median of each repeat" in chosen.statistic and "chosen over the fastest" in chosen.statistic
+    busy = repeat_figures(job_run(rng)), repeat_figures(job_run(rng, scale=1.05))
+    fastest = compare_latency_repeats(*busy)
+    assert fastest.summary.startswith("latency regressed: fastest inference per repeat")
+    assert "; medians " in fastest.summary  # what a person knows the model by, shown beside it
+
+
+def test_the_fastest_inference_comes_from_the_repeat_or_from_every_kept_sample_never_a_thinned_list():
+    rng = np.random.default_rng(4)
+    processes = [busy_process(rng) for _ in range(3)]
+    reported = repeat_figures(result_of(processes))
+    assert reported.fastest == tuple(min(xs) / 1e9 for xs in processes) and reported.figure() == FASTEST
+    from_samples = repeat_figures(result_of(processes, with_min=False))
+    assert from_samples.fastest == reported.fastest
+    thinned = result_of(processes, with_min=False)
+    thinned["latency"]["samples_ns"] = thinned["latency"]["samples_ns"][::2]
+    assert repeat_figures(thinned).fastest is None and repeat_figures(thinned).figure() == MEDIAN
+    # A baseline from before fastest inferences were reported: both sides compare medians.
+    old = repeat_figures(thinned)
+    assert "median of each repeat" in compare_latency_repeats(old, reported).statistic
+
+
+def test_each_figure_has_its_own_noise_history_and_an_old_history_stands_in_with_its_medians():
+    rng = np.random.default_rng(5)
+    values = [headline_values(job_run(rng)) for _ in range(4)]
+    assert all(v["latency.fastest_spread"] < v["latency.between_repeat_spread"] for v in values)
+    history = noise_history(values)
+    assert history.runs_of(FASTEST) == history.runs_of(MEDIAN) == 4
+    assert history.pooled(FASTEST)[0] < history.pooled(MEDIAN)[0]
+    old = noise_history([{k: v for k, v in h.items() if k != "latency.fastest_spread"} for h in values])
+    assert old.pooled(FASTEST) == old.pooled(MEDIAN)
+
+
+# ---------------------------------------------------------------- interleaved pairs
+
+
+def interleaved(rng, pairs, *, scale=1.0, drift=0.0, pair_noise=0.02):
+    """Baseline and candidate run one process each, back to back, on a device whose speed
+    drifts from pair to pair by ``drift`` (log sd) and differs within a pair by ``pair_noise``."""
+    base, cand = [], []
+    for _ in range(pairs):
+        device = math.exp(rng.normal(0, drift))
+        base.append(busy_process(rng, scale=device * math.exp(rng.normal(0, pair_noise)), busy=0.2))
+        cand.append(busy_process(rng, scale=device * scale * math.exp(rng.normal(0, pair_noise)), busy=0.2))
+    return repeat_figures(result_of(base)), repeat_figures(result_of(cand))
+
+
+def test_an_artifact_interleaved_with_itself_clears_though_the_device_drifts_between_pairs():
+    cleared = 0
+    for seed in range(50):
+        base, cand = interleaved(np.random.default_rng(seed), 5, drift=0.10, pair_noise=0.005)
+        paired = compare_latency_pairs(base, cand)
+        assert paired.verdict != REGRESSION, paired.summary
+        cleared += paired.verdict == UNCHANGED and not paired.inconclusive
+        # The same processes compared as two unpaired runs carry the device's 10 % drift.
+        assert compare_latency_repeats(base, cand).noise > 3 * paired.noise
+    assert cleared >= 45
+
+
+def test_a_five_percent_slowdown_is_confirmed_by_ten_pairs_at_the_corrected_alpha():
+    for seed in range(20):  # 1 % between processes, as their fastest inferences show on a busy machine
+        base, cand = interleaved(np.random.default_rng(seed), 10, scale=1.05, pair_noise=0.01)
+        paired = compare_latency_pairs(base, cand)
+        assert paired.verdict == REGRESSION, paired.summary
+        assert paired.baseline_count == paired.candidate_count == 10
+        assert "alpha 0.0025" in paired.statistic and "interleaved" in paired.statistic
+        assert "10 interleaved pairs" in paired.noise_source and paired.ci_low > 1
+
+
+def test_pairs_that_cannot_tell_yet_say_so_and_a_faster_candidate_is_an_improvement():
+    base, cand = interleaved(np.random.default_rng(8), 3, scale=1.04, pair_noise=0.06)
+    unsure = compare_latency_pairs(base, cand)
+    assert unsure.verdict == UNCHANGED and unsure.inconclusive
+    assert "still inside the 95% interval after 3 interleaved pairs" in unsure.summary
+    base, cand = interleaved(np.random.default_rng(9), 10, scale=0.9)
+    assert compare_latency_pairs(base, cand).verdict == IMPROVEMENT
+
+
+def test_interleaved_pairs_raise_a_false_alarm_at_most_at_alpha_over_every_round():
+    alarms = 0
+    for seed in range(1000):
+        base, cand = interleaved(np.random.default_rng(seed), 5, pair_noise=0.03)
+        alarms += compare_latency_pairs(base, cand, figure=MEDIAN).verdict == REGRESSION
+    assert alarms <= 5  # alpha / 4 rounds, one direction: about 1.25 in 1,000
+
+
+def test_a_pair_with_an_unsteady_side_is_left_out():
+    rng = np.random.default_rng(10)
+    base = [busy_process(rng, busy=0.1) for _ in range(4)]
+    cand = [busy_process(rng, busy=0.1, scale=1.2) for _ in range(4)]
+    paired = compare_latency_pairs(repeat_figures(result_of(base, steady=[True, True, False, True])),
+                                   repeat_figures(result_of(cand)))
+    assert paired.baseline_count == 3 and paired.verdict == REGRESSION
+    two_left = compare_latency_pairs(repeat_figures(result_of(base[:2], steady=[True, False])),
+                                     repeat_figures(result_of(cand[:2])))
+    assert two_left.inconclusive and "1 steady pair(s)" in two_left.summary
+
+
+# ---------------------------------------------------------------- what a suite confirms, and for how long
+
+
+def test_a_slowdown_the_first_attempt_could_not_resolve_is_worth_a_confirmation():
+    rng = np.random.default_rng(11)
+    tol = Tolerances()
+    unresolved = compare_results(result_of([busy_process(rng, busy=0.1) for _ in range(2)]),
+                                 result_of([busy_process(rng, busy=0.1, scale=1.06) for _ in range(2)]), tol,
+                                 history=NoiseHistory(((0.05, 5),) * 10, ((0.05, 5),) * 10))
+    latency = unresolved.metrics[0]
+    assert latency.inconclusive and latency.ratio > 1.03 and not unresolved.regression
+    assert suspects_slowdown(unresolved, tol)
+    same = compare_results(job_run(rng), job_run(rng), tol)
+    assert not same.regression and not suspects_slowdown(same, tol)
+
+
+def _jobs(results):
+    return [SimpleNamespace(id=f"j{k}", result=r) for k, r in enumerate(results)]
+
+
+def test_a_confirmation_asks_for_another_round_while_its_pairs_cannot_tell_and_stops_at_the_last():
+    rng = np.random.default_rng(12)
+    base = [result_of([busy_process(rng, busy=0.1, scale=math.exp(rng.normal(0, 0.05)))]) for _ in range(5)]
+    cand = [result_of([busy_process(rng, busy=0.1, scale=1.04 * math.exp(rng.normal(0, 0.05)))]) for _ in range(5)]
+    comparison, again = judge_interleaved(_jobs(base), _jobs(cand), Tolerances(), rounds_done=1)
+    assert comparison.inconclusive and again
+    comparison, again = judge_interleaved(_jobs(base), _jobs(cand), Tolerances(),
+                                          rounds_done=regression.CONFIRMATION_ROUNDS)
+    assert comparison.inconclusive and not again  # the last round: reported inconclusive
+    clear_b = [result_of([busy_process(rng, busy=0.1)]) for _ in range(5)]
+    clear_c = [result_of([busy_process(rng, busy=0.1)]) for _ in range(5)]
+    comparison, again = judge_interleaved(_jobs(clear_b), _jobs(clear_c), Tolerances(), rounds_done=1)
+    assert not comparison.inconclusive and not comparison.regression and not again
+
+
+# ---------------------------------------------------------------- recorded processes
+
+
+def test_recorded_busy_processes_are_compared_on_the_figure_whose_repeats_agree_best():
+    doc = json.loads((RECORDED / "mlp-tiny.json").read_text())
+    assert doc["recorded"] and len(doc["fastest_ns"]) == len(doc["repeats"]) == 10
+
+    def result(indices, scale=1.0):
+        processes = [[int(v * scale) for v in doc["repeats"][i]] for i in indices]
+        out = result_of(processes)
+        for rep, i in zip(out["repeats"], indices):
+            rep["min_seconds"] = doc["fastest_ns"][i] * scale / 1e9
+        return out
+
+    a, b = repeat_figures(result(range(5))), repeat_figures(result(range(5, 10)))
+    fastest, medians = (compare_latency_repeats(a, b, figure=f) for f in (FASTEST, MEDIAN))
+    chosen = compare_latency_repeats(a, b)
+    assert chosen.noise == min(fastest.noise, medians.noise) and chosen.verdict != REGRESSION, chosen.summary
+    slower = compare_latency_repeats(a, repeat_figures(result(range(5, 10), scale=(1 + 3 * max(chosen.noise_floor, 0.03))
+                                                                * chosen.ratio)))
+    assert slower.verdict == REGRESSION, slower.summary
