@@ -41,6 +41,7 @@ Targets, on a busy shared machine: 0 confirmed false alarms in 20 A/A; at least 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -142,15 +143,16 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
         row.sample_level.first += old_suspects
         ratio = _median_ratio(baseline, cand)
         rounds = 0
+        confirm_new = None
+        bases: List[Dict] = []
+        cands: List[Dict] = []
         if new_suspects or old_suspects:
-            bases: List[Dict] = []
-            cands: List[Dict] = []
-            confirm_new = None
             while rounds < regression.CONFIRMATION_ROUNDS:
                 rounds += 1
                 for pair in range(pairs_per_round):  # A B, B A, ...: one process each
-                    for which in ((0, extra) if pair % 2 == 0 else (extra, 0)):
-                        (bases if which == 0 else cands).append(bench.measure(which, 1))
+                    sides = [(bases, 0), (cands, extra)]
+                    for side, model in (sides if pair % 2 == 0 else sides[::-1]):
+                        side.append(bench.measure(model, 1))
                 if rounds == 1 and old_suspects:
                     confirm_old = sample_level(_joined(bases), _joined(cands))
                     row.sample_level.confirmed += confirm_old.verdict == regression.REGRESSION
@@ -165,6 +167,11 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
                 row.repeat_level.inconclusive += confirm_new.inconclusive
         else:
             row.repeat_level.inconclusive += new.inconclusive
+        if RECORD is not None:
+            RECORD.append({"size": bench.size, "kind": kind, "trial": trial, "first": _figures_of(cand),
+                           "baseline": _figures_of(baseline),
+                           "pairs": [[_figures_of(b), _figures_of(c)] for b, c in zip(bases, cands)]
+                           if rounds else []})
         row.ratios.append(ratio)
         row.rounds += rounds
         row.trials += 1
@@ -172,8 +179,17 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
               f"{new.verdict}{' (inconclusive)' if new.inconclusive else ''}"
               f"{f', confirmation {rounds} round(s): ' + _outcome(confirm_new) if rounds and new_suspects else ''}; "
               f"sample level {old.verdict} (p={old.p_value:.2g})", flush=True)
+        if confirm_new is not None and not confirm_new.regression and kind != "A/A":
+            print(f"        confirmation: {confirm_new.metrics[0].summary}", flush=True)
     row.seconds = time.monotonic() - started
     return row
+
+
+RECORD: Optional[List[Dict]] = None  # every trial's per-repeat figures, with --record
+
+
+def _figures_of(doc: Dict) -> List[Dict]:
+    return [{"p50": r["p50_seconds"], "min": r["min_seconds"], "steady": r["steady"]} for r in doc["repeats"]]
 
 
 def _outcome(comparison: Optional[regression.Comparison]) -> str:
@@ -225,7 +241,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="us,ms,10ms")
     parser.add_argument("--neighbour", action="store_true", help="run a busy co-tenant for the whole run")
+    parser.add_argument("--record", type=Path, help="write every trial's per-repeat figures to this JSON file")
     args = parser.parse_args()
+    global RECORD
+    RECORD = [] if args.record else None
     if args.neighbour:
         os.environ.setdefault("OMP_NUM_THREADS", "2")
         co_tenant = multiprocessing.get_context("spawn").Process(target=neighbour, daemon=True)
@@ -267,6 +286,8 @@ def main() -> None:
         if row.kind == "+10%" and row.repeat_level.confirmed < row.trials:
             failed.append(f"{row.size} +10%: {row.repeat_level.confirmed}/{row.trials} caught (target all)")
     print("targets met" if not failed else "targets missed: " + "; ".join(failed))
+    if args.record:
+        args.record.write_text(json.dumps(RECORD))
 
 
 if __name__ == "__main__":

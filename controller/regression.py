@@ -38,7 +38,8 @@ one process at a time, baseline and candidate alternating A B, B A, ... so that 
 the device fall on both sides. ``compare_latency_pairs`` tests the log ratio within each pair
 (paired Student t). It runs in rounds: a round that neither confirms nor clears (no slowdown
 of the minimum effect left inside the 95 % interval) asks for another, up to
-``CONFIRMATION_ROUNDS``; each round is one look at the data, so each is tested at alpha divided
+``CONFIRMATION_ROUNDS``. The mean of the pairs' log ratios is 20 % trimmed (Yuen's test): on a
+shared device a neighbour's burst now and then lands on one process of a pair only; each round is one look at the data, so each is tested at alpha divided
 by the number of rounds (Bonferroni), and looking again cannot raise the false alarm rate.
 
 A change in spread alone (same median, wider distribution) is tested apart with the
@@ -64,6 +65,8 @@ FASTEST, MEDIAN = "fastest", "median"
 _FIGURE_NAMES = {FASTEST: "fastest inference of each repeat", MEDIAN: "median of each repeat"}
 # How many rounds of interleaved pairs a confirmation may run before it gives up as inconclusive.
 CONFIRMATION_ROUNDS = 4
+# The share of a confirmation's pair ratios trimmed at each end (Yuen's trimmed t-test).
+PAIR_TRIM = 0.2
 MIN_SAMPLES = 20
 # How many of the newest runs of a device × model × configuration make its noise history.
 NOISE_HISTORY_RUNS = 30
@@ -452,21 +455,24 @@ def compare_latency_repeats(baseline: RepeatFigures, candidate: RepeatFigures, t
 
 
 def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol: Tolerances = Tolerances(), *,
-                          rounds: int = CONFIRMATION_ROUNDS, figure: Optional[str] = None) -> MetricComparison:
+                          rounds: int = CONFIRMATION_ROUNDS, figure: Optional[str] = None,
+                          trim: float = PAIR_TRIM) -> MetricComparison:
     """Latency of interleaved repeats, the i-th of the baseline paired with the i-th of the
-    candidate (run back to back on one device): paired Student t on the log ratio within each
-    pair, at alpha / ``rounds`` (see the module docstring). A pair with an unsteady side is left
+    candidate (run back to back on one device): Yuen's paired t-test on the log ratio within
+    each pair (a ``trim`` share of the ratios trimmed at each end, their spread winsorized), at
+    alpha / ``rounds`` (see the module docstring). A pair with an unsteady side is left
     out. The verdict is a regression, an improvement, unchanged (resolved: no slowdown of the
     minimum effect is left inside the 95 % interval), or unchanged and inconclusive (more pairs
     could still tell). Without ``figure``, on the per-repeat figure whose pairs agree best."""
     if figure is None:
-        return _least_noisy([(f, compare_latency_pairs(baseline, candidate, tol, rounds=rounds, figure=f))
+        return _least_noisy([(f, compare_latency_pairs(baseline, candidate, tol, rounds=rounds, figure=f, trim=trim))
                              for f in _figures(baseline, candidate)])
     alpha = tol.alpha / max(1, rounds)
     out = MetricComparison(
         metric="latency.median",
-        statistic=f"paired Student t on the log ratios of the {_FIGURE_NAMES[figure]}, baseline and candidate "
-                  f"interleaved on one device (alpha {alpha:.2g}: {tol.alpha:g} over up to {rounds} rounds)",
+        statistic=f"paired Student t (Yuen, {trim:.0%} trimmed) on the log ratios of the {_FIGURE_NAMES[figure]}, "
+                  f"baseline and candidate interleaved on one device (alpha {alpha:.2g}: {tol.alpha:g} over up to "
+                  f"{rounds} rounds)",
         threshold=tol.latency_ratio, confidence=CONFIDENCE,
     )
     if _unsteady(out, baseline, candidate):
@@ -480,17 +486,23 @@ def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol
         out.summary = f"latency not judged: {len(pairs)} steady pair(s) of interleaved repeats, at least 2 are needed"
         return out
     logs = np.log(np.asarray(pairs, dtype=np.float64))
-    diffs = logs[:, 1] - logs[:, 0]
+    diffs = np.sort(logs[:, 1] - logs[:, 0])
     n = len(diffs)
-    d = float(diffs.mean())
-    sd = float(diffs.std(ddof=1))
-    se = sd / math.sqrt(n)
-    df = n - 1
+    # Yuen's trimmed mean: a burst of a neighbour that falls on one side of a pair makes that
+    # pair's ratio wild; the g lowest and g highest ratios are trimmed and their spread
+    # winsorized, so a few such pairs neither fake a change nor hide one.
+    g = int(math.floor(trim * n))
+    d = float(diffs[g:n - g].mean())
+    winsorized = np.clip(diffs, diffs[g], diffs[n - g - 1])
+    sd = float(winsorized.std(ddof=1))
+    se = sd / ((1 - 2 * g / n) * math.sqrt(n))
+    df = n - 2 * g - 1
     out.baseline, out.candidate = float(np.exp(logs[:, 0].mean())), float(np.exp(logs[:, 1].mean()))
     out.ratio = math.exp(d)
     # Each side's own between-repeat spread: a pair's log ratio has the spread of two repeats.
     out.noise = sd / math.sqrt(2)
-    out.noise_source = f"{n} interleaved pairs (their log ratios spread {sd:.1%})"
+    out.noise_source = (f"{n} interleaved pairs (their log ratios spread {sd:.1%}"
+                        + (f", {g} lowest and {g} highest trimmed" if g else "") + ")")
     t_crit_alpha = float(stats.t.ppf(1 - alpha / 2, df))
     t_crit_ci = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df))
     out.noise_floor = math.expm1(t_crit_alpha * se) if se > 0 else 0.0
