@@ -164,7 +164,7 @@ def test_no_device_for_the_profile_is_a_farm_error(farm, models, tmp_path):
 def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, models):
     """The confirmation step on its own, with real processes: a suspect whose candidate and
     baseline are the same file is re-run on the agent that measured it, one repeat per job,
-    alternating A B A B, and the comparison of those runs finds no regression."""
+    interleaved A B, B A, and the comparison of those runs finds no regression."""
     from hilfarm.client import FarmClient
     from hilfarm.controller.models import SuiteCaseRow, runtime_config
     from hilfarm.controller.models import pin_tag
