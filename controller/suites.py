@@ -576,7 +576,7 @@ class SuiteRunner:
         again: List[int] = []
         for planned in confirmations:
             case = by_position[planned["position"]]
-            if case.confirmation is not None and planned.get("concluded"):
+            if planned.get("concluded"):  # decided in an earlier round
                 continue
             finished = {j.id: j for j in self.store.get_jobs(planned["baseline_job_ids"] + planned["candidate_job_ids"])}
             done_b = [finished[j] for j in planned["baseline_job_ids"] if j in finished]
