@@ -1,15 +1,17 @@
 """The controller's parts and the one place that wires them: ``build_controller`` makes the
 database, the repositories over it, the scheduler, the suite runner, the regression calls,
 the metrics and the nightly runner, each given only what it uses. server.Controller serves
-what it builds; nothing else connects one part to another.
+what it builds (its servicers, too, get only the parts they use); nothing else connects one
+part to another, and no part sets attributes on another.
 
-    Database ── Store (runs, jobs, agents) ── Scheduler
-       │           ├── ArtifactStore
-       │           └── Credentials ── Authenticator
-       └─ RegressionStore
-    SuiteRunner(Store, RegressionStore, ArtifactStore, Scheduler)
-    RegressionRpcs(Store, RegressionStore, SuiteRunner)
-    ControllerMetrics(Store, RegressionStore)       NightlyRunner(ArtifactStore, SuiteRunner)
+    Database ─┬─ JobRepository (runs, jobs, leases) ◀── AgentRepository (agents; its leases)
+              ├─ ArtifactRepository (records, owners) ◀── ArtifactStore (the files)
+              └─ RegressionStore (budgets, baselines, suite runs)
+    Scheduler(JobRepository, AgentRepository)
+    Credentials(Database, AgentRepository) ◀── Authenticator
+    SuiteRunner(JobRepository, RegressionStore, ArtifactStore, Scheduler)
+    RegressionRpcs(JobRepository, RegressionStore, SuiteRunner)
+    ControllerMetrics(JobRepository, RegressionStore)       NightlyRunner(ArtifactStore, SuiteRunner)
 """
 from __future__ import annotations
 
@@ -27,15 +29,17 @@ from hilfarm.transport import ServerTls
 
 from . import auth
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
+from .agent_repository import AgentRepository
+from .artifact_repository import ArtifactRepository
 from .credentials import Credentials
-from .database import Database
+from .database import Database, default_sqlite_url
+from .job_repository import JobRepository
 from .metrics import ControllerMetrics
 from .nightly import NightlyRunner
 from .regression_service import RegressionRpcs
 from .regression_store import RegressionStore
 from .remote_write import RemoteWriter
 from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, Scheduler
-from .store import Store, default_sqlite_url
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS
 from .suites import SuiteRunner
 
@@ -82,12 +86,36 @@ class ControllerConfig:
         return Path(self.data_dir) if self.data_dir is not None else default_data_dir()
 
 
-@dataclass
+@dataclass(frozen=True)
+class Repositories:
+    """The repositories over one database, wired to each other (an agent's leases are released
+    and renewed by the job repository, in the agent repository's transactions)."""
+
+    database: Database
+    jobs: JobRepository
+    agents: AgentRepository
+    artifact_records: ArtifactRepository
+    regressions: RegressionStore
+
+
+def open_repositories(database: Database) -> Repositories:
+    """The repositories over ``database`` (which they share: its engine, transactions, feed)."""
+    jobs = JobRepository(database)
+    return Repositories(database=database, jobs=jobs, agents=AgentRepository(database, leases=jobs),
+                        artifact_records=ArtifactRepository(database), regressions=RegressionStore(database))
+
+
+@dataclass(frozen=True)
 class ControllerParts:
+    """What ``build_controller`` made: server.Controller serves these, and tests that need a
+    part take it from here."""
+
     data_dir: Path
     db_workers: int
     database: Database
-    store: Store
+    jobs: JobRepository
+    agents: AgentRepository
+    artifact_records: ArtifactRepository
     artifacts: ArtifactStore
     scheduler: Scheduler
     credentials: Credentials
@@ -111,20 +139,21 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
     data_dir = config.resolved_data_dir()
     db_workers = config.db_workers or DEFAULT_DB_WORKERS
     database = Database(config.db_url or default_sqlite_url(data_dir), pool_size=db_workers + 4)
-    store = Store(database)
-    artifacts = ArtifactStore(Path(config.artifacts_dir) if config.artifacts_dir else data_dir / "artifacts",
-                              store, max_bytes=config.max_artifact_bytes, replica=database.feed.origin)
-    scheduler = Scheduler(store, lease_seconds=config.lease_seconds, heartbeat_interval=config.heartbeat_interval,
-                          restart_grace=config.restart_grace)
-    credentials = Credentials(store)
+    repos = open_repositories(database)
+    jobs, agents, regressions = repos.jobs, repos.agents, repos.regressions
+    artifacts_dir = Path(config.artifacts_dir) if config.artifacts_dir else data_dir / "artifacts"
+    artifacts = ArtifactStore(artifacts_dir, repos.artifact_records, max_bytes=config.max_artifact_bytes,
+                              replica=database.feed.origin)
+    scheduler = Scheduler(jobs, agents, lease_seconds=config.lease_seconds,
+                          heartbeat_interval=config.heartbeat_interval, restart_grace=config.restart_grace)
+    credentials = Credentials(database, agents)
     authenticator = auth.Authenticator(credentials, operator_token=config.token or None, clock=time.time)
-    regressions = RegressionStore(database)
-    suites = SuiteRunner(store, regressions, artifacts, scheduler, default_max_attempts=config.max_attempts)
-    regression_rpcs = RegressionRpcs(store, regressions, suites, max_queued_jobs=config.max_queued_jobs)
+    suites = SuiteRunner(jobs, regressions, artifacts, scheduler, default_max_attempts=config.max_attempts)
+    regression_rpcs = RegressionRpcs(jobs, regressions, suites, max_queued_jobs=config.max_queued_jobs)
     if metrics is None and (config.metrics_bind or config.remote_write_url):
-        metrics = ControllerMetrics(store, heartbeat_interval=scheduler.heartbeat_interval, clock=scheduler.clock,
-                                    remote_write=RemoteWriter(config.remote_write_url) if config.remote_write_url else None,
-                                    regressions=regressions)
+        remote_write = RemoteWriter(config.remote_write_url) if config.remote_write_url else None
+        metrics = ControllerMetrics(jobs, regressions, heartbeat_interval=scheduler.heartbeat_interval,
+                                    clock=scheduler.clock, remote_write=remote_write)
     nightly = None
     if config.nightly:
         kwargs = {"clock": config.nightly_clock} if config.nightly_clock is not None else {}
@@ -136,7 +165,7 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
                 # NightlyRunner's own checks (no schedule, not cron) also name the file.
                 raise SuiteError(str(error)) from error
             raise
-    return ControllerParts(data_dir=data_dir, db_workers=db_workers, database=database, store=store,
-                           artifacts=artifacts, scheduler=scheduler, credentials=credentials,
-                           authenticator=authenticator, regressions=regressions, suites=suites,
-                           regression_rpcs=regression_rpcs, metrics=metrics, nightly=nightly)
+    return ControllerParts(data_dir=data_dir, db_workers=db_workers, database=database, jobs=jobs, agents=agents,
+                           artifact_records=repos.artifact_records, artifacts=artifacts, scheduler=scheduler,
+                           credentials=credentials, authenticator=authenticator, regressions=regressions,
+                           suites=suites, regression_rpcs=regression_rpcs, metrics=metrics, nightly=nightly)

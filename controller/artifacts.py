@@ -30,7 +30,7 @@ from hilfarm.units import format_bytes
 from .artifact_formats import check_format
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import DEFAULT_PROJECT, Artifact
-from .store import Store
+from .artifact_repository import ArtifactRepository
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -52,10 +52,11 @@ def check_digest(sha256: str, what: str = "artifact") -> str:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path, store: Store, *, max_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+    def __init__(self, root: Path, records: ArtifactRepository, *, max_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
                  replica: Optional[str] = None) -> None:
+        """``records``: which digests are stored and which projects sent them (the database)."""
         self.root = Path(root)
-        self.store = store
+        self.records = records
         self.max_bytes = max_bytes
         self.replica = replica or uuid.uuid4().hex[:12]
         self._tmp_root = self.root / "tmp"
@@ -94,13 +95,13 @@ class ArtifactStore:
         digest = check_digest(sha256)
         artifact = self._records.get(digest)
         if artifact is None:
-            artifact = self.store.get_artifact(digest)
+            artifact = self.records.get_artifact(digest)
             if artifact is None:
                 return None
             self._records[digest] = artifact
             while len(self._records) > 4096:
                 self._records.popitem(last=False)
-        if project is not None and not self.store.artifact_owned(digest, project):
+        if project is not None and not self.records.artifact_owned(digest, project):
             return None
         try:
             size = self.path_for(digest).stat().st_size
@@ -157,7 +158,7 @@ class ArtifactStore:
         """The artifact and an iterator over its bytes in chunks (the file opens lazily)."""
         artifact = self.stat(sha256)
         if artifact is None:
-            if self.store.get_artifact(check_digest(sha256)) is not None:
+            if self.records.get_artifact(check_digest(sha256)) is not None:
                 raise NotFound(
                     f"artifact {sha256} is recorded in the database but its file is missing from {self.root}: "
                     "every controller replica must use the same artifact store (--artifacts-dir on a shared "
@@ -235,10 +236,10 @@ class Upload:
         final.parent.mkdir(parents=True, exist_ok=True)
         # Two uploads of one digest may race: both files hold the same verified bytes.
         os.replace(self.tmp, final)
-        store = self.owner.store
-        inserted = store.add_artifact(artifact)
-        recorded = artifact if inserted else (store.get_artifact(artifact.sha256) or artifact)
-        store.add_artifact_owner(artifact.sha256, self.project, now=artifact.created_at)
+        records = self.owner.records
+        inserted = records.add_artifact(artifact)
+        recorded = artifact if inserted else (records.get_artifact(artifact.sha256) or artifact)
+        records.add_artifact_owner(artifact.sha256, self.project, now=artifact.created_at)
         log.info("artifact %s (%s, %d bytes) stored for project %s", artifact.sha256, name, self.received,
                  self.project)
         return recorded, not inserted, self.received

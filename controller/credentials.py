@@ -15,8 +15,9 @@ from sqlmodel import select
 
 from . import auth
 from .errors import InvalidArgument, NotFound, PermissionDenied
+from .agent_repository import AgentRepository
+from .database import Database
 from .models import AgentCredential, EnrollmentToken, UserToken
-from .store import Store
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -24,9 +25,10 @@ DEFAULT_ENROLLMENT_SECONDS = 24 * 3600.0
 
 
 class Credentials(auth.CredentialLookup):
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.db = store.db
+    def __init__(self, db: Database, agents: AgentRepository, clock: Callable[[], float] = time.time) -> None:
+        """``agents``: a revoked agent is removed there (its leases taken back)."""
+        self.db = db
+        self.agents = agents
         self.clock = clock
 
     # ------------------------------------------------------------ lookups (every call)
@@ -165,6 +167,6 @@ class Credentials(auth.CredentialLookup):
                 row.revoked_at = now
                 s.add(row)
             revoked = rows[-1]
-        self.store.remove_agent(agent_id, now=now, why="was revoked by an admin")
+        self.agents.remove_agent(agent_id, now=now, why="was revoked by an admin")
         log.warning("agent %s revoked", agent_id)
         return revoked

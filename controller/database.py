@@ -1,5 +1,6 @@
 """The controller's database connection and its transactions: the one part every repository
-(store.Store for runs, jobs, agents and artifacts; regression_store.RegressionStore;
+(job_repository.JobRepository for runs, jobs and leases; agent_repository.AgentRepository;
+artifact_repository.ArtifactRepository; regression_store.RegressionStore;
 credentials.Credentials; suites.SuiteRunner) goes through.
 
 One ``Database`` wraps one SQLAlchemy engine over any SQLAlchemy URL (``sqlite:///file``,
@@ -30,6 +31,11 @@ from sqlmodel import Session
 from .models import Job, JobState
 from .notifications import CHANNEL, Change, ChangeFeed, encode
 from .schema import MigrationReport, migrate
+
+
+def default_sqlite_url(data_dir: Path) -> str:
+    """The embedded default: a SQLite file in the controller's data dir."""
+    return f"sqlite:///{Path(data_dir) / 'hilfarm.db'}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -2,8 +2,8 @@
 calls a second, and one transaction each would keep the database busy with nothing but that.
 
 Calls that arrive within GATHER_SECONDS, or while a batch is being written, wait for the next
-one, and each batch is one transaction (store.record_contact): the agents' rows are marked seen and their leases renewed
-together. A Heartbeat is answered only once its batch committed, so ``known`` is what the
+one, and each batch is one transaction (AgentRepository.record_contact): the agents' rows are
+marked seen and their leases renewed together. A Heartbeat is answered only once its batch committed, so ``known`` is what the
 database says and a lease renewal the agent was told about is stored. Long-polls waiting for
 work count as contact too; they are folded into the same batches, and skipped for an agent this
 process wrote recently anyway.

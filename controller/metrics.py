@@ -4,7 +4,7 @@ what this process handled (gRPC calls, job durations, artifact transfers).
 
 Why most figures are read at scrape time: several controller replicas share one database, and
 a gauge kept in memory would disagree between them and restart at zero with the process. A
-custom collector (``FarmCollector``) yields fresh metric families from the store on every scrape,
+custom collector (``FarmCollector``) yields fresh metric families from the database on every scrape,
 so every replica exports the same numbers and dashboards aggregate them with ``max``.
 
 Units are base units (seconds, bytes, watts, joules, celsius, hertz, ratios 0..1) and every
@@ -16,7 +16,7 @@ stored figure is present with its measured value, or absent and unknown (see far
 
 A scrape's work is bounded, however many jobs the farm has run: the newest result per model x
 profile x runtime is a row of ``latest_results`` and finished jobs are counters in
-``job_outcome_counts``, both kept by the store in the transaction that stores a result; only
+``job_outcome_counts``, both kept by the job repository in the transaction that stores a result; only
 the active jobs are counted from the jobs table. The ``model`` label is bounded too: the figures
 of the ``max_models`` models with the newest results are exported (default 200), older models'
 series end.
@@ -40,8 +40,8 @@ from prometheus_client.process_collector import ProcessCollector
 from .errors import CannotListen
 from . import wire
 from .models import Job, JobState
+from .job_repository import JobRepository
 from .regression_store import RegressionStore
-from .store import Store
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
@@ -198,11 +198,11 @@ def result_figures(job: Job) -> List[Figure]:
 class FarmCollector:
     """Yields the farm's gauges and store-derived counters, read from the database per scrape."""
 
-    def __init__(self, store: Store, *, heartbeat_interval: float, clock: Callable[[], float] = time.time,
-                 max_models: int = DEFAULT_MAX_MODELS, regressions: Optional[RegressionStore] = None) -> None:
-        """``regressions``: where suite runs and verdicts are read (default: over ``store``'s database)."""
-        self.store = store
-        self.regressions = regressions if regressions is not None else RegressionStore(store.db)
+    def __init__(self, jobs: JobRepository, regressions: RegressionStore, *, heartbeat_interval: float,
+                 clock: Callable[[], float] = time.time, max_models: int = DEFAULT_MAX_MODELS) -> None:
+        """``jobs``: agents, jobs, results and counters; ``regressions``: suite runs and verdicts."""
+        self.jobs = jobs
+        self.regressions = regressions
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
         self.max_models = max_models
@@ -236,8 +236,8 @@ class FarmCollector:
 
     def _collect_farm(self) -> Iterator[Metric]:
         now = self.clock()
-        agents, active_rows, job_rows = self.store.live_state()
-        outcome_rows = self.store.outcome_counts()
+        agents, active_rows, job_rows = self.jobs.live_state()
+        outcome_rows = self.jobs.outcome_counts()
         current = {agent_id: job_id for agent_id, job_id in active_rows if agent_id}
         # A profile is a label while an agent has registered with it or a job waits for or runs
         # on it. Only cancelled jobs can have finished under a profile no agent ever had (a typo,
@@ -328,7 +328,7 @@ class FarmCollector:
 
     def latest_rows(self) -> List[Any]:
         """latest_results rows of the ``max_models`` models with the newest results."""
-        rows = self.store.latest_results(MAX_RESULT_KEYS)
+        rows = self.jobs.latest_results(MAX_RESULT_KEYS)
         models: Dict[str, None] = {}
         kept = []
         for row in rows:  # newest first
@@ -349,7 +349,7 @@ class FarmCollector:
             missing = [j for j in wanted if j not in self._figures]
         fresh: Dict[str, List[Figure]] = {}
         for start in range(0, len(missing), 500):
-            for job in self.store.get_jobs(missing[start:start + 500]):
+            for job in self.jobs.get_jobs(missing[start:start + 500]):
                 fresh[job.id] = result_figures(job)
         with self._figures_lock:
             self._figures.update(fresh)
@@ -364,7 +364,7 @@ class FarmCollector:
             quantity: GaugeMetricFamily(name, help_text, labels=["agent", "device_profile", channel_label, "simulated"])
             for quantity, (name, help_text, channel_label) in TELEMETRY_METRICS.items()
         }
-        for agent_id, profile, progress in self.store.active_progress():
+        for agent_id, profile, progress in self.jobs.active_progress():
             if not agent_id or not isinstance(progress, dict):
                 continue
             latest: Dict[Tuple[str, str], Dict[str, Any]] = {}
@@ -634,21 +634,22 @@ class ControllerMetrics:
 
     def __init__(
         self,
-        store: Store,
+        jobs: JobRepository,
+        regressions: RegressionStore,
         *,
         heartbeat_interval: float,
         clock: Callable[[], float] = time.time,
         remote_write: Optional[Any] = None,
         max_models: int = DEFAULT_MAX_MODELS,
-        regressions: Optional[RegressionStore] = None,
     ) -> None:
-        """``max_models``: the figures of this many models (those with the newest results) are
-        exported, which bounds the ``model`` label. ``regressions``: where suite runs and
-        verdicts are read (default: over ``store``'s database)."""
-        self.store = store
+        """``jobs``: what the farm's gauges and counters are read from, and each reported
+        result; ``regressions``: suite runs and verdicts. ``max_models``: the figures of this
+        many models (those with the newest results) are exported, which bounds the ``model``
+        label."""
+        self.jobs = jobs
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = FarmCollector(store, heartbeat_interval=heartbeat_interval, clock=clock, max_models=max_models,
-                                       regressions=regressions)
+        self.collector = FarmCollector(jobs, regressions, heartbeat_interval=heartbeat_interval, clock=clock,
+                                       max_models=max_models)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
         self.events = EventMetrics(self.registry)
@@ -707,7 +708,7 @@ class ControllerMetrics:
             self._seen[(job_id, attempt)] = None
             while len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
-        job = self.store.get_job(job_id)
+        job = self.jobs.get_job(job_id)
         if job.attempt != attempt or job.finished_at is None:
             return
         if job.started_at is not None:

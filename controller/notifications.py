@@ -1,14 +1,14 @@
 """Change notifications: whoever waits for a job (a watching user, an agent asking for work, a
 suite run) hears that it changed instead of polling the database.
 
-A write transaction of the store records each job it changes as a ``Change``. After the commit
-the store hands them to its ``ChangeFeed``, which calls every subscriber in this process. On
-PostgreSQL the same changes also go out with ``pg_notify`` inside the transaction, so they are
-delivered when, and only if, it commits; a ``PostgresListener`` thread in every controller
-replica LISTENs and passes on the changes the *other* replicas made (each payload names the
-process it came from). When the listening connection breaks, the listener reconnects with
-backoff and then publishes a *resync*: every waiter looks at the database once, since
-notifications sent while it was away are lost.
+A write transaction of the database (database.Database.write) records each job it changes as a
+``Change``. After the commit the database hands them to its ``ChangeFeed``, which calls every
+subscriber in this process. On PostgreSQL the same changes also go out with ``pg_notify``
+inside the transaction, so they are delivered when, and only if, it commits; a
+``PostgresListener`` thread in every controller replica LISTENs and passes on the changes the
+*other* replicas made (each payload names the process it came from). When the listening
+connection breaks, the listener reconnects with backoff and then publishes a *resync*: every
+waiter looks at the database once, since notifications sent while it was away are lost.
 
 On SQLite one process owns the database, so the in-process feed is all there is.
 """

@@ -16,16 +16,16 @@ from . import auth, changepoints, regression, wire
 from .errors import FailedPrecondition, InvalidArgument
 from .models import Job, JobEvaluation, JobState, runtime_config
 from .submission import check_queue_room
+from .job_repository import JobRepository
 from .regression_store import RegressionStore
-from .store import Store
 from .suites import SuiteRunner, budgets_from_doc
 
 log = logging.getLogger("hilfarm.controller")
 
 
 def judge_result(s: Session, job: Job) -> None:
-    """Verdicts for a result being stored (the store's ``on_result`` hook, called inside the
-    transaction that stores it)."""
+    """Verdicts for a result being stored (JobRepository.record_result's ``on_result`` hook,
+    called inside the transaction that stores it)."""
     evaluation = s.get(JobEvaluation, job.id)
     if evaluation is None:
         return
@@ -36,9 +36,9 @@ def judge_result(s: Session, job: Job) -> None:
 
 
 class RegressionRpcs:
-    def __init__(self, store: Store, regressions: RegressionStore, suites: SuiteRunner, *,
+    def __init__(self, jobs: JobRepository, regressions: RegressionStore, suites: SuiteRunner, *,
                  max_queued_jobs: int) -> None:
-        self.store = store
+        self.jobs = jobs
         self.regressions = regressions
         self.suites = suites
         self.max_queued_jobs = max_queued_jobs
@@ -46,7 +46,7 @@ class RegressionRpcs:
     # ------------------------------------------------------------ comparisons and baselines
 
     def _result(self, job_id: str) -> Job:
-        job = self.store.get_job(job_id, project=auth.caller().project)
+        job = self.jobs.get_job(job_id, project=auth.caller().project)
         if job.job_state != JobState.SUCCEEDED or not job.result:
             raise FailedPrecondition(f"job {job_id} is {job.state}; only a job with a result can be compared or accepted")
         return job
@@ -82,7 +82,7 @@ class RegressionRpcs:
 
     def start_suite(self, request: pb.StartSuiteRunRequest) -> pb.SuiteRun:
         spec = wire.suite_spec_from_pb(request.suite)
-        check_queue_room(self.store, auth.caller().project,
+        check_queue_room(self.jobs, auth.caller().project,
                          len(request.suite.models) * len(request.suite.device_profiles), self.max_queued_jobs)
         run = self.suites.start(spec, trigger=request.trigger or "cli", accept=request.accept,
                                   project=auth.caller().project)
@@ -95,7 +95,7 @@ class RegressionRpcs:
         ids = [c.job_id for c in cases if c.job_id]
         evaluations = self.regressions.evaluations(ids)
         for job_id in ids:
-            job = self.store.get_job(job_id, project=project)
+            job = self.jobs.get_job(job_id, project=project)
             jobs[job_id] = wire.add_evaluation(wire.job_to_pb(job), evaluations.get(job_id))
         return wire.suite_run_to_pb(run, [wire.suite_case_to_pb(c, jobs.get(c.job_id)) for c in cases])
 

@@ -1,7 +1,7 @@
 """Queries for constraints, baselines and regression suites (their tables are in models.py).
 
-Kept beside the core store rather than in it: these tables only ever reference jobs. They
-share the core store's database.Database: its engine, transactions and write lock.
+A repository of its own beside the job repository: these tables only ever reference jobs. They
+share the job repository's database.Database: its engine, transactions and write lock.
 """
 from __future__ import annotations
 

@@ -4,9 +4,9 @@
 when no agent can take a job the user reads one line per agent saying why.
 
 Agents ask for work (LeaseJob long-poll). Each try is ``lease_once``: one transaction that
-matches profile, tags and runtimes in SQL and locks only the row it leases (store.lease_next).
+matches profile, tags and runtimes in SQL and locks only the row it leases (JobRepository.lease_next).
 Between tries a waiting call sleeps until a job of its profile is queued: the server's
-waiters.Waiters hears it from the store's change notifications (LISTEN/NOTIFY across replicas),
+waiters.Waiters hears it from the database's change notifications (LISTEN/NOTIFY across replicas),
 not from polling.
 
 The reaper takes back leases whose agents went silent. After the controller starts, every
@@ -21,7 +21,8 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .models import Agent, DeviceStatus, Job, JobState, pin_tag
-from .store import LeaseAttempt, Store
+from .agent_repository import AgentRepository
+from .job_repository import JobRepository, LeaseAttempt
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -108,14 +109,16 @@ def device_state(agent: Agent, *, now: float, heartbeat_interval: float, current
 class Scheduler:
     def __init__(
         self,
-        store: Store,
+        jobs: JobRepository,
+        agents: AgentRepository,
         *,
         lease_seconds: float = 30.0,
         heartbeat_interval: float = 5.0,
         restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.jobs = jobs
+        self.agents = agents
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
         self.restart_grace = restart_grace
@@ -129,7 +132,7 @@ class Scheduler:
         """Give every active lease the restart grace, then reap expired leases in the background."""
         self._stopping.clear()
         if self.restart_grace > 0:
-            extended = self.store.extend_leases(until=self.clock() + self.restart_grace)
+            extended = self.jobs.extend_leases(until=self.clock() + self.restart_grace)
             if extended:
                 log.info("%d lease(s) kept for %.0f s after the start, so their agents can report back",
                          extended, self.restart_grace)
@@ -158,7 +161,7 @@ class Scheduler:
         hostname: str,
         version: str,
     ) -> Agent:
-        agent, lost = self.store.register_agent(
+        agent, lost = self.agents.register_agent(
             agent_id, profile=profile, tags=tags, capabilities=capabilities,
             hostname=hostname, version=version, now=self.clock(),
         )
@@ -166,15 +169,15 @@ class Scheduler:
         return agent
 
     def heartbeat(self, agent_id: str, *, busy: bool) -> bool:
-        return self.store.heartbeat(agent_id, busy=busy, now=self.clock(), lease_seconds=self.lease_seconds)
+        return self.agents.heartbeat(agent_id, busy=busy, now=self.clock(), lease_seconds=self.lease_seconds)
 
     def record_contact(self, beats: Dict[str, bool], touched: Iterable[str]) -> Set[str]:
         """Many heartbeats (agent -> busy) and long-poll contacts in one transaction."""
-        return self.store.record_contact(beats, touched, now=self.clock(), lease_seconds=self.lease_seconds)
+        return self.agents.record_contact(beats, touched, now=self.clock(), lease_seconds=self.lease_seconds)
 
     def devices(self) -> List[DeviceStatus]:
         now = self.clock()
-        current = self.store.active_jobs_by_agent()
+        current = self.jobs.active_jobs_by_agent()
         return [
             DeviceStatus(
                 agent=a,
@@ -182,7 +185,7 @@ class Scheduler:
                                    current_job_id=current.get(a.id, "")),
                 current_job_id=current.get(a.id, ""),
             )
-            for a in self.store.list_agents()
+            for a in self.agents.list_agents()
         ]
 
     # ------------------------------------------------------------ placement
@@ -200,7 +203,7 @@ class Scheduler:
         out: Dict[str, List[str]] = {}
         for job in queued:
             if job.device_profile not in candidates:
-                candidates[job.device_profile] = self.store.placement_candidates(job.device_profile, MAX_PLACEMENT_NOTES)
+                candidates[job.device_profile] = self.agents.placement_candidates(job.device_profile, MAX_PLACEMENT_NOTES)
             out[job.id] = self._notes_for(job, *candidates[job.device_profile], now=now)
         return out
 
@@ -225,10 +228,10 @@ class Scheduler:
     def lease_once(self, agent_id: str) -> LeaseAttempt:
         """One try to lease the oldest queued job that fits the agent (no waiting: the server's
         LeaseJob waits between tries for a job of the agent's profile to be queued)."""
-        return self.store.lease_next(agent_id, now=self.clock(), lease_seconds=self.lease_seconds)
+        return self.jobs.lease_next(agent_id, now=self.clock(), lease_seconds=self.lease_seconds)
 
     def reap_once(self) -> List[Tuple[Job, JobState]]:
-        return self.store.expire_leases(now=self.clock())
+        return self.jobs.expire_leases(now=self.clock())
 
     def _reap_loop(self) -> None:
         period = min(1.0, max(0.05, self.lease_seconds / 5))

@@ -8,16 +8,17 @@ database threads with the call's context).
 The server is asynchronous (grpc.aio) so that a waiting client costs no thread: an agent's
 LeaseJob long-poll, a WatchJob or WatchRun stream and a batched Heartbeat are coroutines that
 wait for change notifications (waiters.py, heartbeats.py). Database work never runs on the
-event loop: it goes to a bounded pool of ``db_workers`` threads (``_Services.db``), because the
-store, the scheduler and the suites are plain synchronous functions over SQLAlchemy, the same
-code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an async
-driver would have meant a second copy of that code (and SQLite's async drivers are threads
-underneath anyway). The pool size also bounds how many connections one replica holds.
+event loop: it goes to a bounded pool of ``db_workers`` threads (``BlockingCalls.db``), because
+the repositories, the scheduler and the suites are plain synchronous functions over SQLAlchemy,
+the same code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an
+async driver would have meant a second copy of that code (and SQLite's async drivers are
+threads underneath anyway). The pool size also bounds how many connections one replica holds.
 
 Servicers only translate: a unary call is an ``async`` method that runs a plain method of the
-same name with a leading underscore in the pool; wire messages in and out through wire.py, work
-done by the store, the artifact store and the scheduler. Domain errors become gRPC status codes
-in one place (``STATUS_FOR``).
+same name with a leading underscore in the pool; wire messages in and out through wire.py
+(jobs and runs through ``JobPresenter``), work done by the repositories, the artifact store and
+the scheduler. Each servicer is given the parts it uses and nothing else (``Controller._main``
+wires them). Domain errors become gRPC status codes in one place (``STATUS_FOR``).
 
 The event loop runs in a thread of its own, so ``Controller`` keeps a synchronous start/stop
 for the CLI, the embedded farm and the tests.
@@ -48,7 +49,8 @@ from hilfarm import wire_limits
 from hilfarm.transport import ServerTls, TransportError, exposure_problem, is_loopback, metrics_exposure_problem
 
 from . import auth, limits, wire
-from .app import CallMetrics, ControllerConfig, build_controller
+from .agent_repository import AgentRepository
+from .app import CallMetrics, ControllerConfig, ControllerParts, build_controller
 from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
 from .credentials import DEFAULT_ENROLLMENT_SECONDS, Credentials
 from .errors import (
@@ -62,15 +64,15 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
+from .database import default_sqlite_url
 from .heartbeats import HeartbeatBatcher
+from .job_repository import JobRepository
 from .models import Job, JobEvaluation, JobState
-from .nightly import NightlyRunner
 from .notifications import PostgresListener
 from .op_traces import store_op_trace
 from .regression_service import RegressionRpcs, judge_result
 from .regression_store import RegressionStore
 from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
-from .store import Store, default_sqlite_url
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
 from .suites import budgets_from_doc, evaluation_rows
 from .waiters import Waiters
@@ -247,90 +249,25 @@ class _Authorization(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(stream_in(handler.stream_stream, True), **kwargs)
 
 
-class _Services:
-    """What the servicers share; created on the server's event loop."""
+class BlockingCalls:
+    """Runs a servicer's blocking work off the event loop, as the caller (the call's context
+    variables go along): database work in the bounded pool, file work in a pool of its own.
+    Created on the server's event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, store: Store, artifacts: ArtifactStore,
-                 scheduler: Scheduler, credentials: Credentials, authenticator: auth.Authenticator,
-                 regressions: RegressionStore, regression_rpcs: RegressionRpcs, metrics: Optional[CallMetrics],
-                 db_executor: concurrent.futures.Executor, io_executor: concurrent.futures.Executor,
-                 max_attempts: int, max_jobs_per_submit: int, max_queued_jobs: int) -> None:
-        self.loop = loop
-        self.store = store
-        self.artifacts = artifacts
-        self.scheduler = scheduler
-        self.credentials = credentials
-        self.authenticator = authenticator
-        self.regressions = regressions
-        self.regression_rpcs = regression_rpcs
-        self.metrics = metrics
-        self.db_executor = db_executor
-        self.io_executor = io_executor
-        self.max_attempts = max_attempts
-        self.max_jobs_per_submit = max_jobs_per_submit
-        self.max_queued_jobs = max_queued_jobs
-        self.waiters = Waiters(store.feed, loop)
-        self.heartbeats = HeartbeatBatcher(self.scheduler.record_contact,
-                                           touch_interval=self.scheduler.heartbeat_interval)
-        # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
-        self.profiles: Dict[str, str] = {}
+    def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: concurrent.futures.Executor,
+                 io_executor: concurrent.futures.Executor) -> None:
+        self._loop = loop
+        self._db_executor = db_executor
+        self._io_executor = io_executor
 
     async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Run blocking (database) work in the bounded pool, off the event loop, as the caller
-        (the call's context variables go along)."""
-        return await _in_pool(self.loop, self.db_executor, fn, *args, **kwargs)
+        """Run blocking (database) work in the bounded pool, off the event loop."""
+        return await _in_pool(self._loop, self._db_executor, fn, *args, **kwargs)
 
     async def io(self, fn: Callable, *args: Any) -> Any:
         """Run file work (artifact chunks) in its own pool, so big transfers never queue
         ahead of the database calls of a thousand agents."""
-        return await _in_pool(self.loop, self.io_executor, fn, *args)
-
-    def watched_job(self, job_id: str) -> Tuple[Job, pb.Job]:
-        job = self.store.get_job(job_id, project=auth.caller().project)
-        return job, self.job_pb(job)
-
-    def watched_run(self, run_id: str) -> Tuple[List[Job], pb.Run]:
-        run, jobs = self.store.get_run(run_id, project=auth.caller().project)
-        return jobs, self.run_pb(run, jobs)
-
-    async def artifact_chunks(self, digest: str) -> AsyncIterator[pb.ArtifactChunk]:
-        """A stored artifact as a stream of chunks, the header on the first."""
-        artifact, blocks = await self.db(self.artifacts.open_chunks, digest, CHUNK_BYTES)
-        header = wire.artifact_to_header(artifact)
-        first = True
-        while True:
-            block = await self.io(next, blocks, None)
-            if block is None:
-                break
-            if first:
-                yield pb.ArtifactChunk(header=header, data=block)
-                first = False
-            else:
-                yield pb.ArtifactChunk(data=block)
-        if first:
-            yield pb.ArtifactChunk(header=header)
-
-    def job_pb(self, job: Job) -> pb.Job:
-        notes = self.scheduler.placement_notes([job])
-        msg = wire.job_to_pb(job, notes.get(job.id, ()))
-        return wire.add_evaluation(msg, self.regressions.evaluations([job.id]).get(job.id))
-
-    def run_pb(self, run: Any, jobs: List[Job]) -> pb.Run:
-        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
-        evaluations = self.regressions.evaluations(j.id for j in jobs)
-        for job_msg in msg.jobs:
-            wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
-        return msg
-
-    async def wait_for(self, changed: asyncio.Event, timeout: Optional[float]) -> None:
-        try:
-            await asyncio.wait_for(changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-
-    async def close(self) -> None:
-        self.waiters.close()
-        await self.heartbeats.close()
+        return await _in_pool(self._loop, self._io_executor, fn, *args)
 
 
 async def _in_pool(loop: asyncio.AbstractEventLoop, executor: Any, fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -338,9 +275,84 @@ async def _in_pool(loop: asyncio.AbstractEventLoop, executor: Any, fn: Callable,
     return await loop.run_in_executor(executor, functools.partial(context.run, fn, *args, **kwargs))
 
 
+class JobPresenter:
+    """Jobs and runs as the wire shows them: each queued job with the scheduler's placement
+    notes (why no agent takes it), each job with its constraint verdicts. Blocking (it reads
+    the database): call it in the database pool."""
+
+    def __init__(self, scheduler: Scheduler, regressions: RegressionStore) -> None:
+        self.scheduler = scheduler
+        self.regressions = regressions
+
+    def job_pb(self, job: Job) -> pb.Job:
+        notes = self.scheduler.placement_notes([job])
+        msg = wire.job_to_pb(job, notes.get(job.id, ()))
+        return wire.add_evaluation(msg, self.regressions.evaluations([job.id]).get(job.id))
+
+    def jobs_pb(self, jobs: Sequence[Job]) -> List[pb.Job]:
+        notes = self.scheduler.placement_notes(jobs)
+        evaluations = self.regressions.evaluations(j.id for j in jobs)
+        return [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
+
+    def run_pb(self, run: Any, jobs: List[Job],
+               evaluations: Optional[Dict[str, JobEvaluation]] = None) -> pb.Run:
+        """``evaluations``: the jobs' verdicts when the caller has them (read from the
+        database otherwise)."""
+        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
+        if evaluations is None:
+            evaluations = self.regressions.evaluations(j.id for j in jobs)
+        for job_msg in msg.jobs:
+            wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
+        return msg
+
+
+async def _artifact_chunks(calls: BlockingCalls, artifacts: ArtifactStore,
+                           digest: str) -> AsyncIterator[pb.ArtifactChunk]:
+    """A stored artifact as a stream of chunks, the header on the first (both services'
+    DownloadArtifact, after each checked that the caller may have it)."""
+    artifact, blocks = await calls.db(artifacts.open_chunks, digest, CHUNK_BYTES)
+    header = wire.artifact_to_header(artifact)
+    first = True
+    while True:
+        block = await calls.io(next, blocks, None)
+        if block is None:
+            break
+        if first:
+            yield pb.ArtifactChunk(header=header, data=block)
+            first = False
+        else:
+            yield pb.ArtifactChunk(data=block)
+    if first:
+        yield pb.ArtifactChunk(header=header)
+
+
+async def _wait_for(changed: asyncio.Event, timeout: Optional[float]) -> None:
+    try:
+        await asyncio.wait_for(changed.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
+
+
 class FarmServicer(pb_grpc.FarmServiceServicer):
-    def __init__(self, services: _Services) -> None:
-        self.s = services
+    """Artifacts, runs and jobs, devices and regression testing, for people and their tools."""
+
+    def __init__(self, calls: BlockingCalls, *, jobs: JobRepository, agents: AgentRepository,
+                 artifacts: ArtifactStore, scheduler: Scheduler, presenter: JobPresenter,
+                 regression_rpcs: RegressionRpcs, waiters: Waiters, max_attempts: int,
+                 max_jobs_per_submit: int, max_queued_jobs: int) -> None:
+        """``agents``: only to drain and return devices; ``waiters``: what WatchJob and
+        WatchRun wait on."""
+        self.calls = calls
+        self.jobs = jobs
+        self.agents = agents
+        self.artifacts = artifacts
+        self.scheduler = scheduler
+        self.presenter = presenter
+        self.regression_rpcs = regression_rpcs
+        self.waiters = waiters
+        self.max_attempts = max_attempts
+        self.max_jobs_per_submit = max_jobs_per_submit
+        self.max_queued_jobs = max_queued_jobs
 
     @_rpc
     async def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
@@ -351,81 +363,78 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         if first is None or not first.HasField("header"):
             raise InvalidArgument("the first chunk of an upload must carry the artifact header")
         project = auth.caller().project
-        artifacts = self.s.artifacts
+        artifacts = self.artifacts
         artifact = artifacts.check_header(wire.artifact_from_header(first.header, created_at=time.time()))
         # Another project's copy does not count: a digest alone proves nothing, the bytes do.
-        stored = await self.s.db(artifacts.stat, artifact.sha256, project=project)
+        stored = await self.calls.db(artifacts.stat, artifact.sha256, project=project)
         if stored is not None:
             # The rest of the stream is never read: the client may stop sending.
             return wire.artifact_ref_to_pb(stored, already_stored=True, bytes_received=len(first.data))
-        upload = await self.s.io(functools.partial(artifacts.begin, artifact, project=project))
+        upload = await self.calls.io(functools.partial(artifacts.begin, artifact, project=project))
         try:
-            await self.s.io(upload.write, first.data)
+            await self.calls.io(upload.write, first.data)
             async for chunk in request_iterator:
-                await self.s.io(upload.write, chunk.data)
-            recorded, already, received = await self.s.io(upload.finish)
+                await self.calls.io(upload.write, chunk.data)
+            recorded, already, received = await self.calls.io(upload.finish)
         finally:
-            await self.s.io(upload.close)
+            await self.calls.io(upload.close)
         return wire.artifact_ref_to_pb(recorded, already_stored=already, bytes_received=received)
 
     @_rpc
     async def StatArtifact(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._stat_artifact, request)
+        return await self.calls.db(self._stat_artifact, request)
 
     def _stat_artifact(self, request: pb.StatArtifactRequest) -> pb.StatArtifactResponse:
-        stored = self.s.artifacts.stat(request.sha256, project=auth.caller().project)
+        stored = self.artifacts.stat(request.sha256, project=auth.caller().project)
         if stored is None:
             return pb.StatArtifactResponse(present=False)
         return pb.StatArtifactResponse(present=True, ref=wire.artifact_ref_to_pb(stored))
 
     @_rpc
     async def Submit(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._submit, request)
+        return await self.calls.db(self._submit, request)
 
     def _submit(self, request: pb.SubmitRequest) -> pb.Run:
         project = auth.caller().project
         run, jobs = plan_run(
-            self.s.artifacts,
+            self.artifacts,
             models=[ModelSpec(m.sha256, m.name, m.format) for m in request.models],
             device_profiles=list(request.device_profiles),
             settings=wire.settings_from_pb(request.settings),
             required_tags=list(request.required_tags),
             max_attempts=request.max_attempts,
-            default_max_attempts=self.s.max_attempts,
+            default_max_attempts=self.max_attempts,
             now=time.time(),
             project=project,
-            max_jobs=self.s.max_jobs_per_submit,
+            max_jobs=self.max_jobs_per_submit,
         )
         budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
-        check_queue_room(self.s.store, project, len(jobs), self.s.max_queued_jobs)
+        check_queue_room(self.jobs, project, len(jobs), self.max_queued_jobs)
         evaluations = evaluation_rows(jobs, budgets, request.constraint_set)
         by_job = {e.job_id: JobEvaluation(**e.model_dump()) for e in evaluations}
         # The budgets commit with the jobs: no agent can report a result that misses them.
-        self.s.store.add_run(run, jobs, also=evaluations)
+        self.jobs.add_run(run, jobs, also=evaluations)
         log.info("run %s submitted by %s of project %s: %d job(s)", run.id, auth.caller().label, project, len(jobs))
-        msg = wire.run_to_pb(run, jobs, self.s.scheduler.placement_notes(jobs))
-        for job_msg in msg.jobs:
-            wire.add_evaluation(job_msg, by_job.get(job_msg.id))
-        return msg
+        return self.presenter.run_pb(run, jobs, evaluations=by_job)
 
     @_rpc
     async def GetRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._get_run, request.run_id)
+        return await self.calls.db(self._get_run, request.run_id)
 
     def _get_run(self, run_id: str) -> pb.Run:
-        run, jobs = self.s.store.get_run(run_id, project=auth.caller().project)
-        return self.s.run_pb(run, jobs)
+        run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
+        return self.presenter.run_pb(run, jobs)
 
     @_rpc
     async def GetJob(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._get_job, request.job_id)
+        return await self.calls.db(self._get_job, request.job_id)
 
     def _get_job(self, job_id: str) -> pb.Job:
-        return self.s.job_pb(self.s.store.get_job(job_id, project=auth.caller().project))
+        return self.presenter.job_pb(self.jobs.get_job(job_id, project=auth.caller().project))
 
     @_rpc
     async def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._list_jobs, request)
+        return await self.calls.db(self._list_jobs, request)
 
     def _list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         if request.limit < 0:
@@ -434,11 +443,9 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             states = [wire.job_state_from_pb(v) for v in request.states]
         except ValueError as exc:
             raise InvalidArgument(f"states: {exc}") from None
-        jobs = self.s.store.list_jobs(run_id=request.run_id, states=states, limit=request.limit,
-                                      project=auth.caller().project)
-        notes = self.s.scheduler.placement_notes(jobs)
-        evaluations = self.s.regressions.evaluations(j.id for j in jobs)
-        listed = [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
+        jobs = self.jobs.list_jobs(run_id=request.run_id, states=states, limit=request.limit,
+                                   project=auth.caller().project)
+        listed = self.presenter.jobs_pb(jobs)
         if not request.include_samples:
             for job in listed:
                 if job.HasField("result"):  # touching job.result would give every job an empty one
@@ -448,20 +455,20 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
 
     @_rpc
     async def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
-        job = await self.s.db(self.s.store.cancel_job, request.job_id, now=time.time(),
-                              project=auth.caller().project)
+        job = await self.calls.db(self.jobs.cancel_job, request.job_id, now=time.time(),
+                                  project=auth.caller().project)
         return wire.job_to_pb(job)
 
     @_rpc
     async def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
-        waiters = self.s.waiters
+        waiters = self.waiters
         # The job's whole id (the request may give a unique prefix): changes name whole ids.
-        job_id = (await self.s.db(self.s.store.get_job, request.job_id, project=auth.caller().project)).id
+        job_id = (await self.calls.db(self.jobs.get_job, request.job_id, project=auth.caller().project)).id
         with waiters.watching(job_id=job_id) as changed:
             last = b""
             while True:
                 changed.clear()
-                job, msg = await self.s.db(self.s.watched_job, job_id)
+                job, msg = await self.calls.db(self._watched_job, job_id)
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
                     yield msg
@@ -471,18 +478,18 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = job.job_state == JobState.QUEUED
-                await self.s.wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+                await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
 
     @_rpc
     async def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
         """Every job of the run now, then each job again whenever it changes; ends once every
         job is finished."""
-        waiters = self.s.waiters
+        waiters = self.waiters
         with waiters.watching(run_id=request.run_id) as changed:
             sent: Dict[str, bytes] = {}
             while True:
                 changed.clear()
-                jobs, msg = await self.s.db(self.s.watched_run, request.run_id)
+                jobs, msg = await self.calls.db(self._watched_run, request.run_id)
                 for job in msg.jobs:
                     data = job.SerializeToString(deterministic=True)
                     if sent.get(job.id) != data:
@@ -493,75 +500,98 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = any(j.job_state == JobState.QUEUED for j in jobs)
-                await self.s.wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+                await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+
+    def _watched_job(self, job_id: str) -> Tuple[Job, pb.Job]:
+        job = self.jobs.get_job(job_id, project=auth.caller().project)
+        return job, self.presenter.job_pb(job)
+
+    def _watched_run(self, run_id: str) -> Tuple[List[Job], pb.Run]:
+        run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
+        return jobs, self.presenter.run_pb(run, jobs)
 
     @_rpc
     async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
         # A person downloads what their project stored (a model, a job's per-operator trace).
         digest = check_digest(request.sha256)
         project = auth.caller().project
-        if await self.s.db(self.s.artifacts.stat, digest, project=project) is None:
+        if await self.calls.db(self.artifacts.stat, digest, project=project) is None:
             raise NotFound(f"artifact {digest} is not stored for project {project}")
-        async for chunk in self.s.artifact_chunks(digest):
+        async for chunk in _artifact_chunks(self.calls, self.artifacts, digest):
             yield chunk
 
     @_rpc
     async def ListDevices(self, request, context):  # type: ignore[no-untyped-def]
-        devices = await self.s.db(self.s.scheduler.devices)
+        devices = await self.calls.db(self.scheduler.devices)
         return pb.ListDevicesResponse(devices=[wire.device_to_pb(d) for d in devices])
 
     @_rpc
     async def DrainDevice(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._drain_device, request)
+        return await self.calls.db(self._drain_device, request)
 
     def _drain_device(self, request: pb.DrainDeviceRequest) -> pb.Device:
-        self.s.store.set_draining(request.agent_id, request.drain)
+        self.agents.set_draining(request.agent_id, request.drain)
         log.info("agent %s %s by %s", request.agent_id, "drained" if request.drain else "back in service",
                  auth.caller().label)
-        (status,) = [d for d in self.s.scheduler.devices() if d.agent.id == request.agent_id]
+        (status,) = [d for d in self.scheduler.devices() if d.agent.id == request.agent_id]
         return wire.device_to_pb(status)
 
     # ---- regression testing (controller/suites.py, regression.py, changepoints.py)
 
     @_rpc
     async def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.compare, request)
+        return await self.calls.db(self.regression_rpcs.compare, request)
 
     @_rpc
     async def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.accept, request)
+        return await self.calls.db(self.regression_rpcs.accept, request)
 
     @_rpc
     async def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.list_baselines, request)
+        return await self.calls.db(self.regression_rpcs.list_baselines, request)
 
     @_rpc
     async def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.start_suite, request)
+        return await self.calls.db(self.regression_rpcs.start_suite, request)
 
     @_rpc
     async def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.get_suite_run, request.id)
+        return await self.calls.db(self.regression_rpcs.get_suite_run, request.id)
 
     @_rpc
     async def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.list_suite_runs, request)
+        return await self.calls.db(self.regression_rpcs.list_suite_runs, request)
 
     @_rpc
     async def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self.s.regression_rpcs.history, request)
+        return await self.calls.db(self.regression_rpcs.history, request)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, services: _Services) -> None:
-        self.s = services
+    """Enrollment, registration, heartbeats, leases, downloads and reports, for agents."""
+
+    def __init__(self, calls: BlockingCalls, *, jobs: JobRepository, artifacts: ArtifactStore,
+                 scheduler: Scheduler, credentials: Credentials, waiters: Waiters,
+                 heartbeats: HeartbeatBatcher, metrics: Optional[CallMetrics]) -> None:
+        """``waiters``: where a LeaseJob long-poll waits for work; ``metrics`` hears of every
+        accepted result report."""
+        self.calls = calls
+        self.jobs = jobs
+        self.artifacts = artifacts
+        self.scheduler = scheduler
+        self.credentials = credentials
+        self.waiters = waiters
+        self.heartbeats = heartbeats
+        self.metrics = metrics
+        # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
+        self.profiles: Dict[str, str] = {}
 
     @_rpc
     async def Enroll(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._enroll, request)
+        return await self.calls.db(self._enroll, request)
 
     def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
-        credential, secret = self.s.credentials.enroll(
+        credential, secret = self.credentials.enroll(
             auth.caller(), agent_id=request.agent_id.strip(), device_profile=request.device_profile.strip(),
             tags=list(request.tags))
         return pb.EnrollResponse(agent_id=credential.agent_id, credential=secret,
@@ -569,14 +599,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     @_rpc
     async def Register(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._register, request)
+        return await self.calls.db(self._register, request)
 
     def _register(self, request: pb.RegisterRequest) -> pb.RegisterResponse:
         agent_id = auth.agent_id_for(request.agent_id)
         if not request.device_profile.strip():
             raise InvalidArgument(f"agent {agent_id} registered without a device profile")
         auth.check_registration(auth.caller(), request.device_profile, list(request.tags))
-        self.s.scheduler.register(
+        self.scheduler.register(
             agent_id,
             profile=request.device_profile,
             tags=list(request.tags),
@@ -584,15 +614,15 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             hostname=request.hostname,
             version=request.agent_version,
         )
-        self.s.profiles[agent_id] = request.device_profile
+        self.profiles[agent_id] = request.device_profile
         return pb.RegisterResponse(
-            heartbeat_interval_seconds=self.s.scheduler.heartbeat_interval,
-            lease_seconds=self.s.scheduler.lease_seconds,
+            heartbeat_interval_seconds=self.scheduler.heartbeat_interval,
+            lease_seconds=self.scheduler.lease_seconds,
         )
 
     @_rpc
     async def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
-        known = await self.s.heartbeats.beat(auth.agent_id_for(request.agent_id), request.busy)
+        known = await self.heartbeats.beat(auth.agent_id_for(request.agent_id), request.busy)
         return pb.HeartbeatResponse(known=known)
 
     @_rpc
@@ -600,49 +630,50 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         """Lease the oldest queued job that fits the agent, waiting up to ``wait_seconds`` (at
         most MAX_LEASE_WAIT_SECONDS) for one: between tries the call sleeps until a job of the
         agent's profile is queued. A long wait counts as contact with the agent."""
-        s, agent_id = self.s, auth.agent_id_for(request.agent_id)
+        agent_id = auth.agent_id_for(request.agent_id)
         if request.wait_seconds < 0:
             raise InvalidArgument(f"wait_seconds is {request.wait_seconds}; it must not be negative")
-        deadline = s.loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
-        ticket = s.waiters.ticket(s.profiles.get(agent_id, ""))
+        loop, waiters = asyncio.get_running_loop(), self.waiters
+        deadline = loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
+        ticket = waiters.ticket(self.profiles.get(agent_id, ""))
         while True:
-            attempt = await s.db(s.scheduler.lease_once, agent_id)
+            attempt = await self.calls.db(self.scheduler.lease_once, agent_id)
             if attempt.job is not None:
                 return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
             if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
-                s.profiles[agent_id] = attempt.profile
-                ticket = s.waiters.ticket(attempt.profile)
+                self.profiles[agent_id] = attempt.profile
+                ticket = waiters.ticket(attempt.profile)
                 continue
             if ticket.woken and attempt.more_queued:
-                s.waiters.pass_on(ticket)
+                waiters.pass_on(ticket)
             while True:
-                remaining = deadline - s.loop.time()
-                if remaining <= 0 or s.waiters.closed:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or waiters.closed:
                     return pb.LeaseJobResponse()
-                if await s.waiters.wait_for_work(ticket, min(remaining, s.scheduler.heartbeat_interval)):
+                if await waiters.wait_for_work(ticket, min(remaining, self.scheduler.heartbeat_interval)):
                     break
-                s.heartbeats.touch(agent_id)
+                self.heartbeats.touch(agent_id)
 
     @_rpc
     async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
         agent_id = auth.agent_id_for("")
         digest = check_digest(request.sha256)
-        if not await self.s.db(self.s.store.agent_may_download, agent_id, digest):
+        if not await self.calls.db(self.jobs.agent_may_download, agent_id, digest):
             raise PermissionDenied(f"agent {agent_id} holds no lease on a job that uses artifact {digest}")
-        async for chunk in self.s.artifact_chunks(digest):
+        async for chunk in _artifact_chunks(self.calls, self.artifacts, digest):
             yield chunk
 
     @_rpc
     async def ReportProgress(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._report_progress, request)
+        return await self.calls.db(self._report_progress, request)
 
     def _report_progress(self, request: pb.ReportProgressRequest) -> pb.ReportProgressResponse:
         agent_id = auth.agent_id_for(request.agent_id)
         progress = wire.progress_from_pb(request.progress)
         progress.setdefault("updated_at", time.time())
-        cancel, why = self.s.store.record_progress(
+        cancel, why = self.jobs.record_progress(
             agent_id, request.lease_id, progress,
-            now=time.time(), lease_seconds=self.s.scheduler.lease_seconds,
+            now=time.time(), lease_seconds=self.scheduler.lease_seconds,
         )
         if cancel:
             log.info("agent %s told to stop lease %s: %s", agent_id, request.lease_id, why)
@@ -650,7 +681,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     @_rpc
     async def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._report_result, request)
+        return await self.calls.db(self._report_result, request)
 
     def _report_result(self, request: pb.ReportResultRequest) -> pb.ReportResultResponse:
         agent_id = auth.agent_id_for(request.agent_id)
@@ -658,9 +689,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         if outcome is None:
             raise InvalidArgument(f"report for job {request.job_id} carries neither a result nor a failure")
         if outcome == "result" and request.result.op_profile.trace:
-            store_op_trace(self.s.artifacts, request.result.op_profile, request.job_id,
-                           project=self.s.store.get_job(request.job_id).project)
-        accepted, message = self.s.store.record_result(
+            store_op_trace(self.artifacts, request.result.op_profile, request.job_id,
+                           project=self.jobs.get_job(request.job_id).project)
+        accepted, message = self.jobs.record_result(
             agent_id, request.lease_id, request.job_id, request.attempt,
             result=wire.result_from_pb(request.result) if outcome == "result" else None,
             failure=wire.failure_from_pb(request.failure) if outcome == "failure" else None,
@@ -669,9 +700,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         if not accepted:
             log.warning("refused a report from agent %s: %s", agent_id, message)
-        elif self.s.metrics is not None:
+        elif self.metrics is not None:
             try:
-                self.s.metrics.result_reported(request.job_id, request.attempt)
+                self.metrics.result_reported(request.job_id, request.attempt)
             except Exception:  # metrics must never cost a stored result
                 log.exception("metrics could not record the result of job %s", request.job_id)
         return pb.ReportResultResponse(accepted=accepted, message=message)
@@ -681,8 +712,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     """Tokens and agent identities. Every method but WhoAmI needs an admin (auth.POLICY); an
     admin manages the tokens of its own project, the operator token those of every project."""
 
-    def __init__(self, services: _Services) -> None:
-        self.s = services
+    def __init__(self, calls: BlockingCalls, *, credentials: Credentials, authenticator: auth.Authenticator) -> None:
+        """``authenticator``: only to say whether the controller runs without tokens."""
+        self.calls = calls
+        self.credentials = credentials
+        self.authenticator = authenticator
 
     def _project(self, requested: str) -> str:
         who = auth.caller()
@@ -692,14 +726,14 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return project
 
     def _tokens_checked(self) -> None:
-        if self.s.authenticator.open:
+        if self.authenticator.open:
             raise FailedPrecondition(
                 "this controller runs without tokens (started without --token): every caller is already an "
                 "admin, so a token would restrict nothing; start it with --token to use project tokens")
 
     @_rpc
     async def CreateToken(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._create_token, request)
+        return await self.calls.db(self._create_token, request)
 
     def _create_token(self, request: pb.CreateTokenRequest) -> pb.CreateTokenResponse:
         self._tokens_checked()
@@ -711,32 +745,32 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if request.expires_in_seconds < 0:
             raise InvalidArgument(f"expires_in_seconds is {request.expires_in_seconds}; it must not be negative")
         now = time.time()
-        row, secret = self.s.credentials.create_user_token(
+        row, secret = self.credentials.create_user_token(
             project=project, role=role, name=request.name, created_by=auth.caller().label,
             expires_at=now + request.expires_in_seconds if request.expires_in_seconds > 0 else None)
         return pb.CreateTokenResponse(token=wire.user_token_to_pb(row), secret=secret)
 
     @_rpc
     async def ListTokens(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._list_tokens, request)
+        return await self.calls.db(self._list_tokens, request)
 
     def _list_tokens(self, request: pb.ListTokensRequest) -> pb.ListTokensResponse:
         project = self._project(request.project)
-        rows = self.s.credentials.list_user_tokens(project=project, include_revoked=request.include_revoked)
+        rows = self.credentials.list_user_tokens(project=project, include_revoked=request.include_revoked)
         return pb.ListTokensResponse(tokens=[wire.user_token_to_pb(r) for r in rows])
 
     @_rpc
     async def RevokeToken(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._revoke_token, request)
+        return await self.calls.db(self._revoke_token, request)
 
     def _revoke_token(self, request: pb.RevokeTokenRequest) -> pb.UserToken:
         who = auth.caller()
-        row = self.s.credentials.revoke_user_token(request.id, project=None if who.operator else who.project)
+        row = self.credentials.revoke_user_token(request.id, project=None if who.operator else who.project)
         return wire.user_token_to_pb(row)
 
     @_rpc
     async def CreateEnrollmentToken(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.s.db(self._create_enrollment_token, request)
+        return await self.calls.db(self._create_enrollment_token, request)
 
     def _create_enrollment_token(self, request: pb.CreateEnrollmentTokenRequest) -> pb.CreateEnrollmentTokenResponse:
         if request.uses < -1:
@@ -744,7 +778,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if request.expires_in_seconds < 0:
             raise InvalidArgument(f"expires_in_seconds is {request.expires_in_seconds}; it must not be negative")
         seconds = request.expires_in_seconds or DEFAULT_ENROLLMENT_SECONDS
-        row, secret = self.s.credentials.create_enrollment_token(
+        row, secret = self.credentials.create_enrollment_token(
             device_profile=request.device_profile.strip(), tags=list(request.tags), agent_id=request.agent_id.strip(),
             uses=None if request.uses == -1 else (request.uses or 1), expires_at=time.time() + seconds,
             created_by=auth.caller().label)
@@ -752,12 +786,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     @_rpc
     async def ListAgentIdentities(self, request, context):  # type: ignore[no-untyped-def]
-        rows = await self.s.db(self.s.credentials.list_agents, include_revoked=request.include_revoked)
+        rows = await self.calls.db(self.credentials.list_agents, include_revoked=request.include_revoked)
         return pb.ListAgentIdentitiesResponse(agents=[wire.agent_identity_to_pb(r) for r in rows])
 
     @_rpc
     async def RevokeAgent(self, request, context):  # type: ignore[no-untyped-def]
-        row = await self.s.db(self.s.credentials.revoke_agent, request.agent_id)
+        row = await self.calls.db(self.credentials.revoke_agent, request.agent_id)
         log.warning("agent %s revoked by %s", request.agent_id, auth.caller().label)
         return wire.agent_identity_to_pb(row)
 
@@ -767,7 +801,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.WhoAmIResponse(kind=who.kind.value, project=who.project if who.kind == auth.Kind.USER else "",
                                  role=auth.role_to_pb(who.role) if who.role is not None else pb.ROLE_UNSPECIFIED,
                                  token_id=who.token_id, agent_id=who.agent_id,
-                                 open=self.s.authenticator.open)
+                                 open=self.authenticator.open)
 
 
 class Controller:
@@ -823,29 +857,12 @@ class Controller:
             db_workers=db_workers, metrics_bind=metrics_bind, remote_write_url=remote_write_url, tls=tls,
             insecure=insecure, metrics_token=metrics_token, max_jobs_per_submit=max_jobs_per_submit,
             max_queued_jobs=max_queued_jobs, nightly=tuple(nightly), nightly_clock=nightly_clock)
-        parts = build_controller(config, metrics=metrics)
-        self.data_dir = parts.data_dir
-        self.db_url = config.db_url or default_sqlite_url(parts.data_dir)
-        self.token = config.token or None
-        self.tls = tls
-        self.insecure = insecure
-        self.metrics_token = metrics_token or None
-        self.max_jobs_per_submit = max_jobs_per_submit
-        self.max_queued_jobs = max_queued_jobs
-        self.max_attempts = max_attempts
-        self.db_workers = parts.db_workers
-        self.store = parts.store
-        self.artifacts = parts.artifacts
-        self.scheduler = parts.scheduler
-        self.credentials = parts.credentials
-        self.authenticator = parts.authenticator
-        # constraints, baselines, suites and nightly runs (controller/regression_service.py)
-        self.regressions = parts.regressions
-        self.suites = parts.suites
-        self.regression_rpcs = parts.regression_rpcs
-        self.nightly: Optional[NightlyRunner] = parts.nightly  # started with the server
-        self.metrics = parts.metrics
-        self.metrics_bind = metrics_bind
+        self.config = config
+        # The parts, as the builder made them: the server hands each servicer the ones it uses,
+        # and a test that needs a part (the job repository, the suite runner) takes it here.
+        self.parts: ControllerParts = build_controller(config, metrics=metrics)
+        self.data_dir = self.parts.data_dir
+        self.db_url = config.db_url or default_sqlite_url(self.parts.data_dir)
         self.metrics_port: Optional[int] = None
         self.port: Optional[int] = None
         self.db_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -862,31 +879,32 @@ class Controller:
         Raises TransportError, listening on nothing, for an address that would expose an
         unprotected controller (or metrics endpoint), or TLS files that cannot be used, and
         CannotListen for an address in use."""
-        problem = exposure_problem(bind, token=bool(self.token), tls=self.tls is not None, insecure=self.insecure)
-        if not problem and self.metrics_bind:
-            problem = metrics_exposure_problem(self.metrics_bind, token=bool(self.metrics_token),
-                                               insecure=self.insecure)
+        config, parts = self.config, self.parts
+        problem = exposure_problem(bind, token=bool(config.token), tls=config.tls is not None, insecure=config.insecure)
+        if not problem and config.metrics_bind:
+            problem = metrics_exposure_problem(config.metrics_bind, token=bool(config.metrics_token),
+                                               insecure=config.insecure)
         if problem:
             raise TransportError(problem)
-        credentials = self.tls.credentials() if self.tls is not None else None
+        credentials = config.tls.credentials() if config.tls is not None else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store.create_schema()
-        self.artifacts.prepare()
-        conninfo = self.store.listen_conninfo()
+        parts.database.migrate()
+        parts.artifacts.prepare()
+        conninfo = parts.database.listen_conninfo()
         if conninfo is not None:
-            self._listener = PostgresListener(conninfo, self.store.feed)
+            self._listener = PostgresListener(conninfo, parts.database.feed)
             self._listener.start()
             # Changes other replicas commit from now on are heard (a resync covers a slow start).
             self._listener.connected.wait(10)
-        self.scheduler.start()
-        self.db_executor = concurrent.futures.ThreadPoolExecutor(self.db_workers, thread_name_prefix="hilfarm-db")
+        parts.scheduler.start()
+        self.db_executor = concurrent.futures.ThreadPoolExecutor(parts.db_workers, thread_name_prefix="hilfarm-db")
         self.io_executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hilfarm-io")
         # Metrics first: a busy metrics port stops the start before the gRPC port is taken.
         try:
-            if self.metrics is not None and hasattr(self.metrics, "start"):
-                self.metrics_port = self.metrics.start(
-                    self.metrics_bind, ssl_context=self.tls.ssl_context() if self.tls is not None else None,
-                    bearer_token=self.metrics_token)
+            if parts.metrics is not None and hasattr(parts.metrics, "start"):
+                self.metrics_port = parts.metrics.start(
+                    config.metrics_bind, ssl_context=config.tls.ssl_context() if config.tls is not None else None,
+                    bearer_token=config.metrics_token or None)
         except BaseException:
             self._stop_background()
             raise
@@ -901,19 +919,19 @@ class Controller:
             self._loop_thread.join(10)
             self._loop_thread = None
             self._stop_background()
-            if self.metrics is not None and hasattr(self.metrics, "stop"):
-                self.metrics.stop()
+            if parts.metrics is not None and hasattr(parts.metrics, "stop"):
+                parts.metrics.stop()
             raise
-        self.suites.start_driving()
-        if self.nightly is not None:
-            self.nightly.start()
+        parts.suites.start_driving()
+        if parts.nightly is not None:
+            parts.nightly.start()
         self.port = port
         host = bind.rsplit(":", 1)[0] if ":" in bind else bind
         log.info("controller listening on %s:%d (%s, %s), database %s, artifacts in %s",
-                 host, port, "TLS" if self.tls is not None else "plaintext",
-                 "open: no tokens" if self.authenticator.open else "tokens required",
-                 self.store, self.artifacts.root)
-        if self.tls is None and self.token and not self.insecure and not is_loopback(bind):
+                 host, port, "TLS" if config.tls is not None else "plaintext",
+                 "open: no tokens" if parts.authenticator.open else "tokens required",
+                 parts.database, parts.artifacts.root)
+        if config.tls is None and config.token and not config.insecure and not is_loopback(bind):
             log.warning("tokens travel in plaintext to %s: give the controller a certificate (--tls-cert, "
                         "--tls-key) so nobody on the network can read them", bind)
         return port
@@ -936,11 +954,12 @@ class Controller:
     async def _main(self, bind: str, credentials: Optional[grpc.ServerCredentials],
                     ready: "concurrent.futures.Future[int]") -> None:
         loop = asyncio.get_running_loop()
+        parts = self.parts
         interceptors: list = []
-        if self.metrics is not None:
-            interceptors.append(self.metrics.interceptor)  # first: refused calls count too
+        if parts.metrics is not None:
+            interceptors.append(parts.metrics.interceptor)  # first: refused calls count too
         interceptors.append(_Authorization(
-            self.authenticator, lambda fn, *args: _in_pool(loop, self.db_executor, fn, *args)))
+            parts.authenticator, lambda fn, *args: _in_pool(loop, self.db_executor, fn, *args)))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -958,15 +977,22 @@ class Controller:
             ],
         )
         assert self.db_executor is not None and self.io_executor is not None  # start() made them
-        services = _Services(loop, store=self.store, artifacts=self.artifacts, scheduler=self.scheduler,
-                             credentials=self.credentials, authenticator=self.authenticator,
-                             regressions=self.regressions, regression_rpcs=self.regression_rpcs, metrics=self.metrics,
-                             db_executor=self.db_executor, io_executor=self.io_executor,
-                             max_attempts=self.max_attempts, max_jobs_per_submit=self.max_jobs_per_submit,
-                             max_queued_jobs=self.max_queued_jobs)
-        pb_grpc.add_FarmServiceServicer_to_server(FarmServicer(services), server)
-        pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
-        pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(services), server)
+        calls = BlockingCalls(loop, self.db_executor, self.io_executor)
+        waiters = Waiters(parts.database.feed, loop)
+        heartbeats = HeartbeatBatcher(parts.scheduler.record_contact, touch_interval=parts.scheduler.heartbeat_interval)
+        # Each servicer gets the parts it uses and nothing else (tests/architecture checks it).
+        config = self.config
+        farm = FarmServicer(calls, jobs=parts.jobs, agents=parts.agents, artifacts=parts.artifacts,
+                            scheduler=parts.scheduler, presenter=JobPresenter(parts.scheduler, parts.regressions),
+                            regression_rpcs=parts.regression_rpcs, waiters=waiters, max_attempts=config.max_attempts,
+                            max_jobs_per_submit=config.max_jobs_per_submit, max_queued_jobs=config.max_queued_jobs)
+        agents = AgentServicer(calls, jobs=parts.jobs, artifacts=parts.artifacts, scheduler=parts.scheduler,
+                               credentials=parts.credentials, waiters=waiters, heartbeats=heartbeats,
+                               metrics=parts.metrics)
+        admin = AdminServicer(calls, credentials=parts.credentials, authenticator=parts.authenticator)
+        pb_grpc.add_FarmServiceServicer_to_server(farm, server)
+        pb_grpc.add_AgentServiceServicer_to_server(agents, server)
+        pb_grpc.add_AdminServiceServicer_to_server(admin, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -991,9 +1017,9 @@ class Controller:
         await self._stop_serving.wait()
         await health_servicer.enter_graceful_shutdown()
         # Long-polls and watch streams return now instead of holding the grace period.
-        services.waiters.close()
+        waiters.close()
         await server.stop(self._grace)
-        await services.close()
+        await heartbeats.close()
 
     @property
     def address(self) -> str:
@@ -1007,23 +1033,24 @@ class Controller:
         if self._loop_thread is None:
             return
         thread, self._loop_thread = self._loop_thread, None
-        if self.nightly is not None:
-            self.nightly.stop()
-        self.suites.stop_driving()
+        parts = self.parts
+        if parts.nightly is not None:
+            parts.nightly.stop()
+        parts.suites.stop_driving()
         self._grace = grace
         if self._loop is not None and self._stop_serving is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop_serving.set)
         thread.join(grace + 15)
         self._stop_background()
-        if self.metrics is not None and hasattr(self.metrics, "stop"):
-            self.metrics.stop()
-        self.store.close()
+        if parts.metrics is not None and hasattr(parts.metrics, "stop"):
+            parts.metrics.stop()
+        parts.database.close()
         self.port = None
         self._stopped.set()
         log.info("controller stopped")
 
     def _stop_background(self) -> None:
-        self.scheduler.stop()
+        self.parts.scheduler.stop()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None

@@ -205,9 +205,10 @@ def _input_shapes_by_model(settings: Dict[str, Any], digests: Sequence[str]) -> 
     return out
 
 
-def check_queue_room(store: Any, project: str, new_jobs: int, limit: int = DEFAULT_MAX_QUEUED_JOBS) -> None:
-    """ResourceExhausted when ``new_jobs`` more would put ``project`` over its queued-job limit."""
-    queued = store.count_queued(project)
+def check_queue_room(jobs: Any, project: str, new_jobs: int, limit: int = DEFAULT_MAX_QUEUED_JOBS) -> None:
+    """ResourceExhausted when ``new_jobs`` more would put ``project`` over its queued-job limit
+    (``jobs``: a job_repository.JobRepository, or anything with its ``count_queued``)."""
+    queued = jobs.count_queued(project)
     if queued + new_jobs > limit:
         raise ResourceExhausted(
             f"project {project} has {queued} queued jobs and this submission adds {new_jobs}; a project may "

@@ -58,7 +58,7 @@ from .models import (
 from .notifications import Change
 from .regression_store import LAST_ACCEPTED, RegressionStore
 from .scheduler import Scheduler
-from .store import Store
+from .job_repository import JobRepository
 from .submission import ModelSpec, plan_run
 
 log = logging.getLogger("hilfarm.controller.suites")
@@ -143,7 +143,7 @@ class DriverLost(Exception):
 class SuiteRunner:
     """Starts suite runs and advances them (see the module docstring)."""
 
-    def __init__(self, store: Store, regressions: RegressionStore, artifacts: ArtifactStore, scheduler: Scheduler,
+    def __init__(self, store: JobRepository, regressions: RegressionStore, artifacts: ArtifactStore, scheduler: Scheduler,
                  *, default_max_attempts: int = 3, clock: Callable[[], float] = time.time,
                  driver_lease: float = DRIVER_LEASE_SECONDS, sweep_seconds: float = SWEEP_SECONDS,
                  driver_id: Optional[str] = None) -> None:

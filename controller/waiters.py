@@ -1,7 +1,7 @@
 """Coroutines of the asynchronous server that wait for something to change: a watched job or run
 (WatchJob, WatchRun) and an agent waiting for work (LeaseJob long-polls).
 
-A waiter costs a small object on the event loop, never a thread, and never polls: the store's
+A waiter costs a small object on the event loop, never a thread, and never polls: the database's
 change feed (notifications.py) says which jobs changed, from any thread of this process or, on
 PostgreSQL, from another replica; ``Waiters`` hands each batch to the event loop and wakes the
 waiters it concerns.

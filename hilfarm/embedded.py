@@ -93,7 +93,7 @@ class EmbeddedFarm:
     @property
     def nightly_runner(self) -> Optional["NightlyRunner"]:
         """The controller's nightly runner (None without --nightly suites or before start)."""
-        return self._controller.nightly if self._controller is not None else None
+        return self._controller.parts.nightly if self._controller is not None else None
 
     def _start_agent(self) -> None:
         from hilfarm.agent.service import AgentConfig, run_agent

@@ -77,14 +77,14 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     except SchemaError as error:
         raise click.ClickException(f"the database cannot be used: {error}") from None
     except CannotListen as error:
-        server.store.close()
+        server.parts.database.close()
         raise cannot_start(error) from None
     except TransportError as error:
         raise click.ClickException(str(error)) from None
     address = f"{bind.rsplit(':', 1)[0]}:{port}"
     click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
     if server.metrics_port is not None:
-        scheme = "https" if server.tls is not None else "http"
+        scheme = "https" if server.config.tls is not None else "http"
         click.echo(f"metrics on {scheme}://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
     click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
                err=True)
@@ -104,7 +104,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
 def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
     """Upgrade the database schema to this version (the controller also does this at start)."""
     from hilfarm.controller import schema
-    from hilfarm.controller.store import Store, default_sqlite_url
+    from hilfarm.controller.database import Database, default_sqlite_url
 
     try:
         if new_message is not None:
@@ -114,11 +114,11 @@ def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
         if as_sql:
             click.echo(schema.upgrade_sql(url, from_revision=from_revision), nl=False)
             return
-        store = Store(url)
+        database = Database(url)
         try:
-            report = store.migrate()
+            report = database.migrate()
         finally:
-            store.close()
+            database.close()
     except schema.SchemaError as error:
         raise click.ClickException(str(error)) from None
     if report.adopted:

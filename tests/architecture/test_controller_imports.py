@@ -3,7 +3,7 @@
 
 - no module uses another module's private names: ``from x import _name``, ``module._name`` on
   an imported project module, or ``obj._name`` where ``_name`` is a private method or attribute
-  that only another module defines (``store._read`` from regression_store.py, say);
+  that only another module defines (``jobs._find_job`` from suites.py, say);
 - the controller imports neither the CLI's gRPC client (hilfarm.client) nor the agent
   (hilfarm.agent), directly or through the neutral hilfarm modules it imports.
 """
@@ -205,11 +205,11 @@ def test_the_controller_imports_neither_the_cli_client_nor_the_agent():
 def test_the_checks_see_what_they_look_for():
     """The rules above find a violation written the ways they look for."""
     modules = _load()
-    store = modules["hilfarm.controller.store"]
-    assert "_fits_cache" in store.private_defined
-    source = ("from hilfarm.controller.store import _B\n"
+    jobs = modules["hilfarm.controller.job_repository"]
+    assert "_fits_cache" in jobs.private_defined
+    source = ("from hilfarm.controller.job_repository import _B\n"
               "from hilfarm import client\n"
-              "from . import store as st\n"
+              "from . import job_repository as st\n"
               "def f(s):\n"
               "    import hilfarm.agent.service\n"
               "    return st._LeaseStatements, s._fits_cache\n")

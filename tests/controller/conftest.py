@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from hilfarm.controller.server import Controller
-from hilfarm.controller.store import Store
+from hilfarm.controller.app import Repositories, open_repositories
+from hilfarm.controller.database import Database
 from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
@@ -28,11 +29,11 @@ def db_url(request, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.create_schema()
+def store(db_url: str) -> Iterator[Repositories]:
+    s = open_repositories(Database(db_url))
+    s.database.migrate()
     yield s
-    s.close()
+    s.database.close()
 
 
 # ---------------------------------------------------------------- artifacts the controller accepts

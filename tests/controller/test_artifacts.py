@@ -200,7 +200,7 @@ def test_replicas_sharing_an_artifact_store_keep_their_uploads_apart(tmp_path, s
     from hilfarm.controller.models import Artifact
 
     root = tmp_path / "shared"
-    first = ArtifactStore(root, store, replica="replica-a")
+    first = ArtifactStore(root, store.artifact_records, replica="replica-a")
     first.prepare()
     data = onnx_bytes(3 * MIB)
     artifact = Artifact(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), format="onnx",
@@ -214,7 +214,7 @@ def test_replicas_sharing_an_artifact_store_keep_their_uploads_apart(tmp_path, s
     old = os.stat(crashed).st_mtime - STALE_UPLOAD_SECONDS - 60
     os.utime(crashed, (old, old))
 
-    second = ArtifactStore(root, store, replica="replica-b")
+    second = ArtifactStore(root, store.artifact_records, replica="replica-b")
     second.prepare()
     assert not crashed.exists() and not crashed.parent.exists(), "the stale upload and its directory are gone"
     assert upload.tmp.exists(), "the other replica's running upload is left alone"
@@ -232,7 +232,7 @@ def test_a_download_of_a_recorded_artifact_missing_here_says_the_store_must_be_s
     from hilfarm.controller.artifacts import ArtifactStore
     from hilfarm.controller.errors import NotFound
 
-    elsewhere = ArtifactStore(tmp_path / "b", uploader.controller.store)
+    elsewhere = ArtifactStore(tmp_path / "b", uploader.controller.parts.artifact_records)
     with pytest.raises(NotFound) as err:
         elsewhere.open_chunks(sha)
     assert "same artifact store" in str(err.value) and "--artifacts-dir" in str(err.value)

@@ -17,9 +17,9 @@ from alembic import command
 
 from hilfarm.controller import schema
 from hilfarm.controller.models import Artifact, Job, Run
-from hilfarm.controller.regression_store import RegressionStore
 from hilfarm.controller.schema import SchemaError
-from hilfarm.controller.store import Store
+from hilfarm.controller.app import Repositories, open_repositories
+from hilfarm.controller.database import Database
 
 SHA = "c" * 64
 T0 = 1_700_000_000.0
@@ -35,16 +35,16 @@ def tables(url: str) -> set:
         engine.dispose()
 
 
-def revision_of(store: Store):
-    with store.engine.connect() as conn:
+def revision_of(database: Database):
+    with database.engine.connect() as conn:
         return schema.current_revision(conn)
 
 
-def add_rows(store: Store) -> str:
-    store.add_artifact(Artifact(sha256=SHA, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
+def add_rows(store: Repositories) -> str:
+    store.artifact_records.add_artifact(Artifact(sha256=SHA, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
     job = Job(id="job-1", run_id="run-1", model_sha256=SHA, model_name="net.onnx", model_format="onnx",
               device_profile="rpi5", settings={"min_runs": 10}, required_tags=["usb"], created_at=T0)
-    store.add_run(Run(id="run-1", created_at=T0), [job])
+    store.jobs.add_run(Run(id="run-1", created_at=T0), [job])
     return job.id
 
 
@@ -69,16 +69,16 @@ def add_rows_0001(engine: sa.Engine) -> str:
 
 @pytest.fixture
 def fresh(db_url: str):
-    store = Store(db_url)
+    store = open_repositories(Database(db_url))
     yield store
-    store.close()
+    store.database.close()
 
 
-def test_upgrade_from_empty_gives_exactly_the_models_schema(fresh: Store, db_url: str):
-    report = fresh.migrate()
+def test_upgrade_from_empty_gives_exactly_the_models_schema(fresh: Repositories, db_url: str):
+    report = fresh.database.migrate()
     assert (report.before, report.after, report.adopted) == (None, schema.head_revision(), False)
     assert ALL_TABLES <= tables(db_url)
-    with fresh.engine.connect() as conn:
+    with fresh.database.engine.connect() as conn:
         diffs = schema.differences(conn)
         assert diffs == [], (
             "the models differ from the schema the migrations build: add a revision with "
@@ -88,91 +88,91 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(fresh: Store, db_url
             assert types["settings"] == types["result"] == "JSONB"
     # The store works on the migrated schema, and migrating again changes nothing.
     job_id = add_rows(fresh)
-    assert fresh.migrate() == schema.MigrationReport(before=report.after, after=report.after)
-    assert fresh.get_job(job_id).settings == {"min_runs": 10}
+    assert fresh.database.migrate() == schema.MigrationReport(before=report.after, after=report.after)
+    assert fresh.jobs.get_job(job_id).settings == {"min_runs": 10}
 
 
-def test_the_model_check_sees_a_change_that_has_no_revision(fresh: Store):
+def test_the_model_check_sees_a_change_that_has_no_revision(fresh: Repositories):
     """The comparison above would fail if models.py changed without a revision."""
-    fresh.migrate()
+    fresh.database.migrate()
     changed = sa.MetaData()
     for table in schema.target_metadata().sorted_tables:
         table.to_metadata(changed)
     changed.tables["jobs"].append_column(sa.Column("note", sa.String(100), nullable=True))
     sa.Index("ix_agents_hostname", changed.tables["agents"].c.hostname)
     changed.tables["runs"].c.created_at.type = sa.String(32)
-    with fresh.engine.connect() as conn:
+    with fresh.database.engine.connect() as conn:
         described = schema.describe(schema.differences(conn, changed))
     assert "add_column jobs.note" in described
     assert "add_index ix_agents_hostname on agents" in described
     assert "modify_type runs.created_at" in described
 
 
-def test_downgrade_to_base_and_up_again(fresh: Store, db_url: str):
-    fresh.migrate()
-    with fresh.engine.connect() as conn:
+def test_downgrade_to_base_and_up_again(fresh: Repositories, db_url: str):
+    fresh.database.migrate()
+    with fresh.database.engine.connect() as conn:
         command.downgrade(schema.alembic_config(connection=conn), "base")
         conn.commit()
     assert not (tables(db_url) & ALL_TABLES)
-    assert revision_of(fresh) is None
-    assert fresh.migrate().before is None
-    with fresh.engine.connect() as conn:
+    assert revision_of(fresh.database) is None
+    assert fresh.database.migrate().before is None
+    with fresh.database.engine.connect() as conn:
         assert schema.differences(conn) == []
     add_rows(fresh)
 
 
-def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Store, db_url: str):
+def test_a_database_made_by_create_all_is_adopted_with_its_rows(fresh: Repositories, db_url: str):
     initial = initial_schema()
-    initial.create_all(fresh.engine, tables=[initial.tables[n] for n in ALL_TABLES])
-    job_id = add_rows_0001(fresh.engine)
-    with fresh.engine.begin() as conn:
+    initial.create_all(fresh.database.engine, tables=[initial.tables[n] for n in ALL_TABLES])
+    job_id = add_rows_0001(fresh.database.engine)
+    with fresh.database.engine.begin() as conn:
         conn.execute(initial.tables["job_evaluations"].insert().values(
             job_id=job_id, constraint_set="doorbell", budgets=[{"name": "latency_p50", "max": 0.01}]))
 
-    report = fresh.migrate()
+    report = fresh.database.migrate()
     assert (report.before, report.after, report.adopted) == (None, schema.head_revision(), True)
-    assert revision_of(fresh) == schema.head_revision()
-    assert fresh.get_job(job_id).required_tags == ["usb"]
-    assert fresh.get_artifact(SHA).size_bytes == 5 << 30
-    assert RegressionStore(fresh.db).evaluations([job_id])[job_id].constraint_set == "doorbell"
+    assert revision_of(fresh.database) == schema.head_revision()
+    assert fresh.jobs.get_job(job_id).required_tags == ["usb"]
+    assert fresh.artifact_records.get_artifact(SHA).size_bytes == 5 << 30
+    assert fresh.regressions.evaluations([job_id])[job_id].constraint_set == "doorbell"
     # Later revisions moved the old rows along: they are the default project's.
-    assert fresh.get_job(job_id).project == "default" and fresh.artifact_owned(SHA, "default")
-    with fresh.engine.connect() as conn:
+    assert fresh.jobs.get_job(job_id).project == "default" and fresh.artifact_records.artifact_owned(SHA, "default")
+    with fresh.database.engine.connect() as conn:
         assert schema.differences(conn) == []
-    assert fresh.migrate().adopted is False  # stamped: the second start is an ordinary one
+    assert fresh.database.migrate().adopted is False  # stamped: the second start is an ordinary one
 
 
-def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: Store, db_url: str):
+def test_adopting_an_older_create_all_database_adds_the_tables_it_lacked(fresh: Repositories, db_url: str):
     """create_all of the first versions made only the core tables; later ones added the rest."""
     initial = initial_schema()
-    initial.create_all(fresh.engine, tables=[initial.tables[n] for n in CORE_TABLES])
-    job_id = add_rows_0001(fresh.engine)
-    assert fresh.migrate().adopted
+    initial.create_all(fresh.database.engine, tables=[initial.tables[n] for n in CORE_TABLES])
+    job_id = add_rows_0001(fresh.database.engine)
+    assert fresh.database.migrate().adopted
     assert ALL_TABLES <= tables(db_url)
-    assert fresh.get_job(job_id).state == "queued"
-    with fresh.engine.connect() as conn:
+    assert fresh.jobs.get_job(job_id).state == "queued"
+    with fresh.database.engine.connect() as conn:
         assert schema.differences(conn) == []
 
 
-def test_a_create_all_database_that_differs_is_refused_and_left_alone(fresh: Store, db_url: str):
+def test_a_create_all_database_that_differs_is_refused_and_left_alone(fresh: Repositories, db_url: str):
     changed = initial_schema()
     changed.tables["jobs"].append_column(sa.Column("hand_added", sa.Integer, nullable=True))
-    changed.create_all(fresh.engine)
+    changed.create_all(fresh.database.engine)
     with pytest.raises(SchemaError, match=r"(?s)no migration record.*remove_column jobs\.hand_added"):
-        fresh.migrate()
+        fresh.database.migrate()
     assert "alembic_version" not in tables(db_url)
 
 
-def test_a_database_from_a_newer_version_is_refused_and_left_alone(fresh: Store, db_url: str):
-    fresh.migrate()
+def test_a_database_from_a_newer_version_is_refused_and_left_alone(fresh: Repositories, db_url: str):
+    fresh.database.migrate()
     job_id = add_rows(fresh)
-    with fresh.engine.begin() as conn:
+    with fresh.database.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     head = schema.head_revision()
     with pytest.raises(SchemaError, match=rf"revision '0999'.*newest revision is '{head}'.*nothing was changed"):
-        fresh.migrate()
-    assert revision_of(fresh) == "0999"
-    assert fresh.get_job(job_id).settings == {"min_runs": 10}
+        fresh.database.migrate()
+    assert revision_of(fresh.database) == "0999"
+    assert fresh.jobs.get_job(job_id).settings == {"min_runs": 10}
     # The command line says the same and exits 1, without a traceback.
     done = subprocess.run([sys.executable, "-m", "hilfarm.cli", "controller", "migrate", "--db", db_url],
                           capture_output=True, text=True, timeout=60)
@@ -182,8 +182,8 @@ def test_a_database_from_a_newer_version_is_refused_and_left_alone(fresh: Store,
 
 def test_the_controller_migrates_at_start_and_refuses_a_newer_database(make_farm, db_url: str, tmp_path: Path):
     farm = make_farm(db_url=db_url)
-    assert revision_of(farm.controller.store) == schema.head_revision()
-    with farm.controller.store.engine.begin() as conn:
+    assert revision_of(farm.controller.parts.database) == schema.head_revision()
+    with farm.controller.parts.database.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     from hilfarm.controller.server import Controller
 
@@ -192,18 +192,18 @@ def test_the_controller_migrates_at_start_and_refuses_a_newer_database(make_farm
         with pytest.raises(SchemaError, match="'0999'"):
             late.start("127.0.0.1:0")
     finally:
-        late.store.close()
+        late.parts.database.close()
 
 
 REPLICA = """
 import sys, time, pathlib
-from hilfarm.controller.store import Store
-store = Store(sys.argv[1])
+from hilfarm.controller.database import Database
+database = Database(sys.argv[1])
 print("ready", flush=True)
 gate = pathlib.Path(sys.argv[2])
 while not gate.exists():
     time.sleep(0.002)
-print(store.migrate().before, flush=True)
+print(database.migrate().before, flush=True)
 """
 
 
@@ -226,28 +226,28 @@ def test_replicas_starting_at_once_migrate_once(postgres_url: str, tmp_path: Pat
     assert [r.returncode for r in replicas] == [0, 0, 0], [err for _, err in outcomes]
     head = schema.head_revision()
     assert sorted(out.split()[-1] for out, _ in outcomes) == sorted(["None", head, head])
-    store = Store(postgres_url)
+    database = Database(postgres_url)
     try:
-        with store.engine.connect() as conn:
+        with database.engine.connect() as conn:
             assert schema.differences(conn) == []
     finally:
-        store.close()
+        database.close()
 
 
 def test_stores_in_one_process_migrating_at_once(db_url: str):
-    stores = [Store(db_url) for _ in range(3)]
+    databases = [Database(db_url) for _ in range(3)]
     reports: List[schema.MigrationReport] = []
     errors: List[BaseException] = []
-    start = threading.Barrier(len(stores))
+    start = threading.Barrier(len(databases))
 
-    def migrate(store: Store) -> None:
+    def migrate(database: Database) -> None:
         start.wait()
         try:
-            reports.append(store.migrate())
+            reports.append(database.migrate())
         except BaseException as exc:  # reported below with the others
             errors.append(exc)
 
-    threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+    threads = [threading.Thread(target=migrate, args=(d,)) for d in databases]
     for t in threads:
         t.start()
     for t in threads:
@@ -256,19 +256,19 @@ def test_stores_in_one_process_migrating_at_once(db_url: str):
         assert errors == []
         assert sorted(str(r.before) for r in reports) == sorted(["None"] + [schema.head_revision()] * 2)
     finally:
-        for s in stores:
-            s.close()
+        for database in databases:
+            database.close()
 
 
 @pytest.mark.postgres
 def test_a_migration_waits_while_another_replica_holds_the_schema_lock(postgres_url: str):
     holder = sa.create_engine(postgres_url)
-    store = Store(postgres_url)
+    database = Database(postgres_url)
     try:
         with holder.connect() as conn:
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": schema._PG_LOCK_KEY})
             conn.commit()
-            worker = threading.Thread(target=store.migrate)
+            worker = threading.Thread(target=database.migrate)
             worker.start()
             time.sleep(1.0)
             assert worker.is_alive() and "jobs" not in tables(postgres_url)
@@ -276,13 +276,13 @@ def test_a_migration_waits_while_another_replica_holds_the_schema_lock(postgres_
             conn.commit()
             worker.join(30)
         assert not worker.is_alive()
-        assert revision_of(store) == schema.head_revision()
-        with store.engine.connect() as conn:  # the lock went back with the migration
+        assert revision_of(database) == schema.head_revision()
+        with database.engine.connect() as conn:  # the lock went back with the migration
             assert conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": schema._PG_LOCK_KEY}).scalar()
             conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": schema._PG_LOCK_KEY})
             conn.commit()
     finally:
-        store.close()
+        database.close()
         holder.dispose()
 
 
@@ -313,16 +313,16 @@ def test_a_new_revision_is_written_for_a_model_change_and_applies(db_url: str, t
     text = path.read_text()
     assert "note" in text and "ix_agents_hostname" in text and "hilfarm" not in text.split('"""', 2)[2]
 
-    store = Store(db_url)
+    database = Database(db_url)
     try:
-        assert store.migrate().after == following
-        with store.engine.connect() as conn:
+        assert database.migrate().after == following
+        with database.engine.connect() as conn:
             assert schema.differences(conn) == []
             command.downgrade(schema.alembic_config(connection=conn), head)
             conn.commit()
             assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
     finally:
-        store.close()
+        database.close()
 
 
 def test_upgrade_sql_is_written_without_a_database():
@@ -332,13 +332,13 @@ def test_upgrade_sql_is_written_without_a_database():
     assert "CREATE TABLE" not in schema.upgrade_sql("sqlite://", from_revision=schema.head_revision())
 
 
-def test_revision_0003_fills_what_leases_and_metrics_read_and_ends_orphaned_suite_runs(fresh: Store):
+def test_revision_0003_fills_what_leases_and_metrics_read_and_ends_orphaned_suite_runs(fresh: Repositories):
     """A database at 0001 with jobs and a suite run that a thread of an old controller carried."""
-    with fresh.engine.connect() as conn:
+    with fresh.database.engine.connect() as conn:
         command.upgrade(schema.alembic_config(connection=conn), "0001")
         conn.commit()
     t = initial_schema().tables
-    with fresh.engine.begin() as conn:
+    with fresh.database.engine.begin() as conn:
         conn.execute(t["artifacts"].insert().values(sha256=SHA, size_bytes=10, format="onnx", filename="n.onnx",
                                                     created_at=T0))
         conn.execute(t["runs"].insert().values(id="r", created_at=T0))
@@ -357,22 +357,22 @@ def test_revision_0003_fills_what_leases_and_metrics_read_and_ends_orphaned_suit
         conn.execute(t["suite_runs"].insert().values(id="s1", suite="nightly", trigger="nightly", baseline="main",
                                                      state="running", outcome="", started_at=T0, message="",
                                                      accept=False, accepted=False, spec={}))
-    assert fresh.migrate().before == "0001"
-    queued, null = fresh.get_job("queued"), fresh.get_job("null")
+    assert fresh.database.migrate().before == "0001"
+    queued, null = fresh.jobs.get_job("queued"), fresh.jobs.get_job("null")
     assert (queued.required_runtime, queued.required_provider) == ("onnxruntime", "CUDAExecutionProvider")
     assert (null.required_runtime, null.required_provider) == ("null", "")
-    with fresh.engine.connect() as conn:
+    with fresh.database.engine.connect() as conn:
         latest = conn.execute(sa.text("SELECT model_name, device_profile, runtime, job_id FROM latest_results")).all()
         assert [tuple(r) for r in latest] == [("net.onnx", "rpi5", "onnxruntime", "new")]
-    run, _ = RegressionStore(fresh.db).get_suite_run("s1")
+    run, _ = fresh.regressions.get_suite_run("s1")
     assert (run.state, run.outcome, run.stage) == ("finished", "error", "done")
     assert "start the suite again" in run.message
 
 
-def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_figures_absent(fresh: Store):
+def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_figures_absent(fresh: Repositories):
     """Before 0004 a stored result dropped every figure whose value was zero; a figure named in
     ``unavailable`` (by itself or by its section) was not measured."""
-    with fresh.engine.connect() as conn:
+    with fresh.database.engine.connect() as conn:
         command.upgrade(schema.alembic_config(connection=conn), "0003")
         conn.commit()
     t = initial_schema().tables
@@ -383,7 +383,7 @@ def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_f
         "unavailable": [{"field": "memory.baseline_rss_bytes", "reason": "no /proc"},
                         {"field": "power", "reason": "no power sensor"}],
     }
-    with fresh.engine.begin() as conn:
+    with fresh.database.engine.begin() as conn:
         conn.execute(t["artifacts"].insert().values(sha256=SHA, size_bytes=10, format="onnx", filename="n.onnx",
                                                     created_at=T0))
         conn.execute(t["runs"].insert().values(id="r", created_at=T0))
@@ -393,8 +393,8 @@ def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_f
             dict(common, id="old", state="succeeded", finished_at=T0 + 1, result=old),
             dict(common, id="queued", state="queued", finished_at=None, result=None),
         ])
-    assert fresh.migrate().before == "0003"
-    result = fresh.get_job("old").result
+    assert fresh.database.migrate().before == "0003"
+    result = fresh.jobs.get_job("old").result
     latency, memory, thermal = result["latency"], result["memory"], result["thermal"]
     assert latency["p50_seconds"] == 0.01 and latency["samples_ns"] == [10_000_000]
     assert latency["load_seconds"] == 0 and latency["drift_ratio"] == 0 and latency["cv"] == 0
@@ -402,4 +402,4 @@ def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_f
     assert "baseline_rss_bytes" not in memory                     # named unavailable: stays unknown
     assert "power" not in result                                  # a section never reported is not invented
     assert thermal["throttled"] is True and thermal["throttled_fraction"] == 0 and thermal["cooldown_seconds"] == 0
-    assert fresh.get_job("queued").result is None
+    assert fresh.jobs.get_job("queued").result is None

@@ -15,7 +15,7 @@ from hilfarm.controller.models import Job, JobState, SuiteCaseRow, runtime_confi
 from hilfarm.controller.metrics import regression_metric_families
 from hilfarm.controller.regression_service import judge_result
 from hilfarm.controller.regression_store import LAST_ACCEPTED, RegressionStore
-from hilfarm.controller.store import Store
+from hilfarm.controller.app import Repositories
 
 from .conftest import onnx_bytes
 from .test_store_contract import SHA, T0, add_artifact, add_run, lease, register
@@ -25,9 +25,9 @@ BUDGETS = [{"name": "latency.p50", "max": 0.002, "unit": "s"}, {"name": "memory.
 
 
 @pytest.fixture
-def reg(store: Store) -> RegressionStore:
+def reg(store: Repositories) -> RegressionStore:
     add_artifact(store)
-    return RegressionStore(store.db)
+    return store.regressions
 
 
 def judge(s, job: Job) -> None:
@@ -35,15 +35,15 @@ def judge(s, job: Job) -> None:
     judge_result(s, job)
 
 
-def finish(store: Store, job: Job, result: Dict[str, Any], *, now: float, agent: str = "pi-1", on_result=judge) -> Job:
+def finish(store: Repositories, job: Job, result: Dict[str, Any], *, now: float, agent: str = "pi-1", on_result=judge) -> Job:
     """Lease ``job`` (the only queued job of its profile) to ``agent`` and store ``result``."""
     register(store, agent, profile=job.device_profile, now=now)
     leased = lease(store, agent, now=now, lease_seconds=30)
     assert leased is not None and leased.id == job.id
-    ok, message = store.record_result(agent, leased.lease_id, job.id, leased.attempt, result=result, failure=None,
+    ok, message = store.jobs.record_result(agent, leased.lease_id, job.id, leased.attempt, result=result, failure=None,
                                       now=now + 1, on_result=on_result)
     assert ok, message
-    return store.get_job(job.id)
+    return store.jobs.get_job(job.id)
 
 
 def result(p50: float, peak: int = 50_000_000) -> Dict[str, Any]:
@@ -54,7 +54,7 @@ def result(p50: float, peak: int = 50_000_000) -> Dict[str, Any]:
 # ---------------------------------------------------------------- budgets and verdicts
 
 
-def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionStore, store: Store):
+def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionStore, store: Repositories):
     (job,) = add_run(store)
     reg.add_budgets({job.id: BUDGETS}, "doorbell")
     before = reg.evaluations([job.id])[job.id]
@@ -68,12 +68,12 @@ def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionS
     register(store, "pi-1")
     leased = lease(store, "pi-1", now=T0, lease_seconds=30)
     with pytest.raises(RuntimeError, match="disk full"):
-        store.record_result("pi-1", leased.lease_id, job.id, 1, result=result(0.001), failure=None, now=T0 + 1,
+        store.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result=result(0.001), failure=None, now=T0 + 1,
                             on_result=judge_then_fail)
-    assert store.get_job(job.id).job_state is JobState.LEASED and store.get_job(job.id).result is None
+    assert store.jobs.get_job(job.id).job_state is JobState.LEASED and store.jobs.get_job(job.id).result is None
     assert reg.evaluations([job.id])[job.id].verdicts is None
 
-    ok, _ = store.record_result("pi-1", leased.lease_id, job.id, 1, result=result(0.003), failure=None, now=T0 + 2,
+    ok, _ = store.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result=result(0.003), failure=None, now=T0 + 2,
                                 on_result=judge)
     assert ok
     evaluation = reg.evaluations([job.id, job.id, "no-such-job"])
@@ -88,7 +88,7 @@ def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionS
     assert reg.evaluations([]) == {}
 
 
-def test_a_job_without_budgets_gets_no_evaluation(reg: RegressionStore, store: Store):
+def test_a_job_without_budgets_gets_no_evaluation(reg: RegressionStore, store: Repositories):
     (job,) = add_run(store)
     reg.add_budgets({}, "none")
     finish(store, job, result(0.001), now=T0)
@@ -96,7 +96,7 @@ def test_a_job_without_budgets_gets_no_evaluation(reg: RegressionStore, store: S
     assert reg.latest_verdicts() == []
 
 
-def test_latest_verdicts_are_the_newest_judged_job_of_each_model_profile_and_runtime(reg: RegressionStore, store: Store):
+def test_latest_verdicts_are_the_newest_judged_job_of_each_model_profile_and_runtime(reg: RegressionStore, store: Repositories):
     jobs = [add_run(store, ("rpi5",), created_at=T0 + i)[0] for i in range(2)]
     other = add_run(store, ("jetson",), created_at=T0)[0]
     reg.add_budgets({j.id: BUDGETS[:1] for j in jobs + [other]}, "c")
@@ -108,12 +108,12 @@ def test_latest_verdicts_are_the_newest_judged_job_of_each_model_profile_and_run
     waiting = add_run(store, ("rpi5",), created_at=T0 + 40)[0]
     failed = add_run(store, ("rpi5",), created_at=T0 + 50)[0]
     reg.add_budgets({waiting.id: BUDGETS[:1], failed.id: BUDGETS[:1]}, "c")
-    store.cancel_job(failed.id, now=T0 + 60)
+    store.jobs.cancel_job(failed.id, now=T0 + 60)
     latest = {(job.device_profile, job.id): ev.verdicts[0]["status"] for job, ev in reg.latest_verdicts()}
     assert latest == {("rpi5", jobs[1].id): "fail", ("jetson", other.id): "pass"}
 
 
-def test_constraint_pass_metric_reads_the_stored_verdicts(reg: RegressionStore, store: Store):
+def test_constraint_pass_metric_reads_the_stored_verdicts(reg: RegressionStore, store: Repositories):
     (job,) = add_run(store)
     reg.add_budgets({job.id: BUDGETS}, "doorbell")
     finish(store, job, result(0.003), now=T0)
@@ -126,13 +126,13 @@ def test_constraint_pass_metric_reads_the_stored_verdicts(reg: RegressionStore, 
 # ---------------------------------------------------------------- baselines
 
 
-def succeeded(store: Store, profile: str = "rpi5", *, at: float, settings: Optional[dict] = None,
+def succeeded(store: Repositories, profile: str = "rpi5", *, at: float, settings: Optional[dict] = None,
               p50: float = 0.001) -> Job:
     (job,) = add_run(store, (profile,), created_at=at, settings=settings)
     return finish(store, job, result(p50), now=at, agent=f"agent-{profile}")
 
 
-def test_baselines_accept_replace_and_look_up_by_name_and_by_last(reg: RegressionStore, store: Store):
+def test_baselines_accept_replace_and_look_up_by_name_and_by_last(reg: RegressionStore, store: Repositories):
     first, second, third = (succeeded(store, at=T0 + i * 10) for i in range(3))
     config = runtime_config(first)
     assert config == "onnxruntime"
@@ -158,7 +158,7 @@ def test_baselines_accept_replace_and_look_up_by_name_and_by_last(reg: Regressio
     assert reg.find_baseline("main", "net.onnx", "rpi5", "onnxruntime threads=4") is None
 
 
-def test_acceptances_at_the_same_instant_keep_their_order(reg: RegressionStore, store: Store):
+def test_acceptances_at_the_same_instant_keep_their_order(reg: RegressionStore, store: Repositories):
     a, b = succeeded(store, at=T0), succeeded(store, at=T0 + 10)
     for i in range(5):  # clock granularity: the same timestamp twice
         reg.accept("main", [a if i % 2 == 0 else b], suite="", now=T0 + 100)
@@ -166,7 +166,7 @@ def test_acceptances_at_the_same_instant_keep_their_order(reg: RegressionStore, 
     assert [r.job_id for r in reg.list_baselines()] == [a.id]
 
 
-def test_a_baseline_is_kept_per_runtime_configuration(reg: RegressionStore, store: Store):
+def test_a_baseline_is_kept_per_runtime_configuration(reg: RegressionStore, store: Repositories):
     plain = succeeded(store, at=T0)
     tuned = succeeded(store, at=T0 + 10, settings={"threads": 4, "execution_provider": "CPUExecutionProvider",
                                                    "input_shapes": [{"name": "x", "dims": [1, 3, 224, 224]}]})
@@ -235,7 +235,7 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def test_non_finite_numbers_in_documents_read_back_the_same_on_every_backend(reg: RegressionStore, store: Store):
+def test_non_finite_numbers_in_documents_read_back_the_same_on_every_backend(reg: RegressionStore, store: Repositories):
     run = reg.create_suite_run("s", trigger="cli", baseline="main", spec={}, accept=False, now=T0)
     odd = case(run.id, 0)
     odd.values = {"latency.p50": math.inf, "latency.p99": math.nan, "memory.peak": -math.inf, "power.mean": 2.5}
@@ -253,7 +253,7 @@ def test_non_finite_numbers_in_documents_read_back_the_same_on_every_backend(reg
 
     # Stored as the proto3 JSON strings, which PostgreSQL's JSON accepts (it has no NaN numbers).
     import sqlalchemy as sa
-    with store.engine.connect() as conn:
+    with store.database.engine.connect() as conn:
         text = conn.execute(sa.text("SELECT CAST(\"values\" AS TEXT) FROM suite_cases")).scalar()
     assert '"Infinity"' in text and '"NaN"' in text and '"-Infinity"' in text
 
@@ -338,32 +338,32 @@ def test_nightly_runs_are_recorded_on_the_backend(db_url: str, tmp_path: Path):
     model = tmp_path / "det.onnx"
     model.write_bytes(onnx_bytes(1200, b"model bytes "))
     controller = Controller(db_url=db_url, data_dir=tmp_path / "controller")
-    controller.store.create_schema()
-    controller.artifacts.prepare()
+    controller.parts.database.migrate()
+    controller.parts.artifacts.prepare()
     now = [1_800_000_000.0 - 30]  # 30 s before a minute boundary
     suite = SuiteFile(name="nightly-smoke", source=tmp_path / "s.yaml", devices=["no-such-board"], schedule="* * * * *",
                       models=[SuiteModel(path=model, name="det.onnx")], placement_timeout_seconds=0.2)
     try:
-        runner = NightlyRunner(controller.artifacts, controller.suites, [suite], clock=lambda: now[0])
+        runner = NightlyRunner(controller.parts.artifacts, controller.parts.suites, [suite], clock=lambda: now[0])
         assert runner.tick() == []
         now[0] += 31
         (run,) = runner.tick()
         assert runner.tick() == [], "one run per cron slot"
-        controller.suites.join(30)
+        controller.parts.suites.join(30)
         now[0] += 60
         (again,) = runner.tick()
-        controller.suites.join(30)
+        controller.parts.suites.join(30)
         assert runner.entries[0].runs == [run.id, again.id]
-        recorded, cases = controller.regressions.get_suite_run(run.id)
+        recorded, cases = controller.parts.regressions.get_suite_run(run.id)
         assert (recorded.trigger, recorded.state, recorded.outcome) == ("nightly", "finished", "error")
         assert recorded.spec["schedule"] == "* * * * *" and recorded.spec["models"][0]["name"] == "det.onnx"
         assert [(c.model_name, c.device_profile, c.outcome) for c in cases] == [("det.onnx", "no-such-board", "error")]
         assert "no agent took the job within 0.2 s" in cases[0].message
-        assert controller.store.get_job(cases[0].job_id).job_state is JobState.CANCELLED
-        assert [r.id for r in controller.regressions.list_suite_runs(suite="nightly-smoke")] == [again.id, run.id]
-        assert controller.regressions.suite_run_counts() == {("nightly-smoke", "error"): 2}
+        assert controller.parts.jobs.get_job(cases[0].job_id).job_state is JobState.CANCELLED
+        assert [r.id for r in controller.parts.regressions.list_suite_runs(suite="nightly-smoke")] == [again.id, run.id]
+        assert controller.parts.regressions.suite_run_counts() == {("nightly-smoke", "error"): 2}
         # The model file was stored once, under its digest.
-        assert controller.artifacts.stat(recorded.spec["models"][0]["sha256"]) is not None
+        assert controller.parts.artifacts.stat(recorded.spec["models"][0]["sha256"]) is not None
     finally:
-        controller.scheduler.stop()
-        controller.store.close()
+        controller.parts.scheduler.stop()
+        controller.parts.database.close()

@@ -12,7 +12,6 @@ import pytest
 from hilfarm.controller.artifacts import ArtifactStore
 from hilfarm.controller.models import Artifact
 from hilfarm.controller.nightly import NightlyRunner
-from hilfarm.controller.regression_store import RegressionStore
 from hilfarm.controller.scheduler import Scheduler
 from hilfarm.controller.server import Controller
 from hilfarm.controller.suites import SuiteRunner
@@ -48,13 +47,13 @@ def test_a_suite_run_started_by_one_controller_is_finished_by_the_next(make_farm
 
 def test_one_replica_at_a_time_advances_a_suite_run(store, tmp_path):
     now = [1_800_000_000.0]
-    reg = RegressionStore(store.db)
-    artifacts = ArtifactStore(tmp_path / "artifacts", store)
+    reg = store.regressions
+    artifacts = ArtifactStore(tmp_path / "artifacts", store.artifact_records)
     artifacts.prepare()
     model = onnx_bytes(100)
     stored, _, _ = artifacts.receive(Artifact(sha256=hashlib.sha256(model).hexdigest(), size_bytes=len(model),
                                               format="onnx", filename="m.onnx", created_at=0), [model])
-    a, b = (SuiteRunner(store, reg, artifacts, Scheduler(store), clock=lambda: now[0], driver_lease=30,
+    a, b = (SuiteRunner(store.jobs, reg, artifacts, Scheduler(store.jobs, store.agents), clock=lambda: now[0], driver_lease=30,
                         driver_id=name) for name in ("replica-a", "replica-b"))
     run = a.start({"name": "s", "models": [{"sha256": stored.sha256, "name": "m.onnx"}], "device_profiles": ["rpi5"]})
     claimed = a._claim(run.id)
@@ -77,21 +76,21 @@ def test_a_nightly_slot_runs_once_however_many_replicas_read_the_schedule(db_url
                    for i in range(3)]
     try:
         for c in controllers:
-            c.store.create_schema()
-            c.artifacts.prepare()
-        runners = [NightlyRunner(c.artifacts, c.suites, [suite], clock=lambda: now[0]) for c in controllers]
+            c.parts.database.migrate()
+            c.parts.artifacts.prepare()
+        runners = [NightlyRunner(c.parts.artifacts, c.parts.suites, [suite], clock=lambda: now[0]) for c in controllers]
         slot = runners[0].entries[0].next_at
         assert all(r.entries[0].next_at == slot for r in runners)
         now[0] = slot + 1
         started = [run for r in runners for run in r.tick()]
         assert len(started) == 1 and started[0].nightly_slot == slot
-        runs = controllers[0].regressions.list_suite_runs(suite="nightly")
+        runs = controllers[0].parts.regressions.list_suite_runs(suite="nightly")
         assert [r.id for r in runs] == [started[0].id], "the other replicas found the slot taken"
-        jobs = controllers[0].store.list_jobs()
+        jobs = controllers[0].parts.jobs.list_jobs()
         assert len(jobs) == 1, "the replicas that lost the race stored no jobs"
     finally:
         for c in controllers:
-            c.store.close()
+            c.parts.database.close()
 
 
 def test_a_run_and_its_budgets_commit_together(farm, model, monkeypatch):
@@ -114,10 +113,10 @@ def test_a_result_stored_by_a_newer_version_is_served(farm, model):
     agent = farm.agent("pi-1")
     agent.register()
     lease = agent.lease()
-    store = farm.controller.store
+    store = farm.controller.parts
     newer = {"latency": {"p50_seconds": 0.002, "p999_seconds": 0.01}, "repeats": [{"child_pid": 7}],
              "warnings": ["from a newer controller"]}
-    ok, _ = store.record_result("pi-1", lease.lease_id, job.id, 1, result=newer, failure=None, now=time.time())
+    ok, _ = store.jobs.record_result("pi-1", lease.lease_id, job.id, 1, result=newer, failure=None, now=time.time())
     assert ok
     read = farm.job(job.id)
     assert read.result.latency.p50_seconds == 0.002 and list(read.result.warnings) == ["from a newer controller"]

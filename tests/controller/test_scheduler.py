@@ -69,9 +69,9 @@ def test_placement_notes_say_why_each_agent_cannot_take_a_queued_job(farm, model
     (other,) = farm.submit([model], ["rpi5"]).jobs
     # pi-2 leases the oldest job; the other one stays queued.
     assert busy.lease().job.id == queued.id
-    farm.controller.store.register_agent("pi-3", profile="rpi5", tags=[], capabilities={}, hostname="",
+    farm.controller.parts.agents.register_agent("pi-3", profile="rpi5", tags=[], capabilities={}, hostname="",
                                          version="", now=time.time() - 3600)
-    offline_since = time.strftime("%H:%M:%S", time.localtime(farm.controller.store.get_agent("pi-3").last_seen))
+    offline_since = time.strftime("%H:%M:%S", time.localtime(farm.controller.parts.agents.get_agent("pi-3").last_seen))
     notes = list(farm.job(other.id).placement_notes)
     assert notes == [
         "pi-1: no onnxruntime runtime (has tflite 2.14.0)",
@@ -89,9 +89,9 @@ def test_a_job_goes_only_to_an_agent_that_fits(farm, model):
     assert plain.lease(wait=0.2) is None
     with_camera = farm.agent("pi-2", "rpi5", tags=["camera"])
     with_camera.register()
-    farm.controller.store.set_draining("pi-2", True)
+    farm.controller.parts.agents.set_draining("pi-2", True)
     assert with_camera.lease() is None, "a draining agent gets no work"
-    farm.controller.store.set_draining("pi-2", False)
+    farm.controller.parts.agents.set_draining("pi-2", False)
     lease = with_camera.lease()
     assert lease is not None and lease.job.agent_id == "pi-2" and lease.job.state == pb.JOB_STATE_LEASED
 
@@ -150,7 +150,7 @@ def test_list_devices_reports_each_agents_state(make_farm, model_bytes=onnx_byte
         farm.agent(name, "rpi5", capabilities=onnx_capabilities()).register()
     farm.submit([sha], ["rpi5"])
     farm.agent("pi-busy", "rpi5").lease()
-    farm.controller.store.set_draining("pi-drain", True)
+    farm.controller.parts.agents.set_draining("pi-drain", True)
     time.sleep(0.7)  # past three heartbeat intervals for the silent agent
     for name in ("pi-idle", "pi-busy", "pi-drain"):
         assert farm.agent(name).heartbeat(busy=name == "pi-busy")

@@ -144,10 +144,10 @@ def test_watching_a_finished_job_sends_it_once(farm, model):
 
 def test_a_watch_reads_the_database_only_when_its_job_changes_and_stops_with_its_client(farm, model, monkeypatch):
     (job,) = farm.submit([model], ["rpi5"]).jobs
-    store = farm.controller.store
+    jobs = farm.controller.parts.jobs
     reads = []
-    real_get_job = store.get_job
-    monkeypatch.setattr(store, "get_job", lambda job_id, **scope: reads.append(job_id) or real_get_job(job_id, **scope))
+    real_get_job = jobs.get_job
+    monkeypatch.setattr(jobs, "get_job", lambda job_id, **scope: reads.append(job_id) or real_get_job(job_id, **scope))
     call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id))
     assert next(call).id == job.id
     first = len(reads)  # finding the job (a prefix, in the caller's project), then its state
@@ -390,7 +390,7 @@ def test_a_second_controller_on_a_busy_address_refuses_to_start(farm, make_farm,
     second = Controller(data_dir=tmp_path / "second")
     with pytest.raises(CannotListen, match=f"cannot listen on {farm.controller.address}: the address is in use"):
         second.start(farm.controller.address)
-    second.store.close()
+    second.parts.database.close()
     # The first one still answers every call.
     for _ in range(20):
         farm.farm.ListJobs(pb.ListJobsRequest())
@@ -413,7 +413,7 @@ def test_a_busy_metrics_port_is_a_clear_error_and_frees_the_grpc_port(tmp_path):
         controller = Controller(data_dir=tmp_path / "c", metrics_bind=f"127.0.0.1:{port}")
         with pytest.raises(CannotListen, match=f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"):
             controller.start(f"127.0.0.1:{grpc_port}")
-        controller.store.close()
+        controller.parts.database.close()
         again = Controller(data_dir=tmp_path / "d")
         assert again.start(f"127.0.0.1:{grpc_port}") == grpc_port  # the gRPC port was given back
         again.stop()

@@ -1,4 +1,5 @@
-"""The store's contract, run against every backend (a SQLite file and a real PostgreSQL server)."""
+"""The contract of the job, agent and artifact repositories, run against every backend (a SQLite
+file and a real PostgreSQL server)."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +12,9 @@ import pytest
 from hilfarm.controller import wire
 from hilfarm.controller.errors import AmbiguousId, FailedPrecondition, NotFound
 from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run, pin_tag
-from hilfarm.controller.store import Store, allowed_tags_of
+from hilfarm.controller.app import Repositories, open_repositories
+from hilfarm.controller.database import Database
+from hilfarm.controller.job_repository import allowed_tags_of
 from hilfarm.v1 import farm_pb2 as pb
 
 from .test_wire import populate
@@ -24,16 +27,16 @@ ONNX = {"runtimes": [{"name": "onnxruntime", "version": "1.22", "execution_provi
         "cpu_cores": 4}
 
 
-def lease(store: Store, agent_id: str, *, now: float, lease_seconds: float):
+def lease(store: Repositories, agent_id: str, *, now: float, lease_seconds: float):
     """The job the agent leases now, or None."""
-    return store.lease_next(agent_id, now=now, lease_seconds=lease_seconds).job
+    return store.jobs.lease_next(agent_id, now=now, lease_seconds=lease_seconds).job
 
 
-def add_artifact(store: Store, sha: str = SHA) -> None:
-    store.add_artifact(Artifact(sha256=sha, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
+def add_artifact(store: Repositories, sha: str = SHA) -> None:
+    store.artifact_records.add_artifact(Artifact(sha256=sha, size_bytes=5 << 30, format="onnx", filename="net.onnx", created_at=T0))
 
 
-def add_run(store: Store, profiles=("rpi5",), *, created_at: float = T0, max_attempts: int = 3,
+def add_run(store: Repositories, profiles=("rpi5",), *, created_at: float = T0, max_attempts: int = 3,
             tags=(), settings=None) -> List[Job]:
     run = Run(id=uuid.uuid4().hex, created_at=created_at)
     jobs = [
@@ -42,63 +45,63 @@ def add_run(store: Store, profiles=("rpi5",), *, created_at: float = T0, max_att
             max_attempts=max_attempts, created_at=created_at + i * 1e-6)
         for i, p in enumerate(profiles)
     ]
-    store.add_run(run, jobs)
+    store.jobs.add_run(run, jobs)
     return jobs
 
 
-def register(store: Store, agent_id: str, profile: str = "rpi5", now: float = T0):
-    return store.register_agent(agent_id, profile=profile, tags=["lab"], capabilities=ONNX,
+def register(store: Repositories, agent_id: str, profile: str = "rpi5", now: float = T0):
+    return store.agents.register_agent(agent_id, profile=profile, tags=["lab"], capabilities=ONNX,
                                 hostname="h", version="0.1", now=now)
 
 
 @pytest.fixture
-def stored(store: Store) -> Store:
+def stored(store: Repositories) -> Repositories:
     add_artifact(store)
     return store
 
 
-def test_create_schema_is_idempotent_and_keeps_rows(stored: Store, db_url: str):
+def test_create_schema_is_idempotent_and_keeps_rows(stored: Repositories, db_url: str):
     jobs = add_run(stored)
-    stored.create_schema()
-    other = Store(db_url)
-    other.create_schema()
+    stored.database.migrate()
+    other = open_repositories(Database(db_url))
+    other.database.migrate()
     try:
-        assert other.get_job(jobs[0].id).settings == {"min_runs": 10}
-        assert other.get_artifact(SHA).size_bytes == 5 << 30  # beyond 32 bits
+        assert other.jobs.get_job(jobs[0].id).settings == {"min_runs": 10}
+        assert other.artifact_records.get_artifact(SHA).size_bytes == 5 << 30  # beyond 32 bits
     finally:
-        other.close()
+        other.database.close()
 
 
-def test_a_digest_is_recorded_once_and_the_first_record_kept(stored: Store):
+def test_a_digest_is_recorded_once_and_the_first_record_kept(stored: Repositories):
     again = Artifact(sha256=SHA, size_bytes=1, format="tflite", filename="other", created_at=T0 + 5)
-    assert stored.add_artifact(again) is False
-    assert stored.get_artifact(SHA).filename == "net.onnx"
-    assert stored.get_artifact("b" * 64) is None
+    assert stored.artifact_records.add_artifact(again) is False
+    assert stored.artifact_records.get_artifact(SHA).filename == "net.onnx"
+    assert stored.artifact_records.get_artifact("b" * 64) is None
 
 
-def test_runs_and_jobs_read_back_as_stored(stored: Store):
+def test_runs_and_jobs_read_back_as_stored(stored: Repositories):
     jobs = add_run(stored, ("rpi5", "jetson", "x86"), tags=("usb",))
-    run, read = stored.get_run(jobs[0].run_id)
+    run, read = stored.jobs.get_run(jobs[0].run_id)
     assert [j.device_profile for j in read] == ["rpi5", "jetson", "x86"]
     assert read[0].required_tags == ["usb"] and read[0].job_state is JobState.QUEUED and read[0].attempt == 0
     with pytest.raises(NotFound, match="run 'nope'"):
-        stored.get_run("nope")
+        stored.jobs.get_run("nope")
     with pytest.raises(NotFound, match="job 'nope'"):
-        stored.get_job("nope")
+        stored.jobs.get_job("nope")
 
 
-def test_list_jobs_newest_first_filtered_and_limited(stored: Store):
+def test_list_jobs_newest_first_filtered_and_limited(stored: Repositories):
     old = add_run(stored, ("a", "b"), created_at=T0)
     new = add_run(stored, ("c",), created_at=T0 + 10)
-    assert [j.id for j in stored.list_jobs()] == [new[0].id, old[1].id, old[0].id]
-    assert [j.id for j in stored.list_jobs(run_id=old[0].run_id)] == [old[1].id, old[0].id]
-    assert [j.id for j in stored.list_jobs(limit=1)] == [new[0].id]
-    stored.cancel_job(old[0].id, now=T0 + 20)
-    assert [j.id for j in stored.list_jobs(states=[JobState.CANCELLED])] == [old[0].id]
-    assert len(stored.list_jobs(states=[JobState.QUEUED, JobState.CANCELLED])) == 3
+    assert [j.id for j in stored.jobs.list_jobs()] == [new[0].id, old[1].id, old[0].id]
+    assert [j.id for j in stored.jobs.list_jobs(run_id=old[0].run_id)] == [old[1].id, old[0].id]
+    assert [j.id for j in stored.jobs.list_jobs(limit=1)] == [new[0].id]
+    stored.jobs.cancel_job(old[0].id, now=T0 + 20)
+    assert [j.id for j in stored.jobs.list_jobs(states=[JobState.CANCELLED])] == [old[0].id]
+    assert len(stored.jobs.list_jobs(states=[JobState.QUEUED, JobState.CANCELLED])) == 3
 
 
-def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Store):
+def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Repositories):
     register(stored, "pi-1")
     other_profile = add_run(stored, ("jetson",), created_at=T0)
     older = add_run(stored, ("rpi5",), created_at=T0 + 1, tags=("camera",))
@@ -106,13 +109,13 @@ def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Store)
     job = lease(stored, "pi-1", now=T0 + 3, lease_seconds=30)  # pi-1 has no camera
     assert job.id == newer[0].id and job.job_state is JobState.LEASED
     assert (job.agent_id, job.attempt, job.lease_expires_at) == ("pi-1", 1, T0 + 33)
-    assert job.lease_id and stored.get_agent("pi-1").busy
-    assert stored.get_job(other_profile[0].id).job_state is JobState.QUEUED
-    assert stored.get_job(older[0].id).job_state is JobState.QUEUED
-    assert stored.active_jobs_by_agent() == {"pi-1": newer[0].id}
+    assert job.lease_id and stored.agents.get_agent("pi-1").busy
+    assert stored.jobs.get_job(other_profile[0].id).job_state is JobState.QUEUED
+    assert stored.jobs.get_job(older[0].id).job_state is JobState.QUEUED
+    assert stored.jobs.active_jobs_by_agent() == {"pi-1": newer[0].id}
 
 
-def test_a_job_pinned_to_an_agent_goes_to_that_agent_only(stored: Store):
+def test_a_job_pinned_to_an_agent_goes_to_that_agent_only(stored: Repositories):
     """A required tag agent:<id> is every agent's own without declaring it: the pinned job waits
     for that agent (it may need the agent's other tags too), whoever asks first."""
     for agent_id in ("pi-1", "pi-2"):
@@ -123,15 +126,15 @@ def test_a_job_pinned_to_an_agent_goes_to_that_agent_only(stored: Store):
     assert job is not None and job.id == pinned[0].id and job.agent_id == "pi-2"
     needs_more = add_run(stored, ("rpi5",), created_at=T0 + 3, tags=(pin_tag("pi-1"), "camera"))
     assert lease(stored, "pi-1", now=T0 + 4, lease_seconds=30) is None, "pi-1 has no camera"
-    assert stored.get_job(needs_more[0].id).job_state is JobState.QUEUED
+    assert stored.jobs.get_job(needs_more[0].id).job_state is JobState.QUEUED
 
 
-def test_lease_for_an_unregistered_agent_is_refused(stored: Store):
+def test_lease_for_an_unregistered_agent_is_refused(stored: Repositories):
     with pytest.raises(FailedPrecondition, match="must call Register"):
         lease(stored, "ghost", now=T0, lease_seconds=30)
 
 
-def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
+def test_concurrent_leases_never_hand_out_a_job_twice(stored: Repositories):
     for i in range(24):
         add_run(stored, ("rpi5",), created_at=T0 + i)
     agents = [f"pi-{i}" for i in range(4)]
@@ -149,7 +152,7 @@ def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
                     return
                 with lock:
                     leased.append(job.id)
-                ok, _ = stored.record_result(agent_id, job.lease_id, job.id, job.attempt,
+                ok, _ = stored.jobs.record_result(agent_id, job.lease_id, job.id, job.attempt,
                                              result={"warnings": ["x"]}, failure=None, now=time.time())
                 assert ok
         except BaseException as exc:  # surfaced below
@@ -164,219 +167,219 @@ def test_concurrent_leases_never_hand_out_a_job_twice(stored: Store):
     assert len(leased) == 24 and len(set(leased)) == 24
 
 
-def test_heartbeat_renews_the_agents_leases(stored: Store):
+def test_heartbeat_renews_the_agents_leases(stored: Repositories):
     register(stored, "pi-1")
     add_run(stored)
     job = lease(stored, "pi-1", now=T0, lease_seconds=30)
-    assert stored.heartbeat("pi-1", busy=True, now=T0 + 20, lease_seconds=30)
-    assert stored.get_job(job.id).lease_expires_at == T0 + 50
-    assert stored.expire_leases(now=T0 + 40) == []
-    assert stored.heartbeat("ghost", busy=False, now=T0, lease_seconds=30) is False
+    assert stored.agents.heartbeat("pi-1", busy=True, now=T0 + 20, lease_seconds=30)
+    assert stored.jobs.get_job(job.id).lease_expires_at == T0 + 50
+    assert stored.jobs.expire_leases(now=T0 + 40) == []
+    assert stored.agents.heartbeat("ghost", busy=False, now=T0, lease_seconds=30) is False
 
 
-def test_expired_leases_requeue_until_attempts_run_out(stored: Store):
+def test_expired_leases_requeue_until_attempts_run_out(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored, max_attempts=2)
     now = T0
     for attempt in (1, 2):
         leased = lease(stored, "pi-1", now=now, lease_seconds=30)
         assert leased.attempt == attempt
-        assert stored.expire_leases(now=now + 29) == []
-        (changed,) = stored.expire_leases(now=now + 31)
+        assert stored.jobs.expire_leases(now=now + 29) == []
+        (changed,) = stored.jobs.expire_leases(now=now + 31)
         assert changed[0].id == job.id
         now += 100
-    final = stored.get_job(job.id)
+    final = stored.jobs.get_job(job.id)
     assert final.job_state is JobState.FAILED and final.finished_at == T0 + 131
     assert final.failure.category is FailureCategory.INFRASTRUCTURE
     assert "agent pi-1 stopped responding during attempt 2 of 2" in final.failure.message
 
 
-def test_a_requeued_job_has_no_lease_and_a_late_report_of_a_later_started_attempt_is_refused(stored: Store):
+def test_a_requeued_job_has_no_lease_and_a_late_report_of_a_later_started_attempt_is_refused(stored: Repositories):
     register(stored, "pi-1")
     register(stored, "pi-2")
     (job,) = add_run(stored)
     leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
-    stored.expire_leases(now=T0 + 2)
-    queued = stored.get_job(job.id)
+    stored.jobs.expire_leases(now=T0 + 2)
+    queued = stored.jobs.get_job(job.id)
     assert queued.job_state is JobState.QUEUED and queued.lease_id is None and queued.agent_id is None
     again = lease(stored, "pi-2", now=T0 + 3, lease_seconds=30)
     assert again.attempt == 2
-    cancel, why = stored.record_progress("pi-1", leased.lease_id, {"runs_done": 1}, now=T0 + 3, lease_seconds=1)
+    cancel, why = stored.jobs.record_progress("pi-1", leased.lease_id, {"runs_done": 1}, now=T0 + 3, lease_seconds=1)
     assert cancel and "not held" in why
-    ok, message = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 3)
+    ok, message = stored.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 3)
     assert not ok and "stale" in message
-    assert stored.get_job(job.id).agent_id == "pi-2" and stored.get_job(job.id).job_state is JobState.LEASED
+    assert stored.jobs.get_job(job.id).agent_id == "pi-2" and stored.jobs.get_job(job.id).job_state is JobState.LEASED
 
 
-def test_the_late_result_of_a_lost_lease_is_stored_when_no_later_attempt_started(stored: Store):
+def test_the_late_result_of_a_lost_lease_is_stored_when_no_later_attempt_started(stored: Repositories):
     """The agent was away longer than its lease (a network cut, a controller outage) but finished."""
     register(stored, "pi-1")
     (job,) = add_run(stored)
     leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
-    stored.expire_leases(now=T0 + 2)
-    assert stored.get_job(job.id).job_state is JobState.QUEUED
-    ok, message = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={"warnings": ["late"]},
+    stored.jobs.expire_leases(now=T0 + 2)
+    assert stored.jobs.get_job(job.id).job_state is JobState.QUEUED
+    ok, message = stored.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={"warnings": ["late"]},
                                        failure=None, now=T0 + 30)
     assert ok and "stored the result" in message
-    done = stored.get_job(job.id)
+    done = stored.jobs.get_job(job.id)
     assert (done.job_state, done.attempt, done.agent_id, done.result) == (JobState.SUCCEEDED, 1, "pi-1", {"warnings": ["late"]})
     # Only the agent that held the lease may report under it.
-    assert not stored.record_result("pi-2", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 31)[0]
-    assert stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 32) == (
+    assert not stored.jobs.record_result("pi-2", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 31)[0]
+    assert stored.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 32) == (
         True, f"the report of attempt 1 of job {job.id} was already stored")
 
 
-def test_a_last_attempt_failed_for_a_lost_lease_succeeds_with_its_late_result(stored: Store):
+def test_a_last_attempt_failed_for_a_lost_lease_succeeds_with_its_late_result(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored, max_attempts=1)
     leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
-    stored.expire_leases(now=T0 + 2)
-    failed = stored.get_job(job.id)
+    stored.jobs.expire_leases(now=T0 + 2)
+    failed = stored.jobs.get_job(job.id)
     assert failed.job_state is JobState.FAILED and failed.failure.category is FailureCategory.INFRASTRUCTURE
-    ok, _ = stored.record_result("pi-1", leased.lease_id, job.id, 1, result={"warnings": ["late"]}, failure=None,
+    ok, _ = stored.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={"warnings": ["late"]}, failure=None,
                                  now=T0 + 40)
     assert ok
-    done = stored.get_job(job.id)
+    done = stored.jobs.get_job(job.id)
     assert done.job_state is JobState.SUCCEEDED and done.failure is None and done.finished_at == T0 + 40
 
 
-def test_progress_under_a_lost_lease_takes_the_job_back_when_nobody_else_started_it(stored: Store):
+def test_progress_under_a_lost_lease_takes_the_job_back_when_nobody_else_started_it(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored)
     leased = lease(stored, "pi-1", now=T0, lease_seconds=1)
-    stored.expire_leases(now=T0 + 2)
-    assert stored.record_progress("pi-1", leased.lease_id, {"runs_done": 5}, now=T0 + 3, lease_seconds=30) == (False, "")
-    back = stored.get_job(job.id)
+    stored.jobs.expire_leases(now=T0 + 2)
+    assert stored.jobs.record_progress("pi-1", leased.lease_id, {"runs_done": 5}, now=T0 + 3, lease_seconds=30) == (False, "")
+    back = stored.jobs.get_job(job.id)
     assert (back.job_state, back.agent_id, back.lease_id, back.attempt) == (JobState.RUNNING, "pi-1", leased.lease_id, 1)
     assert back.lease_expires_at == T0 + 33
-    assert stored.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)[0]
+    assert stored.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)[0]
 
 
-def test_re_registering_gives_up_the_agents_leases(stored: Store):
+def test_re_registering_gives_up_the_agents_leases(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored)
     lease(stored, "pi-1", now=T0, lease_seconds=30)
-    stored.set_draining("pi-1", True)
+    stored.agents.set_draining("pi-1", True)
     agent, lost = register(stored, "pi-1", now=T0 + 1)
     assert [(j.id, state) for j, state in lost] == [(job.id, JobState.QUEUED)]
     assert agent.draining, "a restart does not undo an operator's drain"
-    assert stored.get_job(job.id).attempt == 1
+    assert stored.jobs.get_job(job.id).attempt == 1
 
 
-def test_progress_marks_running_and_renews_the_lease(stored: Store):
+def test_progress_marks_running_and_renews_the_lease(stored: Repositories):
     register(stored, "pi-1")
     add_run(stored)
     job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     progress = wire.progress_from_pb(populate(pb.Progress()))
-    assert stored.record_progress("pi-1", job.lease_id, progress, now=T0 + 10, lease_seconds=30) == (False, "")
-    read = stored.get_job(job.id)
+    assert stored.jobs.record_progress("pi-1", job.lease_id, progress, now=T0 + 10, lease_seconds=30) == (False, "")
+    read = stored.jobs.get_job(job.id)
     assert read.job_state is JobState.RUNNING and read.lease_expires_at == T0 + 40
     assert wire.progress_to_pb(read.progress) == wire.progress_to_pb(progress)
-    cancel, why = stored.record_progress("pi-2", job.lease_id, progress, now=T0, lease_seconds=30)
+    cancel, why = stored.jobs.record_progress("pi-2", job.lease_id, progress, now=T0, lease_seconds=30)
     assert cancel, "another agent cannot report under this lease"
 
 
-def test_result_is_stored_whole_and_idempotent_by_attempt(stored: Store):
+def test_result_is_stored_whole_and_idempotent_by_attempt(stored: Repositories):
     register(stored, "pi-1")
     add_run(stored)
     job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     result = wire.result_from_pb(populate(pb.BenchmarkResult()))
-    ok, _ = stored.record_result("pi-1", job.lease_id, job.id, 1, result=result, failure=None, now=T0 + 5)
+    ok, _ = stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result=result, failure=None, now=T0 + 5)
     assert ok
-    read = stored.get_job(job.id)
+    read = stored.jobs.get_job(job.id)
     assert read.job_state is JobState.SUCCEEDED and read.finished_at == T0 + 5
     assert wire.result_to_pb(read.result) == wire.result_to_pb(result)
     # The same report again (the agent never saw the answer): accepted, nothing changes.
     failure = Failure(FailureCategory.RUNTIME_CRASH, "crashed")
-    ok, message = stored.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 9)
+    ok, message = stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 9)
     assert ok and "already stored" in message
-    again = stored.get_job(job.id)
+    again = stored.jobs.get_job(job.id)
     assert again.job_state is JobState.SUCCEEDED and again.finished_at == T0 + 5 and again.failure is None
-    ok, message = stored.record_result("pi-1", job.lease_id, job.id, 2, result=result, failure=None, now=T0 + 9)
+    ok, message = stored.jobs.record_result("pi-1", job.lease_id, job.id, 2, result=result, failure=None, now=T0 + 9)
     assert not ok and "attempt 2" in message
 
 
-def test_failure_is_stored_with_its_category_signal_and_detail(stored: Store):
+def test_failure_is_stored_with_its_category_signal_and_detail(stored: Repositories):
     register(stored, "pi-1")
     add_run(stored)
     job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     failure = Failure(FailureCategory.RUNTIME_CRASH, "the runtime died on SIGSEGV", signal=11, detail="tail\n" * 500)
-    assert stored.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 1)[0]
-    read = stored.get_job(job.id)
+    assert stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result=None, failure=failure, now=T0 + 1)[0]
+    read = stored.jobs.get_job(job.id)
     assert read.job_state is JobState.FAILED and read.failure == failure and read.result is None
 
 
-def test_cancel(stored: Store):
+def test_cancel(stored: Repositories):
     register(stored, "pi-1")
     queued, running = add_run(stored, ("x86", "rpi5"))
-    assert stored.cancel_job(queued.id, now=T0 + 1).job_state is JobState.CANCELLED
+    assert stored.jobs.cancel_job(queued.id, now=T0 + 1).job_state is JobState.CANCELLED
     job = lease(stored, "pi-1", now=T0, lease_seconds=30)
     assert job.id == running.id
-    stored.cancel_job(running.id, now=T0 + 2)
-    assert stored.record_progress("pi-1", job.lease_id, {}, now=T0 + 3, lease_seconds=30) == (
+    stored.jobs.cancel_job(running.id, now=T0 + 2)
+    assert stored.jobs.record_progress("pi-1", job.lease_id, {}, now=T0 + 3, lease_seconds=30) == (
         True, f"job {running.id} was cancelled")
-    ok, message = stored.record_result("pi-1", job.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)
+    ok, message = stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)
     assert not ok and "cancelled" in message
-    assert stored.get_job(running.id).result is None
+    assert stored.jobs.get_job(running.id).result is None
     with pytest.raises(FailedPrecondition, match="already cancelled"):
-        stored.cancel_job(running.id, now=T0 + 5)
+        stored.jobs.cancel_job(running.id, now=T0 + 5)
     with pytest.raises(NotFound):
-        stored.cancel_job("nope", now=T0)
+        stored.jobs.cancel_job("nope", now=T0)
 
 
-def test_a_unique_prefix_of_a_job_id_names_the_job_as_in_git(stored: Store):
+def test_a_unique_prefix_of_a_job_id_names_the_job_as_in_git(stored: Repositories):
     run = Run(id=uuid.uuid4().hex, created_at=T0)
     ids = ["5eed" + "0" * 27 + "1", "5eed" + "1" * 28, "c0ffee" + "2" * 26]
-    stored.add_run(run, [Job(id=i, run_id=run.id, model_sha256=SHA, model_name=f"m{n}.onnx", model_format="onnx",
+    stored.jobs.add_run(run, [Job(id=i, run_id=run.id, model_sha256=SHA, model_name=f"m{n}.onnx", model_format="onnx",
                              device_profile="rpi5", settings={}, max_attempts=1, created_at=T0 + n)
                          for n, i in enumerate(ids)])
-    assert stored.get_job(ids[2]).id == ids[2]          # the whole id
-    assert stored.get_job("c0ff").id == ids[2]          # four characters are enough when unique
-    assert stored.get_job("C0FFEE22").id == ids[2]      # hex in either case
-    assert stored.get_job("5eed1").id == ids[1]
+    assert stored.jobs.get_job(ids[2]).id == ids[2]          # the whole id
+    assert stored.jobs.get_job("c0ff").id == ids[2]          # four characters are enough when unique
+    assert stored.jobs.get_job("C0FFEE22").id == ids[2]      # hex in either case
+    assert stored.jobs.get_job("5eed1").id == ids[1]
     with pytest.raises(AmbiguousId) as ambiguous:
-        stored.get_job("5eed")
+        stored.jobs.get_job("5eed")
     # Every candidate is named with what it is, so the person can pick one.
     assert ids[0] in str(ambiguous.value) and ids[1] in str(ambiguous.value)
     assert "m0.onnx on rpi5" in str(ambiguous.value) and "more characters" in str(ambiguous.value)
     with pytest.raises(NotFound, match="at least 4 hex characters"):
-        stored.get_job("c0f")
+        stored.jobs.get_job("c0f")
     with pytest.raises(NotFound, match=r"'dead' does not exist on this controller \(no job id starts with it\)"):
-        stored.get_job("dead")
+        stored.jobs.get_job("dead")
     with pytest.raises(NotFound):
-        stored.get_job("5eed%")  # not a prefix: LIKE wildcards are never wildcards here
+        stored.jobs.get_job("5eed%")  # not a prefix: LIKE wildcards are never wildcards here
     # Cancel takes a prefix too, and answers with the whole id.
-    assert stored.cancel_job("c0ffee", now=T0 + 9).id == ids[2]
+    assert stored.jobs.cancel_job("c0ffee", now=T0 + 9).id == ids[2]
     with pytest.raises(AmbiguousId):
-        stored.cancel_job("5eed", now=T0 + 9)
-    assert stored.get_job(ids[0]).job_state is JobState.QUEUED
+        stored.jobs.cancel_job("5eed", now=T0 + 9)
+    assert stored.jobs.get_job(ids[0]).job_state is JobState.QUEUED
 
 
-def test_agents_register_update_and_drain(stored: Store):
+def test_agents_register_update_and_drain(stored: Repositories):
     register(stored, "pi-1")
     capabilities = populate(pb.Capabilities())
-    stored.register_agent("pi-1", profile="rpi4", tags=["a", "b"],
+    stored.agents.register_agent("pi-1", profile="rpi4", tags=["a", "b"],
                                      capabilities=wire.capabilities_from_pb(capabilities),
                                      hostname="pi", version="0.2", now=T0 + 5)
-    read = stored.get_agent("pi-1")
+    read = stored.agents.get_agent("pi-1")
     assert (read.profile, read.tags, read.version, read.last_seen) == ("rpi4", ["a", "b"], "0.2", T0 + 5)
     assert wire.capabilities_to_pb(read.capabilities) == capabilities
-    assert stored.set_draining("pi-1", True).draining
-    assert [a.id for a in stored.list_agents()] == ["pi-1"]
+    assert stored.agents.set_draining("pi-1", True).draining
+    assert [a.id for a in stored.agents.list_agents()] == ["pi-1"]
     with pytest.raises(NotFound, match="never registered"):
-        stored.set_draining("ghost", True)
+        stored.agents.set_draining("ghost", True)
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'sub' / 'farm.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'sub' / 'farm.db'}")
     try:
-        store.create_schema()
-        with store.engine.connect() as conn:
+        database.migrate()
+        with database.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
-        store.close()
+        database.close()
 
 
 def test_the_default_database_is_sqlite_in_the_users_data_dir(tmp_path, monkeypatch):
@@ -387,12 +390,12 @@ def test_the_default_database_is_sqlite_in_the_users_data_dir(tmp_path, monkeypa
     try:
         assert controller.data_dir == tmp_path / "hilfarm"
         assert controller.db_url == f"sqlite:///{tmp_path / 'hilfarm' / 'hilfarm.db'}"
-        assert controller.artifacts.root == tmp_path / "hilfarm" / "artifacts"
+        assert controller.parts.artifacts.root == tmp_path / "hilfarm" / "artifacts"
     finally:
-        controller.store.close()
+        controller.parts.database.close()
 
 
-def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored: Store):
+def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored: Repositories):
     agents = [f"pi-{i}" for i in range(4)]
     for a in agents:
         register(stored, a)
@@ -416,16 +419,16 @@ def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored
             job = lease(stored, agent_id, now=time.time(), lease_seconds=0.05)
             if job is None:
                 return
-            stored.record_progress(agent_id, job.lease_id, {"runs_done": 1}, now=time.time(), lease_seconds=0.05)
-            stored.heartbeat(agent_id, busy=True, now=time.time(), lease_seconds=0.05)
-            stored.record_result(agent_id, job.lease_id, job.id, job.attempt, result={}, failure=None, now=time.time())
+            stored.jobs.record_progress(agent_id, job.lease_id, {"runs_done": 1}, now=time.time(), lease_seconds=0.05)
+            stored.agents.heartbeat(agent_id, busy=True, now=time.time(), lease_seconds=0.05)
+            stored.jobs.record_result(agent_id, job.lease_id, job.id, job.attempt, result={}, failure=None, now=time.time())
 
     @guarded
     def churn() -> None:
         while not done.is_set():
-            stored.expire_leases(now=time.time())
+            stored.jobs.expire_leases(now=time.time())
             for a in agents:
-                stored.heartbeat(a, busy=False, now=time.time(), lease_seconds=0.05)
+                stored.agents.heartbeat(a, busy=False, now=time.time(), lease_seconds=0.05)
             register(stored, agents[0], now=time.time())
 
     threads = [threading.Thread(target=agent_loop, args=(a,)) for a in agents]
@@ -437,11 +440,11 @@ def test_agents_reporting_heartbeating_and_leasing_at_once_never_deadlock(stored
     done.set()
     threads[-1].join(10)
     assert not errors, errors
-    states = {j.job_state for j in stored.list_jobs(limit=100)}
+    states = {j.job_state for j in stored.jobs.list_jobs(limit=100)}
     assert states <= {JobState.SUCCEEDED, JobState.FAILED, JobState.QUEUED}
 
 
-def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Store):
+def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Repositories):
     """The SQL that leases and scheduler.accepts, which explains placements, agree on every
     combination of profile, tags, runtime and execution provider."""
     import itertools
@@ -464,7 +467,7 @@ def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Store
         job = Job(id=uuid.uuid4().hex, run_id=run.id, model_sha256=SHA, model_name="m", model_format=fmt,
                   device_profile=profile, settings=dict(settings, min_runs=1), required_tags=list(tags),
                   created_at=T0 + i)
-        stored.add_run(run, [job])
+        stored.jobs.add_run(run, [job])
         jobs.append(job)
     agents = [
         Agent(id=f"a{i}", profile=profile, tags=list(tags), capabilities={"runtimes": runtimes},
@@ -474,11 +477,11 @@ def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Store
             ([], [onnx("CPUExecutionProvider")], [onnx("CPUExecutionProvider", "CUDAExecutionProvider"), tflite],
              [{"name": "null"}, tflite])))
     ]
-    stored_jobs = {j.id: stored.get_job(j.id) for j in jobs}
+    stored_jobs = {j.id: stored.jobs.get_job(j.id) for j in jobs}
     sizes = []
     for agent in agents:
-        fits = stored._lease_statements(agent.profile, agent.tags, agent.capabilities).fits
-        with stored.engine.connect() as conn:
+        fits = stored.jobs._lease_statements(agent.profile, agent.tags, agent.capabilities).fits
+        with stored.database.engine.connect() as conn:
             matched = {row.id for row in conn.execute(sa.select(Job.__table__.c.id).where(fits),
                                                       {"allowed_tags": allowed_tags_of(agent.id, agent.tags)})}
         expected = {j.id for j in stored_jobs.values() if accepts(agent, j, now=T0)[0]}

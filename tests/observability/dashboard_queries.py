@@ -79,15 +79,16 @@ def exported_metric_names() -> Set[str]:
     import tempfile
 
     from hilfarm.controller.metrics import ControllerMetrics
-    from hilfarm.controller.store import Store
+    from hilfarm.controller.app import open_repositories
+    from hilfarm.controller.database import Database
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/farm.db")
-        store.create_schema()
+        store = open_repositories(Database(f"sqlite:///{tmp}/farm.db"))
+        store.database.migrate()
         try:
-            families = list(ControllerMetrics(store, heartbeat_interval=5).registry.collect())
+            families = list(ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5).registry.collect())
         finally:
-            store.close()
+            store.database.close()
     names: Set[str] = set()
     for family in families:
         if family.type == "counter":

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hilfarm.controller.metrics import ControllerMetrics
 from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, Run
-from hilfarm.controller.store import Store
+from hilfarm.controller.app import Repositories, open_repositories
+from hilfarm.controller.database import Database
 
 Sample = Tuple[str, Dict[str, str], float]
 
@@ -58,11 +59,11 @@ RESULT = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    st = Store(f"sqlite:///{tmp_path / 'farm.db'}")
-    st.create_schema()
+def store(tmp_path: Path) -> Repositories:
+    st = open_repositories(Database(f"sqlite:///{tmp_path / 'farm.db'}"))
+    st.database.migrate()
     yield st
-    st.close()
+    st.database.close()
 
 
 ONNX = {"runtimes": [{"name": "onnxruntime", "version": "1.22"}]}
@@ -73,9 +74,9 @@ def _job(job_id: str, run_id: str, profile: str, created: float, name: str = "ml
                device_profile=profile, created_at=created, max_attempts=1)
 
 
-def _populate(store: Store, now: float) -> None:
-    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=12345, format="onnx", filename="mlp.onnx", created_at=now))
-    store.add_run(Run(id="r1", created_at=now - 100), [
+def _populate(store: Repositories, now: float) -> None:
+    store.artifact_records.add_artifact(Artifact(sha256="a" * 64, size_bytes=12345, format="onnx", filename="mlp.onnx", created_at=now))
+    store.jobs.add_run(Run(id="r1", created_at=now - 100), [
         _job("j-ok", "r1", "rpi5", now - 100),
         _job("j-fail", "r1", "rpi5", now - 99),
         _job("j-run", "r1", "rpi5", now - 98),
@@ -83,16 +84,16 @@ def _populate(store: Store, now: float) -> None:
         _job("j-queued-jetson", "r1", "jetson", now - 30),
     ])
     for agent in ("rpi5-01", "rpi5-02", "rpi5-03"):
-        store.register_agent(agent, profile="rpi5", tags=[], capabilities=ONNX, hostname=agent, version="1", now=now)
+        store.agents.register_agent(agent, profile="rpi5", tags=[], capabilities=ONNX, hostname=agent, version="1", now=now)
     # Leases go oldest first: j-ok, j-fail, j-run.
-    ok = store.lease_next("rpi5-01", now=now - 12, lease_seconds=600).job
-    store.record_result("rpi5-01", ok.lease_id, ok.id, ok.attempt, result=RESULT, failure=None, now=now - 4)
-    bad = store.lease_next("rpi5-02", now=now - 12, lease_seconds=600).job
-    store.record_result("rpi5-02", bad.lease_id, bad.id, bad.attempt, result=None,
+    ok = store.jobs.lease_next("rpi5-01", now=now - 12, lease_seconds=600).job
+    store.jobs.record_result("rpi5-01", ok.lease_id, ok.id, ok.attempt, result=RESULT, failure=None, now=now - 4)
+    bad = store.jobs.lease_next("rpi5-02", now=now - 12, lease_seconds=600).job
+    store.jobs.record_result("rpi5-02", bad.lease_id, bad.id, bad.attempt, result=None,
                         failure=Failure(FailureCategory.OUT_OF_MEMORY, "too big"), now=now - 3)
-    run = store.lease_next("rpi5-03", now=now - 3, lease_seconds=600).job
+    run = store.jobs.lease_next("rpi5-03", now=now - 3, lease_seconds=600).job
     assert (ok.id, bad.id, run.id) == ("j-ok", "j-fail", "j-run")
-    store.record_progress("rpi5-03", run.lease_id, {
+    store.jobs.record_progress("rpi5-03", run.lease_id, {
         "phase": "measuring",
         "telemetry": [
             {"t": 1.0, "sensor": "sim", "quantity": "temperature_celsius", "channel": "cpu-thermal", "value": 50.0, "simulated": True},
@@ -103,13 +104,13 @@ def _populate(store: Store, now: float) -> None:
         ],
     }, now=now - 2, lease_seconds=600)
     # A fourth agent that stopped calling long ago.
-    store.register_agent("rpi5-04", profile="rpi5", tags=[], capabilities={}, hostname="x", version="1", now=now - 3600)
+    store.agents.register_agent("rpi5-04", profile="rpi5", tags=[], capabilities={}, hostname="x", version="1", now=now - 3600)
 
 
-def test_farm_health_results_and_telemetry(store: Store) -> None:
+def test_farm_health_results_and_telemetry(store: Repositories) -> None:
     now = time.time()
     _populate(store, now)
-    samples = scrape(ControllerMetrics(store, heartbeat_interval=5))
+    samples = scrape(ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5))
 
     assert one(samples, "hilfarm_store_up") == 1
     assert one(samples, "hilfarm_agents", state="busy", device_profile="rpi5") == 1
@@ -149,11 +150,11 @@ def test_farm_health_results_and_telemetry(store: Store) -> None:
             assert not value.startswith(("j-", "r1")), (name, labels)
 
 
-def test_replicas_agree_and_a_restart_keeps_the_gauges(store: Store) -> None:
+def test_replicas_agree_and_a_restart_keeps_the_gauges(store: Repositories) -> None:
     now = time.time()
     _populate(store, now)
-    first = ControllerMetrics(store, heartbeat_interval=5, clock=lambda: now)
-    second = ControllerMetrics(store, heartbeat_interval=5, clock=lambda: now)
+    first = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5, clock=lambda: now)
+    second = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5, clock=lambda: now)
     def farm(metrics: ControllerMetrics) -> list:
         # Only what the store-reading collector yields: event counters are per process by design.
         return sorted((s.name, sorted(s.labels.items()), s.value)
@@ -164,22 +165,22 @@ def test_replicas_agree_and_a_restart_keeps_the_gauges(store: Store) -> None:
     assert any(n == "hilfarm_jobs_total" for n, _, _ in scrape(second))
 
 
-def test_newest_result_per_model_device_runtime_wins(store: Store) -> None:
+def test_newest_result_per_model_device_runtime_wins(store: Repositories) -> None:
     now = time.time()
     _populate(store, now)
-    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    metrics = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5)
     assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.002)
-    store.cancel_job("j-queued", now=now)
-    store.add_run(Run(id="r2", created_at=now), [_job("j-new", "r2", "rpi5", now)])
+    store.jobs.cancel_job("j-queued", now=now)
+    store.jobs.add_run(Run(id="r2", created_at=now), [_job("j-new", "r2", "rpi5", now)])
     faster = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": 0.0015}}
-    job = store.lease_next("rpi5-01", now=now, lease_seconds=60).job
+    job = store.jobs.lease_next("rpi5-01", now=now, lease_seconds=60).job
     assert job.id == "j-new"
-    store.record_result("rpi5-01", job.lease_id, job.id, job.attempt, result=faster, failure=None, now=now + 1)
+    store.jobs.record_result("rpi5-01", job.lease_id, job.id, job.attempt, result=faster, failure=None, now=now + 1)
     assert one(scrape(metrics), "hilfarm_inference_latency_seconds", quantile="0.5", device_profile="rpi5") == pytest.approx(0.0015)
 
 
-def test_http_endpoint_serves_the_registry(store: Store) -> None:
-    metrics = ControllerMetrics(store, heartbeat_interval=5)
+def test_http_endpoint_serves_the_registry(store: Repositories) -> None:
+    metrics = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5)
     port = metrics.start_http("127.0.0.1:0")
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -189,25 +190,25 @@ def test_http_endpoint_serves_the_registry(store: Store) -> None:
     assert "hilfarm_grpc_server_handling_seconds" in body
 
 
-def test_bad_metrics_address_names_the_problem(store: Store) -> None:
+def test_bad_metrics_address_names_the_problem(store: Repositories) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
-        ControllerMetrics(store, heartbeat_interval=5).start_http("localhost")
+        ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5).start_http("localhost")
 
 
 def test_database_down_still_answers_with_store_up_zero(tmp_path: Path) -> None:
-    st = Store(f"sqlite:///{tmp_path / 'never-created' / 'x.db'}")  # no schema: every query fails
-    samples = scrape(ControllerMetrics(st, heartbeat_interval=5))
+    st = open_repositories(Database(f"sqlite:///{tmp_path / 'never-created' / 'x.db'}"))  # no schema: every query fails
+    samples = scrape(ControllerMetrics(st.jobs, st.regressions, heartbeat_interval=5))
     assert one(samples, "hilfarm_store_up") == 0
 
 
-def test_a_mistyped_profile_leaves_the_labels_once_its_jobs_are_cancelled(store: Store) -> None:
+def test_a_mistyped_profile_leaves_the_labels_once_its_jobs_are_cancelled(store: Repositories) -> None:
     now = time.time()
     _populate(store, now)
-    store.add_run(Run(id="r2", created_at=now), [_job("j-typo", "r2", "locl", now)])
-    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    store.jobs.add_run(Run(id="r2", created_at=now), [_job("j-typo", "r2", "locl", now)])
+    metrics = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5)
     # While it waits, the queue shows it: that is what a stuck-queue alert needs to see.
     assert one(scrape(metrics), "hilfarm_jobs_queued", device_profile="locl") == 1
-    store.cancel_job("j-typo", now=now + 1)
+    store.jobs.cancel_job("j-typo", now=now + 1)
     samples = scrape(metrics)
     assert [ls for _, ls, _ in samples if ls.get("device_profile") == "locl"] == []
     # Profiles that have agents keep every series, and a queued job for a profile without
@@ -217,36 +218,36 @@ def test_a_mistyped_profile_leaves_the_labels_once_its_jobs_are_cancelled(store:
     assert one(samples, "hilfarm_jobs_total", outcome="failed", reason="out_of_memory") == 1
 
 
-def _finish(store: Store, job_id: str, name: str, finished: float, p50: float = 0.002) -> None:
-    store.add_run(Run(id=f"run-{job_id}", created_at=finished - 1), [_job(job_id, f"run-{job_id}", "rpi5", finished - 1, name)])
-    leased = store.lease_next("rpi5-01", now=finished - 1, lease_seconds=60).job
+def _finish(store: Repositories, job_id: str, name: str, finished: float, p50: float = 0.002) -> None:
+    store.jobs.add_run(Run(id=f"run-{job_id}", created_at=finished - 1), [_job(job_id, f"run-{job_id}", "rpi5", finished - 1, name)])
+    leased = store.jobs.lease_next("rpi5-01", now=finished - 1, lease_seconds=60).job
     assert leased.id == job_id
     result = {**RESULT, "latency": {**RESULT["latency"], "p50_seconds": p50}}
-    assert store.record_result("rpi5-01", leased.lease_id, job_id, 1, result=result, failure=None, now=finished)[0]
+    assert store.jobs.record_result("rpi5-01", leased.lease_id, job_id, 1, result=result, failure=None, now=finished)[0]
 
 
-def test_the_model_label_is_bounded_to_the_models_with_the_newest_results(store: Store) -> None:
+def test_the_model_label_is_bounded_to_the_models_with_the_newest_results(store: Repositories) -> None:
     now = time.time()
-    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
-    store.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
+    store.artifact_records.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
+    store.agents.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
     for i, name in enumerate(("old.onnx", "mid.onnx", "new.onnx")):
         _finish(store, f"j{i}", name, now + i)
-    samples = scrape(ControllerMetrics(store, heartbeat_interval=5, max_models=2))
+    samples = scrape(ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5, max_models=2))
     for family in ("hilfarm_inference_latency_seconds", "hilfarm_model_jobs_total"):
         assert {ls["model"] for n, ls, _ in samples if n == family} == {"mid.onnx", "new.onnx"}, family
     assert one(samples, "hilfarm_jobs_total", outcome="succeeded", reason="ok") == 3, "farm totals still count every job"
 
 
-def test_a_scrape_reads_the_new_result_only_not_every_stored_result(store: Store) -> None:
+def test_a_scrape_reads_the_new_result_only_not_every_stored_result(store: Repositories) -> None:
     """A new result costs the next scrape one document read, however many results are stored."""
     import sqlalchemy as sa
 
     now = time.time()
-    store.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
-    store.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
+    store.artifact_records.add_artifact(Artifact(sha256="a" * 64, size_bytes=1, format="onnx", filename="m", created_at=now))
+    store.agents.register_agent("rpi5-01", profile="rpi5", tags=[], capabilities=ONNX, hostname="h", version="1", now=now)
     for i in range(40):
         _finish(store, f"old-{i}", "mlp.onnx", now + i)
-    metrics = ControllerMetrics(store, heartbeat_interval=5)
+    metrics = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5)
     scrape(metrics)
     _finish(store, "newest", "mlp.onnx", now + 100, p50=0.0042)
     statements: List[Tuple[str, object]] = []
@@ -254,11 +255,11 @@ def test_a_scrape_reads_the_new_result_only_not_every_stored_result(store: Store
     def record(conn, cursor, statement, parameters, context, executemany):
         statements.append((statement, parameters))
 
-    sa.event.listen(store.engine, "before_cursor_execute", record)
+    sa.event.listen(store.database.engine, "before_cursor_execute", record)
     try:
         samples = scrape(metrics)
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", record)
+        sa.event.remove(store.database.engine, "before_cursor_execute", record)
     assert one(samples, "hilfarm_inference_latency_seconds", quantile="0.5") == pytest.approx(0.0042)
     reads = [(s, p) for s, p in statements if "jobs.result" in s and "FROM jobs" in s]
     assert len(reads) == 1 and "newest" in str(reads[0][1]), reads

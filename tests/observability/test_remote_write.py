@@ -20,7 +20,8 @@ from hilfarm.controller.remote_write import (
     snappy_compress,
     snappy_decompress,
 )
-from hilfarm.controller.store import Store
+from hilfarm.controller.app import open_repositories
+from hilfarm.controller.database import Database
 
 from .promserver import Prometheus
 
@@ -59,23 +60,23 @@ def test_figures_arrive_with_their_own_timestamp(tmp_path: Path) -> None:
 
 
 def test_reported_results_are_sent_by_the_controller_metrics(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'farm.db'}")
-    store.create_schema()
+    store = open_repositories(Database(f"sqlite:///{tmp_path / 'farm.db'}"))
+    store.database.migrate()
     now = time.time()
-    store.add_artifact(Artifact(sha256="b" * 64, size_bytes=1, format="onnx", filename="x.onnx", created_at=now))
-    store.add_run(Run(id="r", created_at=now), [Job(id="j", run_id="r", model_sha256="b" * 64, model_name="x.onnx",
+    store.artifact_records.add_artifact(Artifact(sha256="b" * 64, size_bytes=1, format="onnx", filename="x.onnx", created_at=now))
+    store.jobs.add_run(Run(id="r", created_at=now), [Job(id="j", run_id="r", model_sha256="b" * 64, model_name="x.onnx",
                                                     model_format="onnx", device_profile="local", created_at=now)])
-    store.register_agent("a1", profile="local", tags=[], capabilities={"runtimes": [{"name": "onnxruntime"}]},
+    store.agents.register_agent("a1", profile="local", tags=[], capabilities={"runtimes": [{"name": "onnxruntime"}]},
                          hostname="h", version="1", now=now)
-    job = store.lease_next("a1", now=now, lease_seconds=60).job
+    job = store.jobs.lease_next("a1", now=now, lease_seconds=60).job
     finished = now - 30
-    store.record_result("a1", job.lease_id, job.id, job.attempt, failure=None, now=finished, result={
+    store.jobs.record_result("a1", job.lease_id, job.id, job.attempt, failure=None, now=finished, result={
         "latency": {"p50_seconds": 0.004, "samples_ns": [4_000_000]},
         "environment": {"runtime": "onnxruntime"},
     })
     with Prometheus(tmp_path / "prom", remote_write_receiver=True) as prom:
         writer = RemoteWriter(f"{prom.url}/api/v1/write")
-        metrics = ControllerMetrics(store, heartbeat_interval=5, remote_write=writer)
+        metrics = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5, remote_write=writer)
         writer.start()
         try:
             metrics.result_reported("j", job.attempt)
@@ -89,7 +90,7 @@ def test_reported_results_are_sent_by_the_controller_metrics(tmp_path: Path) -> 
         sent = [s for s in metrics.scrape_text().splitlines() if s.startswith('hilfarm_remote_write_samples_total{outcome="sent"}')]
         assert sent and float(sent[0].split()[-1]) >= 1
         assert 'hilfarm_job_duration_seconds_count{device_profile="local",outcome="succeeded"} 1.0' in metrics.scrape_text()
-    store.close()
+    store.database.close()
 
 
 def test_unreachable_store_is_retryable_and_named(tmp_path: Path) -> None:

@@ -108,12 +108,12 @@ def test_junit_xml_maps_outcomes_to_failures_errors_and_skips():
 def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
     from hilfarm.controller.metrics import regression_metric_families
     from hilfarm.controller.models import SuiteCaseRow
+    from hilfarm.controller.database import Database
     from hilfarm.controller.regression_store import RegressionStore
-    from hilfarm.controller.store import Store
 
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    store.create_schema()
-    reg = RegressionStore(store.db)
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    database.migrate()
+    reg = RegressionStore(database)
     for i, outcome in enumerate(["pass", "regression"]):
         run = reg.create_suite_run("vision", trigger="nightly", baseline="main", spec={}, accept=False, now=100.0 + i)
         run.state, run.outcome = "finished", "pass" if outcome == "pass" else "fail"
@@ -134,7 +134,7 @@ def test_metric_families_show_the_newest_case_and_run_counts(tmp_path):
     runs = {(s.labels["suite"], s.labels["outcome"]): s.value for s in families["hilfarm_suite_runs"].samples
             if s.name.endswith("_total")}
     assert runs == {("vision", "fail"): 1.0, ("vision", "pass"): 1.0, ("demo", "pass"): 1.0}
-    store.close()
+    database.close()
 
 
 def test_junit_and_markdown_say_inconclusive_and_simulated():

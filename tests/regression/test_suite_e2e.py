@@ -170,7 +170,7 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     from hilfarm.controller.models import pin_tag
 
     controller = farm.controller
-    runner = controller.suites
+    runner = controller.parts.suites
     profile = farm.local_profile()
     with FarmClient(farm.address) as client:
         sha = client.upload(models["fast"]).sha256
@@ -182,10 +182,10 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     try:
         run = runner.start(spec, project="default")
         deadline = time.monotonic() + 120
-        while not all(j.job_state.finished for j in controller.store.get_jobs(run.job_ids)):
+        while not all(j.job_state.finished for j in controller.parts.jobs.get_jobs(run.job_ids)):
             assert time.monotonic() < deadline, "the suite's job did not finish"
             time.sleep(0.2)
-        (job,) = controller.store.get_jobs(run.job_ids)
+        (job,) = controller.parts.jobs.get_jobs(run.job_ids)
         assert job.state == "succeeded" and job.agent_id
         claimed = runner._claim(run.id)
         assert claimed is not None
@@ -196,9 +196,9 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
         assert runner.join(240, run_ids=[run.id]), "the confirmation finished"
     finally:
         runner.start_driving()
-    done, (case,) = controller.regressions.get_suite_run(run.id)
+    done, (case,) = controller.parts.regressions.get_suite_run(run.id)
     assert done.state == "finished"
-    confirm = [controller.store.get_job(j) for j in case.confirm_job_ids]
+    confirm = [controller.parts.jobs.get_job(j) for j in case.confirm_job_ids]
     # Rounds of five pairs at least (CONFIRMATION_PAIRS), although the suite measured two
     # repeats; a round more only while the pairs could not tell.
     rounds = len(confirm) // 10
@@ -225,7 +225,7 @@ def test_a_confirmation_queues_its_pairs_interleaved_a_b_then_b_a(farm, models):
     from hilfarm.controller.models import SuiteCaseRow, runtime_config
 
     controller = farm.controller
-    runner = controller.suites
+    runner = controller.parts.suites
     profile = farm.local_profile()
     with FarmClient(farm.address) as client:
         base_sha = client.upload(models["fast"]).sha256
@@ -236,14 +236,14 @@ def test_a_confirmation_queues_its_pairs_interleaved_a_b_then_b_a(farm, models):
     runner.stop_driving()
     try:
         run = runner.start(spec, project="default")
-        (base_job,) = controller.store.get_jobs(run.job_ids)
+        (base_job,) = controller.parts.jobs.get_jobs(run.job_ids)
         cand_job = base_job.model_copy(update={"id": "candidate", "model_sha256": cand_sha})
         claimed = runner._claim(run.id)
         case = SuiteCaseRow(suite_run_id=run.id, position=0, model_name=base_job.model_name, model_sha256=cand_sha,
                             device_profile=profile, runtime_config=runtime_config(base_job), job_id=base_job.id,
                             baseline_job_id=base_job.id, message="first attempt (forced)")
         runner._submit_confirmation(claimed, spec, [case], [(case, cand_job, base_job)])
-        by_id = {j.id: j for j in controller.store.get_jobs(case.confirm_job_ids)}
+        by_id = {j.id: j for j in controller.parts.jobs.get_jobs(case.confirm_job_ids)}
         queued = [by_id[j] for j in case.confirm_job_ids]
         assert [j.created_at for j in queued] == sorted(j.created_at for j in queued)
         order = ["A" if j.model_sha256 == base_sha else "B" for j in queued]
@@ -251,7 +251,7 @@ def test_a_confirmation_queues_its_pairs_interleaved_a_b_then_b_a(farm, models):
         assert all(j.settings["repeats"] == 1 for j in queued)
     finally:
         for job_id in [*run.job_ids, *case.confirm_job_ids]:
-            controller.store.cancel_job(job_id, now=time.time())
+            controller.parts.jobs.cancel_job(job_id, now=time.time())
         runner.start_driving()
 
 

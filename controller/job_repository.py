@@ -1,9 +1,11 @@
-"""The controller's database: every read and every state change of artifacts, runs, jobs and agents.
+"""Runs, jobs and their leases in the controller's database: submission, reads, cancelling,
+leasing, progress, results, lost leases, and the counters the metrics read.
 
-One ``Store`` works through one database.Database (its engine and transactions). SQLite (the embedded default) and PostgreSQL (several
-controller replicas sharing one database) run the same code. Each job state transition happens
-inside one transaction here, so the rules that must hold under concurrency (a job is leased to
-one agent at a time, a result is stored once) live next to the SQL that enforces them.
+One ``JobRepository`` works through one database.Database (its engine and transactions).
+SQLite (the embedded default) and PostgreSQL (several controller replicas sharing one database)
+run the same code. Each job state transition happens inside one transaction here, so the rules
+that must hold under concurrency (a job is leased to one agent at a time, a result is stored
+once) live next to the SQL that enforces them.
 
 Concurrency:
 - PostgreSQL: the rows a transition reads are locked (``SELECT ... FOR UPDATE``); leasing and
@@ -13,13 +15,15 @@ Concurrency:
   thread committed in between. Several *processes* on one SQLite file are not supported.
 
 Lock order, so PostgreSQL transactions never deadlock: job rows first, then agent rows, then
-``latest_results``. Agent rows are read without a lock and changed under ``no_autoflush``, so
-their UPDATE is only sent at commit, after every job row the transaction needs is locked; the
-batched heartbeat updates jobs before agents, each in id order.
+``latest_results``. The lease protocol marks an agent seen in the transaction that leases,
+renews or ends its job, through agent_repository's session-level functions, after the job rows
+are locked; the agent repository releases and renews leases through this repository's
+``release_leases_in``/``renew_leases_in`` (see agent_repository.py for why it goes that way).
 
-Every write transaction records the jobs it changed; after the commit they go to ``feed`` (a
-notifications.ChangeFeed), and on PostgreSQL also out to the other replicas with ``pg_notify``
-in the same transaction, so waiters wake on commits rather than polling.
+Every write transaction records the jobs it changed; after the commit they go to the
+database's change feed (a notifications.ChangeFeed), and on PostgreSQL also out to the other
+replicas with ``pg_notify`` in the same transaction, so waiters wake on commits rather than
+polling.
 
 A lease a job loses (its agent went silent, or the controller was away) is remembered in
 ``lost_lease_id``: the late report of that attempt is still stored, and the job succeeds, as long
@@ -33,22 +37,19 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
+from .agent_repository import agent_for_lease, all_agents, mark_asked, mark_working
 from .database import Database
 from .errors import AmbiguousId, FailedPrecondition, NotFound
 from .models import (
     ACTIVE_STATES,
     Agent,
-    Artifact,
-    ArtifactOwner,
     Failure,
     FailureCategory,
     Job,
@@ -60,13 +61,11 @@ from .models import (
     pin_tag,
 )
 from .notifications import Change, ChangeFeed
-from .schema import MigrationReport
 
 log = logging.getLogger("hilfarm.controller")
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _JOBS = Job.__table__
-_AGENTS = Agent.__table__
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 # Job ids are uuid4 hex. A shortened one (as git takes a commit) needs this many characters,
@@ -75,19 +74,10 @@ MIN_JOB_ID_PREFIX = 4
 _JOB_ID_PREFIX = re.compile(r"[0-9a-f]{%d,63}" % MIN_JOB_ID_PREFIX)
 _MAX_CANDIDATES = 10
 
-
-def default_sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{Path(data_dir) / 'hilfarm.db'}"
-
-
 # Statements of the hot paths, built once: building a SQLAlchemy statement costs several times
 # more than running it on SQLite, and a thousand agents run these hundreds of times a second.
 _B = sa.bindparam
 _GET_JOB = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id"))
-_GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
-_GET_ARTIFACT = sa.select(Artifact.__table__).where(Artifact.__table__.c.sha256 == _B("sha256"))
-_AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.draining).where(
-    _AGENTS.c.id == _B("agent_id"))
 _HOLDS = sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B("agent_id"), _JOBS.c.state.in_(_ACTIVE)).limit(1)
 _QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
                                                 _JOBS.c.device_profile == _B("profile")).limit(1)
@@ -95,7 +85,6 @@ _LEASE_VALUES = dict(
     state=JobState.LEASED.value, agent_id=_B("agent"), lease_id=_B("lease"), lease_expires_at=_B("expires"),
     attempt=_JOBS.c.attempt + 1, started_at=_B("now"), progress=None, lost_lease_id=None, lost_agent_id=None,
 )
-_AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
 # A renewal never shortens a lease (one kept for the restart grace, say).
 _RENEWED = sa.case((_JOBS.c.lease_expires_at > _B("expires"), _JOBS.c.lease_expires_at), else_=_B("expires"))
 _PROGRESS = (sa.update(_JOBS)
@@ -103,35 +92,18 @@ _PROGRESS = (sa.update(_JOBS)
              .values(progress=_B("progress", type_=_JOBS.c.progress.type), state=JobState.RUNNING.value,
                      lease_expires_at=_RENEWED)
              .returning(_JOBS.c.id, _JOBS.c.run_id, _JOBS.c.device_profile))
-_KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
 # A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction
-# (a lease, a progress report, a result) marks the agent seen and renews or ends the lease
-# itself, and waiting for it would hold up every heartbeat of the batch.
+# (a lease, a progress report, a result) renews or ends the lease itself, and waiting for it
+# would hold up every heartbeat of the batch.
 _RENEW_LEASES = sa.update(_JOBS).where(_JOBS.c.id.in_(
     sa.select(_JOBS.c.id).where(_JOBS.c.agent_id.in_(_B("ids", expanding=True)), _JOBS.c.state.in_(_ACTIVE))
     .with_for_update(skip_locked=True).scalar_subquery())).values(lease_expires_at=_RENEWED)
-_BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
-    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
-    .with_for_update(skip_locked=True).scalar_subquery())).values(
-    last_seen=_B("now"), busy=sa.case((_AGENTS.c.id.in_(_B("busy_ids", expanding=True)), True), else_=False))
-_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
-    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
-    .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
 _JOB_FOR_REPORT = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id")).with_for_update()
 _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
     state=_B("state"), result=_B("result", type_=_JOBS.c.result.type), failure_category=_B("category"),
     failure_message=_B("message"), failure_signal=_B("signal"), failure_detail=_B("detail"),
     finished_at=_B("finished"), lease_expires_at=None, lease_id=_B("lease"), agent_id=_B("agent"),
     lost_lease_id=None, lost_agent_id=None, started_at=_B("started"))
-_FIRST_AGENTS = (sa.select(_AGENTS).order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
-                 .limit(_B("limit")).subquery())
-_CANDIDATES = sa.select(
-    _FIRST_AGENTS,
-    # Only for the few agents listed, not for every agent of the farm.
-    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _FIRST_AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
-    .limit(1).scalar_subquery().label("current"),
-).order_by(sa.case((_FIRST_AGENTS.c.profile == _B("profile"), 0), else_=1), _FIRST_AGENTS.c.id)
-_AGENT_COUNTS = sa.select(sa.func.count(), sa.func.count().filter(_AGENTS.c.profile == _B("profile")))
 _INSERT_RUN = sa.insert(Run.__table__)
 _INSERT_JOB = sa.insert(_JOBS)
 
@@ -162,21 +134,15 @@ def allowed_tags_of(agent_id: str, tags: Sequence[str]) -> List[str]:
     return sorted(set(tags)) + [pin_tag(agent_id)]
 
 
-class Store:
-    """Runs, jobs, agents and artifacts in the controller's database. ``url`` is a
-    database.Database, or any SQLAlchemy URL (``sqlite:///file``,
-    ``postgresql+psycopg://user@host/db``) to open one with the other arguments."""
+class JobRepository:
+    """Runs, jobs and leases, in the transactions of the controller's ``Database``."""
 
-    def __init__(self, url: Union[str, Database], *, echo: bool = False, feed: Optional[ChangeFeed] = None,
-                 pool_size: int = 20) -> None:
-        """``pool_size``: PostgreSQL connections kept open (the server's database threads and a
-        few for its background work); more are opened for bursts."""
-        self.db = url if isinstance(url, Database) else Database(url, echo=echo, feed=feed, pool_size=pool_size)
-        self.feed = self.db.feed
-        self.backend = self.db.backend
-        self.engine = self.db.engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        # The suite runner follows the jobs it waits for on this feed.
+        self.feed: ChangeFeed = db.feed
         self._fits_cache: Dict[tuple, "_LeaseStatements"] = {}
-        insert = pg_dialect.insert if self.backend == "postgresql" else sqlite_dialect.insert
+        insert = pg_dialect.insert if db.is_postgresql else sqlite_dialect.insert
         latest = LatestResult.__table__
         stmt = insert(latest).values(model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"),
                                      job_id=_B("job_id"), finished_at=_B("finished"))
@@ -193,58 +159,7 @@ class Store:
             set_={"count": counts.c.count + 1})
 
     def __repr__(self) -> str:
-        return f"Store({self.db!r})"
-
-    # ------------------------------------------------------------ schema and sessions
-
-    def create_schema(self) -> None:
-        """Bring the schema to this version's newest migration, keeping every row (a database
-        from before migrations is adopted). Raises schema.SchemaError, changing nothing, for a
-        database this version cannot use (migrated by a newer hilfarm, changed by hand)."""
-        self.migrate()
-
-    def migrate(self) -> MigrationReport:
-        """``create_schema``, reporting the revisions before and after."""
-        return self.db.migrate()
-
-    def close(self) -> None:
-        self.db.close()
-
-    def listen_conninfo(self) -> Optional[str]:
-        """The libpq address a notifications.PostgresListener connects to (None on SQLite)."""
-        return self.db.listen_conninfo()
-
-    # ------------------------------------------------------------ artifacts
-
-    def get_artifact(self, sha256: str) -> Optional[Artifact]:
-        with self.db.connect() as conn:
-            row = conn.execute(_GET_ARTIFACT, {"sha256": sha256}).first()
-        return Artifact(**row._mapping) if row is not None else None
-
-    def add_artifact(self, artifact: Artifact) -> bool:
-        """Record a stored artifact. False when the digest was already recorded (kept as it was)."""
-        try:
-            with self.db.write() as s:
-                if s.get(Artifact, artifact.sha256) is not None:
-                    return False
-                s.add(Artifact.model_validate(artifact.model_dump()))
-        except IntegrityError:
-            # Another replica recorded the same digest between our check and insert.
-            return False
-        return True
-
-    def add_artifact_owner(self, sha256: str, project: str, *, now: float) -> None:
-        """Record that ``project`` sent the bytes of ``sha256`` (and so may use it)."""
-        try:
-            with self.db.write() as s:
-                if s.get(ArtifactOwner, (sha256, project)) is None:
-                    s.add(ArtifactOwner(sha256=sha256, project=project, created_at=now))
-        except IntegrityError:
-            pass  # another replica recorded the same owner at the same time
-
-    def artifact_owned(self, sha256: str, project: str) -> bool:
-        with self.db.read() as s:
-            return s.get(ArtifactOwner, (sha256, project)) is not None
+        return f"JobRepository({self.db!r})"
 
     # ------------------------------------------------------------ runs and jobs
 
@@ -297,6 +212,13 @@ class Store:
             return Job(**row._mapping)
         with self.db.read() as s:
             return self._find_job(s, job_id, project=project)
+
+    def get_jobs(self, job_ids: Sequence[str]) -> List[Job]:
+        """The jobs of ``job_ids`` that exist, in no particular order."""
+        if not job_ids:
+            return []
+        with self.db.read() as s:
+            return list(s.exec(select(Job).where(Job.id.in_(list(job_ids)))).all())  # type: ignore[attr-defined]
 
     def _find_job(self, s: Session, job_id: str, *, for_update: bool = False, project: Optional[str] = None) -> Job:
         q = select(Job).where(Job.id == job_id)
@@ -368,92 +290,6 @@ class Store:
             log.info("job %s cancelled (was %s)", job_id, state.value)
             return job
 
-    # ------------------------------------------------------------ agents
-
-    def register_agent(
-        self,
-        agent_id: str,
-        *,
-        profile: str,
-        tags: Sequence[str],
-        capabilities: dict,
-        hostname: str,
-        version: str,
-        now: float,
-    ) -> Tuple[Agent, List[Tuple[Job, JobState]]]:
-        """Create or refresh an agent. A registering agent has (re)started, so the leases it
-        held are lost: their jobs are requeued or failed, returned with their new state.
-        An operator's drain outlives the restart."""
-        with self.db.write() as s, s.no_autoflush:
-            lost = self._release_leases(s, agent_id, now, "restarted")
-            agent = s.get(Agent, agent_id)
-            if agent is None:
-                agent = Agent(id=agent_id, profile=profile, registered_at=now, last_seen=now)
-            agent.profile = profile
-            agent.tags = list(tags)
-            agent.capabilities = dict(capabilities)
-            agent.hostname = hostname
-            agent.version = version
-            agent.registered_at = now
-            agent.last_seen = now
-            agent.busy = False
-            s.add(agent)
-            return agent, lost
-
-    def get_agent(self, agent_id: str) -> Optional[Agent]:
-        with self.db.connect() as conn:
-            row = conn.execute(_GET_AGENT, {"agent_id": agent_id}).first()
-        return Agent(**row._mapping) if row is not None else None
-
-    def list_agents(self) -> List[Agent]:
-        with self.db.read() as s:
-            return list(s.exec(select(Agent).order_by(Agent.id)).all())
-
-    def heartbeat(self, agent_id: str, *, busy: bool, now: float, lease_seconds: float) -> bool:
-        """Mark the agent seen and renew its leases. False when the agent is unknown."""
-        return agent_id in self.record_contact({agent_id: busy}, (), now=now, lease_seconds=lease_seconds)
-
-    def record_contact(self, beats: Mapping[str, bool], touched: Iterable[str], *, now: float,
-                       lease_seconds: float) -> Set[str]:
-        """Heartbeats of many agents in one transaction (agent id -> busy): each known agent is
-        marked seen with its busy flag and its leases are renewed. ``touched`` agents (waiting in
-        a long-poll) are only marked seen. Returns the known agents among ``beats``."""
-        ids = sorted(set(beats) | set(touched))
-        if not ids:
-            return set()
-        with self.db.write() as s:
-            conn = s.connection()
-            known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
-            beating = sorted(a for a in beats if a in known)
-            if beating:
-                conn.execute(_RENEW_LEASES, {"ids": beating, "expires": now + lease_seconds})
-                conn.execute(_BEAT, {"ids": beating, "now": now, "busy_ids": [a for a in beating if beats[a]]})
-            only_seen = sorted(a for a in set(touched) - set(beats) if a in known)
-            if only_seen:
-                conn.execute(_SEEN, {"ids": only_seen, "now": now})
-        return {a for a in beats if a in known}
-
-    def set_draining(self, agent_id: str, draining: bool) -> Agent:
-        with self.db.write() as s:
-            agent = s.get(Agent, agent_id)
-            if agent is None:
-                raise NotFound(f"agent {agent_id!r} has never registered with this controller")
-            agent.draining = draining
-            s.add(agent)
-            if not draining:  # back in service: it may take queued work now
-                self.db.record_change(s, Change("", "", agent.profile, queued=True))
-            return agent
-
-    def remove_agent(self, agent_id: str, *, now: float, why: str) -> List[Tuple[Job, JobState]]:
-        """Forget an agent (revoked): its leases are lost (the jobs queued again or failed) and it
-        leaves the device list. Its finished jobs keep its id."""
-        with self.db.write() as s, s.no_autoflush:
-            lost = self._release_leases(s, agent_id, now, why)
-            agent = s.get(Agent, agent_id)
-            if agent is not None:
-                s.delete(agent)
-            return lost
-
     def agent_may_download(self, agent_id: str, sha256: str) -> bool:
         """Whether ``sha256`` is the model or the input tensors of a job leased to ``agent_id``."""
         with self.db.read() as s:
@@ -466,17 +302,6 @@ class Store:
         q = select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
         with self.db.read() as s:
             return {agent_id: job_id for agent_id, job_id in s.exec(q).all() if agent_id}
-
-    def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
-        """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the
-        profile first, each with the id of the job it holds a lease for (or ""); the number of
-        agents in all and of that profile. One query, however many agents there are. The agents
-        are read-only rows with the Agent attributes (building model objects would cost more
-        than the query)."""
-        with self.db.connect() as conn:
-            rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
-            total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
-        return [(row, row.current or "") for row in rows], int(total), int(same or 0)
 
     # ------------------------------------------------------------ leases
 
@@ -493,7 +318,7 @@ class Store:
         if cached is not None:
             return cached
         jobs = _JOBS
-        if self.backend == "postgresql":
+        if self.db.is_postgresql:
             tags_fit = jobs.c.required_tags.op("<@")(_B("allowed_tags", type_=pg_dialect.JSONB()))
         else:
             each = sa.func.json_each(jobs.c.required_tags).table_valued("value")
@@ -527,7 +352,7 @@ class Store:
         and no queued job fits it, nothing is written.
         """
         with self.db.connect() as conn:
-            agent = conn.execute(_AGENT_FOR_LEASE, {"agent_id": agent_id}).first()
+            agent = agent_for_lease(conn, agent_id)
             if agent is None:
                 raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
             statements = self._lease_statements(agent.profile, agent.tags or [], agent.capabilities or {})
@@ -539,7 +364,7 @@ class Store:
         with self.db.write() as s:
             if holds is not None:
                 with s.no_autoflush:
-                    self._release_leases(s, agent_id, now, "asked for new work")
+                    self.release_leases_in(s, agent_id, now, "asked for new work")
                 s.flush()
             conn = s.connection()
             job = None
@@ -554,7 +379,7 @@ class Store:
                     self.db.record_job_change(s, job)
                     log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt,
                              job.max_attempts)
-            conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": job is not None})
+            mark_asked(conn, agent_id, now=now, busy=job is not None)
         if job is not None:
             return LeaseAttempt(job, True, agent.profile)
         with self.db.connect() as conn:
@@ -586,13 +411,23 @@ class Store:
             # whether it is busy in its next heartbeat.
             return [(job, self._lose_lease(s, job, now, "stopped responding")) for job in jobs]
 
-    def _release_leases(self, s: Session, agent_id: str, now: float, why: str) -> List[Tuple[Job, JobState]]:
+    # Session-level: run inside the agent repository's transactions (agent_repository.LeaseKeeper).
+
+    def release_leases_in(self, s: Session, agent_id: str, now: float, why: str) -> List[Tuple[Job, JobState]]:
+        """In the ``write()`` transaction of ``s``: the leases ``agent_id`` holds are lost (an agent
+        that registers again, asks for new work or is removed no longer runs them); their jobs are
+        queued again, or failed when out of attempts. Locks the job rows."""
         jobs = s.exec(
             select(Job)
             .where(Job.agent_id == agent_id, Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
             .with_for_update()
         ).all()
         return [(job, self._lose_lease(s, job, now, why)) for job in jobs]
+
+    def renew_leases_in(self, conn: sa.Connection, agent_ids: Sequence[str], *, until: float) -> None:
+        """In the caller's transaction: the leases of ``agent_ids`` (heartbeating agents) last until
+        ``until`` at least; rows another transaction holds are skipped (it renews or ends them)."""
+        conn.execute(_RENEW_LEASES, {"ids": list(agent_ids), "expires": until})
 
     def _lose_lease(self, s: Session, job: Job, now: float, why: str) -> JobState:
         agent_id, attempt = job.agent_id, job.attempt
@@ -630,6 +465,8 @@ class Store:
             self._count_outcome(s, job)
         return job.job_state
 
+    # ------------------------------------------------------------ progress and results
+
     def record_progress(
         self, agent_id: str, lease_id: str, progress: dict, *, now: float, lease_seconds: float
     ) -> Tuple[bool, str]:
@@ -665,11 +502,7 @@ class Store:
             job.lease_expires_at = now + lease_seconds
             s.add(job)
             self.db.record_job_change(s, job)
-            agent = s.get(Agent, agent_id)
-            if agent is not None:
-                agent.last_seen = now
-                agent.busy = True
-                s.add(agent)
+            mark_working(s, agent_id, now=now)
             return False, ""
 
     @staticmethod
@@ -731,7 +564,7 @@ class Store:
                 )
             if state in (JobState.SUCCEEDED, JobState.FAILED):
                 return True, f"the report of attempt {attempt} of job {job_id} was already stored"
-            conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": False})
+            mark_asked(conn, agent_id, now=now, busy=False)
             if state == JobState.CANCELLED:
                 return False, f"job {job_id} was cancelled; the report was discarded"
             if result is not None:
@@ -769,12 +602,16 @@ class Store:
             "outcome": job.state, "reason": outcome_reason(job), "profile": job.device_profile,
             "model": job.model_name, "runtime": job.runtime})
 
+    # ------------------------------------------------------------ what the metrics read
+
     def live_state(self) -> Tuple[List[Agent], List[Tuple[str, str]], List[Tuple[str, str, int, float]]]:
         """In one transaction: every agent; (agent id, job id) of every leased or running job; and
         (state, device profile, count, oldest created_at) of the unfinished jobs (the index on
-        state finds them: finished ones are the counters of ``outcome_counts``)."""
+        state finds them: finished ones are the counters of ``outcome_counts``). Here rather than
+        on the agent repository because it is one read of both tables: a scrape must not see an
+        agent busy with a job the same scrape counts as queued."""
         with self.db.read() as s:
-            agents: List[Agent] = list(s.exec(select(Agent)).all())
+            agents = all_agents(s)
             active_rows = s.exec(
                 select(Job.agent_id, Job.id).where(Job.state.in_(_ACTIVE))  # type: ignore[attr-defined]
             ).all()
@@ -804,10 +641,3 @@ class Store:
         with self.db.read() as s:
             return list(s.exec(select(LatestResult).order_by(LatestResult.finished_at.desc(),  # type: ignore[attr-defined]
                                                              LatestResult.job_id.desc()).limit(limit)).all())
-
-    def get_jobs(self, job_ids: Sequence[str]) -> List[Job]:
-        """The jobs of ``job_ids`` that exist, in no particular order."""
-        if not job_ids:
-            return []
-        with self.db.read() as s:
-            return list(s.exec(select(Job).where(Job.id.in_(list(job_ids)))).all())  # type: ignore[attr-defined]

@@ -1,0 +1,211 @@
+"""The agents the controller knows, in its database: registration, heartbeats and other
+contact, draining, removal, and the lists the scheduler explains placement with.
+
+An agent and the jobs it holds change together in some operations, and each of those is one
+transaction, or a crash between two would leave a lease nobody holds or an agent marked busy
+with nothing. The dependency runs one way between the two modules:
+
+- what the agent side does to leases (a registering or removed agent loses them, a heartbeat
+  renews them) goes through the job repository's session-level methods (``LeaseKeeper``), run
+  inside this repository's transaction; this module is given the job repository rather than
+  importing it, so the two modules import each other in one direction only;
+- what the lease protocol does to an agent's row (asking for work, reporting progress or a
+  result marks it seen) is done by this module's session-level functions (``agent_for_lease``,
+  ``mark_asked``, ``mark_working``), which job_repository.py calls inside its transactions.
+
+Lock order, as in job_repository.py: job rows first, then agent rows. Agent rows are read
+without a lock and changed under ``no_autoflush``, so their UPDATE is only sent at commit, after
+the job rows the transaction needs are locked; a batch of heartbeats renews leases before it
+marks agents seen, each in id order.
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from .database import Database
+from .errors import NotFound
+from .models import ACTIVE_STATES, Agent, Job, JobState
+from .notifications import Change
+
+_ACTIVE = [s.value for s in ACTIVE_STATES]
+_JOBS = Job.__table__
+_AGENTS = Agent.__table__
+
+# Statements of the hot paths, built once: building a SQLAlchemy statement costs several times
+# more than running it on SQLite, and a thousand agents run these hundreds of times a second.
+_B = sa.bindparam
+_GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
+_AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.draining).where(
+    _AGENTS.c.id == _B("agent_id"))
+_AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
+_KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+# A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction
+# (a lease, a progress report, a result) marks the agent seen and renews or ends the lease
+# itself, and waiting for it would hold up every heartbeat of the batch.
+_BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(
+    last_seen=_B("now"), busy=sa.case((_AGENTS.c.id.in_(_B("busy_ids", expanding=True)), True), else_=False))
+_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
+    .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
+_FIRST_AGENTS = (sa.select(_AGENTS).order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
+                 .limit(_B("limit")).subquery())
+_CANDIDATES = sa.select(
+    _FIRST_AGENTS,
+    # Only for the few agents listed, not for every agent of the farm.
+    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _FIRST_AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
+    .limit(1).scalar_subquery().label("current"),
+).order_by(sa.case((_FIRST_AGENTS.c.profile == _B("profile"), 0), else_=1), _FIRST_AGENTS.c.id)
+_AGENT_COUNTS = sa.select(sa.func.count(), sa.func.count().filter(_AGENTS.c.profile == _B("profile")))
+
+
+# ---------------------------------------------------------------- inside the job repository's transactions
+
+def agent_for_lease(conn: sa.Connection, agent_id: str) -> Optional[sa.Row]:
+    """(profile, tags, capabilities, draining) of a registered agent, read without a lock; None
+    for an agent that never registered."""
+    return conn.execute(_AGENT_FOR_LEASE, {"agent_id": agent_id}).first()
+
+
+def mark_asked(conn: sa.Connection, agent_id: str, *, now: float, busy: bool) -> None:
+    """The agent asked for work or reported a result: seen now, busy or not."""
+    conn.execute(_AGENT_ASKED, {"agent_id": agent_id, "now": now, "is_busy": busy})
+
+
+def mark_working(s: Session, agent_id: str, *, now: float) -> None:
+    """The agent reported progress on a job it got back: seen now, and busy. Sent at commit
+    (the caller holds ``no_autoflush``), after the job row it locked."""
+    agent = s.get(Agent, agent_id)
+    if agent is not None:
+        agent.last_seen = now
+        agent.busy = True
+        s.add(agent)
+
+
+def all_agents(s: Session) -> List[Agent]:
+    """Every agent, read in the caller's transaction."""
+    return list(s.exec(select(Agent)).all())
+
+
+class LeaseKeeper(Protocol):
+    """What this repository needs of the job repository, inside its own transactions."""
+
+    def release_leases_in(self, s: Session, agent_id: str, now: float, why: str) -> List[Tuple[Job, JobState]]:
+        """The agent's leases are lost (its jobs queued again or failed); returned with their new state."""
+        ...
+
+    def renew_leases_in(self, conn: sa.Connection, agent_ids: Sequence[str], *, until: float) -> None:
+        """The leases of these agents last until ``until``."""
+        ...
+
+
+class AgentRepository:
+    """The agents table, in the transactions of the controller's ``Database``; ``leases`` (the
+    job repository) releases and renews an agent's leases in the same transaction."""
+
+    def __init__(self, db: Database, leases: LeaseKeeper) -> None:
+        self.db = db
+        self.leases = leases
+
+    def __repr__(self) -> str:
+        return f"AgentRepository({self.db!r})"
+
+    def register_agent(
+        self,
+        agent_id: str,
+        *,
+        profile: str,
+        tags: Sequence[str],
+        capabilities: dict,
+        hostname: str,
+        version: str,
+        now: float,
+    ) -> Tuple[Agent, List[Tuple[Job, JobState]]]:
+        """Create or refresh an agent. A registering agent has (re)started, so the leases it
+        held are lost: their jobs are requeued or failed, returned with their new state.
+        An operator's drain outlives the restart."""
+        with self.db.write() as s, s.no_autoflush:
+            lost = self.leases.release_leases_in(s, agent_id, now, "restarted")
+            agent = s.get(Agent, agent_id)
+            if agent is None:
+                agent = Agent(id=agent_id, profile=profile, registered_at=now, last_seen=now)
+            agent.profile = profile
+            agent.tags = list(tags)
+            agent.capabilities = dict(capabilities)
+            agent.hostname = hostname
+            agent.version = version
+            agent.registered_at = now
+            agent.last_seen = now
+            agent.busy = False
+            s.add(agent)
+            return agent, lost
+
+    def get_agent(self, agent_id: str) -> Optional[Agent]:
+        with self.db.connect() as conn:
+            row = conn.execute(_GET_AGENT, {"agent_id": agent_id}).first()
+        return Agent(**row._mapping) if row is not None else None
+
+    def list_agents(self) -> List[Agent]:
+        with self.db.read() as s:
+            return list(s.exec(select(Agent).order_by(Agent.id)).all())
+
+    def heartbeat(self, agent_id: str, *, busy: bool, now: float, lease_seconds: float) -> bool:
+        """Mark the agent seen and renew its leases. False when the agent is unknown."""
+        return agent_id in self.record_contact({agent_id: busy}, (), now=now, lease_seconds=lease_seconds)
+
+    def record_contact(self, beats: Mapping[str, bool], touched: Iterable[str], *, now: float,
+                       lease_seconds: float) -> Set[str]:
+        """Heartbeats of many agents in one transaction (agent id -> busy): each known agent is
+        marked seen with its busy flag and its leases are renewed. ``touched`` agents (waiting in
+        a long-poll) are only marked seen. Returns the known agents among ``beats``."""
+        ids = sorted(set(beats) | set(touched))
+        if not ids:
+            return set()
+        with self.db.write() as s:
+            conn = s.connection()
+            known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
+            beating = sorted(a for a in beats if a in known)
+            if beating:
+                self.leases.renew_leases_in(conn, beating, until=now + lease_seconds)
+                conn.execute(_BEAT, {"ids": beating, "now": now, "busy_ids": [a for a in beating if beats[a]]})
+            only_seen = sorted(a for a in set(touched) - set(beats) if a in known)
+            if only_seen:
+                conn.execute(_SEEN, {"ids": only_seen, "now": now})
+        return {a for a in beats if a in known}
+
+    def set_draining(self, agent_id: str, draining: bool) -> Agent:
+        with self.db.write() as s:
+            agent = s.get(Agent, agent_id)
+            if agent is None:
+                raise NotFound(f"agent {agent_id!r} has never registered with this controller")
+            agent.draining = draining
+            s.add(agent)
+            if not draining:  # back in service: it may take queued work now
+                self.db.record_change(s, Change("", "", agent.profile, queued=True))
+            return agent
+
+    def remove_agent(self, agent_id: str, *, now: float, why: str) -> List[Tuple[Job, JobState]]:
+        """Forget an agent (revoked): its leases are lost (the jobs queued again or failed) and it
+        leaves the device list. Its finished jobs keep its id."""
+        with self.db.write() as s, s.no_autoflush:
+            lost = self.leases.release_leases_in(s, agent_id, now, why)
+            agent = s.get(Agent, agent_id)
+            if agent is not None:
+                s.delete(agent)
+            return lost
+
+    def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
+        """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the
+        profile first, each with the id of the job it holds a lease for (or ""); the number of
+        agents in all and of that profile. One query, however many agents there are. The agents
+        are read-only rows with the Agent attributes (building model objects would cost more
+        than the query)."""
+        with self.db.connect() as conn:
+            rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
+            total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
+        return [(row, row.current or "") for row in rows], int(total), int(same or 0)
+
