@@ -6,8 +6,8 @@ model (A/A), of a variant about 5 % slower and of one about 10 % slower (the sam
 layers of the twenty), each check the way a suite does it:
 
 1. the candidate in REPEATS fresh processes, compared with the baseline;
-2. when that first attempt suspects a slowdown (a regression, or a change of at least 3 % its
-   noise could not resolve), a confirmation on the same device: baseline and candidate re-run
+2. when that first attempt suspects a regression or cannot judge (a change of at least 3 %
+   either way that its noise could not resolve, or an unsteady side), a confirmation on the same device: baseline and candidate re-run
    one process at a time, interleaved A B, B A, ... in rounds of max(REPEATS, 5) pairs, a new
    round while the pairs cannot tell, up to regression.CONFIRMATION_ROUNDS; a regression counts
    only when the confirmation finds it too.
@@ -24,7 +24,7 @@ are judged twice, side by side:
   inferences of the same runs, a 3 % minimum effect; its confirmation judges the pooled
   inferences of the first round of pairs.
 
-A confirmation is run whenever either method's first attempt suspects a slowdown, so both are
+A confirmation is run whenever either method's first attempt calls for one, so both are
 judged on the same data. The "true" slowdown of each variant is the median over its trials of
 the ratio of the per-repeat medians, from the confirmations' pairs where they ran, else from
 the first attempts.
@@ -138,7 +138,7 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
         new = first.metrics[0]
         old = sample_level(baseline, cand)
         history.append(regression.headline_values(cand))
-        new_suspects, old_suspects = regression.suspects_slowdown(first), old.verdict == regression.REGRESSION
+        new_suspects, old_suspects = regression.needs_confirmation(first), old.verdict == regression.REGRESSION
         row.repeat_level.first += new_suspects
         row.sample_level.first += old_suspects
         ratio = _median_ratio(baseline, cand)
