@@ -6,8 +6,8 @@ model (A/A), of a variant about 5 % slower and of one about 10 % slower (the sam
 layers of the twenty), each check the way a suite does it:
 
 1. the candidate in REPEATS fresh processes, compared with the baseline;
-2. when that first attempt suspects a regression or cannot judge (a change of at least 3 %
-   either way that its noise could not resolve, or an unsteady side), a confirmation on the same device: baseline and candidate re-run
+2. unless that first attempt settled latency (a resolved improvement, or unchanged with no
+   3 % slowdown left inside its 95 % interval), a confirmation on the same device: baseline and candidate re-run
    one process at a time, interleaved A B, B A, ... in rounds of max(REPEATS, 5) pairs, a new
    round while the pairs cannot tell, up to regression.CONFIRMATION_ROUNDS; a regression counts
    only when the confirmation finds it too.
@@ -138,12 +138,13 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
         new = first.metrics[0]
         old = sample_level(baseline, cand)
         history.append(regression.headline_values(cand))
-        new_suspects, old_suspects = regression.needs_confirmation(first), old.verdict == regression.REGRESSION
+        new_suspects, old_suspects = regression.needs_confirmation(first, regression.Tolerances()), old.verdict == regression.REGRESSION
         row.repeat_level.first += new_suspects
         row.sample_level.first += old_suspects
         ratio = _median_ratio(baseline, cand)
         rounds = 0
         confirm_new = None
+        old_confirmed = False
         bases: List[Dict] = []
         cands: List[Dict] = []
         if new_suspects or old_suspects:
@@ -155,7 +156,8 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
                         side.append(bench.measure(model, 1))
                 if rounds == 1 and old_suspects:
                     confirm_old = sample_level(_joined(bases), _joined(cands))
-                    row.sample_level.confirmed += confirm_old.verdict == regression.REGRESSION
+                    old_confirmed = confirm_old.verdict == regression.REGRESSION
+                    row.sample_level.confirmed += old_confirmed
                 if not new_suspects:
                     break
                 confirm_new, more = judge_interleaved(_jobs(bases), _jobs(cands), regression.Tolerances(), rounds)
@@ -178,7 +180,8 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
         print(f"  {bench.size:>4} {kind:<4} trial {trial + 1:>2}: median ratio {ratio:.3f}; repeat level "
               f"{new.verdict}{' (inconclusive)' if new.inconclusive else ''}"
               f"{f', confirmation {rounds} round(s): ' + _outcome(confirm_new) if rounds and new_suspects else ''}; "
-              f"sample level {old.verdict} (p={old.p_value:.2g})", flush=True)
+              f"sample level {old.verdict} (p={old.p_value:.2g}){', confirmed' if old_confirmed else ''}",
+              flush=True)
         if confirm_new is not None and not confirm_new.regression and kind != "A/A":
             print(f"        confirmation: {confirm_new.metrics[0].summary}", flush=True)
     row.seconds = time.monotonic() - started

@@ -32,9 +32,9 @@ This is the estimator Chen & Revels argue for ("Robust benchmarking in noisy env
   unsteady repeats are left out, and a side with no steady repeat makes the comparison
   inconclusive.
 
-**A confirmation interleaves.** A suspect (a regression, or a first attempt that could not
-judge latency: a change of at least the minimum effect below its noise floor, or an unsteady
-side) is re-run on the device that found it,
+**A confirmation interleaves.** Every first attempt that did not settle latency (a
+regression; a change below its noise floor, either way; an unsteady side; an "unchanged" whose
+interval still holds a slowdown of the minimum effect) is re-run on the device that found it,
 one process at a time, baseline and candidate alternating A B, B A, ... so that slow drifts of
 the device fall on both sides. ``compare_latency_pairs`` tests the log ratio within each pair
 (paired Student t). It runs in rounds: a round that neither confirms nor clears (no slowdown
@@ -534,14 +534,23 @@ def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol
     return out
 
 
-def needs_confirmation(comparison: "Comparison") -> bool:
-    """Worth a confirmation: a latency regression, or a first attempt that could not judge
-    latency (a change of at least the minimum effect below its noise floor, either way, or a
-    side that was not steady). The first attempt compares with a baseline measured at another
-    time, on a device that may have been busier or quieter then; the interleaved pairs of a
-    confirmation see both at the same times, so they can tell where it could not."""
-    return any(m.metric == "latency.median" and (m.verdict == REGRESSION or m.inconclusive)
-               for m in comparison.metrics)
+def needs_confirmation(comparison: "Comparison", tol: Tolerances = Tolerances()) -> bool:
+    """Worth a confirmation: every first attempt except one that settled latency — a resolved
+    improvement, or unchanged with no slowdown of the minimum effect left inside its 95 %
+    interval. So a regression, a change below the noise floor (either way), an unsteady side,
+    and an "unchanged" whose interval still holds a slowdown are all confirmed. The first
+    attempt compares with a baseline measured at another time, on a device that may have been
+    busier or quieter then; the interleaved pairs of a confirmation see both sides at the same
+    times, so they can tell where it could not."""
+    for m in comparison.metrics:
+        if m.metric != "latency.median":
+            continue
+        if m.verdict == IMPROVEMENT:
+            return False
+        settled = (m.verdict == UNCHANGED and not m.inconclusive and math.isfinite(m.ci_high)
+                   and m.ci_high < 1 + tol.latency_ratio)
+        return not settled
+    return False
 
 
 def compare_interleaved(baseline: Mapping[str, Any], candidate: Mapping[str, Any], tol: Tolerances = Tolerances(), *,

@@ -22,8 +22,9 @@ machine.
 
 Every job of a suite is measured in ``repeats`` fresh processes (5 unless the suite says
 otherwise), because the comparison with the baseline takes the repeat as its unit
-(regression.py). A suspected regression (or a first attempt that could not judge latency:
-a change below its noise floor, an unsteady side) is confirmed on the device that found it: baseline and candidate are re-run one repeat
+(regression.py). A first attempt that did not settle latency (a suspected regression, a
+change below its noise floor, an unsteady side, an interval that still holds a slowdown) is
+confirmed on the device that found it: baseline and candidate are re-run one repeat
 at a time, interleaved (A B, B A, ...), pinned to that agent, so that whatever changes on the
 device over time touches both alike, and compared pair by pair; rounds of pairs are added
 while they cannot tell, up to regression.CONFIRMATION_ROUNDS.
@@ -482,7 +483,7 @@ class SuiteRunner:
                                                         baseline_job_id=base_job.id, candidate_job_id=job.id,
                                                         history=history)
                 case.comparison = comparison.to_dict()
-                if regression.needs_confirmation(comparison) and not spec.get("no_confirm"):
+                if regression.needs_confirmation(comparison, tol) and not spec.get("no_confirm"):
                     suspects.append((case, job, base_job))
                 case.outcome = outcome_of(comparison)
                 case.message = comparison.summary
