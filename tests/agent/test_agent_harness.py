@@ -279,8 +279,13 @@ def test_sustained_mode_runs_for_its_wall_time_whatever_the_run_counts(models):
     assert outcome.failure is None, outcome.failure
     r = outcome.result
     assert len(r.latency.samples_ns) > 5  # max_runs did not apply
-    assert 1.0 <= r.timed_wall_seconds < 1.5
+    assert r.timed_wall_seconds >= 1.0  # max_seconds did not apply either
     assert r.latency.total_seconds <= r.timed_wall_seconds
+    # It stopped with the first run to end after the second asked for: every run before that
+    # one ended inside it. (Its wall time past 1 s is that last run plus whatever the machine
+    # took from the process meanwhile: half a second and more on a crowded machine.)
+    before_last = sum(r.latency.samples_ns[:-1]) / 1e9
+    assert before_last < 1.0, (before_last, r.timed_wall_seconds)
     measuring = [p for p in seen if p.phase == "measuring"]
     assert measuring and all(p.runs_target == 0 for p in measuring)  # no run count is the target
     assert not any("safety cap" in w for w in r.warnings)
