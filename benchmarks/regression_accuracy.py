@@ -220,15 +220,16 @@ def _joined(docs: List[Dict]) -> Dict:
     return joined_result(_jobs(docs))
 
 
-def neighbour(seed: int = 1) -> None:
-    """A co-tenant for --neighbour: bursts of a two-thread matrix multiply, with pauses."""
+def neighbour(parent: int, seed: int = 1) -> None:
+    """A co-tenant for --neighbour: bursts of a two-thread matrix multiply, with pauses, until
+    the benchmark that started it has gone (however it ended)."""
     import random
 
     import numpy as np
 
     rng = random.Random(seed)
     a = np.random.default_rng(seed).random((700, 700))
-    while True:
+    while os.getppid() == parent:
         until = time.monotonic() + rng.uniform(0.3, 2.5)
         if rng.random() < 0.7:
             while time.monotonic() < until:
@@ -250,7 +251,7 @@ def main() -> None:
     RECORD = [] if args.record else None
     if args.neighbour:
         os.environ.setdefault("OMP_NUM_THREADS", "2")
-        co_tenant = multiprocessing.get_context("spawn").Process(target=neighbour, daemon=True)
+        co_tenant = multiprocessing.get_context("spawn").Process(target=neighbour, args=(os.getpid(),), daemon=True)
         co_tenant.start()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
           f"{args.trials} trials per kind, {args.repeats} repeats per run"
