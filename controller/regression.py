@@ -11,9 +11,9 @@ measures both and for the spread check).
 **The figure of each repeat is its fastest inference** (``RepeatResult.min_seconds``), and the
 median where a side does not have it (results from before it was reported). Whatever a
 neighbour does — takes the CPU, shares its core's caches, drags the clocks down — it only ever
-adds time to an inference, so on a busy device the medians of two processes of one model move
-by 3-18 % while their fastest inferences stay within 1-2 % (``benchmarks/regression_accuracy.py``
-prints both); a change of the model's own cost moves every inference, the fastest included.
+adds time to an inference, so on the busy development machine the medians of a run's processes
+were typically 1-5 % apart and up to 35 %, their fastest inferences typically 0.3-1 % and at
+most 4 % (``benchmarks/regression_accuracy.py --record``); a change of the model's own cost moves every inference, the fastest included.
 This is the estimator Chen & Revels argue for ("Robust benchmarking in noisy environments",
 2016) and Julia's BenchmarkTools judges with. The summary shows the medians' change beside it.
 
