@@ -13,8 +13,8 @@ median where a side does not have it (results from before it was reported). What
 neighbour does — takes the CPU, shares its core's caches, drags the clocks down — it only ever
 adds time to an inference, so on the busy development machine the medians of a run's processes
 were typically 1-5 % apart and up to 35 %, their fastest inferences typically 0.3-1 % and at
-most 4 % (``benchmarks/regression_accuracy.py --record``); a change of the model's own cost moves every inference, the fastest included.
-This is the estimator Chen & Revels argue for ("Robust benchmarking in noisy environments",
+most 4 % (``benchmarks/regression_accuracy.py --record``); a change of the model's own cost
+moves every inference, the fastest included. This is the estimator Chen & Revels argue for ("Robust benchmarking in noisy environments",
 2016) and Julia's BenchmarkTools judges with. The summary shows the medians' change beside it.
 
 - effect: the ratio of the geometric means of the per-repeat figures, with a Student t
@@ -37,11 +37,13 @@ regression; a change below its noise floor, either way; an unsteady side; an "un
 interval still holds a slowdown of the minimum effect) is re-run on the device that found it,
 one process at a time, baseline and candidate alternating A B, B A, ... so that slow drifts of
 the device fall on both sides. ``compare_latency_pairs`` tests the log ratio within each pair
-(paired Student t). It runs in rounds: a round that neither confirms nor clears (no slowdown
-of the minimum effect left inside the 95 % interval) asks for another, up to
-``CONFIRMATION_ROUNDS``. The mean of the pairs' log ratios is 20 % trimmed (Yuen's test): on a
-shared device a neighbour's burst now and then lands on one process of a pair only; each round is one look at the data, so each is tested at alpha divided
-by the number of rounds (Bonferroni), and looking again cannot raise the false alarm rate.
+with Yuen's paired t-test, 20 % trimmed: on a shared device a neighbour's burst now and then
+lands on one process of a pair only, and the trimmed mean lets such a pair neither fake a
+change nor hide one. A confirmation runs in rounds: a round that neither confirms nor clears
+(no slowdown of the minimum effect left inside the 95 % interval) asks for another, up to
+``CONFIRMATION_ROUNDS``. Each round is one look at the data, so each is tested at alpha
+divided by the number of rounds (Bonferroni), and looking again cannot raise the false-alarm
+rate.
 
 A change in spread alone (same median, wider distribution) is tested apart with the
 Brown-Forsythe test (``scipy.stats.levene`` centred on the median) and reported as
@@ -371,7 +373,7 @@ def _least_noisy(candidates: Sequence[Tuple[str, MetricComparison]]) -> MetricCo
     cannot pick the figure that happens to show a regression."""
     def noise(item: Tuple[str, MetricComparison]) -> float:
         return item[1].noise if item[1].noise is not None else math.inf
-    figure, best = min(candidates, key=noise)
+    _, best = min(candidates, key=noise)
     others = [(f, m) for f, m in candidates if m is not best and m.noise is not None]
     if others and best.noise is not None:
         best.statistic += "; " + ", ".join(
