@@ -382,6 +382,34 @@ def _least_noisy(candidates: Sequence[Tuple[str, MetricComparison]]) -> MetricCo
     return best
 
 
+def _t_test_of_log_ratio(out: MetricComparison, d: float, se: float, df: int, alpha: float) -> None:
+    """The t-test both latency comparisons make on a mean log ratio ``d`` with standard error
+    ``se``: its p-value, its 95 % interval, and the noise floor (the smallest change it
+    resolves at ``alpha``). With no noise at all, any change is certain."""
+    t_crit_alpha = float(stats.t.ppf(1 - alpha / 2, df))
+    t_crit_ci = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df))
+    out.noise_floor = math.expm1(t_crit_alpha * se) if se > 0 else 0.0
+    if se > 0:
+        out.p_value = float(2 * stats.t.sf(abs(d) / se, df))
+        out.ci_low, out.ci_high = math.exp(d - t_crit_ci * se), math.exp(d + t_crit_ci * se)
+    else:
+        out.p_value = 0.0 if d != 0 else 1.0
+        out.ci_low = out.ci_high = out.ratio
+
+
+def _significant_shift(out: MetricComparison, tol: Tolerances, alpha: float) -> Optional[str]:
+    """REGRESSION or IMPROVEMENT when the change is significant at ``alpha``, at least the
+    minimum effect and the noise floor, and its interval lies on one side of 1; else None."""
+    change = out.ratio - 1
+    if out.p_value >= alpha:
+        return None
+    if change >= tol.latency_ratio and out.ci_low > 1 and change >= out.noise_floor:
+        return REGRESSION
+    if -change >= tol.latency_ratio and out.ci_high < 1 and -change >= out.noise_floor:
+        return IMPROVEMENT
+    return None
+
+
 def compare_latency_repeats(baseline: RepeatFigures, candidate: RepeatFigures, tol: Tolerances = Tolerances(),
                             history: NoiseHistory = NoiseHistory(), *, figure: Optional[str] = None) -> MetricComparison:
     """Latency of two runs with the repeat as the unit (see the module docstring), on the
@@ -425,27 +453,17 @@ def compare_latency_repeats(baseline: RepeatFigures, candidate: RepeatFigures, t
             out.noise_source += f" (this comparison's {nb}+{nc} repeats showed {s_now:.1%})"
     out.noise = s
     se = s * math.sqrt(1.0 / nb + 1.0 / nc)
-    t_crit_alpha = float(stats.t.ppf(1 - tol.alpha / 2, df))
-    t_crit_ci = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df))
-    out.noise_floor = math.expm1(t_crit_alpha * se) if se > 0 else 0.0
-    if se > 0:
-        out.p_value = float(2 * stats.t.sf(abs(d) / se, df))
-        out.ci_low, out.ci_high = math.exp(d - t_crit_ci * se), math.exp(d + t_crit_ci * se)
-    else:  # every repeat gave the very same figure: no noise at all
-        out.p_value = 0.0 if d != 0 else 1.0
-        out.ci_low = out.ci_high = out.ratio
+    _t_test_of_log_ratio(out, d, se, df, tol.alpha)
     change = out.ratio - 1
-    significant = out.p_value < tol.alpha
     what = "fastest inference per repeat" if figure == FASTEST else "median"
     effect = (f"{what} {_ms(out.baseline)} → {_ms(out.candidate)} ({change:+.1%}, 95% CI "
               f"{out.ci_low - 1:+.1%} … {out.ci_high - 1:+.1%}, p={out.p_value:.2g}; {nb}+{nc} repeats, "
               f"between-repeat spread {s:.1%} from {out.noise_source}, noise floor {out.noise_floor:.1%})"
               + (_median_change(baseline, candidate) if figure == FASTEST else ""))
     big_enough = abs(change) >= tol.latency_ratio
-    if significant and change >= tol.latency_ratio and out.ci_low > 1 and change >= out.noise_floor:
-        out.verdict, out.summary = REGRESSION, f"latency regressed: {effect}"
-    elif significant and -change >= tol.latency_ratio and out.ci_high < 1 and -change >= out.noise_floor:
-        out.verdict, out.summary = IMPROVEMENT, f"latency improved: {effect}"
+    shift = _significant_shift(out, tol, tol.alpha)
+    if shift is not None:
+        out.verdict, out.summary = shift, f"latency {'regressed' if shift == REGRESSION else 'improved'}: {effect}"
     elif big_enough and abs(change) < out.noise_floor:
         out.verdict, out.inconclusive = UNCHANGED, True
         out.summary = (f"latency change of {change:+.1%} is below this device's noise floor of "
@@ -506,26 +524,16 @@ def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol
     out.noise = sd / math.sqrt(2)
     out.noise_source = (f"{n} interleaved pairs (their log ratios spread {sd:.1%}"
                         + (f", {g} lowest and {g} highest trimmed" if g else "") + ")")
-    t_crit_alpha = float(stats.t.ppf(1 - alpha / 2, df))
-    t_crit_ci = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df))
-    out.noise_floor = math.expm1(t_crit_alpha * se) if se > 0 else 0.0
-    if se > 0:
-        out.p_value = float(2 * stats.t.sf(abs(d) / se, df))
-        out.ci_low, out.ci_high = math.exp(d - t_crit_ci * se), math.exp(d + t_crit_ci * se)
-    else:
-        out.p_value = 0.0 if d != 0 else 1.0
-        out.ci_low = out.ci_high = out.ratio
+    _t_test_of_log_ratio(out, d, se, df, alpha)
     change = out.ratio - 1
-    significant = out.p_value < alpha
     what = "fastest inference per repeat" if figure == FASTEST else "median"
     effect = (f"{what} {_ms(out.baseline)} → {_ms(out.candidate)} ({change:+.1%}, 95% CI "
               f"{out.ci_low - 1:+.1%} … {out.ci_high - 1:+.1%}, p={out.p_value:.2g} against alpha {alpha:.2g}; "
               f"{n} interleaved pairs, log ratios spread {sd:.1%}, noise floor {out.noise_floor:.1%})"
               + (_median_change(baseline, candidate) if figure == FASTEST else ""))
-    if significant and change >= tol.latency_ratio and out.ci_low > 1 and change >= out.noise_floor:
-        out.verdict, out.summary = REGRESSION, f"latency regressed: {effect}"
-    elif significant and -change >= tol.latency_ratio and out.ci_high < 1 and -change >= out.noise_floor:
-        out.verdict, out.summary = IMPROVEMENT, f"latency improved: {effect}"
+    shift = _significant_shift(out, tol, alpha)
+    if shift is not None:
+        out.verdict, out.summary = shift, f"latency {'regressed' if shift == REGRESSION else 'improved'}: {effect}"
     elif out.ci_high < 1 + tol.latency_ratio:
         out.verdict = UNCHANGED
         out.summary = f"latency unchanged (no slowdown of {tol.latency_ratio:.0%} inside the 95% interval): {effect}"
