@@ -64,10 +64,13 @@ SIZES = {
     # name: (hidden width, batch, timed runs per repeat, minimum timed seconds per repeat,
     #        extra layers for the ~5 % and the ~10 % slower variant). A layer of twenty costs
     #        about 5 % when the layers dominate; in the tiny model the fixed cost per call is a
-    #        larger share, so it takes two.
+    #        larger share, so it takes two. The two small models time fewer seconds than a
+    #        job's defaults (RunDefaults: 50 runs and 1 s) to keep the benchmark short; the
+    #        ~37 ms model keeps the defaults, as a suite would run it: twenty inferences
+    #        (0.7 s) are too few for its fastest one to be a quiet moment's on a busy machine.
     "us": (16, 1, 400, 0.2, (2, 4)),
     "ms": (256, 32, 100, 0.3, (1, 2)),
-    "10ms": (512, 256, 20, 0.3, (1, 2)),
+    "10ms": (512, 256, RunDefaults.min_runs, RunDefaults.min_seconds, (1, 2)),
 }
 
 
