@@ -28,19 +28,23 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _farm import FarmProcess, scratch_dir  # noqa: E402
 
+from hilfarm.sample_models import make_onnx_mlp  # noqa: E402
 from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc  # noqa: E402
+
+Metadata = Tuple[Tuple[str, str], ...]  # gRPC call metadata: an agent's bearer credential
 
 PROFILE = "bench"
 PARKED_PROFILE = "bench-parked"  # no agent has it: jobs stay queued, their watchers stay open
@@ -79,6 +83,7 @@ class Bench:
         self.address = address
         self.stats = Stats()
         self.measuring = False
+        self.seen_errors: set = set()
         self.stop = asyncio.Event()
         self.submitted_at: Dict[str, float] = {}
         self.acked_at: Dict[str, float] = {}
@@ -96,6 +101,10 @@ class Bench:
 
     def error(self, what: str, exc: BaseException) -> None:
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+        if f"{what}:{code}" not in self.seen_errors:  # the first of each kind, so a setup that fails says why
+            self.seen_errors.add(f"{what}:{code}")
+            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            print(f"first {what} error: {code}: {details}", file=sys.stderr, flush=True)
         if self.measuring:
             self.stats.errors[f"{what}:{code}"] += 1
 
@@ -106,11 +115,18 @@ class Bench:
         agent_id = f"bench-{index:05d}"
         request = pb.RegisterRequest(agent_id=agent_id, device_profile=PROFILE, capabilities=CAPABILITIES,
                                      hostname=agent_id, agent_version="bench")
+        # An agent's identity is its own credential, got once with Enroll (the benchmark's
+        # controller is open: no enrollment token), sent with every call after it.
+        enroll = pb.EnrollRequest(agent_id=agent_id, device_profile=PROFILE, hostname=agent_id)
         async with registered:
-            await self._retry(lambda: stub.Register(request, timeout=30), "register")
-        heartbeat = asyncio.ensure_future(self.heartbeats(stub, agent_id, request))
+            enrolled = await self._retry(lambda: stub.Enroll(enroll, timeout=30), "enroll")
+            if enrolled is None:
+                return
+            me = (("authorization", f"Bearer {enrolled.credential}"),)
+            await self._retry(lambda: stub.Register(request, timeout=30, metadata=me), "register")
+        heartbeat = asyncio.ensure_future(self.heartbeats(stub, agent_id, request, me))
         try:
-            await self.work(stub, agent_id)
+            await self.work(stub, agent_id, me)
         finally:
             heartbeat.cancel()
 
@@ -125,31 +141,32 @@ class Bench:
                 delay = min(delay * 2, 30.0)
         return None
 
-    async def heartbeats(self, stub: pb_grpc.AgentServiceStub, agent_id: str, register: pb.RegisterRequest) -> None:
+    async def heartbeats(self, stub: pb_grpc.AgentServiceStub, agent_id: str, register: pb.RegisterRequest,
+                         me: Metadata) -> None:
         interval = self.args.heartbeat
         await asyncio.sleep(random.uniform(0, interval))
         while not self.stop.is_set():
             started = time.perf_counter()
             try:
-                response = await stub.Heartbeat(pb.HeartbeatRequest(agent_id=agent_id), timeout=10)
+                response = await stub.Heartbeat(pb.HeartbeatRequest(agent_id=agent_id), timeout=10, metadata=me)
                 if self.measuring:
                     self.stats.heartbeat.append(time.perf_counter() - started)
                 if not response.known:
                     self.stats.heartbeats_unknown += 1
-                    await stub.Register(register, timeout=30)
+                    await stub.Register(register, timeout=30, metadata=me)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self.measuring:
                     self.stats.heartbeat_timeouts += 1
                 self.error("Heartbeat", exc)
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
 
-    async def work(self, stub: pb_grpc.AgentServiceStub, agent_id: str) -> None:
+    async def work(self, stub: pb_grpc.AgentServiceStub, agent_id: str, me: Metadata) -> None:
         delay = 0.5
         wait = self.args.lease_wait
         while not self.stop.is_set():
             try:
                 response = await stub.LeaseJob(pb.LeaseJobRequest(agent_id=agent_id, wait_seconds=wait),
-                                                timeout=wait + 10)
+                                                timeout=wait + 10, metadata=me)
                 delay = 0.5
                 if not response.HasField("lease"):
                     continue
@@ -164,11 +181,11 @@ class Bench:
                 for _ in range(self.args.progress_reports):
                     await stub.ReportProgress(pb.ReportProgressRequest(
                         agent_id=agent_id, lease_id=lease.lease_id,
-                        progress=pb.Progress(phase="measuring", runs_done=3, runs_target=3)), timeout=30)
+                        progress=pb.Progress(phase="measuring", runs_done=3, runs_target=3)), timeout=30, metadata=me)
                 started = time.perf_counter()
                 report = await stub.ReportResult(pb.ReportResultRequest(
                     agent_id=agent_id, lease_id=lease.lease_id, job_id=job_id, attempt=lease.job.attempt,
-                    result=RESULT), timeout=30)
+                    result=RESULT), timeout=30, metadata=me)
                 now = time.perf_counter()
                 if not report.accepted:
                     self.stats.refused_reports += 1
@@ -296,10 +313,16 @@ def self_cpu() -> float:
     return t.user + t.system
 
 
+def _tiny_onnx_model() -> bytes:
+    """A valid ONNX file; the null runtime never runs it."""
+    with tempfile.TemporaryDirectory(prefix="hilfarm-scale-model-") as tmp:
+        return make_onnx_mlp(Path(tmp) / "bench.onnx", in_features=4, hidden=4, layers=1, out_features=2).read_bytes()
+
+
 async def run(args: argparse.Namespace, address: str, controller_pid: int) -> dict:
     bench = Bench(args, address)
     loop_lag = asyncio.ensure_future(bench.loop_lag())
-    data = os.urandom(256)
+    data = _tiny_onnx_model()  # the controller checks an upload is the format it claims
     sha = hashlib.sha256(data).hexdigest()
     header = pb.ArtifactHeader(sha256=sha, size_bytes=len(data), filename="bench.onnx", format="onnx")
 
