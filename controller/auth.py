@@ -237,6 +237,10 @@ def authorize(principal: Principal, requirement: Optional[Requirement], method: 
 class CredentialLookup:
     """What the authenticator reads (controller/credentials.py implements it)."""
 
+    # Bumped after each revocation this process commits; the authenticator then forgets every
+    # caller it remembers (see Authenticator.remembered).
+    revocations: int = 0
+
     def user_token(self, token_id: str) -> Optional[UserToken]:
         raise NotImplementedError
 
@@ -247,6 +251,14 @@ class CredentialLookup:
         raise NotImplementedError
 
 
+# How long a user token or agent credential read from the database is trusted without reading it
+# again. Every call of a thousand agents would otherwise cost a database read and a hop to a
+# database thread. A revocation made by this controller takes effect at once (it forgets every
+# remembered caller); one made by another replica sharing the database, within this time.
+REMEMBER_SECONDS = 5.0
+_REMEMBERED_MAX = 20_000  # past this many, expired entries are dropped
+
+
 class Authenticator:
     """Turns a call's metadata (and client certificate) into a Principal, or refuses it."""
 
@@ -254,6 +266,8 @@ class Authenticator:
         self.lookup = lookup
         self._operator = operator_token.encode() if operator_token else None
         self.clock = clock
+        self._remembered: Dict[str, Tuple[Principal, float]] = {}  # token -> (caller, trusted until)
+        self._revocations_seen = lookup.revocations
 
     @property
     def open(self) -> bool:
@@ -268,7 +282,21 @@ class Authenticator:
                      peer_names: Sequence[str] = ()) -> Principal:
         """The caller of ``method``, authorised by POLICY. ``peer_names``: the names in the
         client's TLS certificate when the controller asks for one (mutual TLS): an agent's must
-        name it. Raises Unauthenticated or PermissionDenied with a message for a person."""
+        name it. Raises Unauthenticated or PermissionDenied with a message for a person.
+        May read the database."""
+        principal = self._admit(method, metadata, peer_names, self.identify)
+        assert principal is not None
+        return principal
+
+    def remembered(self, method: str, metadata: Iterable[Tuple[str, object]],
+                   peer_names: Sequence[str] = ()) -> Optional[Principal]:
+        """:meth:`authenticate` without the database: the same answer (or the same error) when
+        the caller needs no lookup or was looked up less than REMEMBER_SECONDS ago; None when
+        its credential must be read (then call :meth:`authenticate`, in a database thread)."""
+        return self._admit(method, metadata, peer_names, self._identify_from_memory)
+
+    def _admit(self, method: str, metadata: Iterable[Tuple[str, object]], peer_names: Sequence[str],
+               identify) -> Optional[Principal]:  # type: ignore[no-untyped-def]
         requirement = requirement_for(method)
         if requirement is not None and requirement.kind == "open":
             return Principal(Kind.ANONYMOUS)
@@ -276,7 +304,9 @@ class Authenticator:
         if not token and requirement is not None and requirement.kind == "agent":
             raise Unauthenticated(f"{_rpc_name(method)} needs the agent's own credential, sent as "
                                   "'authorization: Bearer <credential>' (an agent gets it once, with Enroll)")
-        principal = self.identify(token)
+        principal = identify(token)
+        if principal is None:
+            return None
         authorize(principal, requirement, method)
         if principal.kind == Kind.AGENT and peer_names and principal.agent_id not in peer_names:
             raise PermissionDenied(
@@ -284,8 +314,27 @@ class Authenticator:
                 "an agent must present its own certificate")
         return principal
 
+    def _identify_from_memory(self, token: Optional[str]) -> Optional[Principal]:
+        if not token or parse_token(token) is None:
+            return self.identify(token)  # no token, or the operator's: nothing to read
+        if self.lookup.revocations != self._revocations_seen:
+            self._revocations_seen = self.lookup.revocations
+            self._remembered.clear()
+        entry = self._remembered.get(token)
+        if entry is None or entry[1] <= self.clock():
+            return None
+        return entry[0]
+
+    def _remember(self, token: str, principal: Principal, until: float, revocations_before: int) -> Principal:
+        if len(self._remembered) >= _REMEMBERED_MAX:
+            now = self.clock()
+            self._remembered = {t: e for t, e in self._remembered.items() if e[1] > now}
+        if self.lookup.revocations == revocations_before:  # no revocation since the row was read
+            self._remembered[token] = (principal, until)
+        return principal
+
     def identify(self, token: Optional[str]) -> Principal:
-        now = self.clock()
+        now, revocations_before = self.clock(), self.lookup.revocations
         if not token:
             if self.open:
                 return self.operator()
@@ -313,8 +362,9 @@ class Authenticator:
                     "credential file and enroll it again")
             if cred.revoked_at is not None:
                 raise Unauthenticated(f"the credential of agent {cred.agent_id} was revoked by an admin")
-            return Principal(Kind.AGENT, token_id=cred.id, agent_id=cred.agent_id,
-                             device_profile=cred.device_profile, tags=tuple(cred.tags), open=self.open)
+            return self._remember(token, Principal(Kind.AGENT, token_id=cred.id, agent_id=cred.agent_id,
+                                                   device_profile=cred.device_profile, tags=tuple(cred.tags),
+                                                   open=self.open), now + REMEMBER_SECONDS, revocations_before)
         if prefix == ENROLLMENT_PREFIX:
             enrollment = self.lookup.enrollment_token(token_id)
             if enrollment is None or not hash_matches(token, enrollment.secret_hash):
@@ -333,7 +383,9 @@ class Authenticator:
             raise Unauthenticated(f"token {token_id} was revoked")
         if row.expires_at is not None and row.expires_at <= now:
             raise Unauthenticated(f"token {token_id} expired")
-        return Principal(Kind.USER, row.project, Role.parse(row.role), token_id=row.id, open=self.open)
+        until = now + REMEMBER_SECONDS if row.expires_at is None else min(now + REMEMBER_SECONDS, row.expires_at)
+        return self._remember(token, Principal(Kind.USER, row.project, Role.parse(row.role), token_id=row.id,
+                                               open=self.open), until, revocations_before)
 
 
 def enrollment_token_problem(token: EnrollmentToken, now: float) -> str:

@@ -81,7 +81,8 @@ class Credentials(auth.CredentialLookup):
                 row.revoked_at = self.clock()
                 s.add(row)
                 log.info("token %s of project %s revoked", token_id, row.project)
-            return row
+        self.revocations += 1  # committed: the authenticator forgets whom it remembers
+        return row
 
     # ------------------------------------------------------------ enrollment
 
@@ -138,6 +139,8 @@ class Credentials(auth.CredentialLookup):
             cred = AgentCredential(id=cred_id, secret_hash=digest, agent_id=agent_id, device_profile=device_profile,
                                    tags=list(dict.fromkeys(tags)), enrolled_at=now, enrolled_by=principal.label)
             s.add(cred)
+        if active:
+            self.revocations += 1
         log.info("agent %s enrolled (profile %s, tags %s) by %s%s", agent_id, device_profile,
                  ", ".join(tags) or "none", principal.label, "; its previous credential is revoked" if active else "")
         return cred, secret
@@ -167,6 +170,7 @@ class Credentials(auth.CredentialLookup):
                 row.revoked_at = now
                 s.add(row)
             revoked = rows[-1]
+        self.revocations += 1
         self.agents.remove_agent(agent_id, now=now, why="was revoked by an admin")
         log.warning("agent %s revoked", agent_id)
         return revoked

@@ -178,7 +178,8 @@ def _peer_names(context: grpc.aio.ServicerContext) -> List[str]:
 class _Authorization(grpc.aio.ServerInterceptor):
     """Authenticates and authorises every call (auth.py) and checks its request messages
     (limits.py) before a servicer sees them; the servicer runs as the caller (auth.acting_as).
-    Looking a credential up reads the database, so it runs in the database threads."""
+    Looking a credential up reads the database, so it runs in the database threads; a caller
+    looked up a moment ago is answered on the event loop (Authenticator.remembered)."""
 
     def __init__(self, authenticator: auth.Authenticator,
                  blocking: Callable[..., "asyncio.Future[Any]"]) -> None:
@@ -190,12 +191,14 @@ class _Authorization(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        authenticate = self.authenticator.authenticate
+        authenticate, remembered = self.authenticator.authenticate, self.authenticator.remembered
 
         async def admit(context: grpc.aio.ServicerContext, request: Any = None) -> auth.Principal:
             try:
-                principal = await self.blocking(authenticate, method, context.invocation_metadata(),
-                                                _peer_names(context))
+                metadata, peer_names = context.invocation_metadata(), _peer_names(context)
+                principal = remembered(method, metadata, peer_names)  # most calls: no database
+                if principal is None:
+                    principal = await self.blocking(authenticate, method, metadata, peer_names)
                 if request is not None:
                     _checked(request, method)
                 return principal
