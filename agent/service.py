@@ -327,6 +327,23 @@ class Agent:
             return None
         return wire.lease_from_pb(resp.lease)
 
+    def _fetch(self, sha256: str, cancel: threading.Event) -> Path:
+        """The artifact from the cache, or downloaded. A download cut by the controller going
+        away (a restart, a replica ending) is tried again from the start, with backoff, for as
+        long as a restarted controller keeps the lease (its grace is at least our longest
+        backoff): the attempt is not the controller's to lose. Any other failure is final."""
+        delay, give_up = 0.5, time.monotonic() + 4 * self.config.backoff_max_seconds
+        while True:
+            try:
+                return self.cache.fetch(sha256, lambda: self._download(sha256))
+            except JobFailed as exc:
+                cut = isinstance(exc.__cause__, grpc.RpcError) and exc.__cause__.code() == grpc.StatusCode.UNAVAILABLE
+                if not cut or cancel.is_set() or time.monotonic() + delay > give_up:
+                    raise
+                log.warning("%s; downloading it again in %.1f s", exc.failure.message, delay)
+                cancel.wait(delay)
+                delay = min(delay * 2, self.config.backoff_max_seconds)
+
     def _download(self, sha256: str) -> Iterator[bytes]:
         for chunk in self.stub.DownloadArtifact(
             farm_pb2.DownloadArtifactRequest(sha256=sha256), metadata=self.metadata, timeout=600
@@ -413,11 +430,10 @@ class Agent:
 
     def _execute(self, job: LeasedJob, relay: "_ProgressRelay", cancel: threading.Event) -> JobOutcome:
         relay.update(Progress(phase="fetching", updated_at=time.time()))
-        model = self.cache.fetch(job.model_sha256, lambda: self._download(job.model_sha256))
+        model = self._fetch(job.model_sha256, cancel)
         inputs = None
         if job.settings.inputs_sha256:
-            sha = job.settings.inputs_sha256
-            inputs = str(self.cache.fetch(sha, lambda: self._download(sha)))
+            inputs = str(self._fetch(job.settings.inputs_sha256, cancel))
         if cancel.is_set():
             return JobOutcome(cancelled=True)
         runtime = runtimes.runtime_for(job.settings, job.model_format)

@@ -41,6 +41,7 @@ class FakeController(farm_pb2_grpc.AgentServiceServicer):
         self.reports = []  # ReportResultRequest, in order of arrival
         self.cancel_jobs = set()
         self.unavailable_reports = 0  # answer this many ReportResult calls with UNAVAILABLE
+        self.cut_downloads = 0  # end this many downloads, after their last byte, with UNAVAILABLE
         self.leases = {}
 
     def add_artifact(self, data: bytes, serve: bytes = None) -> str:
@@ -113,6 +114,9 @@ class FakeController(farm_pb2_grpc.AgentServiceServicer):
         yield farm_pb2.ArtifactChunk(header=farm_pb2.ArtifactHeader(sha256=request.sha256, size_bytes=len(data)))
         for i in range(0, len(data), 1 << 20):
             yield farm_pb2.ArtifactChunk(data=data[i:i + (1 << 20)])
+        if self.cut_downloads > 0:  # a controller going away as the stream ends
+            self.cut_downloads -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "Stream removed (Socket closed)")
 
     def ReportProgress(self, request, context):
         with self.cond:
@@ -231,6 +235,29 @@ def test_corrupted_download_is_an_infrastructure_failure(farm, models):
     fake.add_job("corrupt", sha)
     f = fake.result_for("corrupt").failure
     assert category_name(f) == "INFRASTRUCTURE" and "corrupted" in f.message
+
+
+def test_a_download_cut_by_the_controller_going_away_is_tried_again(farm, models):
+    """A controller restarting while an agent downloads must not cost the job its attempt."""
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    fake.cut_downloads = 2
+    fake.add_job("cut", sha)
+    r = fake.result_for("cut")
+    assert r.WhichOneof("outcome") == "result", r.failure
+    assert fake.downloads == [sha, sha, sha]
+    assert not list((farm.config.data_dir / "artifacts").rglob("*.part")), "a cut download left its temp file"
+
+
+def test_a_download_the_controller_keeps_cutting_fails_the_attempt_in_the_end(farm, models):
+    fake = farm.fake
+    sha = fake.add_artifact(models["identity"].read_bytes())
+    fake.cut_downloads = 10 ** 6
+    fake.add_job("gone", sha)
+    f = fake.result_for("gone").failure
+    assert category_name(f) == "INFRASTRUCTURE" and "UNAVAILABLE" in f.message
+    # tried again every 0.5 s (backoff_max_seconds here), given up after four times that
+    assert 2 <= len(fake.downloads) <= 6
 
 
 def test_cancel_stops_the_child_and_reports_nothing(farm, models):
