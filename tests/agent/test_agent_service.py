@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from concurrent import futures
 
 import grpc
@@ -452,7 +453,8 @@ def test_an_agent_killed_mid_job_takes_its_benchmark_with_it(tmp_path, models, p
     profile = tmp_path / "slow-ok.yaml"
     profile.write_text("name: slow-ok\ndescription: allows the slow test runtime\nextends: local\n"
                        "runtimes: {allowed: [onnxruntime, test-slow]}\n")
-    env = dict(os.environ, HILFARM_RUNTIME_PLUGINS=plugins[0])
+    # PYTHONFAULTHANDLER: if the agent never gets going, SIGABRT makes it print where it is stuck.
+    env = dict(os.environ, HILFARM_RUNTIME_PLUGINS=plugins[0], PYTHONFAULTHANDLER="1")
     with open(tmp_path / "agent.log", "wb") as log:
         agent = subprocess.Popen(
             [sys.executable, "-m", "hilfarm.cli", "--controller", f"127.0.0.1:{port}", "agent", "run",
@@ -464,7 +466,12 @@ def test_an_agent_killed_mid_job_takes_its_benchmark_with_it(tmp_path, models, p
         try:
             fake.wait_for(lambda: any(j == "long" and p.phase == "measuring" for j, p in fake.progress), timeout=60)
         except AssertionError:
-            raise AssertionError("the agent never measured:\n" + (tmp_path / "agent.log").read_text()[-3000:])
+            state = Path(f"/proc/{agent.pid}/status").read_text() if agent.poll() is None else f"exited {agent.poll()}"
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGABRT)
+                agent.wait(10)
+            raise AssertionError(f"the agent never measured ({state[:400]}); its log:\n"
+                                 + (tmp_path / "agent.log").read_text()[-6000:])
         (child,) = running_children(data_dir)
         assert pid_alive(child["pid"])
         agent.kill()
