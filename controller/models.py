@@ -101,6 +101,9 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         # The scheduler's question: the oldest queued jobs for one profile.
         sa.Index("ix_jobs_state_profile_created", "state", "device_profile", "created_at"),
+        # A submission's queue-room check counts its project's queued jobs: without this index
+        # the count read every job the project ever ran.
+        sa.Index("ix_jobs_project_state", "project", "state"),
     )
 
     id: str = Field(primary_key=True, max_length=64)

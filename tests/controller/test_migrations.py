@@ -403,3 +403,25 @@ def test_revision_0004_writes_the_zeros_old_results_left_out_and_keeps_unknown_f
     assert "power" not in result                                  # a section never reported is not invented
     assert thermal["throttled"] is True and thermal["throttled_fraction"] == 0 and thermal["cooldown_seconds"] == 0
     assert fresh.jobs.get_job("queued").result is None
+
+
+def test_a_submissions_queue_count_reads_only_the_projects_queued_jobs(tmp_path: Path):
+    """The queue-room check runs on every submission: its count must use the (project, state)
+    index, not read every job the project ever ran (SQLite's plan for the statement it runs)."""
+    store = open_repositories(Database(f"sqlite:///{tmp_path / 'plan.db'}"))
+    try:
+        store.database.migrate()
+        statements: List[tuple] = []
+
+        def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            statements.append((statement, parameters))
+
+        sa.event.listen(store.database.engine, "before_cursor_execute", seen)
+        assert store.jobs.count_queued("vision") == 0
+        sa.event.remove(store.database.engine, "before_cursor_execute", seen)
+        ((statement, parameters),) = [(s, p) for s, p in statements if "count" in s.lower()]
+        with store.database.engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        assert "ix_jobs_project_state" in plan, plan
+    finally:
+        store.database.close()
