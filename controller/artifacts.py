@@ -64,6 +64,7 @@ class ArtifactStore:
         # Records of stored digests: a digest's record never changes once written, so it is read
         # from the database once (every submission looks its models up).
         self._records: "OrderedDict[str, Artifact]" = OrderedDict()
+        self._owned: "OrderedDict[Tuple[str, str], None]" = OrderedDict()  # (digest, project) known owned
 
     def prepare(self, *, now: Optional[float] = None) -> None:
         """Create this replica's upload directory; remove uploads cut short by a crash, that is
@@ -101,8 +102,14 @@ class ArtifactStore:
             self._records[digest] = artifact
             while len(self._records) > 4096:
                 self._records.popitem(last=False)
-        if project is not None and not self.records.artifact_owned(digest, project):
-            return None
+        if project is not None and (digest, project) not in self._owned:
+            if not self.records.artifact_owned(digest, project):
+                return None
+            # Ownership is only ever added, so a "yes" stays true: every submission of a
+            # model its project already uploaded would otherwise read it again.
+            self._owned[(digest, project)] = None
+            while len(self._owned) > 4096:
+                self._owned.popitem(last=False)
         try:
             size = self.path_for(digest).stat().st_size
         except FileNotFoundError:

@@ -6,7 +6,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import grpc
 import pytest
@@ -236,3 +236,38 @@ def test_a_download_of_a_recorded_artifact_missing_here_says_the_store_must_be_s
     with pytest.raises(NotFound) as err:
         elsewhere.open_chunks(sha)
     assert "same artifact store" in str(err.value) and "--artifacts-dir" in str(err.value)
+
+
+def test_a_projects_ownership_of_an_artifact_is_read_once_and_never_granted_to_another(tmp_path, store):
+    """Every submission looks its models up for its project; a "yes" is remembered (ownership is
+    only ever added), a "no" is asked again, so a later upload by that project counts."""
+    from hilfarm.controller.artifacts import ArtifactStore
+    from hilfarm.controller.models import Artifact
+
+    records = store.artifact_records
+    reads: List[Tuple[str, str]] = []
+    owned = records.artifact_owned
+
+    def counted(sha256: str, project: str) -> bool:
+        reads.append((sha256, project))
+        return owned(sha256, project)
+
+    records.artifact_owned = counted  # type: ignore[method-assign]
+    artifacts = ArtifactStore(tmp_path / "artifacts", records)
+    artifacts.prepare()
+    data = onnx_bytes(MIB)
+    artifact = Artifact(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), format="onnx",
+                        filename="m.onnx", created_at=0.0)
+    upload = artifacts.begin(artifact, project="vision")
+    upload.write(data)
+    upload.finish()
+    upload.close()
+    for _ in range(3):
+        assert artifacts.stat(artifact.sha256, project="vision") is not None
+        assert artifacts.stat(artifact.sha256, project="audio") is None
+    assert reads.count((artifact.sha256, "vision")) == 1 and reads.count((artifact.sha256, "audio")) == 3
+    upload = artifacts.begin(artifact, project="audio")
+    upload.write(data)
+    upload.finish()
+    upload.close()
+    assert artifacts.stat(artifact.sha256, project="audio") is not None
