@@ -33,11 +33,12 @@ Rows returned are detached from their session; change state only through the met
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -318,14 +319,19 @@ class JobRepository:
         if cached is not None:
             return cached
         jobs = _JOBS
+        # No list is bound as an expanding IN: SQLAlchemy would render the statement again at
+        # every lease. The allowed tags are one JSON value (a JSON array string on SQLite), the
+        # agent's providers part of the statement built for its kind.
         if self.db.is_postgresql:
             tags_fit = jobs.c.required_tags.op("<@")(_B("allowed_tags", type_=pg_dialect.JSONB()))
         else:
             each = sa.func.json_each(jobs.c.required_tags).table_valued("value")
+            allowed = sa.func.json_each(_B("allowed_tags", type_=sa.String())).table_valued("value")
             tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each)
-                                  .where(each.c.value.not_in(_B("allowed_tags", expanding=True))))
+                                  .where(each.c.value.not_in(sa.select(allowed.c.value))))
         clauses = [sa.and_(jobs.c.required_runtime == name,
-                           sa.or_(jobs.c.required_provider == "", jobs.c.required_provider.in_(list(providers))))
+                           sa.or_(jobs.c.required_provider == "",
+                                  *[jobs.c.required_provider == provider for provider in providers]))
                    for name, providers in runtimes]
         fits = sa.and_(jobs.c.state == JobState.QUEUED.value, jobs.c.device_profile == profile, tags_fit,
                        sa.or_(*clauses) if clauses else sa.false())
@@ -343,6 +349,12 @@ class JobRepository:
         self._fits_cache[key] = statements
         return statements
 
+    def allowed_tags_bound(self, agent_id: str, tags: Sequence[str]) -> Any:
+        """The lease statements' ``allowed_tags`` value: a JSON array (a string on SQLite, for
+        json_each)."""
+        allowed = allowed_tags_of(agent_id, tags)
+        return allowed if self.db.is_postgresql else json.dumps(allowed)
+
     def lease_next(self, agent_id: str, *, now: float, lease_seconds: float) -> LeaseAttempt:
         """Lease the oldest queued job that fits the agent (profile, tags, runtime and provider
         matched in SQL; only the row leased is locked, and rows other replicas hold are skipped).
@@ -356,7 +368,7 @@ class JobRepository:
             if agent is None:
                 raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
             statements = self._lease_statements(agent.profile, agent.tags or [], agent.capabilities or {})
-            allowed_tags = allowed_tags_of(agent_id, agent.tags or [])
+            allowed_tags = self.allowed_tags_bound(agent_id, agent.tags or [])
             holds, waiting, queued = conn.execute(statements.look, {"agent_id": agent_id, "profile": agent.profile,
                                                                     "allowed_tags": allowed_tags}).one()
         if holds is None and (waiting is None or agent.draining):

@@ -14,7 +14,6 @@ from hilfarm.controller.errors import AmbiguousId, FailedPrecondition, NotFound
 from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run, pin_tag
 from hilfarm.controller.app import Repositories, open_repositories
 from hilfarm.controller.database import Database
-from hilfarm.controller.job_repository import allowed_tags_of
 from hilfarm.v1 import farm_pb2 as pb
 
 from .test_wire import populate
@@ -483,7 +482,7 @@ def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Repos
         fits = stored.jobs._lease_statements(agent.profile, agent.tags, agent.capabilities).fits
         with stored.database.engine.connect() as conn:
             matched = {row.id for row in conn.execute(sa.select(Job.__table__.c.id).where(fits),
-                                                      {"allowed_tags": allowed_tags_of(agent.id, agent.tags)})}
+                                                      {"allowed_tags": stored.jobs.allowed_tags_bound(agent.id, agent.tags)})}
         expected = {j.id for j in stored_jobs.values() if accepts(agent, j, now=T0)[0]}
         assert matched == expected, (agent.profile, agent.tags, agent.capabilities)
         sizes.append(len(matched))
