@@ -14,6 +14,10 @@ from typing import Iterator
 
 import pytest
 
+# As hilfarm/__init__.py does, before any test module imports grpc: the tests fork (subprocess,
+# pexpect) while gRPC channels of the test process close, and gRPC's fork handlers can then hang.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
