@@ -101,12 +101,13 @@ class Bench:
 
     def error(self, what: str, exc: BaseException) -> None:
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
-        if f"{what}:{code}" not in self.seen_errors:  # the first of each kind, so a setup that fails says why
-            self.seen_errors.add(f"{what}:{code}")
+        kind = f"{what}:{code}"
+        if kind not in self.seen_errors:  # the first of each kind, so a setup that fails says why
+            self.seen_errors.add(kind)
             details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             print(f"first {what} error: {code}: {details}", file=sys.stderr, flush=True)
         if self.measuring:
-            self.stats.errors[f"{what}:{code}"] += 1
+            self.stats.errors[kind] += 1
 
     # ------------------------------------------------------------ agents
 

@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Deque, Iterable, Iterator, Optional, Tuple
+from typing import Any, Deque, Iterable, Iterator, Optional, Tuple
 
 from hilfarm.contract import ARTIFACT_FORMATS
 from hilfarm.units import format_bytes
@@ -49,6 +49,13 @@ def check_digest(sha256: str, what: str = "artifact") -> str:
     if not _SHA256.match(digest):
         raise InvalidArgument(f"{what} sha256 must be 64 hex digits, got {sha256!r}")
     return digest
+
+
+def _keep(cache: "OrderedDict[Any, Any]", key: Any, value: Any, most: int = 4096) -> None:
+    """Put ``key`` in one of the store's read-once caches, dropping the oldest past ``most``."""
+    cache[key] = value
+    while len(cache) > most:
+        cache.popitem(last=False)
 
 
 class ArtifactStore:
@@ -99,17 +106,13 @@ class ArtifactStore:
             artifact = self.records.get_artifact(digest)
             if artifact is None:
                 return None
-            self._records[digest] = artifact
-            while len(self._records) > 4096:
-                self._records.popitem(last=False)
+            _keep(self._records, digest, artifact)
         if project is not None and (digest, project) not in self._owned:
             if not self.records.artifact_owned(digest, project):
                 return None
             # Ownership is only ever added, so a "yes" stays true: every submission of a
             # model its project already uploaded would otherwise read it again.
-            self._owned[(digest, project)] = None
-            while len(self._owned) > 4096:
-                self._owned.popitem(last=False)
+            _keep(self._owned, (digest, project), None)
         try:
             size = self.path_for(digest).stat().st_size
         except FileNotFoundError:

@@ -253,8 +253,9 @@ class CredentialLookup:
 
 # How long a user token or agent credential read from the database is trusted without reading it
 # again. Every call of a thousand agents would otherwise cost a database read and a hop to a
-# database thread; longer than an agent's heartbeat (5 s) and long-poll (10 s), so most hit. A revocation made by this controller takes effect at once (it forgets every
-# remembered caller); one made by another replica sharing the database, within this time.
+# database thread; longer than an agent's heartbeat (5 s) and long-poll (10 s), so most hit. A
+# revocation made by this controller takes effect at once (it forgets every remembered caller);
+# one made by another replica sharing the database, within this time.
 REMEMBER_SECONDS = 30.0
 _REMEMBERED_MAX = 20_000  # past this many, expired entries are dropped
 
