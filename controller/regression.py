@@ -22,6 +22,14 @@ moves every inference, the fastest included. This is the estimator Chen & Revels
 - noise: the between-repeat spread (standard deviation of the log per-repeat figures), pooled
   over both runs; where this device × model × configuration has a history, never taken below
   what the history shows, so a lucky quiet pair of runs cannot make a small shift look real;
+- run to run: a first attempt compares runs measured at different times, and each whole run
+  sits a little above or below the device's usual level (its load, clocks and heat that day),
+  which no number of repeats inside one run averages away. Where the device × model ×
+  configuration has at least ``MIN_RUN_HISTORY`` earlier runs, the spread of their own figures
+  beyond what their repeats explain (``NoiseHistory.between_runs``) is added to the
+  comparison's variance, twice (the baseline's run and the candidate's). Without it a 5 %
+  slowdown measured on a day the device ran 6 % quicker looked "unchanged" with a narrow
+  interval, and was settled without a confirmation;
 - significance: Student t on the logs (p below alpha);
 - a regression needs all of: p below alpha, the interval entirely above 1, a slowdown of at
   least the minimum effect (default 3 %), and at least the **noise floor** — the smallest
@@ -73,6 +81,8 @@ PAIR_TRIM = 0.2
 MIN_SAMPLES = 20
 # How many of the newest runs of a device × model × configuration make its noise history.
 NOISE_HISTORY_RUNS = 30
+# Fewest earlier runs whose figures may say how far whole runs wander (three differences).
+MIN_RUN_HISTORY = 4
 CONFIDENCE = 0.95
 _BOOTSTRAP_RESAMPLES = 2000
 _BOOTSTRAP_CAP = 2000  # samples per run fed to the bootstrap (a uniform thinning beyond it)
@@ -234,12 +244,39 @@ class NoiseHistory:
 
     spreads: Tuple[Tuple[float, int], ...] = ()
     fastest_spreads: Tuple[Tuple[float, int], ...] = ()
+    # Each earlier run's own figure (the median over its repeats), oldest first, with its
+    # repeat count and between-repeat spread: how far whole runs wander from night to night.
+    levels: Tuple[Tuple[float, int, float], ...] = ()
+    fastest_levels: Tuple[Tuple[float, int, float], ...] = ()
 
     @property
     def runs(self) -> int:
         return len(self.spreads)
 
-    def runs_of(self, figure: str) -> int:
+    def between_runs(self, figure: str = MEDIAN) -> Tuple[Optional[float], int]:
+        """(run-to-run spread of the log figure beyond what the runs' own repeats explain, its
+        degrees of freedom); (None, 0) with fewer than ``MIN_RUN_HISTORY`` runs.
+
+        A first attempt compares a candidate with a baseline measured on another day; each run
+        as a whole sits a little above or below the device's usual level (its load, clocks and
+        heat that day), and no number of repeats inside one run averages that away. Successive
+        differences of the runs' log figures measure it while a step change of the model itself
+        (one large difference) or a slow trend barely moves it; their median, not their mean,
+        so one odd night cannot either. What the repeats of each run already explain (its
+        spread squared over its repeat count) is taken off."""
+        levels = [(v, r, s) for v, r, s in (self.fastest_levels if figure == FASTEST else self.levels)
+                  if v > 0 and r >= 1 and math.isfinite(v)]
+        if len(levels) < MIN_RUN_HISTORY:
+            return None, 0
+        steps = np.diff(np.log([v for v, _, _ in levels]))
+        # For normal steps, median(step**2) = 0.4549 * E[step**2] = 0.4549 * 2 * variance.
+        total = float(np.median(steps ** 2)) / (2 * stats.chi2.ppf(0.5, 1))
+        within = float(np.mean([s * s / r for _, r, s in levels if math.isfinite(s)] or [0.0]))
+        return math.sqrt(max(0.0, total - within)), len(steps)
+
+    def runs_of(self, figure: str, *, levels: bool = False) -> int:
+        if levels:
+            return len(self.fastest_levels if figure == FASTEST else self.levels)
         return len((self.fastest_spreads or self.spreads) if figure == FASTEST else self.spreads)
 
     def pooled(self, figure: str = MEDIAN) -> Tuple[Optional[float], int]:
@@ -452,7 +489,16 @@ def compare_latency_repeats(baseline: RepeatFigures, candidate: RepeatFigures, t
         if s_now is not None:
             out.noise_source += f" (this comparison's {nb}+{nc} repeats showed {s_now:.1%})"
     out.noise = s
-    se = s * math.sqrt(1.0 / nb + 1.0 / nc)
+    within = s * s * (1.0 / nb + 1.0 / nc)
+    # The baseline and the candidate were measured at different times: each run's offset from
+    # the device's usual level adds to the difference (Welch-Satterthwaite for the df).
+    s_runs, df_runs = history.between_runs(figure)
+    between = 2 * s_runs * s_runs if s_runs else 0.0
+    if between > 0:
+        df = (within + between) ** 2 / (within ** 2 / max(df, 1) + between ** 2 / df_runs)
+        out.noise_source += (f"; run-to-run spread {s_runs:.1%} from this device's last "
+                             f"{history.runs_of(figure, levels=True)} runs")
+    se = math.sqrt(within + between)
     _t_test_of_log_ratio(out, d, se, df, tol.alpha)
     change = out.ratio - 1
     what = "fastest inference per repeat" if figure == FASTEST else "median"
@@ -716,10 +762,17 @@ HISTORY_UNITS = {"latency.p50": "s", "latency.p99": "s", "latency.mean": "s", "l
 def noise_history(values: Sequence[Mapping[str, Any]], limit: int = NOISE_HISTORY_RUNS) -> NoiseHistory:
     """A NoiseHistory from the headline values of earlier runs (oldest first)."""
     by_key: Dict[str, List[Tuple[float, int]]] = {"latency.between_repeat_spread": [], "latency.fastest_spread": []}
+    levels: Dict[str, List[Tuple[float, int, float]]] = {"latency.p50": [], "latency.fastest": []}
+    spread_of = {"latency.p50": "latency.between_repeat_spread", "latency.fastest": "latency.fastest_spread"}
     for v in list(values)[-limit:]:
         repeats = v.get("latency.repeats")
         for key, spreads in by_key.items():
             spread = v.get(key)
             if spread is not None and repeats is not None and repeats >= 2 and math.isfinite(float(spread)):
                 spreads.append((float(spread), int(repeats)))
-    return NoiseHistory(tuple(by_key["latency.between_repeat_spread"]), tuple(by_key["latency.fastest_spread"]))
+        for key, runs in levels.items():
+            level, spread = v.get(key), v.get(spread_of[key])
+            if level is not None and repeats is not None and repeats >= 1:
+                runs.append((float(level), int(repeats), float(spread) if spread is not None else 0.0))
+    return NoiseHistory(tuple(by_key["latency.between_repeat_spread"]), tuple(by_key["latency.fastest_spread"]),
+                        tuple(levels["latency.p50"]), tuple(levels["latency.fastest"]))
