@@ -8,9 +8,10 @@ layers of the twenty), each check the way a suite does it:
 1. the candidate in REPEATS fresh processes, compared with the baseline;
 2. unless that first attempt settled latency (a resolved improvement, or unchanged with no
    3 % slowdown left inside its 95 % interval), a confirmation on the same device: baseline and candidate re-run
-   one process at a time, interleaved A B, B A, ... in rounds of max(REPEATS, 5) pairs, a new
-   round while the pairs cannot tell, up to regression.CONFIRMATION_ROUNDS; a regression counts
-   only when the confirmation finds it too.
+   one process at a time, interleaved A B, B A, ... in rounds of max(REPEATS, 5) pairs (a later
+   round also makes up for pairs left out as unsteady, up to twice that), a new round while the
+   pairs cannot tell, up to regression.CONFIRMATION_ROUNDS; a regression counts only when the
+   confirmation finds it too.
 
 Every process is a real benchmark child started by the agent's harness. The same measurements
 are judged twice, side by side:
@@ -55,7 +56,9 @@ from typing import Dict, List, Optional
 from hilfarm.agent.harness import BenchmarkJob, RunDefaults, run_benchmark
 from hilfarm.agent.results import JobSettings
 from hilfarm.controller import regression
-from hilfarm.controller.suites import CONFIRMATION_PAIRS, joined_result, judge_interleaved
+from hilfarm.controller.suites import (
+    CONFIRMATION_PAIRS, joined_result, judge_interleaved, pairs_for_next_round, pairs_with_evidence,
+)
 from hilfarm.sample_models import make_onnx_mlp
 
 LAYERS = 20
@@ -151,9 +154,10 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
         bases: List[Dict] = []
         cands: List[Dict] = []
         if new_suspects or old_suspects:
+            round_pairs = pairs_per_round
             while rounds < regression.CONFIRMATION_ROUNDS:
                 rounds += 1
-                for pair in range(pairs_per_round):  # A B, B A, ...: one process each
+                for pair in range(round_pairs):  # A B, B A, ...: one process each
                     sides = [(bases, 0), (cands, extra)]
                     for side, model in (sides if pair % 2 == 0 else sides[::-1]):
                         side.append(bench.measure(model, 1))
@@ -166,6 +170,7 @@ def run_trials(bench: Bench, kind: str, extra: int, trials: int, baseline: Dict,
                 confirm_new, more = judge_interleaved(_jobs(bases), _jobs(cands), regression.Tolerances(), rounds)
                 if not more:
                     break
+                round_pairs = pairs_for_next_round(pairs_per_round, rounds, pairs_with_evidence(confirm_new))
             ratio = _median_ratio(_joined(bases), _joined(cands))
             if confirm_new is not None:
                 row.repeat_level.confirmed += confirm_new.regression
