@@ -16,6 +16,7 @@ import pytest
 
 from hilfarm.agent.results import JobSettings
 from hilfarm.agent.service import AgentConfig, run_agent
+from hilfarm.agent.telemetry.sustained import SUSTAINED_MAX_RUNS
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
 from .conftest import category_name, settings_message
@@ -356,12 +357,20 @@ thermal:
 """
 
 
-def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_path, models):
+def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_path):
     """The benchmark process is full load for this model (the simulated device follows the
     job's demand for a core, however busy the host): 41 °C idle, heading for 73 °C with a 6 s
     time constant. Loading and warming up take 0.5 to 3 s, which heats it to 43-54 °C; it
     crosses the 58 °C trip 4.5 s after the child starts, inside the five timed seconds
-    whichever that start took, and heats by several degrees over them."""
+    whichever that start took, and heats by several degrees over them.
+
+    The model takes about a hundred microseconds an inference, so five seconds are far below the
+    sustained run's safety cap of a million runs: the tiny test MLP (under 5 µs) reached the
+    cap in 4.6 s when the machine happened to be quiet, and the run (rightly, with a warning)
+    stopped short of the five seconds asked for."""
+    from hilfarm.sample_models import make_onnx_mlp
+
+    model = make_onnx_mlp(tmp_path / "sustained.onnx", batch=16)
     fake = FakeController()
     server, port = start_server(fake)
     profile = tmp_path / "sim-hot.yaml"
@@ -372,7 +381,7 @@ def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_pat
     thread = threading.Thread(target=run_agent, args=(config, stop), daemon=True)
     thread.start()
     try:
-        sha = fake.add_artifact(models["mlp"].read_bytes())
+        sha = fake.add_artifact(model.read_bytes())
         fake.add_job("hot", sha, settings=JobSettings(warmup_runs=1, warmup_seconds=0.01, threads=1, min_runs=3,
                                                       max_runs=10, sustained_seconds=5.0))
         report = fake.result_for("hot")
@@ -390,6 +399,7 @@ def test_sustained_run_on_the_simulated_device_heats_and_reports_windows(tmp_pat
     assert [w.end_seconds for w in s.windows][:-1] == [1.0, 2.0, 3.0, 4.0]
     assert s.windows[-1].end_seconds == pytest.approx(s.duration_seconds)
     assert sum(w.runs for w in s.windows) == len(pb.latency.samples_ns) > 10  # max_runs did not apply
+    assert len(pb.latency.samples_ns) < SUSTAINED_MAX_RUNS and not any("safety cap" in w for w in pb.warnings)
     for w in s.windows:
         assert w.runs > 0 and 0 < w.p50_seconds <= w.p90_seconds
         assert w.HasField("mean_watts") and w.mean_watts > 0
