@@ -52,15 +52,16 @@ _BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
 _SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
     sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
     .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
-_FIRST_AGENTS = (sa.select(_AGENTS).order_by(sa.case((_AGENTS.c.profile == _B("profile"), 0), else_=1), _AGENTS.c.id)
-                 .limit(_B("limit")).subquery())
-_CANDIDATES = sa.select(
-    _FIRST_AGENTS,
-    # Only for the few agents listed, not for every agent of the farm.
-    sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _FIRST_AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
-    .limit(1).scalar_subquery().label("current"),
-).order_by(sa.case((_FIRST_AGENTS.c.profile == _B("profile"), 0), else_=1), _FIRST_AGENTS.c.id)
-_AGENT_COUNTS = sa.select(sa.func.count(), sa.func.count().filter(_AGENTS.c.profile == _B("profile")))
+# The first few agents of one profile, or of the others, by id (the index on (profile, id) reads
+# only the rows listed), each with the job it holds a lease for, read for those few only.
+_CURRENT_JOB = (sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
+                .limit(1).scalar_subquery().label("current"))
+_AGENTS_OF_PROFILE = (sa.select(_AGENTS, _CURRENT_JOB).where(_AGENTS.c.profile == _B("profile"))
+                      .order_by(_AGENTS.c.profile, _AGENTS.c.id).limit(_B("limit")))
+_AGENTS_OF_OTHER_PROFILES = (sa.select(_AGENTS, _CURRENT_JOB).where(_AGENTS.c.profile != _B("profile"))
+                             .order_by(_AGENTS.c.id).limit(_B("limit")))
+_AGENT_COUNTS = sa.select(sa.select(sa.func.count()).select_from(_AGENTS).scalar_subquery(),
+                          sa.select(sa.func.count()).where(_AGENTS.c.profile == _B("profile")).scalar_subquery())
 
 
 # ---------------------------------------------------------------- inside the job repository's transactions
@@ -201,11 +202,14 @@ class AgentRepository:
     def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
         """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the
         profile first, each with the id of the job it holds a lease for (or ""); the number of
-        agents in all and of that profile. One query, however many agents there are. The agents
-        are read-only rows with the Agent attributes (building model objects would cost more
-        than the query)."""
+        agents in all and of that profile. Reads only the rows listed, however many agents there
+        are (the index on profile and id; other profiles' agents only when this one has too
+        few). The agents are read-only rows with the Agent attributes (building model objects
+        would cost more than the query)."""
         with self.db.connect() as conn:
-            rows = conn.execute(_CANDIDATES, {"profile": profile, "limit": limit}).all()
+            rows = conn.execute(_AGENTS_OF_PROFILE, {"profile": profile, "limit": limit}).all()
+            if len(rows) < limit:
+                rows += conn.execute(_AGENTS_OF_OTHER_PROFILES, {"profile": profile, "limit": limit - len(rows)}).all()
             total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
         return [(row, row.current or "") for row in rows], int(total), int(same or 0)
 

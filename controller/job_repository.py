@@ -80,6 +80,8 @@ _MAX_CANDIDATES = 10
 _B = sa.bindparam
 _GET_JOB = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id"))
 _HOLDS = sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B("agent_id"), _JOBS.c.state.in_(_ACTIVE)).limit(1)
+_COUNT_QUEUED = sa.select(sa.func.count()).select_from(_JOBS).where(_JOBS.c.project == _B("project"),
+                                                                     _JOBS.c.state == JobState.QUEUED.value)
 _QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
                                                 _JOBS.c.device_profile == _B("profile")).limit(1)
 _LEASE_VALUES = dict(
@@ -210,7 +212,7 @@ class JobRepository:
         with self.db.connect() as conn:  # the common case, a whole id: one prepared statement
             row = conn.execute(_GET_JOB, {"job_id": job_id}).first()
         if row is not None and (project is None or row._mapping["project"] == project):
-            return Job(**row._mapping)
+            return Job.from_row(row)
         with self.db.read() as s:
             return self._find_job(s, job_id, project=project)
 
@@ -269,9 +271,8 @@ class JobRepository:
             return list(s.exec(q).all())
 
     def count_queued(self, project: str) -> int:
-        with self.db.read() as s:
-            return int(s.exec(select(sa.func.count()).select_from(Job)
-                              .where(Job.project == project, Job.state == JobState.QUEUED.value)).one())
+        with self.db.connect() as conn:
+            return int(conn.execute(_COUNT_QUEUED, {"project": project}).scalar_one())
 
     def cancel_job(self, job_id: str, *, now: float, project: Optional[str] = None) -> Job:
         """Cancel a queued or active job. An agent running it learns at its next progress report."""
@@ -387,7 +388,7 @@ class JobRepository:
                                                         "expires": now + lease_seconds, "now": now,
                                                         "allowed_tags": allowed_tags}).first()
                 if leased is not None:
-                    job = Job(**leased._mapping)
+                    job = Job.from_row(leased)
                     self.db.record_job_change(s, job)
                     log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt,
                              job.max_attempts)
@@ -564,7 +565,7 @@ class JobRepository:
             row = conn.execute(_JOB_FOR_REPORT, {"job_id": job_id}).first()
             if row is None:
                 return False, f"job {job_id!r} does not exist on this controller"
-            job = Job(**row._mapping)
+            job = Job.from_row(row)
             state = job.job_state
             holds = job.lease_id == lease_id and job.attempt == attempt and job.agent_id == agent_id
             if not holds and job.attempt == attempt and self._reclaim(job, agent_id, lease_id, now):
