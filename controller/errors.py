@@ -30,6 +30,22 @@ class Unavailable(FarmError):
     """The controller cannot serve the call now (shutting down); retrying later may succeed."""
 
 
+class Overloaded(Unavailable):
+    """The controller refused the call before doing anything: its database work already waits
+    too long. The same call may be sent again as it is (nothing was stored); ``retry_after``
+    says when."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CallerGaveUp(FarmError):
+    """The caller's deadline passed while the call waited for a database thread: the work was
+    not started (nobody would read its answer, and a lease taken for nobody would sit idle
+    until it expired)."""
+
+
 class AmbiguousId(InvalidArgument):
     """A shortened id (a prefix, as git accepts) matches more than one thing; the message lists them."""
 

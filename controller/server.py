@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -36,7 +37,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +47,7 @@ from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
 from hilfarm import wire_limits
+from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY
 from hilfarm.transport import ServerTls, TransportError, exposure_problem, is_loopback, metrics_exposure_problem
 
 from . import auth, limits, wire
@@ -54,11 +56,13 @@ from .app import CallMetrics, ControllerConfig, ControllerParts, build_controlle
 from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
 from .credentials import DEFAULT_ENROLLMENT_SECONDS, Credentials
 from .errors import (
+    CallerGaveUp,
     CannotListen,
     FailedPrecondition,
     FarmError,
     InvalidArgument,
     NotFound,
+    Overloaded,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -66,7 +70,7 @@ from .errors import (
 )
 from .database import default_sqlite_url
 from .heartbeats import HeartbeatBatcher
-from .job_repository import JobRepository
+from .job_repository import JobRepository, LeaseAttempt
 from .models import Job, JobEvaluation, JobState
 from .notifications import PostgresListener
 from .op_traces import store_op_trace
@@ -87,11 +91,20 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    CallerGaveUp: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 # The agent keeps every report under this (hilfarm/wire_limits.py).
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
 SWITCH_INTERVAL_SECONDS = 0.0005
+# New submissions are refused (Overloaded) while database work has waited longer than this for a
+# thread throughout a whole window: the farm then finishes what it holds at the pace it can,
+# instead of queueing every call (agents' heartbeats, leases and reports with them) behind
+# submissions it cannot serve. A burst that drains within a window does not count.
+OVERLOAD_QUEUE_DELAY_SECONDS = 0.25
+# A lease is not handed out to an agent that stops waiting sooner than this (AgentServicer._lease_try).
+LEASE_ANSWER_MARGIN_SECONDS = 1.0
+QUEUE_DELAY_WINDOW_SECONDS = 1.0
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
 QUEUED_REFRESH_SECONDS = 10.0
@@ -109,6 +122,8 @@ def status_for(exc: FarmError) -> grpc.StatusCode:
 
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, Overloaded):
+        context.set_trailing_metadata(((OVERLOAD_RETRY_AFTER_KEY, str(round(exc.retry_after * 1000))),))
     if isinstance(exc, FarmError):
         await context.abort(status_for(exc), str(exc))
     log.error("%s failed", method, exc_info=exc)
@@ -175,6 +190,24 @@ def _peer_names(context: grpc.aio.ServicerContext) -> List[str]:
     return list(dict.fromkeys(n.decode() if isinstance(n, bytes) else str(n) for n in names))
 
 
+# When the caller of the RPC being served stops waiting (time.monotonic), or None: database work
+# that had to wait for a thread past it is not started (DatabaseQueue.run).
+_CALL_DEADLINE: contextvars.ContextVar[Optional[float]] = contextvars.ContextVar("hilfarm_call_deadline",
+                                                                                 default=None)
+
+
+@contextlib.contextmanager
+def _serving(principal: auth.Principal, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """Serve a call as its caller, knowing when the caller stops waiting (its deadline)."""
+    remaining = context.time_remaining()
+    token = _CALL_DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
+    try:
+        with auth.acting_as(principal):
+            yield
+    finally:
+        _CALL_DEADLINE.reset(token)
+
+
 class _Authorization(grpc.aio.ServerInterceptor):
     """Authenticates and authorises every call (auth.py) and checks its request messages
     (limits.py) before a servicer sees them; the servicer runs as the caller (auth.acting_as).
@@ -215,14 +248,14 @@ class _Authorization(grpc.aio.ServerInterceptor):
             if streaming_out:
                 async def call_stream(request, context):  # type: ignore[no-untyped-def]
                     principal = await admit(context, request)
-                    with auth.acting_as(principal):
+                    with _serving(principal, context):
                         async for response in behavior(request, context):
                             yield response
                 return call_stream
 
             async def call(request, context):  # type: ignore[no-untyped-def]
                 principal = await admit(context, request)
-                with auth.acting_as(principal):
+                with _serving(principal, context):
                     return await behavior(request, context)
             return call
 
@@ -230,14 +263,14 @@ class _Authorization(grpc.aio.ServerInterceptor):
             if streaming_out:
                 async def call_stream(requests, context):  # type: ignore[no-untyped-def]
                     principal = await admit(context)
-                    with auth.acting_as(principal):
+                    with _serving(principal, context):
                         async for response in behavior(stream_of(requests), context):
                             yield response
                 return call_stream
 
             async def call(requests, context):  # type: ignore[no-untyped-def]
                 principal = await admit(context)
-                with auth.acting_as(principal):
+                with _serving(principal, context):
                     return await behavior(stream_of(requests), context)
             return call
 
@@ -252,20 +285,85 @@ class _Authorization(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(stream_in(handler.stream_stream, True), **kwargs)
 
 
+class DatabaseQueue:
+    """How long database work waits for a thread of the pool, and the work it need not start.
+
+    The measure of overload is the queue's standing delay (as CoDel measures a network queue):
+    the shortest wait of the calls started within the last window. A burst that drains within
+    a window leaves one short wait and does not count; a queue that never drains does. When
+    calls wait and none has started for longer, that time is the delay."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 window: float = QUEUE_DELAY_WINDOW_SECONDS) -> None:
+        self._clock = clock
+        self._window = window
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._window_start = self._last_start = clock()
+        self._window_shortest: Optional[float] = None
+        self._standing = 0.0
+
+    def submitted(self) -> float:
+        """A call goes into the pool's queue; returns when, for ``run``."""
+        with self._lock:
+            self._waiting += 1
+        return self._clock()
+
+    def run(self, submitted_at: float, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """In a pool thread: count the wait, then run ``fn`` unless its caller gave up meanwhile."""
+        now = self._clock()
+        waited = now - submitted_at
+        with self._lock:
+            self._waiting -= 1
+            self._last_start = now
+            shortest = waited if self._window_shortest is None else min(self._window_shortest, waited)
+            if now - self._window_start >= self._window:
+                self._standing, self._window_start, self._window_shortest = shortest, now, None
+            else:
+                self._window_shortest = shortest
+        deadline = _CALL_DEADLINE.get()
+        if deadline is not None and now >= deadline:
+            raise CallerGaveUp(f"the call waited {waited:.1f} s for a database thread, past its deadline; "
+                               "it was not started")
+        return fn(*args, **kwargs)
+
+    def standing_delay(self) -> float:
+        """Seconds database work waits for a thread, as a queue that does not drain (0 when idle)."""
+        now = self._clock()
+        with self._lock:
+            stuck = now - self._last_start if self._waiting else 0.0
+            recent = now - self._window_start < 2 * self._window
+            return max(self._standing if recent else 0.0, stuck)
+
+
 class BlockingCalls:
     """Runs a servicer's blocking work off the event loop, as the caller (the call's context
     variables go along): database work in the bounded pool, file work in a pool of its own.
     Created on the server's event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: concurrent.futures.Executor,
-                 io_executor: concurrent.futures.Executor) -> None:
+                 io_executor: concurrent.futures.Executor, db_queue: Optional[DatabaseQueue] = None) -> None:
         self._loop = loop
         self._db_executor = db_executor
         self._io_executor = io_executor
+        self.db_queue = db_queue if db_queue is not None else DatabaseQueue()
 
     async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Run blocking (database) work in the bounded pool, off the event loop."""
-        return await _in_pool(self._loop, self._db_executor, fn, *args, **kwargs)
+        """Run blocking (database) work in the bounded pool, off the event loop; not started
+        when the caller's deadline passes first (CallerGaveUp)."""
+        queue = self.db_queue
+        return await _in_pool(self._loop, self._db_executor, queue.run, queue.submitted(), fn, *args, **kwargs)
+
+    def refuse_new_work_when_overloaded(self) -> None:
+        """Overloaded when database work has stood in the queue longer than
+        OVERLOAD_QUEUE_DELAY_SECONDS: new work (a submission) would only lengthen it."""
+        delay = self.db_queue.standing_delay()
+        if delay > OVERLOAD_QUEUE_DELAY_SECONDS:
+            raise Overloaded(
+                f"the controller is overloaded: its database work waits {delay:.2f} s for a thread (new "
+                f"submissions are refused above {OVERLOAD_QUEUE_DELAY_SECONDS} s); nothing was submitted, "
+                "send it again in a moment (the CLI does so by itself)",
+                retry_after=min(5.0, max(0.5, 2 * delay)))
 
     async def io(self, fn: Callable, *args: Any) -> Any:
         """Run file work (artifact chunks) in its own pool, so big transfers never queue
@@ -395,6 +493,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
 
     @_rpc
     async def Submit(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls.refuse_new_work_when_overloaded()
         return await self.calls.db(self._submit, request)
 
     def _submit(self, request: pb.SubmitRequest) -> pb.Run:
@@ -640,7 +739,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         deadline = loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
         ticket = waiters.ticket(self.profiles.get(agent_id, ""))
         while True:
-            attempt = await self.calls.db(self.scheduler.lease_once, agent_id)
+            attempt = await self.calls.db(self._lease_try, agent_id)
             if attempt.job is not None:
                 return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
             if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
@@ -656,6 +755,16 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 if await waiters.wait_for_work(ticket, min(remaining, self.scheduler.heartbeat_interval)):
                     break
                 self.heartbeats.touch(agent_id)
+
+    def _lease_try(self, agent_id: str) -> LeaseAttempt:
+        """One try to lease, not made when the agent stops waiting for the answer within
+        LEASE_ANSWER_MARGIN_SECONDS: a lease it never hears of would hold the job until it
+        expired, and cost the job an attempt."""
+        deadline = _CALL_DEADLINE.get()
+        if deadline is not None and time.monotonic() > deadline - LEASE_ANSWER_MARGIN_SECONDS:
+            raise CallerGaveUp(f"agent {agent_id} stops waiting in less than {LEASE_ANSWER_MARGIN_SECONDS} s; "
+                               "no job was leased")
+        return self.scheduler.lease_once(agent_id)
 
     @_rpc
     async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]
@@ -961,8 +1070,9 @@ class Controller:
         interceptors: list = []
         if parts.metrics is not None:
             interceptors.append(parts.metrics.interceptor)  # first: refused calls count too
-        interceptors.append(_Authorization(
-            parts.authenticator, lambda fn, *args: _in_pool(loop, self.db_executor, fn, *args)))
+        assert self.db_executor is not None and self.io_executor is not None  # start() made them
+        calls = BlockingCalls(loop, self.db_executor, self.io_executor)
+        interceptors.append(_Authorization(parts.authenticator, calls.db))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -979,8 +1089,6 @@ class Controller:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        assert self.db_executor is not None and self.io_executor is not None  # start() made them
-        calls = BlockingCalls(loop, self.db_executor, self.io_executor)
         waiters = Waiters(parts.database.feed, loop)
         heartbeats = HeartbeatBatcher(parts.scheduler.record_contact, touch_interval=parts.scheduler.heartbeat_interval)
         # Each servicer gets the parts it uses and nothing else (tests/architecture checks it).

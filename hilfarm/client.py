@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import grpc
 
 from hilfarm import wire_limits
-from hilfarm.contract import MODEL_FORMATS, file_sha256
+from hilfarm.contract import MODEL_FORMATS, OVERLOAD_RETRY_AFTER_KEY, file_sha256
 from hilfarm.transport import ClientTls, open_channel
 from hilfarm.v1 import farm_pb2, farm_pb2_grpc
 
@@ -39,6 +40,19 @@ _RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCE
 # How long a watch keeps trying to reach the controller again before it gives up.
 DEFAULT_RECONNECT_SECONDS = 300.0
 MAX_RECONNECT_BACKOFF_SECONDS = 10.0
+
+
+def _overload_retry_after(error: grpc.RpcError) -> Optional[float]:
+    """Seconds to wait before sending a call the controller refused as overloaded, else None."""
+    if not hasattr(error, "code") or error.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    for key, value in (error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else ():
+        if key == OVERLOAD_RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return None
+    return None
 
 
 class ModelFormatError(ValueError):
@@ -164,7 +178,22 @@ class FarmClient:
             constraints=list(constraints),
             constraint_set=constraint_set,
         )
-        return self._stub.Submit(request, metadata=self._metadata)
+        return self._when_not_overloaded(lambda: self._stub.Submit(request, metadata=self._metadata), "submit")
+
+    def _when_not_overloaded(self, call: Callable[[], Any], what: str) -> Any:
+        """``call()``, sent again while the controller refuses it as overloaded (UNAVAILABLE with
+        a retry-after in the trailing metadata: it did nothing), for up to ``reconnect_seconds``.
+        Any other error, a plain UNAVAILABLE included (the call may have been done), is raised."""
+        started = time.monotonic()
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as error:
+                retry_after = _overload_retry_after(error)
+                if retry_after is None or time.monotonic() - started + retry_after > self.reconnect_seconds:
+                    raise
+                log.warning("the controller is overloaded; %s again in %.1f s", what, retry_after)
+                time.sleep(retry_after * random.uniform(1.0, 1.5))
 
     def get_run(self, run_id: str) -> farm_pb2.Run:
         return self._stub.GetRun(farm_pb2.GetRunRequest(run_id=run_id), metadata=self._metadata)

@@ -19,6 +19,10 @@ MODEL_FORMATS: Tuple[str, ...] = ("onnx", "tflite")
 INPUT_FORMATS: Tuple[str, ...] = ("npz",)
 ARTIFACT_FORMATS: Tuple[str, ...] = MODEL_FORMATS + INPUT_FORMATS
 
+# A call the controller refused as overloaded (UNAVAILABLE, nothing done) carries this trailing
+# metadata: milliseconds to wait before sending the same call again.
+OVERLOAD_RETRY_AFTER_KEY = "hilfarm-retry-after-ms"
+
 # An artifact is addressed by the SHA-256 of its bytes (farm.proto: ArtifactRef.sha256).
 def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
     """The hex digest an artifact file is stored and asked for under, read a chunk at a time."""

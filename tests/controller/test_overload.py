@@ -1,0 +1,144 @@
+"""An overloaded controller keeps serving what it holds: new submissions are refused (and the
+client sends them again) while database work stands in the queue, and work whose caller gave up
+while it waited is not started (a lease nobody hears of would cost the job an attempt)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from hilfarm.client import FarmClient, Upload
+from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY
+from hilfarm.controller.server import OVERLOAD_QUEUE_DELAY_SECONDS, DatabaseQueue
+from hilfarm.v1 import farm_pb2 as pb
+
+from .conftest import onnx_bytes, wait_for
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _start(queue: DatabaseQueue, clock: FakeClock, waited: float) -> None:
+    """One call that waited ``waited`` seconds for a thread starts now."""
+    queue.run(clock.now - waited, lambda: None)
+
+
+def test_the_queue_delay_is_the_shortest_wait_of_a_window_so_a_burst_that_drains_does_not_count():
+    clock = FakeClock()
+    queue = DatabaseQueue(clock=clock, window=1.0)
+    assert queue.standing_delay() == 0.0
+
+    # A burst: the first calls waited long, then the queue drained within the window (the
+    # window closes with the fifth start, one second in).
+    for waited in (0.9, 0.6, 0.3, 0.001, 0.002):
+        queue.submitted()
+        clock.now += 0.2
+        _start(queue, clock, waited)
+    assert queue.standing_delay() == pytest.approx(0.001)
+
+    # A queue that never drains: every call of the next window waited at least 0.5 s.
+    for i in range(6):
+        queue.submitted()
+        clock.now += 0.2
+        _start(queue, clock, 0.5 + 0.01 * i)
+    assert queue.standing_delay() == pytest.approx(0.5)
+
+    # Idle for two windows: nothing stands in the queue any more.
+    clock.now += 2.5
+    assert queue.standing_delay() == 0.0
+
+    # Calls wait and none starts: the time since the last start is the delay.
+    queue.submitted()
+    clock.now += 0.7
+    assert queue.standing_delay() == pytest.approx(3.2)
+
+
+def _block_the_database_pool(farm) -> threading.Event:  # type: ignore[no-untyped-def]
+    """Occupy the controller's only database thread until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(30)
+
+    farm.controller.db_executor.submit(hold)
+    assert started.wait(5)
+    return release
+
+
+def test_a_call_whose_deadline_passed_in_the_queue_is_not_started(make_farm):
+    farm = make_farm(db_workers=1)
+    model = farm.upload(onnx_bytes(4096))
+    agent = farm.agent("a1")
+    agent.register()
+    queued = farm.submit([model], ["rpi5"]).jobs[0]
+    agent.heartbeat()  # the agent's credential is remembered: its calls need no database thread to admit
+
+    release = _block_the_database_pool(farm)
+    try:
+        with pytest.raises(grpc.RpcError) as submit:
+            farm.farm.Submit(pb.SubmitRequest(models=[pb.ModelRef(sha256=model)], device_profiles=["rpi5"]),
+                             timeout=0.5)
+        assert submit.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(grpc.RpcError) as lease:
+            farm.agents.LeaseJob(pb.LeaseJobRequest(agent_id="a1", wait_seconds=0), metadata=agent.metadata,
+                                 timeout=0.5)
+        assert lease.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        release.set()
+
+    # Both waited behind the blocked thread past their deadlines: neither was done.
+    jobs = farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs
+    assert [j.id for j in jobs] == [queued.id]
+    assert jobs[0].state == pb.JOB_STATE_QUEUED and jobs[0].attempt == 0
+    # The job is still there for an agent that does wait for the answer.
+    lease_now = agent.lease()
+    assert lease_now is not None and lease_now.job.id == queued.id and lease_now.job.attempt == 1
+
+
+def test_a_submission_is_refused_while_the_queue_stands_and_the_client_sends_it_again(make_farm):
+    farm = make_farm(db_workers=1)
+    data = onnx_bytes(4096)
+    model = farm.upload(data)
+
+    release = _block_the_database_pool(farm)
+    waiting = threading.Thread(target=lambda: farm.farm.ListDevices(pb.ListDevicesRequest(), timeout=30))
+    waiting.start()
+    try:
+        time.sleep(OVERLOAD_QUEUE_DELAY_SECONDS + 0.2)  # the listing waits, and nothing starts
+        with pytest.raises(grpc.RpcError) as refused:
+            farm.farm.Submit(pb.SubmitRequest(models=[pb.ModelRef(sha256=model)], device_profiles=["rpi5"]),
+                             timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "overloaded" in refused.value.details() and "nothing was submitted" in refused.value.details()
+        retry_after = dict(refused.value.trailing_metadata())[OVERLOAD_RETRY_AFTER_KEY]
+        assert 500 <= int(retry_after) <= 5000
+
+        # The CLI's client sends a refused submission again until the controller takes it.
+        outcome: dict = {}
+
+        def submit_with_the_client() -> None:
+            with FarmClient(farm.controller.address) as client:
+                upload = Upload(model, len(data), "onnx", "model.onnx", 0)
+                outcome["run"] = client.submit([upload], ["rpi5"], pb.JobSettings())
+
+        submitter = threading.Thread(target=submit_with_the_client)
+        submitter.start()
+        time.sleep(1.0)
+        assert "run" not in outcome  # refused while the queue still stands
+    finally:
+        release.set()
+    waiting.join(30)
+    submitter.join(60)
+    assert not submitter.is_alive()
+    run = outcome["run"]
+    # Exactly one run was stored: the refused submissions did nothing.
+    wait_for(lambda: farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs, 10, "the listing")
+    assert [j.run_id for j in farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs] == [run.id]
