@@ -40,6 +40,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).parent))
 from _farm import FarmProcess, scratch_dir  # noqa: E402
 
+from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY  # noqa: E402
 from hilfarm.sample_models import make_onnx_mlp  # noqa: E402
 from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc  # noqa: E402
@@ -214,6 +215,10 @@ class Bench:
                                                           device_profiles=[profile], settings=settings), timeout=30)
         except grpc.aio.AioRpcError as exc:
             self.error("Submit", exc)
+            retry_after = dict(exc.trailing_metadata() or ()).get(OVERLOAD_RETRY_AFTER_KEY)
+            if retry_after is not None:
+                # Refused as overloaded: a closed loop waits as asked before it fills the slot again.
+                await asyncio.sleep(int(retry_after) / 1000)
             return None
         job_id = run.jobs[0].id
         if profile == PROFILE:
@@ -224,6 +229,13 @@ class Bench:
             if self.live_queue.qsize() < self.args.live_watchers:
                 self.live_queue.put_nowait(job_id)
         return job_id
+
+    async def submit_parked(self, model: str) -> str:
+        """A job that stays queued (no agent has its profile), sent again while refused."""
+        while True:
+            job_id = await self.submit_one(model, PARKED_PROFILE)
+            if job_id is not None:
+                return job_id
 
     async def submitter(self, model: str) -> None:
         rate = self.args.rate
@@ -341,7 +353,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int) -> di
             break
         await asyncio.sleep(0.5)
     print(f"{args.agents} agents registered in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    parked = [await bench.submit_one(sha, PARKED_PROFILE) for _ in range(min(args.watchers, 50))]
+    parked = [await bench.submit_parked(sha) for _ in range(min(args.watchers, 50))]
     watchers = [asyncio.ensure_future(bench.parked_watcher(i, parked[i % len(parked)]))
                 for i in range(args.watchers) if parked]
     watchers += [asyncio.ensure_future(bench.live_watcher(i)) for i in range(args.live_watchers)]
