@@ -38,7 +38,7 @@ _AGENTS = Agent.__table__
 # more than running it on SQLite, and a thousand agents run these hundreds of times a second.
 _B = sa.bindparam
 _GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
-_AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.draining).where(
+_AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.registered_at).where(
     _AGENTS.c.id == _B("agent_id"))
 _AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
 _KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
@@ -67,8 +67,8 @@ _AGENT_COUNTS = sa.select(sa.select(sa.func.count()).select_from(_AGENTS).scalar
 # ---------------------------------------------------------------- inside the job repository's transactions
 
 def agent_for_lease(conn: sa.Connection, agent_id: str) -> Optional[sa.Row]:
-    """(profile, tags, capabilities, draining) of a registered agent, read without a lock; None
-    for an agent that never registered."""
+    """(profile, tags, capabilities, registered_at) of a registered agent, read without a lock;
+    None for an agent that never registered."""
     return conn.execute(_AGENT_FOR_LEASE, {"agent_id": agent_id}).first()
 
 
@@ -103,6 +103,10 @@ class LeaseKeeper(Protocol):
         """The leases of these agents last until ``until``."""
         ...
 
+    def forget_agent(self, agent_id: str) -> None:
+        """The agent registered again or was removed: what is remembered of it is read again."""
+        ...
+
 
 class AgentRepository:
     """The agents table, in the transactions of the controller's ``Database``; ``leases`` (the
@@ -129,21 +133,24 @@ class AgentRepository:
         """Create or refresh an agent. A registering agent has (re)started, so the leases it
         held are lost: their jobs are requeued or failed, returned with their new state.
         An operator's drain outlives the restart."""
-        with self.db.write() as s, s.no_autoflush:
-            lost = self.leases.release_leases_in(s, agent_id, now, "restarted")
-            agent = s.get(Agent, agent_id)
-            if agent is None:
-                agent = Agent(id=agent_id, profile=profile, registered_at=now, last_seen=now)
-            agent.profile = profile
-            agent.tags = list(tags)
-            agent.capabilities = dict(capabilities)
-            agent.hostname = hostname
-            agent.version = version
-            agent.registered_at = now
-            agent.last_seen = now
-            agent.busy = False
-            s.add(agent)
-            return agent, lost
+        try:
+            with self.db.write() as s, s.no_autoflush:
+                lost = self.leases.release_leases_in(s, agent_id, now, "restarted")
+                agent = s.get(Agent, agent_id)
+                if agent is None:
+                    agent = Agent(id=agent_id, profile=profile, registered_at=now, last_seen=now)
+                agent.profile = profile
+                agent.tags = list(tags)
+                agent.capabilities = dict(capabilities)
+                agent.hostname = hostname
+                agent.version = version
+                agent.registered_at = now
+                agent.last_seen = now
+                agent.busy = False
+                s.add(agent)
+                return agent, lost
+        finally:  # after the commit: a lease try in between could remember the old row
+            self.leases.forget_agent(agent_id)
 
     def get_agent(self, agent_id: str) -> Optional[Agent]:
         with self.db.connect() as conn:
@@ -197,7 +204,8 @@ class AgentRepository:
             agent = s.get(Agent, agent_id)
             if agent is not None:
                 s.delete(agent)
-            return lost
+        self.leases.forget_agent(agent_id)
+        return lost
 
     def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:
         """Up to ``limit`` agents to explain a queued job of ``profile`` with, those of the

@@ -84,6 +84,11 @@ _COUNT_QUEUED = sa.select(sa.func.count()).select_from(_JOBS).where(_JOBS.c.proj
                                                                      _JOBS.c.state == JobState.QUEUED.value)
 _QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
                                                 _JOBS.c.device_profile == _B("profile")).limit(1)
+_AGENTS = Agent.__table__
+_AGENT_REGISTERED_AT = sa.select(_AGENTS.c.registered_at).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery()
+_AGENT_DRAINING = sa.select(_AGENTS.c.draining).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery()
+# Agents whose kind (profile, tags, runtimes) leasing remembers; past this, it starts again.
+MAX_REMEMBERED_AGENTS = 100_000
 _LEASE_VALUES = dict(
     state=JobState.LEASED.value, agent_id=_B("agent"), lease_id=_B("lease"), lease_expires_at=_B("expires"),
     attempt=_JOBS.c.attempt + 1, started_at=_B("now"), progress=None, lost_lease_id=None, lost_agent_id=None,
@@ -116,8 +121,21 @@ class _LeaseStatements:
     """The statements that lease to one kind of agent (profile, tags, runtimes)."""
 
     fits: sa.ColumnElement  # the queued jobs this kind of agent can run
-    look: sa.Select  # (held lease, fitting job, any queued job of the profile), without locks
+    # (held lease, fitting job, any queued job of the profile, the agent's registered_at and
+    # draining), without locks
+    look: sa.Select
     take: sa.Update  # lease the oldest fitting job, locking only its row; returns it
+
+
+@dataclass(frozen=True)
+class _AgentKind:
+    """What leasing remembers of a registered agent: it changes only when the agent registers
+    again (``registered_at`` says which registration it is)."""
+
+    registered_at: float
+    profile: str
+    statements: _LeaseStatements
+    allowed_tags: Any  # the statements' ``allowed_tags`` value
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,9 @@ class JobRepository:
         # The suite runner follows the jobs it waits for on this feed.
         self.feed: ChangeFeed = db.feed
         self._fits_cache: Dict[tuple, "_LeaseStatements"] = {}
+        # agent id -> its kind: a lease try is then one read (the look), not two. The look reads
+        # the agent's registered_at too, so a registration on another replica is noticed.
+        self._agent_kinds: Dict[str, _AgentKind] = {}
         insert = pg_dialect.insert if db.is_postgresql else sqlite_dialect.insert
         latest = LatestResult.__table__
         stmt = insert(latest).values(model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"),
@@ -339,7 +360,7 @@ class JobRepository:
         statements = _LeaseStatements(
             fits=fits,
             look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
-                           _QUEUED_OF_PROFILE.scalar_subquery()),
+                           _QUEUED_OF_PROFILE.scalar_subquery(), _AGENT_REGISTERED_AT, _AGENT_DRAINING),
             take=sa.update(jobs).where(jobs.c.id == (
                 sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
                 .limit(1).with_for_update(skip_locked=True).scalar_subquery()
@@ -356,6 +377,26 @@ class JobRepository:
         allowed = allowed_tags_of(agent_id, tags)
         return allowed if self.db.is_postgresql else json.dumps(allowed)
 
+    def forget_agent(self, agent_id: str) -> None:
+        """LeaseKeeper: the agent registered again or was removed; its kind is read again."""
+        self._agent_kinds.pop(agent_id, None)
+
+    def _agent_kind(self, conn: sa.Connection, agent_id: str) -> _AgentKind:
+        kind = self._agent_kinds.get(agent_id)
+        if kind is not None:
+            return kind
+        agent = agent_for_lease(conn, agent_id)
+        if agent is None:
+            raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
+        tags = agent.tags or []
+        kind = _AgentKind(agent.registered_at, agent.profile,
+                          self._lease_statements(agent.profile, tags, agent.capabilities or {}),
+                          self.allowed_tags_bound(agent_id, tags))
+        if len(self._agent_kinds) > MAX_REMEMBERED_AGENTS:
+            self._agent_kinds.clear()
+        self._agent_kinds[agent_id] = kind
+        return kind
+
     def lease_next(self, agent_id: str, *, now: float, lease_seconds: float) -> LeaseAttempt:
         """Lease the oldest queued job that fits the agent (profile, tags, runtime and provider
         matched in SQL; only the row leased is locked, and rows other replicas hold are skipped).
@@ -365,15 +406,17 @@ class JobRepository:
         and no queued job fits it, nothing is written.
         """
         with self.db.connect() as conn:
-            agent = agent_for_lease(conn, agent_id)
-            if agent is None:
-                raise FailedPrecondition(f"agent {agent_id!r} is not registered with this controller; it must call Register first")
-            statements = self._lease_statements(agent.profile, agent.tags or [], agent.capabilities or {})
-            allowed_tags = self.allowed_tags_bound(agent_id, agent.tags or [])
-            holds, waiting, queued = conn.execute(statements.look, {"agent_id": agent_id, "profile": agent.profile,
-                                                                    "allowed_tags": allowed_tags}).one()
-        if holds is None and (waiting is None or agent.draining):
-            return LeaseAttempt(None, queued is not None, agent.profile)
+            while True:
+                kind = self._agent_kind(conn, agent_id)
+                holds, waiting, queued, registered_at, draining = conn.execute(
+                    kind.statements.look,
+                    {"agent_id": agent_id, "profile": kind.profile, "allowed_tags": kind.allowed_tags}).one()
+                if registered_at == kind.registered_at:
+                    break
+                self.forget_agent(agent_id)  # registered again (or removed) since: read it again
+        statements, allowed_tags, profile = kind.statements, kind.allowed_tags, kind.profile
+        if holds is None and (waiting is None or draining):
+            return LeaseAttempt(None, queued is not None, profile)
         with self.db.write() as s:
             if holds is not None:
                 with s.no_autoflush:
@@ -381,7 +424,7 @@ class JobRepository:
                 s.flush()
             conn = s.connection()
             job = None
-            if not agent.draining:
+            if not draining:
                 # One statement picks the oldest fitting row (locked, skipping rows other
                 # replicas hold) and leases it.
                 leased = conn.execute(statements.take, {"agent": agent_id, "lease": uuid.uuid4().hex,
@@ -394,10 +437,10 @@ class JobRepository:
                              job.max_attempts)
             mark_asked(conn, agent_id, now=now, busy=job is not None)
         if job is not None:
-            return LeaseAttempt(job, True, agent.profile)
+            return LeaseAttempt(job, True, profile)
         with self.db.connect() as conn:
-            more = conn.execute(_QUEUED_OF_PROFILE, {"profile": agent.profile}).first()
-        return LeaseAttempt(None, more is not None, agent.profile)
+            more = conn.execute(_QUEUED_OF_PROFILE, {"profile": profile}).first()
+        return LeaseAttempt(None, more is not None, profile)
 
     def extend_leases(self, *, until: float) -> int:
         """Give every active lease until ``until`` at least: after a controller starts, agents

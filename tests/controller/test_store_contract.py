@@ -254,6 +254,43 @@ def test_progress_under_a_lost_lease_takes_the_job_back_when_nobody_else_started
     assert stored.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={}, failure=None, now=T0 + 4)[0]
 
 
+def test_leasing_sees_an_agent_registered_again_or_removed_on_another_replica(stored: Repositories, db_url: str):
+    """Leasing remembers an agent's profile, tags and runtimes between tries; a registration or a
+    removal on another replica (which cannot tell this one) is still seen at the next try."""
+    other = open_repositories(Database(db_url))  # a second controller on the same database
+    try:
+        register(stored, "pi-1", now=T0)
+        (tflite_job,) = add_run(stored, ("rpi5",), created_at=T0, settings={"runtime": "tflite"})
+        assert lease(stored, "pi-1", now=T0 + 1, lease_seconds=30) is None, "pi-1 has only onnxruntime"
+
+        other.agents.register_agent("pi-1", profile="rpi5", tags=["lab"], capabilities={
+            "runtimes": [{"name": "tflite", "version": "2.14", "execution_providers": []}]},
+            hostname="h", version="0.1", now=T0 + 2)
+        job = lease(stored, "pi-1", now=T0 + 3, lease_seconds=30)
+        assert job is not None and job.id == tflite_job.id
+
+        other.agents.set_draining("pi-1", True)
+        add_run(stored, ("rpi5",), created_at=T0 + 4, settings={"runtime": "tflite"})
+        assert lease(stored, "pi-1", now=T0 + 5, lease_seconds=30) is None, "a drained agent gets no work"
+
+        other.agents.remove_agent("pi-1", now=T0 + 6, why="revoked")
+        with pytest.raises(FailedPrecondition, match="must call Register"):
+            lease(stored, "pi-1", now=T0 + 7, lease_seconds=30)
+    finally:
+        other.database.close()
+
+
+def test_leasing_sees_a_registration_here_even_at_the_same_moment(stored: Repositories):
+    """On this replica a registration is told to leasing directly (a test clock, or a coarse
+    one, can give two registrations the same time)."""
+    register(stored, "pi-1", now=T0)
+    (jetson_job,) = add_run(stored, ("jetson",), created_at=T0)
+    assert lease(stored, "pi-1", now=T0, lease_seconds=30) is None
+    register(stored, "pi-1", profile="jetson", now=T0)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
+    assert job is not None and job.id == jetson_job.id
+
+
 def test_re_registering_gives_up_the_agents_leases(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored)
