@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -285,6 +286,15 @@ class _Authorization(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(stream_in(handler.stream_stream, True), **kwargs)
 
 
+@dataclass
+class _Queued:
+    """One call in the database pool's queue; ``counted`` once it left the queue (started, or
+    withdrawn because its caller went away first)."""
+
+    submitted_at: float
+    counted: bool = False
+
+
 class DatabaseQueue:
     """How long database work waits for a thread of the pool, and the work it need not start.
 
@@ -303,18 +313,28 @@ class DatabaseQueue:
         self._window_shortest: Optional[float] = None
         self._standing = 0.0
 
-    def submitted(self) -> float:
-        """A call goes into the pool's queue; returns when, for ``run``."""
+    def submitted(self) -> _Queued:
+        """A call goes into the pool's queue; its ticket, for ``run`` and ``withdraw``."""
         with self._lock:
             self._waiting += 1
-        return self._clock()
+        return _Queued(self._clock())
 
-    def run(self, submitted_at: float, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    def withdraw(self, call: _Queued) -> None:
+        """The call is over: if it never started (its RPC was cancelled while it waited, so the
+        pool dropped it), it no longer waits."""
+        with self._lock:
+            if not call.counted:
+                call.counted = True
+                self._waiting -= 1
+
+    def run(self, call: _Queued, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """In a pool thread: count the wait, then run ``fn`` unless its caller gave up meanwhile."""
         now = self._clock()
-        waited = now - submitted_at
+        waited = now - call.submitted_at
         with self._lock:
-            self._waiting -= 1
+            if not call.counted:
+                call.counted = True
+                self._waiting -= 1
             self._last_start = now
             shortest = waited if self._window_shortest is None else min(self._window_shortest, waited)
             if now - self._window_start >= self._window:
@@ -352,7 +372,11 @@ class BlockingCalls:
         """Run blocking (database) work in the bounded pool, off the event loop; not started
         when the caller's deadline passes first (CallerGaveUp)."""
         queue = self.db_queue
-        return await _in_pool(self._loop, self._db_executor, queue.run, queue.submitted(), fn, *args, **kwargs)
+        call = queue.submitted()
+        try:
+            return await _in_pool(self._loop, self._db_executor, queue.run, call, fn, *args, **kwargs)
+        finally:
+            queue.withdraw(call)
 
     def refuse_new_work_when_overloaded(self) -> None:
         """Overloaded when database work has stood in the queue longer than

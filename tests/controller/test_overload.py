@@ -26,8 +26,10 @@ class FakeClock:
 
 
 def _start(queue: DatabaseQueue, clock: FakeClock, waited: float) -> None:
-    """One call that waited ``waited`` seconds for a thread starts now."""
-    queue.run(clock.now - waited, lambda: None)
+    """One call (submitted before) that waited ``waited`` seconds for a thread starts now."""
+    call = queue.submitted()
+    call.submitted_at = clock.now - waited
+    queue.run(call, lambda: None)
 
 
 def test_the_queue_delay_is_the_shortest_wait_of_a_window_so_a_burst_that_drains_does_not_count():
@@ -38,14 +40,12 @@ def test_the_queue_delay_is_the_shortest_wait_of_a_window_so_a_burst_that_drains
     # A burst: the first calls waited long, then the queue drained within the window (the
     # window closes with the fifth start, one second in).
     for waited in (0.9, 0.6, 0.3, 0.001, 0.002):
-        queue.submitted()
         clock.now += 0.2
         _start(queue, clock, waited)
     assert queue.standing_delay() == pytest.approx(0.001)
 
     # A queue that never drains: every call of the next window waited at least 0.5 s.
     for i in range(6):
-        queue.submitted()
         clock.now += 0.2
         _start(queue, clock, 0.5 + 0.01 * i)
     assert queue.standing_delay() == pytest.approx(0.5)
@@ -55,9 +55,20 @@ def test_the_queue_delay_is_the_shortest_wait_of_a_window_so_a_burst_that_drains
     assert queue.standing_delay() == 0.0
 
     # Calls wait and none starts: the time since the last start is the delay.
-    queue.submitted()
+    stuck = queue.submitted()
     clock.now += 0.7
     assert queue.standing_delay() == pytest.approx(3.2)
+
+    # Its caller went away before it started (the pool dropped it): nothing waits any more, and
+    # a late start or a second withdrawal does not count it twice.
+    queue.withdraw(stuck)
+    queue.withdraw(stuck)
+    assert queue.standing_delay() == 0.0
+    again = queue.submitted()
+    queue.run(again, lambda: None)
+    queue.withdraw(again)
+    clock.now += 1.0
+    assert queue.standing_delay() == 0.0
 
 
 def _block_the_database_pool(farm) -> threading.Event:  # type: ignore[no-untyped-def]
@@ -101,6 +112,9 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_not_started(make_farm):
     # The job is still there for an agent that does wait for the answer.
     lease_now = agent.lease()
     assert lease_now is not None and lease_now.job.id == queued.id and lease_now.job.attempt == 1
+    # The calls dropped from the queue no longer count as waiting: an idle controller takes work.
+    time.sleep(OVERLOAD_QUEUE_DELAY_SECONDS + 0.2)
+    assert len(farm.submit([model], ["rpi5"]).jobs) == 1
 
 
 def test_a_submission_is_refused_while_the_queue_stands_and_the_client_sends_it_again(make_farm):
