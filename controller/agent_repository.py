@@ -40,6 +40,12 @@ _B = sa.bindparam
 _GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
 _AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.registered_at).where(
     _AGENTS.c.id == _B("agent_id"))
+# The agent's registered_at and draining, as columns a lease's look reads with the queue (the
+# agent bound as ``agent_id``): which registration leasing remembers, and whether to lease at all.
+AGENT_LEASE_STATE = (
+    sa.select(_AGENTS.c.registered_at).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery(),
+    sa.select(_AGENTS.c.draining).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery(),
+)
 _AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
 _KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
 # A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction

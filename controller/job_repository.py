@@ -45,7 +45,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlmodel import Session, SQLModel, select
 
-from .agent_repository import agent_for_lease, all_agents, mark_asked, mark_working
+from .agent_repository import AGENT_LEASE_STATE, agent_for_lease, all_agents, mark_asked, mark_working
 from .database import Database
 from .errors import AmbiguousId, FailedPrecondition, NotFound
 from .models import (
@@ -84,9 +84,6 @@ _COUNT_QUEUED = sa.select(sa.func.count()).select_from(_JOBS).where(_JOBS.c.proj
                                                                      _JOBS.c.state == JobState.QUEUED.value)
 _QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
                                                 _JOBS.c.device_profile == _B("profile")).limit(1)
-_AGENTS = Agent.__table__
-_AGENT_REGISTERED_AT = sa.select(_AGENTS.c.registered_at).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery()
-_AGENT_DRAINING = sa.select(_AGENTS.c.draining).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery()
 # Agents whose kind (profile, tags, runtimes) leasing remembers; past this, it starts again.
 MAX_REMEMBERED_AGENTS = 100_000
 _LEASE_VALUES = dict(
@@ -360,7 +357,7 @@ class JobRepository:
         statements = _LeaseStatements(
             fits=fits,
             look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
-                           _QUEUED_OF_PROFILE.scalar_subquery(), _AGENT_REGISTERED_AT, _AGENT_DRAINING),
+                           _QUEUED_OF_PROFILE.scalar_subquery(), *AGENT_LEASE_STATE),
             take=sa.update(jobs).where(jobs.c.id == (
                 sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
                 .limit(1).with_for_update(skip_locked=True).scalar_subquery()

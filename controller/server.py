@@ -323,18 +323,20 @@ class DatabaseQueue:
         """The call is over: if it never started (its RPC was cancelled while it waited, so the
         pool dropped it), it no longer waits."""
         with self._lock:
-            if not call.counted:
-                call.counted = True
-                self._waiting -= 1
+            self._count_out(call)
+
+    def _count_out(self, call: _Queued) -> None:
+        """Under the lock: the call no longer waits (counted once, whoever comes first)."""
+        if not call.counted:
+            call.counted = True
+            self._waiting -= 1
 
     def run(self, call: _Queued, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """In a pool thread: count the wait, then run ``fn`` unless its caller gave up meanwhile."""
         now = self._clock()
         waited = now - call.submitted_at
         with self._lock:
-            if not call.counted:
-                call.counted = True
-                self._waiting -= 1
+            self._count_out(call)
             self._last_start = now
             shortest = waited if self._window_shortest is None else min(self._window_shortest, waited)
             if now - self._window_start >= self._window:
@@ -362,11 +364,11 @@ class BlockingCalls:
     Created on the server's event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: concurrent.futures.Executor,
-                 io_executor: concurrent.futures.Executor, db_queue: Optional[DatabaseQueue] = None) -> None:
+                 io_executor: concurrent.futures.Executor) -> None:
         self._loop = loop
         self._db_executor = db_executor
         self._io_executor = io_executor
-        self.db_queue = db_queue if db_queue is not None else DatabaseQueue()
+        self.db_queue = DatabaseQueue()
 
     async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run blocking (database) work in the bounded pool, off the event loop; not started
