@@ -2,7 +2,9 @@
 and a graceful stop on SIGTERM."""
 from __future__ import annotations
 
+import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from hilfarm.controller.server import GC_YOUNG_THRESHOLD
 from hilfarm.v1 import farm_pb2 as pb
 
 from .conftest import npz_bytes, onnx_bytes, sample_result, tflite_bytes
@@ -243,14 +246,22 @@ def test_health_answers_without_a_token_and_reflection_lists_the_services(secure
 
 
 SERVE = textwrap.dedent("""
-    import logging, sys
+    import gc, logging, sys, threading, time
     from pathlib import Path
     from hilfarm.controller.server import Controller, serve_forever
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     controller = Controller(data_dir=Path(sys.argv[1]))
-    print(controller.start("127.0.0.1:0"), flush=True)
-    serve_forever(controller, grace=1.0)
+    before = (gc.get_threshold(), gc.get_freeze_count())
+
+    def say_port():  # serve_forever starts it, its signal handlers already in place
+        while controller.port is None:
+            time.sleep(0.01)
+        print(controller.port, flush=True)
+
+    threading.Thread(target=say_port, daemon=True).start()
+    serve_forever(controller, "127.0.0.1:0", grace=1.0)
     print("stopped", flush=True)
+    print("gc before", *before, "after", gc.get_threshold(), gc.get_freeze_count(), flush=True)
 """)
 
 
@@ -271,6 +282,13 @@ def test_serve_forever_stops_gracefully_on_sigterm(tmp_path):
     assert proc.returncode == 0, err
     assert "stopped" in out
     assert "received SIGTERM; stopping" in err and "controller stopped" in err
+    # Serving tuned the collector: what was alive at the start frozen, the young generation
+    # collected far less often (full collections paused every thread for 100-200 ms).
+    before_threshold, before_frozen, after_threshold, after_frozen = re.search(
+        r"gc before (\(.*?\)) (\d+) after (\(.*?\)) (\d+)", out).groups()
+    assert ast.literal_eval(before_threshold)[0] == 700 and int(before_frozen) == 0
+    assert ast.literal_eval(after_threshold) == (GC_YOUNG_THRESHOLD, 20, 100)
+    assert int(after_frozen) > 10_000
 
 
 def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes=onnx_bytes(50, b"\x30")):
