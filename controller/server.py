@@ -1217,10 +1217,9 @@ def quiet_garbage_collector() -> None:
     once the controller started (modules, schema, compiled statements) is moved out of the
     collector's sight (gc.freeze), and a full collection waits for GC_OLDEST_THRESHOLD
     collections of the middle generation (over an hour at a thousand agents, which make two a
-    second); the young
-    generations keep Python's defaults, so their pauses stay short (a larger youngest
-    generation was measured to pause for up to 170 ms). Objects in reference cycles are still
-    collected, the old ones later."""
+    second); the young generations keep Python's defaults, so their pauses stay short (a larger
+    youngest generation was measured to pause for up to 170 ms). Objects in reference cycles
+    are still collected, the old ones later."""
     gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
