@@ -178,7 +178,7 @@ class FarmClient:
             constraints=list(constraints),
             constraint_set=constraint_set,
         )
-        return self._when_not_overloaded(lambda: self._stub.Submit(request, metadata=self._metadata), "submit")
+        return self._when_not_overloaded(lambda: self._stub.Submit(request, metadata=self._metadata), "submission")
 
     def _when_not_overloaded(self, call: Callable[[], Any], what: str) -> Any:
         """``call()``, sent again while the controller refuses it as overloaded (UNAVAILABLE with
@@ -192,7 +192,8 @@ class FarmClient:
                 retry_after = _overload_retry_after(error)
                 if retry_after is None or time.monotonic() - started + retry_after > self.reconnect_seconds:
                     raise
-                log.warning("the controller is overloaded; %s again in %.1f s", what, retry_after)
+                log.warning("the controller is overloaded and took nothing; sending the %s again in %.1f s",
+                            what, retry_after)
                 time.sleep(retry_after * random.uniform(1.0, 1.5))
 
     def get_run(self, run_id: str) -> farm_pb2.Run:

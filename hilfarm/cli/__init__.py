@@ -21,6 +21,9 @@ command, so `hilfarm` starts fast and an agent-only install never loads the cont
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+import textwrap
 from typing import Optional
 
 import click
@@ -32,6 +35,22 @@ from hilfarm.cli.common import EXIT_INTERRUPTED, fail_rpc
 from hilfarm.cli.security import client_tls, tls_client_options
 from hilfarm.client import DEFAULT_CONTROLLER
 from hilfarm.provision.command import device  # paramiko is imported only when a device is reached
+
+
+class PersonFacingFormatter(logging.Formatter):
+    """Log lines with their time and source, except what the client tells the person who runs a
+    command (hilfarm.client: a refused submission sent again, a lost controller reconnected),
+    which reads like the command's other messages: "hilfarm: ...", wrapped at words to the
+    terminal's width rather than cut mid-word by it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name != "hilfarm.client" or record.levelno != logging.WARNING:
+            return super().format(record)
+        line = f"hilfarm: {record.getMessage()}"
+        if not sys.stderr.isatty():
+            return line
+        return textwrap.fill(line, width=shutil.get_terminal_size().columns, subsequent_indent="  ",
+                             break_long_words=False, break_on_hyphens=False)
 
 
 class RpcErrorsToMessages(click.Group):
@@ -59,10 +78,9 @@ class RpcErrorsToMessages(click.Group):
 @click.pass_context
 def main(ctx: click.Context, controller: str, token: Optional[str], verbose: int, **tls_options: Optional[str]) -> None:
     """hilfarm: measure on real devices whether a model fits them."""
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PersonFacingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], handlers=[handler])
     ctx.ensure_object(dict)
     ctx.obj.update(controller=controller, token=token, tls=client_tls(**tls_options))
 

@@ -3,8 +3,11 @@ client sends them again) while database work stands in the queue, and work whose
 while it waited is not started (a lease nobody hears of would cost the job an attempt)."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -156,3 +159,58 @@ def test_a_submission_is_refused_while_the_queue_stands_and_the_client_sends_it_
     # Exactly one run was stored: the refused submissions did nothing.
     wait_for(lambda: farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs, 10, "the listing")
     assert [j.run_id for j in farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs] == [run.id]
+
+
+@pytest.mark.parametrize("cols", [80, 120])
+def test_a_person_sees_a_refused_submission_sent_again_as_one_readable_message(make_farm, tmp_path, cols):
+    """`hilfarm submit` in a pseudo-terminal while every database call waits: the refusal is
+    said in the CLI's own words, wrapped at words to the terminal, and the job is stored once."""
+    pexpect = pytest.importorskip("pexpect")
+    pyte = pytest.importorskip("pyte")
+    farm = make_farm(db_workers=1)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(onnx_bytes(4096))
+
+    # Two sleeps always queued ahead in the controller's only database thread: every call waits
+    # at least one of them, longer than the overload limit, so the queue stands.
+    stop = threading.Event()
+
+    def occupy() -> None:
+        pending = [farm.controller.db_executor.submit(time.sleep, OVERLOAD_QUEUE_DELAY_SECONDS + 0.1)
+                   for _ in range(2)]
+        while not stop.is_set():
+            pending.pop(0).result()
+            pending.append(farm.controller.db_executor.submit(time.sleep, OVERLOAD_QUEUE_DELAY_SECONDS + 0.1))
+
+    occupier = threading.Thread(target=occupy)
+    occupier.start()
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    child = pexpect.spawn(str(Path(sys.executable).with_name("hilfarm")),
+                          ["--controller", farm.controller.address, "submit", str(model), "--device", "rpi5", "--queue"],
+                          dimensions=(40, cols), encoding="utf-8", env=dict(env, TERM="xterm-256color"), timeout=60)
+    try:
+        child.expect("overloaded")
+        raw = child.before + child.after
+    finally:
+        stop.set()
+        occupier.join(30)
+    child.expect(pexpect.EOF)
+    raw += child.before
+    child.close()
+    screen = pyte.Screen(cols, 40)
+    pyte.Stream(screen).feed(raw)  # a pty turns "\n" into "\r\n", which pyte expects
+    lines = [line.rstrip() for line in screen.display if line.strip()]
+    assert child.exitstatus == 0, lines
+
+    said = [i for i, line in enumerate(lines) if line.startswith("hilfarm: the controller is overloaded")]
+    assert said, lines
+    first = said[0]
+    message = lines[first:first + 1] + [l for l in lines[first + 1:first + 3] if l.startswith("  ")]
+    assert " ".join(l.strip() for l in message).startswith(
+        "hilfarm: the controller is overloaded and took nothing; sending the submission again in"), lines
+    assert not any("WARNING" in line or "hilfarm.client" in line for line in lines), lines
+    if cols == 120:
+        assert len(message) == 1, lines
+    # Refused submissions did nothing: the one accepted is the only job.
+    jobs = farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs
+    assert len(jobs) == 1 and any(line.startswith(f"job {jobs[0].id[:8]}") for line in lines), lines
