@@ -192,9 +192,11 @@ class FarmClient:
                 retry_after = _overload_retry_after(error)
                 if retry_after is None or time.monotonic() - started + retry_after > self.reconnect_seconds:
                     raise
+                # Up to half as long again, so clients refused together do not come back together.
+                delay = retry_after * random.uniform(1.0, 1.5)
                 log.warning("the controller is overloaded and took nothing; sending the %s again in %.1f s",
-                            what, retry_after)
-                time.sleep(retry_after * random.uniform(1.0, 1.5))
+                            what, delay)
+                time.sleep(delay)
 
     def get_run(self, run_id: str) -> farm_pb2.Run:
         return self._stub.GetRun(farm_pb2.GetRunRequest(run_id=run_id), metadata=self._metadata)
