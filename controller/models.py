@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import attributes as orm_attributes
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
 from hilfarm.contract import RUNTIME_FOR_FORMAT, FailureCategory
@@ -150,7 +151,13 @@ class Job(SQLModel, table=True):
         ORM builds one it loads (values set as read, no per-attribute events): thirty times
         cheaper than ``Job(**row)``, which the lease, report and watch paths paid several times
         per job. Setting an attribute afterwards is tracked as usual."""
-        job = orm_attributes.manager_of_class(cls).new_instance()
+        manager = orm_attributes.manager_of_class(cls)
+        if not manager.mapper.configured:
+            # The ORM sets its attributes up at its first query; a process whose first read of
+            # a job is one of these (a GetJob right after a restart) must do it here, or reading
+            # an attribute fails.
+            configure_mappers()
+        job = manager.new_instance()
         job.__dict__.update(row._mapping)
         return job
 

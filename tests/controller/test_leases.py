@@ -1,6 +1,8 @@
 """Leases over real gRPC: expiry and requeue, renewal, cancellation, idempotent reports."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import grpc
@@ -200,3 +202,27 @@ def test_a_job_is_requeued_and_finished_through_the_controller_on_each_backend(m
     assert kept.report(lease).accepted
     done = farm.job(job.id)
     assert done.state == pb.JOB_STATE_SUCCEEDED and done.agent_id == "pi-2" and done.result == sample_result()
+
+
+FIRST_READ = """
+import sys
+from pathlib import Path
+from hilfarm.controller.server import Controller
+controller = Controller(data_dir=Path(sys.argv[1]))
+job = controller.parts.jobs.get_job(sys.argv[2])  # this process's first read of a job
+print(job.id, job.state)
+controller.parts.database.close()
+"""
+
+
+def test_a_fresh_process_whose_first_read_is_a_job_reads_it(make_farm, tmp_path):
+    """A restarted controller answering GetJob before anything else read a job through the ORM
+    (its attributes are set up at the ORM's first query) once failed with AttributeError."""
+    farm = make_farm(data_dir=tmp_path / "controller")
+    model = farm.upload(onnx_bytes(4096))
+    (job,) = farm.submit([model], ["rpi5"]).jobs
+    farm.controller.stop(grace=0.5)
+    child = subprocess.run([sys.executable, "-c", FIRST_READ, str(tmp_path / "controller"), job.id],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == [job.id, "queued"]
