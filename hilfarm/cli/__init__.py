@@ -21,7 +21,6 @@ command, so `hilfarm` starts fast and an agent-only install never loads the cont
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import textwrap
 from typing import Optional
@@ -49,7 +48,10 @@ class PersonFacingFormatter(logging.Formatter):
         line = f"hilfarm: {record.getMessage()}"
         if not sys.stderr.isatty():
             return line
-        return textwrap.fill(line, width=shutil.get_terminal_size().columns, subsequent_indent="  ",
+        from hilfarm.display import console  # rich: loaded only when there is something to say
+
+        # The width of the terminal stderr is on (stdout may go to a file).
+        return textwrap.fill(line, width=console(stderr=True).width, subsequent_indent="  ",
                              break_long_words=False, break_on_hyphens=False)
 
 
