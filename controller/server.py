@@ -107,6 +107,9 @@ OVERLOAD_QUEUE_DELAY_SECONDS = 0.25
 # A lease is not handed out to an agent that stops waiting sooner than this (AgentServicer._lease_try).
 LEASE_ANSWER_MARGIN_SECONDS = 1.0
 QUEUE_DELAY_WINDOW_SECONDS = 1.0
+# An agent that keeps asking for work and finding none looks at the queue at least this often,
+# even when no job of its profile was queued since its last look (AgentServicer.LeaseJob).
+FULL_LOOK_INTERVAL_SECONDS = 30.0
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
 QUEUED_REFRESH_SECONDS = 10.0
@@ -285,6 +288,16 @@ class _Authorization(grpc.aio.ServerInterceptor):
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(stream_in(handler.stream_unary, False), **kwargs)
         return grpc.stream_stream_rpc_method_handler(stream_in(handler.stream_stream, True), **kwargs)
+
+
+@dataclass(frozen=True)
+class _EmptyLook:
+    """An agent looked at the queue at ``at`` (event-loop time) and found no work: the profile's
+    generation (waiters.Waiters) just before it looked."""
+
+    profile: str
+    generation: int
+    at: float
 
 
 @dataclass
@@ -714,6 +727,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.metrics = metrics
         # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
         self.profiles: Dict[str, str] = {}
+        # agent id -> its last look at the queue, when that found no work for it (LeaseJob).
+        self.empty_looks: Dict[str, _EmptyLook] = {}
 
     @_rpc
     async def Enroll(self, request, context):  # type: ignore[no-untyped-def]
@@ -744,6 +759,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             version=request.agent_version,
         )
         self.profiles[agent_id] = request.device_profile
+        self.empty_looks.pop(agent_id, None)  # its tags or runtimes may have changed: look again
         return pb.RegisterResponse(
             heartbeat_interval_seconds=self.scheduler.heartbeat_interval,
             lease_seconds=self.scheduler.lease_seconds,
@@ -765,19 +781,33 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         loop, waiters = asyncio.get_running_loop(), self.waiters
         deadline = loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
         ticket = waiters.ticket(self.profiles.get(agent_id, ""))
+        last = self.empty_looks.pop(agent_id, None)
+        # An agent whose last long-poll found nothing asks again at once. Unless a job of its
+        # profile was queued since it last looked, that look would find nothing again: a call
+        # that may wait waits first. (A thousand idle agents would otherwise cost a hundred empty
+        # looks a second.) It still looks now and then, for anything that makes a queued job
+        # fit it without a job being queued.
+        look = request.wait_seconds <= 0 or last is None or not (last.profile == ticket.profile and last.generation == ticket.seen
+                                    and loop.time() - last.at < FULL_LOOK_INTERVAL_SECONDS)
+        empty = last
         while True:
-            attempt = await self.calls.db(self._lease_try, agent_id)
-            if attempt.job is not None:
-                return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
-            if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
-                self.profiles[agent_id] = attempt.profile
-                ticket = waiters.ticket(attempt.profile)
-                continue
-            if ticket.woken and attempt.more_queued:
-                waiters.pass_on(ticket)
+            if look:
+                empty = _EmptyLook(ticket.profile, waiters.generation(ticket.profile), loop.time())
+                attempt = await self.calls.db(self._lease_try, agent_id)
+                if attempt.job is not None:
+                    return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
+                if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
+                    self.profiles[agent_id] = attempt.profile
+                    ticket = waiters.ticket(attempt.profile)
+                    continue
+                if ticket.woken and attempt.more_queued:
+                    waiters.pass_on(ticket)
+            look = True
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or waiters.closed:
+                    if empty is not None:
+                        self.empty_looks[agent_id] = empty
                     return pb.LeaseJobResponse()
                 if await waiters.wait_for_work(ticket, min(remaining, self.scheduler.heartbeat_interval)):
                     break

@@ -149,5 +149,10 @@ class Waiters:
         if waiting and waiting[0].seen < self._generation[ticket.profile]:
             self._wake(waiting.popleft())
 
+    def generation(self, profile: str) -> int:
+        """Goes up whenever a job of ``profile`` may have been queued (or everything is looked at
+        again: a resync)."""
+        return self._generation[profile]
+
     def waiting_agents(self, profile: str) -> int:
         return len(self._waiting.get(profile, ()))

@@ -123,6 +123,50 @@ def test_an_empty_long_poll_returns_after_its_wait(farm):
     assert 0.35 < time.monotonic() - start < 2
 
 
+def test_an_idle_agent_asking_again_looks_at_the_queue_only_when_work_was_queued_since(farm, model, monkeypatch):
+    """A thousand idle agents each ask again every 10 s: an ask that would find nothing again
+    waits without reading the database, and one after a job was queued looks and takes it."""
+    from hilfarm.controller import server
+
+    jobs = farm.controller.parts.jobs
+    looks = []
+    real_lease_next = jobs.lease_next
+
+    def counted(agent_id, **kwargs):  # type: ignore[no-untyped-def]
+        looks.append(agent_id)
+        return real_lease_next(agent_id, **kwargs)
+
+    monkeypatch.setattr(jobs, "lease_next", counted)
+    pi = farm.agent("pi-1", "rpi5")
+    pi.register()
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"]
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"], "nothing was queued since its last look: it waited without looking"
+    assert pi.lease(wait=0) is None
+    assert looks == ["pi-1"] * 2, "an ask that cannot wait always looks"
+
+    farm.submit([model], ["tpu"])  # another profile's job changes nothing for it
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"] * 2
+
+    (job,) = farm.submit([model], ["rpi5"]).jobs  # queued between two asks: no one was woken for it
+    lease = pi.lease(wait=5)
+    assert lease is not None and lease.job.id == job.id
+    assert looks == ["pi-1"] * 3
+    pi.report(lease)
+
+    assert pi.lease(wait=0.2) is None  # after a job, the first ask looks
+    assert looks == ["pi-1"] * 4
+    pi.register()  # its tags or runtimes may have changed
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"] * 5
+    monkeypatch.setattr(server, "FULL_LOOK_INTERVAL_SECONDS", 0.3)
+    time.sleep(0.3)
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"] * 6, "it still looks now and then"
+
+
 @pytest.mark.postgres
 def test_replicas_sharing_postgresql_see_each_others_jobs(make_farm, postgres_url):
     submitter = make_farm(db_url=postgres_url)
