@@ -293,10 +293,11 @@ class _Authorization(grpc.aio.ServerInterceptor):
 @dataclass(frozen=True)
 class _EmptyLook:
     """An agent looked at the queue at ``at`` (event-loop time) and found no work: the profile's
-    generation (waiters.Waiters) just before it looked."""
+    counts (waiters.Waiters.counts) just before it looked."""
 
     profile: str
     generation: int
+    unclaimed: int
     at: float
 
 
@@ -780,20 +781,29 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             raise InvalidArgument(f"wait_seconds is {request.wait_seconds}; it must not be negative")
         loop, waiters = asyncio.get_running_loop(), self.waiters
         deadline = loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
-        ticket = waiters.ticket(self.profiles.get(agent_id, ""))
+        profile = self.profiles.get(agent_id, "")
         last = self.empty_looks.pop(agent_id, None)
-        # An agent whose last long-poll found nothing asks again at once. Unless a job of its
-        # profile was queued since it last looked, that look would find nothing again: a call
-        # that may wait waits first. (A thousand idle agents would otherwise cost a hundred empty
-        # looks a second.) It still looks now and then, for anything that makes a queued job
-        # fit it without a job being queued.
-        look = request.wait_seconds <= 0 or last is None or not (last.profile == ticket.profile and last.generation == ticket.seen
-                                    and loop.time() - last.at < FULL_LOOK_INTERVAL_SECONDS)
-        empty = last
+        # An agent whose last long-poll found nothing asks again at once. Unless work of its
+        # profile went unclaimed since it looked (waiters.py: work queued while it was waiting
+        # is handed to an agent woken for it), that look would find nothing again: a call that
+        # may wait waits first. (Otherwise a thousand idle agents cost a hundred empty looks a
+        # second.) It still looks now and then, for anything that makes a queued job fit it
+        # without a job being queued.
+        if (request.wait_seconds > 0 and last is not None and last.profile == profile
+                and last.unclaimed == waiters.counts(profile)[1]
+                and loop.time() - last.at < FULL_LOOK_INTERVAL_SECONDS):
+            ticket, look, empty = waiters.ticket_from(profile, last.generation, last.unclaimed), False, last
+        else:
+            ticket, look, empty = waiters.ticket(profile), True, None
         while True:
             if look:
-                empty = _EmptyLook(ticket.profile, waiters.generation(ticket.profile), loop.time())
-                attempt = await self.calls.db(self._lease_try, agent_id)
+                empty = _EmptyLook(ticket.profile, *waiters.counts(ticket.profile), at=loop.time())
+                try:
+                    attempt = await self.calls.db(self._lease_try, agent_id)
+                except BaseException:
+                    if ticket.woken:  # the work it was woken for is someone else's to look for
+                        waiters.pass_on(ticket)
+                    raise
                 if attempt.job is not None:
                     return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
                 if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere

@@ -8,10 +8,16 @@ waiters it concerns.
 
 Agents waiting for work are woken sparingly, so a queued job does not send a thousand agents at
 the database at once: a batch that queues n jobs of a profile wakes the n agents of that profile
-that have waited longest. An agent woken for work it cannot take (tags, runtime), while queued
-jobs of its profile remain, wakes the next one in line (``pass_on``); each agent tries once per
-batch, so the chain ends. A resync (the PostgreSQL listener reconnected) and shutdown wake
-everyone.
+that have waited longest, and the job is theirs to look for. An agent woken for work it cannot
+take (tags, runtime), while queued jobs of its profile remain, wakes the next one in line that
+has not looked since (``pass_on``); each agent tries once per batch, so the chain ends.
+
+Only work no waiting agent was woken for is *unclaimed*: a batch that queued more jobs than
+agents were waiting, work passed on with no one left to pass it to, a wake lost with its call,
+a resync. Agents that were not waiting then (busy looking, between two asks) look again when
+they next wait (``wait_for_work``); otherwise an agent that looked and found nothing waits to be
+woken, instead of every agent looking again after every job queued while it looked. A resync
+(the PostgreSQL listener reconnected) and shutdown wake everyone.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import asyncio
 import collections
 import contextlib
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Iterator, Optional, Sequence, Set
+from typing import Deque, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 from .notifications import Change, ChangeFeed
 
@@ -30,6 +36,7 @@ class WorkTicket:
 
     profile: str
     seen: int  # the profile's generation when the agent last looked at the database
+    seen_unclaimed: int  # and its count of unclaimed work then
     woken: bool = False
     future: Optional[asyncio.Future] = field(default=None, repr=False)
 
@@ -44,6 +51,7 @@ class Waiters:
         self._runs: Dict[str, Set[asyncio.Event]] = collections.defaultdict(set)
         self._waiting: Dict[str, Deque[WorkTicket]] = collections.defaultdict(collections.deque)
         self._generation: Dict[str, int] = collections.defaultdict(int)
+        self._unclaimed: Dict[str, int] = collections.defaultdict(int)
         self._everyone: Set[asyncio.Event] = set()  # watchers of anything, for shutdown and resync
         self._unsubscribe = feed.subscribe(self._from_any_thread)
 
@@ -77,6 +85,8 @@ class Waiters:
             while waiting and n > 0:
                 self._wake(waiting.popleft())
                 n -= 1
+            if n > 0:
+                self._unclaimed[profile] += 1
 
     def _wake(self, ticket: WorkTicket) -> None:
         ticket.woken = True
@@ -87,8 +97,10 @@ class Waiters:
         for events in list(self._jobs.values()) + list(self._runs.values()) + [self._everyone]:
             for event in events:
                 event.set()
-        for profile, waiting in self._waiting.items():
+        for profile in set(self._generation) | set(self._unclaimed) | set(self._waiting):
             self._generation[profile] += 1
+            self._unclaimed[profile] += 1  # agents looking right now look again
+        for waiting in self._waiting.values():
             while waiting:
                 self._wake(waiting.popleft())
 
@@ -120,39 +132,55 @@ class Waiters:
 
     def ticket(self, profile: str) -> WorkTicket:
         """Take before looking at the database for work, so work queued meanwhile is noticed."""
-        return WorkTicket(profile, self._generation[profile])
+        return WorkTicket(profile, self._generation[profile], self._unclaimed[profile])
+
+    def ticket_from(self, profile: str, generation: int, unclaimed: int) -> WorkTicket:
+        """The ticket of an agent that last looked when the profile's counts were these."""
+        return WorkTicket(profile, generation, unclaimed)
+
+    def counts(self, profile: str) -> Tuple[int, int]:
+        """The profile's generation (up whenever a job of it may have been queued) and its count
+        of unclaimed work (up whenever work was queued that no waiting agent was woken for)."""
+        return self._generation[profile], self._unclaimed[profile]
 
     async def wait_for_work(self, ticket: WorkTicket, timeout: float) -> bool:
-        """Wait until work of the ticket's profile may be there (True) or ``timeout`` (False)."""
+        """Wait until work of the ticket's profile may be there (True) or ``timeout`` (False).
+        Returns True at once when work went unclaimed since the ticket's holder last looked."""
+        profile = ticket.profile
         ticket.woken = False
-        if self.closed or self._generation[ticket.profile] != ticket.seen:
-            ticket.seen = self._generation[ticket.profile]
+        if self.closed or self._unclaimed[profile] != ticket.seen_unclaimed:
+            ticket.seen, ticket.seen_unclaimed = self._generation[profile], self._unclaimed[profile]
             return True
         ticket.future = self.loop.create_future()
-        waiting = self._waiting[ticket.profile]
+        waiting = self._waiting[profile]
         waiting.append(ticket)
         try:
-            await asyncio.wait_for(ticket.future, timeout)
-        except asyncio.TimeoutError:
-            pass
+            # Not wait_for: on Python < 3.12 it swallows a cancellation that races the wake.
+            await asyncio.wait((ticket.future,), timeout=timeout)
+        except asyncio.CancelledError:
+            if ticket.woken:  # the call went away with the work it was woken for
+                self.pass_on(ticket)
+            raise
         finally:
             ticket.future = None
             with contextlib.suppress(ValueError):
                 waiting.remove(ticket)
-        ticket.seen = self._generation[ticket.profile]
+        if ticket.woken:
+            ticket.seen, ticket.seen_unclaimed = self._generation[profile], self._unclaimed[profile]
         return ticket.woken or self.closed
 
     def pass_on(self, ticket: WorkTicket) -> None:
-        """The holder of ``ticket`` was woken, found no queued job it can take, and some remain:
-        wake the next agent of the profile that has not looked since that work was queued."""
+        """The holder of ``ticket`` was woken and will not take the work (none it can take
+        remains, or its call ended first): wake the longest-waiting agent of the profile that has
+        not looked since that work was queued, or, with none waiting, leave the work unclaimed."""
+        generation = self._generation[ticket.profile]
         waiting = self._waiting.get(ticket.profile)
-        if waiting and waiting[0].seen < self._generation[ticket.profile]:
-            self._wake(waiting.popleft())
-
-    def generation(self, profile: str) -> int:
-        """Goes up whenever a job of ``profile`` may have been queued (or everything is looked at
-        again: a resync)."""
-        return self._generation[profile]
+        for other in waiting or ():
+            if other.seen < generation:
+                waiting.remove(other)  # type: ignore[union-attr]
+                self._wake(other)
+                return
+        self._unclaimed[ticket.profile] += 1
 
     def waiting_agents(self, profile: str) -> int:
         return len(self._waiting.get(profile, ()))
