@@ -477,12 +477,22 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, owner: "ControllerMetrics") -> None:
         self.owner = owner
+        # method -> (the handler it wraps, the wrapping handler): built once per method.
+        self._wrapped: Dict[str, Tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         full = handler_call_details.method or ""
+        known = self._wrapped.get(full)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, full)
+        self._wrapped[full] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, full: str) -> Any:
         service, _, method = full.lstrip("/").rpartition("/")
         events = self.owner.events
         direction = _TRANSFER_METHODS.get(method)

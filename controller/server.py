@@ -220,20 +220,36 @@ class _Authorization(grpc.aio.ServerInterceptor):
     looked up a moment ago is answered on the event loop (Authenticator.remembered)."""
 
     def __init__(self, authenticator: auth.Authenticator,
-                 blocking: Callable[..., "asyncio.Future[Any]"]) -> None:
+                 blocking: Callable[..., "asyncio.Future[Any]"], *, client_certificates: bool) -> None:
+        """``client_certificates``: the server speaks TLS, so a caller may present a certificate
+        whose names must match the agent it claims to be (without TLS there is none to read)."""
         self.authenticator = authenticator
         self.blocking = blocking  # runs a function in the database pool and awaits it
+        self.client_certificates = client_certificates
+        # method -> (the servicer's handler, the handler wrapping it): built once per method,
+        # not at every call (a thousand agents make hundreds of calls a second).
+        self._wrapped: Dict[str, Tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         authenticate, remembered = self.authenticator.authenticate, self.authenticator.remembered
+        client_certificates = self.client_certificates
 
         async def admit(context: grpc.aio.ServicerContext, request: Any = None) -> auth.Principal:
             try:
-                metadata, peer_names = context.invocation_metadata(), _peer_names(context)
+                metadata = context.invocation_metadata()
+                peer_names = _peer_names(context) if client_certificates else []
                 principal = remembered(method, metadata, peer_names)  # most calls: no database
                 if principal is None:
                     principal = await self.blocking(authenticate, method, metadata, peer_names)
@@ -1139,7 +1155,7 @@ class Controller:
             interceptors.append(parts.metrics.interceptor)  # first: refused calls count too
         assert self.db_executor is not None and self.io_executor is not None  # start() made them
         calls = BlockingCalls(loop, self.db_executor, self.io_executor)
-        interceptors.append(_Authorization(parts.authenticator, calls.db))
+        interceptors.append(_Authorization(parts.authenticator, calls.db, client_certificates=credentials is not None))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
