@@ -32,6 +32,11 @@ HEALTHY_HEARTBEATS = 3
 # balancers cut idle calls.
 MAX_LEASE_WAIT_SECONDS = 30.0
 MAX_PLACEMENT_NOTES = 20
+# A job that waits in the queue is shown again to whoever watches it every few seconds, for its
+# placement notes; those refreshes share the agents read for a profile within this long (two
+# hundred people watching queued jobs would otherwise read the same agents twenty times a
+# second). Anything read because a job changed, or asked for, reads the agents afresh.
+REFRESH_CANDIDATES_MAX_AGE_SECONDS = 2.0
 # The agents' longest backoff between tries to reach the controller (agent.service.AgentConfig
 # backoff_max_seconds) plus two heartbeat intervals: how long leases are kept after a start.
 DEFAULT_RESTART_GRACE_SECONDS = 40.0
@@ -125,6 +130,8 @@ class Scheduler:
         self.clock = clock
         self._stopping = threading.Event()
         self._reaper: Optional[threading.Thread] = None
+        # profile -> (when read, its placement candidates), for refreshes (placement_notes).
+        self._recent_candidates: Dict[str, Tuple[float, Tuple[List[Tuple[Agent, str]], int, int]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -190,11 +197,13 @@ class Scheduler:
 
     # ------------------------------------------------------------ placement
 
-    def placement_notes(self, jobs: Iterable[Job]) -> Dict[str, List[str]]:
+    def placement_notes(self, jobs: Iterable[Job], *, refresh: bool = False) -> Dict[str, List[str]]:
         """job id -> one line per agent saying why it cannot take the job (queued jobs only).
 
         Bounded: at most MAX_PLACEMENT_NOTES agents are read per device profile, those of the
-        job's profile first, however many agents and jobs there are."""
+        job's profile first, however many agents and jobs there are. ``refresh``: the notes of
+        a job shown again only because time passed; they may use agents read for its profile
+        up to REFRESH_CANDIDATES_MAX_AGE_SECONDS ago."""
         queued = [j for j in jobs if j.job_state == JobState.QUEUED]
         if not queued:
             return {}
@@ -202,9 +211,17 @@ class Scheduler:
         candidates: Dict[str, Tuple[List[Tuple[Agent, str]], int, int]] = {}
         out: Dict[str, List[str]] = {}
         for job in queued:
-            if job.device_profile not in candidates:
-                candidates[job.device_profile] = self.agents.placement_candidates(job.device_profile, MAX_PLACEMENT_NOTES)
-            out[job.id] = self._notes_for(job, *candidates[job.device_profile], now=now)
+            profile = job.device_profile
+            if profile not in candidates:
+                recent = self._recent_candidates.get(profile) if refresh else None
+                if recent is not None and 0 <= now - recent[0] <= REFRESH_CANDIDATES_MAX_AGE_SECONDS:
+                    candidates[profile] = recent[1]
+                else:
+                    candidates[profile] = self.agents.placement_candidates(profile, MAX_PLACEMENT_NOTES)
+                    if len(self._recent_candidates) > 1024:
+                        self._recent_candidates.clear()
+                    self._recent_candidates[profile] = (now, candidates[profile])
+            out[job.id] = self._notes_for(job, *candidates[profile], now=now)
         return out
 
     def _notes_for(self, job: Job, agents: List[Tuple[Agent, str]], total: int, same: int, *,

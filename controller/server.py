@@ -442,8 +442,9 @@ class JobPresenter:
         self.scheduler = scheduler
         self.regressions = regressions
 
-    def job_pb(self, job: Job) -> pb.Job:
-        notes = self.scheduler.placement_notes([job])
+    def job_pb(self, job: Job, *, refresh: bool = False) -> pb.Job:
+        """``refresh``: the job is shown again only because time passed (Scheduler.placement_notes)."""
+        notes = self.scheduler.placement_notes([job], refresh=refresh)
         msg = wire.job_to_pb(job, notes.get(job.id, ()))
         return wire.add_evaluation(msg, self.regressions.evaluations([job.id]).get(job.id))
 
@@ -453,10 +454,10 @@ class JobPresenter:
         return [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
 
     def run_pb(self, run: Any, jobs: List[Job],
-               evaluations: Optional[Dict[str, JobEvaluation]] = None) -> pb.Run:
+               evaluations: Optional[Dict[str, JobEvaluation]] = None, *, refresh: bool = False) -> pb.Run:
         """``evaluations``: the jobs' verdicts when the caller has them (read from the
         database otherwise)."""
-        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
+        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs, refresh=refresh))
         if evaluations is None:
             evaluations = self.regressions.evaluations(j.id for j in jobs)
         for job_msg in msg.jobs:
@@ -484,11 +485,13 @@ async def _artifact_chunks(calls: BlockingCalls, artifacts: ArtifactStore,
         yield pb.ArtifactChunk(header=header)
 
 
-async def _wait_for(changed: asyncio.Event, timeout: Optional[float]) -> None:
+async def _wait_for(changed: asyncio.Event, timeout: Optional[float]) -> bool:
+    """True when ``changed`` was set, False when ``timeout`` passed first."""
     try:
         await asyncio.wait_for(changed.wait(), timeout)
     except asyncio.TimeoutError:
-        pass
+        return changed.is_set()
+    return True
 
 
 class FarmServicer(pb_grpc.FarmServiceServicer):
@@ -624,10 +627,10 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         # The job's whole id (the request may give a unique prefix): changes name whole ids.
         job_id = (await self.calls.db(self.jobs.get_job, request.job_id, project=auth.caller().project)).id
         with waiters.watching(job_id=job_id) as changed:
-            last = b""
+            last, refresh = b"", False
             while True:
                 changed.clear()
-                job, msg = await self.calls.db(self._watched_job, job_id)
+                job, msg = await self.calls.db(self._watched_job, job_id, refresh)
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
                     yield msg
@@ -637,7 +640,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = job.job_state == JobState.QUEUED
-                await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+                refresh = not await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
 
     @_rpc
     async def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
@@ -646,9 +649,10 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         waiters = self.waiters
         with waiters.watching(run_id=request.run_id) as changed:
             sent: Dict[str, bytes] = {}
+            refresh = False
             while True:
                 changed.clear()
-                jobs, msg = await self.calls.db(self._watched_run, request.run_id)
+                jobs, msg = await self.calls.db(self._watched_run, request.run_id, refresh)
                 for job in msg.jobs:
                     data = job.SerializeToString(deterministic=True)
                     if sent.get(job.id) != data:
@@ -659,15 +663,15 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = any(j.job_state == JobState.QUEUED for j in jobs)
-                await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+                refresh = not await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
 
-    def _watched_job(self, job_id: str) -> Tuple[Job, pb.Job]:
+    def _watched_job(self, job_id: str, refresh: bool) -> Tuple[Job, pb.Job]:
         job = self.jobs.get_job(job_id, project=auth.caller().project)
-        return job, self.presenter.job_pb(job)
+        return job, self.presenter.job_pb(job, refresh=refresh)
 
-    def _watched_run(self, run_id: str) -> Tuple[List[Job], pb.Run]:
+    def _watched_run(self, run_id: str, refresh: bool) -> Tuple[List[Job], pb.Run]:
         run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
-        return jobs, self.presenter.run_pb(run, jobs)
+        return jobs, self.presenter.run_pb(run, jobs, refresh=refresh)
 
     @_rpc
     async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]

@@ -82,6 +82,35 @@ def test_placement_notes_say_why_each_agent_cannot_take_a_queued_job(farm, model
     assert list(farm.job(queued.id).placement_notes) == [], "only queued jobs carry placement notes"
 
 
+def test_timed_refreshes_of_a_queued_job_share_the_agents_read_for_its_profile(farm, model, monkeypatch):
+    """Two hundred people watching queued jobs get each job again every few seconds for its
+    placement notes: those refreshes share one read of the profile's agents for a moment, while
+    a job that changed, or is asked for, is explained from the agents as they are."""
+    from hilfarm.controller import scheduler as scheduler_module
+
+    scheduler = farm.controller.parts.scheduler
+    (queued,) = farm.submit([model], ["rpi5"]).jobs
+    job = farm.controller.parts.jobs.get_job(queued.id)
+    reads = []
+    real_candidates = scheduler.agents.placement_candidates
+    monkeypatch.setattr(scheduler.agents, "placement_candidates",
+                        lambda *a, **kw: reads.append(a) or real_candidates(*a, **kw))
+    nobody = ["no agent with profile rpi5 has registered"]
+    assert scheduler.placement_notes([job])[job.id] == nobody
+    farm.agent("pi-1", "rpi5", capabilities=pb.Capabilities()).register()
+    assert scheduler.placement_notes([job], refresh=True)[job.id] == nobody, "the read of a moment ago is shared"
+    assert len(reads) == 1
+    fresh = ["pi-1: no onnxruntime runtime (has no runtime)"]
+    assert scheduler.placement_notes([job])[job.id] == fresh, "a job asked for is explained afresh"
+    assert len(reads) == 2
+    monkeypatch.setattr(scheduler_module, "REFRESH_CANDIDATES_MAX_AGE_SECONDS", 0.2)
+    farm.agent("pi-2", "rpi5", capabilities=pb.Capabilities()).register()
+    time.sleep(0.25)
+    assert scheduler.placement_notes([job], refresh=True)[job.id] == fresh + [
+        "pi-2: no onnxruntime runtime (has no runtime)"], "older than the limit: read again"
+    assert len(reads) == 3
+
+
 def test_a_job_goes_only_to_an_agent_that_fits(farm, model):
     farm.submit([model], ["rpi5"], required_tags=["camera"])
     plain = farm.agent("pi-1", "rpi5")
