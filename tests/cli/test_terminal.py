@@ -5,28 +5,26 @@ against an embedded farm (`hilfarm up`: a real controller and agent, real child 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-import pexpect
-import pyte
 import pytest
 
 from hilfarm.client import FarmClient
 from hilfarm.display import _ms_short, short_ids
 from hilfarm.v1 import farm_pb2
 
+from .pseudo_terminal import Terminal, terminal_environment
+
 pytest.importorskip("onnxruntime")
 
 HILFARM = str(Path(sys.executable).with_name("hilfarm"))
 QUICK = ["--runs", "20", "--min-seconds", "0.1", "--warmup-seconds", "0.05"]
-ROWS = 100  # tall enough that nothing scrolls off the emulated screen
 COLOR = re.compile(r"\x1b\[[0-9;]*(?:3[0-7]|38;[0-9;]+|9[0-7])m")
 
 
@@ -68,39 +66,16 @@ A_MINUTE = ["--min-seconds", "60", "--max-seconds", "60", "--max-runs", "1000000
 
 
 def environment(address: str, **extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES", "FORCE_COLOR")}
-    env.update(HILFARM_CONTROLLER=address, TERM="xterm-256color", **extra)
-    return env
+    return terminal_environment(HILFARM_CONTROLLER=address, **extra)
 
 
-class Terminal:
-    """One command in a pseudo-terminal ``cols`` wide; ``screen()`` is what it shows."""
-
-    def __init__(self, address: str, args: Sequence[str], cols: int, **env: str) -> None:
-        self.cols = cols
-        self.child = pexpect.spawn(HILFARM, list(args), dimensions=(ROWS, cols), encoding="utf-8",
-                                   env=environment(address, **env), timeout=120)
-        self.raw = ""
-
-    def expect(self, pattern: str, timeout: float = 60) -> None:
-        self.child.expect(pattern, timeout=timeout)
-        self.raw += self.child.before + self.child.after
-
-    def finish(self, timeout: float = 120) -> int:
-        self.child.expect(pexpect.EOF, timeout=timeout)
-        self.raw += self.child.before
-        self.child.close()
-        return self.child.exitstatus
-
-    def screen(self) -> List[str]:
-        screen = pyte.Screen(self.cols, ROWS)
-        # A pty turns "\n" into "\r\n" (onlcr), which pyte expects.
-        pyte.Stream(screen).feed(self.raw)
-        return [line.rstrip() for line in screen.display if line.strip()]
+def hilfarm_terminal(address: str, args: Sequence[str], cols: int, **env: str) -> Terminal:
+    """`hilfarm ARGS` against the farm at ``address`` in a terminal ``cols`` wide."""
+    return Terminal([HILFARM, *args], cols, environment(address, **env))
 
 
 def run(address: str, args: Sequence[str], cols: int, **env: str) -> Tuple[int, List[str], str]:
-    term = Terminal(address, args, cols, **env)
+    term = hilfarm_terminal(address, args, cols, **env)
     code = term.finish()
     return code, term.screen(), term.raw
 
@@ -142,8 +117,8 @@ def test_submit_wait_shows_job_ids_and_figures_that_fit(farm, models, cols):
 
 def test_ctrl_c_detaches_and_says_which_jobs_go_on(farm, models):
     address, _ = farm
-    term = Terminal(address, ["submit", str(models["det"]), "--device", "local", "--runs", "20", *A_MINUTE,
-                              "--wait"], 80)
+    term = hilfarm_terminal(address, ["submit", str(models["det"]), "--device", "local", "--runs", "20",
+                                      *A_MINUTE, "--wait"], 80)
     term.expect("measuring")
     term.child.sendintr()
     code = term.finish(timeout=30)
@@ -163,8 +138,8 @@ def test_ctrl_c_detaches_and_says_which_jobs_go_on(farm, models):
 
 def test_cancel_on_interrupt_cancels(farm, models):
     address, _ = farm
-    term = Terminal(address, ["submit", str(models["det"]), "--device", "local", *A_MINUTE,
-                              "--wait", "--cancel-on-interrupt"], 120)
+    term = hilfarm_terminal(address, ["submit", str(models["det"]), "--device", "local", *A_MINUTE,
+                                      "--wait", "--cancel-on-interrupt"], 120)
     term.expect("measuring")
     term.child.sendintr()
     code = term.finish(timeout=30)

@@ -3,7 +3,6 @@ client sends them again) while database work stands in the queue, and work whose
 while it waited is not started (a lease nobody hears of would cost the job an attempt)."""
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY
 from hilfarm.controller.server import OVERLOAD_QUEUE_DELAY_SECONDS, DatabaseQueue
 from hilfarm.v1 import farm_pb2 as pb
 
+from ..cli.pseudo_terminal import Terminal
 from .conftest import onnx_bytes, wait_for
 
 
@@ -165,8 +165,6 @@ def test_a_submission_is_refused_while_the_queue_stands_and_the_client_sends_it_
 def test_a_person_sees_a_refused_submission_sent_again_as_one_readable_message(make_farm, tmp_path, cols):
     """`hilfarm submit` in a pseudo-terminal while every database call waits: the refusal is
     said in the CLI's own words, wrapped at words to the terminal, and the job is stored once."""
-    pexpect = pytest.importorskip("pexpect")
-    pyte = pytest.importorskip("pyte")
     farm = make_farm(db_workers=1)
     model = tmp_path / "model.onnx"
     model.write_bytes(onnx_bytes(4096))
@@ -184,23 +182,16 @@ def test_a_person_sees_a_refused_submission_sent_again_as_one_readable_message(m
 
     occupier = threading.Thread(target=occupy)
     occupier.start()
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    child = pexpect.spawn(str(Path(sys.executable).with_name("hilfarm")),
-                          ["--controller", farm.controller.address, "submit", str(model), "--device", "rpi5", "--queue"],
-                          dimensions=(40, cols), encoding="utf-8", env=dict(env, TERM="xterm-256color"), timeout=60)
+    term = Terminal([str(Path(sys.executable).with_name("hilfarm")), "--controller", farm.controller.address,
+                     "submit", str(model), "--device", "rpi5", "--queue"], cols, rows=40)
     try:
-        child.expect("overloaded")
-        raw = child.before + child.after
+        term.expect("overloaded")
     finally:
         stop.set()
         occupier.join(30)
-    child.expect(pexpect.EOF)
-    raw += child.before
-    child.close()
-    screen = pyte.Screen(cols, 40)
-    pyte.Stream(screen).feed(raw)  # a pty turns "\n" into "\r\n", which pyte expects
-    lines = [line.rstrip() for line in screen.display if line.strip()]
-    assert child.exitstatus == 0, lines
+    code = term.finish(timeout=60)
+    lines = term.screen()
+    assert code == 0, lines
 
     said = [i for i, line in enumerate(lines) if line.startswith("hilfarm: the controller is overloaded")]
     assert said, lines
