@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from .errors import CannotListen
+from .interceptors import WrappingInterceptor
 from . import wire
 from .models import Job, JobState
 from .job_repository import JobRepository
@@ -470,29 +471,16 @@ class EventMetrics:
 _TRANSFER_METHODS = {"UploadArtifact": "upload", "DownloadArtifact": "download"}
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Times every call and watches the few calls whose outcome is an event worth counting.
     An interceptor of the asynchronous server: it wraps each handler in a coroutine (or an
     async generator for streamed answers) around the servicer's own."""
 
     def __init__(self, owner: "ControllerMetrics") -> None:
+        super().__init__()
         self.owner = owner
-        # method -> (the handler it wraps, the wrapping handler): built once per method.
-        self._wrapped: Dict[str, Tuple[Any, Any]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        full = handler_call_details.method or ""
-        known = self._wrapped.get(full)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler, full)
-        self._wrapped[full] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: Any, full: str) -> Any:
+    def wrap(self, handler: Any, full: str) -> Any:
         service, _, method = full.lstrip("/").rpartition("/")
         events = self.owner.events
         direction = _TRANSFER_METHODS.get(method)

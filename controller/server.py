@@ -72,6 +72,7 @@ from .errors import (
 )
 from .database import default_sqlite_url
 from .heartbeats import HeartbeatBatcher
+from .interceptors import WrappingInterceptor
 from .job_repository import JobRepository, LeaseAttempt
 from .models import Job, JobEvaluation, JobState
 from .notifications import PostgresListener
@@ -81,7 +82,7 @@ from .regression_store import RegressionStore
 from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
 from .suites import budgets_from_doc, evaluation_rows
-from .waiters import Waiters
+from .waiters import Waiters, WorkTicket
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -213,7 +214,7 @@ def _serving(principal: auth.Principal, context: grpc.aio.ServicerContext) -> It
         _CALL_DEADLINE.reset(token)
 
 
-class _Authorization(grpc.aio.ServerInterceptor):
+class _Authorization(WrappingInterceptor):
     """Authenticates and authorises every call (auth.py) and checks its request messages
     (limits.py) before a servicer sees them; the servicer runs as the caller (auth.acting_as).
     Looking a credential up reads the database, so it runs in the database threads; a caller
@@ -223,26 +224,12 @@ class _Authorization(grpc.aio.ServerInterceptor):
                  blocking: Callable[..., "asyncio.Future[Any]"], *, client_certificates: bool) -> None:
         """``client_certificates``: the server speaks TLS, so a caller may present a certificate
         whose names must match the agent it claims to be (without TLS there is none to read)."""
+        super().__init__()
         self.authenticator = authenticator
         self.blocking = blocking  # runs a function in the database pool and awaits it
         self.client_certificates = client_certificates
-        # method -> (the servicer's handler, the handler wrapping it): built once per method,
-        # not at every call (a thousand agents make hundreds of calls a second).
-        self._wrapped: Dict[str, Tuple[Any, Any]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: Any, method: str) -> Any:
+    def wrap(self, handler: Any, method: str) -> Any:
         authenticate, remembered = self.authenticator.authenticate, self.authenticator.remembered
         client_certificates = self.client_certificates
 
@@ -812,7 +799,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         if (request.wait_seconds > 0 and last is not None and last.profile == profile
                 and last.unclaimed == waiters.counts(profile)[1]
                 and loop.time() - last.at < FULL_LOOK_INTERVAL_SECONDS):
-            ticket, look, empty = waiters.ticket_from(profile, last.generation, last.unclaimed), False, last
+            ticket, look, empty = WorkTicket(profile, last.generation, last.unclaimed), False, last  # as it last looked
         else:
             ticket, look, empty = waiters.ticket(profile), True, None
         while True:

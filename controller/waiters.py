@@ -134,10 +134,6 @@ class Waiters:
         """Take before looking at the database for work, so work queued meanwhile is noticed."""
         return WorkTicket(profile, self._generation[profile], self._unclaimed[profile])
 
-    def ticket_from(self, profile: str, generation: int, unclaimed: int) -> WorkTicket:
-        """The ticket of an agent that last looked when the profile's counts were these."""
-        return WorkTicket(profile, generation, unclaimed)
-
     def counts(self, profile: str) -> Tuple[int, int]:
         """The profile's generation (up whenever a job of it may have been queued) and its count
         of unclaimed work (up whenever work was queued that no waiting agent was woken for)."""
