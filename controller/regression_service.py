@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Dict, List
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from hilfarm.constraints import Verdict, evaluate
@@ -23,16 +24,22 @@ from .suites import SuiteRunner, budgets_from_doc
 log = logging.getLogger("hilfarm.controller")
 
 
+_EVALUATIONS = JobEvaluation.__table__
+_BUDGETS_OF_JOB = sa.select(_EVALUATIONS.c.budgets).where(_EVALUATIONS.c.job_id == sa.bindparam("job_id"))
+_STORE_VERDICTS = (sa.update(_EVALUATIONS).where(_EVALUATIONS.c.job_id == sa.bindparam("judged"))
+                   .values(verdicts=sa.bindparam("judgement"), evaluated_at=sa.bindparam("at")))
+
+
 def judge_result(s: Session, job: Job) -> None:
     """Verdicts for a result being stored (JobRepository.record_result's ``on_result`` hook,
-    called inside the transaction that stores it)."""
-    evaluation = s.get(JobEvaluation, job.id)
-    if evaluation is None:
+    called inside the transaction that stores it). Core statements, not the ORM: most jobs
+    have no budgets, and every stored result asks."""
+    conn = s.connection()
+    budgets = conn.execute(_BUDGETS_OF_JOB, {"job_id": job.id}).scalar_one_or_none()
+    if budgets is None:
         return
-    verdicts: List[Verdict] = evaluate(budgets_from_doc(evaluation.budgets), job.result or {})
-    evaluation.verdicts = [v.to_dict() for v in verdicts]
-    evaluation.evaluated_at = time.time()
-    s.add(evaluation)
+    verdicts: List[Verdict] = evaluate(budgets_from_doc(budgets), job.result or {})
+    conn.execute(_STORE_VERDICTS, {"judged": job.id, "judgement": [v.to_dict() for v in verdicts], "at": time.time()})
 
 
 class RegressionRpcs:
