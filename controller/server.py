@@ -33,6 +33,7 @@ import functools
 import gc
 import inspect
 import logging
+import random
 import signal
 import sys
 import threading
@@ -429,11 +430,27 @@ class JobPresenter:
         self.scheduler = scheduler
         self.regressions = regressions
 
-    def job_pb(self, job: Job, *, refresh: bool = False) -> pb.Job:
-        """``refresh``: the job is shown again only because time passed (Scheduler.placement_notes)."""
-        notes = self.scheduler.placement_notes([job], refresh=refresh)
+    def job_pb(self, job: Job) -> pb.Job:
+        notes = self.scheduler.placement_notes([job])
         msg = wire.job_to_pb(job, notes.get(job.id, ()))
         return wire.add_evaluation(msg, self.regressions.evaluations([job.id]).get(job.id))
+
+    def explained_again(self, jobs: Sequence[Job], shown: Sequence[pb.Job]) -> List[pb.Job]:
+        """``shown`` (the messages of ``jobs``) with the queued jobs' placement notes written
+        anew, for jobs shown again only because time passed: nothing else is read, and the
+        notes may come from a read of their profile's agents shared for a moment
+        (Scheduler.placement_notes' ``refresh``)."""
+        notes = self.scheduler.placement_notes(jobs, refresh=True)
+        out = []
+        for job, msg in zip(jobs, shown):
+            if job.id in notes:
+                again = pb.Job()
+                again.CopyFrom(msg)
+                del again.placement_notes[:]
+                again.placement_notes.extend(notes[job.id])
+                msg = again
+            out.append(msg)
+        return out
 
     def jobs_pb(self, jobs: Sequence[Job]) -> List[pb.Job]:
         notes = self.scheduler.placement_notes(jobs)
@@ -441,10 +458,10 @@ class JobPresenter:
         return [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
 
     def run_pb(self, run: Any, jobs: List[Job],
-               evaluations: Optional[Dict[str, JobEvaluation]] = None, *, refresh: bool = False) -> pb.Run:
+               evaluations: Optional[Dict[str, JobEvaluation]] = None) -> pb.Run:
         """``evaluations``: the jobs' verdicts when the caller has them (read from the
         database otherwise)."""
-        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs, refresh=refresh))
+        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
         if evaluations is None:
             evaluations = self.regressions.evaluations(j.id for j in jobs)
         for job_msg in msg.jobs:
@@ -470,6 +487,13 @@ async def _artifact_chunks(calls: BlockingCalls, artifacts: ArtifactStore,
             yield pb.ArtifactChunk(data=block)
     if first:
         yield pb.ArtifactChunk(header=header)
+
+
+def _refresh_after() -> float:
+    """Seconds until a watched queued job is sent again: QUEUED_REFRESH_SECONDS give or take a
+    quarter, so watchers that started together (all of them, after a restart) do not all come
+    back in the same moment and hold up the calls that arrive then."""
+    return QUEUED_REFRESH_SECONDS * random.uniform(0.75, 1.25)
 
 
 async def _wait_for(changed: asyncio.Event, timeout: Optional[float]) -> bool:
@@ -614,10 +638,10 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         # The job's whole id (the request may give a unique prefix): changes name whole ids.
         job_id = (await self.calls.db(self.jobs.get_job, request.job_id, project=auth.caller().project)).id
         with waiters.watching(job_id=job_id) as changed:
-            last, refresh = b"", False
+            last, shown = b"", None
             while True:
                 changed.clear()
-                job, msg = await self.calls.db(self._watched_job, job_id, refresh)
+                job, msg = await self.calls.db(self._watched_job, job_id, shown)
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
                     yield msg
@@ -627,7 +651,8 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = job.job_state == JobState.QUEUED
-                refresh = not await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+                timed_out = not await _wait_for(changed, _refresh_after() if queued else None)
+                shown = (job, msg) if timed_out else None
 
     @_rpc
     async def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
@@ -636,11 +661,11 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         waiters = self.waiters
         with waiters.watching(run_id=request.run_id) as changed:
             sent: Dict[str, bytes] = {}
-            refresh = False
+            shown: Optional[Tuple[List[Job], List[pb.Job]]] = None
             while True:
                 changed.clear()
-                jobs, msg = await self.calls.db(self._watched_run, request.run_id, refresh)
-                for job in msg.jobs:
+                jobs, messages = await self.calls.db(self._watched_run, request.run_id, shown)
+                for job in messages:
                     data = job.SerializeToString(deterministic=True)
                     if sent.get(job.id) != data:
                         yield job
@@ -650,15 +675,29 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = any(j.job_state == JobState.QUEUED for j in jobs)
-                refresh = not await _wait_for(changed, QUEUED_REFRESH_SECONDS if queued else None)
+                timed_out = not await _wait_for(changed, _refresh_after() if queued else None)
+                shown = (jobs, messages) if timed_out else None
 
-    def _watched_job(self, job_id: str, refresh: bool) -> Tuple[Job, pb.Job]:
+    # A watcher woken only because time passed was shown the job as it still is: a change to it
+    # would have woken the watcher. Only the placement notes of what it was shown are written
+    # again; the job and its verdicts are not read.
+
+    def _watched_job(self, job_id: str, shown: Optional[Tuple[Job, pb.Job]]) -> Tuple[Job, pb.Job]:
+        """``shown``: the job and message last sent, when shown again only because time passed."""
+        if shown is not None:
+            job, msg = shown
+            return job, self.presenter.explained_again([job], [msg])[0]
         job = self.jobs.get_job(job_id, project=auth.caller().project)
-        return job, self.presenter.job_pb(job, refresh=refresh)
+        return job, self.presenter.job_pb(job)
 
-    def _watched_run(self, run_id: str, refresh: bool) -> Tuple[List[Job], pb.Run]:
+    def _watched_run(self, run_id: str, shown: Optional[Tuple[List[Job], List[pb.Job]]]
+                     ) -> Tuple[List[Job], List[pb.Job]]:
+        """``shown``: the jobs and messages last sent, when shown again only because time passed."""
+        if shown is not None:
+            jobs, messages = shown
+            return jobs, self.presenter.explained_again(jobs, messages)
         run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
-        return jobs, self.presenter.run_pb(run, jobs, refresh=refresh)
+        return jobs, list(self.presenter.run_pb(run, jobs).jobs)
 
     @_rpc
     async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]

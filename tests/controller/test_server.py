@@ -17,6 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from hilfarm.controller import scheduler as scheduler_module
+from hilfarm.controller import server as server_module
 from hilfarm.controller.server import GC_OLDEST_THRESHOLD
 from hilfarm.v1 import farm_pb2 as pb
 
@@ -167,6 +169,36 @@ def test_a_watch_reads_the_database_only_when_its_job_changes_and_stops_with_its
     assert agent.progress(lease) is False
     time.sleep(0.5)
     assert len(reads) == settled, "a watch whose client went away hears no more changes"
+
+
+@pytest.mark.parametrize("watch", ["job", "run"])
+def test_a_watched_queued_job_is_explained_again_as_time_passes_without_reading_it_again(farm, model, monkeypatch,
+                                                                                          watch):
+    # Registering an agent changes no job, so no watcher is woken: only the timed refresh of a
+    # queued job's placement notes can tell its watcher; the job itself has not changed and is
+    # not read again.
+    monkeypatch.setattr(server_module, "QUEUED_REFRESH_SECONDS", 0.4)
+    monkeypatch.setattr(scheduler_module, "REFRESH_CANDIDATES_MAX_AGE_SECONDS", 0.0)
+    run = farm.submit([model], ["rpi5"])
+    (job,) = run.jobs
+    jobs = farm.controller.parts.jobs
+    reads = []
+    for name in ("get_job", "get_run"):
+        real = getattr(jobs, name)
+        monkeypatch.setattr(jobs, name, lambda key, real=real, **scope: reads.append(key) or real(key, **scope))
+    if watch == "job":
+        call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=20)
+    else:
+        call = farm.farm.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=20)
+    first = next(call)
+    assert list(first.placement_notes) == ["no agent with profile rpi5 has registered"]
+    read_before = len(reads)
+    farm.agent("pi-1").register()
+    again = next(call)
+    assert again.id == job.id and again.state == pb.JOB_STATE_QUEUED
+    assert [n.split(":")[0] for n in again.placement_notes] == ["pi-1"], list(again.placement_notes)
+    assert len(reads) == read_before, "shown again for its notes alone: the job was not read again"
+    call.cancel()
 
 
 def test_watch_run_follows_every_job_of_a_run_on_one_stream(farm, model):
