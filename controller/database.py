@@ -18,7 +18,9 @@ One ``Database`` wraps one SQLAlchemy engine over any SQLAlchemy URL (``sqlite:/
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -38,14 +40,36 @@ def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir) / 'hilfarm.db'}"
 
 
+# How long a SQLite connection waits for another one's lock (the busy timeout) before it fails.
+SQLITE_BUSY_SECONDS = 30.0
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     cur = dbapi_conn.cursor()
-    # WAL lets readers (gRPC threads, watchers) proceed while one writer commits.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+    _enter_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _enter_wal(cur) -> None:  # type: ignore[no-untyped-def]
+    """WAL lets readers (gRPC threads, watchers) proceed while one writer commits. Turning a new
+    database file to WAL takes SQLite's exclusive lock, and a connection that asks for it while
+    another one is taking a lock is refused at once ("database is locked"): SQLite does not wait
+    there (its busy handler would deadlock the two). Several stores or controllers opening a new
+    file together meet that, so the connection asks again until the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.25)
 
 
 class Database:
