@@ -84,7 +84,7 @@ class Database:
         self.backend = self.url.get_backend_name()
         kwargs: dict = {"echo": echo}
         if self.backend == "sqlite":
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
             database = self.url.database or ""
             if database in ("", ":memory:"):
                 # One shared connection, or every thread would see its own empty database.
