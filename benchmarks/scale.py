@@ -9,6 +9,8 @@ run on jobs that stay queued (what people waiting in `jobs watch` / `submit --wa
 controller); ``--live-watchers`` follow the submitted jobs and time how long a stored result
 takes to reach a watcher. Submissions arrive open-loop at ``--rate`` per second, or, with
 ``--rate 0``, closed-loop as fast as the farm finishes them (``--window`` jobs outstanding).
+Fake agents share a connection ``--agents-per-channel`` at a time; the report counts the
+connections the controller held.
 
 The load generator runs in this process on asyncio (one core at most); its event-loop lag is
 printed, because a saturated generator inflates every latency it reports.
@@ -92,7 +94,12 @@ class Bench:
         self.outstanding = 0
         self.progressed = asyncio.Event()
         self.live_queue: "asyncio.Queue[str]" = asyncio.Queue()
-        options = [("grpc.max_receive_message_length", 16 << 20), ("grpc.keepalive_time_ms", 60_000)]
+        # Each channel its own connection (--agents-per-channel agents on it): gRPC otherwise
+        # shares one connection among all channels of a process with the same target and
+        # options (its global subchannel pool), and a thousand agents arrive on one socket,
+        # which a controller serving real devices never sees.
+        options = [("grpc.max_receive_message_length", 16 << 20), ("grpc.keepalive_time_ms", 60_000),
+                   ("grpc.use_local_subchannel_pool", 1)]
         n_channels = max(1, -(-args.agents // args.agents_per_channel))
         self.channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(n_channels)]
         self.user = grpc.aio.insecure_channel(address, options=options)
@@ -321,6 +328,23 @@ def proc_sample(pid: int) -> Dict[str, float]:
     return {"cpu_seconds": cpu, "rss_bytes": rss, "peak_rss_bytes": peak}
 
 
+def connections_to(port: int) -> int:
+    """Established TCP connections whose local end is ``port`` (the controller's side), from
+    /proc/net/tcp and tcp6: how many sockets the controller serves the load on."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                        count += 1
+        except FileNotFoundError:
+            pass
+    return count
+
+
 def self_cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -365,6 +389,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int) -> di
     await asyncio.sleep(args.seconds)
     bench.measuring = False
     after, cpu_after, wall_after = proc_sample(controller_pid), self_cpu(), time.perf_counter()
+    connections = connections_to(int(address.rsplit(":", 1)[1]))
     load_after = os.getloadavg()
     bench.stop.set()
     submitter.cancel()
@@ -396,6 +421,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int) -> di
         "errors": dict(s.errors),
         "controller_cpu_percent_of_one_core": round(100 * (after["cpu_seconds"] - before["cpu_seconds"]) / window, 1),
         "controller_rss_mb": round(after["rss_bytes"] / 2**20, 1),
+        "controller_connections": connections,
         "controller_peak_rss_mb": round(after["peak_rss_bytes"] / 2**20, 1),
         "generator_cpu_percent_of_one_core": round(100 * (cpu_after - cpu_before) / window, 1),
         "generator_loop_lag_ms": {"p50": ms(s.loop_lag, 50), "p99": ms(s.loop_lag, 99)},
@@ -436,7 +462,8 @@ def print_report(r: dict) -> None:
     print(f"  result->watcher p50 / p99  {pair(r['result_to_watcher_ms'])}  ({r['result_to_watcher_ms']['n']} seen)")
     print(f"  null-runtime jobs/s        {r['jobs_per_second']}  (submitted {r['submitted_per_second']}/s)")
     print(f"  controller                 {r['controller_cpu_percent_of_one_core']} % of one core, "
-          f"RSS {r['controller_rss_mb']} MB (peak {r['controller_peak_rss_mb']} MB)")
+          f"RSS {r['controller_rss_mb']} MB (peak {r['controller_peak_rss_mb']} MB), "
+          f"{r['controller_connections']} connections")
     print(f"  load generator             {r['generator_cpu_percent_of_one_core']} % of one core, "
           f"event-loop lag p50 / p99 {pair(r['generator_loop_lag_ms'])}")
     print(f"  errors                     {r['errors'] or 'none'}; refused reports {r['refused_reports']}")
