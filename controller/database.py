@@ -14,15 +14,17 @@ One ``Database`` wraps one SQLAlchemy engine over any SQLAlchemy URL (``sqlite:/
   (``record_change``) go to ``feed`` after the commit, and on PostgreSQL also to the other
   replicas with ``pg_notify`` inside the transaction.
 - ``connect()``: a plain connection, for the hot paths that run prebuilt Core statements.
+- ``claim_for_serving()``: a SQLite file is served by one controller at a time.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -30,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from .errors import DatabaseInUse
 from .models import Job, JobState
 from .notifications import CHANNEL, Change, ChangeFeed, encode
 from .schema import MigrationReport, migrate
@@ -116,6 +119,43 @@ class Database:
 
     def connect(self) -> sa.Connection:
         return self.engine.connect()
+
+    def claim_for_serving(self) -> Callable[[], None]:
+        """On a SQLite file: hold the file's serving lock (``<database>.serving``, an exclusive
+        ``flock``) while this controller serves, and return what releases it; the kernel releases
+        it too when the process dies, so a controller killed with SIGKILL and started again
+        claims it at once. Raises DatabaseInUse, naming the holder, when another controller
+        serves the file: a second one would answer the same agents with waiters it never wakes
+        (change notifications on SQLite stay in their process) and write transactions that
+        fail with "database is locked" (the write lock is per process). On PostgreSQL and an
+        in-memory database there is nothing to claim (replicas share PostgreSQL by design)."""
+        database = self.url.database or ""
+        if self.backend != "sqlite" or database in ("", ":memory:"):
+            return lambda: None
+        import fcntl
+
+        path = Path(database).expanduser().resolve().with_name(Path(database).name + ".serving")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseInUse(
+                f"the SQLite database {database} is served by another controller ({holder}); one SQLite "
+                f"database takes one controller: stop that one, give this one its own --data-dir or --db, "
+                f"or run replicas on a shared PostgreSQL database") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                os.close(fd)  # closing the descriptor drops the flock
+        return release
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

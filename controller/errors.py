@@ -57,6 +57,12 @@ class CannotListen(OSError):
     stop, instead of a second farm sharing the port with the first."""
 
 
+class DatabaseInUse(CannotListen):
+    """The SQLite database is served by another controller process. One SQLite file takes one
+    controller (replicas share a PostgreSQL database); a command stops as it does for an address
+    in use, and the controller already serving is left alone."""
+
+
 class Unauthenticated(FarmError):
     """The call carries no credential this controller accepts (none, unknown, expired, revoked)."""
 

@@ -1098,12 +1098,14 @@ class Controller:
         self._stop_serving: Optional[asyncio.Event] = None
         self._grace = 2.0
         self._stopped = threading.Event()
+        self._release_database: Callable[[], None] = lambda: None
 
     def start(self, bind: str = "127.0.0.1:0") -> int:
         """Migrate the schema, then listen on ``bind`` (host:port). Returns the port.
         Raises TransportError, listening on nothing, for an address that would expose an
-        unprotected controller (or metrics endpoint), or TLS files that cannot be used, and
-        CannotListen for an address in use."""
+        unprotected controller (or metrics endpoint), or TLS files that cannot be used,
+        CannotListen for an address in use, and DatabaseInUse for a SQLite database another
+        controller serves."""
         config, parts = self.config, self.parts
         problem = exposure_problem(bind, token=bool(config.token), tls=config.tls is not None, insecure=config.insecure)
         if not problem and config.metrics_bind:
@@ -1113,6 +1115,16 @@ class Controller:
             raise TransportError(problem)
         credentials = config.tls.credentials() if config.tls is not None else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything is written: a SQLite file another controller serves stays its alone.
+        self._release_database = parts.database.claim_for_serving()
+        try:
+            return self._start(bind, credentials)
+        except BaseException:
+            self._release_database()
+            raise
+
+    def _start(self, bind: str, credentials: Optional[grpc.ServerCredentials]) -> int:
+        config, parts = self.config, self.parts
         parts.database.migrate()
         parts.artifacts.prepare()
         conninfo = parts.database.listen_conninfo()
@@ -1269,6 +1281,7 @@ class Controller:
         if parts.metrics is not None and hasattr(parts.metrics, "stop"):
             parts.metrics.stop()
         parts.database.close()
+        self._release_database()
         self.port = None
         self._stopped.set()
         log.info("controller stopped")

@@ -91,8 +91,14 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
 
     settings, inputs_file = build_settings(options)
     shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), list(models))
+    from hilfarm.controller.errors import CannotListen
+
     farm = EmbeddedFarm(data_dir=data_dir)
-    farm.start()
+    try:
+        farm.start()
+    except CannotListen as error:  # its data dir is served by a farm already up (DatabaseInUse)
+        farm.stop()
+        raise cannot_start(error) from None
     try:
         paths = list(models)
         with FarmClient(farm.address) as client:

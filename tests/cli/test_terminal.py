@@ -256,6 +256,24 @@ def test_a_second_farm_on_a_busy_address_stops_with_a_clear_message(farm, tmp_pa
     assert "Traceback" not in text
 
 
+def test_a_second_farm_on_a_served_data_dir_stops_with_a_clear_message(farm, tmp_path):
+    """A second `up`, or a `demo`, on the first one's data dir (its SQLite database) says who
+    serves it and stops; the first serves on."""
+    address, log = farm
+    with FarmClient(address) as client:
+        devices = sorted(d.agent_id for d in client.list_devices())
+    assert devices, "the first farm's local agent"
+    for command in (["up", "--bind", "127.0.0.1:0", "--no-agent"], ["demo"]):
+        code, _, raw = run(address, command + ["--data-dir", str(log.parent / "data")], 120)
+        text = re.sub(r"\s+", " ", raw)  # the terminal wraps the long path; the raw text does not
+        assert code == 2, (command, text)
+        assert re.search(r"the SQLite database \S+hilfarm\.db is served by another controller \(pid \d+\); one "
+                         r"SQLite database takes one controller", text), (command, text)
+        assert "Traceback" not in text
+    with FarmClient(address) as client:
+        assert sorted(d.agent_id for d in client.list_devices()) == devices
+
+
 def wait_until_idle(address: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     with FarmClient(address) as client:

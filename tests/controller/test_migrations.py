@@ -187,6 +187,9 @@ def test_the_controller_migrates_at_start_and_refuses_a_newer_database(make_farm
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     from hilfarm.controller.server import Controller
 
+    # Stopped first: a SQLite file takes one controller at a time.
+    farm.close()
+    farm.controller.stop(grace=0.5)
     late = Controller(db_url=db_url, data_dir=tmp_path / "late")
     try:
         with pytest.raises(SchemaError, match="'0999'"):

@@ -21,6 +21,7 @@ from hilfarm.controller import scheduler as scheduler_module
 from hilfarm.controller import server as server_module
 from hilfarm.controller.server import GC_OLDEST_THRESHOLD
 from hilfarm.v1 import farm_pb2 as pb
+from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
 from .conftest import npz_bytes, onnx_bytes, sample_result, tflite_bytes
 
@@ -444,6 +445,31 @@ def test_a_second_controller_on_a_busy_address_refuses_to_start(farm, make_farm,
     # The first one still answers every call.
     for _ in range(20):
         farm.farm.ListJobs(pb.ListJobsRequest())
+
+
+def test_a_second_controller_on_a_served_sqlite_database_refuses_to_start(farm, model):
+    """Two controllers on one SQLite file would each wake only their own waiters and fail each
+    other's write transactions; the second stops before writing anything, naming the first."""
+    from hilfarm.controller.errors import DatabaseInUse
+    from hilfarm.controller.server import Controller
+
+    (job,) = farm.submit([model], ["nowhere"]).jobs
+    second = Controller(data_dir=farm.controller.data_dir)
+    with pytest.raises(DatabaseInUse, match=f"served by another controller \\(pid {os.getpid()}\\); one SQLite "
+                                            "database takes one controller"):
+        second.start("127.0.0.1:0")
+    second.parts.database.close()
+    assert farm.job(job.id).state == pb.JOB_STATE_QUEUED  # the first serves on
+    # Once the first has stopped, the file is free, and what it stored is all there.
+    farm.close()
+    farm.controller.stop(grace=0.5)
+    try:
+        second.start("127.0.0.1:0")
+        with grpc.insecure_channel(second.address) as channel:
+            stored = pb_grpc.FarmServiceStub(channel).GetJob(pb.GetJobRequest(job_id=job.id), timeout=10)
+        assert stored.state == pb.JOB_STATE_QUEUED
+    finally:
+        second.stop(grace=0.5)
 
 
 def test_a_busy_metrics_port_is_a_clear_error_and_frees_the_grpc_port(tmp_path):
