@@ -126,8 +126,9 @@ class Database:
         it too when the process dies, so a controller killed with SIGKILL and started again
         claims it at once. Raises DatabaseInUse, naming the holder, when another controller
         serves the file: a second one would answer the same agents with waiters it never wakes
-        (change notifications on SQLite stay in their process) and write transactions that
-        fail with "database is locked" (the write lock is per process). On PostgreSQL and an
+        (change notifications on SQLite stay in their process), and its transactions could
+        interleave with this one's (the lock that keeps a transaction's reads and the writes
+        that depend on them together is per process). On PostgreSQL and an
         in-memory database there is nothing to claim (replicas share PostgreSQL by design)."""
         database = self.url.database or ""
         if self.backend != "sqlite" or database in ("", ":memory:"):

@@ -448,8 +448,8 @@ def test_a_second_controller_on_a_busy_address_refuses_to_start(farm, make_farm,
 
 
 def test_a_second_controller_on_a_served_sqlite_database_refuses_to_start(farm, model):
-    """Two controllers on one SQLite file would each wake only their own waiters and fail each
-    other's write transactions; the second stops before writing anything, naming the first."""
+    """Two controllers on one SQLite file would each wake only their own waiters and interleave
+    their transactions; the second stops before writing anything, naming the first."""
     from hilfarm.controller.errors import DatabaseInUse
     from hilfarm.controller.server import Controller
 
