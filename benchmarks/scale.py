@@ -337,7 +337,8 @@ def connections_to(port: int) -> int:
             with open(table) as f:
                 next(f)
                 for line in f:
-                    local, state = line.split()[1], line.split()[3]
+                    fields = line.split()
+                    local, state = fields[1], fields[3]
                     if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
                         count += 1
         except FileNotFoundError:

@@ -86,6 +86,8 @@ class Database:
         self.feed = feed if feed is not None else ChangeFeed()
         self.backend = self.url.get_backend_name()
         kwargs: dict = {"echo": echo}
+        # The file of a SQLite database (None for an in-memory one, and on PostgreSQL).
+        self.sqlite_file: Optional[Path] = None
         if self.backend == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
             database = self.url.database or ""
@@ -93,7 +95,8 @@ class Database:
                 # One shared connection, or every thread would see its own empty database.
                 kwargs["poolclass"] = StaticPool
             else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_file = Path(database).expanduser().resolve()
+                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=40)
         self.engine = sa.create_engine(self.url, **kwargs)
@@ -130,14 +133,12 @@ class Database:
         interleave with this one's (the lock that keeps a transaction's reads and the writes
         that depend on them together is per process). On PostgreSQL and an
         in-memory database there is nothing to claim (replicas share PostgreSQL by design)."""
-        database = self.url.database or ""
-        if self.backend != "sqlite" or database in ("", ":memory:"):
+        if self.sqlite_file is None:
             return lambda: None
         import fcntl
 
-        path = Path(database).expanduser().resolve().with_name(Path(database).name + ".serving")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        database = self.url.database
+        fd = os.open(self.sqlite_file.with_name(self.sqlite_file.name + ".serving"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
