@@ -11,7 +11,8 @@ part to another, and no part sets attributes on another.
     Credentials(Database, AgentRepository) ◀── Authenticator
     SuiteRunner(JobRepository, RegressionStore, ArtifactStore, Scheduler)
     RegressionRpcs(JobRepository, RegressionStore, SuiteRunner)
-    ControllerMetrics(JobRepository, RegressionStore)       NightlyRunner(ArtifactStore, SuiteRunner)
+    ControllerMetrics(JobRepository, RegressionStore, Database.write_lock_use)
+    NightlyRunner(ArtifactStore, SuiteRunner)
 """
 from __future__ import annotations
 
@@ -153,7 +154,8 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
     if metrics is None and (config.metrics_bind or config.remote_write_url):
         remote_write = RemoteWriter(config.remote_write_url) if config.remote_write_url else None
         metrics = ControllerMetrics(jobs, regressions, heartbeat_interval=scheduler.heartbeat_interval,
-                                    clock=scheduler.clock, remote_write=remote_write)
+                                    clock=scheduler.clock, remote_write=remote_write,
+                                    write_lock_use=database.write_lock_use)
     nightly = None
     if config.nightly:
         kwargs = {"clock": config.nightly_clock} if config.nightly_clock is not None else {}

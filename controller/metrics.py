@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from .database import WriteLockUse
 from .errors import CannotListen
 from .interceptors import WrappingInterceptor
 from . import wire
@@ -426,6 +427,36 @@ def regression_metric_families(regressions: RegressionStore) -> Iterator[Metric]
 
 # ---------------------------------------------------------------- events of this process
 
+class WriteLockCollector:
+    """SQLite's one writer at a time, as this process used it (database.Database.write_lock_use):
+    ``rate(hilfarm_db_write_lock_held_seconds_total[1m])`` is the share of time a write
+    transaction held the lock; near 1 the farm is at what one SQLite file serves (README, *How
+    many devices one controller holds*), and more load only queues."""
+
+    def __init__(self, use: Callable[[], Optional[WriteLockUse]]) -> None:
+        self._use = use
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        use = self._use()
+        if use is None:
+            return
+        held = CounterMetricFamily("hilfarm_db_write_lock_held_seconds",
+                                   "Seconds write transactions held this controller's SQLite write lock.")
+        held.add_metric([], use.held_seconds)
+        waited = CounterMetricFamily("hilfarm_db_write_lock_waited_seconds",
+                                     "Seconds write transactions waited for this controller's SQLite write lock.")
+        waited.add_metric([], use.waited_seconds)
+        transactions = CounterMetricFamily("hilfarm_db_write_transactions",
+                                           "Write transactions this controller ran on its SQLite database.")
+        transactions.add_metric([], float(use.transactions))
+        yield held
+        yield waited
+        yield transactions
+
+
 class EventMetrics:
     """Counters and histograms of what this controller process handled."""
 
@@ -639,16 +670,19 @@ class ControllerMetrics:
         clock: Callable[[], float] = time.time,
         remote_write: Optional[Any] = None,
         max_models: int = DEFAULT_MAX_MODELS,
+        write_lock_use: Optional[Callable[[], Optional[WriteLockUse]]] = None,
     ) -> None:
         """``jobs``: what the farm's gauges and counters are read from, and each reported
         result; ``regressions``: suite runs and verdicts. ``max_models``: the figures of this
         many models (those with the newest results) are exported, which bounds the ``model``
-        label."""
+        label. ``write_lock_use``: the database's (Database.write_lock_use), exported on SQLite."""
         self.jobs = jobs
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = FarmCollector(jobs, regressions, heartbeat_interval=heartbeat_interval, clock=clock,
                                        max_models=max_models)
         self.registry.register(self.collector)
+        if write_lock_use is not None:
+            self.registry.register(WriteLockCollector(write_lock_use))
         ProcessCollector(registry=self.registry)
         self.events = EventMetrics(self.registry)
         self.interceptor = MetricsInterceptor(self)

@@ -172,6 +172,12 @@ def farm_overview() -> Dashboard:
         .with_panel(ts("Artifact transfer duration (p90)", "s",
                        q("histogram_quantile(0.9, sum by (le, direction) (rate(hilfarm_artifact_transfer_seconds_bucket[$__rate_interval])))",
                          "{{direction}}")))
+        .with_panel(ts("SQLite write lock held", "percentunit",
+                       q("max by (instance) (rate(hilfarm_db_write_lock_held_seconds_total[$__rate_interval]))",
+                         "{{instance}}"),
+                       description="Share of time a write transaction held the controller's SQLite write lock (one "
+                                   "writer at a time). Near 100 % the farm is at what one SQLite file serves: move "
+                                   "to PostgreSQL. No series on PostgreSQL."))
     )
 
 

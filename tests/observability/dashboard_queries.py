@@ -75,7 +75,8 @@ def substitute(expr: str, values: Mapping[str, List[str]], rate_interval: str = 
 
 def exported_metric_names() -> Set[str]:
     """Sample names the controller's registry can produce (counters as _total, histograms as
-    _bucket/_count/_sum), read from a real ControllerMetrics over an empty database."""
+    _bucket/_count/_sum), read from a real ControllerMetrics over an empty SQLite database, wired
+    as build_controller wires it."""
     import tempfile
 
     from hilfarm.controller.metrics import ControllerMetrics
@@ -86,7 +87,8 @@ def exported_metric_names() -> Set[str]:
         store = open_repositories(Database(f"sqlite:///{tmp}/farm.db"))
         store.database.migrate()
         try:
-            families = list(ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5).registry.collect())
+            families = list(ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5,
+                                              write_lock_use=store.database.write_lock_use).registry.collect())
         finally:
             store.database.close()
     names: Set[str] = set()

@@ -2,6 +2,7 @@
 queue, leases, outcomes, the latest result's figures and the live telemetry of running jobs."""
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -265,3 +266,53 @@ def test_a_scrape_reads_the_new_result_only_not_every_stored_result(store: Repos
     assert len(reads) == 1 and "newest" in str(reads[0][1]), reads
     assert not any("'succeeded'" in s or "succeeded" in str(p) for s, p in statements if "FROM jobs" in s), \
         "no scan of the succeeded jobs"
+
+
+def test_the_sqlite_write_lock_is_exported_as_the_time_transactions_held_and_waited_for_it(store: Repositories) -> None:
+    """A write transaction that holds the lock while another waits shows in both counters; every
+    transaction is counted once (nested write()s are one), and PostgreSQL exports none."""
+    db = store.database
+    metrics = ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5, write_lock_use=db.write_lock_use)
+    before = scrape(metrics)
+    count0 = one(before, "hilfarm_db_write_transactions_total")
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.write() as s:
+            with db.write():  # the lock is re-entrant: one transaction, counted once
+                s.add(Run(id="held", created_at=time.time()))
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=lambda: store.jobs.add_run(Run(id="waited", created_at=time.time()), []))
+    waiter.start()
+    time.sleep(0.3)
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+
+    after = scrape(metrics)
+    assert one(after, "hilfarm_db_write_transactions_total") == count0 + 2
+    held = one(after, "hilfarm_db_write_lock_held_seconds_total") - one(before, "hilfarm_db_write_lock_held_seconds_total")
+    waited = (one(after, "hilfarm_db_write_lock_waited_seconds_total")
+              - one(before, "hilfarm_db_write_lock_waited_seconds_total"))
+    assert 0.3 <= held < 5 and 0.25 <= waited < 5, (held, waited)
+    assert waited <= held
+
+
+@pytest.mark.postgres
+def test_postgresql_has_no_write_lock_to_export(postgres_url: str) -> None:
+    st = open_repositories(Database(postgres_url))
+    st.database.migrate()
+    try:
+        assert st.database.write_lock_use() is None
+        samples = scrape(ControllerMetrics(st.jobs, st.regressions, heartbeat_interval=5,
+                                           write_lock_use=st.database.write_lock_use))
+        assert not [n for n, _, _ in samples if n.startswith("hilfarm_db_write")]
+        assert one(samples, "hilfarm_store_up") == 1
+    finally:
+        st.database.close()

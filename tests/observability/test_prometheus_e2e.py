@@ -9,7 +9,6 @@ evaluated through Prometheus's HTTP API and must return the series it is about."
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import threading
 import time
@@ -46,6 +45,7 @@ ALERTS = {
     "HilfarmControllerDatabaseDown": "min by (instance) (hilfarm_store_up) == 1",
     "HilfarmInfrastructureFailures": 'sum(max without (instance, job, pod, namespace) (hilfarm_jobs_total{outcome="failed"})) > 0',
     "HilfarmNightlyRegression": "fires",  # the suite found mlp.onnx slower than its baseline
+    "HilfarmControllerSqliteSaturated": "max by (instance) (rate(hilfarm_db_write_lock_held_seconds_total[5m])) >= 0",
 }
 
 
@@ -276,6 +276,9 @@ def test_scrape_has_the_farm_and_the_results(observed_farm) -> None:
     calls = prom.query('sum by (method) (hilfarm_grpc_server_handling_seconds_count{method="ReportResult"})')
     assert float(calls[0]["value"][1]) >= 4
     assert prom.query('hilfarm_artifact_transfer_bytes_total{direction="download"} > 0')
+    # The controller's SQLite write lock: every stored result was a write transaction.
+    assert prom.query('hilfarm_db_write_transactions_total > 10')
+    assert prom.query('hilfarm_db_write_lock_held_seconds_total > 0')
     assert prom.query(f'hilfarm_job_duration_seconds_count{{device_profile="{local}",outcome="succeeded"}} == 3')
     # The budgets of the newest judged result, the suite run and the regression it found.
     budgets = {r["metric"]["constraint"]: float(r["value"][1])
