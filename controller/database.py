@@ -26,8 +26,8 @@ import os
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 import sqlalchemy as sa
@@ -91,8 +91,8 @@ class WriteLockUse:
 
 class _TimedWriteLock:
     """The process's SQLite write lock (re-entrant), counting how long it is held and waited for.
-    Measured at 1,000 agents, this lock was what capped the jobs a second: held 75-80 % of the
-    time at 30-40 jobs/s, each transaction three times its own CPU time (a database thread gives
+    Measured at 1,000 agents, this lock was what capped the jobs a second: held 72-88 % of the
+    time at 26-41 jobs/s, each transaction about three times its own CPU time (a database thread gives
     up the interpreter lock at every statement and waits to win it back while holding this one)."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
