@@ -151,10 +151,8 @@ class Database:
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            self._timed_write_lock: Optional[_TimedWriteLock] = _TimedWriteLock()
-            self._write_lock: contextlib.AbstractContextManager = self._timed_write_lock
+            self._write_lock: contextlib.AbstractContextManager = _TimedWriteLock()
         else:
-            self._timed_write_lock = None
             self._write_lock = contextlib.nullcontext()
 
     def __repr__(self) -> str:
@@ -177,7 +175,7 @@ class Database:
     def write_lock_use(self) -> Optional[WriteLockUse]:
         """How this process's write transactions used SQLite's write lock so far (None on
         PostgreSQL, where transactions lock rows, not the database)."""
-        return self._timed_write_lock.use() if self._timed_write_lock is not None else None
+        return self._write_lock.use() if isinstance(self._write_lock, _TimedWriteLock) else None
 
     def claim_for_serving(self) -> Callable[[], None]:
         """On a SQLite file: hold the file's serving lock (``<database>.serving``, an exclusive
