@@ -18,13 +18,13 @@ class FarmProcess:
     """`hilfarm up` or `hilfarm controller serve` as a child process on a free port."""
 
     def __init__(self, command: List[str], data_dir: Path):
+        self._start(HILFARM + command + ["--data-dir", str(data_dir)], data_dir)
+
+    def _start(self, argv: List[str], data_dir: Path) -> None:
         self.log = data_dir / "farm.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log.open("wb")
-        self.popen = subprocess.Popen(
-            HILFARM + command + ["--data-dir", str(data_dir)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
         self.address = self._wait_for_address()
 
     def _wait_for_address(self) -> str:
@@ -47,6 +47,14 @@ class FarmProcess:
         except subprocess.TimeoutExpired:
             self.popen.kill()
         self._log.close()
+
+
+class FloorProcess(FarmProcess):
+    """benchmarks/grpc_floor.py (the farm's gRPC services doing nothing) as a child process."""
+
+    def __init__(self, data_dir: Path):
+        self._start([sys.executable, str(Path(__file__).with_name("grpc_floor.py")), "--bind", "127.0.0.1:0"],
+                    data_dir)
 
 
 def scratch_dir(prefix: str) -> Path:

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _farm import FarmProcess, scratch_dir  # noqa: E402
+from _farm import FarmProcess, FloorProcess, scratch_dir  # noqa: E402
 
 from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY  # noqa: E402
 from hilfarm.sample_models import make_onnx_mlp  # noqa: E402
@@ -407,7 +407,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int) -> di
 
     return {
         "agents": args.agents, "watchers": args.watchers, "live_watchers": args.live_watchers,
-        "rate": args.rate, "seconds": round(window, 1), "db": args.db,
+        "rate": args.rate, "seconds": round(window, 1), "db": args.db, "floor": args.floor,
         "heartbeats": len(s.heartbeat), "heartbeat_timeouts": s.heartbeat_timeouts,
         "heartbeats_unknown": s.heartbeats_unknown,
         "heartbeat_ms": {"p50": ms(s.heartbeat, 50), "p99": ms(s.heartbeat, 99), "max": ms(s.heartbeat, 100)},
@@ -454,7 +454,8 @@ def print_report(r: dict) -> None:
 
     print(f"\n{r['agents']} agents (heartbeat every {ARGS.heartbeat:g} s, {ARGS.lease_wait:g} s long-polls), "
           f"{r['watchers']} open watch streams + {r['live_watchers']} live watchers, "
-          f"submissions {'closed-loop' if not r['rate'] else str(r['rate']) + '/s'}, {r['db']}, {r['seconds']} s measured")
+          f"submissions {'closed-loop' if not r['rate'] else str(r['rate']) + '/s'}, "
+          f"{'gRPC floor (no controller)' if r.get('floor') else r['db']}, {r['seconds']} s measured")
     print(f"  heartbeat p50 / p99        {pair(r['heartbeat_ms'])}  (max {r['heartbeat_ms']['max']} ms, "
           f"{r['heartbeats']} answered, {r['heartbeat_timeouts']} timed out)")
     print(f"  submit p50 / p99           {pair(r['submit_ms'])}")
@@ -491,18 +492,25 @@ def main() -> None:
                                                                  "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--controller-arg", action="append", default=[], help="extra argument for `controller serve`")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--floor", action="store_true",
+                        help="load benchmarks/grpc_floor.py (the farm's gRPC services doing nothing) instead of "
+                             "`controller serve`: what the gRPC layer alone costs here")
     ARGS = args = parser.parse_args()
 
     root = scratch_dir("scale")
     drop = None
     farm = None
     try:
-        command = ["controller", "serve", "--bind", "127.0.0.1:0"] + list(args.controller_arg)
-        if args.db == "postgres":
-            url, drop = postgres_database(args.postgres_url)
-            command += ["--db", url]
-        farm = FarmProcess(command, root / "controller")
-        print(f"controller pid {farm.popen.pid} at {farm.address}", file=sys.stderr, flush=True)
+        if args.floor:
+            farm = FloorProcess(root / "floor")
+        else:
+            command = ["controller", "serve", "--bind", "127.0.0.1:0"] + list(args.controller_arg)
+            if args.db == "postgres":
+                url, drop = postgres_database(args.postgres_url)
+                command += ["--db", url]
+            farm = FarmProcess(command, root / "controller")
+        print(f"{'gRPC floor server' if args.floor else 'controller'} pid {farm.popen.pid} at {farm.address}",
+              file=sys.stderr, flush=True)
         result = asyncio.run(run(args, farm.address, farm.popen.pid))
         print_report(result)
         if args.json:

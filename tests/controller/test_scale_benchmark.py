@@ -27,3 +27,23 @@ def test_the_scale_benchmark_loads_the_controller_over_one_connection_per_channe
     assert report["jobs_per_second"] > 0, report
     assert report["heartbeats"] >= agents and report["heartbeat_timeouts"] == 0, report
     assert report["result_to_watcher_ms"]["n"] > 0, report
+
+
+def test_the_grpc_floor_serves_the_same_load_with_no_controller_behind_it() -> None:
+    """`--floor` runs the same fake agents, watchers and submissions against
+    benchmarks/grpc_floor.py: every submitted job must be leased, reported and seen finished by
+    its watcher there too, or the floor's figures would not be comparable."""
+    agents, rate, seconds = 20, 10, 3
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--floor", "--agents", str(agents),
+         "--watchers", "3", "--live-watchers", "2", "--rate", str(rate), "--seconds", str(seconds),
+         "--warmup", "1", "--heartbeat", "1", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gRPC floor (no controller)" in done.stdout, done.stdout
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["floor"] is True and report["errors"] == {}, report
+    # An open loop at 10/s for 3 s: nearly every job submitted in the window finishes in it.
+    assert report["jobs_per_second"] >= 0.8 * rate, report
+    assert report["heartbeats"] >= agents * seconds * 0.8 and report["heartbeat_timeouts"] == 0, report
+    assert report["result_to_watcher_ms"]["n"] > 0, report
