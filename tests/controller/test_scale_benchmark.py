@@ -47,3 +47,22 @@ def test_the_grpc_floor_serves_the_same_load_with_no_controller_behind_it() -> N
     assert report["jobs_per_second"] >= 0.8 * rate, report
     assert report["heartbeats"] >= agents * seconds * 0.8 and report["heartbeat_timeouts"] == 0, report
     assert report["result_to_watcher_ms"]["n"] > 0, report
+
+
+def test_the_job_cost_benchmark_measures_the_controller_and_the_floor_side_by_side() -> None:
+    """benchmarks/job_cost.py: CPU per job and per heartbeat of a real controller and of the gRPC
+    floor, from /proc, each job really leased and its result accepted (the script stops on a
+    refused result)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "job_cost.py"), "--jobs", "10", "--heartbeats", "10",
+         "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("controller", "floor"):
+        figures = report[name]
+        assert figures["job_cpu_ms"] > 0 and figures["heartbeat_cpu_ms"] > 0, report
+        # Four calls a job, one at a time: each job takes at least the CPU time it was charged.
+        assert figures["job_wall_ms"] >= figures["job_cpu_ms"] / 2, report
+    assert len(report["rounds"]["controller"]) == len(report["rounds"]["floor"]) == 1, report
+    assert "CPU per job (ms)" in done.stdout and "gRPC floor" in done.stdout, done.stdout
