@@ -33,7 +33,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _farm import FarmProcess, FloorProcess, scratch_dir  # noqa: E402
-from scale import CAPABILITIES, RESULT, _tiny_onnx_model  # noqa: E402
+from scale import CAPABILITIES, RESULT, tiny_onnx_model  # noqa: E402
 
 from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc  # noqa: E402
@@ -60,7 +60,7 @@ async def measure(address: str, pid: int, jobs: int, heartbeats: int) -> Dict[st
     """CPU milliseconds the server at ``address`` (process ``pid``) spends per job and per heartbeat."""
     channel = grpc.aio.insecure_channel(address)
     farm, agents = pb_grpc.FarmServiceStub(channel), pb_grpc.AgentServiceStub(channel)
-    data = _tiny_onnx_model()
+    data = tiny_onnx_model()
     sha = hashlib.sha256(data).hexdigest()
     header = pb.ArtifactHeader(sha256=sha, size_bytes=len(data), filename="bench.onnx", format="onnx")
 

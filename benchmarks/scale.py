@@ -351,7 +351,7 @@ def self_cpu() -> float:
     return t.user + t.system
 
 
-def _tiny_onnx_model() -> bytes:
+def tiny_onnx_model() -> bytes:
     """A valid ONNX file; the null runtime never runs it."""
     with tempfile.TemporaryDirectory(prefix="hilfarm-scale-model-") as tmp:
         return make_onnx_mlp(Path(tmp) / "bench.onnx", in_features=4, hidden=4, layers=1, out_features=2).read_bytes()
@@ -360,7 +360,7 @@ def _tiny_onnx_model() -> bytes:
 async def run(args: argparse.Namespace, address: str, controller_pid: int) -> dict:
     bench = Bench(args, address)
     loop_lag = asyncio.ensure_future(bench.loop_lag())
-    data = _tiny_onnx_model()  # the controller checks an upload is the format it claims
+    data = tiny_onnx_model()  # the controller checks an upload is the format it claims
     sha = hashlib.sha256(data).hexdigest()
     header = pb.ArtifactHeader(sha256=sha, size_bytes=len(data), filename="bench.onnx", format="onnx")
 
