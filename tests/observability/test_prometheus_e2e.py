@@ -238,8 +238,13 @@ def observed_farm(tmp_path_factory):
             while (suite_run := client.get_suite_run(suite_run.id)).state != "finished":
                 assert time.monotonic() < deadline, f"suite run did not finish\n{agent.text()[-3000:]}"
                 time.sleep(0.2)
-            assert [c.outcome for c in suite_run.cases] == ["regression"], (suite_run, [
-                client.get_job(j).result.stability for j in (local_jobs[0], suite_run.cases[0].job_id)])
+            # A string, not a tuple: pytest cuts the repr of a tuple message short, and which run
+            # was unsteady, and why, is what a failure here has to say.
+            assert [c.outcome for c in suite_run.cases] == ["regression"], "\n".join(
+                [f"suite run: {suite_run}"] + [
+                    f"{label} job {j}: p50 {client.get_job(j).result.latency.p50_seconds * 1e3:.3f} ms, "
+                    f"stability {client.get_job(j).result.stability}"
+                    for label, j in (("baseline", local_jobs[0]), ("suite", suite_run.cases[0].job_id))])
             local_jobs.append(suite_run.cases[0].job_id)
         # The silent device is offline after 3 heartbeat intervals (15 s by default); wait for
         # Prometheus to see it, and for a few more scrapes of everything else.
