@@ -23,25 +23,13 @@ from typing import Deque, Dict, List
 
 import grpc
 
+# The options and switch interval `controller serve` runs with, so connection handling,
+# keepalive pings and message limits cost the same here.
+from hilfarm.controller.server import SERVER_OPTIONS, SWITCH_INTERVAL_SECONDS
 from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
-from hilfarm.wire_limits import MAX_MESSAGE_BYTES
 
 FINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
-
-# The options `controller serve` gives its server (controller/server.py), so connection handling,
-# keepalive pings and message limits cost the same here.
-SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-]
 
 
 class Farm:
@@ -168,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bind", default="127.0.0.1:0")
     args = parser.parse_args()
-    sys.setswitchinterval(0.0005)  # as `controller serve` does
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
         asyncio.run(serve(args.bind))
     except KeyboardInterrupt:

@@ -101,6 +101,20 @@ STATUS_FOR: Dict[type, grpc.StatusCode] = {
 # The agent keeps every report under this (hilfarm/wire_limits.py).
 MAX_MESSAGE_BYTES = wire_limits.MAX_MESSAGE_BYTES
 SWITCH_INTERVAL_SECONDS = 0.0005
+# The gRPC server's options (benchmarks/grpc_floor.py serves with them too, to cost the same).
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A second server on a busy port would otherwise start and take half the calls.
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Agents behind NAT ping to keep their connection open; allow every 10 s.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
 # New submissions are refused (Overloaded) while database work has waited longer than this for a
 # thread throughout a whole window: the farm then finishes what it holds at the pace it can,
 # instead of queueing every call (agents' heartbeats, leases and reports with them) behind
@@ -1198,22 +1212,7 @@ class Controller:
         assert self.db_executor is not None and self.io_executor is not None  # start() made them
         calls = BlockingCalls(loop, self.db_executor, self.io_executor)
         interceptors.append(_Authorization(parts.authenticator, calls.db, client_certificates=credentials is not None))
-        server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # A second server on a busy port would otherwise start and take half the calls.
-                ("grpc.so_reuseport", 0),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                # Agents behind NAT ping to keep their connection open; allow every 10 s.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ],
-        )
+        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         waiters = Waiters(parts.database.feed, loop)
         heartbeats = HeartbeatBatcher(parts.scheduler.record_contact, touch_interval=parts.scheduler.heartbeat_interval)
         # Each servicer gets the parts it uses and nothing else (tests/architecture checks it).
