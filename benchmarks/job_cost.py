@@ -131,14 +131,15 @@ def main() -> None:
     median = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
               for name, results in rounds.items()}
     c, f = median["controller"], median["floor"]
-    print(f"one job at a time, {args.jobs} jobs and {args.heartbeats} heartbeats a round, median of {args.rounds} "
-          "alternating rounds")
+    print(f"one job at a time, {args.jobs} jobs and {args.heartbeats} heartbeats a round,\n"
+          f"median of {args.rounds} alternating rounds")
     print(f"  {'':28}{'controller':>12}{'gRPC floor':>12}{'ratio':>8}")
     for key, label in (("job_cpu_ms", "CPU per job (ms)"), ("job_wall_ms", "wall per job (ms)"),
                        ("heartbeat_cpu_ms", "CPU per heartbeat (ms)"), ("heartbeat_wall_ms", "wall per heartbeat (ms)")):
         print(f"  {label:28}{c[key]:12.2f}{f[key]:12.2f}{c[key] / f[key]:8.1f}")
     print(f"  at most {1000 / c['job_cpu_ms']:.0f} jobs/s per core for the controller "
-          f"({1000 / f['job_cpu_ms']:.0f} for the floor), before idle agents and watchers take their share")
+          f"({1000 / f['job_cpu_ms']:.0f} for the floor),\n"
+          "  before idle agents and watchers take their share")
     if args.json:
         print(json.dumps({"controller": median["controller"], "floor": median["floor"], "rounds": rounds}))
 
