@@ -27,10 +27,10 @@ from sqlmodel import Session, select
 
 from .database import Database
 from .errors import NotFound
-from .models import ACTIVE_STATES, Agent, Job, JobState
+from .models import ACTIVE_STATES, Agent, Job, JobState, states_sql
 from .notifications import Change
 
-_ACTIVE = [s.value for s in ACTIVE_STATES]
+_ACTIVE = states_sql(ACTIVE_STATES)
 _JOBS = Job.__table__
 _AGENTS = Agent.__table__
 

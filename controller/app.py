@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 import grpc
+from sqlalchemy.engine import make_url
 
 from hilfarm import wire_limits
 from hilfarm.paths import default_data_dir
@@ -44,9 +45,13 @@ from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, Scheduler
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS
 from .suites import SuiteRunner
 
-# Threads that run database work (measured with benchmarks/scale.py: with 8 or 16 on
-# PostgreSQL the event loop got the interpreter too rarely and heartbeats took seconds).
-DEFAULT_DB_WORKERS = 4
+# Threads that run database work, by database (benchmarks/scale.py, 1,000 agents, 200 watchers,
+# 100 jobs/s offered). SQLite takes one writer at a time: with more threads, the one holding the
+# write lock waited for the interpreter lock behind the others at every statement (4 threads:
+# 82-85 jobs/s, heartbeat p99 71-84 ms; 1 thread: 93 jobs/s, 38-57 ms). PostgreSQL's round trips
+# overlap, but with 8 or 16 threads the event loop got the interpreter too rarely and heartbeats
+# took seconds.
+DEFAULT_DB_WORKERS = {"sqlite": 1, "postgresql": 4}
 
 
 class CallMetrics(Protocol):
@@ -138,8 +143,9 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
     if not 1 <= config.max_attempts <= wire_limits.MAX_ATTEMPTS:
         raise ValueError(f"max_attempts is {config.max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
     data_dir = config.resolved_data_dir()
-    db_workers = config.db_workers or DEFAULT_DB_WORKERS
-    database = Database(config.db_url or default_sqlite_url(data_dir), pool_size=db_workers + 4)
+    db_url = config.db_url or default_sqlite_url(data_dir)
+    db_workers = config.db_workers or DEFAULT_DB_WORKERS.get(make_url(db_url).get_backend_name(), 4)
+    database = Database(db_url, pool_size=db_workers + 4)
     repos = open_repositories(database)
     jobs, agents, regressions = repos.jobs, repos.agents, repos.regressions
     artifacts_dir = Path(config.artifacts_dir) if config.artifacts_dir else data_dir / "artifacts"

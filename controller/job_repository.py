@@ -33,6 +33,7 @@ Rows returned are detached from their session; change state only through the met
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -60,12 +61,13 @@ from .models import (
     Run,
     outcome_reason,
     pin_tag,
+    states_sql,
 )
 from .notifications import Change, ChangeFeed
 
 log = logging.getLogger("hilfarm.controller")
 
-_ACTIVE = [s.value for s in ACTIVE_STATES]
+_ACTIVE = states_sql(ACTIVE_STATES)
 _JOBS = Job.__table__
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
@@ -111,6 +113,14 @@ _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
     lost_lease_id=None, lost_agent_id=None, started_at=_B("started"))
 _INSERT_RUN = sa.insert(Run.__table__)
 _INSERT_JOB = sa.insert(_JOBS)
+
+
+def _column_values(row: SQLModel) -> Dict[str, Any]:
+    """The values of a table model's row for a Core INSERT, as the ORM would send them: a primary
+    key left None is left to the database."""
+    table = type(row).__table__
+    return {column.key: getattr(row, column.key) for column in table.columns
+            if not (column.primary_key and getattr(row, column.key) is None)}
 
 
 @dataclass(frozen=True)
@@ -200,18 +210,27 @@ class JobRepository:
             for job in jobs:
                 job.fill_requirements()
                 job_rows.append(job.model_dump())
-        with self.db.write() as s:
-            conn = s.connection()
+
+        def insert(conn: sa.Connection, changes: Any) -> None:
             conn.execute(_INSERT_RUN, run_rows)
             if job_rows:
                 conn.execute(_INSERT_JOB, job_rows)
             for _, jobs in runs:
                 for job in jobs:
-                    self.db.record_job_change(s, job)
+                    self.db.record_job_change(changes, job)
+
+        if then is None:  # a submission: Core statements only
+            rows = [(type(extra).__table__, _column_values(extra)) for extra in also]
+            with self.db.write_connection() as conn:
+                insert(conn, conn)
+                for table, group in itertools.groupby(rows, key=lambda row: row[0]):
+                    conn.execute(table.insert(), [values for _, values in group])
+            return
+        with self.db.write() as s:
+            insert(s.connection(), s)
             for extra in also:
                 s.add(extra)
-            if then is not None:
-                then(s)
+            then(s)
 
     # ``project`` on a read or a change: only that project's rows (None: any project, for the
     # controller's own use). Another project's run or job is reported as not existing.
@@ -306,7 +325,7 @@ class JobRepository:
             job.lease_expires_at = None
             s.add(job)
             self.db.record_job_change(s, job)
-            self._count_outcome(s, job)
+            self._count_outcome(s.connection(), job)
             log.info("job %s cancelled (was %s)", job_id, state.value)
             return job
 
@@ -414,12 +433,9 @@ class JobRepository:
         statements, allowed_tags, profile = kind.statements, kind.allowed_tags, kind.profile
         if holds is None and (waiting is None or draining):
             return LeaseAttempt(None, queued is not None, profile)
-        with self.db.write() as s:
-            if holds is not None:
-                with s.no_autoflush:
-                    self.release_leases_in(s, agent_id, now, "asked for new work")
-                s.flush()
-            conn = s.connection()
+        def take(conn: sa.Connection, changes: Any) -> Optional[Job]:
+            """In the write transaction of ``changes`` (its session or connection): lease the
+            oldest fitting job, if any, and mark the agent as having asked."""
             job = None
             if not draining:
                 # One statement picks the oldest fitting row (locked, skipping rows other
@@ -429,11 +445,22 @@ class JobRepository:
                                                         "allowed_tags": allowed_tags}).first()
                 if leased is not None:
                     job = Job.from_row(leased)
-                    self.db.record_job_change(s, job)
-                    log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt,
-                             job.max_attempts)
+                    self.db.record_job_change(changes, job)
             mark_asked(conn, agent_id, now=now, busy=job is not None)
+            return job
+
+        if holds is not None:  # the old lease is given up in the transaction that takes the new one
+            with self.db.write() as s:
+                with s.no_autoflush:
+                    self.release_leases_in(s, agent_id, now, "asked for new work")
+                s.flush()
+                job = take(s.connection(), s)
+        else:
+            with self.db.write_connection() as conn:
+                job = take(conn, conn)
         if job is not None:
+            # Logged after the commit: on SQLite every write transaction waits for this one.
+            log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
             return LeaseAttempt(job, True, profile)
         with self.db.connect() as conn:
             more = conn.execute(_QUEUED_OF_PROFILE, {"profile": profile}).first()
@@ -515,7 +542,7 @@ class JobRepository:
         s.add(job)
         self.db.record_job_change(s, job)
         if job.job_state.finished:
-            self._count_outcome(s, job)
+            self._count_outcome(s.connection(), job)
         return job.job_state
 
     # ------------------------------------------------------------ progress and results
@@ -531,13 +558,15 @@ class JobRepository:
         Returns (cancel, why): cancel is True when the agent must stop the job, because it was
         cancelled or because this lease is no longer the job's current lease.
         """
-        with self.db.write() as s, s.no_autoflush:
-            # The usual case in one statement: the agent reports under the lease it holds.
-            row = s.connection().execute(_PROGRESS, {"lease": lease_id, "agent": agent_id, "progress": dict(progress),
-                                                     "expires": now + lease_seconds}).first()
+        # The usual case in one statement: the agent reports under the lease it holds.
+        with self.db.write_connection() as conn:
+            row = conn.execute(_PROGRESS, {"lease": lease_id, "agent": agent_id, "progress": dict(progress),
+                                           "expires": now + lease_seconds}).first()
             if row is not None:
-                self.db.record_change(s, Change(row.id, row.run_id, row.device_profile))
+                self.db.record_change(conn, Change(row.id, row.run_id, row.device_profile))
                 return False, ""
+        # Otherwise the lease is not the job's current one (nothing was written above).
+        with self.db.write() as s, s.no_autoflush:
             job = s.exec(select(Job).where(sa.or_(Job.lease_id == lease_id, Job.lost_lease_id == lease_id))
                          .with_for_update()).first()
             if job is not None and job.lease_id != lease_id:
@@ -589,7 +618,7 @@ class JobRepository:
         result: Optional[dict],
         failure: Optional[Failure],
         now: float,
-        on_result: Optional[Callable[[Session, Job], None]] = None,
+        on_result: Optional[Callable[[sa.Connection, Job], None]] = None,
     ) -> Tuple[bool, str]:
         """Store the outcome of one attempt. Idempotent by (job, attempt): a repeat of the stored
         report is accepted and changes nothing; a report for another attempt or lease is refused.
@@ -600,8 +629,7 @@ class JobRepository:
         accepted is True only when this report is what the job now holds."""
         if (result is None) == (failure is None):
             return False, "a report carries exactly one of result or failure"
-        with self.db.write() as s, s.no_autoflush:
-            conn = s.connection()
+        with self.db.write_connection() as conn:
             row = conn.execute(_JOB_FOR_REPORT, {"job_id": job_id}).first()
             if row is None:
                 return False, f"job {job_id!r} does not exist on this controller"
@@ -633,25 +661,26 @@ class JobRepository:
                 "message": job.failure_message, "signal": job.failure_signal, "detail": job.failure_detail,
                 "finished": now, "lease": job.lease_id, "agent": job.agent_id, "started": job.started_at})
             if result is not None and on_result is not None:
-                on_result(s, job)
-            self.db.record_job_change(s, job)
+                on_result(conn, job)
+            self.db.record_job_change(conn, job)
             if result is not None:
-                self._note_latest(s, job)
-            self._count_outcome(s, job)
-            log.info("job %s %s on agent %s (attempt %d)", job_id, job.state, agent_id, attempt)
-            return True, f"stored the {'result' if result is not None else 'failure'} of job {job_id}"
+                self._note_latest(conn, job)
+            self._count_outcome(conn, job)
+        # Logged after the commit: on SQLite every write transaction waits for this one.
+        log.info("job %s %s on agent %s (attempt %d)", job_id, job.state, agent_id, attempt)
+        return True, f"stored the {'result' if result is not None else 'failure'} of job {job_id}"
 
-    def _note_latest(self, s: Session, job: Job) -> None:
+    def _note_latest(self, conn: sa.Connection, job: Job) -> None:
         """Make ``job`` the latest result of its model x profile x runtime (an upsert, so two
         replicas storing results of one model at once do not collide)."""
-        s.connection().execute(self._upsert_latest, {
+        conn.execute(self._upsert_latest, {
             "model": job.model_name, "profile": job.device_profile, "runtime": job.runtime, "job_id": job.id,
             "finished": job.finished_at})
 
-    def _count_outcome(self, s: Session, job: Job) -> None:
+    def _count_outcome(self, conn: sa.Connection, job: Job) -> None:
         """Count a job that just finished (an upsert adding one, last in its transaction so
         the counter row is locked only until the commit)."""
-        s.connection().execute(self._count_finished, {
+        conn.execute(self._count_finished, {
             "outcome": job.state, "reason": outcome_reason(job), "profile": job.device_profile,
             "model": job.model_name, "runtime": job.runtime})
 
@@ -670,7 +699,7 @@ class JobRepository:
             ).all()
             job_rows = s.exec(
                 select(Job.state, Job.device_profile, sa.func.count(), sa.func.min(Job.created_at))
-                .where(Job.state.in_([JobState.QUEUED.value] + _ACTIVE))  # type: ignore[attr-defined]
+                .where(Job.state.in_(states_sql(ACTIVE_STATES | {JobState.QUEUED})))  # type: ignore[attr-defined]
                 .group_by(Job.state, Job.device_profile)
             ).all()
         return agents, [tuple(r) for r in active_rows], [tuple(r) for r in job_rows]  # type: ignore[misc]

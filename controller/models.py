@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Dict, Iterable, List, Optional, Type, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -43,6 +43,13 @@ class JobState(str, enum.Enum):
 
 
 ACTIVE_STATES = frozenset({JobState.LEASED, JobState.RUNNING})
+
+
+def states_sql(states: Iterable[JobState]) -> List[sa.ColumnElement]:
+    """``states`` for a fixed ``state IN (...)`` in a prebuilt statement: a list of plain values
+    there is an expanding parameter, which SQLAlchemy renders into SQL again at every execution
+    (a cost every lease, progress report and heartbeat batch paid)."""
+    return [sa.literal(state.value) for state in sorted(states, key=lambda state: state.value)]
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
@@ -124,6 +131,9 @@ class Job(SQLModel, table=True):
         # A submission's queue-room check counts its project's queued jobs: without this index
         # the count read every job the project ever ran.
         sa.Index("ix_jobs_project_state", "project", "state"),
+        # An agent's leased or running job (every lease, heartbeat, placement note and download
+        # check asks): on agent_id alone each of those read every job the agent ever ran.
+        sa.Index("ix_jobs_agent_state", "agent_id", "state"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -141,7 +151,7 @@ class Job(SQLModel, table=True):
     state: str = Field(default=JobState.QUEUED.value, max_length=16)
     attempt: int = 0  # 0 until first leased; 1 for the first try
     max_attempts: int = 3
-    agent_id: Optional[str] = Field(default=None, index=True, max_length=200)
+    agent_id: Optional[str] = Field(default=None, max_length=200)
     lease_id: Optional[str] = Field(default=None, index=True, max_length=64)
     lease_expires_at: Optional[float] = None
     created_at: float = Field(index=True)

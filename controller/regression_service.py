@@ -8,7 +8,6 @@ import time
 from typing import Dict, List
 
 import sqlalchemy as sa
-from sqlmodel import Session
 
 from hilfarm.constraints import Verdict, evaluate
 from hilfarm.v1 import farm_pb2 as pb
@@ -30,11 +29,10 @@ _STORE_VERDICTS = (sa.update(_EVALUATIONS).where(_EVALUATIONS.c.job_id == sa.bin
                    .values(verdicts=sa.bindparam("judgement"), evaluated_at=sa.bindparam("at")))
 
 
-def judge_result(s: Session, job: Job) -> None:
+def judge_result(conn: sa.Connection, job: Job) -> None:
     """Verdicts for a result being stored (JobRepository.record_result's ``on_result`` hook,
-    called inside the transaction that stores it). Core statements, not the ORM: most jobs
-    have no budgets, and every stored result asks."""
-    conn = s.connection()
+    called on the connection of the transaction that stores it). Core statements, not the ORM:
+    most jobs have no budgets, and every stored result asks."""
     budgets = conn.execute(_BUDGETS_OF_JOB, {"job_id": job.id}).scalar_one_or_none()
     if budgets is None:
         return

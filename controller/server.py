@@ -12,7 +12,10 @@ event loop: it goes to a bounded pool of ``db_workers`` threads (``BlockingCalls
 the repositories, the scheduler and the suites are plain synchronous functions over SQLAlchemy,
 the same code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an
 async driver would have meant a second copy of that code (and SQLite's async drivers are
-threads underneath anyway). The pool size also bounds how many connections one replica holds.
+threads underneath anyway). The pool size also bounds how many connections one replica holds;
+on SQLite it is one thread (app.DEFAULT_DB_WORKERS says why), and regression analyses a person
+asks for, which may compute for seconds, run in a small pool of their own
+(``BlockingCalls.reports``) so the agents' calls never wait behind them.
 
 Servicers only translate: a unary call is an ``async`` method that runs a plain method of the
 same name with a leading underscore in the pool; wire messages in and out through wire.py
@@ -120,6 +123,9 @@ SERVER_OPTIONS = [
 # instead of queueing every call (agents' heartbeats, leases and reports with them) behind
 # submissions it cannot serve. A burst that drains within a window does not count.
 OVERLOAD_QUEUE_DELAY_SECONDS = 0.25
+# Threads for regression analyses (BlockingCalls.reports): comparisons and histories that may
+# compute for a while, kept out of the database pool the agents' calls use.
+REPORT_WORKERS = 2
 # A lease is not handed out to an agent that stops waiting sooner than this (AgentServicer._lease_try).
 LEASE_ANSWER_MARGIN_SECONDS = 1.0
 QUEUE_DELAY_WINDOW_SECONDS = 1.0
@@ -393,23 +399,38 @@ class DatabaseQueue:
 
 class BlockingCalls:
     """Runs a servicer's blocking work off the event loop, as the caller (the call's context
-    variables go along): database work in the bounded pool, file work in a pool of its own.
-    Created on the server's event loop."""
+    variables go along): database work in the bounded pool, regression analyses (comparisons,
+    histories, suites) in a pool of their own, file work in a third. Created on the server's
+    event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: concurrent.futures.Executor,
-                 io_executor: concurrent.futures.Executor) -> None:
+                 io_executor: concurrent.futures.Executor,
+                 reports_executor: Optional[concurrent.futures.Executor] = None) -> None:
+        """``reports_executor``: the pool for ``reports`` (default: the database pool)."""
         self._loop = loop
         self._db_executor = db_executor
         self._io_executor = io_executor
+        self._reports_executor = reports_executor if reports_executor is not None else db_executor
         self.db_queue = DatabaseQueue()
+        self._reports_queue = DatabaseQueue()
 
     async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run blocking (database) work in the bounded pool, off the event loop; not started
         when the caller's deadline passes first (CallerGaveUp)."""
-        queue = self.db_queue
+        return await self._queued(self._db_executor, self.db_queue, fn, *args, **kwargs)
+
+    async def reports(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """``db`` for a regression analysis a person asked for (a comparison, a history, a suite
+        run): it may read and compute for a long time, so it runs in its own pool, and the
+        agents' leases and reports never queue behind it (on SQLite the database pool is one
+        thread)."""
+        return await self._queued(self._reports_executor, self._reports_queue, fn, *args, **kwargs)
+
+    async def _queued(self, executor: concurrent.futures.Executor, queue: "DatabaseQueue", fn: Callable,
+                      *args: Any, **kwargs: Any) -> Any:
         call = queue.submitted()
         try:
-            return await _in_pool(self._loop, self._db_executor, queue.run, call, fn, *args, **kwargs)
+            return await _in_pool(self._loop, executor, queue.run, call, fn, *args, **kwargs)
         finally:
             queue.withdraw(call)
 
@@ -743,31 +764,31 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
 
     @_rpc
     async def CompareJobs(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.compare, request)
+        return await self.calls.reports(self.regression_rpcs.compare, request)
 
     @_rpc
     async def AcceptBaseline(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.accept, request)
+        return await self.calls.reports(self.regression_rpcs.accept, request)
 
     @_rpc
     async def ListBaselines(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.list_baselines, request)
+        return await self.calls.reports(self.regression_rpcs.list_baselines, request)
 
     @_rpc
     async def StartSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.start_suite, request)
+        return await self.calls.reports(self.regression_rpcs.start_suite, request)
 
     @_rpc
     async def GetSuiteRun(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.get_suite_run, request.id)
+        return await self.calls.reports(self.regression_rpcs.get_suite_run, request.id)
 
     @_rpc
     async def ListSuiteRuns(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.list_suite_runs, request)
+        return await self.calls.reports(self.regression_rpcs.list_suite_runs, request)
 
     @_rpc
     async def GetHistory(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self.regression_rpcs.history, request)
+        return await self.calls.reports(self.regression_rpcs.history, request)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -1106,6 +1127,7 @@ class Controller:
         self.port: Optional[int] = None
         self.db_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.io_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self.reports_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._listener: Optional[PostgresListener] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
@@ -1150,6 +1172,7 @@ class Controller:
         parts.scheduler.start()
         self.db_executor = concurrent.futures.ThreadPoolExecutor(parts.db_workers, thread_name_prefix="hilfarm-db")
         self.io_executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hilfarm-io")
+        self.reports_executor = concurrent.futures.ThreadPoolExecutor(REPORT_WORKERS, thread_name_prefix="hilfarm-reports")
         # Metrics first: a busy metrics port stops the start before the gRPC port is taken.
         try:
             if parts.metrics is not None and hasattr(parts.metrics, "start"):
@@ -1178,10 +1201,10 @@ class Controller:
             parts.nightly.start()
         self.port = port
         host = bind.rsplit(":", 1)[0] if ":" in bind else bind
-        log.info("controller listening on %s:%d (%s, %s), database %s, artifacts in %s",
+        log.info("controller listening on %s:%d (%s, %s), database %s (%d thread%s), artifacts in %s",
                  host, port, "TLS" if config.tls is not None else "plaintext",
                  "open: no tokens" if parts.authenticator.open else "tokens required",
-                 parts.database, parts.artifacts.root)
+                 parts.database, parts.db_workers, "" if parts.db_workers == 1 else "s", parts.artifacts.root)
         if config.tls is None and config.token and not config.insecure and not is_loopback(bind):
             log.warning("tokens travel in plaintext to %s: give the controller a certificate (--tls-cert, "
                         "--tls-key) so nobody on the network can read them", bind)
@@ -1210,7 +1233,7 @@ class Controller:
         if parts.metrics is not None:
             interceptors.append(parts.metrics.interceptor)  # first: refused calls count too
         assert self.db_executor is not None and self.io_executor is not None  # start() made them
-        calls = BlockingCalls(loop, self.db_executor, self.io_executor)
+        calls = BlockingCalls(loop, self.db_executor, self.io_executor, self.reports_executor)
         interceptors.append(_Authorization(parts.authenticator, calls.db, client_certificates=credentials is not None))
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         waiters = Waiters(parts.database.feed, loop)
@@ -1290,7 +1313,7 @@ class Controller:
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
-        for executor in (self.db_executor, self.io_executor):
+        for executor in (self.db_executor, self.io_executor, self.reports_executor):
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
 

@@ -194,3 +194,41 @@ def test_controller_serve_listens_on_loopback_unless_told():
     bind = next(p for p in controller_serve.params if p.name == "bind")
     assert bind.default == "127.0.0.1:50051"
     assert "0.0.0.0:50051" in bind.help and "token" in bind.help
+
+
+@pytest.mark.parametrize("extra,said", [([], "(1 thread)"), (["--db-threads", "3"], "(3 threads)")])
+def test_controller_serve_runs_its_database_work_on_the_threads_asked_for(tmp_path, extra, said):
+    """`controller serve` on SQLite uses one database thread unless --db-threads says otherwise,
+    and says which in the line that tells where it listens."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ)
+    env.pop("HILFARM_TOKEN", None)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "hilfarm.cli", "-v", "controller", "serve", "--bind", "127.0.0.1:0",
+                                  "--data-dir", str(tmp_path / "controller"), *extra],
+                                 stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "), database " not in log.read_text(errors="replace"):
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+        line = next(l for l in log.read_text().splitlines() if "), database " in l)
+        assert re.search(r"database sqlite:///\S+hilfarm\.db " + re.escape(said), line), line
+    finally:
+        serve.terminate()
+        serve.wait(20)
+
+
+def test_controller_serve_refuses_no_database_threads(tmp_path):
+    from click.testing import CliRunner
+
+    from hilfarm.cli import main
+
+    result = CliRunner().invoke(main, ["controller", "serve", "--data-dir", str(tmp_path), "--db-threads", "0"])
+    assert result.exit_code == 2 and "--db-threads" in result.output, result.output

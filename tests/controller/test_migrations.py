@@ -428,3 +428,37 @@ def test_a_submissions_queue_count_reads_only_the_projects_queued_jobs(tmp_path:
         assert "ix_jobs_project_state" in plan, plan
     finally:
         store.database.close()
+
+
+def test_finding_the_job_an_agent_holds_reads_only_its_active_jobs(tmp_path: Path):
+    """A lease, a heartbeat batch, a placement note and a download check each ask which job an
+    agent holds. With an index on agent_id alone that read went through every job the agent had
+    ever run, more each day a device serves; the (agent_id, state) index finds the held job
+    directly (SQLite's plan for every statement these run that searches jobs by agent)."""
+    store = open_repositories(Database(f"sqlite:///{tmp_path / 'plan.db'}"))
+    try:
+        store.database.migrate()
+        capabilities = {"runtimes": [{"name": "onnxruntime", "execution_providers": ["CPUExecutionProvider"]}]}
+        store.agents.register_agent("pi-1", profile="rpi5", tags=[], capabilities=capabilities, hostname="pi-1",
+                                    version="test", now=T0)
+        statements: List[tuple] = []
+
+        def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            statements.append((statement, parameters))
+
+        sa.event.listen(store.database.engine, "before_cursor_execute", seen)
+        store.jobs.lease_next("pi-1", now=T0, lease_seconds=60)
+        store.agents.placement_candidates("rpi5", 10)
+        store.agents.heartbeat("pi-1", busy=False, now=T0, lease_seconds=60)
+        store.jobs.agent_may_download("pi-1", SHA)
+        sa.event.remove(store.database.engine, "before_cursor_execute", seen)
+        by_agent = [(s, p) for s, p in statements if "jobs.agent_id" in s and "FROM jobs" in s]
+        assert len(by_agent) >= 4, statements
+        with store.database.engine.connect() as conn:
+            for statement, parameters in by_agent:
+                plan = [str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+                on_jobs = [line for line in plan if " jobs " in f" {line} " and "agent_id" in line]
+                assert on_jobs, (statement, plan)
+                assert all("ix_jobs_agent_state (agent_id=? AND state=?)" in line for line in on_jobs), (statement, plan)
+    finally:
+        store.database.close()

@@ -17,7 +17,7 @@ from hilfarm.controller.server import OVERLOAD_QUEUE_DELAY_SECONDS, DatabaseQueu
 from hilfarm.v1 import farm_pb2 as pb
 
 from ..cli.pseudo_terminal import Terminal
-from .conftest import onnx_bytes, wait_for
+from .conftest import onnx_bytes, sample_result, wait_for
 
 
 class FakeClock:
@@ -205,3 +205,47 @@ def test_a_person_sees_a_refused_submission_sent_again_as_one_readable_message(m
     # Refused submissions did nothing: the one accepted is the only job.
     jobs = farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs
     assert len(jobs) == 1 and any(line.startswith(f"job {jobs[0].id[:8]}") for line in lines), lines
+
+
+def test_a_slow_regression_analysis_does_not_hold_up_the_agents(make_farm, monkeypatch):
+    """On SQLite the database work of agents and submissions runs on one thread. A history a
+    person asked for, taking seconds to compute, runs in the analyses' own pool: meanwhile a
+    job is submitted, leased, reported on and stored, each answered at once."""
+    farm = make_farm()
+    assert farm.controller.parts.db_workers == 1
+    rpcs = farm.controller.parts.regression_rpcs
+    analysing, finish_analysis = threading.Event(), threading.Event()
+    real_history = rpcs.history
+
+    def slow_history(request):  # type: ignore[no-untyped-def]
+        analysing.set()
+        finish_analysis.wait(30)  # a long computation, in the thread that runs it
+        return real_history(request)
+
+    monkeypatch.setattr(rpcs, "history", slow_history)
+    model = farm.upload(onnx_bytes(4096))
+    agent = farm.agent("a1")
+    agent.register()
+    history = farm.farm.GetHistory.future(pb.HistoryRequest(model_name="model.onnx", device_profile="rpi5"),
+                                          timeout=60)
+    try:
+        assert analysing.wait(10)
+        run = farm.farm.Submit(pb.SubmitRequest(models=[pb.ModelRef(sha256=model)], device_profiles=["rpi5"]),
+                               timeout=5)
+        lease = farm.agents.LeaseJob(pb.LeaseJobRequest(agent_id="a1", wait_seconds=0), metadata=agent.metadata,
+                                     timeout=5).lease
+        assert lease.job.id == run.jobs[0].id
+        agent.leases.append(lease)
+        assert not farm.agents.ReportProgress(
+            pb.ReportProgressRequest(agent_id="a1", lease_id=lease.lease_id, progress=pb.Progress(phase="measuring")),
+            metadata=agent.metadata, timeout=5).cancel
+        stored = farm.agents.ReportResult(
+            pb.ReportResultRequest(agent_id="a1", lease_id=lease.lease_id, job_id=lease.job.id,
+                                   attempt=lease.job.attempt, result=sample_result()),
+            metadata=agent.metadata, timeout=5)
+        assert stored.accepted, stored.message
+        assert not history.done()  # all of it happened while the analysis was still running
+    finally:
+        finish_analysis.set()
+    assert history.result() is not None
+    assert farm.job(run.jobs[0].id).state == pb.JOB_STATE_SUCCEEDED
