@@ -62,12 +62,15 @@ _SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
 # only the rows listed), each with the job it holds a lease for, read for those few only.
 _CURRENT_JOB = (sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
                 .limit(1).scalar_subquery().label("current"))
-_AGENTS_OF_PROFILE = (sa.select(_AGENTS, _CURRENT_JOB).where(_AGENTS.c.profile == _B("profile"))
+# Each row also carries the number of agents in all and of the profile (counted once per
+# statement): one statement fewer on every submission and watch of a queued job.
+_AGENT_COUNTS = (sa.select(sa.func.count()).select_from(_AGENTS).scalar_subquery().label("agents_total"),
+                 sa.select(sa.func.count()).where(_AGENTS.c.profile == _B("profile")).scalar_subquery()
+                 .label("agents_of_profile"))
+_AGENTS_OF_PROFILE = (sa.select(_AGENTS, _CURRENT_JOB, *_AGENT_COUNTS).where(_AGENTS.c.profile == _B("profile"))
                       .order_by(_AGENTS.c.profile, _AGENTS.c.id).limit(_B("limit")))
-_AGENTS_OF_OTHER_PROFILES = (sa.select(_AGENTS, _CURRENT_JOB).where(_AGENTS.c.profile != _B("profile"))
+_AGENTS_OF_OTHER_PROFILES = (sa.select(_AGENTS, _CURRENT_JOB, *_AGENT_COUNTS).where(_AGENTS.c.profile != _B("profile"))
                              .order_by(_AGENTS.c.id).limit(_B("limit")))
-_AGENT_COUNTS = sa.select(sa.select(sa.func.count()).select_from(_AGENTS).scalar_subquery(),
-                          sa.select(sa.func.count()).where(_AGENTS.c.profile == _B("profile")).scalar_subquery())
 
 
 # ---------------------------------------------------------------- inside the job repository's transactions
@@ -224,6 +227,7 @@ class AgentRepository:
             rows = conn.execute(_AGENTS_OF_PROFILE, {"profile": profile, "limit": limit}).all()
             if len(rows) < limit:
                 rows += conn.execute(_AGENTS_OF_OTHER_PROFILES, {"profile": profile, "limit": limit - len(rows)}).all()
-            total, same = conn.execute(_AGENT_COUNTS, {"profile": profile}).one()
-        return [(row, row.current or "") for row in rows], int(total), int(same or 0)
+        if not rows:  # no agent at all
+            return [], 0, 0
+        return [(row, row.current or "") for row in rows], int(rows[0].agents_total), int(rows[0].agents_of_profile or 0)
 
