@@ -13,7 +13,9 @@ One ``Database`` wraps one SQLAlchemy engine over any SQLAlchemy URL (``sqlite:/
   SQLITE_BUSY when another thread committed in between). The jobs a transaction changed
   (``record_change``) go to ``feed`` after the commit, and on PostgreSQL also to the other
   replicas with ``pg_notify`` inside the transaction.
-- ``connect()``: a plain connection, for the hot paths that run prebuilt Core statements.
+- ``write_connection()``: ``write()`` without the ORM session (a Core connection in one
+  transaction), for the hot writes that run prebuilt Core statements.
+- ``connect()``: a plain connection, for the hot reads that run prebuilt Core statements.
 - ``write_lock_use()``: on SQLite, how long write transactions held the process's write lock and
   waited for it (exported as metrics: a lock busy nearly all the time is the ceiling of what one
   SQLite file serves).
@@ -266,7 +268,7 @@ class Database:
 
     @classmethod
     def record_job_change(cls, s: Union[Session, sa.Connection], job: Job) -> None:
-        """Record that ``job`` changed in the ``write()`` transaction of ``s``."""
+        """Record that ``job`` changed in the ``write()`` or ``write_connection()`` transaction of ``s``."""
         state = job.job_state
         cls.record_change(s, Change(job.id, job.run_id, job.device_profile,
                                     queued=state == JobState.QUEUED, finished=state.finished))
