@@ -228,10 +228,8 @@ class Database:
                 s.info["changes"] = changes
                 try:
                     yield s
-                    if changes and self.is_postgresql:
-                        s.flush()
-                        for payload in encode(changes, self.feed.origin):
-                            s.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+                    s.flush()  # the rows before the notices of them (commit would flush them anyway)
+                    self._notify_replicas(s, changes)
                     s.commit()
                 except BaseException:
                     s.rollback()
@@ -252,13 +250,18 @@ class Database:
                 conn.info["changes"] = changes
                 try:
                     yield conn
-                    if changes and self.is_postgresql:
-                        for payload in encode(changes, self.feed.origin):
-                            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+                    self._notify_replicas(conn, changes)
                 finally:
                     del conn.info["changes"]
         if changes:
             self.feed.publish(changes)
+
+    def _notify_replicas(self, transaction: Union[Session, sa.Connection], changes: List[Change]) -> None:
+        """On PostgreSQL, inside the write transaction: the other replicas hear ``changes`` when
+        it commits (``pg_notify`` is delivered at the commit, and not at all on a rollback)."""
+        if changes and self.is_postgresql:
+            for payload in encode(changes, self.feed.origin):
+                transaction.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
 
     @staticmethod
     def record_change(s: Union[Session, sa.Connection], change: Change) -> None:

@@ -43,6 +43,7 @@ class JobState(str, enum.Enum):
 
 
 ACTIVE_STATES = frozenset({JobState.LEASED, JobState.RUNNING})
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 def states_sql(states: Iterable[JobState]) -> List[sa.ColumnElement]:
@@ -50,7 +51,6 @@ def states_sql(states: Iterable[JobState]) -> List[sa.ColumnElement]:
     there is an expanding parameter, which SQLAlchemy renders into SQL again at every execution
     (a cost every lease, progress report and heartbeat batch paid)."""
     return [sa.literal(state.value) for state in sorted(states, key=lambda state: state.value)]
-FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 # The project of everything made without a project token: the operator's token, a controller

@@ -404,13 +404,11 @@ class BlockingCalls:
     event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: concurrent.futures.Executor,
-                 io_executor: concurrent.futures.Executor,
-                 reports_executor: Optional[concurrent.futures.Executor] = None) -> None:
-        """``reports_executor``: the pool for ``reports`` (default: the database pool)."""
+                 io_executor: concurrent.futures.Executor, reports_executor: concurrent.futures.Executor) -> None:
         self._loop = loop
         self._db_executor = db_executor
         self._io_executor = io_executor
-        self._reports_executor = reports_executor if reports_executor is not None else db_executor
+        self._reports_executor = reports_executor
         self.db_queue = DatabaseQueue()
         self._reports_queue = DatabaseQueue()
 
@@ -1232,7 +1230,8 @@ class Controller:
         interceptors: list = []
         if parts.metrics is not None:
             interceptors.append(parts.metrics.interceptor)  # first: refused calls count too
-        assert self.db_executor is not None and self.io_executor is not None  # start() made them
+        # start() made them
+        assert self.db_executor is not None and self.io_executor is not None and self.reports_executor is not None
         calls = BlockingCalls(loop, self.db_executor, self.io_executor, self.reports_executor)
         interceptors.append(_Authorization(parts.authenticator, calls.db, client_certificates=credentials is not None))
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)

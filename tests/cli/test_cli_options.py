@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import click
 import pytest
+from click.testing import CliRunner
 
-from pathlib import Path
+from hilfarm.cli import main
 
 from hilfarm.cli.common import EXIT_FARM_FAILED, EXIT_MODEL_FAILED, EXIT_OK, exit_code_for, writable_file
 from hilfarm.cli.job_settings import (add_input_shapes, build_settings, input_shapes_by_model, parse_input_shape,
@@ -200,12 +208,6 @@ def test_controller_serve_listens_on_loopback_unless_told():
 def test_controller_serve_runs_its_database_work_on_the_threads_asked_for(tmp_path, extra, said):
     """`controller serve` on SQLite uses one database thread unless --db-threads says otherwise,
     and says which in the line that tells where it listens."""
-    import os
-    import re
-    import subprocess
-    import sys
-    import time
-
     env = dict(os.environ)
     env.pop("HILFARM_TOKEN", None)
     log = tmp_path / "serve.log"
@@ -226,9 +228,5 @@ def test_controller_serve_runs_its_database_work_on_the_threads_asked_for(tmp_pa
 
 
 def test_controller_serve_refuses_no_database_threads(tmp_path):
-    from click.testing import CliRunner
-
-    from hilfarm.cli import main
-
     result = CliRunner().invoke(main, ["controller", "serve", "--data-dir", str(tmp_path), "--db-threads", "0"])
     assert result.exit_code == 2 and "--db-threads" in result.output, result.output
