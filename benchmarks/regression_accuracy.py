@@ -8,7 +8,7 @@ layers of the twenty), each check the way a suite does it:
 1. the candidate in REPEATS fresh processes, compared with the baseline;
 2. unless that first attempt settled latency (a resolved improvement, or unchanged with no
    3 % slowdown left inside its 95 % interval), a confirmation on the same device: baseline and candidate re-run
-   one process at a time, interleaved A B, B A, ... in rounds of max(REPEATS, 5) pairs (a later
+   one process at a time, interleaved A B, B A, ... in rounds of max(REPEATS, 6) pairs (a later
    round also makes up for pairs left out as unsteady, up to twice that), a new round while the
    pairs cannot tell, up to regression.CONFIRMATION_ROUNDS; a regression counts only when the
    confirmation finds it too.
@@ -20,7 +20,8 @@ are judged twice, side by side:
   repeat's fastest inference or its median, whichever the repeats agree on better), the noise
   pooled with the device's history (built up over the trials, as a nightly builds it), a 3 %
   minimum effect and the noise floor; unsteady repeats are no evidence; the confirmation a
-  paired t-test on the interleaved pairs at alpha / rounds;
+  paired t-test on the interleaved pairs at alpha / rounds, borne out by a sign test on the
+  same pairs;
 - **sample level** (the method before): Mann-Whitney U and a bootstrap interval on the pooled
   inferences of the same runs, a 3 % minimum effect; its confirmation judges the pooled
   inferences of the first round of pairs.

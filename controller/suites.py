@@ -73,9 +73,10 @@ DRIVER_LEASE_SECONDS = 30.0
 SWEEP_SECONDS = 2.0
 DEFAULT_REPEATS = 5
 # A confirmation round re-runs at least this many interleaved pairs, whatever the suite's
-# repeats: a paired t-test on two pairs has one degree of freedom to believe, and five give it
-# four; up to regression.CONFIRMATION_ROUNDS rounds run while the pairs cannot tell yet.
-CONFIRMATION_PAIRS = 5
+# repeats: the sign test that must bear out a clearance needs six pairs (one-sided 2.5 %), and
+# two rounds give the ten it needs to confirm a change at alpha over four rounds; up to
+# regression.CONFIRMATION_ROUNDS rounds run while the pairs cannot tell yet.
+CONFIRMATION_PAIRS = 6
 OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
                  "no_baseline", "pass")
 NOT_FAILURES = ("pass", "no_baseline", "inconclusive")

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hilfarm.cli import main
 from hilfarm.embedded import EmbeddedFarm
 from hilfarm.controller.regression import CONFIRMATION_ROUNDS
+from hilfarm.controller.suites import CONFIRMATION_PAIRS
 from hilfarm.sample_models import make_onnx_mlp
 
 pytest.importorskip("onnxruntime")
@@ -199,12 +200,13 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     done, (case,) = controller.parts.regressions.get_suite_run(run.id)
     assert done.state == "finished"
     confirm = [controller.parts.jobs.get_job(j) for j in case.confirm_job_ids]
-    # Rounds of five pairs at least (CONFIRMATION_PAIRS), although the suite measured two
-    # repeats; a round more only while the pairs could not tell, making up for pairs left out
-    # as unsteady (up to ten pairs).
+    # Rounds of CONFIRMATION_PAIRS pairs at least, although the suite measured two repeats; a
+    # round more only while the pairs could not tell, making up for pairs left out as
+    # unsteady (up to twice as many).
     rounds = int(case.message.split(" round(s) of interleaved pairs")[0].rsplit(" ", 1)[-1])
     assert 1 <= rounds <= CONFIRMATION_ROUNDS
-    assert len(confirm) % 2 == 0 and 10 * rounds <= len(confirm) <= 10 + 20 * (rounds - 1)
+    per_round = 2 * CONFIRMATION_PAIRS  # jobs
+    assert len(confirm) % 2 == 0 and per_round * rounds <= len(confirm) <= per_round * (1 + 2 * (rounds - 1))
     assert [j.model_sha256 for j in confirm] == [sha] * len(confirm)
     # Pinned to the agent that found the suspect, one repeat each, run in the order submitted.
     assert [(j.required_tags, j.agent_id) for j in confirm] == [([pin_tag(job.agent_id)], job.agent_id)] * len(confirm)
@@ -215,7 +217,8 @@ def test_a_confirmation_of_an_artifact_against_itself_comes_out_clean(farm, mode
     assert case.outcome in ("pass", "inconclusive") and "not confirmed" in case.message
     latency = [m for m in case.confirmation["metrics"] if m["metric"] == "latency.median"][0]
     # Pairs with an unsteady side are left out of the test.
-    assert "paired Student t" in latency["statistic"] and 2 <= latency["baseline_count"] <= 5 * rounds
+    assert "paired Student t" in latency["statistic"] and "sign test" in latency["statistic"]
+    assert 2 <= latency["baseline_count"] <= len(confirm) // 2
 
 
 def test_a_confirmation_queues_its_pairs_interleaved_a_b_then_b_a(farm, models):
@@ -248,7 +251,7 @@ def test_a_confirmation_queues_its_pairs_interleaved_a_b_then_b_a(farm, models):
         queued = [by_id[j] for j in case.confirm_job_ids]
         assert [j.created_at for j in queued] == sorted(j.created_at for j in queued)
         order = ["A" if j.model_sha256 == base_sha else "B" for j in queued]
-        assert order == ["A", "B", "B", "A", "A", "B", "B", "A", "A", "B"]
+        assert order == ["A", "B", "B", "A"] * (CONFIRMATION_PAIRS // 2) + ["A", "B"] * (CONFIRMATION_PAIRS % 2)
         assert all(j.settings["repeats"] == 1 for j in queued)
     finally:
         for job_id in [*run.job_ids, *case.confirm_job_ids]:
