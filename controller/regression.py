@@ -619,8 +619,9 @@ def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol
     out.verdict, out.inconclusive = UNCHANGED, True
     if t_shift is not None:
         fewest = sign_test_min_pairs(alpha)
+        way, count = ("slower", slower) if t_shift == REGRESSION else ("faster", int(np.count_nonzero(diffs < 0)))
         why = (f"the t-test alone would call it {'a regression' if t_shift == REGRESSION else 'an improvement'}, "
-               f"but the candidate was slower in {slower} of {n} interleaved pairs (sign test p={change_sign_p:.2g}"
+               f"but the candidate was {way} in {count} of {n} interleaved pairs (sign test p={change_sign_p:.2g}"
                + (f"; fewer than {fewest} pairs never confirm a change" if n < fewest else "") + ")")
     elif t_clears:
         fewest = sign_test_min_pairs(clear_level, two_sided=False)

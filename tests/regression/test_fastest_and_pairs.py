@@ -210,6 +210,12 @@ def test_two_pairs_that_agree_by_chance_confirm_nothing():
     assert "the t-test alone would call it a regression" in latency.summary
     assert "slower in 2 of 2 interleaved pairs (sign test p=0.5; fewer than 10 pairs never confirm a change)" in latency.summary
     assert latency.p_value == 0.5  # the p-value the verdict rests on
+    # The mirror image: faster in three pairs of three is no improvement yet either.
+    comparison, again = judge_interleaved(_jobs(cand + [job(0.0798)]), _jobs(base + [job(0.07345)]), Tolerances(),
+                                          rounds_done=1)
+    latency = comparison.metrics[0]
+    assert latency.verdict == UNCHANGED and latency.inconclusive and again, latency.summary
+    assert "would call it an improvement, but the candidate was faster in 3 of 3 interleaved pairs" in latency.summary
 
 
 def test_unchanged_models_on_a_device_whose_processes_run_at_two_speeds_are_never_confirmed_as_regressions():
