@@ -73,10 +73,10 @@ DRIVER_LEASE_SECONDS = 30.0
 SWEEP_SECONDS = 2.0
 DEFAULT_REPEATS = 5
 # A confirmation round re-runs at least this many interleaved pairs, whatever the suite's
-# repeats: the sign test that must bear out a clearance needs six pairs (one-sided 2.5 %), and
-# two rounds give the ten it needs to confirm a change at alpha over four rounds; up to
-# regression.CONFIRMATION_ROUNDS rounds run while the pairs cannot tell yet.
-CONFIRMATION_PAIRS = 6
+# repeats: enough for one round to clear a suspect, and two rounds give the ten pairs the sign
+# test needs to confirm a change; up to regression.CONFIRMATION_ROUNDS rounds run while the
+# pairs cannot tell yet.
+CONFIRMATION_PAIRS = regression.MIN_PAIRS_TO_CLEAR
 OUTCOME_ORDER = ("error", "model_failed", "regression", "budget_broken", "unknown_budget", "inconclusive",
                  "no_baseline", "pass")
 NOT_FAILURES = ("pass", "no_baseline", "inconclusive")

@@ -12,8 +12,9 @@ import numpy as np
 
 from hilfarm.controller import regression
 from hilfarm.controller.regression import (
-    FASTEST, IMPROVEMENT, MEDIAN, REGRESSION, UNCHANGED, NoiseHistory, Tolerances, compare_latency_pairs,
-    compare_latency_repeats, compare_results, headline_values, noise_history, repeat_figures, needs_confirmation,
+    FASTEST, IMPROVEMENT, MEDIAN, MIN_PAIRS_TO_CLEAR, REGRESSION, UNCHANGED, NoiseHistory, Tolerances,
+    compare_latency_pairs, compare_latency_repeats, compare_results, headline_values, noise_history, repeat_figures,
+    needs_confirmation,
 )
 from hilfarm.controller.suites import (
     CONFIRMATION_PAIRS, judge_interleaved, pairs_for_next_round, pairs_with_evidence,
@@ -216,6 +217,24 @@ def test_two_pairs_that_agree_by_chance_confirm_nothing():
     latency = comparison.metrics[0]
     assert latency.verdict == UNCHANGED and latency.inconclusive and again, latency.summary
     assert "would call it an improvement, but the candidate was faster in 3 of 3 interleaved pairs" in latency.summary
+
+
+def test_a_suspect_is_cleared_by_a_round_of_pairs_never_by_two_or_three():
+    """Pairs that agree closely, all about 1.4 % apart: their interval holds no 3 % slowdown.
+    Two or three of them are too few to believe that (two that agreed by chance cleared a 5 %
+    slowdown in the simulations); a round's six clear it."""
+    def job(fastest_ms):
+        return result_of([[int(fastest_ms * 1e6) + 10 * i for i in range(30)]])
+    base = [job(0.0734 * (1 + 0.0001 * k)) for k in range(MIN_PAIRS_TO_CLEAR)]
+    cand = [job(0.0744 * (1 + 0.0001 * k)) for k in range(MIN_PAIRS_TO_CLEAR)]
+    for n in (2, 3):
+        comparison, again = judge_interleaved(_jobs(base[:n]), _jobs(cand[:n]), Tolerances(), rounds_done=1)
+        latency = comparison.metrics[0]
+        assert latency.ci_high < 1.03 and latency.inconclusive and again, latency.summary
+        assert f"{n} interleaved pairs are too few to rule one out (at least {MIN_PAIRS_TO_CLEAR})" in latency.summary
+    comparison, again = judge_interleaved(_jobs(base), _jobs(cand), Tolerances(), rounds_done=1)
+    assert comparison.metrics[0].verdict == UNCHANGED and not comparison.inconclusive and not again
+    assert CONFIRMATION_PAIRS >= MIN_PAIRS_TO_CLEAR  # one round can clear
 
 
 def test_unchanged_models_on_a_device_whose_processes_run_at_two_speeds_are_never_confirmed_as_regressions():
