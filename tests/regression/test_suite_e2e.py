@@ -85,8 +85,11 @@ def test_suite_lifecycle(farm, models, tmp_path):
     assert ET.parse(tmp_path / "second.xml").getroot().get("failures") == "0"
 
     # A much slower model under the same name: a regression, confirmed by an interleaved re-run.
+    # Ten repeats make rounds of ten pairs, as many as the sign test needs to confirm a change,
+    # so a busy machine's unsteady pairs leave three more rounds to make them up.
     slow = write_suite(tmp_path / "slow.yaml", device=profile, baseline="main",
-                       models=[{"path": str(models["slow"]), "name": "net.onnx"}])
+                       models=[{"path": str(models["slow"]), "name": "net.onnx"}],
+                       settings=dict(SETTINGS, repeats=10))
     report, md, junit = tmp_path / "report.html", tmp_path / "summary.md", tmp_path / "slow.xml"
     done = cli(farm, "regress", str(slow), "--junit", str(junit), "--report", str(report), "--markdown", str(md))
     assert done.exit_code == 1, done.output
