@@ -80,7 +80,7 @@ came from a simulated sensor makes its comparison (and the whole comparison) say
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -593,8 +593,10 @@ def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol
     # A change must be borne out by the signs of the pairs (see the module docstring): the
     # candidate slower (or faster) in significantly many of them.
     t_p = out.p_value
+    t_shift = _significant_shift(out, tol, alpha)  # what the t-test alone calls
     slower = int(np.count_nonzero(diffs > 0))
     change_sign_p = _sign_test_p(slower, int(np.count_nonzero(diffs)))
+    shift = t_shift if change_sign_p < alpha else None
     out.p_value = max(t_p, change_sign_p)  # the p-value the verdict rests on
     change = out.ratio - 1
     what = "fastest inference per repeat" if figure == FASTEST else "median"
@@ -603,8 +605,6 @@ def compare_latency_pairs(baseline: RepeatFigures, candidate: RepeatFigures, tol
               f"against alpha {alpha:.2g}; candidate slower in {slower} of {n} interleaved pairs, log ratios spread "
               f"{sd:.1%}, noise floor {out.noise_floor:.1%})"
               + (_median_change(baseline, candidate) if figure == FASTEST else ""))
-    shift = _significant_shift(out, tol, alpha)
-    t_shift = None if shift is not None or t_p >= alpha else _significant_shift(replace(out, p_value=t_p), tol, alpha)
     t_clears = out.ci_high < 1 + tol.latency_ratio
     if shift is not None:
         out.verdict, out.summary = shift, f"latency {'regressed' if shift == REGRESSION else 'improved'}: {effect}"
