@@ -124,6 +124,9 @@ class AgentRepository:
     def __init__(self, db: Database, leases: LeaseKeeper) -> None:
         self.db = db
         self.leases = leases
+        # Counts the registrations, drains and removals this process has committed: placement
+        # notes that share a read of a profile's agents for a moment read again when it moves.
+        self.roster_changes = 0
 
     def __repr__(self) -> str:
         return f"AgentRepository({self.db!r})"
@@ -160,6 +163,7 @@ class AgentRepository:
                 return agent, lost
         finally:  # after the commit: a lease try in between could remember the old row
             self.leases.forget_agent(agent_id)
+            self.roster_changes += 1
 
     def get_agent(self, agent_id: str) -> Optional[Agent]:
         with self.db.connect() as conn:
@@ -203,7 +207,8 @@ class AgentRepository:
             s.add(agent)
             if not draining:  # back in service: it may take queued work now
                 self.db.record_change(s, Change("", "", agent.profile, queued=True))
-            return agent
+        self.roster_changes += 1
+        return agent
 
     def remove_agent(self, agent_id: str, *, now: float, why: str) -> List[Tuple[Job, JobState]]:
         """Forget an agent (revoked): its leases are lost (the jobs queued again or failed) and it
@@ -214,6 +219,7 @@ class AgentRepository:
             if agent is not None:
                 s.delete(agent)
         self.leases.forget_agent(agent_id)
+        self.roster_changes += 1
         return lost
 
     def placement_candidates(self, profile: str, limit: int) -> Tuple[List[Tuple[Agent, str]], int, int]:

@@ -32,11 +32,16 @@ HEALTHY_HEARTBEATS = 3
 # balancers cut idle calls.
 MAX_LEASE_WAIT_SECONDS = 30.0
 MAX_PLACEMENT_NOTES = 20
-# A job that waits in the queue is shown again to whoever watches it every few seconds, for its
-# placement notes; those refreshes share the agents read for a profile within this long (two
-# hundred people watching queued jobs would otherwise read the same agents twenty times a
-# second). Anything read because a job changed, or asked for, reads the agents afresh.
+# Placement notes read the first agents of a job's profile. Notes given only because time passed
+# (a queued job shown again to whoever watches it, every few seconds) share that read for this
+# long: two hundred people watching queued jobs would otherwise read the same agents twenty times
+# a second.
 REFRESH_CANDIDATES_MAX_AGE_SECONDS = 2.0
+# The notes of a job just submitted share it for this long: at a hundred submissions a second,
+# reading twenty agents for each was a third of a submission's work. A registration, drain or
+# removal on this controller is seen at once; a job that changed, or is asked for, is explained
+# from the agents as they are.
+SUBMITTED_CANDIDATES_MAX_AGE_SECONDS = 1.0
 # The agents' longest backoff between tries to reach the controller (agent.service.AgentConfig
 # backoff_max_seconds) plus two heartbeat intervals: how long leases are kept after a start.
 DEFAULT_RESTART_GRACE_SECONDS = 40.0
@@ -130,8 +135,9 @@ class Scheduler:
         self.clock = clock
         self._stopping = threading.Event()
         self._reaper: Optional[threading.Thread] = None
-        # profile -> (when read, its placement candidates), for refreshes (placement_notes).
-        self._recent_candidates: Dict[str, Tuple[float, Tuple[List[Tuple[Agent, str]], int, int]]] = {}
+        # profile -> (when read, agents.roster_changes then, its placement candidates), shared by
+        # notes that may be a moment old (placement_notes' ``max_age``).
+        self._recent_candidates: Dict[str, Tuple[float, int, Tuple[List[Tuple[Agent, str]], int, int]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -197,30 +203,32 @@ class Scheduler:
 
     # ------------------------------------------------------------ placement
 
-    def placement_notes(self, jobs: Iterable[Job], *, refresh: bool = False) -> Dict[str, List[str]]:
+    def placement_notes(self, jobs: Iterable[Job], *, max_age: float = 0.0) -> Dict[str, List[str]]:
         """job id -> one line per agent saying why it cannot take the job (queued jobs only).
 
         Bounded: at most MAX_PLACEMENT_NOTES agents are read per device profile, those of the
-        job's profile first, however many agents and jobs there are. ``refresh``: the notes of
-        a job shown again only because time passed; they may use agents read for its profile
-        up to REFRESH_CANDIDATES_MAX_AGE_SECONDS ago."""
+        job's profile first, however many agents and jobs there are. ``max_age``: the notes may
+        use agents read for the job's profile up to this many seconds ago, when no agent
+        registered, was drained or was removed on this controller since
+        (REFRESH_CANDIDATES_MAX_AGE_SECONDS, SUBMITTED_CANDIDATES_MAX_AGE_SECONDS)."""
         queued = [j for j in jobs if j.job_state == JobState.QUEUED]
         if not queued:
             return {}
         now = self.clock()
+        roster = self.agents.roster_changes
         candidates: Dict[str, Tuple[List[Tuple[Agent, str]], int, int]] = {}
         out: Dict[str, List[str]] = {}
         for job in queued:
             profile = job.device_profile
             if profile not in candidates:
-                recent = self._recent_candidates.get(profile) if refresh else None
-                if recent is not None and 0 <= now - recent[0] <= REFRESH_CANDIDATES_MAX_AGE_SECONDS:
-                    candidates[profile] = recent[1]
+                recent = self._recent_candidates.get(profile) if max_age > 0 else None
+                if recent is not None and recent[1] == roster and 0 <= now - recent[0] <= max_age:
+                    candidates[profile] = recent[2]
                 else:
                     candidates[profile] = self.agents.placement_candidates(profile, MAX_PLACEMENT_NOTES)
                     if len(self._recent_candidates) > 1024:
                         self._recent_candidates.clear()
-                    self._recent_candidates[profile] = (now, candidates[profile])
+                    self._recent_candidates[profile] = (now, roster, candidates[profile])
             out[job.id] = self._notes_for(job, *candidates[profile], now=now)
         return out
 

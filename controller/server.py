@@ -83,7 +83,8 @@ from .notifications import PostgresListener
 from .op_traces import store_op_trace
 from .regression_service import RegressionRpcs, judge_result
 from .regression_store import RegressionStore
-from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, Scheduler
+from .scheduler import (DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, REFRESH_CANDIDATES_MAX_AGE_SECONDS,
+                        SUBMITTED_CANDIDATES_MAX_AGE_SECONDS, Scheduler)
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
 from .suites import budgets_from_doc, evaluation_rows
 from .waiters import Waiters, WorkTicket
@@ -472,8 +473,8 @@ class JobPresenter:
         """``shown`` (the messages of ``jobs``) with the queued jobs' placement notes written
         anew, for jobs shown again only because time passed: nothing else is read, and the
         notes may come from a read of their profile's agents shared for a moment
-        (Scheduler.placement_notes' ``refresh``)."""
-        notes = self.scheduler.placement_notes(jobs, refresh=True)
+        (Scheduler.placement_notes' ``max_age``)."""
+        notes = self.scheduler.placement_notes(jobs, max_age=REFRESH_CANDIDATES_MAX_AGE_SECONDS)
         out = []
         for job, msg in zip(jobs, shown):
             if job.id in notes:
@@ -490,11 +491,11 @@ class JobPresenter:
         evaluations = self.regressions.evaluations(j.id for j in jobs)
         return [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
 
-    def run_pb(self, run: Any, jobs: List[Job],
-               evaluations: Optional[Dict[str, JobEvaluation]] = None) -> pb.Run:
+    def run_pb(self, run: Any, jobs: List[Job], evaluations: Optional[Dict[str, JobEvaluation]] = None, *,
+               notes_max_age: float = 0.0) -> pb.Run:
         """``evaluations``: the jobs' verdicts when the caller has them (read from the
-        database otherwise)."""
-        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs))
+        database otherwise); ``notes_max_age``: Scheduler.placement_notes' ``max_age``."""
+        msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs, max_age=notes_max_age))
         if evaluations is None:
             evaluations = self.regressions.evaluations(j.id for j in jobs)
         for job_msg in msg.jobs:
@@ -621,7 +622,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         # The budgets commit with the jobs: no agent can report a result that misses them.
         self.jobs.add_run(run, jobs, also=evaluations)
         log.info("run %s submitted by %s of project %s: %d job(s)", run.id, auth.caller().label, project, len(jobs))
-        return self.presenter.run_pb(run, jobs, evaluations=by_job)
+        return self.presenter.run_pb(run, jobs, evaluations=by_job, notes_max_age=SUBMITTED_CANDIDATES_MAX_AGE_SECONDS)
 
     @_rpc
     async def GetRun(self, request, context):  # type: ignore[no-untyped-def]

@@ -82,33 +82,74 @@ def test_placement_notes_say_why_each_agent_cannot_take_a_queued_job(farm, model
     assert list(farm.job(queued.id).placement_notes) == [], "only queued jobs carry placement notes"
 
 
+def _count_candidate_reads(scheduler, monkeypatch) -> list:
+    reads = []
+    real_candidates = scheduler.agents.placement_candidates
+    monkeypatch.setattr(scheduler.agents, "placement_candidates",
+                        lambda *a, **kw: reads.append(a) or real_candidates(*a, **kw))
+    return reads
+
+
 def test_timed_refreshes_of_a_queued_job_share_the_agents_read_for_its_profile(farm, model, monkeypatch):
     """Two hundred people watching queued jobs get each job again every few seconds for its
     placement notes: those refreshes share one read of the profile's agents for a moment, while
-    a job that changed, or is asked for, is explained from the agents as they are."""
+    a job that changed, or is asked for, is explained from the agents as they are, and a
+    registration is seen at once."""
     from hilfarm.controller import scheduler as scheduler_module
 
     scheduler = farm.controller.parts.scheduler
     (queued,) = farm.submit([model], ["rpi5"]).jobs
     job = farm.controller.parts.jobs.get_job(queued.id)
-    reads = []
-    real_candidates = scheduler.agents.placement_candidates
-    monkeypatch.setattr(scheduler.agents, "placement_candidates",
-                        lambda *a, **kw: reads.append(a) or real_candidates(*a, **kw))
+    reads = _count_candidate_reads(scheduler, monkeypatch)
+    refresh = scheduler_module.REFRESH_CANDIDATES_MAX_AGE_SECONDS
     nobody = ["no agent with profile rpi5 has registered"]
     assert scheduler.placement_notes([job])[job.id] == nobody
-    farm.agent("pi-1", "rpi5", capabilities=pb.Capabilities()).register()
-    assert scheduler.placement_notes([job], refresh=True)[job.id] == nobody, "the read of a moment ago is shared"
-    assert len(reads) == 1
+    assert scheduler.placement_notes([job], max_age=refresh)[job.id] == nobody
+    assert len(reads) == 1, "the read of a moment ago is shared"
+    farm.controller.parts.agents.register_agent("pi-1", profile="rpi5", tags=[], capabilities={}, hostname="",
+                                                version="", now=time.time())
     fresh = ["pi-1: no onnxruntime runtime (has no runtime)"]
-    assert scheduler.placement_notes([job])[job.id] == fresh, "a job asked for is explained afresh"
+    assert scheduler.placement_notes([job], max_age=refresh)[job.id] == fresh, "a registration is seen at once"
     assert len(reads) == 2
-    monkeypatch.setattr(scheduler_module, "REFRESH_CANDIDATES_MAX_AGE_SECONDS", 0.2)
-    farm.agent("pi-2", "rpi5", capabilities=pb.Capabilities()).register()
-    time.sleep(0.25)
-    assert scheduler.placement_notes([job], refresh=True)[job.id] == fresh + [
-        "pi-2: no onnxruntime runtime (has no runtime)"], "older than the limit: read again"
+    assert scheduler.placement_notes([job])[job.id] == fresh, "a job asked for is explained afresh"
     assert len(reads) == 3
+    # An agent busy with another job: nothing on the roster changed, so a shared read may say it
+    # is idle for a moment, never longer than the limit.
+    pi = farm.agent("pi-2", "rpi5")
+    pi.register()
+    assert scheduler.placement_notes([job], max_age=0.2)[job.id][1] == "pi-2: can take the job; waiting for it to ask for work"
+    (other,) = farm.submit([model], ["rpi5"]).jobs
+    assert pi.lease().job.id == queued.id
+    other_job = farm.controller.parts.jobs.get_job(other.id)
+    assert scheduler.placement_notes([other_job], max_age=0.2)[other.id][1] == (
+        "pi-2: can take the job; waiting for it to ask for work"), "the read of a moment ago is shared"
+    time.sleep(0.25)
+    assert scheduler.placement_notes([other_job], max_age=0.2)[other.id][1] == f"pi-2: busy with job {queued.id}", (
+        "older than the limit: read again")
+
+
+def test_the_notes_of_jobs_submitted_together_share_one_read_of_their_profiles_agents(farm, model, monkeypatch):
+    """A hundred submissions a second each explained from twenty agents read afresh was a third
+    of a submission's work: the notes of a submission share the read of a profile's agents made
+    by one a moment before, unless the roster changed."""
+    scheduler = farm.controller.parts.scheduler
+    farm.agent("pi-1", "rpi5", capabilities=pb.Capabilities()).register()
+    (first,) = farm.submit([model], ["rpi5"]).jobs
+    reads = _count_candidate_reads(scheduler, monkeypatch)
+    (second,) = farm.submit([model], ["rpi5"]).jobs
+    assert reads == [], "the read the first submission made a moment ago is shared"
+    assert list(second.placement_notes) == list(first.placement_notes) == ["pi-1: no onnxruntime runtime (has no runtime)"]
+    farm.agent("pi-2", "rpi5").register()
+    (third,) = farm.submit([model], ["rpi5"]).jobs
+    assert len(reads) == 1, "a registration since: read again"
+    assert list(third.placement_notes) == ["pi-1: no onnxruntime runtime (has no runtime)",
+                                           "pi-2: can take the job; waiting for it to ask for work"]
+    farm.controller.parts.agents.set_draining("pi-2", True)
+    (fourth,) = farm.submit([model], ["rpi5"]).jobs
+    assert len(reads) == 2, "a drain since: read again"
+    assert list(fourth.placement_notes)[1] == "pi-2: draining (taken out of service by an operator)"
+    assert list(farm.job(fourth.id).placement_notes)[1] == "pi-2: draining (taken out of service by an operator)"
+    assert len(reads) == 3, "a job asked for is explained from the agents as they are"
 
 
 def test_a_job_goes_only_to_an_agent_that_fits(farm, model):

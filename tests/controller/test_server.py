@@ -177,9 +177,8 @@ def test_a_watched_queued_job_is_explained_again_as_time_passes_without_reading_
                                                                                           watch):
     # Registering an agent changes no job, so no watcher is woken: only the timed refresh of a
     # queued job's placement notes can tell its watcher; the job itself has not changed and is
-    # not read again.
+    # not read again. The refresh shares no read of the agents from before the registration.
     monkeypatch.setattr(server_module, "QUEUED_REFRESH_SECONDS", 0.4)
-    monkeypatch.setattr(scheduler_module, "REFRESH_CANDIDATES_MAX_AGE_SECONDS", 0.0)
     run = farm.submit([model], ["rpi5"])
     (job,) = run.jobs
     jobs = farm.controller.parts.jobs
