@@ -74,7 +74,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .database import default_sqlite_url
+from .database import default_sqlite_url, lost_connection
 from .heartbeats import HeartbeatBatcher
 from .interceptors import WrappingInterceptor
 from .job_repository import JobRepository, LeaseAttempt
@@ -150,6 +150,10 @@ def status_for(exc: FarmError) -> grpc.StatusCode:
 
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    lost = lost_connection(exc)
+    if lost is not None:
+        log.warning("%s failed: %s", method, lost)
+        exc = lost
     if isinstance(exc, Overloaded):
         context.set_trailing_metadata(((OVERLOAD_RETRY_AFTER_KEY, str(round(exc.retry_after * 1000))),))
     if isinstance(exc, FarmError):

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hilfarm.controller import scheduler as scheduler_module
+from hilfarm.controller.database import POSTGRES_APPLICATION_NAME
 from hilfarm.controller import server as server_module
 from hilfarm.controller.server import GC_OLDEST_THRESHOLD
 from hilfarm.v1 import farm_pb2 as pb
@@ -494,3 +495,37 @@ def test_a_busy_metrics_port_is_a_clear_error_and_frees_the_grpc_port(tmp_path):
         again.stop()
     finally:
         taken.close()
+
+
+@pytest.mark.postgres
+def test_a_call_that_finds_its_database_connection_gone_is_refused_as_unavailable_and_the_next_reconnects(
+        make_farm, postgres_url):
+    """The controller pings no connection before using it (a round trip per transaction): after
+    a database restart or failover, a call that meets a dead connection is refused as
+    UNAVAILABLE, which every client retries, never as an internal error, and nothing stored is
+    lost; the pool replaces its connections, so the calls after it are answered."""
+    import sqlalchemy as sa
+
+    farm = make_farm(db_url=postgres_url)
+    (queued,) = farm.submit([farm.upload(onnx_bytes(4096))], ["rpi5"]).jobs
+    assert farm.job(queued.id).state == pb.JOB_STATE_QUEUED
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            ended = conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name AND datname = current_database() AND pid <> pg_backend_pid()"),
+                {"name": POSTGRES_APPLICATION_NAME}).scalar_one()
+    finally:
+        admin.dispose()
+    assert ended >= 1, "the controller's connections are named in pg_stat_activity"
+    answers = []
+    for _ in range(3):
+        try:
+            answers.append(farm.job(queued.id).state)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, (e.code(), e.details())
+            assert "lost its connection to the database" in e.details() and "send it again" in e.details()
+            answers.append(e.code())
+    assert answers[-1] == pb.JOB_STATE_QUEUED, answers
+    assert answers.count(grpc.StatusCode.UNAVAILABLE) <= 1, answers
