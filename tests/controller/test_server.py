@@ -17,7 +17,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from hilfarm.controller import scheduler as scheduler_module
 from hilfarm.controller.database import POSTGRES_APPLICATION_NAME
 from hilfarm.controller import server as server_module
 from hilfarm.controller.server import GC_OLDEST_THRESHOLD
