@@ -135,6 +135,10 @@ class _TimedWriteLock:
 POSTGRES_APPLICATION_NAME = "hilfarm-controller"
 
 
+# Built once: a statement built at each transaction costs SQLAlchemy more than running it.
+_NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, sa.bindparam("payload", type_=sa.String())))
+
+
 class Database:
     """The engine, its transactions and the change feed they publish to."""
 
@@ -279,7 +283,7 @@ class Database:
         it commits (``pg_notify`` is delivered at the commit, and not at all on a rollback)."""
         if changes and self.is_postgresql:
             for payload in encode(changes, self.feed.origin):
-                transaction.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+                transaction.execute(_NOTIFY, {"payload": payload})
 
     @staticmethod
     def record_change(s: Union[Session, sa.Connection], change: Change) -> None:
