@@ -164,9 +164,9 @@ class Database:
         else:
             # No ping before each use: it cost a round trip per transaction (about a fifth of
             # them; 43-46 -> 47-66 jobs/s at 1,000 agents). A connection found dead instead fails
-            # its call, and SQLAlchemy then discards every pooled connection older than it, so
-            # after a database restart one call per database thread is refused as Unavailable
-            # (lost_connection) and retried by its caller.
+            # its call, and SQLAlchemy then replaces every pooled connection opened before it, so
+            # after a database restart only the calls already on a dead connection are refused,
+            # as Unavailable (lost_connection), and their callers send them again.
             kwargs.update(pool_size=pool_size, max_overflow=40)
             if "application_name" not in self.url.query:  # how pg_stat_activity names them
                 kwargs["connect_args"] = {"application_name": POSTGRES_APPLICATION_NAME}
