@@ -501,8 +501,8 @@ def test_a_call_that_finds_its_database_connection_gone_is_refused_as_unavailabl
         make_farm, postgres_url):
     """The controller pings no connection before using it (a round trip per transaction): after
     a database restart or failover, a call that meets a dead connection is refused as
-    UNAVAILABLE, which every client retries, never as an internal error, and nothing stored is
-    lost; the pool replaces its connections, so the calls after it are answered."""
+    UNAVAILABLE (agents send it again; watchers reconnect), never as an internal error, and
+    nothing stored is lost; the pool replaces its connections, so the calls after it are answered."""
     import sqlalchemy as sa
 
     farm = make_farm(db_url=postgres_url)
