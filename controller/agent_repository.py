@@ -124,8 +124,9 @@ class AgentRepository:
     def __init__(self, db: Database, leases: LeaseKeeper) -> None:
         self.db = db
         self.leases = leases
-        # Counts the registrations, drains and removals this process has committed: placement
-        # notes that share a read of a profile's agents for a moment read again when it moves.
+        # Counts the registrations, drains and removals this process made (a failed registration
+        # too: one read more): placement notes that share a read of a profile's agents for a
+        # moment read again when it moves.
         self.roster_changes = 0
 
     def __repr__(self) -> str:

@@ -309,7 +309,7 @@ def lost_connection(exc: BaseException) -> Optional[Unavailable]:
     """``Unavailable`` for an error raised because the database connection was lost (the
     pool then replaces it: the same call sent again reaches the database); None otherwise."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None and str(exc.orig).strip() else ""
-        return Unavailable(f"the controller lost its connection to the database ({first or type(exc.orig).__name__}); "
+        lines = str(exc.orig).strip().splitlines() if exc.orig is not None else []
+        return Unavailable(f"the controller lost its connection to the database ({lines[0] if lines else type(exc.orig).__name__}); "
                            "the call may not have been stored: send it again (it reconnects by itself)")
     return None
