@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 HILFARM = [sys.executable, "-m", "hilfarm.cli"]
 
@@ -59,3 +59,48 @@ class FloorProcess(FarmProcess):
 
 def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"hilfarm-bench-{prefix}-"))
+
+
+class PostgresServerCpu:
+    """CPU time of a PostgreSQL server running on this machine: its postmaster's own, its live
+    children's (one backend per connection, and the background workers) and that of the
+    children that ended (the postmaster collects theirs when it reaps them), from /proc. A
+    controller's work is split between its own process and these, so a benchmark that counted
+    the controller alone would hide what each job costs the database.
+
+    ``seconds()`` is None when the server is not on this machine (or its /proc is not readable)."""
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+        finally:
+            engine.dispose()
+        stat = _proc_stat(backend)
+        self.postmaster = int(stat[1]) if stat is not None else None  # a backend's parent
+
+    def seconds(self) -> Optional[float]:
+        if self.postmaster is None:
+            return None
+        own = _proc_stat(self.postmaster)
+        if own is None:
+            return None
+        ticks = int(own[11]) + int(own[12]) + int(own[13]) + int(own[14])  # utime stime cutime cstime
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _proc_stat(int(entry.name))
+                if stat is not None and int(stat[1]) == self.postmaster:
+                    ticks += int(stat[11]) + int(stat[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> Optional[List[str]]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None

@@ -13,7 +13,13 @@ CPU per job that benchmarks/scale.py measures under load.
 Throughput follows from it: at ``c`` CPU milliseconds per job, one core finishes at most
 1000 / c jobs a second, less what idle agents and watchers take (benchmarks/scale.py).
 
+With ``--db postgres`` the controller uses a fresh database on the PostgreSQL server of
+``--postgres-url`` (or HILFARM_TEST_POSTGRES_URL), and when that server runs on this machine the
+CPU its own processes spend per job is printed too: on PostgreSQL a job costs the machine the
+controller's CPU and the server's.
+
     .venv/bin/python benchmarks/job_cost.py --jobs 300 --rounds 3
+    .venv/bin/python benchmarks/job_cost.py --jobs 300 --rounds 3 --db postgres
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _farm import FarmProcess, FloorProcess, scratch_dir  # noqa: E402
-from scale import CAPABILITIES, RESULT, tiny_onnx_model  # noqa: E402
+from _farm import FarmProcess, FloorProcess, PostgresServerCpu, scratch_dir  # noqa: E402
+from scale import CAPABILITIES, RESULT, postgres_database, tiny_onnx_model  # noqa: E402
 
 from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc  # noqa: E402
@@ -56,7 +62,8 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-async def measure(address: str, pid: int, jobs: int, heartbeats: int) -> Dict[str, float]:
+async def measure(address: str, pid: int, jobs: int, heartbeats: int,
+                  database: Optional[PostgresServerCpu] = None) -> Dict[str, float]:
     """CPU milliseconds the server at ``address`` (process ``pid``) spends per job and per heartbeat."""
     channel = grpc.aio.insecure_channel(address)
     farm, agents = pb_grpc.FarmServiceStub(channel), pb_grpc.AgentServiceStub(channel)
@@ -88,12 +95,19 @@ async def measure(address: str, pid: int, jobs: int, heartbeats: int) -> Dict[st
         if not report.accepted:
             raise RuntimeError(f"result refused: {report.message}")
 
+    def database_cpu() -> Optional[float]:
+        return database.seconds() if database is not None else None
+
     async def timed(what, n: int) -> Dict[str, float]:  # type: ignore[no-untyped-def]
-        cpu, wall = cpu_seconds(pid), time.perf_counter()
+        cpu, wall, db_cpu = cpu_seconds(pid), time.perf_counter(), database_cpu()
         for _ in range(n):
             await what()
-        return {"cpu_ms": 1000 * (cpu_seconds(pid) - cpu) / n,
-                "wall_ms": 1000 * (time.perf_counter() - wall) / n}
+        figures = {"cpu_ms": 1000 * (cpu_seconds(pid) - cpu) / n,
+                   "wall_ms": 1000 * (time.perf_counter() - wall) / n}
+        db_after = database_cpu()
+        if db_cpu is not None and db_after is not None:  # clock ticks: meaningful over many jobs only
+            figures["database_cpu_ms"] = 1000 * (db_after - db_cpu) / n
+        return figures
 
     async def one_heartbeat() -> None:
         await agents.Heartbeat(pb.HeartbeatRequest(agent_id="cost-1"), metadata=me, timeout=30)
@@ -103,18 +117,32 @@ async def measure(address: str, pid: int, jobs: int, heartbeats: int) -> Dict[st
     job = await timed(one_job, jobs)
     beat = await timed(one_heartbeat, heartbeats)
     await channel.close()
-    return {"job_cpu_ms": job["cpu_ms"], "job_wall_ms": job["wall_ms"],
-            "heartbeat_cpu_ms": beat["cpu_ms"], "heartbeat_wall_ms": beat["wall_ms"]}
+    figures = {"job_cpu_ms": job["cpu_ms"], "job_wall_ms": job["wall_ms"],
+               "heartbeat_cpu_ms": beat["cpu_ms"], "heartbeat_wall_ms": beat["wall_ms"]}
+    if "database_cpu_ms" in job:
+        figures["job_database_cpu_ms"] = job["database_cpu_ms"]
+    return figures
 
 
-def one_round(floor: bool, jobs: int, heartbeats: int) -> Dict[str, float]:
+def one_round(floor: bool, jobs: int, heartbeats: int, postgres_url: Optional[str]) -> Dict[str, float]:
     root = scratch_dir("job-cost")
-    server = (FloorProcess(root / "floor") if floor
-              else FarmProcess(["controller", "serve", "--bind", "127.0.0.1:0"], root / "controller"))
+    drop = None
+    database = None
+    if floor:
+        server: FarmProcess = FloorProcess(root / "floor")
+    else:
+        command = ["controller", "serve", "--bind", "127.0.0.1:0"]
+        if postgres_url:
+            url, drop = postgres_database(postgres_url)
+            command += ["--db", url]
+            database = PostgresServerCpu(url)
+        server = FarmProcess(command, root / "controller")
     try:
-        return asyncio.run(measure(server.address, server.popen.pid, jobs, heartbeats))
+        return asyncio.run(measure(server.address, server.popen.pid, jobs, heartbeats, database))
     finally:
         server.stop()
+        if drop is not None:
+            drop()
 
 
 def main() -> None:
@@ -122,21 +150,28 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300, help="jobs timed per round")
     parser.add_argument("--heartbeats", type=int, default=300, help="heartbeats timed per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each, alternating")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the controller's database (the floor has none)")
+    parser.add_argument("--postgres-url", default=os.environ.get("HILFARM_TEST_POSTGRES_URL",
+                                                                 "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
+    postgres_url = args.postgres_url if args.db == "postgres" else None
     rounds: Dict[str, List[Dict[str, float]]] = {"controller": [], "floor": []}
     for _ in range(args.rounds):
         for name in ("controller", "floor"):
-            rounds[name].append(one_round(name == "floor", args.jobs, args.heartbeats))
+            rounds[name].append(one_round(name == "floor", args.jobs, args.heartbeats, postgres_url))
     median = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
               for name, results in rounds.items()}
     c, f = median["controller"], median["floor"]
-    print(f"one job at a time, {args.jobs} jobs and {args.heartbeats} heartbeats a round,\n"
+    print(f"one job at a time, {args.jobs} jobs and {args.heartbeats} heartbeats a round, {args.db},\n"
           f"median of {args.rounds} alternating rounds")
     print(f"  {'':28}{'controller':>12}{'gRPC floor':>12}{'ratio':>8}")
     for key, label in (("job_cpu_ms", "CPU per job (ms)"), ("job_wall_ms", "wall per job (ms)"),
                        ("heartbeat_cpu_ms", "CPU per heartbeat (ms)"), ("heartbeat_wall_ms", "wall per heartbeat (ms)")):
         print(f"  {label:28}{c[key]:12.2f}{f[key]:12.2f}{c[key] / f[key]:8.1f}")
+    if "job_database_cpu_ms" in c:
+        print(f"  the PostgreSQL server's own CPU per job: {c['job_database_cpu_ms']:.2f} ms (its processes on this machine)")
     print(f"  at most {1000 / c['job_cpu_ms']:.0f} jobs/s per core for the controller "
           f"({1000 / f['job_cpu_ms']:.0f} for the floor),\n"
           "  before idle agents and watchers take their share")

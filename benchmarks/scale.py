@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _farm import FarmProcess, FloorProcess, scratch_dir  # noqa: E402
+from _farm import FarmProcess, FloorProcess, PostgresServerCpu, scratch_dir  # noqa: E402
 
 from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY  # noqa: E402
 from hilfarm.sample_models import make_onnx_mlp  # noqa: E402
@@ -357,7 +357,8 @@ def tiny_onnx_model() -> bytes:
         return make_onnx_mlp(Path(tmp) / "bench.onnx", in_features=4, hidden=4, layers=1, out_features=2).read_bytes()
 
 
-async def run(args: argparse.Namespace, address: str, controller_pid: int) -> dict:
+async def run(args: argparse.Namespace, address: str, controller_pid: int,
+              database: Optional[PostgresServerCpu] = None) -> dict:
     bench = Bench(args, address)
     loop_lag = asyncio.ensure_future(bench.loop_lag())
     data = tiny_onnx_model()  # the controller checks an upload is the format it claims
@@ -385,11 +386,13 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int) -> di
     submitter = asyncio.ensure_future(bench.submitter(sha))
     await asyncio.sleep(args.warmup)
     before, cpu_before, wall_before = proc_sample(controller_pid), self_cpu(), time.perf_counter()
+    database_before = database.seconds() if database is not None else None
     load_before = os.getloadavg()
     bench.measuring = True
     await asyncio.sleep(args.seconds)
     bench.measuring = False
     after, cpu_after, wall_after = proc_sample(controller_pid), self_cpu(), time.perf_counter()
+    database_after = database.seconds() if database is not None else None
     connections = connections_to(int(address.rsplit(":", 1)[1]))
     load_after = os.getloadavg()
     bench.stop.set()
@@ -425,6 +428,9 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int) -> di
         "controller_connections": connections,
         "controller_peak_rss_mb": round(after["peak_rss_bytes"] / 2**20, 1),
         "generator_cpu_percent_of_one_core": round(100 * (cpu_after - cpu_before) / window, 1),
+        "database_server_cpu_percent_of_one_core": (
+            None if database_before is None or database_after is None
+            else round(100 * (database_after - database_before) / window, 1)),
         "generator_loop_lag_ms": {"p50": ms(s.loop_lag, 50), "p99": ms(s.loop_lag, 99)},
         "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)],
     }
@@ -468,6 +474,9 @@ def print_report(r: dict) -> None:
           f"{r['controller_connections']} connections")
     print(f"  load generator             {r['generator_cpu_percent_of_one_core']} % of one core, "
           f"event-loop lag p50 / p99 {pair(r['generator_loop_lag_ms'])}")
+    if r.get("database_server_cpu_percent_of_one_core") is not None:
+        print(f"  PostgreSQL server          {r['database_server_cpu_percent_of_one_core']} % of one core "
+              "(its processes on this machine)")
     print(f"  errors                     {r['errors'] or 'none'}; refused reports {r['refused_reports']}")
     print(f"  load average (1 min)       {r['load_average_1min'][0]} before, {r['load_average_1min'][1]} after "
           f"({os.cpu_count()} cores)")
@@ -500,6 +509,7 @@ def main() -> None:
     root = scratch_dir("scale")
     drop = None
     farm = None
+    database: Optional[PostgresServerCpu] = None
     try:
         if args.floor:
             farm = FloorProcess(root / "floor")
@@ -508,10 +518,11 @@ def main() -> None:
             if args.db == "postgres":
                 url, drop = postgres_database(args.postgres_url)
                 command += ["--db", url]
+                database = PostgresServerCpu(url)
             farm = FarmProcess(command, root / "controller")
         print(f"{'gRPC floor server' if args.floor else 'controller'} pid {farm.popen.pid} at {farm.address}",
               file=sys.stderr, flush=True)
-        result = asyncio.run(run(args, farm.address, farm.popen.pid))
+        result = asyncio.run(run(args, farm.address, farm.popen.pid, database))
         print_report(result)
         if args.json:
             print(json.dumps(result))

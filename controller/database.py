@@ -135,10 +135,6 @@ class _TimedWriteLock:
 POSTGRES_APPLICATION_NAME = "hilfarm-controller"
 
 
-# Built once: a statement built at each transaction costs SQLAlchemy more than running it.
-_NOTIFY = sa.select(sa.func.pg_notify(CHANNEL, sa.bindparam("payload", type_=sa.String())))
-
-
 class Database:
     """The engine, its transactions and the change feed they publish to."""
 
@@ -251,7 +247,7 @@ class Database:
                 try:
                     yield s
                     s.flush()  # the rows before the notices of them (commit would flush them anyway)
-                    self._notify_replicas(s, changes)
+                    self._commit_with_notices(s.connection(), changes)
                     s.commit()
                 except BaseException:
                     s.rollback()
@@ -272,18 +268,32 @@ class Database:
                 conn.info["changes"] = changes
                 try:
                     yield conn
-                    self._notify_replicas(conn, changes)
+                    self._commit_with_notices(conn, changes)
                 finally:
                     del conn.info["changes"]
         if changes:
             self.feed.publish(changes)
 
-    def _notify_replicas(self, transaction: Union[Session, sa.Connection], changes: List[Change]) -> None:
-        """On PostgreSQL, inside the write transaction: the other replicas hear ``changes`` when
-        it commits (``pg_notify`` is delivered at the commit, and not at all on a rollback)."""
-        if changes and self.is_postgresql:
-            for payload in encode(changes, self.feed.origin):
-                transaction.execute(_NOTIFY, {"payload": payload})
+    def _commit_with_notices(self, conn: sa.Connection, changes: List[Change]) -> None:
+        """On PostgreSQL, end the write transaction of ``conn`` so that the other replicas hear
+        ``changes``: its NOTIFYs and its COMMIT go to the server as one simple query, one round
+        trip (a notification is delivered at the commit, and not at all when the commit fails).
+        The commit SQLAlchemy then asks of the connection finds the transaction over and sends
+        nothing (psycopg commits only a transaction in progress). A ``SELECT pg_notify(...)``
+        instead cost a round trip of its own and a result to read: a tenth of the controller's
+        CPU per job on PostgreSQL (py-spy, benchmarks/job_cost.py --db postgres).
+
+        The statement goes through SQLAlchemy, so a lost connection is reported and replaced as
+        for any other (lost_connection); without parameters, so psycopg sends it as it is,
+        with each payload quoted by the connection's own escaping."""
+        if not changes or not self.is_postgresql:
+            return
+        from psycopg import sql
+
+        driver = conn.connection.driver_connection
+        notices = "".join(f"NOTIFY {CHANNEL}, {sql.Literal(payload).as_string(driver)}; "
+                          for payload in encode(changes, self.feed.origin))
+        conn.exec_driver_sql(notices + "COMMIT", execution_options={"no_parameters": True})
 
     @staticmethod
     def record_change(s: Union[Session, sa.Connection], change: Change) -> None:

@@ -1,0 +1,103 @@
+"""What the other replicas hear of a write transaction on PostgreSQL: its changes, exactly as
+recorded, when it commits; nothing when it does not; and the NOTIFYs and the COMMIT in one
+round trip."""
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import List
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from hilfarm.controller.database import Database
+from hilfarm.controller.notifications import Change, ChangeFeed, PostgresListener
+
+
+@pytest.fixture
+def database(postgres_url: str):
+    db = Database(postgres_url)
+    db.migrate()
+    yield db
+    db.close()
+
+
+class Heard:
+    """The changes a second replica's listener publishes, of the jobs this test names."""
+
+    def __init__(self, database: Database, job_ids: List[str]) -> None:
+        self.job_ids = set(job_ids)
+        self.changes: List[Change] = []
+        self.arrived = threading.Condition()
+        feed = ChangeFeed()
+        feed.subscribe(self._publish)
+        self.listener = PostgresListener(database.listen_conninfo(), feed)
+        self.listener.start()
+        assert self.listener.connected.wait(10), "the listener did not connect"
+
+    def _publish(self, changes, resync: bool) -> None:  # type: ignore[no-untyped-def]
+        with self.arrived:
+            self.changes += [c for c in changes if c.job_id in self.job_ids]
+            self.arrived.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> List[Change]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.changes) >= n, timeout)
+            return list(self.changes)
+
+
+def test_the_other_replicas_hear_each_committed_change_exactly_as_recorded(database: Database):
+    # A device profile is the user's own text: quotes, a backslash and a percent sign must come
+    # through the NOTIFY literal unchanged.
+    profile = "o'brien's \\board \"100%\" ünï"
+    ids = [uuid.uuid4().hex for _ in range(4)]
+    heard = Heard(database, ids)
+    try:
+        with database.write_connection() as conn:  # the Core path of the hot calls
+            database.record_change(conn, Change(ids[0], "run-1", profile, queued=True, finished=False))
+        with database.write() as s:  # the ORM session path
+            database.record_change(s, Change(ids[1], "run-1", profile, queued=False, finished=True))
+        with pytest.raises(RuntimeError):
+            with database.write_connection() as conn:
+                database.record_change(conn, Change(ids[2], "run-2", profile, queued=True, finished=False))
+                raise RuntimeError("the transaction fails before its end")
+        with database.write() as s:  # after a failure, the next transaction is heard as before
+            database.record_change(s, Change(ids[3], "run-3", profile, queued=True, finished=False))
+
+        changes = heard.wait_for(3)
+        assert changes == [Change(ids[0], "run-1", profile, queued=True, finished=False),
+                           Change(ids[1], "run-1", profile, queued=False, finished=True),
+                           Change(ids[3], "run-3", profile, queued=True, finished=False)]
+    finally:
+        heard.listener.stop()
+
+
+def test_a_write_transaction_ends_with_one_query_that_notifies_and_commits(database: Database, tmp_path):
+    """libpq's own trace of the connection (what the frontend sends): after the transaction's
+    statements, one simple query carries the NOTIFY and the COMMIT, and nothing follows it
+    (psycopg's commit, which SQLAlchemy still calls, finds no transaction to end)."""
+    trace_path = tmp_path / "libpq.trace"
+    with open(trace_path, "w") as trace:
+        def traced(conn, *_):  # type: ignore[no-untyped-def]
+            conn.connection.driver_connection.pgconn.trace(trace.fileno())
+
+        event.listen(database.engine, "begin", traced)
+        try:
+            with database.write_connection() as conn:
+                conn.execute(sa.text("SELECT 'the statements of the transaction'"))
+                database.record_change(conn, Change(uuid.uuid4().hex, "run", "rpi5", queued=True, finished=False))
+                pgconn = conn.connection.driver_connection.pgconn
+            assert pgconn.transaction_status == 0  # IDLE: committed, no transaction open
+        finally:
+            event.remove(database.engine, "begin", traced)
+            pgconn.untrace()
+    # Each line: time, F (frontend) or B (backend), length, message type, content.
+    lines = [line.split("\t", 4) for line in trace_path.read_text().splitlines()]
+    sent = [(fields[3], fields[4] if len(fields) > 4 else "") for fields in lines if fields[1] == "F"]
+    statements = [i for i, (kind, text) in enumerate(sent) if "the statements of the transaction" in text]
+    assert statements, sent
+    after = sent[statements[-1] + 1:]
+    assert len(after) == 1, f"the transaction's end took {len(after)} messages: {after}"
+    kind, text = after[0]
+    assert kind == "Query" and "NOTIFY hilfarm_changes, '" in text and text.endswith('; COMMIT"'), after
