@@ -66,3 +66,21 @@ def test_the_job_cost_benchmark_measures_the_controller_and_the_floor_side_by_si
         assert figures["job_wall_ms"] >= figures["job_cpu_ms"] / 2, report
     assert len(report["rounds"]["controller"]) == len(report["rounds"]["floor"]) == 1, report
     assert "CPU per job (ms)" in done.stdout and "gRPC floor" in done.stdout, done.stdout
+
+
+def test_on_postgresql_the_job_cost_benchmark_counts_the_database_servers_cpu_too(postgres_database_url: str) -> None:
+    """On PostgreSQL a job costs the machine the controller's CPU and the database server's:
+    with the server on this machine, job_cost.py reads the second from its processes' /proc
+    (those that ended included) and prints it beside the first."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "job_cost.py"), "--jobs", "60", "--heartbeats", "5",
+         "--rounds", "1", "--db", "postgres", "--postgres-url", postgres_database_url, "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    controller = report["controller"]
+    # Sixty jobs of a dozen statements each: tens of milliseconds of the server's CPU at least,
+    # several of /proc's 10 ms clock ticks.
+    assert controller["job_database_cpu_ms"] > 0, report
+    assert "job_database_cpu_ms" not in report["floor"], report
+    assert "the PostgreSQL server's own CPU per job" in done.stdout and ", postgres," in done.stdout, done.stdout
