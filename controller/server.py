@@ -85,7 +85,7 @@ from .regression_service import RegressionRpcs, judge_result
 from .regression_store import RegressionStore
 from .scheduler import (DEFAULT_RESTART_GRACE_SECONDS, MAX_LEASE_WAIT_SECONDS, REFRESH_CANDIDATES_MAX_AGE_SECONDS,
                         SUBMITTED_CANDIDATES_MAX_AGE_SECONDS, Scheduler)
-from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, check_queue_room, plan_run
+from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS, ModelSpec, QueueRoom, plan_run
 from .suites import budgets_from_doc, evaluation_rows
 from .waiters import Waiters, WorkTicket
 
@@ -562,7 +562,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         self.waiters = waiters
         self.max_attempts = max_attempts
         self.max_jobs_per_submit = max_jobs_per_submit
-        self.max_queued_jobs = max_queued_jobs
+        self.queue_room = QueueRoom(jobs.count_queued, max_queued_jobs)
 
     @_rpc
     async def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
@@ -620,7 +620,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             max_jobs=self.max_jobs_per_submit,
         )
         budgets = budgets_from_doc([wire.budget_doc_from_pb(b) for b in request.constraints])
-        check_queue_room(self.jobs, project, len(jobs), self.max_queued_jobs)
+        self.queue_room.take(project, len(jobs))
         evaluations = evaluation_rows(jobs, budgets, request.constraint_set)
         by_job = {e.job_id: JobEvaluation(**e.model_dump()) for e in evaluations}
         # The budgets commit with the jobs: no agent can report a result that misses them.

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from hilfarm import wire_limits
 
@@ -208,7 +210,53 @@ def _input_shapes_by_model(settings: Dict[str, Any], digests: Sequence[str]) -> 
 def check_queue_room(jobs: Any, project: str, new_jobs: int, limit: int = DEFAULT_MAX_QUEUED_JOBS) -> None:
     """ResourceExhausted when ``new_jobs`` more would put ``project`` over its queued-job limit
     (``jobs``: a job_repository.JobRepository, or anything with its ``count_queued``)."""
-    queued = jobs.count_queued(project)
+    _refuse_over_limit(project, jobs.count_queued(project), new_jobs, limit)
+
+
+# How long a project's count of queued jobs stands in for counting again (QueueRoom).
+QUEUE_COUNT_MAX_AGE_SECONDS = 1.0
+
+
+class QueueRoom:
+    """``check_queue_room`` for a stream of submissions, without counting the project's queue at
+    each: counting is a scan of its queued jobs (thousands of rows near the limit) and, on
+    PostgreSQL, a round trip, for a limit that only a runaway submitter reaches.
+
+    A count read less than QUEUE_COUNT_MAX_AGE_SECONDS ago, plus every job this controller
+    accepted since, bounds the queue from above (jobs leave a queue by themselves; they enter it
+    by a submission), except for jobs queued again after a lost lease and, with replicas, jobs
+    the other replicas accepted, in that last second. A submission the bound keeps under the
+    limit is accepted on it; one it would put over is decided on a fresh count, so the limit is
+    enforced as exactly as ``check_queue_room``'s (which counts, then inserts in another
+    transaction) whenever the queue is near it."""
+
+    def __init__(self, count_queued: Callable[[str], int], limit: int, *,
+                 max_age: float = QUEUE_COUNT_MAX_AGE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.count_queued = count_queued
+        self.limit = limit
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()  # submissions are checked in several database threads
+        self._bounds: Dict[str, Tuple[float, int]] = {}  # project -> (when counted, queued bound)
+
+    def take(self, project: str, new_jobs: int) -> None:
+        """Room for ``new_jobs`` more of ``project``, or ResourceExhausted; counts them as
+        queued from now (a submission that then fails only makes the next count come sooner)."""
+        now = self.clock()
+        with self._lock:
+            counted_at, bound = self._bounds.get(project, (None, 0))
+        if counted_at is None or now - counted_at > self.max_age or bound + new_jobs > self.limit:
+            counted_at, bound = now, self.count_queued(project)
+            _refuse_over_limit(project, bound, new_jobs, self.limit)
+            with self._lock:
+                self._bounds[project] = (counted_at, bound + new_jobs)
+            return
+        with self._lock:  # other threads may have added to the bound meanwhile
+            counted_at, bound = self._bounds.get(project, (counted_at, bound))
+            self._bounds[project] = (counted_at, bound + new_jobs)
+
+
+def _refuse_over_limit(project: str, queued: int, new_jobs: int, limit: int) -> None:
     if queued + new_jobs > limit:
         raise ResourceExhausted(
             f"project {project} has {queued} queued jobs and this submission adds {new_jobs}; a project may "
