@@ -187,8 +187,7 @@ class AgentRepository:
         ids = sorted(set(beats) | set(touched))
         if not ids:
             return set()
-        with self.db.write() as s:
-            conn = s.connection()
+        with self.db.write_connection() as conn:  # Core statements only: no session to set up
             known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
             beating = sorted(a for a in beats if a in known)
             if beating:
