@@ -235,6 +235,15 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
+        """A session to read with. On PostgreSQL it reads outside a transaction, as ``connect()``
+        does: at READ COMMITTED each statement reads a snapshot of its own either way, and the
+        transaction cost a BEGIN and a ROLLBACK, two round trips, and psycopg forgets every
+        statement it prepared on the connection at a ROLLBACK (the server then plans them again).
+        On SQLite the transaction is what keeps the statements of one read on one snapshot."""
+        if self.is_postgresql:
+            with self.connect() as conn, Session(bind=conn, expire_on_commit=False) as s:
+                yield s
+            return
         with Session(self.engine, expire_on_commit=False) as s:
             yield s
 

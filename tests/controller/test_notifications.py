@@ -101,3 +101,30 @@ def test_a_write_transaction_ends_with_one_query_that_notifies_and_commits(datab
     assert len(after) == 1, f"the transaction's end took {len(after)} messages: {after}"
     kind, text = after[0]
     assert kind == "Query" and "NOTIFY hilfarm_changes, '" in text and text.endswith('; COMMIT"'), after
+
+
+def test_a_read_session_sends_no_transaction_and_keeps_the_prepared_statements(database: Database, tmp_path):
+    """``Database.read()`` on PostgreSQL: no BEGIN and no ROLLBACK around its statements (two
+    round trips), and the statements psycopg prepared on the connection stay prepared (a
+    ROLLBACK would make it forget them all)."""
+    trace_path = tmp_path / "libpq.trace"
+    with database.connect() as conn:  # prepare a statement on a pooled connection (outside a transaction)
+        pgconn = conn.connection.driver_connection.pgconn
+        for _ in range(6):  # psycopg prepares a statement at its fifth execution
+            conn.execute(sa.text("SELECT count(*) FROM jobs WHERE state = :state"), {"state": "queued"})
+        prepared = dict(conn.connection.driver_connection._prepared._names)
+        assert prepared, "psycopg prepared nothing"
+    with open(trace_path, "w") as trace:
+        pgconn.trace(trace.fileno())
+        try:
+            with database.read() as s:
+                assert s.connection().connection.driver_connection.pgconn is pgconn  # the same pooled connection
+                s.execute(sa.text("SELECT 'read in a session'")).all()
+        finally:
+            pgconn.untrace()
+    lines = [line.split("\t", 4) for line in trace_path.read_text().splitlines()]
+    sent = [fields[4] if len(fields) > 4 else "" for fields in lines if fields[1] == "F"]
+    assert not [text for text in sent if "BEGIN" in text or "ROLLBACK" in text or "COMMIT" in text], sent
+    with database.connect() as conn:
+        assert conn.connection.driver_connection.pgconn is pgconn
+        assert dict(conn.connection.driver_connection._prepared._names) == prepared
