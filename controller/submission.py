@@ -241,19 +241,20 @@ class QueueRoom:
 
     def take(self, project: str, new_jobs: int) -> None:
         """Room for ``new_jobs`` more of ``project``, or ResourceExhausted; counts them as
-        queued from now (a submission that then fails only makes the next count come sooner)."""
+        queued from now. Errs towards counting again sooner: a submission that then fails stays
+        in the bound, and so do jobs other threads accepted while this one counted (the count
+        may already hold them)."""
         now = self.clock()
         with self._lock:
-            counted_at, bound = self._bounds.get(project, (None, 0))
-        if counted_at is None or now - counted_at > self.max_age or bound + new_jobs > self.limit:
-            counted_at, bound = now, self.count_queued(project)
-            _refuse_over_limit(project, bound, new_jobs, self.limit)
-            with self._lock:
-                self._bounds[project] = (counted_at, bound + new_jobs)
-            return
-        with self._lock:  # other threads may have added to the bound meanwhile
-            counted_at, bound = self._bounds.get(project, (counted_at, bound))
-            self._bounds[project] = (counted_at, bound + new_jobs)
+            counted_at, seen = self._bounds.get(project, (None, 0))
+            if counted_at is not None and now - counted_at <= self.max_age and seen + new_jobs <= self.limit:
+                self._bounds[project] = (counted_at, seen + new_jobs)
+                return
+        queued = self.count_queued(project)  # outside the lock: a database read
+        _refuse_over_limit(project, queued, new_jobs, self.limit)
+        with self._lock:
+            _, bound = self._bounds.get(project, (None, seen))
+            self._bounds[project] = (now, queued + new_jobs + max(0, bound - seen))
 
 
 def _refuse_over_limit(project: str, queued: int, new_jobs: int, limit: int) -> None:
