@@ -549,9 +549,9 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
     def __init__(self, calls: BlockingCalls, *, jobs: JobRepository, agents: AgentRepository,
                  artifacts: ArtifactStore, scheduler: Scheduler, presenter: JobPresenter,
                  regression_rpcs: RegressionRpcs, waiters: Waiters, max_attempts: int,
-                 max_jobs_per_submit: int, max_queued_jobs: int) -> None:
+                 max_jobs_per_submit: int, queue_room: QueueRoom) -> None:
         """``agents``: only to drain and return devices; ``waiters``: what WatchJob and
-        WatchRun wait on."""
+        WatchRun wait on; ``queue_room``: each project's queued-job limit."""
         self.calls = calls
         self.jobs = jobs
         self.agents = agents
@@ -562,7 +562,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         self.waiters = waiters
         self.max_attempts = max_attempts
         self.max_jobs_per_submit = max_jobs_per_submit
-        self.queue_room = QueueRoom(jobs.count_queued, max_queued_jobs)
+        self.queue_room = queue_room
 
     @_rpc
     async def UploadArtifact(self, request_iterator, context):  # type: ignore[no-untyped-def]
@@ -1247,7 +1247,8 @@ class Controller:
         farm = FarmServicer(calls, jobs=parts.jobs, agents=parts.agents, artifacts=parts.artifacts,
                             scheduler=parts.scheduler, presenter=JobPresenter(parts.scheduler, parts.regressions),
                             regression_rpcs=parts.regression_rpcs, waiters=waiters, max_attempts=config.max_attempts,
-                            max_jobs_per_submit=config.max_jobs_per_submit, max_queued_jobs=config.max_queued_jobs)
+                            max_jobs_per_submit=config.max_jobs_per_submit,
+                            queue_room=QueueRoom(parts.jobs.count_queued, config.max_queued_jobs))
         agents = AgentServicer(calls, jobs=parts.jobs, artifacts=parts.artifacts, scheduler=parts.scheduler,
                                credentials=parts.credentials, waiters=waiters, heartbeats=heartbeats,
                                metrics=parts.metrics)
