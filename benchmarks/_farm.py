@@ -79,26 +79,31 @@ class PostgresServerCpu:
                 backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
         finally:
             engine.dispose()
-        stat = _proc_stat(backend)
+        stat = proc_stat(backend)
         self.postmaster = int(stat[1]) if stat is not None else None  # a backend's parent
 
     def seconds(self) -> Optional[float]:
         if self.postmaster is None:
             return None
-        own = _proc_stat(self.postmaster)
+        own = proc_stat(self.postmaster)
         if own is None:
             return None
         ticks = int(own[11]) + int(own[12]) + int(own[13]) + int(own[14])  # utime stime cutime cstime
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
-                stat = _proc_stat(int(entry.name))
+                stat = proc_stat(int(entry.name))
                 if stat is not None and int(stat[1]) == self.postmaster:
                     ticks += int(stat[11]) + int(stat[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_stat(pid: int) -> Optional[List[str]]:
-    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None."""
+# The PostgreSQL server the benchmarks make their databases on, unless told another.
+DEFAULT_POSTGRES_URL = os.environ.get("HILFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def proc_stat(pid: int) -> Optional[List[str]]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...; utime and stime
+    at 11 and 12), or None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _farm import FarmProcess, FloorProcess, PostgresServerCpu, scratch_dir  # noqa: E402
+from _farm import DEFAULT_POSTGRES_URL, FarmProcess, FloorProcess, PostgresServerCpu, scratch_dir  # noqa: E402
 from scale import CAPABILITIES, RESULT, postgres_database, tiny_onnx_model  # noqa: E402
 
 from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
@@ -152,8 +152,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each, alternating")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
                         help="the controller's database (the floor has none)")
-    parser.add_argument("--postgres-url", default=os.environ.get("HILFARM_TEST_POSTGRES_URL",
-                                                                 "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     postgres_url = args.postgres_url if args.db == "postgres" else None

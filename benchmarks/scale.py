@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _farm import FarmProcess, FloorProcess, PostgresServerCpu, scratch_dir  # noqa: E402
+from _farm import DEFAULT_POSTGRES_URL, FarmProcess, FloorProcess, PostgresServerCpu, proc_stat, scratch_dir  # noqa: E402
 
 from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY  # noqa: E402
 from hilfarm.sample_models import make_onnx_mlp  # noqa: E402
@@ -314,8 +314,9 @@ class Bench:
 
 def proc_sample(pid: int) -> Dict[str, float]:
     """CPU seconds (user + system) and resident memory of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
+    if fields is None:
+        raise FileNotFoundError(f"/proc/{pid}/stat: the process is gone")
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     rss = peak = 0
@@ -497,8 +498,7 @@ def main() -> None:
     parser.add_argument("--progress-reports", type=int, default=1, help="ReportProgress calls per job")
     parser.add_argument("--agents-per-channel", type=int, default=10, help="fake agents sharing one HTTP/2 connection")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--postgres-url", default=os.environ.get("HILFARM_TEST_POSTGRES_URL",
-                                                                 "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--controller-arg", action="append", default=[], help="extra argument for `controller serve`")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--floor", action="store_true",

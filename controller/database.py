@@ -299,7 +299,7 @@ class Database:
         with each payload quoted by the connection's own escaping."""
         if not changes or not self.is_postgresql:
             return
-        from psycopg import sql
+        from psycopg import sql  # here: psycopg is installed only where PostgreSQL is used
 
         driver = conn.connection.driver_connection
         notices = "".join(f"NOTIFY {CHANNEL}, {sql.Literal(payload).as_string(driver)}; "
