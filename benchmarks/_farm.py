@@ -77,9 +77,11 @@ class PostgresServerCpu:
         try:
             with engine.connect() as conn:
                 backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                # Read while the connection is open: once it closes its backend exits, and a
+                # read after that found no process now and then, so no server CPU was counted.
+                stat = proc_stat(backend)
         finally:
             engine.dispose()
-        stat = proc_stat(backend)
         self.postmaster = int(stat[1]) if stat is not None else None  # a backend's parent
 
     def seconds(self) -> Optional[float]:
