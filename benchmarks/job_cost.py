@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -143,6 +144,7 @@ def one_round(floor: bool, jobs: int, heartbeats: int, postgres_url: Optional[st
         server.stop()
         if drop is not None:
             drop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
