@@ -191,7 +191,7 @@ def observed_farm(tmp_path_factory):
         sim_thread.start()
         # Models whose inferences take long enough to time steadily on a busy machine: a 7 µs
         # baseline (32-64-64-10, batch 1) came out unsteady in all three repeats (two speeds,
-        # 6.4 and 11.7 µs, and drifts of +80 %) while Prometheus, the controller and the simulated
+        # 6.4 and 11.7 µs, and drifts of +77 % and +85 %) while Prometheus, the controller and the simulated
         # device shared its two cores, so the suite had no evidence and said inconclusive. With
         # a neighbour busy 20 ms in every 30, 7 of 18 repeats of that model were unsteady, 2 of
         # 30 of this 0.7 ms baseline, 1 of 30 of its 2.6 ms successor (same weights, 4x the batch).
@@ -202,8 +202,8 @@ def observed_farm(tmp_path_factory):
         broken.write_bytes(b"\x08\x08\x3a" + bytes([0x80 | (len(garbage) & 0x7F), len(garbage) >> 7]) + garbage)
         slower = sample_models.make_onnx_mlp(root / "slower.onnx", in_features=32, hidden=512, layers=3, batch=256)
         # Five processes a job: the repeats are the units the suite's comparison tests, and it
-        # leaves an unsteady one out and needs two on a side; with three, two spoiled repeats
-        # of one job were enough to leave the suite without evidence.
+        # leaves the unsteady ones out; with one steady repeat a side it has no spread to judge
+        # by, and with three a job, two spoiled repeats of one job were enough for that.
         # One inference thread: with onnxruntime's default of one per core, on two cores shared
         # with Prometheus, the controller and the simulated device, a run spent part of its time
         # with a thread waiting for a core and came out at two speeds, so unsteady, so no
