@@ -191,10 +191,11 @@ def observed_farm(tmp_path_factory):
         sim_thread.start()
         # Models whose inferences take long enough to time steadily on a busy machine: a 7 µs
         # baseline (32-64-64-10, batch 1) came out unsteady in all three repeats (two speeds,
-        # 6.4 and 11.7 µs, and drifts of +77 % and +85 %) while Prometheus, the controller and the simulated
-        # device shared its two cores, so the suite had no evidence and said inconclusive. With
-        # a neighbour busy 20 ms in every 30, 7 of 18 repeats of that model were unsteady, 2 of
-        # 30 of this 0.7 ms baseline, 1 of 30 of its 2.6 ms successor (same weights, 4x the batch).
+        # 6.4 and 11.7 µs, and drifts of +77 % and +85 %) while Prometheus, the controller and
+        # the simulated device shared its two cores, so the suite had no evidence and said
+        # inconclusive. With a neighbour busy 20 ms in every 30, 7 of 18 repeats of that model
+        # were unsteady, 2 of 30 of this 0.7 ms baseline, 1 of 30 of its 2.6 ms successor (same
+        # weights, 4x the batch).
         mlp = sample_models.make_onnx_mlp(root / "mlp.onnx", in_features=32, hidden=512, layers=3, batch=64)
         broken = root / "broken.onnx"
         # Well formed outside (the controller stores it), a graph that does not parse inside.
