@@ -33,7 +33,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from hilfarm.v1 import farm_pb2 as pb
 
@@ -257,6 +257,14 @@ class CredentialLookup:
 # revocation made by this controller takes effect at once (it forgets every remembered caller);
 # one made by another replica sharing the database, within this time.
 REMEMBER_SECONDS = 30.0
+# A remembered caller that calls within this long of being forgotten is read again in the
+# background (Authenticator.refreshes_wanted) while its call goes on, so a caller that calls
+# every few seconds waits for a credential read only at its first call. Otherwise every thirty
+# seconds one call of each agent waited for its read behind the database pool's other work: at
+# 1,000 agents and 200 watchers (benchmarks/scale.py) one heartbeat in nine, and heartbeat p99
+# was 0.3-0.9 s where it is 55-105 ms without those waits. Trust still ends at REMEMBER_SECONDS
+# after the last read that admitted the caller.
+REFRESH_AHEAD_SECONDS = REMEMBER_SECONDS / 3
 _REMEMBERED_MAX = 20_000  # past this many, expired entries are dropped
 
 
@@ -267,8 +275,11 @@ class Authenticator:
         self.lookup = lookup
         self._operator = operator_token.encode() if operator_token else None
         self.clock = clock
-        self._remembered: Dict[str, Tuple[Principal, float]] = {}  # token -> (caller, trusted until)
+        # token -> (caller, trusted until, read again in the background from this time on)
+        self._remembered: Dict[str, Tuple[Principal, float, float]] = {}
         self._revocations_seen = lookup.revocations
+        self._refresh_wanted: List[str] = []  # tokens to read again, not yet handed out
+        self._refreshing: Dict[str, float] = {}  # token -> when its read was handed out
 
     @property
     def open(self) -> bool:
@@ -322,16 +333,47 @@ class Authenticator:
             self._revocations_seen = self.lookup.revocations
             self._remembered.clear()
         entry = self._remembered.get(token)
-        if entry is None or entry[1] <= self.clock():
+        now = self.clock()
+        if entry is None or entry[1] <= now:
             return None
-        return entry[0]
+        principal, _, refresh_from = entry
+        # One read at a time per token. One handed out but never done (its pool was shut down,
+        # say) counts as lost after REFRESH_AHEAD_SECONDS, so it does not stop the next.
+        if now >= refresh_from and self._refreshing.get(token, -1e18) <= now - REFRESH_AHEAD_SECONDS:
+            self._refreshing[token] = now
+            self._refresh_wanted.append(token)
+        return principal
 
-    def _remember(self, token: str, principal: Principal, until: float, revocations_before: int) -> Principal:
+    def refreshes_wanted(self) -> List[str]:
+        """Tokens of remembered callers to read again now, each handed out once: pass each to
+        :meth:`refresh`, in a database thread, without making a call wait for it."""
+        wanted, self._refresh_wanted = self._refresh_wanted, []
+        return wanted
+
+    def refresh(self, token: str) -> None:
+        """Read a remembered caller's credential again: it stays remembered for another
+        REMEMBER_SECONDS, or is forgotten at once when it no longer admits the caller (revoked
+        or expired meanwhile, on another replica say). Runs in a database thread."""
+        try:
+            self.identify(token)
+        except Unauthenticated:
+            self._remembered.pop(token, None)
+        # A read that failed otherwise (the database unreachable) raises before this: the token
+        # stays handed out, so calls meanwhile do not start a read each, and the caller is
+        # forgotten when its time is up, as without reading ahead.
+        self._refreshing.pop(token, None)
+
+    def _remember(self, token: str, principal: Principal, until: float, revocations_before: int, *,
+                  renewable: bool = True) -> Principal:
+        """``renewable``: a later read could trust the caller for longer (not so for a token that
+        expires before ``until``'s REMEMBER_SECONDS pass), so it is read again ahead."""
         if len(self._remembered) >= _REMEMBERED_MAX:
             now = self.clock()
             self._remembered = {t: e for t, e in self._remembered.items() if e[1] > now}
+            self._refreshing = {t: at for t, at in self._refreshing.items() if t in self._remembered}
         if self.lookup.revocations == revocations_before:  # no revocation since the row was read
-            self._remembered[token] = (principal, until)
+            refresh_from = until - REFRESH_AHEAD_SECONDS if renewable else float("inf")
+            self._remembered[token] = (principal, until, refresh_from)
         return principal
 
     def identify(self, token: Optional[str]) -> Principal:
@@ -384,9 +426,10 @@ class Authenticator:
             raise Unauthenticated(f"token {token_id} was revoked")
         if row.expires_at is not None and row.expires_at <= now:
             raise Unauthenticated(f"token {token_id} expired")
+        renewable = row.expires_at is None or row.expires_at > now + REMEMBER_SECONDS
         until = now + REMEMBER_SECONDS if row.expires_at is None else min(now + REMEMBER_SECONDS, row.expires_at)
         return self._remember(token, Principal(Kind.USER, row.project, Role.parse(row.role), token_id=row.id,
-                                               open=self.open), until, revocations_before)
+                                               open=self.open), until, revocations_before, renewable=renewable)
 
 
 def enrollment_token_problem(token: EnrollmentToken, now: float) -> str:

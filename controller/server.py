@@ -244,7 +244,8 @@ class _Authorization(WrappingInterceptor):
     """Authenticates and authorises every call (auth.py) and checks its request messages
     (limits.py) before a servicer sees them; the servicer runs as the caller (auth.acting_as).
     Looking a credential up reads the database, so it runs in the database threads; a caller
-    looked up a moment ago is answered on the event loop (Authenticator.remembered)."""
+    looked up a moment ago is answered on the event loop (Authenticator.remembered), and read
+    again in the background before it is forgotten (Authenticator.refreshes_wanted)."""
 
     def __init__(self, authenticator: auth.Authenticator,
                  blocking: Callable[..., "asyncio.Future[Any]"], *, client_certificates: bool) -> None:
@@ -254,6 +255,21 @@ class _Authorization(WrappingInterceptor):
         self.authenticator = authenticator
         self.blocking = blocking  # runs a function in the database pool and awaits it
         self.client_certificates = client_certificates
+        self._refreshes: "set[asyncio.Future[Any]]" = set()  # credential reads under way
+
+    def _refresh_remembered(self) -> None:
+        """Read again, in the database pool, the remembered callers about to be forgotten; no call
+        waits for it. Each read runs outside the call that found it due, so that call's deadline
+        (a heartbeat's few seconds) does not cancel it."""
+        for token in self.authenticator.refreshes_wanted():
+            read = contextvars.Context().run(asyncio.ensure_future, self.blocking(self.authenticator.refresh, token))
+            self._refreshes.add(read)
+            read.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, read: "asyncio.Future[Any]") -> None:
+        self._refreshes.discard(read)
+        if not read.cancelled() and read.exception() is not None:  # tried again at a later call
+            log.debug("reading a remembered caller's credential again failed: %s", read.exception())
 
     def wrap(self, handler: Any, method: str) -> Any:
         authenticate, remembered = self.authenticator.authenticate, self.authenticator.remembered
@@ -266,6 +282,8 @@ class _Authorization(WrappingInterceptor):
                 principal = remembered(method, metadata, peer_names)  # most calls: no database
                 if principal is None:
                     principal = await self.blocking(authenticate, method, metadata, peer_names)
+                else:
+                    self._refresh_remembered()
                 if request is not None:
                     _checked(request, method)
                 return principal

@@ -1,6 +1,7 @@
 """A caller looked up a moment ago is answered without the database (auth.Authenticator.remembered),
 and never past what a lookup would have said: a revocation on this controller, a token's expiry,
-REMEMBER_SECONDS for a revocation made by another replica, a call the credential may not make."""
+REMEMBER_SECONDS for a revocation made by another replica, a call the credential may not make.
+A caller about to be forgotten is read again in the background, without its call waiting."""
 
 from __future__ import annotations
 
@@ -156,3 +157,130 @@ def test_callers_that_need_no_lookup_are_answered_without_one(farm):  # type: ig
     with pytest.raises(Unauthenticated, match="needs the agent's own credential"):
         authenticator.remembered(HEARTBEAT, ())
     assert rows.reads == 0
+
+
+def test_a_caller_about_to_be_forgotten_is_handed_out_once_to_be_read_again(farm):  # type: ignore[no-untyped-def]
+    authenticator, rows, clock, agent_token, _, _, _ = farm
+    first = authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+    clock.now += auth.REMEMBER_SECONDS - auth.REFRESH_AHEAD_SECONDS - 0.1
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) == first
+    assert authenticator.refreshes_wanted() == []  # not due yet
+    clock.now += 0.2
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) == first  # answered now, from memory
+    assert authenticator.refreshes_wanted() == [agent_token]
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) == first
+    assert authenticator.refreshes_wanted() == []  # one read at a time
+    assert rows.reads == 1
+    authenticator.refresh(agent_token)
+    assert rows.reads == 2
+    clock.now += auth.REMEMBER_SECONDS - 1.0  # past the first read's trust, within the second's
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) == first
+    assert rows.reads == 2
+
+
+def test_a_read_handed_out_but_never_done_leaves_the_next_one_due_as_usual(farm):  # type: ignore[no-untyped-def]
+    authenticator, rows, clock, agent_token, _, _, _ = farm
+    authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+    clock.now += auth.REMEMBER_SECONDS - auth.REFRESH_AHEAD_SECONDS + 0.1
+    authenticator.remembered(HEARTBEAT, bearer(agent_token))
+    assert authenticator.refreshes_wanted() == [agent_token]  # and lost: its pool never ran it
+    clock.now += auth.REFRESH_AHEAD_SECONDS  # forgotten, as without reading ahead: the call reads it
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is None
+    authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+    clock.now += auth.REMEMBER_SECONDS - auth.REFRESH_AHEAD_SECONDS + 0.1
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is not None
+    assert authenticator.refreshes_wanted() == [agent_token]
+
+
+def test_reading_again_forgets_a_caller_revoked_on_another_replica_at_once(farm):  # type: ignore[no-untyped-def]
+    authenticator, rows, clock, agent_token, _, cred_id, _ = farm
+    authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+    rows.agents[cred_id].revoked_at = clock.now  # in the shared database; this process bumps nothing
+    clock.now += auth.REMEMBER_SECONDS - 1.0
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is not None  # as before: trusted so far
+    authenticator.refresh(*authenticator.refreshes_wanted())
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is None
+    with pytest.raises(Unauthenticated, match="revoked"):
+        authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+
+
+def test_a_token_that_expires_before_it_would_be_forgotten_is_not_read_again_ahead(farm):  # type: ignore[no-untyped-def]
+    authenticator, rows, clock, _, user_token, _, user_id = farm
+    rows.users[user_id].expires_at = clock.now + auth.REFRESH_AHEAD_SECONDS
+    authenticator.authenticate(SUBMIT, bearer(user_token))
+    clock.now += auth.REFRESH_AHEAD_SECONDS - 0.1
+    assert authenticator.remembered(SUBMIT, bearer(user_token)) is not None
+    assert authenticator.refreshes_wanted() == []  # a read could not trust it any longer
+
+
+def test_the_interceptor_answers_from_memory_and_reads_again_in_the_background(farm):  # type: ignore[no-untyped-def]
+    """A call whose caller is due to be read again is served at once; the read runs in the
+    database pool afterwards, outside the call, and keeps the caller remembered."""
+    import asyncio
+
+    import grpc
+
+    from hilfarm.controller import server
+    from hilfarm.v1 import farm_pb2 as pb
+
+    authenticator, rows, clock, agent_token, _, _, _ = farm
+    authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+    clock.now += auth.REMEMBER_SECONDS - 1.0
+
+    class Context:
+        def invocation_metadata(self):  # type: ignore[no-untyped-def]
+            return bearer(agent_token)
+
+        def time_remaining(self) -> float:
+            return 5.0
+
+        async def abort(self, code, details):  # type: ignore[no-untyped-def]
+            raise AssertionError(f"the call was refused: {code} {details}")
+
+    async def scenario() -> None:
+        pool_may_run = asyncio.Event()
+        ran_in_pool = []
+
+        async def blocking(fn, *args):  # type: ignore[no-untyped-def]
+            await pool_may_run.wait()  # the database pool is busy
+            ran_in_pool.append(server._CALL_DEADLINE.get())  # the deadline it runs under
+            return fn(*args)
+
+        async def heartbeat(request, context):  # type: ignore[no-untyped-def]
+            return pb.HeartbeatResponse(known=True)
+
+        interceptor = server._Authorization(authenticator, blocking, client_certificates=False)
+        handler = interceptor.wrap(grpc.unary_unary_rpc_method_handler(heartbeat), HEARTBEAT)
+        answer = await asyncio.wait_for(handler.unary_unary(pb.HeartbeatRequest(agent_id="pi-1"), Context()), 5)
+        assert answer.known and rows.reads == 1  # answered while the read waits for the pool
+        assert len(interceptor._refreshes) == 1
+        pool_may_run.set()
+        await asyncio.wait_for(asyncio.gather(*interceptor._refreshes), 5)
+        assert rows.reads == 2
+        assert ran_in_pool == [None]  # not under the heartbeat's deadline: the call is long answered
+
+    asyncio.run(scenario())
+    clock.now += 5.0  # past the first read's trust
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is not None
+
+
+def test_a_read_that_fails_is_not_tried_again_at_every_call(farm):  # type: ignore[no-untyped-def]
+    """The database unreachable: the caller stays trusted until its time is up, as without
+    reading ahead, and the calls meanwhile do not each start a read."""
+    authenticator, rows, clock, agent_token, _, _, _ = farm
+    authenticator.authenticate(HEARTBEAT, bearer(agent_token))
+    clock.now += auth.REMEMBER_SECONDS - auth.REFRESH_AHEAD_SECONDS + 0.1
+
+    def unreachable(credential_id: str):  # type: ignore[no-untyped-def]
+        raise ConnectionError("the database is unreachable")
+
+    rows.agent_credential = unreachable  # type: ignore[method-assign]
+    authenticator.remembered(HEARTBEAT, bearer(agent_token))
+    (token,) = authenticator.refreshes_wanted()
+    with pytest.raises(ConnectionError):
+        authenticator.refresh(token)
+    clock.now += 1.0
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is not None
+    assert authenticator.refreshes_wanted() == []
+    clock.now += auth.REFRESH_AHEAD_SECONDS
+    assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is None
