@@ -260,10 +260,10 @@ REMEMBER_SECONDS = 30.0
 # A remembered caller that calls within this long of being forgotten is read again in the
 # background (Authenticator.refreshes_wanted) while its call goes on, so a caller that calls
 # every few seconds waits for a credential read only at its first call. Otherwise every thirty
-# seconds one call of each agent waited for its read behind the database pool's other work: at
-# 1,000 agents and 200 watchers (benchmarks/scale.py) one heartbeat in nine, and heartbeat p99
-# was 0.3-0.9 s where it is 55-105 ms without those waits. Trust still ends at REMEMBER_SECONDS
-# after the last read that admitted the caller.
+# seconds one call of each agent waited for its read behind the database pool's other work:
+# about one call in nine (a heartbeat every 5 s, a long-poll every 10 s), and at 1,000 agents on
+# SQLite (benchmarks/scale.py) heartbeat p99 was 118-670 ms against 51-70 ms with reads ahead.
+# Trust still ends at REMEMBER_SECONDS after the last read that admitted the caller.
 REFRESH_AHEAD_SECONDS = REMEMBER_SECONDS / 3
 _REMEMBERED_MAX = 20_000  # past this many, expired entries are dropped
 
