@@ -268,7 +268,9 @@ class _Authorization(WrappingInterceptor):
 
     def _refresh_done(self, read: "asyncio.Future[Any]") -> None:
         self._refreshes.discard(read)
-        if not read.cancelled() and read.exception() is not None:  # tried again at a later call
+        # A read that failed (the database unreachable) is not tried again for this caller until it
+        # is forgotten; its next call then reads it, as without reading ahead (Authenticator.refresh).
+        if not read.cancelled() and read.exception() is not None:
             log.debug("reading a remembered caller's credential again failed: %s", read.exception())
 
     def wrap(self, handler: Any, method: str) -> Any:
