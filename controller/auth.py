@@ -279,7 +279,6 @@ class Authenticator:
         self._remembered: Dict[str, Tuple[Principal, float, float]] = {}
         self._revocations_seen = lookup.revocations
         self._refresh_wanted: List[str] = []  # tokens to read again, not yet handed out
-        self._refreshing: Dict[str, float] = {}  # token -> when its read was handed out
 
     @property
     def open(self) -> bool:
@@ -336,11 +335,12 @@ class Authenticator:
         now = self.clock()
         if entry is None or entry[1] <= now:
             return None
-        principal, _, refresh_from = entry
-        # One read at a time per token. One handed out but never done (its pool was shut down,
-        # say) counts as lost after REFRESH_AHEAD_SECONDS, so it does not stop the next.
-        if now >= refresh_from and self._refreshing.get(token, -1e18) <= now - REFRESH_AHEAD_SECONDS:
-            self._refreshing[token] = now
+        principal, until, refresh_from = entry
+        if now >= refresh_from:
+            # Handed out once: the read replaces this entry, or forgets it. One that fails (the
+            # database unreachable) or never runs leaves the caller to be forgotten when its time
+            # is up, as without reading ahead, and the calls meanwhile do not start a read each.
+            self._remembered[token] = (principal, until, float("inf"))
             self._refresh_wanted.append(token)
         return principal
 
@@ -358,10 +358,6 @@ class Authenticator:
             self.identify(token)
         except Unauthenticated:
             self._remembered.pop(token, None)
-        # A read that failed otherwise (the database unreachable) raises before this: the token
-        # stays handed out, so calls meanwhile do not start a read each, and the caller is
-        # forgotten when its time is up, as without reading ahead.
-        self._refreshing.pop(token, None)
 
     def _remember(self, token: str, principal: Principal, until: float, revocations_before: int, *,
                   renewable: bool = True) -> Principal:
@@ -370,7 +366,6 @@ class Authenticator:
         if len(self._remembered) >= _REMEMBERED_MAX:
             now = self.clock()
             self._remembered = {t: e for t, e in self._remembered.items() if e[1] > now}
-            self._refreshing = {t: at for t, at in self._refreshing.items() if t in self._remembered}
         if self.lookup.revocations == revocations_before:  # no revocation since the row was read
             refresh_from = until - REFRESH_AHEAD_SECONDS if renewable else float("inf")
             self._remembered[token] = (principal, until, refresh_from)
