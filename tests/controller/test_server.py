@@ -446,6 +446,58 @@ def test_a_second_controller_on_a_busy_address_refuses_to_start(farm, make_farm,
         farm.farm.ListJobs(pb.ListJobsRequest())
 
 
+def test_every_connection_is_served_whichever_of_the_ports_servers_takes_it(farm):
+    """The controller listens with several servers on one port (server.ACCEPTING_SERVERS) and the
+    kernel gives each new connection to one of them: each must serve every service."""
+    channels = [grpc.insecure_channel(farm.controller.address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(4 * server_module.ACCEPTING_SERVERS)]
+    try:
+        for channel in channels:
+            assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status \
+                == health_pb2.HealthCheckResponse.SERVING
+            pb_grpc.FarmServiceStub(channel).ListJobs(pb.ListJobsRequest(), timeout=10)
+            with pytest.raises(grpc.RpcError) as refused:  # served: refused for want of a credential
+                pb_grpc.AgentServiceStub(channel).Heartbeat(pb.HeartbeatRequest(agent_id="nobody"), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def test_a_port_is_free_again_as_soon_as_its_controller_stopped(tmp_path):
+    """Connections a stopped controller leaves closing (TIME_WAIT) don't make its port look busy
+    to the next one (server._address_in_use)."""
+    from hilfarm.controller.server import Controller
+
+    first = Controller(data_dir=tmp_path / "first")
+    first.start("127.0.0.1:0")
+    address = first.address
+    with grpc.insecure_channel(address) as channel:
+        pb_grpc.FarmServiceStub(channel).ListJobs(pb.ListJobsRequest(), timeout=10)
+    first.stop(grace=0.5)
+    assert not server_module._address_in_use(address)
+    second = Controller(data_dir=tmp_path / "second")
+    second.start(address)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            pb_grpc.FarmServiceStub(channel).ListJobs(pb.ListJobsRequest(), timeout=10)
+    finally:
+        second.stop(grace=0.5)
+
+
+def test_a_port_anything_listens_on_is_in_use():
+    import socket
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as a program sharing its port would
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert server_module._address_in_use(f"127.0.0.1:{port}")
+        assert server_module._address_in_use(f"0.0.0.0:{port}")
+        assert not server_module._address_in_use("127.0.0.1:0")
+    assert not server_module._address_in_use(f"127.0.0.1:{port}")
+
+
 def test_a_second_controller_on_a_served_sqlite_database_refuses_to_start(farm, model):
     """Two controllers on one SQLite file would each wake only their own waiters and interleave
     their transactions; the second stops before writing anything, naming the first."""
