@@ -125,13 +125,16 @@ SERVER_OPTIONS = [
 # grpc.aio takes calls from the gRPC core one at a time: a server asks for the next call only
 # after its event loop has handed it the last one, two turns of the loop later. On a busy loop
 # (1,000 agents on PostgreSQL, four database threads competing for the interpreter lock) that
-# capped the calls the controller took at a few hundred a second, and heartbeats waited seconds
-# in the core before any of the controller's code saw them (p50 4.5 s, with the batches they
-# go into written in under 0.2 s). Several servers on the one port (SO_REUSEPORT: the kernel
-# spreads the connections among their listening sockets), on the same loop, take calls side by
-# side; what waits then waits where the controller decides (the database pool's queue, the
-# heartbeat batches). Measured in the README's scale section.
-ACCEPTING_SERVERS = 8
+# capped the calls the controller took, and heartbeats waited seconds in the core before any of
+# the controller's code saw them (p50 4.5-8.5 s, up to 944 timed out in 20 s, with the batches
+# they go into written in under 0.2 s). Several servers on the one port (SO_REUSEPORT: the
+# kernel spreads the connections among their listening sockets), on the same loop, take calls
+# side by side, and what waits then waits where the controller decides (the database pool's
+# queue, refused when it stands; the heartbeat batches). Not more: each server still takes one
+# call per two turns, and a connection stays with its server, so with 8 or 32 servers (longer
+# turns) one busy connection, a tool submitting a hundred jobs a second, was slowed to a quarter
+# of that in the core, unseen by the overload refusal. Measured in the README's scale section.
+ACCEPTING_SERVERS = 4
 # New submissions are refused (Overloaded) while database work has waited longer than this for a
 # thread throughout a whole window: the farm then finishes what it holds at the pace it can,
 # instead of queueing every call (agents' heartbeats, leases and reports with them) behind
