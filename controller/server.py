@@ -126,7 +126,7 @@ SERVER_OPTIONS = [
 # after its event loop has handed it the last one, two turns of the loop later. On a busy loop
 # (1,000 agents on PostgreSQL, four database threads competing for the interpreter lock) that
 # capped the calls the controller took, and heartbeats waited seconds in the core before any of
-# the controller's code saw them (p50 4.5-8.5 s, up to 944 timed out in 20 s, with the batches
+# the controller's code saw them (p50 2.3-8.5 s, up to 944 timed out in 20 s, with the batches
 # they go into written in under 0.2 s). Several servers on the one port (SO_REUSEPORT: the
 # kernel spreads the connections among their listening sockets), on the same loop, take calls
 # side by side, and what waits then waits where the controller decides (the database pool's
