@@ -1329,15 +1329,15 @@ class Controller:
                 f"running there?) or not available on this machine")
         if _address_in_use(bind):
             raise CannotListen(busy)
-        address, port = bind, 0
+        address = bind
         for server in servers:  # the first binds (an unused port chosen for port 0), the rest join it
             try:
-                bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+                port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
             except RuntimeError as exc:
                 raise CannotListen(f"{busy} ({exc})") from None
-            if not bound or (port and bound != port):
+            if not port:
                 raise CannotListen(busy)
-            port, address = bound, f"{bind.rpartition(':')[0]}:{bound}"
+            address = f"{bind.rpartition(':')[0]}:{port}"
         for server in servers:
             await server.start()
         for name in ("", FARM_SERVICE, AGENT_SERVICE, ADMIN_SERVICE):
