@@ -159,8 +159,11 @@ class Waiters:
             raise
         finally:
             ticket.future = None
-            with contextlib.suppress(ValueError):
-                waiting.remove(ticket)
+            # A woken ticket was taken out of the line by whoever woke it (_wake's callers);
+            # looking for it would scan every agent waiting for the profile.
+            if not ticket.woken:
+                with contextlib.suppress(ValueError):
+                    waiting.remove(ticket)
         if ticket.woken:
             ticket.seen, ticket.seen_unclaimed = self._generation[profile], self._unclaimed[profile]
         return ticket.woken or self.closed

@@ -116,3 +116,28 @@ def test_a_woken_agent_whose_call_goes_away_hands_its_work_on():
         assert first.cancelled() and first_ticket.woken
         assert second.done() and second.result() is True
     on_loop(test)
+
+
+def test_whoever_wakes_an_agent_takes_it_out_of_the_line_at_once():
+    """A woken agent's wait does not look for its ticket in the line when it resumes (a scan of
+    every agent waiting for the profile): each way of waking takes it out first, and the agents
+    still waiting stay in line, in order."""
+    async def test(waiters: Waiters, feed: ChangeFeed) -> None:
+        tasks = await start_waiting(waiters, 4)
+        line = list(waiters._waiting["rpi5"])
+        waiters._dispatch([Change("job-a", "run", "rpi5", queued=True)], False)  # a job queued
+        assert list(waiters._waiting["rpi5"]) == line[1:] and line[0].woken
+        waiters.pass_on(line[0])  # it will not take that job: the next in line is woken
+        assert list(waiters._waiting["rpi5"]) == line[2:] and line[1].woken
+        await settle()
+        assert [t.done() for t in tasks] == [True, True, False, False]
+        assert waiters.waiting_agents("rpi5") == 2
+        waiters._wake_all()  # a resync
+        assert waiters.waiting_agents("rpi5") == 0 and all(t.woken for t in line)
+        await settle()
+        assert all(t.done() and t.result() for t in tasks)
+        # A wait that ends without a wake (its timeout) leaves the line by itself.
+        tasks = await start_waiting(waiters, 2, timeout=0.01)
+        assert await tasks[0] is False and await tasks[1] is False
+        assert waiters.waiting_agents("rpi5") == 0
+    on_loop(test)
