@@ -26,6 +26,7 @@ import grpc
 # The options and switch interval `controller serve` runs with, so connection handling,
 # keepalive pings and message limits cost the same here.
 from hilfarm.controller.server import SERVER_OPTIONS, SWITCH_INTERVAL_SECONDS
+from hilfarm.transport import with_port
 from hilfarm.v1 import farm_pb2 as pb
 from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
@@ -148,7 +149,7 @@ async def serve(bind: str) -> None:
     pb_grpc.add_FarmServiceServicer_to_server(FarmService(farm), server)
     port = server.add_insecure_port(bind)
     await server.start()
-    print(f"listening on {bind.rsplit(':', 1)[0]}:{port}", flush=True)
+    print(f"listening on {with_port(bind, port)}", flush=True)
     await server.wait_for_termination()
 
 

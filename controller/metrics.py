@@ -37,6 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from hilfarm.transport import listen_address_problem, split_host_port
+
 from .database import WriteLockUse
 from .errors import CannotListen
 from .interceptors import WrappingInterceptor
@@ -709,10 +711,12 @@ class ControllerMetrics:
         """Serve /metrics on ``bind`` (host:port, port 0 picks one). Returns the port."""
         from .metrics_http import serve_metrics
 
-        host, sep, port_text = bind.rpartition(":")
-        if not sep or not port_text.isdigit():
-            raise ValueError(f"metrics address {bind!r} is not HOST:PORT (e.g. 127.0.0.1:9464 or 0.0.0.0:9464)")
-        host = host.strip("[]") or "0.0.0.0"
+        problem = listen_address_problem(bind, "the metrics address", host_required=False,
+                                         example_port=9464)
+        if problem:
+            raise CannotListen(problem)
+        host_text, port_text = split_host_port(bind)
+        host = host_text.strip("[]") or "0.0.0.0"  # ':PORT': every interface
         try:
             self._http, self._http_thread = serve_metrics(self.registry, host, int(port_text),
                                                           ssl_context=ssl_context, bearer_token=bearer_token)

@@ -56,7 +56,8 @@ from hilfarm.v1 import farm_pb2_grpc as pb_grpc
 
 from hilfarm import wire_limits
 from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY
-from hilfarm.transport import ServerTls, TransportError, exposure_problem, is_loopback, metrics_exposure_problem
+from hilfarm.transport import (ServerTls, TransportError, exposure_problem, is_loopback, listen_address_problem,
+                               metrics_exposure_problem, split_host_port, with_port)
 
 from . import auth, limits, wire
 from .agent_repository import AgentRepository
@@ -495,7 +496,7 @@ def _address_in_use(bind: str) -> bool:
     their port (SO_REUSEPORT), and the kernel would let a second controller, asking the same,
     join them and take a share of the calls; a socket bound without it is refused wherever
     anything listens. (Two controllers starting in the same instant can still both pass.)"""
-    host, _, port = bind.rpartition(":")
+    host, port = split_host_port(bind)
     if not port.isdigit() or int(port) == 0:
         return False  # an unused port is chosen
     try:
@@ -1204,9 +1205,15 @@ class Controller:
         """Migrate the schema, then listen on ``bind`` (host:port). Returns the port.
         Raises TransportError, listening on nothing, for an address that would expose an
         unprotected controller (or metrics endpoint), or TLS files that cannot be used,
-        CannotListen for an address in use, and DatabaseInUse for a SQLite database another
+        CannotListen for an address in use or not HOST:PORT, and DatabaseInUse for a SQLite database another
         controller serves."""
         config, parts = self.config, self.parts
+        unusable = listen_address_problem(bind, "the controller's address")
+        if not unusable and config.metrics_bind:
+            unusable = listen_address_problem(config.metrics_bind, "the metrics address", host_required=False,
+                                              example_port=9464)
+        if unusable:
+            raise CannotListen(unusable)
         problem = exposure_problem(bind, token=bool(config.token), tls=config.tls is not None, insecure=config.insecure)
         if not problem and config.metrics_bind:
             problem = metrics_exposure_problem(config.metrics_bind, token=bool(config.metrics_token),
@@ -1264,9 +1271,8 @@ class Controller:
         if parts.nightly is not None:
             parts.nightly.start()
         self.port = port
-        host = bind.rsplit(":", 1)[0] if ":" in bind else bind
-        log.info("controller listening on %s:%d (%s, %s), database %s (%d thread%s), artifacts in %s",
-                 host, port, "TLS" if config.tls is not None else "plaintext",
+        log.info("controller listening on %s (%s, %s), database %s (%d thread%s), artifacts in %s",
+                 with_port(bind, port), "TLS" if config.tls is not None else "plaintext",
                  "open: no tokens" if parts.authenticator.open else "tokens required",
                  parts.database, parts.db_workers, "" if parts.db_workers == 1 else "s", parts.artifacts.root)
         if config.tls is None and config.token and not config.insecure and not is_loopback(bind):
@@ -1337,7 +1343,7 @@ class Controller:
                 raise CannotListen(f"{busy} ({exc})") from None
             if not port:
                 raise CannotListen(busy)
-            address = f"{bind.rpartition(':')[0]}:{port}"
+            address = with_port(bind, port)
         for server in servers:
             await server.start()
         for name in ("", FARM_SERVICE, AGENT_SERVICE, ADMIN_SERVICE):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from hilfarm.client import FarmClient
 from hilfarm.paths import default_data_dir
+from hilfarm.transport import split_host_port
 
 if TYPE_CHECKING:
     from hilfarm.controller.nightly import NightlyRunner
@@ -69,12 +70,12 @@ class EmbeddedFarm:
             metrics_bind=self.metrics_bind, nightly=self.nightly, nightly_clock=self.nightly_clock,
         )
         port = self._controller.start(self.bind)
-        host = self.bind.rsplit(":", 1)[0] or "127.0.0.1"
+        host = split_host_port(self.bind)[0] or "127.0.0.1"
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
         self.address = f"{host}:{port}"
         if self._controller.metrics_port is not None and self.metrics_bind:
-            metrics_host = self.metrics_bind.rsplit(":", 1)[0]
+            metrics_host = split_host_port(self.metrics_bind)[0]
             if metrics_host in ("", "0.0.0.0", "[::]"):  # every address: this machine reaches it here
                 metrics_host = "127.0.0.1"
             self.metrics_url = f"http://{metrics_host}:{self._controller.metrics_port}/metrics"

@@ -115,10 +115,48 @@ class ServerTls:
         return context
 
 
+def split_host_port(address: str) -> Tuple[str, str]:
+    """HOST:PORT split at its last colon: the host as written (IPv6 brackets kept, '' for
+    ':PORT') and the port's text; without a colon all of ``address`` is the host and the port
+    is ''. The one place the farm takes an address apart."""
+    host, colon, port = address.rpartition(":")
+    return (host, port) if colon else (address, "")
+
+
 def host_of(address: str) -> str:
     """The host of HOST:PORT ('' for ':PORT'), without IPv6 brackets."""
-    host = address.rsplit(":", 1)[0] if ":" in address else address
-    return host.strip("[]")
+    return split_host_port(address)[0].strip("[]")
+
+
+def with_port(address: str, port: int) -> str:
+    """``address`` with its port replaced: where a server asked for port 0 actually listens."""
+    return f"{split_host_port(address)[0]}:{port}"
+
+
+def dial_address_problem(address: str) -> Optional[str]:
+    """Why a client cannot dial ``address``, or None. A bare host is left to gRPC (it dials port
+    443, as for a controller behind an HTTPS ingress); a port past 65535 it would wrap round into
+    another port and report that one as refusing."""
+    _, port = split_host_port(address)
+    if port.isdigit() and not 1 <= int(port) <= 65535:
+        return f"{address!r} names port {port}; a controller listens on a port from 1 to 65535"
+    return None
+
+
+def listen_address_problem(address: str, what: str, *, host_required: bool = True,
+                           example_port: int = 50051) -> Optional[str]:
+    """Why ``what`` cannot listen on ``address``, read as HOST:PORT, or None when it can be
+    tried. gRPC would otherwise turn a missing port into port 443 and an empty host into a
+    failure that reads like a port in use."""
+    host, port = split_host_port(address)
+    if not port.isdigit() or int(port) > 65535:
+        return (f"{what} {address!r} is not HOST:PORT with a port from 0 to 65535 "
+                f"(e.g. 127.0.0.1:{example_port}, 0.0.0.0:{example_port} or [::]:{example_port}; "
+                "port 0 picks a free one)")
+    if host_required and not host:
+        return (f"{what} {address!r} names no host: 0.0.0.0:{port} (or [::]:{port}) listens on every "
+                f"interface, 127.0.0.1:{port} on this machine only")
+    return None
 
 
 def is_loopback(address: str) -> bool:

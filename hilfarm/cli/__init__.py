@@ -69,8 +69,17 @@ class RpcErrorsToMessages(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
 
 
+def _dialable(ctx: click.Context, param: click.Parameter, address: str) -> str:
+    from hilfarm.transport import dial_address_problem
+
+    problem = dial_address_problem(address)
+    if problem:
+        raise click.BadParameter(problem)
+    return address
+
+
 @click.group(cls=RpcErrorsToMessages)
-@click.option("--controller", envvar="HILFARM_CONTROLLER", default=DEFAULT_CONTROLLER,
+@click.option("--controller", envvar="HILFARM_CONTROLLER", default=DEFAULT_CONTROLLER, callback=_dialable,
               show_default=True, help="Controller address HOST:PORT (env HILFARM_CONTROLLER).")
 @click.option("--token", envvar="HILFARM_TOKEN", default=None,
               help="Credential sent to the controller (env HILFARM_TOKEN).")

@@ -71,7 +71,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     except SuiteError as error:  # only the --nightly suite files raise it
         raise click.BadParameter(str(error), param_hint="--nightly") from None
     from hilfarm.controller.schema import SchemaError
-    from hilfarm.transport import TransportError
+    from hilfarm.transport import TransportError, with_port
 
     from hilfarm.controller.errors import CannotListen
 
@@ -84,11 +84,11 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         raise cannot_start(error) from None
     except TransportError as error:
         raise click.ClickException(str(error)) from None
-    address = f"{bind.rsplit(':', 1)[0]}:{port}"
+    address = with_port(bind, port)
     click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
     if server.metrics_port is not None:
         scheme = "https" if server.config.tls is not None else "http"
-        click.echo(f"metrics on {scheme}://{metrics_bind.rsplit(':', 1)[0]}:{server.metrics_port}/metrics", err=True)
+        click.echo(f"metrics on {scheme}://{with_port(metrics_bind, server.metrics_port)}/metrics", err=True)
     click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
                err=True)
     serve_forever(server)

@@ -17,6 +17,7 @@ from hilfarm.provision.plan import (InstallRequest, PackageSource, Step, agent_i
                                     parse_extras, plan_install, uninstall_steps)
 from hilfarm.provision.scripts import read_status
 from hilfarm.provision.ssh import RemoteCommandError, RemoteHost, SSHError, parse_target
+from hilfarm.transport import host_of
 
 # How long the enrollment token written into agent.env is valid (it is used once, at first start).
 ENROLLMENT_SECONDS = 3600.0
@@ -149,7 +150,7 @@ def _install(ctx, target, profile, port, identity, known_hosts, accept_new_host_
     tls = ctx.obj.get("tls")
     controller_there = agent_controller or controller_here
     _, host = parse_target(target)
-    there_host = controller_there.rsplit(":", 1)[0].strip("[]")
+    there_host = host_of(controller_there)
     # An explicit --agent-controller on loopback is believed (a reverse tunnel, `ssh -R`).
     if agent_controller is None and _is_loopback(there_host) and not _is_loopback(host):
         raise ProvisionError(

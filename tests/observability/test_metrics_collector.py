@@ -192,8 +192,11 @@ def test_http_endpoint_serves_the_registry(store: Repositories) -> None:
 
 
 def test_bad_metrics_address_names_the_problem(store: Repositories) -> None:
-    with pytest.raises(ValueError, match="HOST:PORT"):
-        ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5).start_http("localhost")
+    from hilfarm.controller.errors import CannotListen
+
+    for bad in ("localhost", "127.0.0.1:99999", "127.0.0.1:metrics"):
+        with pytest.raises(CannotListen, match=f"the metrics address '{bad}' is not HOST:PORT"):
+            ControllerMetrics(store.jobs, store.regressions, heartbeat_interval=5).start_http(bad)
 
 
 def test_database_down_still_answers_with_store_up_zero(tmp_path: Path) -> None:

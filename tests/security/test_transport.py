@@ -168,3 +168,57 @@ def test_an_unprotected_controller_stays_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_an_address_that_is_not_host_port_is_named_before_anything_starts(tmp_path):
+    """gRPC reads a bare host as port 443 and fails an empty host as if the port were taken; the
+    metrics server raised a traceback for a port past 65535. Each is one line naming the option."""
+    data = tmp_path / "c"
+    for args, says in (
+        (["--bind", "localhost"], "the controller's address 'localhost' is not HOST:PORT"),
+        (["--bind", "127.0.0.1:grpc"], "the controller's address '127.0.0.1:grpc' is not HOST:PORT"),
+        (["--bind", ":50051", "--insecure"], "the controller's address ':50051' names no host: 0.0.0.0:50051"),
+        (["--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:99999"],
+         "the metrics address '127.0.0.1:99999' is not HOST:PORT with a port from 0 to 65535"),
+        (["--bind", "127.0.0.1:0", "--metrics-bind", "localhost"], "the metrics address 'localhost' is not HOST:PORT"),
+    ):
+        proc = subprocess.run(HILFARM + ["controller", "serve", "--data-dir", str(data)] + args,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert "in use" not in proc.stderr  # not mistaken for a busy port
+        assert not (data / "controller" / "hilfarm.db").exists()  # refused before the database is touched
+
+
+def test_addresses_are_taken_apart_in_one_place():
+    from hilfarm.transport import dial_address_problem, host_of, listen_address_problem, split_host_port, with_port
+
+    assert split_host_port("127.0.0.1:50051") == ("127.0.0.1", "50051")
+    assert split_host_port("[::1]:50051") == ("[::1]", "50051")  # brackets kept: gRPC needs them back
+    assert split_host_port(":9464") == ("", "9464")
+    assert split_host_port("controller.lab") == ("controller.lab", "")
+    assert host_of("[::1]:50051") == "::1" and host_of("controller.lab") == "controller.lab"
+    assert with_port("0.0.0.0:0", 41234) == "0.0.0.0:41234" and with_port("[::]:0", 7) == "[::]:7"
+    assert listen_address_problem("[::]:0", "x") is None
+    assert listen_address_problem(":9464", "x", host_required=False) is None
+    assert "names no host" in listen_address_problem(":9464", "x")
+    assert "not HOST:PORT" in listen_address_problem("127.0.0.1:65536", "x")
+    assert dial_address_problem("controller.lab") is None  # gRPC dials 443: an HTTPS ingress
+    assert dial_address_problem("[::1]:50051") is None and dial_address_problem("unix:/run/hilfarm.sock") is None
+    assert "port 65536" in dial_address_problem("[::1]:65536")
+
+
+def test_a_client_is_told_when_the_controllers_port_cannot_exist():
+    """gRPC wraps a port past 65535 round (99999 dials 34463) and then reports that port as
+    refusing: the CLI names the address it was given instead, before dialling anything."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HILFARM_")}
+    for how, address in (("option", "127.0.0.1:99999"), ("environment", "127.0.0.1:0")):
+        args = HILFARM + (["--controller", address] if how == "option" else []) + ["jobs", "list"]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                              env=dict(env, HILFARM_CONTROLLER=address) if how == "environment" else env)
+        assert proc.returncode == 2, proc.stderr
+        assert f"'{address}' names port {address.rsplit(':', 1)[1]}; a controller listens on a port from 1 to 65535" \
+            in proc.stderr, proc.stderr
+        assert "cannot reach" not in proc.stderr
