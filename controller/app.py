@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 import grpc
-from sqlalchemy.engine import make_url
-
 from hilfarm import wire_limits
 from hilfarm.paths import default_data_dir
 from hilfarm.suite_files import SuiteError, load_suite
@@ -34,7 +32,8 @@ from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
 from .agent_repository import AgentRepository
 from .artifact_repository import ArtifactRepository
 from .credentials import Credentials
-from .database import Database, default_sqlite_url
+from .errors import CannotStart
+from .database import Database, default_sqlite_url, parse_database_url
 from .job_repository import JobRepository
 from .metrics import ControllerMetrics
 from .nightly import NightlyRunner
@@ -136,15 +135,22 @@ class ControllerParts:
 def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics] = None) -> ControllerParts:
     """Wire a controller's parts (nothing listens, no schema is migrated yet). ``metrics``
     replaces the ControllerMetrics made when ``metrics_bind`` or ``remote_write_url`` is set.
-    Raises ValueError for a setting out of range, and hilfarm.suite_files.SuiteError (naming the
-    file) for a nightly suite file that is wrong, leaving no database open."""
+    Raises ValueError for a setting out of range, errors.CannotStart for a database URL or a
+    remote-write URL that cannot be used, and hilfarm.suite_files.SuiteError (naming the file)
+    for a nightly suite file that is wrong, leaving no database open."""
     if config.max_attempts < 1:
         raise ValueError(f"max_attempts is {config.max_attempts}; a job needs at least one attempt")
     if not 1 <= config.max_attempts <= wire_limits.MAX_ATTEMPTS:
         raise ValueError(f"max_attempts is {config.max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
     data_dir = config.resolved_data_dir()
     db_url = config.db_url or default_sqlite_url(data_dir)
-    db_workers = config.db_workers or DEFAULT_DB_WORKERS.get(make_url(db_url).get_backend_name(), 4)
+    db_workers = config.db_workers or DEFAULT_DB_WORKERS.get(parse_database_url(db_url).get_backend_name(), 4)
+    remote_write = None
+    if metrics is None and config.remote_write_url:  # checked before the database is opened
+        try:
+            remote_write = RemoteWriter(config.remote_write_url)
+        except ValueError as error:
+            raise CannotStart(f"{error} (--remote-write-url)") from None
     database = Database(db_url, pool_size=db_workers + 4)
     repos = open_repositories(database)
     jobs, agents, regressions = repos.jobs, repos.agents, repos.regressions
@@ -158,7 +164,6 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
     suites = SuiteRunner(jobs, regressions, artifacts, scheduler, default_max_attempts=config.max_attempts)
     regression_rpcs = RegressionRpcs(jobs, regressions, suites, max_queued_jobs=config.max_queued_jobs)
     if metrics is None and (config.metrics_bind or config.remote_write_url):
-        remote_write = RemoteWriter(config.remote_write_url) if config.remote_write_url else None
         metrics = ControllerMetrics(jobs, regressions, heartbeat_interval=scheduler.heartbeat_interval,
                                     clock=scheduler.clock, remote_write=remote_write,
                                     write_lock_use=database.write_lock_use)

@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from .errors import DatabaseInUse, Unavailable
+from .errors import CannotStart, DatabaseInUse, Unavailable
 from .models import Job, JobState
 from .notifications import CHANNEL, Change, ChangeFeed, encode
 from .schema import MigrationReport, migrate
@@ -51,6 +51,19 @@ from .schema import MigrationReport, migrate
 def default_sqlite_url(data_dir: Path) -> str:
     """The embedded default: a SQLite file in the controller's data dir."""
     return f"sqlite:///{Path(data_dir) / 'hilfarm.db'}"
+
+
+URL_EXAMPLES = "sqlite:///PATH/hilfarm.db, or postgresql+psycopg://USER@HOST:5432/DATABASE"
+
+
+def parse_database_url(url: str) -> sa.URL:
+    """``url`` (``--db`` / ``HILFARM_DB``) read as a SQLAlchemy URL; CannotStart when it is none.
+    SQLAlchemy's own message does not repeat the URL, which may hold a password."""
+    try:
+        return make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise CannotStart(f"the database URL (--db / HILFARM_DB) cannot be read: {exc}; "
+                          f"it looks like {URL_EXAMPLES}") from None
 
 
 # How long a SQLite connection waits for another one's lock (the busy timeout) before it fails.
@@ -142,7 +155,7 @@ class Database:
                  pool_size: int = 20) -> None:
         """``pool_size``: PostgreSQL connections kept open (the server's database threads and a
         few for its background work); more are opened for bursts."""
-        self.url = make_url(url)
+        self.url = parse_database_url(url)
         self.feed = feed if feed is not None else ChangeFeed()
         self.backend = self.url.get_backend_name()
         kwargs: dict = {"echo": echo}
@@ -156,7 +169,11 @@ class Database:
                 kwargs["poolclass"] = StaticPool
             else:
                 self.sqlite_file = Path(database).expanduser().resolve()
-                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CannotStart(f"the SQLite database {self.sqlite_file} cannot be created: "
+                                      f"{exc.strerror or exc} ({exc.filename or self.sqlite_file.parent})") from None
         else:
             # No ping before each use: it cost a round trip per transaction (about a fifth of
             # them; 43-46 -> 47-66 jobs/s at 1,000 agents). A connection found dead instead fails
@@ -166,7 +183,10 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=40)
             if "application_name" not in self.url.query:  # how pg_stat_activity names them
                 kwargs["connect_args"] = {"application_name": POSTGRES_APPLICATION_NAME}
-        self.engine = sa.create_engine(self.url, **kwargs)
+        try:
+            self.engine = sa.create_engine(self.url, **kwargs)
+        except (sa.exc.NoSuchModuleError, ImportError) as exc:  # an unknown dialect, a driver not installed
+            raise CannotStart(f"the database {self!r} cannot be used: {exc}; a URL looks like {URL_EXAMPLES}") from None
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             self._write_lock: contextlib.AbstractContextManager = _TimedWriteLock()
@@ -181,8 +201,18 @@ class Database:
         return self.backend == "postgresql"
 
     def migrate(self) -> MigrationReport:
-        """Bring the schema to this version's newest migration (schema.migrate)."""
-        return migrate(self.engine)
+        """Bring the schema to this version's newest migration (schema.migrate). The first thing
+        a controller does with its database, so a database it cannot reach (not running, no
+        such database, refused credentials, a file that is no SQLite database) is CannotStart here."""
+        try:
+            return migrate(self.engine)
+        except sa.exc.DBAPIError as exc:
+            # Not a constraint or a statement the migration got wrong: those stay what they are.
+            if type(exc) not in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DatabaseError):
+                raise
+            lines = str(exc.orig).strip().splitlines() if exc.orig is not None else []
+            raise CannotStart(f"cannot open the database {self!r}: "
+                              f"{'; '.join(line.strip() for line in lines[:2]) or type(exc.orig).__name__}") from None
 
     def close(self) -> None:
         self.engine.dispose()

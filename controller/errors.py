@@ -50,7 +50,14 @@ class AmbiguousId(InvalidArgument):
     """A shortened id (a prefix, as git accepts) matches more than one thing; the message lists them."""
 
 
-class CannotListen(OSError):
+class CannotStart(Exception):
+    """The controller cannot start with what it was given: a database it cannot open or reach, an
+    artifact directory it cannot create, a remote-write URL that is none, an address it cannot
+    listen on. Not an RPC error: raised by ``Controller(...)`` and ``Controller.start`` before
+    anything is served, so that a command says what to change and stops, nothing half started."""
+
+
+class CannotListen(CannotStart, OSError):
     """An address the controller was told to serve on (gRPC or metrics) is taken or not available.
 
     Not an RPC error: raised by ``Controller.start`` so that a command can say which address and

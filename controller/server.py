@@ -67,6 +67,7 @@ from .credentials import DEFAULT_ENROLLMENT_SECONDS, Credentials
 from .errors import (
     CallerGaveUp,
     CannotListen,
+    CannotStart,
     FailedPrecondition,
     FarmError,
     InvalidArgument,
@@ -1205,8 +1206,9 @@ class Controller:
         """Migrate the schema, then listen on ``bind`` (host:port). Returns the port.
         Raises TransportError, listening on nothing, for an address that would expose an
         unprotected controller (or metrics endpoint), or TLS files that cannot be used,
-        CannotListen for an address in use or not HOST:PORT, and DatabaseInUse for a SQLite database another
-        controller serves."""
+        CannotListen for an address in use or not HOST:PORT, DatabaseInUse for a SQLite database
+        another controller serves, and CannotStart for a database it cannot open or an artifact
+        directory it cannot create."""
         config, parts = self.config, self.parts
         unusable = listen_address_problem(bind, "the controller's address")
         if not unusable and config.metrics_bind:
@@ -1233,7 +1235,11 @@ class Controller:
     def _start(self, bind: str, credentials: Optional[grpc.ServerCredentials]) -> int:
         config, parts = self.config, self.parts
         parts.database.migrate()
-        parts.artifacts.prepare()
+        try:
+            parts.artifacts.prepare()
+        except OSError as exc:
+            raise CannotStart(f"the artifact directory {parts.artifacts.root} cannot be used: {exc.strerror or exc} "
+                              f"({exc.filename or parts.artifacts.root}); it is --artifacts-dir, or artifacts/ in the data dir") from None
         conninfo = parts.database.listen_conninfo()
         if conninfo is not None:
             self._listener = PostgresListener(conninfo, parts.database.feed)

@@ -51,6 +51,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
 
+    from hilfarm.controller.errors import CannotStart
     from hilfarm.suite_files import SuiteError
 
     try:
@@ -70,16 +71,16 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         )
     except SuiteError as error:  # only the --nightly suite files raise it
         raise click.BadParameter(str(error), param_hint="--nightly") from None
+    except CannotStart as error:  # a database or remote-write URL that cannot be used; nothing is open
+        raise cannot_start(error) from None
     from hilfarm.controller.schema import SchemaError
     from hilfarm.transport import TransportError, with_port
-
-    from hilfarm.controller.errors import CannotListen
 
     try:
         port = server.start(bind)
     except SchemaError as error:
         raise click.ClickException(f"the database cannot be used: {error}") from None
-    except CannotListen as error:
+    except CannotStart as error:
         server.parts.database.close()
         raise cannot_start(error) from None
     except TransportError as error:
@@ -108,6 +109,7 @@ def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
     """Upgrade the database schema to this version (the controller also does this at start)."""
     from hilfarm.controller import schema
     from hilfarm.controller.database import Database, default_sqlite_url
+    from hilfarm.controller.errors import CannotStart
 
     try:
         if new_message is not None:
@@ -124,6 +126,8 @@ def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
             database.close()
     except schema.SchemaError as error:
         raise click.ClickException(str(error)) from None
+    except CannotStart as error:  # a URL that cannot be used, a database that cannot be reached
+        raise cannot_start(error) from None
     if report.adopted:
         click.echo(f"adopted a database from before migrations at revision {schema.INITIAL_REVISION}")
     click.echo(f"schema revision {report.before or '(empty)'} -> {report.after}" if report.changed

@@ -36,7 +36,7 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
     farm = EmbeddedFarm(data_dir=data_dir, bind=bind, db_url=db_url, profile=profile,
                         token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
                         nightly=list(nightly_suites))
-    from hilfarm.controller.errors import CannotListen
+    from hilfarm.controller.errors import CannotStart
     from hilfarm.transport import TransportError
 
     try:
@@ -44,7 +44,7 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
     except SuiteError as error:
         farm.stop()
         raise click.BadParameter(str(error), param_hint="--nightly") from None
-    except CannotListen as error:
+    except CannotStart as error:
         farm.stop()
         raise cannot_start(error) from None
     except TransportError as error:
@@ -91,12 +91,12 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
 
     settings, inputs_file = build_settings(options)
     shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), list(models))
-    from hilfarm.controller.errors import CannotListen
+    from hilfarm.controller.errors import CannotStart
 
     farm = EmbeddedFarm(data_dir=data_dir)
     try:
         farm.start()
-    except CannotListen as error:  # its data dir is served by a farm already up (DatabaseInUse)
+    except CannotStart as error:  # its data dir is served by a farm already up (DatabaseInUse), say
         farm.stop()
         raise cannot_start(error) from None
     try:
