@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hilfarm.cli.common import DATA_DIR_HELP, stop_on_signals
+from hilfarm.cli.common import DATA_DIR_HELP, checked_profile, prepared_data_dir, stop_on_signals
 from hilfarm.cli.security import agent_security_options, refuse_root
 from hilfarm.paths import default_data_dir
 
@@ -19,7 +19,8 @@ def agent() -> None:
 
 
 @agent.command("run")
-@click.option("--profile", default=None, help="Device profile name or YAML path (default: detected).")
+@click.option("--profile", default=None, callback=checked_profile,
+              help="Device profile name or YAML path (default: detected).")
 @click.option("--tag", "tags", multiple=True, help="Tag this device (repeatable).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Artifact cache and agent state [{DATA_DIR_HELP}, /agent].")
@@ -36,12 +37,13 @@ def agent_run(ctx, profile, tags, data_dir, agent_id, adb_serial, enroll_token, 
     refuse_root(allow_root)
     if adb_serial and not agent_id:
         agent_id = f"android-{re.sub(r'[^A-Za-z0-9._-]+', '-', adb_serial)}"
+    data_dir = prepared_data_dir(data_dir or default_data_dir() / ("agent" if not adb_serial else f"agent-{agent_id}"))
     config = AgentConfig(
         controller=ctx.obj["controller"],
         token=ctx.obj["token"],
         profile=profile or ("android-phone" if adb_serial else None),
         tags=list(tags),
-        data_dir=data_dir or default_data_dir() / ("agent" if not adb_serial else f"agent-{agent_id}"),
+        data_dir=data_dir,
         agent_id=agent_id,
         adb_serial=adb_serial,
         enroll_token=enroll_token,

@@ -82,6 +82,31 @@ def stop_on_signals(stop: threading.Event) -> None:
 DATA_DIR_HELP = "HILFARM_DATA_DIR, else the user data dir"
 
 
+def prepared_data_dir(path: Path) -> Path:
+    """``path`` (from --data-dir or HILFARM_DATA_DIR) created if need be, before anything starts;
+    a usage error naming it when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot use {path}: {exc.strerror or exc} ({exc.filename or path})",
+                                 param_hint="--data-dir / HILFARM_DATA_DIR") from None
+    return path
+
+
+def checked_profile(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """--profile read as the agent will read it (a shipped name, or a YAML file and what it extends),
+    so a name that does not exist or a file that is no profile is a usage error before anything starts."""
+    if value is None:
+        return None
+    from hilfarm.agent.profiles import ProfileError, load_profile
+
+    try:
+        load_profile(value)
+    except ProfileError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    return value
+
+
 def cannot_start(error: BaseException) -> "click.ClickException":
     exc = click.ClickException(str(error))
     exc.exit_code = EXIT_FARM_FAILED

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hilfarm.cli.common import DATA_DIR_HELP, cannot_start
+from hilfarm.cli.common import DATA_DIR_HELP, cannot_start, prepared_data_dir
 from hilfarm.cli.job_settings import parse_size
 from hilfarm.cli.security import serve_security_options
 from hilfarm.paths import default_data_dir
@@ -57,7 +57,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     try:
         server = Controller(
             db_url=db_url,
-            data_dir=data_dir or default_data_dir() / "controller",
+            data_dir=prepared_data_dir(data_dir or default_data_dir() / "controller"),
             token=ctx.obj["token"],
             artifacts_dir=artifacts_dir,
             max_artifact_bytes=parse_size(max_artifact_bytes),
@@ -115,7 +115,7 @@ def controller_migrate(db_url, data_dir, as_sql, from_revision, new_message):
         if new_message is not None:
             click.echo(f"wrote {schema.new_revision(new_message)}: check it, then commit it")
             return
-        url = db_url or default_sqlite_url(data_dir or default_data_dir() / "controller")
+        url = db_url or default_sqlite_url(prepared_data_dir(data_dir or default_data_dir() / "controller"))
         if as_sql:
             click.echo(schema.upgrade_sql(url, from_revision=from_revision), nl=False)
             return

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from hilfarm.cli.common import DATA_DIR_HELP, cannot_start, check_placement, exit_code_for, stop_on_signals, wide_option
+from hilfarm.cli.common import (DATA_DIR_HELP, cannot_start, check_placement, checked_profile, exit_code_for,
+                                prepared_data_dir, stop_on_signals, wide_option)
 from hilfarm.cli.follow import follow, live, print_created, report, upload_all
 from hilfarm.cli.job_settings import add_input_shapes, build_settings, input_shapes_by_model, settings_options
 from hilfarm.client import DEFAULT_CONTROLLER, FarmClient
+from hilfarm.paths import default_data_dir
 
 
 @click.command()
@@ -18,7 +20,7 @@ from hilfarm.client import DEFAULT_CONTROLLER, FarmClient
 @click.option("--db", "db_url", envvar="HILFARM_DB", default=None, help="SQLAlchemy URL [SQLite in the data dir].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Where the farm keeps its database, artifacts and cache [{DATA_DIR_HELP}].")
-@click.option("--profile", default="local", show_default=True, help="Profile of the local agent.")
+@click.option("--profile", default="local", show_default=True, callback=checked_profile, help="Profile of the local agent.")
 @click.option("--no-agent", is_flag=True, help="Run only the controller.")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")
@@ -33,8 +35,8 @@ def up(ctx, bind, db_url, data_dir, profile, no_agent, metrics_bind, nightly_sui
     from hilfarm.embedded import EmbeddedFarm
     from hilfarm.suite_files import SuiteError
 
-    farm = EmbeddedFarm(data_dir=data_dir, bind=bind, db_url=db_url, profile=profile,
-                        token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
+    farm = EmbeddedFarm(data_dir=prepared_data_dir(data_dir or default_data_dir()), bind=bind, db_url=db_url,
+                        profile=profile, token=ctx.obj["token"], with_agent=not no_agent, metrics_bind=metrics_bind,
                         nightly=list(nightly_suites))
     from hilfarm.controller.errors import CannotStart
     from hilfarm.transport import TransportError
@@ -93,7 +95,7 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
     shapes = input_shapes_by_model(list(options.get("input_shapes") or ()), list(models))
     from hilfarm.controller.errors import CannotStart
 
-    farm = EmbeddedFarm(data_dir=data_dir)
+    farm = EmbeddedFarm(data_dir=prepared_data_dir(data_dir or default_data_dir()))
     try:
         farm.start()
     except CannotStart as error:  # its data dir is served by a farm already up (DatabaseInUse), say

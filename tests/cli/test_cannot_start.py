@@ -80,3 +80,28 @@ def test_an_artifact_dir_or_remote_write_url_that_cannot_be_used_is_named(tmp_pa
     refused(serve(second, "--remote-write-url", "prometheus:9090/api/v1/write"),
             "remote-write URL 'prometheus:9090/api/v1/write' must start with http:// or https:// (--remote-write-url)")
     assert not list(second.rglob("hilfarm.db"))  # refused before the database was opened
+
+
+def test_a_profile_or_data_dir_that_cannot_be_used_is_a_usage_error(tmp_path):
+    """`agent run` and `up` read --profile as the agent will, before dialling or starting
+    anything; a data dir that cannot be created is named, from --data-dir or HILFARM_DATA_DIR."""
+    not_yaml = tmp_path / "unit.yaml"
+    not_yaml.write_text("runtimes: [onnx\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    agent = ["--controller", "127.0.0.1:1", "agent", "run", "--allow-root"]
+    refused(agent + ["--profile", "raspbery-pi-5"],
+            "Invalid value for '--profile': no device profile named 'raspbery-pi-5'; known profiles: ")
+    refused(agent + ["--profile", str(not_yaml)], f"Invalid value for '--profile': {not_yaml}: not valid YAML")
+    refused(agent + ["--profile", "simulated", "--data-dir", str(blocker / "agent")],
+            f"Invalid value for --data-dir / HILFARM_DATA_DIR: cannot use {blocker / 'agent'}: ")
+    refused(["up", "--bind", "127.0.0.1:0", "--data-dir", str(tmp_path / "up"), "--profile", "raspbery-pi-5"],
+            "no device profile named 'raspbery-pi-5'")
+    assert not (tmp_path / "up").exists()  # refused before the farm made anything
+    refused(["up", "--bind", "127.0.0.1:0", "--data-dir", str(blocker / "farm")], f"cannot use {blocker / 'farm'}: ")
+    refused(["controller", "migrate", "--data-dir", str(blocker / "controller")], f"cannot use {blocker / 'controller'}: ")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HILFARM_")}
+    proc = subprocess.run(HILFARM + ["demo"], capture_output=True, text=True, timeout=90,
+                          env=dict(env, HILFARM_DATA_DIR=str(blocker / "farm")))
+    assert proc.returncode == 2 and f"cannot use {blocker / 'farm'}: " in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
