@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 import grpc
+
 from hilfarm import wire_limits
 from hilfarm.paths import default_data_dir
 from hilfarm.suite_files import SuiteError, load_suite
@@ -32,8 +33,8 @@ from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
 from .agent_repository import AgentRepository
 from .artifact_repository import ArtifactRepository
 from .credentials import Credentials
-from .errors import CannotStart
 from .database import Database, default_sqlite_url, parse_database_url
+from .errors import CannotStart
 from .job_repository import JobRepository
 from .metrics import ControllerMetrics
 from .nightly import NightlyRunner

@@ -1238,8 +1238,10 @@ class Controller:
         try:
             parts.artifacts.prepare()
         except OSError as exc:
-            raise CannotStart(f"the artifact directory {parts.artifacts.root} cannot be used: {exc.strerror or exc} "
-                              f"({exc.filename or parts.artifacts.root}); it is --artifacts-dir, or artifacts/ in the data dir") from None
+            where = parts.artifacts.root
+            raise CannotStart(f"the artifact directory {where} cannot be used: {exc.strerror or exc} "
+                              f"({exc.filename or where}); it is --artifacts-dir, "
+                              "or artifacts/ in the data dir") from None
         conninfo = parts.database.listen_conninfo()
         if conninfo is not None:
             self._listener = PostgresListener(conninfo, parts.database.feed)

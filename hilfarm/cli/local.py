@@ -20,7 +20,8 @@ from hilfarm.paths import default_data_dir
 @click.option("--db", "db_url", envvar="HILFARM_DB", default=None, help="SQLAlchemy URL [SQLite in the data dir].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Where the farm keeps its database, artifacts and cache [{DATA_DIR_HELP}].")
-@click.option("--profile", default="local", show_default=True, callback=checked_profile, help="Profile of the local agent.")
+@click.option("--profile", default="local", show_default=True, callback=checked_profile,
+              help="Profile of the local agent.")
 @click.option("--no-agent", is_flag=True, help="Run only the controller.")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")

@@ -99,7 +99,8 @@ def test_a_profile_or_data_dir_that_cannot_be_used_is_a_usage_error(tmp_path):
             "no device profile named 'raspbery-pi-5'")
     assert not (tmp_path / "up").exists()  # refused before the farm made anything
     refused(["up", "--bind", "127.0.0.1:0", "--data-dir", str(blocker / "farm")], f"cannot use {blocker / 'farm'}: ")
-    refused(["controller", "migrate", "--data-dir", str(blocker / "controller")], f"cannot use {blocker / 'controller'}: ")
+    refused(["controller", "migrate", "--data-dir", str(blocker / "controller")],
+            f"cannot use {blocker / 'controller'}: ")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HILFARM_")}
     proc = subprocess.run(HILFARM + ["demo"], capture_output=True, text=True, timeout=90,
                           env=dict(env, HILFARM_DATA_DIR=str(blocker / "farm")))
