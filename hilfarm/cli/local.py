@@ -99,7 +99,7 @@ def demo(ctx, models, data_dir, as_json, wide, **options):
     farm = EmbeddedFarm(data_dir=prepared_data_dir(data_dir or default_data_dir()))
     try:
         farm.start()
-    except CannotStart as error:  # its data dir is served by a farm already up (DatabaseInUse), say
+    except CannotStart as error:  # e.g. its data dir is served by a farm already up (DatabaseInUse)
         farm.stop()
         raise cannot_start(error) from None
     try:
