@@ -142,13 +142,17 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Give every active lease the restart grace, then reap expired leases in the background."""
+        """Give every active lease the restart grace, take back the leases that expired anyway
+        (none, unless there is no grace), then reap expired leases in the background."""
         self._stopping.clear()
         if self.restart_grace > 0:
             extended = self.jobs.extend_leases(until=self.clock() + self.restart_grace)
             if extended:
                 log.info("%d lease(s) kept for %.0f s after the start, so their agents can report back",
                          extended, self.restart_grace)
+        # Before the server answers a call: a lease that ran out while the controller was away is
+        # lost before its agent's report is read, not whenever the reaper's first pass comes.
+        self.reap_once()
         self._reaper = threading.Thread(target=self._reap_loop, name="hilfarm-lease-reaper", daemon=True)
         self._reaper.start()
 

@@ -7,7 +7,10 @@ import time
 
 import grpc
 import pytest
+import sqlalchemy as sa
 
+from hilfarm.controller.models import Job
+from hilfarm.controller.server import Controller
 from hilfarm.v1 import farm_pb2 as pb
 
 from .conftest import onnx_bytes, sample_result
@@ -226,3 +229,33 @@ def test_a_fresh_process_whose_first_read_is_a_job_reads_it(make_farm, tmp_path)
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == [job.id, "queued"]
+
+
+def test_a_lease_that_ran_out_while_the_controller_was_away_is_lost_before_it_answers_a_call(make_farm, tmp_path):
+    """With no restart grace, a restarted controller takes back a lease that expired during its
+    outage before it serves a call, not at its reaper's first pass a moment later: the agent's
+    report then always arrives as the late report of a lost lease, and is still stored."""
+    data_dir = tmp_path / "controller"
+    first = make_farm(data_dir=data_dir)
+    sha = first.upload(onnx_bytes(100, b"\x0b"))
+    (job,) = first.submit([sha], ["rpi5"], max_attempts=1).jobs
+    agent = first.agent("pi-1")
+    agent.register()
+    lease = agent.lease(wait=2)
+    first.controller.stop(grace=0.5)
+    # The outage outlasted the lease: it ran out while nothing was serving.
+    away = Controller(data_dir=data_dir)
+    with away.parts.database.write_connection() as conn:
+        conn.execute(sa.update(Job.__table__).where(Job.__table__.c.id == job.id)
+                     .values(lease_expires_at=time.time() - 1))
+    away.parts.database.close()
+
+    second = make_farm(data_dir=data_dir, restart_grace=0)
+    lost = second.job(job.id)  # the first call the restarted controller answers
+    assert lost.state == pb.JOB_STATE_FAILED, pb.JobState.Name(lost.state)
+    assert "agent pi-1 stopped responding during attempt 1 of 1" in lost.failure.message
+    agent.farm = second
+    late = agent.report(lease, result=sample_result([4, 5, 6]))
+    assert late.accepted and "stored the result" in late.message
+    stored = second.job(job.id)
+    assert stored.state == pb.JOB_STATE_SUCCEEDED and stored.attempt == 1 and not stored.HasField("failure")
