@@ -13,8 +13,10 @@ from hilfarm.sample_models import make_onnx_mlp
 from hilfarm.v1 import farm_pb2
 from hilfarm.waiting import JobFollower
 
+# The waits are what is tested, not the figures: the warmup and the timed phase are not left to go
+# on until the null runtime's nanosecond latencies look steady (up to 30 s each on a busy machine).
 QUICK = farm_pb2.JobSettings(runtime="null", min_runs=5, min_seconds=0.01, warmup_runs=1, warmup_seconds=0.01,
-                           repeats=1)
+                           warmup_max_seconds=0.2, max_seconds=0.5, repeats=1)
 
 
 class CountingClient(FarmClient):

@@ -183,7 +183,8 @@ def test_a_long_run_is_stored_after_the_work_is_done(make_farm, models):
     farm.wait_for_device("long")
     done = farm.cli("submit", str(models["onnx"]), "--device", "local", "--runtime", "null", "--runs", "1000000",
                     "--max-runs", "1000000", "--min-seconds", "0", "--max-seconds", "600", "--warmup", "0",
-                    "--warmup-seconds", "0", "--timeout", "600", "--json", token=farm.token, timeout=60)
+                    "--warmup-seconds", "0", "--warmup-max-seconds", "0.5", "--timeout", "600", "--json",
+                    token=farm.token, timeout=60)
     job_id = json.loads(done.stdout)["jobs"][0]["id"]
     job = farm.wait_for_job(farm.operator, job_id, [pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED], timeout=600)
     assert job.state == pb.JOB_STATE_SUCCEEDED and job.attempt == 1, job.failure
