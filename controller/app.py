@@ -50,7 +50,9 @@ from .suites import SuiteRunner
 # write lock waited for the interpreter lock behind the others at every statement (4 threads:
 # 82-85 jobs/s, heartbeat p99 71-84 ms; 1 thread: 93 jobs/s, 38-57 ms). PostgreSQL's round trips
 # overlap, but with 8 or 16 threads the event loop got the interpreter too rarely and heartbeats
-# took seconds.
+# took seconds. One thread on PostgreSQL answers sooner (submit->lease p99 20-24 ms against
+# 146-158 ms with four) but its round trips follow one another and it tops out near 140 jobs/s
+# where four reach 159 (benchmarks/SCALE.md, "A faster machine"): four keep the capacity.
 DEFAULT_DB_WORKERS = {"sqlite": 1, "postgresql": 4}
 
 
