@@ -16,12 +16,14 @@ part to another, and no part sets attributes on another.
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 import grpc
+import sqlalchemy as sa
 
 from hilfarm import wire_limits
 from hilfarm.paths import default_data_dir
@@ -45,15 +47,45 @@ from .scheduler import DEFAULT_RESTART_GRACE_SECONDS, Scheduler
 from .submission import DEFAULT_MAX_JOBS_PER_SUBMIT, DEFAULT_MAX_QUEUED_JOBS
 from .suites import SuiteRunner
 
-# Threads that run database work, by database (benchmarks/scale.py, 1,000 agents, 200 watchers,
-# 100 jobs/s offered). SQLite takes one writer at a time: with more threads, the one holding the
-# write lock waited for the interpreter lock behind the others at every statement (4 threads:
-# 82-85 jobs/s, heartbeat p99 71-84 ms; 1 thread: 93 jobs/s, 38-57 ms). PostgreSQL's round trips
-# overlap, but with 8 or 16 threads the event loop got the interpreter too rarely and heartbeats
-# took seconds. One thread on PostgreSQL answers sooner (submit->lease p99 20-24 ms against
-# 146-158 ms with four) but its round trips follow one another and it tops out near 140 jobs/s
-# where four reach 159 (benchmarks/SCALE.md, "A faster machine"): four keep the capacity.
-DEFAULT_DB_WORKERS = {"sqlite": 1, "postgresql": 4}
+# Threads that run database work (benchmarks/scale.py, 1,000 agents, 200 watchers, 100 jobs/s
+# offered; benchmarks/SCALE.md). SQLite takes one writer at a time: with more threads, the one
+# holding the write lock waited for the interpreter lock behind the others at every statement (4
+# threads: 82-85 jobs/s, heartbeat p99 71-84 ms; 1 thread: 93 jobs/s, 38-57 ms). On PostgreSQL
+# more threads overlap round trips to the server, which pays where a round trip is long (a server
+# on another host) and costs where it is short: on this host (loopback, Unix socket) one thread
+# answered sooner (submit->lease p99 14-71 ms against 102-420 ms with four, 79-86 % of a core
+# against 94-99 %) and took every job offered, topping out near 140 jobs/s against four
+# threads' 159 ("A faster machine: every target met"). With 8 or 16 threads the event loop got
+# the interpreter too rarely and heartbeats took seconds.
+SQLITE_DB_WORKERS = 1
+LOCAL_POSTGRES_DB_WORKERS = 1
+REMOTE_DB_WORKERS = 4
+
+
+def default_db_workers(url: sa.URL) -> int:
+    """Threads for database work when ``--db-threads`` is not given, by where the database is."""
+    if url.get_backend_name() == "sqlite":
+        return SQLITE_DB_WORKERS
+    return LOCAL_POSTGRES_DB_WORKERS if database_on_this_host(url) else REMOTE_DB_WORKERS
+
+
+def database_on_this_host(url: sa.URL) -> bool:
+    """Whether the server of ``url`` is reached over loopback or a Unix socket (no host: libpq's
+    default socket; a host that is a directory). A name other than localhost is not looked up:
+    that would wait for DNS at start, and such a server is taken as remote."""
+    hosts = [url.host] if url.host else []
+    query_host = url.query.get("host")
+    hosts += list(query_host) if isinstance(query_host, tuple) else [query_host] if query_host else []
+    if not hosts:
+        return True
+    return all(host.startswith("/") or host == "localhost" or _loopback_literal(host) for host in hosts)
+
+
+def _loopback_literal(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class CallMetrics(Protocol):
@@ -147,7 +179,7 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
         raise ValueError(f"max_attempts is {config.max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
     data_dir = config.resolved_data_dir()
     db_url = config.db_url or default_sqlite_url(data_dir)
-    db_workers = config.db_workers or DEFAULT_DB_WORKERS.get(parse_database_url(db_url).get_backend_name(), 4)
+    db_workers = config.db_workers or default_db_workers(parse_database_url(db_url))
     remote_write = None
     if metrics is None and config.remote_write_url:  # checked before the database is opened
         try:

@@ -13,7 +13,8 @@ the repositories, the scheduler and the suites are plain synchronous functions o
 the same code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an
 async driver would have meant a second copy of that code (and SQLite's async drivers are
 threads underneath anyway). The pool size also bounds how many connections one replica holds;
-on SQLite it is one thread (app.DEFAULT_DB_WORKERS says why), and regression analyses a person
+on SQLite and a PostgreSQL server on this host it is one thread by default, four for a server
+elsewhere (app.default_db_workers says why), and regression analyses a person
 asks for, which may compute for seconds, run in a small pool of their own
 (``BlockingCalls.reports``) so the agents' calls never wait behind them.
 

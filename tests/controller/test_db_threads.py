@@ -1,0 +1,36 @@
+"""How many threads do a controller's database work when ``--db-threads`` is not given: one for
+SQLite and for a PostgreSQL server on this host (round trips too short to be worth overlapping,
+and each extra thread waits for the interpreter lock), four for a server elsewhere, whose round
+trips overlap (controller/app.py, benchmarks/SCALE.md)."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from hilfarm.controller.app import ControllerConfig, build_controller, default_db_workers
+
+
+@pytest.mark.parametrize("url, threads", [
+    ("sqlite:////var/lib/hilfarm/hilfarm.db", 1),
+    ("postgresql+psycopg://farm@127.0.0.1:5432/farm", 1),
+    ("postgresql+psycopg://farm@127.0.0.2/farm", 1),
+    ("postgresql+psycopg://farm@localhost/farm", 1),
+    ("postgresql+psycopg://farm@[::1]:5432/farm", 1),
+    ("postgresql+psycopg:///farm", 1),  # libpq's default: the Unix socket
+    ("postgresql+psycopg://farm@/farm?host=/var/run/postgresql", 1),
+    ("postgresql+psycopg://farm@db.internal:5432/farm", 4),  # a name is not looked up
+    ("postgresql+psycopg://farm@10.0.0.5/farm", 4),
+    ("postgresql+psycopg://farm@/farm?host=10.0.0.5", 4),
+    ("postgresql+psycopg://farm@127.0.0.1/farm?host=10.0.0.5", 4),  # one of them remote
+])
+def test_default_database_threads_follow_where_the_database_is(url: str, threads: int) -> None:
+    assert default_db_workers(make_url(url)) == threads
+
+
+def test_a_controller_on_a_local_postgresql_uses_one_thread_unless_told(postgres_url: str, tmp_path) -> None:
+    for given, expected in ((None, 1), (3, 3)):
+        parts = build_controller(ControllerConfig(db_url=postgres_url, data_dir=tmp_path, db_workers=given))
+        try:
+            assert parts.db_workers == expected
+        finally:
+            parts.database.close()
