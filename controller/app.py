@@ -56,8 +56,7 @@ from .suites import SuiteRunner
 # answered sooner (submit->lease p99 12-71 ms against 39-527 ms with four, 79-87 % of a core
 # against 91-99 %) and took every job offered, topping out near 140 jobs/s against four
 # threads' 159 ("One database thread for a PostgreSQL server on this host"). With 8 or 16
-# threads the event loop got
-# the interpreter too rarely and heartbeats took seconds.
+# threads the event loop got the interpreter too rarely and heartbeats took seconds.
 SQLITE_DB_WORKERS = 1
 LOCAL_POSTGRES_DB_WORKERS = 1
 REMOTE_DB_WORKERS = 4

@@ -14,9 +14,9 @@ the same code on SQLite and PostgreSQL and callable from tests, the CLI and othe
 async driver would have meant a second copy of that code (and SQLite's async drivers are
 threads underneath anyway). The pool size also bounds how many connections one replica holds;
 on SQLite and a PostgreSQL server on this host it is one thread by default, four for a server
-elsewhere (app.default_db_workers says why), and regression analyses a person
-asks for, which may compute for seconds, run in a small pool of their own
-(``BlockingCalls.reports``) so the agents' calls never wait behind them.
+elsewhere (app.default_db_workers says why), and regression analyses a person asks for, which
+may compute for seconds, run in a small pool of their own (``BlockingCalls.reports``) so the
+agents' calls never wait behind them.
 
 Servicers only translate: a unary call is an ``async`` method that runs a plain method of the
 same name with a leading underscore in the pool; wire messages in and out through wire.py
