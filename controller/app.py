@@ -53,10 +53,11 @@ from .suites import SuiteRunner
 # threads: 82-85 jobs/s, heartbeat p99 71-84 ms; 1 thread: 93 jobs/s, 38-57 ms). On PostgreSQL
 # more threads overlap round trips to the server, which pays where a round trip is long (a server
 # on another host) and costs where it is short: on this host (loopback, Unix socket) one thread
-# answered sooner (submit->lease p99 12-71 ms against 39-527 ms with four, 79-87 % of a core
-# against 91-99 %) and took every job offered, topping out near 140 jobs/s against four
-# threads' 159 ("One database thread for a PostgreSQL server on this host"). With 8 or 16
-# threads the event loop got the interpreter too rarely and heartbeats took seconds.
+# answered sooner (submit->lease p99 lower in every alternated pair of runs, 12-172 ms in 10
+# of 12 runs against 39-202 ms in 9 of 13 with four; 79-87 % of a core against 91-99 %) and
+# took every job offered, topping out near 140 jobs/s against four threads' 159 ("One database
+# thread for a PostgreSQL server on this host"). With 8 or 16 threads the event loop got the
+# interpreter too rarely and heartbeats took seconds.
 SQLITE_DB_WORKERS = 1
 LOCAL_POSTGRES_DB_WORKERS = 1
 REMOTE_DB_WORKERS = 4
