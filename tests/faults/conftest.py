@@ -112,8 +112,13 @@ def start_agent(root: Path, controller: Controller, name: str) -> Proc:
 
 
 @pytest.fixture
-def processes():
-    """Every process a test starts; stopped (SIGTERM) at teardown."""
+def processes(request):
+    """Every process a test starts; stopped (SIGTERM) at teardown. The test's database is set up
+    first, so that it is torn down after the processes have stopped: a PostgreSQL schema dropped
+    under a live controller deadlocked with the controller's own statements."""
+    for database in ("db_url", "postgres_url"):
+        if database in request.fixturenames:
+            request.getfixturevalue(database)
     started: List[Proc] = []
     yield started
     for proc in reversed(started):
