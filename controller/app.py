@@ -16,7 +16,6 @@ part to another, and no part sets attributes on another.
 """
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import sqlalchemy as sa
 from hilfarm import wire_limits
 from hilfarm.paths import default_data_dir
 from hilfarm.suite_files import SuiteError, load_suite
-from hilfarm.transport import ServerTls
+from hilfarm.transport import ServerTls, is_loopback_host
 
 from . import auth
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
@@ -74,19 +73,8 @@ def database_on_this_host(url: sa.URL) -> bool:
     """Whether the server of ``url`` is reached over loopback or a Unix socket (no host: libpq's
     default socket; a host that is a directory). A name other than localhost is not looked up:
     that would wait for DNS at start, and such a server is taken as remote."""
-    hosts = [url.host] if url.host else []
-    query_host = url.query.get("host")
-    hosts += list(query_host) if isinstance(query_host, tuple) else [query_host] if query_host else []
-    if not hosts:
-        return True
-    return all(host.startswith("/") or host == "localhost" or _loopback_literal(host) for host in hosts)
-
-
-def _loopback_literal(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    hosts = ([url.host] if url.host else []) + list(url.normalized_query.get("host", ()))
+    return all(host.startswith("/") or is_loopback_host(host, look_up=False) for host in hosts)
 
 
 class CallMetrics(Protocol):

@@ -164,8 +164,9 @@ def is_loopback(address: str) -> bool:
     return is_loopback_host(host_of(address))
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether every address ``host`` names is a loopback address ('' is every interface)."""
+def is_loopback_host(host: str, *, look_up: bool = True) -> bool:
+    """Whether every address ``host`` names is a loopback address ('' is every interface). With
+    ``look_up`` False a name other than localhost counts as not loopback, without waiting for DNS."""
     if not host:
         return False
     if host == "localhost":
@@ -174,6 +175,8 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         pass
+    if not look_up:
+        return False
     try:
         infos = socket.getaddrinfo(host, None)
     except OSError:
