@@ -11,10 +11,11 @@ job may ask for (runs, durations, attempts, jobs per submit) are checked where a
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Dict, Tuple
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from hilfarm import wire_limits
@@ -46,14 +47,13 @@ def _check_scalar(field: FieldDescriptor, value: Any, path: str) -> None:
         raise InvalidArgument(f"{path} is {shown}; it must be a finite number")
 
 
-def _set_fields(msg: Message) -> Any:
+def _set_fields(msg: Message, has_bytes: bool) -> Any:
     """``msg.ListFields()``, without reading bytes fields: an upload chunk's megabyte of data
     is bounded by the message size, and copying it out only to look past it costs time."""
-    descriptor = msg.DESCRIPTOR
-    if not any(f.type == f.TYPE_BYTES for f in descriptor.fields):
+    if not has_bytes:
         return msg.ListFields()
     found = []
-    for field in descriptor.fields:
+    for field in msg.DESCRIPTOR.fields:
         if field.type == field.TYPE_BYTES:
             continue
         if _is_repeated(field):
@@ -70,14 +70,49 @@ def _set_fields(msg: Message) -> Any:
     return found
 
 
+# What check_message does with a field, by its kind.
+_MAP, _REPEATED_MESSAGE, _REPEATED_CHECKED, _REPEATED_OTHER, _MESSAGE, _SCALAR = range(6)
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(descriptor: Descriptor) -> Tuple[bool, Dict[int, Tuple[int, int]]]:
+    """How to check a message of ``descriptor``, worked out once per message type (every call's
+    request is checked, and reading a descriptor's options and limits costs more than the check):
+    whether it has bytes fields, and per field number its kind and item limit."""
+    kinds: Dict[int, Tuple[int, int]] = {}
+    for field in descriptor.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            kind = _MAP
+        elif _is_repeated(field):
+            if field.message_type is not None:
+                kind = _REPEATED_MESSAGE
+            elif field.type == field.TYPE_STRING or field.cpp_type in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT):
+                kind = _REPEATED_CHECKED
+            else:
+                kind = _REPEATED_OTHER
+        elif field.message_type is not None:
+            kind = _MESSAGE
+        else:
+            kind = _SCALAR
+        kinds[field.number] = (kind, max_items(field) if kind <= _REPEATED_OTHER else 0)
+    return any(f.type == f.TYPE_BYTES for f in descriptor.fields), kinds
+
+
 def check_message(msg: Message, path: str = "") -> None:
     """Raise InvalidArgument for the first field of ``msg`` (recursively) out of bounds."""
     prefix = f"{path}." if path else ""
-    for field, value in _set_fields(msg):
-        where = prefix + field.name
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            if len(value) > max_items(field):
-                raise InvalidArgument(f"{where} has {len(value)} entries; the limit is {max_items(field)}")
+    has_bytes, kinds = _plan(msg.DESCRIPTOR)
+    for field, value in _set_fields(msg, has_bytes):
+        kind, items = kinds[field.number]
+        if kind == _SCALAR:
+            _check_scalar(field, value, prefix + field.name)
+        elif kind == _MESSAGE:
+            check_message(value, prefix + field.name)
+        elif len(value) > items:
+            noun = "entries" if kind == _MAP else "items"
+            raise InvalidArgument(f"{prefix + field.name} has {len(value)} {noun}; the limit is {items}")
+        elif kind == _MAP:
+            where = prefix + field.name
             key_field = field.message_type.fields_by_name["key"]
             value_field = field.message_type.fields_by_name["value"]
             for k, v in value.items():
@@ -86,16 +121,9 @@ def check_message(msg: Message, path: str = "") -> None:
                     check_message(v, f"{where}[{k}]")
                 else:
                     _check_scalar(value_field, v, f"{where}[{k}]")
-        elif _is_repeated(field):
-            if len(value) > max_items(field):
-                raise InvalidArgument(f"{where} has {len(value)} items; the limit is {max_items(field)}")
-            if field.message_type is not None:
-                for i, item in enumerate(value):
-                    check_message(item, f"{where}[{i}]")
-            elif field.type == field.TYPE_STRING or field.cpp_type in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT):
-                for i, item in enumerate(value):
-                    _check_scalar(field, item, f"{where}[{i}]")
-        elif field.message_type is not None:
-            check_message(value, where)
-        else:
-            _check_scalar(field, value, where)
+        elif kind == _REPEATED_MESSAGE:
+            for i, item in enumerate(value):
+                check_message(item, f"{prefix + field.name}[{i}]")
+        elif kind == _REPEATED_CHECKED:
+            for i, item in enumerate(value):
+                _check_scalar(field, item, f"{prefix + field.name}[{i}]")

@@ -39,6 +39,7 @@ import gc
 import inspect
 import logging
 import random
+import re
 import signal
 import socket
 import sys
@@ -155,6 +156,8 @@ FULL_LOOK_INTERVAL_SECONDS = 30.0
 # A watched job that waits in the queue is sent again this often, for its placement notes
 # (agents come, go and finish other jobs without the job itself changing).
 QUEUED_REFRESH_SECONDS = 10.0
+# A job id as submission.plan_run makes them (uuid4 hex), not a prefix of one.
+_WHOLE_JOB_ID = re.compile(r"[0-9a-f]{32}")
 FARM_SERVICE = pb.DESCRIPTOR.services_by_name["FarmService"].full_name
 AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -532,10 +535,14 @@ class JobPresenter:
         self.scheduler = scheduler
         self.regressions = regressions
 
-    def job_pb(self, job: Job) -> pb.Job:
+    def job_pb(self, job: Job, evaluations: Optional[Dict[str, JobEvaluation]] = None) -> pb.Job:
+        """``evaluations``: the job's budgets and verdicts when the caller has them (read from the
+        database otherwise)."""
         notes = self.scheduler.placement_notes([job])
         msg = wire.job_to_pb(job, notes.get(job.id, ()))
-        return wire.add_evaluation(msg, self.regressions.evaluations([job.id]).get(job.id))
+        if evaluations is None:
+            evaluations = self.regressions.evaluations([job.id])
+        return wire.add_evaluation(msg, evaluations.get(job.id))
 
     def explained_again(self, jobs: Sequence[Job], shown: Sequence[pb.Job]) -> List[pb.Job]:
         """``shown`` (the messages of ``jobs``) with the queued jobs' placement notes written
@@ -737,13 +744,17 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
     @_rpc
     async def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
         waiters = self.waiters
-        # The job's whole id (the request may give a unique prefix): changes name whole ids.
-        job_id = (await self.calls.db(self.jobs.get_job, request.job_id, project=auth.caller().project)).id
+        # Changes name whole ids. A request that names one (submission.plan_run makes every id
+        # 32 hex digits, so such a request is a whole id or no job's) is watched as it is: the
+        # read below is its first. A unique prefix is read once before, for the whole id.
+        job_id = request.job_id
+        if not _WHOLE_JOB_ID.fullmatch(job_id):
+            job_id = (await self.calls.db(self.jobs.get_job, job_id, project=auth.caller().project)).id
         with waiters.watching(job_id=job_id) as changed:
-            last, shown = b"", None
+            last, shown, evaluations = b"", None, None
             while True:
                 changed.clear()
-                job, msg = await self.calls.db(self._watched_job, job_id, shown)
+                job, msg, evaluations = await self.calls.db(self._watched_job, job_id, shown, evaluations)
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
                     yield msg
@@ -784,13 +795,21 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
     # would have woken the watcher. Only the placement notes of what it was shown are written
     # again; the job and its verdicts are not read.
 
-    def _watched_job(self, job_id: str, shown: Optional[Tuple[Job, pb.Job]]) -> Tuple[Job, pb.Job]:
-        """``shown``: the job and message last sent, when shown again only because time passed."""
+    def _watched_job(self, job_id: str, shown: Optional[Tuple[Job, pb.Job]],
+                     evaluations: Optional[Dict[str, JobEvaluation]]
+                     ) -> Tuple[Job, pb.Job, Optional[Dict[str, JobEvaluation]]]:
+        """``shown``: the job and message last sent, when shown again only because time passed.
+        ``evaluations``: the job's budgets and verdicts as this watcher read them (None: not yet).
+        They are stored with the job and change only in the transaction that stores its outcome,
+        so they are read at the first look and again once the job is finished, not at every
+        change in between (a lease, a progress report)."""
         if shown is not None:
             job, msg = shown
-            return job, self.presenter.explained_again([job], [msg])[0]
+            return job, self.presenter.explained_again([job], [msg])[0], evaluations
         job = self.jobs.get_job(job_id, project=auth.caller().project)
-        return job, self.presenter.job_pb(job)
+        if evaluations is None or job.job_state.finished:
+            evaluations = self.presenter.regressions.evaluations([job.id])
+        return job, self.presenter.job_pb(job, evaluations), evaluations
 
     def _watched_run(self, run_id: str, shown: Optional[Tuple[List[Job], List[pb.Job]]]
                      ) -> Tuple[List[Job], List[pb.Job]]:

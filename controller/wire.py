@@ -13,6 +13,8 @@ or absent and named in the result's ``unavailable``. Absent always means "not me
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -84,11 +86,39 @@ def dict_to_message(doc: Optional[Dict[str, Any]], message_type: Type[M]) -> M:
 
     Reading is tolerant: a field or an enum value this version does not know (stored by a newer
     controller during a rolling upgrade, or by one that was rolled back) is left out, and the
-    rest of the document is read, so replicas of two versions can share one database."""
+    rest of the document is read, so replicas of two versions can share one database.
+
+    A small document read before is not parsed again (``_parsed``): ``json_format`` walks every
+    field in Python, 14 µs for a job's settings and 100 µs for a small result, while the same
+    settings are shown with every job of a run and on every watcher's update."""
+    if not doc:
+        return message_type()
+    try:
+        text = json.dumps(doc, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON text (only documents the database holds are)
+        text = ""
+    if not text or len(text) > _PARSED_MAX_CHARS:
+        return _parse(doc, message_type)
+    return message_type.FromString(_parsed(message_type, text))
+
+
+def _parse(doc: Dict[str, Any], message_type: Type[M]) -> M:
     msg = message_type()
-    if doc:
-        json_format.ParseDict(_non_finite_as_text(doc), msg, ignore_unknown_fields=True)
+    json_format.ParseDict(_non_finite_as_text(doc), msg, ignore_unknown_fields=True)
     return msg
+
+
+# The documents remembered by ``_parsed``, and the longest (as JSON text) it remembers: a job's
+# settings are about 120 characters, a result with a few hundred samples several thousand.
+_PARSED_ENTRIES = 1024
+_PARSED_MAX_CHARS = 8192
+
+
+@functools.lru_cache(maxsize=_PARSED_ENTRIES)
+def _parsed(message_type: Type[Message], text: str) -> bytes:
+    """The wire form of the document whose canonical JSON text is ``text``: bytes, so that each
+    caller gets a message of its own to change (parsing them back is a copy in C)."""
+    return _parse(json.loads(text), message_type).SerializeToString()
 
 
 def _non_finite_as_text(value: Any) -> Any:

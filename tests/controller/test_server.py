@@ -111,8 +111,14 @@ def test_get_and_cancel_name_what_is_missing_or_finished(farm, model):
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "already cancelled" in err.value.details()
 
 
-def test_watch_sends_the_job_on_every_change_until_it_is_finished(farm, model):
-    (job,) = farm.submit([model], ["rpi5"]).jobs
+def test_watch_sends_the_job_on_every_change_until_it_is_finished(farm, model, monkeypatch):
+    budget = pb.Budget(name="latency.p50", max=1.0, unit="s")
+    (job,) = farm.submit([model], ["rpi5"], constraints=[budget]).jobs
+    regressions = farm.controller.parts.regressions
+    evaluation_reads = []
+    real_evaluations = regressions.evaluations
+    monkeypatch.setattr(regressions, "evaluations",
+                        lambda ids: evaluation_reads.append(list(ids)) or real_evaluations(evaluation_reads[-1]))
     seen = []
     done = threading.Event()
 
@@ -139,6 +145,11 @@ def test_watch_sends_the_job_on_every_change_until_it_is_finished(farm, model):
     assert pb.JOB_STATE_LEASED in states and pb.JOB_STATE_RUNNING in states
     assert seen[-1].result == sample_result()
     assert all(a != b for a, b in zip(seen, seen[1:])), "an update is sent only on a change"
+    # The budgets come with every update, the verdicts with the result; the watch read them at
+    # its first look and once the job was finished, not at the lease or the progress report.
+    assert all(list(u.constraints) == [budget] for u in seen)
+    assert [v.constraint for v in seen[-1].verdicts] == ["latency.p50"] and not seen[-2].verdicts
+    assert evaluation_reads == [[job.id], [job.id]]
 
 
 def test_watching_a_finished_job_sends_it_once(farm, model):
@@ -156,7 +167,8 @@ def test_a_watch_reads_the_database_only_when_its_job_changes_and_stops_with_its
     monkeypatch.setattr(jobs, "get_job", lambda job_id, **scope: reads.append(job_id) or real_get_job(job_id, **scope))
     call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id))
     assert next(call).id == job.id
-    first = len(reads)  # finding the job (a prefix, in the caller's project), then its state
+    first = len(reads)  # its state (a whole id is not looked up first)
+    assert first == 1
     time.sleep(1.0)
     assert len(reads) == first, "nothing changed, so the watch did not read the job again"
     agent = farm.agent("pi-1")

@@ -148,6 +148,23 @@ def test_a_document_stored_by_a_newer_version_is_read_with_what_this_version_kno
     assert read.message == "too hot" and read.category == pb.FAILURE_CATEGORY_UNSPECIFIED
 
 
+def test_a_document_read_again_is_the_same_message_and_each_reader_gets_its_own():
+    """Small documents read before are remembered (wire._parsed): a repeat must read exactly as
+    a first read, a change one caller makes to its message must not reach the next caller, and
+    the same values in another key order are the same document."""
+    settings = {"runtime": "null", "min_runs": 3, "tflite_delegate_options": {"a": "1"}, "seed": (1 << 60) + 1}
+    first = wire.settings_to_pb(settings)
+    first.min_runs = 99
+    first.tflite_delegate_options["b"] = "2"
+    again = wire.settings_to_pb(dict(reversed(list(settings.items()))))
+    assert again.min_runs == 3 and dict(again.tflite_delegate_options) == {"a": "1"}
+    assert again.seed == (1 << 60) + 1
+    assert again == wire._parse(settings, pb.JobSettings)
+    result = wire.result_from_pb(populate(pb.BenchmarkResult()))
+    assert wire.result_to_pb(result) == wire.result_to_pb(json.loads(json.dumps(result))) == wire._parse(result, pb.BenchmarkResult)
+    assert wire.result_to_pb({"latency": {"p50_seconds": math.nan}}).latency.p50_seconds != 0.0  # NaN, still
+
+
 def test_job_round_trips_with_placement_notes():
     original = populate(pb.Job())
     # Budgets and verdicts live in their own table; they round-trip through add_evaluation.
