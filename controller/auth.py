@@ -200,25 +200,24 @@ def _rpc_name(method: str) -> str:
 
 def authorize(principal: Principal, requirement: Optional[Requirement], method: str) -> None:
     """Raise PermissionDenied when ``principal`` may not call ``method``."""
-    name = _rpc_name(method)
     if requirement is None:
         raise PermissionDenied(f"{method} is not a call this controller allows")
     if requirement.kind == "open":
         return
     if requirement.kind == "user":
         if principal.kind != Kind.USER:
-            raise PermissionDenied(f"{name} is a user call; {principal.label} is not a user token "
+            raise PermissionDenied(f"{_rpc_name(method)} is a user call; {principal.label} is not a user token "
                                    "(agents and enrollment tokens only use the agent API)")
         assert requirement.role is not None and principal.role is not None
         if principal.role < requirement.role:
             raise PermissionDenied(
-                f"{name} needs the {requirement.role.label} role; {principal.label} is a "
+                f"{_rpc_name(method)} needs the {requirement.role.label} role; {principal.label} is a "
                 f"{principal.role.label} of project {principal.project}")
         return
     if requirement.kind == "agent":
         if principal.kind != Kind.AGENT:
             raise PermissionDenied(
-                f"{name} is an agent call and needs an agent credential; {principal.label} is not one "
+                f"{_rpc_name(method)} is an agent call and needs an agent credential; {principal.label} is not one "
                 "(an agent gets its credential once, with Enroll)")
         return
     if requirement.kind == "enroll":
@@ -228,7 +227,7 @@ def authorize(principal: Principal, requirement: Optional[Requirement], method: 
     if requirement.kind == "any":
         if principal.kind in (Kind.USER, Kind.AGENT):
             return
-        raise PermissionDenied(f"{name} needs a user token or an agent credential")
+        raise PermissionDenied(f"{_rpc_name(method)} needs a user token or an agent credential")
     raise PermissionDenied(f"{method}: unknown requirement {requirement.kind!r}")
 
 
@@ -326,14 +325,18 @@ class Authenticator:
         return principal
 
     def _identify_from_memory(self, token: Optional[str]) -> Optional[Principal]:
-        if not token or parse_token(token) is None:
-            return self.identify(token)  # no token, or the operator's: nothing to read
+        if not token:
+            return self.identify(token)  # no token: nothing to read
         if self.lookup.revocations != self._revocations_seen:
             self._revocations_seen = self.lookup.revocations
             self._remembered.clear()
         entry = self._remembered.get(token)
+        if entry is None:
+            # Not a token of this format (the operator's, or none of ours): nothing to read.
+            # Only tokens of the format are remembered, so a remembered one is not parsed again.
+            return self.identify(token) if parse_token(token) is None else None
         now = self.clock()
-        if entry is None or entry[1] <= now:
+        if entry[1] <= now:
             return None
         principal, until, refresh_from = entry
         if now >= refresh_from:

@@ -71,30 +71,30 @@ def _set_fields(msg: Message, has_bytes: bool) -> Any:
 
 
 # What check_message does with a field, by its kind.
-_MAP, _REPEATED_MESSAGE, _REPEATED_CHECKED, _REPEATED_OTHER, _MESSAGE, _SCALAR = range(6)
+_MAP, _REPEATED_MESSAGE, _REPEATED_CHECKED, _REPEATED_OTHER, _MESSAGE, _STRING, _FLOAT, _UNCHECKED = range(8)
 
 
 @functools.lru_cache(maxsize=None)
 def _plan(descriptor: Descriptor) -> Tuple[bool, Dict[int, Tuple[int, int]]]:
     """How to check a message of ``descriptor``, worked out once per message type (every call's
     request is checked, and reading a descriptor's options and limits costs more than the check):
-    whether it has bytes fields, and per field number its kind and item limit."""
+    whether it has bytes fields, and per field number its kind and limit (items of a repeated
+    field or map, characters of a string)."""
     kinds: Dict[int, Tuple[int, int]] = {}
     for field in descriptor.fields:
+        checked_scalar = field.type == field.TYPE_STRING or field.cpp_type in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            kind = _MAP
+            kinds[field.number] = (_MAP, max_items(field))
         elif _is_repeated(field):
-            if field.message_type is not None:
-                kind = _REPEATED_MESSAGE
-            elif field.type == field.TYPE_STRING or field.cpp_type in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT):
-                kind = _REPEATED_CHECKED
-            else:
-                kind = _REPEATED_OTHER
+            kind = (_REPEATED_MESSAGE if field.message_type is not None
+                    else _REPEATED_CHECKED if checked_scalar else _REPEATED_OTHER)
+            kinds[field.number] = (kind, max_items(field))
         elif field.message_type is not None:
-            kind = _MESSAGE
+            kinds[field.number] = (_MESSAGE, 0)
+        elif field.type == field.TYPE_STRING:
+            kinds[field.number] = (_STRING, max_chars(field))
         else:
-            kind = _SCALAR
-        kinds[field.number] = (kind, max_items(field) if kind <= _REPEATED_OTHER else 0)
+            kinds[field.number] = (_FLOAT if checked_scalar else _UNCHECKED, 0)
     return any(f.type == f.TYPE_BYTES for f in descriptor.fields), kinds
 
 
@@ -103,14 +103,19 @@ def check_message(msg: Message, path: str = "") -> None:
     prefix = f"{path}." if path else ""
     has_bytes, kinds = _plan(msg.DESCRIPTOR)
     for field, value in _set_fields(msg, has_bytes):
-        kind, items = kinds[field.number]
-        if kind == _SCALAR:
+        kind, limit = kinds[field.number]
+        if kind == _UNCHECKED:
+            continue
+        if kind == _STRING:
+            if len(value) > limit or "\x00" in value:
+                _check_string(field, value, prefix + field.name)
+        elif kind == _FLOAT:
             _check_scalar(field, value, prefix + field.name)
         elif kind == _MESSAGE:
             check_message(value, prefix + field.name)
-        elif len(value) > items:
+        elif len(value) > limit:
             noun = "entries" if kind == _MAP else "items"
-            raise InvalidArgument(f"{prefix + field.name} has {len(value)} {noun}; the limit is {items}")
+            raise InvalidArgument(f"{prefix + field.name} has {len(value)} {noun}; the limit is {limit}")
         elif kind == _MAP:
             where = prefix + field.name
             key_field = field.message_type.fields_by_name["key"]

@@ -40,14 +40,18 @@ def controller() -> None:
 @click.option("--remote-write-url", envvar="HILFARM_REMOTE_WRITE_URL", default=None, metavar="URL",
               help="Also send every result, stamped with its own time, to this Prometheus remote-write endpoint.")
 @click.option("--db-threads", type=click.IntRange(min=1, max=64), default=None,
-              help="Threads for database work [1 on SQLite, which takes one writer at a time; 4 on PostgreSQL].")
+              help="Threads for database work [1 on SQLite, which takes one writer at a time, and on a PostgreSQL "
+                   "server on this host; 4 for one elsewhere].")
+@click.option("--event-loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="The gRPC server's event loop: auto is uvloop when installed (the controller extra installs it "
+                   "on Linux and macOS), else asyncio's own.")
 @click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
 @serve_security_options
 @click.pass_context
 def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, restart_grace_seconds,
-                     artifacts_dir, metrics_bind, remote_write_url, db_threads, nightly_suites, **security):
+                     artifacts_dir, metrics_bind, remote_write_url, db_threads, event_loop, nightly_suites, **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.server import Controller, serve_forever
 
@@ -66,6 +70,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
             metrics_bind=metrics_bind,
             remote_write_url=remote_write_url,
             db_workers=db_threads,
+            event_loop=event_loop,
             nightly=list(nightly_suites),
             **security,
         )
