@@ -27,9 +27,9 @@ wires them). Domain errors become gRPC status codes in one place (``STATUS_FOR``
 The event loop runs in a thread of its own, so ``Controller`` keeps a synchronous start/stop
 for the CLI, the embedded farm and the tests. It is uvloop's where uvloop is installed (the
 controller extra installs it on Linux and macOS; ``event_loop`` / ``--event-loop`` chooses):
-scheduling callbacks, tasks and wakeups in C instead of Python. At 1,000 agents the loop's own
-work is a large share of the controller's one core, and uvloop took 100 jobs/s where asyncio's
-loop refused submissions at about 94 (README, the scale section).
+scheduling callbacks, timers and wakeups in C instead of Python. At 1,000 agents the loop's own
+work is a tenth of the controller's one core; on uvloop it spent 2-4 points of a core less at 50
+jobs a second (benchmarks/SCALE.md, *A slower machine again*).
 """
 from __future__ import annotations
 
