@@ -550,6 +550,11 @@ class JobPresenter:
             evaluations = self.regressions.evaluations([job.id])
         return wire.add_evaluation(msg, evaluations.get(job.id))
 
+    def evaluations(self, jobs: Sequence[Job]) -> Dict[str, JobEvaluation]:
+        """The budgets and verdicts of ``jobs`` by job id, for a caller that keeps them between
+        messages (a watch: they change only when a job's outcome is stored)."""
+        return self.regressions.evaluations(j.id for j in jobs)
+
     def explained_again(self, jobs: Sequence[Job], shown: Sequence[pb.Job]) -> List[pb.Job]:
         """``shown`` (the messages of ``jobs``) with the queued jobs' placement notes written
         anew, for jobs shown again only because time passed: nothing else is read, and the
@@ -814,7 +819,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             return job, self.presenter.explained_again([job], [msg])[0], evaluations
         job = self.jobs.get_job(job_id, project=auth.caller().project)
         if evaluations is None or job.job_state.finished:
-            evaluations = self.presenter.regressions.evaluations([job.id])
+            evaluations = self.presenter.evaluations([job])
         return job, self.presenter.job_pb(job, evaluations), evaluations
 
     def _watched_run(self, run_id: str, shown: Optional[Tuple[List[Job], List[pb.Job]]]
