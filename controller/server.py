@@ -547,7 +547,7 @@ class JobPresenter:
         notes = self.scheduler.placement_notes([job])
         msg = wire.job_to_pb(job, notes.get(job.id, ()))
         if evaluations is None:
-            evaluations = self.regressions.evaluations([job.id])
+            evaluations = self.evaluations([job])
         return wire.add_evaluation(msg, evaluations.get(job.id))
 
     def evaluations(self, jobs: Sequence[Job]) -> Dict[str, JobEvaluation]:
@@ -574,7 +574,7 @@ class JobPresenter:
 
     def jobs_pb(self, jobs: Sequence[Job]) -> List[pb.Job]:
         notes = self.scheduler.placement_notes(jobs)
-        evaluations = self.regressions.evaluations(j.id for j in jobs)
+        evaluations = self.evaluations(jobs)
         return [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
 
     def run_pb(self, run: Any, jobs: List[Job], evaluations: Optional[Dict[str, JobEvaluation]] = None, *,
@@ -583,7 +583,7 @@ class JobPresenter:
         database otherwise); ``notes_max_age``: Scheduler.placement_notes' ``max_age``."""
         msg = wire.run_to_pb(run, jobs, self.scheduler.placement_notes(jobs, max_age=notes_max_age))
         if evaluations is None:
-            evaluations = self.regressions.evaluations(j.id for j in jobs)
+            evaluations = self.evaluations(jobs)
         for job_msg in msg.jobs:
             wire.add_evaluation(job_msg, evaluations.get(job_msg.id))
         return msg
