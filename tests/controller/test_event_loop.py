@@ -45,3 +45,12 @@ def test_uvloop_asked_for_and_missing_is_refused_before_anything_is_opened(tmp_p
 def test_an_unknown_event_loop_is_an_error_naming_the_choices():
     with pytest.raises(ValueError, match="'trio'.*auto, uvloop, asyncio"):
         chosen_event_loop("trio")
+
+
+def test_the_cli_offers_the_event_loops_the_controller_knows():
+    # The CLI lists them itself (it imports the server only when it serves); they must not drift.
+    from hilfarm.cli.controller import controller_serve
+    from hilfarm.controller.server import EVENT_LOOPS
+
+    (option,) = [p for p in controller_serve.params if p.name == "event_loop"]
+    assert tuple(option.type.choices) == EVENT_LOOPS and option.default == "auto"
