@@ -215,11 +215,15 @@ class Bench:
     # ------------------------------------------------------------ users
 
     async def submit_one(self, model: str, profile: str = PROFILE) -> Optional[str]:
+        """Submit one run (``--run-jobs`` jobs of the benchmark's profile, one job of another);
+        returns the id of its first job, None when refused."""
         settings = pb.JobSettings(runtime="null", min_runs=3)
+        size = self.args.run_jobs if profile == PROFILE else 1
+        models = [pb.ModelRef(sha256=model, name="bench.onnx" if size == 1 else f"bench-{i}.onnx") for i in range(size)]
         started = time.perf_counter()
         try:
-            run = await self.farm.Submit(pb.SubmitRequest(models=[pb.ModelRef(sha256=model, name="bench.onnx")],
-                                                          device_profiles=[profile], settings=settings), timeout=30)
+            run = await self.farm.Submit(pb.SubmitRequest(models=models, device_profiles=[profile], settings=settings),
+                                         timeout=30)
         except grpc.aio.AioRpcError as exc:
             self.error("Submit", exc)
             retry_after = dict(exc.trailing_metadata() or ()).get(OVERLOAD_RETRY_AFTER_KEY)
@@ -227,15 +231,15 @@ class Bench:
                 # Refused as overloaded: a closed loop waits as asked before it fills the slot again.
                 await asyncio.sleep(int(retry_after) / 1000)
             return None
-        job_id = run.jobs[0].id
         if profile == PROFILE:
-            self.submitted_at[job_id] = started
-            self.outstanding += 1
+            for job in run.jobs:
+                self.submitted_at[job.id] = started
+            self.outstanding += len(run.jobs)
             if self.measuring:
                 self.stats.submit.append(time.perf_counter() - started)
             if self.live_queue.qsize() < self.args.live_watchers:
-                self.live_queue.put_nowait(job_id)
-        return job_id
+                self.live_queue.put_nowait(run.id if self.args.watch_runs else run.jobs[0].id)
+        return run.jobs[0].id
 
     async def submit_parked(self, model: str) -> str:
         """A job that stays queued (no agent has its profile), sent again while refused."""
@@ -261,7 +265,7 @@ class Bench:
             return
         window = self.args.window or max(50, 4 * self.args.agents)
         while not self.stop.is_set():
-            while self.outstanding + len(pending) < window and not self.stop.is_set():
+            while self.outstanding + self.args.run_jobs * len(pending) < window and not self.stop.is_set():
                 task = asyncio.ensure_future(self.submit_one(model))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -288,6 +292,9 @@ class Bench:
         stub = pb_grpc.FarmServiceStub(self.watch_channels[index % len(self.watch_channels)])
         while not self.stop.is_set():
             job_id = await self.live_queue.get()
+            if self.args.watch_runs:
+                await self.follow_run(stub, job_id)
+                continue
             first = True
             try:
                 async for job in stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60):
@@ -299,6 +306,20 @@ class Bench:
                     first = False
             except grpc.aio.AioRpcError as exc:
                 self.error("WatchJob(live)", exc)
+
+    async def follow_run(self, stub: pb_grpc.FarmServiceStub, run_id: str) -> None:
+        """``--watch-runs``: follow a whole run on one WatchRun stream, as `submit --wait` does,
+        timing each job's stored result to the message that shows it finished."""
+        shown: set = set()
+        try:
+            async for job in stub.WatchRun(pb.WatchRunRequest(run_id=run_id), timeout=60):
+                if job.state in FINAL and job.id not in shown:
+                    shown.add(job.id)
+                    acked = self.acked_at.get(job.id)
+                    if acked is not None and self.measuring:
+                        self.stats.result_to_watcher.append(max(0.0, time.perf_counter() - acked))
+        except grpc.aio.AioRpcError as exc:
+            self.error("WatchRun(live)", exc)
 
     async def loop_lag(self) -> None:
         while not self.stop.is_set():
@@ -411,6 +432,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int,
 
     return {
         "agents": args.agents, "watchers": args.watchers, "live_watchers": args.live_watchers,
+        "run_jobs": args.run_jobs, "watch_runs": args.watch_runs,
         "rate": args.rate, "seconds": round(window, 1), "db": args.db, "floor": args.floor,
         "heartbeats": len(s.heartbeat), "heartbeat_timeouts": s.heartbeat_timeouts,
         "heartbeats_unknown": s.heartbeats_unknown,
@@ -459,9 +481,12 @@ def print_report(r: dict) -> None:
     def pair(d: dict) -> str:
         return f"{d['p50']} / {d['p99']} ms"
 
+    runs = f" of {r['run_jobs']}-job runs" if r["run_jobs"] > 1 else ""
     print(f"\n{r['agents']} agents (heartbeat every {ARGS.heartbeat:g} s, {ARGS.lease_wait:g} s long-polls), "
-          f"{r['watchers']} open watch streams + {r['live_watchers']} live watchers, "
-          f"submissions {'closed-loop' if not r['rate'] else str(r['rate']) + '/s'}, "
+          f"{r['watchers']} open watch streams + {r['live_watchers']} live watchers"
+          f"{' of whole runs' if r['watch_runs'] else ''}, "
+          f"submissions {'closed-loop' if not r['rate'] else str(r['rate']) + '/s'}"
+          f"{f' of {r[chr(114) + "un_jobs"]}-job runs' if r['run_jobs'] > 1 else ''}, "
           f"{'gRPC floor (no controller)' if r.get('floor') else r['db']}, {r['seconds']} s measured")
     print(f"  heartbeat p50 / p99        {pair(r['heartbeat_ms'])}  (max {r['heartbeat_ms']['max']} ms, "
           f"{r['heartbeats']} answered, {r['heartbeat_timeouts']} timed out)")
@@ -489,6 +514,9 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--watchers", type=int, default=0, help="watch streams held open on queued jobs")
     parser.add_argument("--live-watchers", type=int, default=20, help="watchers following the submitted jobs")
+    parser.add_argument("--run-jobs", type=int, default=1, help="jobs in each submitted run (one model each)")
+    parser.add_argument("--watch-runs", action="store_true",
+                        help="live watchers follow whole runs (WatchRun, as `submit --wait`) instead of single jobs")
     parser.add_argument("--rate", type=float, default=100.0, help="submissions per second; 0 = closed loop")
     parser.add_argument("--window", type=int, default=0, help="closed loop: jobs outstanding (default 4 x agents, >= 50)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time")
@@ -505,6 +533,10 @@ def main() -> None:
                         help="load benchmarks/grpc_floor.py (the farm's gRPC services doing nothing) instead of "
                              "`controller serve`: what the gRPC layer alone costs here")
     ARGS = args = parser.parse_args()
+    if args.run_jobs < 1:
+        parser.error("--run-jobs must be at least 1")
+    if args.floor and args.watch_runs:
+        parser.error("--watch-runs: the gRPC floor serves no WatchRun")
 
     root = scratch_dir("scale")
     drop = None

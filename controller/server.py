@@ -51,7 +51,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -572,9 +572,11 @@ class JobPresenter:
             out.append(msg)
         return out
 
-    def jobs_pb(self, jobs: Sequence[Job]) -> List[pb.Job]:
+    def jobs_pb(self, jobs: Sequence[Job], evaluations: Optional[Dict[str, JobEvaluation]] = None) -> List[pb.Job]:
+        """``evaluations``: as for ``job_pb``."""
         notes = self.scheduler.placement_notes(jobs)
-        evaluations = self.evaluations(jobs)
+        if evaluations is None:
+            evaluations = self.evaluations(jobs)
         return [wire.add_evaluation(wire.job_to_pb(j, notes.get(j.id, ())), evaluations.get(j.id)) for j in jobs]
 
     def run_pb(self, run: Any, jobs: List[Job], evaluations: Optional[Dict[str, JobEvaluation]] = None, *,
@@ -616,13 +618,22 @@ def _refresh_after() -> float:
     return QUEUED_REFRESH_SECONDS * random.uniform(0.75, 1.25)
 
 
-async def _wait_for(changed: asyncio.Event, timeout: Optional[float]) -> bool:
-    """True when ``changed`` was set, False when ``timeout`` passed first."""
-    try:
-        await asyncio.wait_for(changed.wait(), timeout)
-    except asyncio.TimeoutError:
-        return changed.is_set()
-    return True
+@dataclass
+class _RunView:
+    """What a WatchRun call last showed: the run's jobs (in the run's order), their messages, and
+    their budgets and verdicts."""
+
+    jobs: Dict[str, Job]
+    messages: Dict[str, pb.Job]
+    evaluations: Dict[str, JobEvaluation]
+
+    @property
+    def finished(self) -> bool:
+        return all(j.job_state.finished for j in self.jobs.values())
+
+    @property
+    def any_queued(self) -> bool:
+        return any(j.job_state == JobState.QUEUED for j in self.jobs.values())
 
 
 class FarmServicer(pb_grpc.FarmServiceServicer):
@@ -761,10 +772,10 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         job_id = request.job_id
         if not _WHOLE_JOB_ID.fullmatch(job_id):
             job_id = (await self.calls.db(self.jobs.get_job, job_id, project=auth.caller().project)).id
-        with waiters.watching(job_id=job_id) as changed:
+        with waiters.watching(job_id=job_id) as watch:
             last, shown, evaluations = b"", None, None
             while True:
-                changed.clear()
+                watch.take()
                 job, msg, evaluations = await self.calls.db(self._watched_job, job_id, shown, evaluations)
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
@@ -775,32 +786,32 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
                 queued = job.job_state == JobState.QUEUED
-                timed_out = not await _wait_for(changed, _refresh_after() if queued else None)
+                timed_out = not await watch.wait(_refresh_after() if queued else None)
                 shown = (job, msg) if timed_out else None
 
     @_rpc
     async def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
         """Every job of the run now, then each job again whenever it changes; ends once every
-        job is finished."""
+        job is finished. After the first read only the jobs that changed are read again: a
+        watcher of a run of a thousand jobs would otherwise read all of them at every change."""
         waiters = self.waiters
-        with waiters.watching(run_id=request.run_id) as changed:
+        with waiters.watching(run_id=request.run_id) as watch:
             sent: Dict[str, bytes] = {}
-            shown: Optional[Tuple[List[Job], List[pb.Job]]] = None
+            view: Optional[_RunView] = None
+            timed_out = False
             while True:
-                changed.clear()
-                jobs, messages = await self.calls.db(self._watched_run, request.run_id, shown)
+                changed = watch.take()
+                view, messages = await self.calls.db(self._watched_run, request.run_id, view, changed, timed_out)
                 for job in messages:
                     data = job.SerializeToString(deterministic=True)
                     if sent.get(job.id) != data:
                         yield job
                         sent[job.id] = data
-                if all(j.job_state.finished for j in jobs):
+                if view.finished:
                     return
                 if waiters.closed:
                     raise Unavailable(_SHUTTING_DOWN)
-                queued = any(j.job_state == JobState.QUEUED for j in jobs)
-                timed_out = not await _wait_for(changed, _refresh_after() if queued else None)
-                shown = (jobs, messages) if timed_out else None
+                timed_out = not await watch.wait(_refresh_after() if view.any_queued else None)
 
     # A watcher woken only because time passed was shown the job as it still is: a change to it
     # would have woken the watcher. Only the placement notes of what it was shown are written
@@ -822,14 +833,37 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             evaluations = self.presenter.evaluations([job])
         return job, self.presenter.job_pb(job, evaluations), evaluations
 
-    def _watched_run(self, run_id: str, shown: Optional[Tuple[List[Job], List[pb.Job]]]
-                     ) -> Tuple[List[Job], List[pb.Job]]:
-        """``shown``: the jobs and messages last sent, when shown again only because time passed."""
-        if shown is not None:
-            jobs, messages = shown
-            return jobs, self.presenter.explained_again(jobs, messages)
-        run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
-        return jobs, list(self.presenter.run_pb(run, jobs).jobs)
+    def _watched_run(self, run_id: str, view: Optional[_RunView], changed: Optional[Set[str]],
+                     timed_out: bool) -> Tuple[_RunView, List[pb.Job]]:
+        """The run as a watcher sees it now, and the messages of the jobs that may look
+        different. ``view``: what this watcher last read (None: nothing yet); ``changed``: the
+        jobs changed since (None: any may have, and the whole run is read again);
+        ``timed_out``: nothing changed, only time passed (the queued jobs' placement notes are
+        written anew). A job's budgets and verdicts are read with the run and again once the
+        job finishes (as WatchJob reads them)."""
+        if view is None or changed is None:
+            run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
+            evaluations = self.presenter.evaluations(jobs)
+            messages = list(self.presenter.run_pb(run, jobs, evaluations).jobs)
+            view = _RunView({j.id: j for j in jobs}, {m.id: m for m in messages}, evaluations)
+            return view, messages
+        if not changed:
+            if not timed_out:
+                return view, []
+            jobs = list(view.jobs.values())
+            messages = self.presenter.explained_again(jobs, [view.messages[j.id] for j in jobs])
+            view.messages.update((m.id, m) for m in messages)
+            return view, messages
+        fresh = self.jobs.get_jobs([job_id for job_id in changed if job_id in view.jobs])
+        finished = [j for j in fresh if j.job_state.finished]
+        if finished:  # what their outcomes' transactions stored replaces what was read before
+            for job in finished:
+                view.evaluations.pop(job.id, None)
+            view.evaluations.update(self.presenter.evaluations(finished))
+        messages = self.presenter.jobs_pb(fresh, view.evaluations)
+        view.jobs.update((j.id, j) for j in fresh)
+        view.messages.update((m.id, m) for m in messages)
+        return view, messages
 
     @_rpc
     async def DownloadArtifact(self, request, context):  # type: ignore[no-untyped-def]

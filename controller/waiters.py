@@ -41,18 +41,60 @@ class WorkTicket:
     future: Optional[asyncio.Future] = field(default=None, repr=False)
 
 
+class Watch:
+    """What one watcher (a WatchJob or WatchRun call) waits on: set whenever its job, or a job of
+    its run, changes, with the ids of the jobs that changed, so a watcher of a run of a thousand
+    jobs reads the jobs that changed, not the whole run at every change."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        # Jobs changed since the watcher last took them; None: any job may have (a resync after
+        # lost notifications, shutdown), and the watcher reads everything again.
+        self._changed: Optional[Set[str]] = set()
+
+    def note(self, job_id: str) -> None:
+        if self._changed is not None:
+            self._changed.add(job_id)
+        self._event.set()
+
+    def note_anything(self) -> None:
+        self._changed = None
+        self._event.set()
+
+    def take(self) -> Optional[Set[str]]:
+        """The jobs changed since the last take (None: anything may have), and the watch cleared.
+        Take before reading, so a change during the read sets it again."""
+        changed, self._changed = self._changed, set()
+        self._event.clear()
+        return changed
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: Optional[float]) -> bool:
+        """True once something changed, False when ``timeout`` (seconds; None: none) passed first."""
+        if timeout is None:
+            await self._event.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return self._event.is_set()
+        return True
+
+
 class Waiters:
     """Created on the server's event loop; ``close`` wakes every waiter for good."""
 
     def __init__(self, feed: ChangeFeed, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.closed = False
-        self._jobs: Dict[str, Set[asyncio.Event]] = collections.defaultdict(set)
-        self._runs: Dict[str, Set[asyncio.Event]] = collections.defaultdict(set)
+        self._jobs: Dict[str, Set[Watch]] = collections.defaultdict(set)
+        self._runs: Dict[str, Set[Watch]] = collections.defaultdict(set)
         self._waiting: Dict[str, Deque[WorkTicket]] = collections.defaultdict(collections.deque)
         self._generation: Dict[str, int] = collections.defaultdict(int)
         self._unclaimed: Dict[str, int] = collections.defaultdict(int)
-        self._everyone: Set[asyncio.Event] = set()  # watchers of anything, for shutdown and resync
+        self._everyone: Set[Watch] = set()  # every watcher, for shutdown and resync
         self._unsubscribe = feed.subscribe(self._from_any_thread)
 
     def _from_any_thread(self, changes: Sequence[Change], resync: bool) -> None:
@@ -73,10 +115,10 @@ class Waiters:
             return
         queued: Dict[str, int] = collections.Counter()
         for change in changes:
-            for event in self._jobs.get(change.job_id, ()):
-                event.set()
-            for event in self._runs.get(change.run_id, ()):
-                event.set()
+            for watch in self._jobs.get(change.job_id, ()):
+                watch.note(change.job_id)
+            for watch in self._runs.get(change.run_id, ()):
+                watch.note(change.job_id)
             if change.queued:
                 queued[change.device_profile] += 1
         for profile, n in queued.items():
@@ -94,9 +136,8 @@ class Waiters:
             ticket.future.set_result(True)
 
     def _wake_all(self) -> None:
-        for events in list(self._jobs.values()) + list(self._runs.values()) + [self._everyone]:
-            for event in events:
-                event.set()
+        for watch in self._everyone:
+            watch.note_anything()
         for profile in set(self._generation) | set(self._unclaimed) | set(self._waiting):
             self._generation[profile] += 1
             self._unclaimed[profile] += 1  # agents looking right now look again
@@ -107,24 +148,24 @@ class Waiters:
     # ------------------------------------------------------------ watching jobs and runs
 
     @contextlib.contextmanager
-    def watching(self, *, job_id: str = "", run_id: str = "") -> Iterator[asyncio.Event]:
-        """An event set whenever the job (or any job of the run) changes. Register before the
+    def watching(self, *, job_id: str = "", run_id: str = "") -> Iterator[Watch]:
+        """A watch set whenever the job (or any job of the run) changes. Register before the
         first read, so no change between the read and the wait is missed."""
-        event = asyncio.Event()
+        watch = Watch()
         if self.closed:
-            event.set()
+            watch.note_anything()
         targets = [(self._jobs, job_id), (self._runs, run_id)]
         for table, key in targets:
             if key:
-                table[key].add(event)
-        self._everyone.add(event)
+                table[key].add(watch)
+        self._everyone.add(watch)
         try:
-            yield event
+            yield watch
         finally:
-            self._everyone.discard(event)
+            self._everyone.discard(watch)
             for table, key in targets:
                 if key and key in table:
-                    table[key].discard(event)
+                    table[key].discard(watch)
                     if not table[key]:
                         del table[key]
 

@@ -249,6 +249,52 @@ def test_watch_run_follows_every_job_of_a_run_on_one_stream(farm, model):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_watch_run_reads_only_the_jobs_that_changed(farm, model, monkeypatch):
+    # A run of three jobs, one of them finished and judged while watched: after the first read
+    # of the whole run, each change reads the job that changed (its budgets and verdicts again
+    # only once it finished); a resync (notifications may have been lost) reads the run again.
+    models = [model] + [farm.upload(onnx_bytes(64, bytes([0x30 + i])), filename=f"m{i}.onnx") for i in range(2)]
+    budget = pb.Budget(name="latency.p50", max=1.0, unit="s")
+    run = farm.submit(models, ["rpi5"], constraints=[budget])
+    jobs, regressions = farm.controller.parts.jobs, farm.controller.parts.regressions
+    reads = []
+    for name in ("get_run", "get_jobs"):
+        real = getattr(jobs, name)
+        monkeypatch.setattr(jobs, name, lambda key, real=real, name=name, **scope:
+                            reads.append((name, key if name == "get_run" else sorted(key))) or real(key, **scope))
+    real_evaluations = regressions.evaluations
+    monkeypatch.setattr(regressions, "evaluations",
+                        lambda ids: reads.append(("evaluations", sorted(ids))) or real_evaluations(reads[-1][1]))
+    call = farm.farm.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=20)
+    first = [next(call) for _ in run.jobs]
+    assert {u.id for u in first} == {j.id for j in run.jobs}
+    assert reads == [("get_run", run.id), ("evaluations", sorted(j.id for j in run.jobs))]
+    del reads[:]
+
+    agent = farm.agent("pi-1")
+    agent.register()
+    lease = agent.lease()
+    leased = next(call)
+    assert leased.id == lease.job.id and leased.state == pb.JOB_STATE_LEASED
+    assert list(leased.constraints) == [budget], "the budgets read at the first look go with it"
+    assert reads == [("get_jobs", [lease.job.id])]
+    del reads[:]
+
+    assert agent.report(lease, result=sample_result()).accepted
+    done = next(call)
+    assert done.id == lease.job.id and done.state == pb.JOB_STATE_SUCCEEDED
+    assert [v.constraint for v in done.verdicts] == ["latency.p50"]
+    assert reads == [("get_jobs", [lease.job.id]), ("evaluations", [lease.job.id])]
+    del reads[:]
+
+    farm.controller.parts.database.feed.publish([], resync=True)
+    deadline = time.monotonic() + 5
+    while not reads and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reads[:1] == [("get_run", run.id)], "after a resync the whole run is read again"
+    call.cancel()
+
+
 @pytest.fixture
 def secured(make_farm):
     return make_farm(token="s3cret")
