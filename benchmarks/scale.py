@@ -42,6 +42,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).parent))
 from _farm import DEFAULT_POSTGRES_URL, FarmProcess, FloorProcess, PostgresServerCpu, proc_stat, scratch_dir  # noqa: E402
 
+from hilfarm import wire_limits  # noqa: E402
 from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY  # noqa: E402
 from hilfarm.sample_models import make_onnx_mlp  # noqa: E402
 from hilfarm.v1 import farm_pb2 as pb  # noqa: E402
@@ -486,7 +487,7 @@ def print_report(r: dict) -> None:
           f"{r['watchers']} open watch streams + {r['live_watchers']} live watchers"
           f"{' of whole runs' if r['watch_runs'] else ''}, "
           f"submissions {'closed-loop' if not r['rate'] else str(r['rate']) + '/s'}"
-          f"{f' of {r[chr(114) + "un_jobs"]}-job runs' if r['run_jobs'] > 1 else ''}, "
+          f"{runs}, "
           f"{'gRPC floor (no controller)' if r.get('floor') else r['db']}, {r['seconds']} s measured")
     print(f"  heartbeat p50 / p99        {pair(r['heartbeat_ms'])}  (max {r['heartbeat_ms']['max']} ms, "
           f"{r['heartbeats']} answered, {r['heartbeat_timeouts']} timed out)")
@@ -533,8 +534,9 @@ def main() -> None:
                         help="load benchmarks/grpc_floor.py (the farm's gRPC services doing nothing) instead of "
                              "`controller serve`: what the gRPC layer alone costs here")
     ARGS = args = parser.parse_args()
-    if args.run_jobs < 1:
-        parser.error("--run-jobs must be at least 1")
+    most = wire_limits.MAX_ITEMS["hilfarm.v1.SubmitRequest.models"]
+    if not 1 <= args.run_jobs <= most:
+        parser.error(f"--run-jobs must be 1 to {most} (the models one submission may name)")
     if args.floor and args.watch_runs:
         parser.error("--watch-runs: the gRPC floor serves no WatchRun")
 

@@ -57,16 +57,31 @@ from .suites import SuiteRunner
 # took every job offered, topping out near 140 jobs/s against four threads' 159 ("One database
 # thread for a PostgreSQL server on this host"). With 8 or 16 threads the event loop got the
 # interpreter too rarely and heartbeats took seconds.
-SQLITE_DB_WORKERS = 1
+# SQLite's work is the CPU's alone (no round trips; with WAL a commit does not wait for the disk),
+# so it runs on the event loop itself (0 threads): a database thread handed each piece of work
+# back and forth with the loop and, for every statement, gave up the interpreter lock and waited
+# to win it back while holding SQLite's write lock. On a machine that needed 4.7 ms of CPU per
+# job, side by side at 1,000 agents and 100 jobs/s offered: one thread 65 jobs/s with 600-700
+# submissions refused as overloaded, on the loop 99 jobs/s and none refused ("Database work on
+# the event loop" in benchmarks/SCALE.md).
+SQLITE_DB_WORKERS = 0
 LOCAL_POSTGRES_DB_WORKERS = 1
 REMOTE_DB_WORKERS = 4
 
 
 def default_db_workers(url: sa.URL) -> int:
-    """Threads for database work when ``--db-threads`` is not given, by where the database is."""
+    """Threads for database work when ``--db-threads`` is not given, by where the database is
+    (0: on the event loop)."""
     if url.get_backend_name() == "sqlite":
         return SQLITE_DB_WORKERS
     return LOCAL_POSTGRES_DB_WORKERS if database_on_this_host(url) else REMOTE_DB_WORKERS
+
+
+def db_threads_label(db_workers: int) -> str:
+    """How the controller's first log line says where its database work runs."""
+    if db_workers == 0:
+        return "on the event loop"
+    return f"{db_workers} thread{'' if db_workers == 1 else 's'}"
 
 
 def database_on_this_host(url: sa.URL) -> bool:
@@ -168,7 +183,9 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
         raise ValueError(f"max_attempts is {config.max_attempts}; the limit is {wire_limits.MAX_ATTEMPTS}")
     data_dir = config.resolved_data_dir()
     db_url = config.db_url or default_sqlite_url(data_dir)
-    db_workers = config.db_workers or default_db_workers(parse_database_url(db_url))
+    db_workers = config.db_workers if config.db_workers is not None else default_db_workers(parse_database_url(db_url))
+    if db_workers < 0:
+        raise ValueError(f"db_workers is {db_workers}; it is 0 (on the event loop) or more threads")
     remote_write = None
     if metrics is None and config.remote_write_url:  # checked before the database is opened
         try:

@@ -28,13 +28,18 @@ RecordContact = Callable[[Dict[str, bool], Iterable[str]], Set[str]]
 
 
 class HeartbeatBatcher:
-    """``record`` writes one batch (scheduler.Scheduler.record_contact), on a thread of its own:
-    a heartbeat never queues behind other calls' database work, so a busy controller still
-    answers its agents quickly and does not mark them offline."""
+    """``record`` writes one batch (scheduler.Scheduler.record_contact), on a thread of its own
+    when the controller's database work runs in a pool: a heartbeat never queues behind other
+    calls' database work, so a busy controller still answers its agents quickly and does not
+    mark them offline. With the database work on the event loop there is no queue to wait in:
+    each batch is written on the loop when it is due."""
 
-    def __init__(self, record: RecordContact, *, touch_interval: float) -> None:
+    def __init__(self, record: RecordContact, *, touch_interval: float, on_loop: bool = False) -> None:
+        """``on_loop``: write each batch on the event loop, as the controller's other database
+        work then is (SQLite's default), instead of on a thread of its own."""
         self._record = record
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hilfarm-heartbeats")
+        self._thread = (None if on_loop else
+                        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hilfarm-heartbeats"))
         self.touch_interval = touch_interval
         self._beats: Dict[str, Tuple[bool, List[asyncio.Future]]] = {}
         self._touched: Set[str] = set()
@@ -64,7 +69,8 @@ class HeartbeatBatcher:
             await self._task
         except asyncio.CancelledError:
             pass
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
         for _, waiting in self._beats.values():
             for future in waiting:
                 if not future.done():
@@ -81,9 +87,12 @@ class HeartbeatBatcher:
             touched, self._touched = self._touched, set()
             if self._beats or self._touched:
                 self._pending.set()
+            beats = {a: busy for a, (busy, _) in batch.items()}
             try:
-                known = await asyncio.get_running_loop().run_in_executor(
-                    self._thread, self._record, {a: busy for a, (busy, _) in batch.items()}, touched)
+                if self._thread is None:
+                    known = self._record(beats, touched)
+                else:
+                    known = await asyncio.get_running_loop().run_in_executor(self._thread, self._record, beats, touched)
             except Exception as exc:
                 log.warning("writing %d heartbeat(s) failed: %s: %s", len(batch), type(exc).__name__, exc)
                 for _, waiting in batch.values():

@@ -7,16 +7,16 @@ database threads with the call's context).
 
 The server is asynchronous (grpc.aio) so that a waiting client costs no thread: an agent's
 LeaseJob long-poll, a WatchJob or WatchRun stream and a batched Heartbeat are coroutines that
-wait for change notifications (waiters.py, heartbeats.py). Database work never runs on the
-event loop: it goes to a bounded pool of ``db_workers`` threads (``BlockingCalls.db``), because
-the repositories, the scheduler and the suites are plain synchronous functions over SQLAlchemy,
-the same code on SQLite and PostgreSQL and callable from tests, the CLI and other threads; an
-async driver would have meant a second copy of that code (and SQLite's async drivers are
-threads underneath anyway). The pool size also bounds how many connections one replica holds;
-on SQLite and a PostgreSQL server on this host it is one thread by default, four for a server
-elsewhere (app.default_db_workers says why), and regression analyses a person asks for, which
-may compute for seconds, run in a small pool of their own (``BlockingCalls.reports``) so the
-agents' calls never wait behind them.
+wait for change notifications (waiters.py, heartbeats.py). The repositories, the scheduler and
+the suites are plain synchronous functions over SQLAlchemy, the same code on SQLite and
+PostgreSQL and callable from tests, the CLI and other threads; an async driver would have meant
+a second copy of that code (and SQLite's async drivers are threads underneath anyway). A call's
+database work (``BlockingCalls.db``) goes to a bounded pool of ``db_workers`` threads, whose
+size also bounds how many connections one replica holds: one thread for a PostgreSQL server on
+this host, four for a server elsewhere, whose round trips are worth overlapping. On SQLite,
+whose work is CPU alone, it runs on the event loop itself (``db_workers`` 0; app.default_db_workers
+says why). Regression analyses a person asks for, which may compute for seconds, run in a small
+pool of their own (``BlockingCalls.reports``) so the agents' calls never wait behind them.
 
 Servicers only translate: a unary call is an ``async`` method that runs a plain method of the
 same name with a leading underscore in the pool; wire messages in and out through wire.py
@@ -67,7 +67,7 @@ from hilfarm.transport import (ServerTls, TransportError, exposure_problem, is_l
 
 from . import auth, limits, wire
 from .agent_repository import AgentRepository
-from .app import CallMetrics, ControllerConfig, ControllerParts, build_controller
+from .app import CallMetrics, ControllerConfig, ControllerParts, build_controller, db_threads_label
 from .artifacts import CHUNK_BYTES, DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore, check_digest
 from .credentials import DEFAULT_ENROLLMENT_SECONDS, Credentials
 from .errors import (
@@ -154,6 +154,8 @@ REPORT_WORKERS = 2
 # A lease is not handed out to an agent that stops waiting sooner than this (AgentServicer._lease_try).
 LEASE_ANSWER_MARGIN_SECONDS = 1.0
 QUEUE_DELAY_WINDOW_SECONDS = 1.0
+# With the database work on the event loop, how often the loop's delay is taken (LoopDelay).
+LOOP_TICK_SECONDS = 0.05
 # An agent that keeps asking for work and finding none looks at the queue at least this often,
 # even when no job of its profile was queued since its last look (AgentServicer.LeaseJob).
 FULL_LOOK_INTERVAL_SECONDS = 30.0
@@ -450,13 +452,49 @@ class DatabaseQueue:
             return max(self._standing if recent else 0.0, stuck)
 
 
-class BlockingCalls:
-    """Runs a servicer's blocking work off the event loop, as the caller (the call's context
-    variables go along): database work in the bounded pool, regression analyses (comparisons,
-    histories, suites) in a pool of their own, file work in a third. Created on the server's
-    event loop."""
+class LoopDelay:
+    """How late the event loop runs what is due, for a controller whose database work runs on
+    the loop (``BlockingCalls`` without a database pool): a tick every LOOP_TICK_SECONDS counts
+    how late it ran in a DatabaseQueue, whose standing delay is then how long calls wait for the
+    loop, as the pool's queue says how long they wait for a thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: concurrent.futures.Executor,
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.queue = DatabaseQueue(clock=loop.time)
+        self._next: Optional[_Queued] = None
+        self._handle: Optional[asyncio.TimerHandle] = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._next = self.queue.submitted()
+        self._next.submitted_at += LOOP_TICK_SECONDS  # it is due then, and late after
+        self._handle = self._loop.call_later(LOOP_TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        assert self._next is not None
+        self.queue.run(self._next, _nothing)
+        self._schedule()
+
+    def standing_delay(self) -> float:
+        return self.queue.standing_delay()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+def _nothing() -> None:
+    pass
+
+
+class BlockingCalls:
+    """Runs a servicer's blocking work as the caller (the call's context variables go along):
+    database work in the bounded pool, or on the event loop itself when there is no pool
+    (``db_executor`` None: SQLite's default, app.default_db_workers says why), regression
+    analyses (comparisons, histories, suites) in a pool of their own, file work in a third.
+    Created on the server's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, db_executor: Optional[concurrent.futures.Executor],
                  io_executor: concurrent.futures.Executor, reports_executor: concurrent.futures.Executor) -> None:
         self._loop = loop
         self._db_executor = db_executor
@@ -464,10 +502,22 @@ class BlockingCalls:
         self._reports_executor = reports_executor
         self.db_queue = DatabaseQueue()
         self._reports_queue = DatabaseQueue()
+        self.loop_delay = LoopDelay(loop) if db_executor is None else None
+
+    @property
+    def db_on_loop(self) -> bool:
+        return self._db_executor is None
 
     async def db(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Run blocking (database) work in the bounded pool, off the event loop; not started
-        when the caller's deadline passes first (CallerGaveUp)."""
+        """Run blocking (database) work in the bounded pool, off the event loop, or with no pool
+        on the loop itself, at once; not started when the caller's deadline passed first
+        (CallerGaveUp)."""
+        if self._db_executor is None:
+            call = self.db_queue.submitted()
+            try:
+                return self.db_queue.run(call, fn, *args, **kwargs)
+            finally:
+                self.db_queue.withdraw(call)
         return await self._queued(self._db_executor, self.db_queue, fn, *args, **kwargs)
 
     async def reports(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -487,14 +537,22 @@ class BlockingCalls:
 
     def refuse_new_work_when_overloaded(self) -> None:
         """Overloaded when database work has stood in the queue longer than
-        OVERLOAD_QUEUE_DELAY_SECONDS: new work (a submission) would only lengthen it."""
-        delay = self.db_queue.standing_delay()
+        OVERLOAD_QUEUE_DELAY_SECONDS (with the database work on the event loop: when the loop
+        has run that late): new work (a submission) would only lengthen it."""
+        if self.loop_delay is not None:
+            delay, waits = self.loop_delay.standing_delay(), "its calls wait {:.2f} s for the event loop"
+        else:
+            delay, waits = self.db_queue.standing_delay(), "its database work waits {:.2f} s for a thread"
         if delay > OVERLOAD_QUEUE_DELAY_SECONDS:
             raise Overloaded(
-                f"the controller is overloaded: its database work waits {delay:.2f} s for a thread (new "
+                f"the controller is overloaded: {waits.format(delay)} (new "
                 f"submissions are refused above {OVERLOAD_QUEUE_DELAY_SECONDS} s); nothing was submitted, "
                 "send it again in a moment (the CLI does so by itself)",
                 retry_after=min(5.0, max(0.5, 2 * delay)))
+
+    def close(self) -> None:
+        if self.loop_delay is not None:
+            self.loop_delay.close()
 
     async def io(self, fn: Callable, *args: Any) -> Any:
         """Run file work (artifact chunks) in its own pool, so big transfers never queue
@@ -1259,7 +1317,8 @@ class Controller:
         endpoint. ``artifacts_dir``: the artifact store (default ``data_dir/artifacts``); every
         replica of one farm must use the same one. ``restart_grace``: seconds every lease is
         kept after the start (at least the agents' longest backoff). ``db_workers``: threads
-        that run database work, the most database connections this process uses for calls.
+        that run database work, the most database connections this process uses for calls
+        (0: the work runs on the event loop; None: app.default_db_workers).
 
         ``token``: the operator token (auth.py); without it the controller is open and listens
         only on loopback unless ``insecure``. ``tls``: serve gRPC (and metrics) over TLS; the
@@ -1347,7 +1406,8 @@ class Controller:
             # Changes other replicas commit from now on are heard (a resync covers a slow start).
             self._listener.connected.wait(10)
         parts.scheduler.start()
-        self.db_executor = concurrent.futures.ThreadPoolExecutor(parts.db_workers, thread_name_prefix="hilfarm-db")
+        self.db_executor = (concurrent.futures.ThreadPoolExecutor(parts.db_workers, thread_name_prefix="hilfarm-db")
+                            if parts.db_workers > 0 else None)
         self.io_executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hilfarm-io")
         self.reports_executor = concurrent.futures.ThreadPoolExecutor(REPORT_WORKERS, thread_name_prefix="hilfarm-reports")
         # Metrics first: a busy metrics port stops the start before the gRPC port is taken.
@@ -1377,10 +1437,10 @@ class Controller:
         if parts.nightly is not None:
             parts.nightly.start()
         self.port = port
-        log.info("controller listening on %s (%s, %s, %s event loop), database %s (%d thread%s), artifacts in %s",
+        log.info("controller listening on %s (%s, %s, %s event loop), database %s (%s), artifacts in %s",
                  with_port(bind, port), "TLS" if config.tls is not None else "plaintext",
                  "open: no tokens" if parts.authenticator.open else "tokens required", self.event_loop,
-                 parts.database, parts.db_workers, "" if parts.db_workers == 1 else "s", parts.artifacts.root)
+                 parts.database, db_threads_label(parts.db_workers), parts.artifacts.root)
         if config.tls is None and config.token and not config.insecure and not is_loopback(bind):
             log.warning("tokens travel in plaintext to %s: give the controller a certificate (--tls-cert, "
                         "--tls-key) so nobody on the network can read them", bind)
@@ -1409,11 +1469,12 @@ class Controller:
         if parts.metrics is not None:
             interceptors.append(parts.metrics.interceptor)  # first: refused calls count too
         # start() made them
-        assert self.db_executor is not None and self.io_executor is not None and self.reports_executor is not None
+        assert self.io_executor is not None and self.reports_executor is not None
         calls = BlockingCalls(loop, self.db_executor, self.io_executor, self.reports_executor)
         interceptors.append(_Authorization(parts.authenticator, calls.db, client_certificates=credentials is not None))
         waiters = Waiters(parts.database.feed, loop)
-        heartbeats = HeartbeatBatcher(parts.scheduler.record_contact, touch_interval=parts.scheduler.heartbeat_interval)
+        heartbeats = HeartbeatBatcher(parts.scheduler.record_contact, touch_interval=parts.scheduler.heartbeat_interval,
+                                      on_loop=calls.db_on_loop)
         # Each servicer gets the parts it uses and nothing else (tests/architecture checks it).
         config = self.config
         farm = FarmServicer(calls, jobs=parts.jobs, agents=parts.agents, artifacts=parts.artifacts,
@@ -1463,6 +1524,7 @@ class Controller:
         waiters.close()
         await asyncio.gather(*(server.stop(self._grace) for server in servers))
         await heartbeats.close()
+        calls.close()
 
     @property
     def address(self) -> str:

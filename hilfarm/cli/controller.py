@@ -39,9 +39,9 @@ def controller() -> None:
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:9464).")
 @click.option("--remote-write-url", envvar="HILFARM_REMOTE_WRITE_URL", default=None, metavar="URL",
               help="Also send every result, stamped with its own time, to this Prometheus remote-write endpoint.")
-@click.option("--db-threads", type=click.IntRange(min=1, max=64), default=None,
-              help="Threads for database work [1 on SQLite, which takes one writer at a time, and on a PostgreSQL "
-                   "server on this host; 4 for one elsewhere].")
+@click.option("--db-threads", type=click.IntRange(min=0, max=64), default=None,
+              help="Threads for database work; 0 runs it on the event loop [0 on SQLite, whose work is CPU alone; "
+                   "1 for a PostgreSQL server on this host; 4 for one elsewhere].")
 @click.option("--event-loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
               help="The gRPC server's event loop: auto is uvloop when installed (the controller extra installs it "
                    "on Linux and macOS), else asyncio's own.")

@@ -204,10 +204,11 @@ def test_controller_serve_listens_on_loopback_unless_told():
     assert "0.0.0.0:50051" in bind.help and "token" in bind.help
 
 
-@pytest.mark.parametrize("extra,said", [([], "(1 thread)"), (["--db-threads", "3"], "(3 threads)")])
+@pytest.mark.parametrize("extra,said", [([], "(on the event loop)"), (["--db-threads", "1"], "(1 thread)"),
+                                        (["--db-threads", "3"], "(3 threads)")])
 def test_controller_serve_runs_its_database_work_on_the_threads_asked_for(tmp_path, extra, said):
-    """`controller serve` on SQLite uses one database thread unless --db-threads says otherwise,
-    and says which in the line that tells where it listens."""
+    """`controller serve` on SQLite runs its database work on the event loop unless --db-threads
+    says otherwise, and says which in the line that tells where it listens."""
     env = dict(os.environ)
     env.pop("HILFARM_TOKEN", None)
     log = tmp_path / "serve.log"
@@ -227,6 +228,6 @@ def test_controller_serve_runs_its_database_work_on_the_threads_asked_for(tmp_pa
         serve.wait(20)
 
 
-def test_controller_serve_refuses_no_database_threads(tmp_path):
-    result = CliRunner().invoke(main, ["controller", "serve", "--data-dir", str(tmp_path), "--db-threads", "0"])
+def test_controller_serve_refuses_a_negative_count_of_database_threads(tmp_path):
+    result = CliRunner().invoke(main, ["controller", "serve", "--data-dir", str(tmp_path), "--db-threads", "-1"])
     assert result.exit_code == 2 and "--db-threads" in result.output, result.output

@@ -13,7 +13,7 @@ import pytest
 
 from hilfarm.client import FarmClient, Upload
 from hilfarm.contract import OVERLOAD_RETRY_AFTER_KEY
-from hilfarm.controller.server import OVERLOAD_QUEUE_DELAY_SECONDS, DatabaseQueue
+from hilfarm.controller.server import OVERLOAD_QUEUE_DELAY_SECONDS, QUEUE_DELAY_WINDOW_SECONDS, DatabaseQueue
 from hilfarm.v1 import farm_pb2 as pb
 
 from ..cli.pseudo_terminal import Terminal
@@ -161,6 +161,50 @@ def test_a_submission_is_refused_while_the_queue_stands_and_the_client_sends_it_
     assert [j.run_id for j in farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs] == [run.id]
 
 
+def test_with_the_database_work_on_the_event_loop_a_submission_is_refused_while_the_loop_runs_late(make_farm,
+                                                                                                   monkeypatch):
+    # SQLite's default: no database pool, so no queue of database work to measure. Listings whose
+    # database work takes 0.4 s each, asked back to back, keep the event loop busy: every call
+    # then waits for the loop longer than the overload limit, and a submission is refused.
+    farm = make_farm()
+    assert farm.controller.parts.db_workers == 0
+    model = farm.upload(onnx_bytes(4096))
+    scheduler = farm.controller.parts.scheduler
+    real_devices = scheduler.devices
+    slow = threading.Event()
+    slow.set()
+
+    def devices():  # type: ignore[no-untyped-def]
+        if slow.is_set():
+            time.sleep(OVERLOAD_QUEUE_DELAY_SECONDS + 0.15)
+        return real_devices()
+
+    monkeypatch.setattr(scheduler, "devices", devices)
+
+    def list_devices() -> None:
+        while slow.is_set():
+            farm.farm.ListDevices(pb.ListDevicesRequest(), timeout=30)
+
+    listers = [threading.Thread(target=list_devices) for _ in range(2)]
+    for lister in listers:
+        lister.start()
+    try:
+        time.sleep(2 * QUEUE_DELAY_WINDOW_SECONDS)
+        with pytest.raises(grpc.RpcError) as refused:
+            farm.farm.Submit(pb.SubmitRequest(models=[pb.ModelRef(sha256=model)], device_profiles=["rpi5"]),
+                             timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "overloaded" in refused.value.details() and "for the event loop" in refused.value.details()
+    finally:
+        slow.clear()
+        for lister in listers:
+            lister.join(30)
+    assert farm.farm.ListJobs(pb.ListJobsRequest(), timeout=10).jobs == []
+    # The loop keeps time again: after a window without delay, submissions are taken.
+    time.sleep(2 * QUEUE_DELAY_WINDOW_SECONDS + 0.2)
+    assert len(farm.submit([model], ["rpi5"]).jobs) == 1
+
+
 @pytest.mark.parametrize("cols", [80, 120])
 def test_a_person_sees_a_refused_submission_sent_again_as_one_readable_message(make_farm, tmp_path, cols):
     """`hilfarm submit` in a pseudo-terminal while every database call waits: the refusal is
@@ -208,11 +252,11 @@ def test_a_person_sees_a_refused_submission_sent_again_as_one_readable_message(m
 
 
 def test_a_slow_regression_analysis_does_not_hold_up_the_agents(make_farm, monkeypatch):
-    """On SQLite the database work of agents and submissions runs on one thread. A history a
+    """On SQLite the database work of agents and submissions runs on the event loop. A history a
     person asked for, taking seconds to compute, runs in the analyses' own pool: meanwhile a
     job is submitted, leased, reported on and stored, each answered at once."""
     farm = make_farm()
-    assert farm.controller.parts.db_workers == 1
+    assert farm.controller.parts.db_workers == 0
     rpcs = farm.controller.parts.regression_rpcs
     analysing, finish_analysis = threading.Event(), threading.Event()
     real_history = rpcs.history
