@@ -426,7 +426,8 @@ class DatabaseQueue:
             self._waiting -= 1
 
     def run(self, call: _Queued, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """In a pool thread: count the wait, then run ``fn`` unless its caller gave up meanwhile."""
+        """In a pool thread (or on the event loop, for a controller without a pool): count the
+        wait, then run ``fn`` unless its caller gave up meanwhile."""
         now = self._clock()
         waited = now - call.submitted_at
         with self._lock:
