@@ -29,6 +29,26 @@ def test_the_scale_benchmark_loads_the_controller_over_one_connection_per_channe
     assert report["result_to_watcher_ms"]["n"] > 0, report
 
 
+def test_the_scale_benchmark_follows_whole_runs_on_one_stream_each() -> None:
+    """``--run-jobs`` submits runs of several jobs, ``--watch-runs`` has the live watchers follow
+    them on WatchRun: every job of a run is seen finished on its run's stream."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--agents", "10", "--watchers", "0",
+         "--live-watchers", "2", "--run-jobs", "5", "--watch-runs", "--rate", "2", "--seconds", "3", "--warmup", "1",
+         "--heartbeat", "1", "--json"],
+        capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "live watchers of whole runs" in done.stdout and "of 5-job runs" in done.stdout, done.stdout
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["errors"] == {} and report["run_jobs"] == 5 and report["watch_runs"] is True, report
+    # Two runs a second of five jobs each: jobs, not submissions, are what finishes.
+    assert report["jobs_per_second"] > report["submitted_per_second"] > 0, report
+    assert report["result_to_watcher_ms"]["n"] >= 5, report
+    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--run-jobs", "101"],
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert refused.returncode == 2 and "--run-jobs must be 1 to 100" in refused.stderr, refused.stderr
+
+
 def test_the_grpc_floor_serves_the_same_load_with_no_controller_behind_it() -> None:
     """`--floor` runs the same fake agents, watchers and submissions against
     benchmarks/grpc_floor.py: every submitted job must be leased, reported and seen finished by
