@@ -896,11 +896,11 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
                      timed_out: bool) -> Tuple[_RunView, List[pb.Job]]:
         """The run as a watcher sees it now, and the messages of the jobs that may look
         different. ``view``: what this watcher last read (None: nothing yet); ``changed``: the
-        jobs changed since (None: any may have, and the whole run is read again);
-        ``timed_out``: nothing changed, only time passed (the queued jobs' placement notes are
-        written anew). A job's budgets and verdicts are read with the run and again once the
-        job finishes (as WatchJob reads them)."""
-        if view is None or changed is None:
+        jobs changed since (None: any may have, and the whole run is read again, as it is when
+        a job this watcher has not seen joined the run); ``timed_out``: nothing changed, only
+        time passed (the queued jobs' placement notes are written anew). A job's budgets and
+        verdicts are read with the run and again once the job finishes (as WatchJob reads them)."""
+        if view is None or changed is None or not changed <= view.jobs.keys():
             run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
             evaluations = self.presenter.evaluations(jobs)
             messages = list(self.presenter.run_pb(run, jobs, evaluations).jobs)
@@ -913,7 +913,7 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             messages = self.presenter.explained_again(jobs, [view.messages[j.id] for j in jobs])
             view.messages.update((m.id, m) for m in messages)
             return view, messages
-        fresh = self.jobs.get_jobs([job_id for job_id in changed if job_id in view.jobs])
+        fresh = self.jobs.get_jobs(list(changed))
         finished = [j for j in fresh if j.job_state.finished]
         if finished:  # what their outcomes' transactions stored replaces what was read before
             for job in finished:
