@@ -68,9 +68,6 @@ class Watch:
         self._event.clear()
         return changed
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
     async def wait(self, timeout: Optional[float]) -> bool:
         """True once something changed, False when ``timeout`` (seconds; None: none) passed first."""
         if timeout is None:
