@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlmodel import select
@@ -27,6 +27,10 @@ DEFAULT_ENROLLMENT_SECONDS = 24 * 3600.0
 _USER_TOKENS, _AGENT_CREDENTIALS = UserToken.__table__, AgentCredential.__table__
 _USER_TOKEN = sa.select(_USER_TOKENS).where(_USER_TOKENS.c.id == sa.bindparam("token_id"))
 _AGENT_CREDENTIAL = sa.select(_AGENT_CREDENTIALS).where(_AGENT_CREDENTIALS.c.id == sa.bindparam("credential_id"))
+_AGENT_CREDENTIALS_IN = sa.select(_AGENT_CREDENTIALS).where(
+    _AGENT_CREDENTIALS.c.id.in_(sa.bindparam("credential_ids", expanding=True)))
+# Ids per read of many credentials: well under every database's limit on bound parameters.
+_CREDENTIALS_PER_READ = 500
 
 
 class Credentials(auth.CredentialLookup):
@@ -49,6 +53,16 @@ class Credentials(auth.CredentialLookup):
         with self.db.connect() as conn:
             row = conn.execute(_AGENT_CREDENTIAL, {"credential_id": credential_id}).first()
         return None if row is None else detached_from_row(AgentCredential, row)
+
+    def agent_credentials(self, credential_ids: Sequence[str]) -> Dict[str, AgentCredential]:
+        found: Dict[str, AgentCredential] = {}
+        with self.db.connect() as conn:
+            for start in range(0, len(credential_ids), _CREDENTIALS_PER_READ):
+                chunk = list(credential_ids[start:start + _CREDENTIALS_PER_READ])
+                for row in conn.execute(_AGENT_CREDENTIALS_IN, {"credential_ids": chunk}):
+                    cred = detached_from_row(AgentCredential, row)
+                    found[cred.id] = cred
+        return found
 
     def enrollment_token(self, token_id: str) -> Optional[EnrollmentToken]:
         with self.db.read() as s:

@@ -111,6 +111,8 @@ _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
     failure_message=_B("message"), failure_signal=_B("signal"), failure_detail=_B("detail"),
     finished_at=_B("finished"), lease_expires_at=None, lease_id=_B("lease"), agent_id=_B("agent"),
     lost_lease_id=None, lost_agent_id=None, started_at=_B("started"))
+# The column a lease's take adds to the job it returns (_lease_statements).
+_ANOTHER_FITS = "another_fits"
 _INSERT_RUN = sa.insert(Run.__table__)
 _INSERT_JOB = sa.insert(_JOBS)
 
@@ -131,7 +133,7 @@ class _LeaseStatements:
     # (held lease, fitting job, any queued job of the profile, the agent's registered_at and
     # draining), without locks
     look: sa.Select
-    take: sa.Update  # lease the oldest fitting job, locking only its row; returns it
+    take: sa.Update  # lease the oldest fitting job, locking only its row; returns it and _ANOTHER_FITS
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,9 @@ class LeaseAttempt:
     job: Optional[Job]
     more_queued: bool
     profile: str  # the agent's device profile, as registered
+    # With a job: whether another queued job fitted the agent when it took this one (False: none
+    # was left for it, so its next ask need not look before waiting for work to be queued).
+    another_fits: bool = True
 
 
 def allowed_tags_of(agent_id: str, tags: Sequence[str]) -> List[str]:
@@ -356,23 +361,35 @@ class JobRepository:
         cached = self._fits_cache.get(key)
         if cached is not None:
             return cached
-        jobs = _JOBS
-        # No list is bound as an expanding IN: SQLAlchemy would render the statement again at
-        # every lease. The allowed tags are one JSON value (a JSON array string on SQLite), the
-        # agent's providers part of the statement built for its kind.
-        if self.db.is_postgresql:
-            tags_fit = jobs.c.required_tags.op("<@")(_B("allowed_tags", type_=pg_dialect.JSONB()))
-        else:
-            each = sa.func.json_each(jobs.c.required_tags).table_valued("value")
-            allowed = sa.func.json_each(_B("allowed_tags", type_=sa.String())).table_valued("value")
-            tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each)
-                                  .where(each.c.value.not_in(sa.select(allowed.c.value))))
-        clauses = [sa.and_(jobs.c.required_runtime == name,
-                           sa.or_(jobs.c.required_provider == "",
-                                  *[jobs.c.required_provider == provider for provider in providers]))
-                   for name, providers in runtimes]
-        fits = sa.and_(jobs.c.state == JobState.QUEUED.value, jobs.c.device_profile == profile, tags_fit,
-                       sa.or_(*clauses) if clauses else sa.false())
+        def fits_in(jobs: Any) -> sa.ColumnElement:
+            # No list is bound as an expanding IN: SQLAlchemy would render the statement again
+            # at every lease. The allowed tags are one JSON value (a JSON array string on
+            # SQLite), the agent's providers part of the statement built for its kind.
+            if self.db.is_postgresql:
+                tags_fit = jobs.c.required_tags.op("<@")(_B("allowed_tags", type_=pg_dialect.JSONB()))
+            else:
+                each = sa.func.json_each(jobs.c.required_tags).table_valued("value")
+                allowed = sa.func.json_each(_B("allowed_tags", type_=sa.String())).table_valued("value")
+                tags_fit = ~sa.exists(sa.select(sa.literal(1)).select_from(each)
+                                      .where(each.c.value.not_in(sa.select(allowed.c.value))))
+            clauses = [sa.and_(jobs.c.required_runtime == name,
+                               sa.or_(jobs.c.required_provider == "",
+                                      *[jobs.c.required_provider == provider for provider in providers]))
+                       for name, providers in runtimes]
+            return sa.and_(jobs.c.state == JobState.QUEUED.value, jobs.c.device_profile == profile, tags_fit,
+                           sa.or_(*clauses) if clauses else sa.false())
+
+        jobs, other = _JOBS, _JOBS.alias("other_job")
+        fits = fits_in(jobs)
+        # Whether a queued job other than the one taken fits the agent too, read in the statement
+        # that takes it: when none does, the agent's next ask (once its job is done) waits for work
+        # to be queued instead of looking first (server.AgentServicer.LeaseJob). Rows other
+        # replicas hold count: the answer errs towards looking. PostgreSQL's subquery reads the
+        # statement's snapshot, where the job taken is still queued, so it is left out by id;
+        # SQLite's reads the row as just updated (leased), and SQLAlchemy writes SQLite's
+        # RETURNING columns without their table, so the same condition would read "id != id".
+        others = [fits_in(other)] + ([other.c.id != jobs.c.id] if self.db.is_postgresql else [])
+        another_fits = sa.exists(sa.select(sa.literal(1)).select_from(other).where(*others)).label(_ANOTHER_FITS)
         statements = _LeaseStatements(
             fits=fits,
             look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
@@ -380,7 +397,7 @@ class JobRepository:
             take=sa.update(jobs).where(jobs.c.id == (
                 sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
                 .limit(1).with_for_update(skip_locked=True).scalar_subquery()
-            )).values(**_LEASE_VALUES).returning(*jobs.c),
+            )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits),
         )
         if len(self._fits_cache) > 1024:
             self._fits_cache.clear()
@@ -433,9 +450,12 @@ class JobRepository:
         statements, allowed_tags, profile = kind.statements, kind.allowed_tags, kind.profile
         if holds is None and (waiting is None or draining):
             return LeaseAttempt(None, queued is not None, profile)
+        another_fits = True
+
         def take(conn: sa.Connection, changes: Any) -> Optional[Job]:
             """In the write transaction of ``changes`` (its session or connection): lease the
             oldest fitting job, if any, and mark the agent as having asked."""
+            nonlocal another_fits
             job = None
             if not draining:
                 # One statement picks the oldest fitting row (locked, skipping rows other
@@ -444,7 +464,9 @@ class JobRepository:
                                                         "expires": now + lease_seconds, "now": now,
                                                         "allowed_tags": allowed_tags}).first()
                 if leased is not None:
-                    job = Job.from_row(leased)
+                    values = dict(leased._mapping)
+                    another_fits = bool(values.pop(_ANOTHER_FITS))
+                    job = Job.from_mapping(values)
                     self.db.record_job_change(changes, job)
             mark_asked(conn, agent_id, now=now, busy=job is not None)
             return job
@@ -461,7 +483,7 @@ class JobRepository:
         if job is not None:
             # Logged after the commit: on SQLite every write transaction waits for this one.
             log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
-            return LeaseAttempt(job, True, profile)
+            return LeaseAttempt(job, True, profile, another_fits)
         with self.db.connect() as conn:
             more = conn.execute(_QUEUED_OF_PROFILE, {"profile": profile}).first()
         return LeaseAttempt(None, more is not None, profile)

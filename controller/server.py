@@ -289,19 +289,26 @@ class _Authorization(WrappingInterceptor):
 
     def _refresh_remembered(self) -> None:
         """Read again, in the database pool, the remembered callers about to be forgotten; no call
-        waits for it. Each read runs outside the call that found it due, so that call's deadline
-        (a heartbeat's few seconds) does not cancel it."""
-        for token in self.authenticator.refreshes_wanted():
-            read = contextvars.Context().run(asyncio.ensure_future, self.blocking(self.authenticator.refresh, token))
-            self._refreshes.add(read)
-            read.add_done_callback(self._refresh_done)
+        waits for it. The read runs outside the call that found it due, so that call's deadline
+        (a heartbeat's few seconds) does not cancel it. One read at a time: the callers that come
+        due while it runs are read together by the next (a busy database reads them in batches)."""
+        if self._refreshes:
+            return
+        tokens = self.authenticator.refreshes_wanted()
+        if not tokens:
+            return
+        read = contextvars.Context().run(asyncio.ensure_future, self.blocking(self.authenticator.refresh, *tokens))
+        self._refreshes.add(read)
+        read.add_done_callback(self._refresh_done)
 
     def _refresh_done(self, read: "asyncio.Future[Any]") -> None:
         self._refreshes.discard(read)
-        # A read that failed (the database unreachable) is not tried again for this caller until it
-        # is forgotten; its next call then reads it, as without reading ahead (Authenticator.refresh).
+        # A read that failed (the database unreachable) is not tried again for these callers until
+        # they are forgotten; their next calls then read them, as without reading ahead
+        # (Authenticator.refresh).
         if not read.cancelled() and read.exception() is not None:
-            log.debug("reading a remembered caller's credential again failed: %s", read.exception())
+            log.debug("reading remembered callers' credentials again failed: %s", read.exception())
+        self._refresh_remembered()  # the callers that came due meanwhile
 
     def wrap(self, handler: Any, method: str) -> Any:
         authenticate, remembered = self.authenticator.authenticate, self.authenticator.remembered
@@ -370,9 +377,10 @@ class _Authorization(WrappingInterceptor):
 
 
 @dataclass(frozen=True)
-class _EmptyLook:
-    """An agent looked at the queue at ``at`` (event-loop time) and found no work: the profile's
-    counts (waiters.Waiters.counts) just before it looked."""
+class _LookThatLeftNothing:
+    """An agent looked at the queue at ``at`` (event-loop time) and left no work there that it
+    could take (it found none, or took the only job that fitted it): the profile's counts
+    (waiters.Waiters.counts) just before it looked."""
 
     profile: str
     generation: int
@@ -999,8 +1007,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.metrics = metrics
         # agent id -> device profile: which queue of waiting agents a LeaseJob joins.
         self.profiles: Dict[str, str] = {}
-        # agent id -> its last look at the queue, when that found no work for it (LeaseJob).
-        self.empty_looks: Dict[str, _EmptyLook] = {}
+        # agent id -> its last look at the queue, when that left no work for it (LeaseJob).
+        self.looks_that_left_nothing: Dict[str, _LookThatLeftNothing] = {}
+        # agent id -> (its look that took the only job that fitted it, that job's id): the look
+        # counts as one that left nothing once the agent's report of that job is stored. An agent
+        # that asks for work without reporting its job first looks, which gives that job up.
+        self.looks_that_took_the_last: Dict[str, Tuple[_LookThatLeftNothing, str]] = {}
 
     @_rpc
     async def Enroll(self, request, context):  # type: ignore[no-untyped-def]
@@ -1031,7 +1043,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             version=request.agent_version,
         )
         self.profiles[agent_id] = request.device_profile
-        self.empty_looks.pop(agent_id, None)  # its tags or runtimes may have changed: look again
+        self.looks_that_left_nothing.pop(agent_id, None)  # its tags or runtimes may have changed: look again
+        self.looks_that_took_the_last.pop(agent_id, None)
         return pb.RegisterResponse(
             heartbeat_interval_seconds=self.scheduler.heartbeat_interval,
             lease_seconds=self.scheduler.lease_seconds,
@@ -1053,13 +1066,15 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         loop, waiters = asyncio.get_running_loop(), self.waiters
         deadline = loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
         profile = self.profiles.get(agent_id, "")
-        last = self.empty_looks.pop(agent_id, None)
-        # An agent whose last long-poll found nothing asks again at once. Unless work of its
-        # profile went unclaimed since it looked (waiters.py: work queued while it was waiting
-        # is handed to an agent woken for it), that look would find nothing again: a call that
-        # may wait waits first. (Otherwise a thousand idle agents cost a hundred empty looks a
-        # second.) It still looks now and then, for anything that makes a queued job fit it
-        # without a job being queued.
+        last = self.looks_that_left_nothing.pop(agent_id, None)
+        self.looks_that_took_the_last.pop(agent_id, None)  # a job not reported before this ask is given up
+        # An agent whose last long-poll found nothing asks again at once, and one that took the
+        # only job that fitted it asks again when that job is done. Unless work of its profile
+        # went unclaimed since it looked (waiters.py: work queued while it was waiting is handed
+        # to an agent woken for it), a look now would find nothing: a call that may wait waits
+        # first. (Otherwise a thousand idle agents cost a hundred empty looks a second, and each
+        # job one more.) It still looks now and then, for anything that makes a queued job fit
+        # it without a job being queued.
         if (request.wait_seconds > 0 and last is not None and last.profile == profile
                 and last.unclaimed == waiters.counts(profile)[1]
                 and loop.time() - last.at < FULL_LOOK_INTERVAL_SECONDS):
@@ -1068,7 +1083,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             ticket, look, empty = waiters.ticket(profile), True, None
         while True:
             if look:
-                empty = _EmptyLook(ticket.profile, *waiters.counts(ticket.profile), at=loop.time())
+                empty = _LookThatLeftNothing(ticket.profile, *waiters.counts(ticket.profile), at=loop.time())
                 try:
                     attempt = await self.calls.db(self._lease_try, agent_id)
                 except BaseException:
@@ -1076,6 +1091,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                         waiters.pass_on(ticket)
                     raise
                 if attempt.job is not None:
+                    if not attempt.another_fits and attempt.profile == ticket.profile:
+                        self.looks_that_took_the_last[agent_id] = (empty, attempt.job.id)
                     return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
                 if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
                     self.profiles[agent_id] = attempt.profile
@@ -1088,7 +1105,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 remaining = deadline - loop.time()
                 if remaining <= 0 or waiters.closed:
                     if empty is not None:
-                        self.empty_looks[agent_id] = empty
+                        self.looks_that_left_nothing[agent_id] = empty
                     return pb.LeaseJobResponse()
                 if await waiters.wait_for_work(ticket, min(remaining, self.scheduler.heartbeat_interval)):
                     break
@@ -1131,7 +1148,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     @_rpc
     async def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
-        return await self.calls.db(self._report_result, request)
+        agent_id = auth.agent_id_for(request.agent_id)
+        took = self.looks_that_took_the_last.pop(agent_id, None)
+        answer = await self.calls.db(self._report_result, request)
+        if took is not None and answer.accepted and took[1] == request.job_id:
+            self.looks_that_left_nothing[agent_id] = took[0]  # its next ask need not look first
+        return answer
 
     def _report_result(self, request: pb.ReportResultRequest) -> pb.ReportResultResponse:
         agent_id = auth.agent_id_for(request.agent_id)

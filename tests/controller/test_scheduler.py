@@ -229,15 +229,51 @@ def test_an_idle_agent_asking_again_looks_at_the_queue_only_when_work_was_queued
     assert looks == ["pi-1"] * 3
     pi.report(lease)
 
-    assert pi.lease(wait=0.2) is None  # after a job, the first ask looks
-    assert looks == ["pi-1"] * 4
+    # It took the only job that fitted it and reported it: a look now would find nothing.
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"] * 3, "after the last job, the next ask waited without looking"
     pi.register()  # its tags or runtimes may have changed
     assert pi.lease(wait=0.2) is None
-    assert looks == ["pi-1"] * 5
+    assert looks == ["pi-1"] * 4
     monkeypatch.setattr(server, "FULL_LOOK_INTERVAL_SECONDS", 0.3)
     time.sleep(0.3)
     assert pi.lease(wait=0.2) is None
-    assert looks == ["pi-1"] * 6, "it still looks now and then"
+    assert looks == ["pi-1"] * 5, "it still looks now and then"
+
+
+def test_an_agent_that_took_a_job_looks_again_after_it_while_other_work_fits_it(farm, model, monkeypatch):
+    """The lease tells whether another queued job fitted the agent: when one did, its next ask
+    looks and takes it; when none did, the ask after its report waits; an ask without a report
+    looks (and gives the unreported job up)."""
+    jobs = farm.controller.parts.jobs
+    looks = []
+    real_lease_next = jobs.lease_next
+
+    def counted(agent_id, **kwargs):  # type: ignore[no-untyped-def]
+        looks.append(agent_id)
+        return real_lease_next(agent_id, **kwargs)
+
+    monkeypatch.setattr(jobs, "lease_next", counted)
+    pi = farm.agent("pi-1", "rpi5")
+    pi.register()
+    first, second = farm.submit([model, model], ["rpi5"]).jobs
+    farm.submit([model], ["tpu"])  # another profile's job does not fit it
+    lease = pi.lease(wait=5)
+    assert lease.job.id == first.id and looks == ["pi-1"]
+    pi.report(lease)
+    lease = pi.lease(wait=5)
+    assert lease.job.id == second.id and looks == ["pi-1"] * 2, "another job fitted it: it looked"
+    pi.report(lease)
+    assert pi.lease(wait=0.2) is None
+    assert looks == ["pi-1"] * 2, "none was left for it: it waited without looking"
+
+    (third,) = farm.submit([model], ["rpi5"]).jobs  # queued between two asks: no one was woken for it
+    lease = pi.lease(wait=5)
+    assert lease.job.id == third.id and looks == ["pi-1"] * 3
+    # Asking again without reporting: it looks, and so gives up the job it did not report.
+    again = pi.lease(wait=5)
+    assert looks == ["pi-1"] * 4
+    assert again is not None and again.job.id == third.id and again.job.attempt == 2
 
 
 @pytest.mark.postgres

@@ -114,6 +114,27 @@ def test_lease_takes_the_oldest_fitting_job_of_the_agents_profile(stored: Reposi
     assert stored.jobs.active_jobs_by_agent() == {"pi-1": newer[0].id}
 
 
+def test_a_lease_says_whether_another_queued_job_fits_the_agent(stored: Repositories):
+    """LeaseAttempt.another_fits, read by the statement that takes the job: jobs of another
+    profile, or that need a tag the agent lacks, are not work it could take next."""
+    register(stored, "pi-1")
+    add_run(stored, ("jetson",), created_at=T0)
+    add_run(stored, ("rpi5",), created_at=T0 + 1, tags=("camera",))
+    first = add_run(stored, ("rpi5",), created_at=T0 + 2)
+    second = add_run(stored, ("rpi5",), created_at=T0 + 3, tags=("lab",))
+    attempt = stored.jobs.lease_next("pi-1", now=T0 + 4, lease_seconds=30)
+    assert attempt.job.id == first[0].id and attempt.another_fits is True
+    assert "another_fits" not in vars(attempt.job), "the flag is not a column of the job"
+    stored.jobs.record_result("pi-1", attempt.job.lease_id, attempt.job.id, 1, result={"ok": True}, failure=None,
+                              now=T0 + 5)
+    attempt = stored.jobs.lease_next("pi-1", now=T0 + 6, lease_seconds=30)
+    assert attempt.job.id == second[0].id and attempt.another_fits is False
+    stored.jobs.record_result("pi-1", attempt.job.lease_id, attempt.job.id, 1, result={"ok": True}, failure=None,
+                              now=T0 + 7)
+    attempt = stored.jobs.lease_next("pi-1", now=T0 + 8, lease_seconds=30)
+    assert attempt.job is None and attempt.more_queued is True  # the camera job is queued, not for it
+
+
 def test_a_job_pinned_to_an_agent_goes_to_that_agent_only(stored: Repositories):
     """A required tag agent:<id> is every agent's own without declaring it: the pinned job waits
     for that agent (it may need the agent's other tags too), whoever asks first."""
@@ -528,3 +549,28 @@ def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Repos
     for agent_id in ("a1", "a9"):
         mine = [j for j in stored_jobs.values() if pin_tag(agent_id) in j.required_tags]
         assert any(accepts(by_id[agent_id], j, now=T0)[0] for j in mine), f"some job pinned to {agent_id} fits it"
+
+
+def test_many_agent_credentials_are_read_in_one_lookup_as_each_alone(stored: Repositories):
+    """What the authenticator's batched reads ahead get (auth.Authenticator.refresh): the rows
+    that exist, as ``agent_credential`` reads each; an unknown id is simply absent."""
+    from hilfarm.controller import auth
+    from hilfarm.controller.credentials import Credentials
+
+    credentials = Credentials(stored.database, stored.agents, clock=lambda: T0)
+    admin = auth.Principal(auth.Kind.USER, "default", auth.Role.ADMIN, token_id="operator", operator=True)
+    made = [credentials.enroll(admin, agent_id=f"pi-{n}", device_profile="rpi5", tags=["lab", f"n{n}"])[0]
+            for n in range(3)]
+    revoked = credentials.enroll(admin, agent_id="pi-0", device_profile="rpi5", tags=[])[0]  # pi-0's first is revoked
+    ids = [c.id for c in made] + [revoked.id, "no-such-credential"]
+    found = credentials.agent_credentials(ids)
+    assert set(found) == set(ids[:4])
+    for cid in ids[:4]:
+        alone = credentials.agent_credential(cid)
+        assert alone is not None
+        assert (found[cid].agent_id, found[cid].device_profile, found[cid].tags, found[cid].secret_hash,
+                found[cid].revoked_at) == (alone.agent_id, alone.device_profile, alone.tags, alone.secret_hash,
+                                           alone.revoked_at)
+    assert found[made[0].id].revoked_at == T0 and found[revoked.id].revoked_at is None
+    assert found[made[1].id].tags == ["lab", "n1"]
+    assert credentials.agent_credentials([]) == {}

@@ -284,3 +284,117 @@ def test_a_read_that_fails_is_not_tried_again_at_every_call(farm):  # type: igno
     assert authenticator.refreshes_wanted() == []
     clock.now += auth.REFRESH_AHEAD_SECONDS
     assert authenticator.remembered(HEARTBEAT, bearer(agent_token)) is None
+
+
+class BatchRows(Rows):
+    """A database that reads many agent credentials in one go, as controller/credentials.py does."""
+
+    def agent_credentials(self, credential_ids):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return {cid: self.agents[cid] for cid in credential_ids if cid in self.agents}
+
+
+def test_callers_due_together_are_read_again_in_one_read(farm):  # type: ignore[no-untyped-def]
+    """A thousand agents come due some fifty a second: their credentials are read in one lookup,
+    and each is kept or forgotten as its own read would have said."""
+    _, _, clock, _, user_token, _, _ = farm
+    rows = BatchRows()
+    authenticator = auth.Authenticator(rows, operator_token=OPERATOR, clock=clock)
+    tokens = {}
+    for n in range(5):
+        cred_id, token, digest = auth.new_token(auth.AGENT_PREFIX)
+        rows.agents[cred_id] = AgentCredential(id=cred_id, secret_hash=digest, agent_id=f"pi-{n}",
+                                               device_profile="rpi5", tags=[], enrolled_at=clock.now)
+        tokens[cred_id] = token
+        authenticator.authenticate(HEARTBEAT, bearer(token))
+    user_id, user_token, digest = auth.new_token(auth.USER_PREFIX)
+    rows.users[user_id] = UserToken(id=user_id, secret_hash=digest, project="vision", role="submitter",
+                                    created_at=clock.now)
+    authenticator.authenticate(SUBMIT, bearer(user_token))
+    ids = list(tokens)
+    rows.agents[ids[1]].revoked_at = clock.now  # on another replica
+    del rows.agents[ids[2]]  # gone from the database
+    clock.now += auth.REMEMBER_SECONDS - 1.0
+    for token in tokens.values():
+        assert authenticator.remembered(HEARTBEAT, bearer(token)) is not None
+    assert authenticator.remembered(SUBMIT, bearer(user_token)) is not None
+    wanted = authenticator.refreshes_wanted()
+    assert sorted(wanted) == sorted([*tokens.values(), user_token])
+    reads = rows.reads
+    authenticator.refresh(*wanted)
+    assert rows.reads == reads + 2  # the five agents in one read, the user token in its own
+    clock.now += 5.0  # past the first reads' trust
+    kept = {cid for cid, token in tokens.items() if authenticator.remembered(HEARTBEAT, bearer(token)) is not None}
+    assert kept == {ids[0], ids[3], ids[4]}
+    assert authenticator.remembered(SUBMIT, bearer(user_token)) is not None
+    with pytest.raises(Unauthenticated, match="revoked"):
+        authenticator.authenticate(HEARTBEAT, bearer(tokens[ids[1]]))
+    with pytest.raises(Unauthenticated, match="not known"):
+        authenticator.authenticate(HEARTBEAT, bearer(tokens[ids[2]]))
+
+
+def test_the_interceptor_reads_callers_that_come_due_during_a_read_together_after_it(farm):  # type: ignore[no-untyped-def]
+    """One read at a time: callers that come due while one waits for the database are read by
+    the next, in one go, not one read each."""
+    import asyncio
+
+    import grpc
+
+    from hilfarm.controller import server
+    from hilfarm.v1 import farm_pb2 as pb
+
+    _, _, clock, _, _, _, _ = farm
+    rows = BatchRows()
+    authenticator = auth.Authenticator(rows, operator_token=OPERATOR, clock=clock)
+    tokens = []
+    for n in range(4):
+        cred_id, token, digest = auth.new_token(auth.AGENT_PREFIX)
+        rows.agents[cred_id] = AgentCredential(id=cred_id, secret_hash=digest, agent_id=f"pi-{n}",
+                                               device_profile="rpi5", tags=[], enrolled_at=clock.now)
+        tokens.append(token)
+        authenticator.authenticate(HEARTBEAT, bearer(token))
+    clock.now += auth.REMEMBER_SECONDS - 1.0
+
+    class Context:
+        def __init__(self, token: str) -> None:
+            self.token = token
+
+        def invocation_metadata(self):  # type: ignore[no-untyped-def]
+            return bearer(self.token)
+
+        def time_remaining(self) -> float:
+            return 5.0
+
+        async def abort(self, code, details):  # type: ignore[no-untyped-def]
+            raise AssertionError(f"the call was refused: {code} {details}")
+
+    batches = []
+
+    async def scenario() -> None:
+        pool_may_run = asyncio.Event()
+
+        async def blocking(fn, *args):  # type: ignore[no-untyped-def]
+            await pool_may_run.wait()  # the database is busy
+            batches.append(len(args))
+            return fn(*args)
+
+        async def heartbeat(request, context):  # type: ignore[no-untyped-def]
+            return pb.HeartbeatResponse(known=True)
+
+        interceptor = server._Authorization(authenticator, blocking, client_certificates=False)
+        handler = interceptor.wrap(grpc.unary_unary_rpc_method_handler(heartbeat), HEARTBEAT)
+        for token in tokens:  # every call answered at once, from memory
+            answer = await asyncio.wait_for(handler.unary_unary(pb.HeartbeatRequest(), Context(token)), 5)
+            assert answer.known
+        assert len(interceptor._refreshes) == 1 and rows.reads == 4
+        pool_may_run.set()
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if not interceptor._refreshes and len(batches) == 2:
+                break
+        assert batches == [1, 3] and rows.reads == 6
+        assert not interceptor._refreshes and authenticator.refreshes_wanted() == []
+
+    asyncio.run(scenario())
+    clock.now += 5.0  # past the first reads' trust
+    assert all(authenticator.remembered(HEARTBEAT, bearer(t)) is not None for t in tokens)
