@@ -306,7 +306,9 @@ class _Authorization(WrappingInterceptor):
         # A read that failed (the database unreachable) is not tried again for these callers until
         # they are forgotten; their next calls then read them, as without reading ahead
         # (Authenticator.refresh).
-        if not read.cancelled() and read.exception() is not None:
+        if read.cancelled():
+            return  # the server is stopping
+        if read.exception() is not None:
             log.debug("reading remembered callers' credentials again failed: %s", read.exception())
         self._refresh_remembered()  # the callers that came due meanwhile
 
