@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import List
 
 import pytest
 
@@ -196,20 +197,27 @@ def test_an_empty_long_poll_returns_after_its_wait(farm):
     assert 0.35 < time.monotonic() - start < 2
 
 
-def test_an_idle_agent_asking_again_looks_at_the_queue_only_when_work_was_queued_since(farm, model, monkeypatch):
+@pytest.fixture
+def looks(farm, monkeypatch) -> List[str]:  # type: ignore[no-untyped-def]
+    """The agent ids of the lease looks the controller makes (each JobRepository.lease_next)."""
+    jobs = farm.controller.parts.jobs
+    made: List[str] = []
+    real_lease_next = jobs.lease_next
+
+    def counted(agent_id, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(agent_id)
+        return real_lease_next(agent_id, **kwargs)
+
+    monkeypatch.setattr(jobs, "lease_next", counted)
+    return made
+
+
+def test_an_idle_agent_asking_again_looks_at_the_queue_only_when_work_was_queued_since(farm, model, monkeypatch,
+                                                                                        looks):
     """A thousand idle agents each ask again every 10 s: an ask that would find nothing again
     waits without reading the database, and one after a job was queued looks and takes it."""
     from hilfarm.controller import server
 
-    jobs = farm.controller.parts.jobs
-    looks = []
-    real_lease_next = jobs.lease_next
-
-    def counted(agent_id, **kwargs):  # type: ignore[no-untyped-def]
-        looks.append(agent_id)
-        return real_lease_next(agent_id, **kwargs)
-
-    monkeypatch.setattr(jobs, "lease_next", counted)
     pi = farm.agent("pi-1", "rpi5")
     pi.register()
     assert pi.lease(wait=0.2) is None
@@ -241,19 +249,10 @@ def test_an_idle_agent_asking_again_looks_at_the_queue_only_when_work_was_queued
     assert looks == ["pi-1"] * 5, "it still looks now and then"
 
 
-def test_an_agent_that_took_a_job_looks_again_after_it_while_other_work_fits_it(farm, model, monkeypatch):
+def test_an_agent_that_took_a_job_looks_again_after_it_while_other_work_fits_it(farm, model, looks):
     """The lease tells whether another queued job fitted the agent: when one did, its next ask
     looks and takes it; when none did, the ask after its report waits; an ask without a report
     looks (and gives the unreported job up)."""
-    jobs = farm.controller.parts.jobs
-    looks = []
-    real_lease_next = jobs.lease_next
-
-    def counted(agent_id, **kwargs):  # type: ignore[no-untyped-def]
-        looks.append(agent_id)
-        return real_lease_next(agent_id, **kwargs)
-
-    monkeypatch.setattr(jobs, "lease_next", counted)
     pi = farm.agent("pi-1", "rpi5")
     pi.register()
     first, second = farm.submit([model, model], ["rpi5"]).jobs
