@@ -49,7 +49,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as with_fields
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -388,6 +388,10 @@ class _LookThatLeftNothing:
     generation: int
     unclaimed: int
     at: float
+    # The job it took, when it took the only one that fitted it: the look counts only once the
+    # agent's report of that job is stored (AgentServicer.ReportResult). An agent that asks for
+    # work without reporting its job looks, which gives that job up.
+    awaiting_report_of: str = ""
 
 
 @dataclass
@@ -1011,10 +1015,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.profiles: Dict[str, str] = {}
         # agent id -> its last look at the queue, when that left no work for it (LeaseJob).
         self.looks_that_left_nothing: Dict[str, _LookThatLeftNothing] = {}
-        # agent id -> (its look that took the only job that fitted it, that job's id): the look
-        # counts as one that left nothing once the agent's report of that job is stored. An agent
-        # that asks for work without reporting its job first looks, which gives that job up.
-        self.looks_that_took_the_last: Dict[str, Tuple[_LookThatLeftNothing, str]] = {}
 
     @_rpc
     async def Enroll(self, request, context):  # type: ignore[no-untyped-def]
@@ -1046,7 +1046,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
         self.profiles[agent_id] = request.device_profile
         self.looks_that_left_nothing.pop(agent_id, None)  # its tags or runtimes may have changed: look again
-        self.looks_that_took_the_last.pop(agent_id, None)
         return pb.RegisterResponse(
             heartbeat_interval_seconds=self.scheduler.heartbeat_interval,
             lease_seconds=self.scheduler.lease_seconds,
@@ -1069,7 +1068,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         deadline = loop.time() + min(max(request.wait_seconds, 0.0), MAX_LEASE_WAIT_SECONDS)
         profile = self.profiles.get(agent_id, "")
         last = self.looks_that_left_nothing.pop(agent_id, None)
-        self.looks_that_took_the_last.pop(agent_id, None)  # a job not reported before this ask is given up
+        if last is not None and last.awaiting_report_of:
+            last = None  # the job it took was not reported before this ask: it looks, and gives it up
         # An agent whose last long-poll found nothing asks again at once, and one that took the
         # only job that fitted it asks again when that job is done. Unless work of its profile
         # went unclaimed since it looked (waiters.py: work queued while it was waiting is handed
@@ -1094,7 +1094,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     raise
                 if attempt.job is not None:
                     if not attempt.another_fits and attempt.profile == ticket.profile:
-                        self.looks_that_took_the_last[agent_id] = (empty, attempt.job.id)
+                        self.looks_that_left_nothing[agent_id] = with_fields(
+                            empty, awaiting_report_of=attempt.job.id)
                     return pb.LeaseJobResponse(lease=wire.lease_to_pb(attempt.job))
                 if attempt.profile != ticket.profile:  # first call, or the agent re-registered elsewhere
                     self.profiles[agent_id] = attempt.profile
@@ -1151,14 +1152,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     @_rpc
     async def ReportResult(self, request, context):  # type: ignore[no-untyped-def]
         agent_id = auth.agent_id_for(request.agent_id)
-        took = self.looks_that_took_the_last.pop(agent_id, None)
-        answer = await self.calls.db(self._report_result, request)
-        if took is not None and answer.accepted and took[1] == request.job_id:
-            self.looks_that_left_nothing[agent_id] = took[0]  # its next ask need not look first
+        answer = await self.calls.db(self._report_result, agent_id, request)
+        last = self.looks_that_left_nothing.get(agent_id)
+        if answer.accepted and last is not None and last.awaiting_report_of == request.job_id:
+            # Its next ask need not look first.
+            self.looks_that_left_nothing[agent_id] = with_fields(last, awaiting_report_of="")
         return answer
 
-    def _report_result(self, request: pb.ReportResultRequest) -> pb.ReportResultResponse:
-        agent_id = auth.agent_id_for(request.agent_id)
+    def _report_result(self, agent_id: str, request: pb.ReportResultRequest) -> pb.ReportResultResponse:
         outcome = request.WhichOneof("outcome")
         if outcome is None:
             raise InvalidArgument(f"report for job {request.job_id} carries neither a result nor a failure")
