@@ -20,7 +20,7 @@ marks agents seen, each in id order.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -46,7 +46,18 @@ AGENT_LEASE_STATE = (
     sa.select(_AGENTS.c.registered_at).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery(),
     sa.select(_AGENTS.c.draining).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery(),
 )
-_AGENT_ASKED = sa.update(_AGENTS).where(_AGENTS.c.id == _B("agent_id")).values(last_seen=_B("now"), busy=_B("is_busy"))
+
+
+def agent_asked(busy: Any, *conditions: sa.ColumnElement, agent: str = "agent_id") -> sa.Update:
+    """The statement that marks the agent bound as ``agent`` as having asked for work or
+    reported a result: seen at ``now``, ``busy`` or not. ``conditions`` narrow it, for a statement
+    of the job repository that writes it along with a job (a PostgreSQL common table expression,
+    where the agent is bound under a name that is no column of the jobs table: SQLAlchemy would
+    take such a parameter for a value to set)."""
+    return sa.update(_AGENTS).where(_AGENTS.c.id == _B(agent), *conditions).values(last_seen=_B("now"), busy=busy)
+
+
+_AGENT_ASKED = agent_asked(_B("is_busy"))
 _KNOWN_AGENTS = sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
 # A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction
 # (a lease, a progress report, a result) marks the agent seen and renews or ends the lease

@@ -24,18 +24,14 @@ log = logging.getLogger("hilfarm.controller")
 
 
 _EVALUATIONS = JobEvaluation.__table__
-_BUDGETS_OF_JOB = sa.select(_EVALUATIONS.c.budgets).where(_EVALUATIONS.c.job_id == sa.bindparam("job_id"))
 _STORE_VERDICTS = (sa.update(_EVALUATIONS).where(_EVALUATIONS.c.job_id == sa.bindparam("judged"))
                    .values(verdicts=sa.bindparam("judgement"), evaluated_at=sa.bindparam("at")))
 
 
-def judge_result(conn: sa.Connection, job: Job) -> None:
-    """Verdicts for a result being stored (JobRepository.record_result's ``on_result`` hook,
-    called on the connection of the transaction that stores it). Core statements, not the ORM:
-    most jobs have no budgets, and every stored result asks."""
-    budgets = conn.execute(_BUDGETS_OF_JOB, {"job_id": job.id}).scalar_one_or_none()
-    if budgets is None:
-        return
+def judge_result(conn: sa.Connection, job: Job, budgets: List[dict]) -> None:
+    """Verdicts for a result being stored, by the job's budgets (JobRepository.record_result's
+    ``on_result`` hook, called on the connection of the transaction that stores it, with the
+    budgets read along with the job)."""
     verdicts: List[Verdict] = evaluate(budgets_from_doc(budgets), job.result or {})
     conn.execute(_STORE_VERDICTS, {"judged": job.id, "judgement": [v.to_dict() for v in verdicts], "at": time.time()})
 

@@ -30,10 +30,10 @@ def reg(store: Repositories) -> RegressionStore:
     return store.regressions
 
 
-def judge(conn, job: Job) -> None:
-    # The controller's own hook: it needs the transaction's connection and the job, not the rest
-    # of the controller.
-    judge_result(conn, job)
+def judge(conn, job: Job, budgets) -> None:
+    # The controller's own hook: it needs the transaction's connection, the job and its budgets,
+    # not the rest of the controller.
+    judge_result(conn, job, budgets)
 
 
 def finish(store: Repositories, job: Job, result: Dict[str, Any], *, now: float, agent: str = "pi-1", on_result=judge) -> Job:
@@ -62,8 +62,8 @@ def test_verdicts_are_stored_with_the_result_in_one_transaction(reg: RegressionS
     assert (before.constraint_set, before.budgets, before.verdicts, before.evaluated_at) == ("doorbell", BUDGETS, None, None)
 
     # A failure after the verdicts were written rolls back both: nobody sees one without the other.
-    def judge_then_fail(conn, j):
-        judge(conn, j)
+    def judge_then_fail(conn, j, budgets):
+        judge(conn, j, budgets)
         raise RuntimeError("disk full")
 
     register(store, "pi-1")

@@ -8,6 +8,7 @@ import uuid
 from typing import List
 
 import pytest
+import sqlalchemy as sa
 
 from hilfarm.controller import wire
 from hilfarm.controller.errors import AmbiguousId, FailedPrecondition, NotFound
@@ -356,6 +357,68 @@ def test_result_is_stored_whole_and_idempotent_by_attempt(stored: Repositories):
     assert not ok and "attempt 2" in message
 
 
+def test_a_stored_report_marks_the_agent_and_counts_the_outcome_and_a_stale_one_writes_nothing(stored: Repositories):
+    """What storing an outcome writes besides the job (on PostgreSQL one statement does all of
+    it for the agent holding the lease): the agent seen and idle, the latest result of the
+    model, the count of the outcome. A report that is not stored changes none of them."""
+    register(stored, "pi-1")
+    first, second = add_run(stored, ("rpi5", "rpi5"))
+    job = lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)
+    agent = stored.agents.get_agent("pi-1")
+    assert (agent.last_seen, agent.busy) == (T0 + 1, True)
+    assert stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None, now=T0 + 2)[0]
+    agent = stored.agents.get_agent("pi-1")
+    assert (agent.last_seen, agent.busy) == (T0 + 2, False)
+    assert [(r.model_name, r.device_profile, r.runtime, r.job_id, r.finished_at)
+            for r in stored.jobs.latest_results(10)] == [("net.onnx", "rpi5", "onnxruntime", job.id, T0 + 2)]
+    assert stored.jobs.outcome_counts() == [("succeeded", "ok", "rpi5", "net.onnx", "onnxruntime", 1)]
+
+    other = lease(stored, "pi-1", now=T0 + 3, lease_seconds=30)
+    failure = Failure(FailureCategory.RUNTIME_CRASH, "crashed", signal=11)
+    assert not stored.jobs.record_result("pi-1", other.lease_id, other.id, 2, result=None, failure=failure, now=T0 + 4)[0]
+    assert not stored.jobs.record_result("pi-2", other.lease_id, other.id, 1, result=None, failure=failure, now=T0 + 4)[0]
+    assert not stored.jobs.record_result("pi-1", "no-such-lease", other.id, 1, result=None, failure=failure, now=T0 + 4)[0]
+    agent = stored.agents.get_agent("pi-1")
+    assert (agent.last_seen, agent.busy) == (T0 + 3, True)
+    assert stored.jobs.get_job(other.id).job_state is JobState.LEASED
+    assert len(stored.jobs.outcome_counts()) == 1
+
+    assert stored.jobs.record_result("pi-1", other.lease_id, other.id, 1, result=None, failure=failure, now=T0 + 5)[0]
+    assert sorted(stored.jobs.outcome_counts()) == [
+        ("failed", "runtime_crash", "rpi5", "net.onnx", "onnxruntime", 1),
+        ("succeeded", "ok", "rpi5", "net.onnx", "onnxruntime", 1)]
+    assert stored.jobs.latest_results(10)[0].job_id == job.id, "a failure is no latest result"
+    assert stored.jobs.get_job(other.id).failure == failure
+    assert {first.id, second.id} == {job.id, other.id}
+
+
+def test_on_postgresql_a_lease_and_a_usual_report_each_write_in_one_statement(stored: Repositories):
+    """Round trips are what a job costs a PostgreSQL controller: the take marks the agent too,
+    and a report of the lease holder is stored with everything it writes in one statement;
+    each then commits (with its notifications) in one more."""
+    if not stored.jobs.db.is_postgresql:
+        pytest.skip("SQLite runs each statement alone; it costs no round trip")
+    register(stored, "pi-1")
+    assert lease(stored, "pi-1", now=T0, lease_seconds=30) is None  # its kind is read once, here
+    add_run(stored)
+    statements: List[str] = []
+    engine = stored.jobs.db.engine
+    count = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        job = lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)
+        leased = list(statements)
+        statements.clear()
+        assert stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None,
+                                         now=T0 + 2)[0]
+        reported = list(statements)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(leased) == 3 and leased[-1].endswith("COMMIT"), leased  # the look, the take, the commit
+    assert len(reported) == 2 and reported[-1].endswith("COMMIT"), reported
+    assert stored.jobs.get_job(job.id).job_state is JobState.SUCCEEDED
+
+
 def test_failure_is_stored_with_its_category_signal_and_detail(stored: Repositories):
     register(stored, "pi-1")
     add_run(stored)
@@ -506,7 +569,6 @@ def test_the_lease_query_matches_exactly_the_jobs_accepts_explains(stored: Repos
     combination of profile, tags, runtime and execution provider."""
     import itertools
 
-    import sqlalchemy as sa
 
     from hilfarm.controller.models import Agent
     from hilfarm.controller.scheduler import accepts
