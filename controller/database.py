@@ -314,6 +314,26 @@ class Database:
         if changes:
             self.feed.publish(changes)
 
+    @contextlib.contextmanager
+    def write_alone(self) -> Iterator[sa.Connection]:
+        """PostgreSQL: a write of one statement that commits by itself (autocommit): one round
+        trip, where a transaction takes two (the statement, then its COMMIT). The statement sends
+        its own notifications (notifications.notify_in_statement); the changes recorded with
+        ``record_change`` go to this process's feed once it has run. A second statement would be a
+        transaction of its own: a write of several statements takes ``write_connection``. On
+        SQLite a statement costs no round trip and this is not offered."""
+        if not self.is_postgresql:
+            raise TypeError("write_alone is for PostgreSQL; on SQLite use write_connection")
+        changes: List[Change] = []
+        with self.connect() as conn:
+            conn.info["changes"] = changes
+            try:
+                yield conn
+            finally:
+                del conn.info["changes"]
+        if changes:
+            self.feed.publish(changes)
+
     def _commit_with_notices(self, conn: sa.Connection, changes: List[Change]) -> None:
         """On PostgreSQL, end the write transaction of ``conn`` so that the other replicas hear
         ``changes``: its NOTIFYs and its COMMIT go to the server as one simple query, one round

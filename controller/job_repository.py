@@ -64,7 +64,7 @@ from .models import (
     pin_tag,
     states_sql,
 )
-from .notifications import Change, ChangeFeed
+from .notifications import Change, ChangeFeed, notify_in_statement
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -100,6 +100,12 @@ _PROGRESS = (sa.update(_JOBS)
              .values(progress=_B("progress", type_=_JOBS.c.progress.type), state=JobState.RUNNING.value,
                      lease_expires_at=_RENEWED)
              .returning(_JOBS.c.id, _JOBS.c.run_id, _JOBS.c.device_profile))
+# PostgreSQL: the same as a write of its own (Database.write_alone), sending its notification.
+_PROGRESSED = _PROGRESS.cte("progressed")
+_PROGRESS_ALONE = sa.select(_PROGRESSED.c.id, _PROGRESSED.c.run_id, _PROGRESSED.c.device_profile,
+                            notify_in_statement(_PROGRESSED.c.id, _PROGRESSED.c.run_id, _PROGRESSED.c.device_profile))
+# The column notify_in_statement adds to a row.
+_NOTIFIED = "notified"
 # A batch of heartbeats skips rows another transaction holds (on PostgreSQL): that transaction
 # (a lease, a progress report, a result) renews or ends the lease itself, and waiting for it
 # would hold up every heartbeat of the batch.
@@ -194,6 +200,8 @@ class _LeaseStatements:
     # PostgreSQL it also marks the agent as having asked (busy when it took a job).
     take: sa.Executable
     take_marks_asked: bool
+    # PostgreSQL: ``take`` as a write of its own (Database.write_alone), sending its notification.
+    take_alone: Optional[sa.Executable]
 
 
 @dataclass(frozen=True)
@@ -455,18 +463,21 @@ class JobRepository:
             sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
             .limit(1).with_for_update(skip_locked=True).scalar_subquery()
         )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits)
+        take_alone: Optional[sa.Executable] = None
         if self.db.is_postgresql:
             # The agent marked as having asked in the same statement, a round trip fewer per
             # lease (as record_result's usual report). Its id is bound as ``agent``, the name
             # the take binds it under: one named agent_id would be taken for a jobs column to set.
             taken = take.cte("taken")
-            take = sa.select(*taken.c).add_cte(
-                agent_asked(sa.exists(sa.select(taken.c.id)), agent="agent").cte("asked"))
+            asked = agent_asked(sa.exists(sa.select(taken.c.id)), agent="agent").cte("asked")
+            take = sa.select(*taken.c).add_cte(asked)
+            take_alone = sa.select(*taken.c, notify_in_statement(taken.c.id, taken.c.run_id, taken.c.device_profile)
+                                   ).add_cte(asked)
         statements = _LeaseStatements(
             fits=fits,
             look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
                            _QUEUED_OF_PROFILE.scalar_subquery(), *AGENT_LEASE_STATE),
-            take=take, take_marks_asked=self.db.is_postgresql,
+            take=take, take_marks_asked=self.db.is_postgresql, take_alone=take_alone,
         )
         if len(self._fits_cache) > 1024:
             self._fits_cache.clear()
@@ -521,19 +532,20 @@ class JobRepository:
             return LeaseAttempt(None, queued is not None, profile)
         another_fits = True
 
-        def take(conn: sa.Connection, changes: Any) -> Optional[Job]:
-            """In the write transaction of ``changes`` (its session or connection): lease the
-            oldest fitting job, if any, and mark the agent as having asked."""
+        def take(conn: sa.Connection, changes: Any, statement: sa.Executable, **more: Any) -> Optional[Job]:
+            """In the write of ``changes`` (its session or connection): lease the oldest fitting
+            job, if any, with ``statement``, and mark the agent as having asked."""
             nonlocal another_fits
             job = None
             if not draining:
                 # One statement picks the oldest fitting row (locked, skipping rows other
                 # replicas hold) and leases it.
-                leased = conn.execute(statements.take, {"agent": agent_id, "lease": uuid.uuid4().hex,
-                                                        "expires": now + lease_seconds, "now": now,
-                                                        "allowed_tags": allowed_tags}).first()
+                leased = conn.execute(statement, {"agent": agent_id, "lease": uuid.uuid4().hex,
+                                                  "expires": now + lease_seconds, "now": now,
+                                                  "allowed_tags": allowed_tags, **more}).first()
                 if leased is not None:
                     values = dict(leased._mapping)
+                    values.pop(_NOTIFIED, None)
                     another_fits = bool(values.pop(_ANOTHER_FITS))
                     job = Job.from_mapping(values)
                     self.db.record_job_change(changes, job)
@@ -547,10 +559,13 @@ class JobRepository:
                 with s.no_autoflush:
                     self.release_leases_in(s, agent_id, now, "asked for new work")
                 s.flush()
-                job = take(s.connection(), s)
+                job = take(s.connection(), s, statements.take)
+        elif statements.take_alone is not None:
+            with self.db.write_alone() as conn:
+                job = take(conn, conn, statements.take_alone, origin=self.feed.origin)
         else:
             with self.db.write_connection() as conn:
-                job = take(conn, conn)
+                job = take(conn, conn, statements.take)
         if job is not None:
             # Logged after the commit: on SQLite every write transaction waits for this one.
             log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
@@ -651,10 +666,13 @@ class JobRepository:
         Returns (cancel, why): cancel is True when the agent must stop the job, because it was
         cancelled or because this lease is no longer the job's current lease.
         """
-        # The usual case in one statement: the agent reports under the lease it holds.
-        with self.db.write_connection() as conn:
-            row = conn.execute(_PROGRESS, {"lease": lease_id, "agent": agent_id, "progress": dict(progress),
-                                           "expires": now + lease_seconds}).first()
+        # The usual case in one statement: the agent reports under the lease it holds. On
+        # PostgreSQL that statement commits by itself, with its notification.
+        params = {"lease": lease_id, "agent": agent_id, "progress": dict(progress), "expires": now + lease_seconds}
+        alone = self.db.is_postgresql
+        with self.db.write_alone() if alone else self.db.write_connection() as conn:
+            row = conn.execute(_PROGRESS_ALONE if alone else _PROGRESS,
+                               {**params, "origin": self.feed.origin} if alone else params).first()
             if row is not None:
                 self.db.record_change(conn, Change(row.id, row.run_id, row.device_profile))
                 return False, ""

@@ -19,7 +19,7 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 log = logging.getLogger("hilfarm.controller")
 
@@ -90,6 +90,20 @@ def encode(changes: Sequence[Change], origin: str) -> List[str]:
     if batch:
         payloads.append(json.dumps({"o": origin, "c": batch}))
     return payloads
+
+
+def notify_in_statement(job_id: Any, run_id: Any, device_profile: Any) -> Any:
+    """PostgreSQL: a column that sends, from inside the statement that writes a job, the payload
+    ``encode`` would send for that job's change (neither queued nor finished: a lease taken, a
+    progress report), naming the process bound as ``origin``. For a write of one statement that
+    commits by itself (database.Database.write_alone): its notification then costs no round trip
+    of its own, and is delivered when, and only if, the statement commits. ``decode`` reads it."""
+    import sqlalchemy as sa  # here: the listener side of this module needs no SQLAlchemy
+
+    item = sa.func.json_build_array(job_id, run_id, device_profile, 0)
+    payload = sa.func.json_build_object("o", sa.bindparam("origin", type_=sa.String()), "c",
+                                        sa.func.json_build_array(item))
+    return sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text())).label("notified")
 
 
 def decode(payload: str) -> Tuple[str, List[Change]]:

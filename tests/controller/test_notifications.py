@@ -3,6 +3,7 @@ recorded, when it commits; nothing when it does not; and the NOTIFYs and the COM
 round trip."""
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from typing import List
@@ -128,3 +129,61 @@ def test_a_read_session_sends_no_transaction_and_keeps_the_prepared_statements(d
     with database.connect() as conn:
         assert conn.connection.driver_connection.pgconn is pgconn
         assert dict(conn.connection.driver_connection._prepared._names) == prepared
+
+
+def test_a_lease_and_a_progress_report_are_writes_of_one_statement_that_notify_as_recorded(database: Database, tmp_path):
+    """A lease's take and a progress report (the usual case) each commit by themselves
+    (Database.write_alone): libpq's trace shows one statement and no BEGIN or COMMIT. The other
+    replicas hear the change from the statement itself, and this process's feed gets it too."""
+    from hilfarm.controller.app import open_repositories
+    from hilfarm.controller.models import Artifact, Job, Run
+
+    store = open_repositories(database)
+    store.artifact_records.add_artifact(Artifact(sha256="a" * 64, size_bytes=5, format="onnx", filename="net.onnx",
+                                                 created_at=1.0))
+    profile = "o'brien's \"100%\" ünï"  # the user's own text, through the statement's JSON
+    store.agents.register_agent("pi-1", profile=profile, tags=[], capabilities={"runtimes": [{"name": "onnxruntime"}]},
+                                hostname="h", version="0.1", now=1.0)
+    assert store.jobs.lease_next("pi-1", now=1.0, lease_seconds=30).job is None  # reads the agent's kind
+    run = Run(id=uuid.uuid4().hex, created_at=1.0)
+    job = Job(id=uuid.uuid4().hex, run_id=run.id, model_sha256="a" * 64, model_name="net.onnx", model_format="onnx",
+              device_profile=profile, settings={}, created_at=1.0)
+    job.fill_requirements()
+    store.jobs.add_run(run, [job])
+    here: List[Change] = []
+    unsubscribe = database.feed.subscribe(lambda changes, resync: here.extend(c for c in changes if c.job_id == job.id))
+    heard = Heard(database, [job.id])
+    trace_path = tmp_path / "libpq.trace"
+    try:
+        with open(trace_path, "w") as trace:
+            pgconns = []
+
+            def traced(dbapi_conn, *_):  # type: ignore[no-untyped-def]
+                if dbapi_conn.pgconn not in pgconns:
+                    dbapi_conn.pgconn.trace(trace.fileno())
+                    pgconns.append(dbapi_conn.pgconn)
+
+            event.listen(database.engine, "checkout", traced)
+            try:
+                leased = store.jobs.lease_next("pi-1", now=2.0, lease_seconds=30).job
+                assert leased is not None and leased.id == job.id
+                assert store.jobs.record_progress("pi-1", leased.lease_id, {"runs_done": 1}, now=3.0,
+                                                  lease_seconds=30) == (False, "")
+            finally:
+                event.remove(database.engine, "checkout", traced)
+                for pgconn in pgconns:
+                    pgconn.untrace()
+        changes = heard.wait_for(2)
+    finally:
+        heard.listener.stop()
+        unsubscribe()
+    expected = [Change(job.id, run.id, profile, queued=False, finished=False)] * 2
+    assert changes == expected and here == expected
+    # A message's text may span lines (a statement's own newlines): each starts with a timestamp.
+    messages = [m.split("\t", 4) for m in re.split(r"\n(?=\d{4}-\d\d-\d\d )", trace_path.read_text())]
+    sent = [fields[4] for fields in messages if len(fields) > 4 and fields[1] == "F" and fields[3] in ("Parse", "Query")]
+    writes = [text for text in sent if "UPDATE jobs" in text]
+    assert len(writes) == 2 and all("pg_notify" in text for text in writes), sent
+    assert not [text for text in sent if "BEGIN" in text or "COMMIT" in text or "NOTIFY " in text], sent
+    state = store.jobs.get_job(job.id)
+    assert state.state == "running" and state.progress["runs_done"] == 1
