@@ -37,6 +37,7 @@ from .credentials import Credentials
 from .database import Database, default_sqlite_url, parse_database_url
 from .errors import CannotStart
 from .job_repository import JobRepository
+from .models import Job
 from .metrics import ControllerMetrics
 from .nightly import NightlyRunner
 from .regression_service import RegressionRpcs
@@ -94,12 +95,13 @@ def database_on_this_host(url: sa.URL) -> bool:
 
 class CallMetrics(Protocol):
     """What the server needs of its metrics (metrics.ControllerMetrics, or a test's own): an
-    interceptor that sees every call, and word of every accepted result report. ``start`` and
-    ``stop``, when it has them, run with the server."""
+    interceptor that sees every call, and each result report stored (the job as stored, once
+    per report however often its agent sends it). ``start`` and ``stop``, when they exist, run
+    with the server."""
 
     interceptor: grpc.aio.ServerInterceptor
 
-    def result_reported(self, job_id: str, attempt: int) -> None: ...
+    def result_stored(self, job: Job) -> None: ...
 
 
 @dataclass(frozen=True)

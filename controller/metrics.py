@@ -529,7 +529,7 @@ class MetricsInterceptor(WrappingInterceptor):
 
         def after(request: Any, response: Any) -> None:
             try:
-                # Accepted results reach result_reported from the servicer itself (server.py).
+                # Stored results reach result_stored from the servicer itself (server.py).
                 if method == "LeaseJob" and response is not None and response.HasField("lease"):
                     job = response.lease.job
                     if job.started_at and job.created_at:
@@ -691,9 +691,6 @@ class ControllerMetrics:
         self.remote_write = remote_write
         if remote_write is not None:
             remote_write.report_outcomes_to(lambda outcome, count: self.events.remote_write_samples.labels(outcome).inc(count))
-        self._seen_lock = threading.Lock()
-        # (job id, attempt) already observed: a repeated report (agent retry) is counted once.
-        self._seen: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()
         self._http: Optional[Any] = None
         self._http_thread: Optional[threading.Thread] = None
         self.port: Optional[int] = None
@@ -736,16 +733,11 @@ class ControllerMetrics:
         if self.remote_write is not None:
             self.remote_write.stop()
 
-    def result_reported(self, job_id: str, attempt: int) -> None:
-        """An agent's report was accepted: observe the attempt's duration, send its figures."""
-        with self._seen_lock:
-            if (job_id, attempt) in self._seen:
-                return
-            self._seen[(job_id, attempt)] = None
-            while len(self._seen) > 10_000:
-                self._seen.popitem(last=False)
-        job = self.jobs.get_job(job_id)
-        if job.attempt != attempt or job.finished_at is None:
+    def result_stored(self, job: Job) -> None:
+        """An agent's report was stored (``job`` as stored; JobRepository.record_result's
+        ``on_stored``, once per report however often the agent sends it): observe the attempt's
+        duration, send its figures. The job is not read again."""
+        if job.finished_at is None:
             return
         if job.started_at is not None:
             self.events.job_seconds.labels(job.device_profile, job.state).observe(max(0.0, job.finished_at - job.started_at))

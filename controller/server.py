@@ -1172,15 +1172,21 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             failure=wire.failure_from_pb(request.failure) if outcome == "failure" else None,
             now=time.time(),
             on_result=judge_result,
+            on_stored=self._observe_stored,
         )
         if not accepted:
             log.warning("refused a report from agent %s: %s", agent_id, message)
-        elif self.metrics is not None:
-            try:
-                self.metrics.result_reported(request.job_id, request.attempt)
-            except Exception:  # metrics must never cost a stored result
-                log.exception("metrics could not record the result of job %s", request.job_id)
         return pb.ReportResultResponse(accepted=accepted, message=message)
+
+    def _observe_stored(self, job: Job) -> None:
+        """A report was stored (after its commit): the metrics observe it, from the job as
+        stored (a read of it again cost every result a round trip)."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.result_stored(job)
+        except Exception:  # metrics must never cost a stored result
+            log.exception("metrics could not record the result of job %s", job.id)
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -1336,8 +1342,8 @@ class Controller:
         event_loop: str = "auto",
     ) -> None:
         """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor``, a
-        grpc.aio.ServerInterceptor, and ``result_reported(job_id, attempt)``); its interceptor
-        sees every call, and it hears of every accepted result report. ``metrics_bind``
+        grpc.aio.ServerInterceptor, and ``result_stored(job)``); its interceptor sees every
+        call, and it hears of every result report stored. ``metrics_bind``
         (HOST:PORT, port 0 picks one) serves Prometheus metrics over HTTP; ``remote_write_url``
         also sends every result, stamped with its own time, to a Prometheus remote-write
         endpoint. ``artifacts_dir``: the artifact store (default ``data_dir/artifacts``); every

@@ -393,8 +393,8 @@ def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes
     class Metrics:
         interceptor = Recorder()
 
-        def result_reported(self, job_id, attempt):
-            results.append((job_id, attempt))
+        def result_stored(self, job):
+            results.append((job.id, job.attempt, job.state))
 
     farm = make_farm(metrics=Metrics(), token="t")
     with pytest.raises(grpc.RpcError):
@@ -405,10 +405,11 @@ def test_metrics_see_every_call_and_every_accepted_result(make_farm, model_bytes
     agent.register()
     lease = agent.lease()
     agent.report(lease)
+    agent.report(lease)  # the agent never heard the answer: accepted again, stored once
     agent.report(lease, attempt=7)
     assert calls[0] == "/hilfarm.v1.FarmService/ListJobs", "a refused call is seen too"
     assert "/hilfarm.v1.AgentService/ReportResult" in calls
-    assert results == [(job.id, 1)]
+    assert results == [(job.id, 1, "succeeded")]
 
 
 def test_the_null_runtime_takes_any_model_format(farm, model):

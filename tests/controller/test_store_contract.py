@@ -366,7 +366,11 @@ def test_a_stored_report_marks_the_agent_and_counts_the_outcome_and_a_stale_one_
     job = lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)
     agent = stored.agents.get_agent("pi-1")
     assert (agent.last_seen, agent.busy) == (T0 + 1, True)
-    assert stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None, now=T0 + 2)[0]
+    seen: List[Job] = []
+    for _ in range(2):  # the second is a repeat (the agent never heard the answer): accepted, not stored again
+        assert stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None,
+                                         now=T0 + 2, on_stored=seen.append)[0]
+    assert [(j.id, j.state, j.result, j.finished_at) for j in seen] == [(job.id, "succeeded", {"ok": True}, T0 + 2)]
     agent = stored.agents.get_agent("pi-1")
     assert (agent.last_seen, agent.busy) == (T0 + 2, False)
     assert [(r.model_name, r.device_profile, r.runtime, r.job_id, r.finished_at)
@@ -383,7 +387,9 @@ def test_a_stored_report_marks_the_agent_and_counts_the_outcome_and_a_stale_one_
     assert stored.jobs.get_job(other.id).job_state is JobState.LEASED
     assert len(stored.jobs.outcome_counts()) == 1
 
-    assert stored.jobs.record_result("pi-1", other.lease_id, other.id, 1, result=None, failure=failure, now=T0 + 5)[0]
+    assert stored.jobs.record_result("pi-1", other.lease_id, other.id, 1, result=None, failure=failure, now=T0 + 5,
+                                     on_stored=seen.append)[0]
+    assert [j.state for j in seen] == ["succeeded", "failed"] and seen[1].failure == failure
     assert sorted(stored.jobs.outcome_counts()) == [
         ("failed", "runtime_crash", "rpi5", "net.onnx", "onnxruntime", 1),
         ("succeeded", "ok", "rpi5", "net.onnx", "onnxruntime", 1)]
