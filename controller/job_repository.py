@@ -121,8 +121,34 @@ _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
 # The column a lease's take adds to the job it returns (_lease_statements).
 _ANOTHER_FITS = "another_fits"
 _EVALUATIONS = JobEvaluation.__table__
-# The budgets a job is judged by (None: it has none), read with its result (record_result).
-_BUDGETS_OF_JOB = sa.select(_EVALUATIONS.c.budgets).where(_EVALUATIONS.c.job_id == _B("job_id"))
+_LATEST = LatestResult.__table__
+_COUNTS = JobOutcomeCount.__table__
+
+
+def _budgets_of(job_id: Any) -> sa.Select:
+    """The budgets a job is judged by (no row: it has none), read with its result (record_result)."""
+    return sa.select(_EVALUATIONS.c.budgets).where(_EVALUATIONS.c.job_id == job_id)
+
+
+def _keep_newest(insert: Any) -> Any:
+    """An insert of a latest result that, for a model x profile x runtime that has one, replaces
+    it only with a newer one (an upsert: two replicas storing results of one model at once do not
+    collide)."""
+    return insert.on_conflict_do_update(
+        index_elements=[_LATEST.c.model_name, _LATEST.c.device_profile, _LATEST.c.runtime],
+        set_={"job_id": insert.excluded.job_id, "finished_at": insert.excluded.finished_at},
+        where=_LATEST.c.finished_at <= insert.excluded.finished_at)
+
+
+def _add_to_count(insert: Any) -> Any:
+    """An insert of an outcome count of one that adds one to the count already there."""
+    return insert.on_conflict_do_update(
+        index_elements=[_COUNTS.c.outcome, _COUNTS.c.reason, _COUNTS.c.device_profile, _COUNTS.c.model_name,
+                        _COUNTS.c.runtime],
+        set_={"count": _COUNTS.c.count + 1})
+
+
+_BUDGETS_OF_JOB = _budgets_of(_B("job_id"))
 # The column the PostgreSQL statement that stores a usual report adds to the job it returns.
 _BUDGETS = "budgets"
 _INSERT_RUN = sa.insert(Run.__table__)
@@ -139,7 +165,7 @@ def _usual_report_statement() -> sa.Select:
     table expressions that write are PostgreSQL's (SQLite runs each statement alone, where a
     statement costs no round trip). No parameter is named as a column of a table the statement
     writes: SQLAlchemy takes such a parameter for a value to set."""
-    jobs, latest, counts = _JOBS, LatestResult.__table__, JobOutcomeCount.__table__
+    jobs, latest, counts = _JOBS, _LATEST, _COUNTS
     stored = (sa.update(jobs)
               .where(jobs.c.id == _B("reported_job"), jobs.c.lease_id == _B("lease"), jobs.c.agent_id == _B("agent"),
                      jobs.c.attempt == _B("reported_attempt"), jobs.c.state.in_(_ACTIVE))
@@ -162,21 +188,14 @@ def _usual_report_statement() -> sa.Select:
         [latest.c.model_name, latest.c.device_profile, latest.c.runtime, latest.c.job_id, latest.c.finished_at],
         sa.select(stored.c.model_name, stored.c.device_profile, stored.c.required_runtime, stored.c.id,
                   stored.c.finished_at).where(stored.c.state == JobState.SUCCEEDED.value, after(asked)))
-    newest = newest.on_conflict_do_update(
-        index_elements=[latest.c.model_name, latest.c.device_profile, latest.c.runtime],
-        set_={"job_id": newest.excluded.job_id, "finished_at": newest.excluded.finished_at},
-        where=latest.c.finished_at <= newest.excluded.finished_at).returning(latest.c.job_id).cte("newest")
+    newest = _keep_newest(newest).returning(latest.c.job_id).cte("newest")
     counted = pg_dialect.insert(counts).from_select(
         [counts.c.outcome, counts.c.reason, counts.c.device_profile, counts.c.model_name, counts.c.runtime,
          counts.c.count],
         sa.select(stored.c.state, _B("outcome_reason", type_=sa.String()), stored.c.device_profile, stored.c.model_name,
                   stored.c.required_runtime, sa.literal(1, sa.BigInteger())).where(after(newest)))
-    counted = counted.on_conflict_do_update(
-        index_elements=[counts.c.outcome, counts.c.reason, counts.c.device_profile, counts.c.model_name,
-                        counts.c.runtime],
-        set_={"count": counts.c.count + 1}).returning(counts.c.count).cte("counted")
-    budgets = (sa.select(_EVALUATIONS.c.budgets).where(_EVALUATIONS.c.job_id == stored.c.id)
-               .scalar_subquery().label(_BUDGETS))
+    counted = _add_to_count(counted).returning(counts.c.count).cte("counted")
+    budgets = _budgets_of(stored.c.id).scalar_subquery().label(_BUDGETS)
     return sa.select(*stored.c, budgets).where(after(counted))
 
 
@@ -247,20 +266,12 @@ class JobRepository:
         # the agent's registered_at too, so a registration on another replica is noticed.
         self._agent_kinds: Dict[str, _AgentKind] = {}
         insert = pg_dialect.insert if db.is_postgresql else sqlite_dialect.insert
-        latest = LatestResult.__table__
-        stmt = insert(latest).values(model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"),
-                                     job_id=_B("job_id"), finished_at=_B("finished"))
-        self._upsert_latest = stmt.on_conflict_do_update(
-            index_elements=[latest.c.model_name, latest.c.device_profile, latest.c.runtime],
-            set_={"job_id": stmt.excluded.job_id, "finished_at": stmt.excluded.finished_at},
-            where=latest.c.finished_at <= stmt.excluded.finished_at)
-        counts = JobOutcomeCount.__table__
-        stmt = insert(counts).values(outcome=_B("outcome"), reason=_B("reason"), device_profile=_B("profile"),
-                                     model_name=_B("model"), runtime=_B("runtime"), count=1)
-        self._count_finished = stmt.on_conflict_do_update(
-            index_elements=[counts.c.outcome, counts.c.reason, counts.c.device_profile, counts.c.model_name,
-                            counts.c.runtime],
-            set_={"count": counts.c.count + 1})
+        self._upsert_latest = _keep_newest(insert(_LATEST).values(
+            model_name=_B("model"), device_profile=_B("profile"), runtime=_B("runtime"), job_id=_B("job_id"),
+            finished_at=_B("finished")))
+        self._count_finished = _add_to_count(insert(_COUNTS).values(
+            outcome=_B("outcome"), reason=_B("reason"), device_profile=_B("profile"), model_name=_B("model"),
+            runtime=_B("runtime"), count=1))
         self._store_usual_report = _usual_report_statement() if db.is_postgresql else None
 
     def __repr__(self) -> str:
@@ -747,9 +758,7 @@ class JobRepository:
             job = self._stored_as_usual(agent_id, lease_id, job_id, attempt, result=result, failure=failure,
                                         now=now, on_result=on_result)
             if job is not None:
-                if on_stored is not None:
-                    on_stored(job)
-                return True, f"stored the {'result' if result is not None else 'failure'} of job {job_id}"
+                return self._stored(job, agent_id, on_stored)
         with self.db.write_connection() as conn:
             row = conn.execute(_JOB_FOR_REPORT, {"job_id": job_id}).first()
             if row is None:
@@ -789,11 +798,16 @@ class JobRepository:
             if result is not None:
                 self._note_latest(conn, job)
             self._count_outcome(conn, job)
-        # Logged after the commit: on SQLite every write transaction waits for this one.
-        log.info("job %s %s on agent %s (attempt %d)", job_id, job.state, agent_id, attempt)
+        return self._stored(job, agent_id, on_stored)
+
+    @staticmethod
+    def _stored(job: Job, agent_id: str, on_stored: Optional[Callable[[Job], None]]) -> Tuple[bool, str]:
+        """After the commit that stored a report of ``job``: logged (on SQLite every write
+        transaction waits for the one before to end), ``on_stored`` told, the agent answered."""
+        log.info("job %s %s on agent %s (attempt %d)", job.id, job.state, agent_id, job.attempt)
         if on_stored is not None:
             on_stored(job)
-        return True, f"stored the {'result' if result is not None else 'failure'} of job {job_id}"
+        return True, f"stored the {'result' if job.job_state == JobState.SUCCEEDED else 'failure'} of job {job.id}"
 
     def _stored_as_usual(self, agent_id: str, lease_id: str, job_id: str, attempt: int, *,
                          result: Optional[dict], failure: Optional[Failure], now: float,
@@ -821,7 +835,6 @@ class JobRepository:
             if result is not None and on_result is not None and budgets is not None:
                 on_result(conn, job, budgets)
             self.db.record_job_change(conn, job)
-        log.info("job %s %s on agent %s (attempt %d)", job_id, job.state, agent_id, attempt)
         return job
 
     def _note_latest(self, conn: sa.Connection, job: Job) -> None:
