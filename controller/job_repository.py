@@ -291,7 +291,7 @@ class JobRepository:
         """``add_run`` for several runs in one transaction (in this order)."""
         run_rows, job_rows = [], []
         for run, jobs in runs:
-            run_rows.append({"id": run.id, "created_at": run.created_at})
+            run_rows.append({"id": run.id, "created_at": run.created_at, "project": run.project})
             for job in jobs:
                 job.fill_requirements()
                 job_rows.append(job.model_dump())

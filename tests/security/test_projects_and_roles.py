@@ -45,6 +45,7 @@ def test_another_projects_work_does_not_exist_for_a_token(farm, models):
     assert bob.farm.StatArtifact(pb.StatArtifactRequest(sha256=sha)).present
     # Alice still sees her own, and it is unchanged.
     assert [j.id for j in alice.farm.ListJobs(pb.ListJobsRequest()).jobs] == [job_id]
+    assert alice.farm.GetRun(pb.GetRunRequest(run_id=run.id)).project == "vision"
     assert alice.farm.GetJob(pb.GetJobRequest(job_id=job_id)).state == pb.JOB_STATE_QUEUED
 
 
