@@ -16,7 +16,8 @@ with nothing. The dependency runs one way between the two modules:
 Lock order, as in job_repository.py: job rows first, then agent rows. Agent rows are read
 without a lock and changed under ``no_autoflush``, so their UPDATE is only sent at commit, after
 the job rows the transaction needs are locked; a batch of heartbeats renews leases before it
-marks agents seen, each in id order.
+marks agents seen, each in id order (on PostgreSQL it is one statement whose parts skip the rows
+other transactions hold, so it waits for no lock).
 """
 from __future__ import annotations
 
@@ -69,6 +70,25 @@ _BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
 _SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
     sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
     .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
+
+
+def _contact_statement(renew_leases: sa.Update) -> sa.Select:
+    """PostgreSQL: a batch of contact (record_contact) as one statement that commits by itself
+    (Database.write_alone): the beating agents' leases renewed (``renew_leases``, binding them as
+    ``ids`` and the new expiry as ``expires``), the beating agents marked seen with their busy
+    flag, the agents that only waited marked seen (``seen_ids``), returning which of all of them
+    (``all_ids``) are registered. One round trip where a transaction took five (BEGIN, the
+    read of the registered agents, the leases, the agents, COMMIT). Every part skips rows another
+    transaction holds, so the statement waits for no lock, whatever order PostgreSQL runs the
+    parts in; an id that is not registered matches no agent and holds no lease, so the parts
+    need not wait for the read of the registered ones."""
+    renewed = renew_leases.cte("renewed")
+    beat = _BEAT.cte("beat")
+    seen = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+        sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("seen_ids", expanding=True)))
+        .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now")).cte("seen")
+    return (sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("all_ids", expanding=True)))
+            .add_cte(renewed, beat, seen))
 # The first few agents of one profile, or of the others, by id (the index on (profile, id) reads
 # only the rows listed), each with the job it holds a lease for, read for those few only.
 _CURRENT_JOB = (sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))
@@ -123,6 +143,12 @@ class LeaseKeeper(Protocol):
         """The leases of these agents last until ``until``."""
         ...
 
+    @property
+    def lease_renewal(self) -> sa.Update:
+        """The statement ``renew_leases_in`` runs (the agents bound as ``ids``, the time as
+        ``expires``), for a statement of this repository that does it along with its own work."""
+        ...
+
     def forget_agent(self, agent_id: str) -> None:
         """The agent registered again or was removed: what is remembered of it is read again."""
         ...
@@ -135,6 +161,7 @@ class AgentRepository:
     def __init__(self, db: Database, leases: LeaseKeeper) -> None:
         self.db = db
         self.leases = leases
+        self._contact = _contact_statement(leases.lease_renewal) if db.is_postgresql else None
         # Counts the registrations, drains and removals this process made (a failed registration
         # too: one read more): placement notes that share a read of a profile's agents for a
         # moment read again when it moves.
@@ -198,6 +225,13 @@ class AgentRepository:
         ids = sorted(set(beats) | set(touched))
         if not ids:
             return set()
+        if self._contact is not None:
+            beating = sorted(beats)
+            with self.db.write_alone() as conn:
+                known = {row.id for row in conn.execute(self._contact, {
+                    "all_ids": ids, "ids": beating, "busy_ids": [a for a in beating if beats[a]],
+                    "seen_ids": sorted(set(touched) - set(beats)), "now": now, "expires": now + lease_seconds})}
+            return {a for a in beats if a in known}
         with self.db.write_connection() as conn:  # Core statements only: no session to set up
             known = {row.id for row in conn.execute(_KNOWN_AGENTS, {"ids": ids})}
             beating = sorted(a for a in beats if a in known)

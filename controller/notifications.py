@@ -92,15 +92,18 @@ def encode(changes: Sequence[Change], origin: str) -> List[str]:
     return payloads
 
 
-def notify_in_statement(job_id: Any, run_id: Any, device_profile: Any) -> Any:
+def notify_in_statement(job_id: Any, run_id: Any, device_profile: Any, *, queued: bool = False,
+                        finished: bool = False) -> Any:
     """PostgreSQL: a column that sends, from inside the statement that writes a job, the payload
-    ``encode`` would send for that job's change (neither queued nor finished: a lease taken, a
-    progress report), naming the process bound as ``origin``. For a write of one statement that
-    commits by itself (database.Database.write_alone): its notification then costs no round trip
-    of its own, and is delivered when, and only if, the statement commits. ``decode`` reads it."""
+    ``encode`` would send for that job's change (``queued``: submitted; ``finished``: a result
+    stored; neither: a lease taken, a progress report), naming the process bound as ``origin``.
+    For a write of one statement that commits by itself (database.Database.write_alone): its
+    notification then costs no round trip of its own, and is delivered when, and only if, the
+    statement commits. ``decode`` reads it."""
     import sqlalchemy as sa  # here: the listener side of this module needs no SQLAlchemy
 
-    item = sa.func.json_build_array(job_id, run_id, device_profile, 0)
+    item = sa.func.json_build_array(job_id, run_id, device_profile,
+                                    sa.literal_column(str(int(queued) | int(finished) << 1)))
     payload = sa.func.json_build_object("o", sa.bindparam("origin", type_=sa.String()), "c",
                                         sa.func.json_build_array(item))
     return sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text())).label("notified")

@@ -131,10 +131,13 @@ def test_a_read_session_sends_no_transaction_and_keeps_the_prepared_statements(d
         assert dict(conn.connection.driver_connection._prepared._names) == prepared
 
 
-def test_a_lease_and_a_progress_report_are_writes_of_one_statement_that_notify_as_recorded(database: Database, tmp_path):
-    """A lease's take and a progress report (the usual case) each commit by themselves
-    (Database.write_alone): libpq's trace shows one statement and no BEGIN or COMMIT. The other
-    replicas hear the change from the statement itself, and this process's feed gets it too."""
+def test_a_job_s_submission_lease_progress_and_result_are_writes_of_one_statement_that_notify_as_recorded(
+        database: Database, tmp_path):
+    """The usual life of a job without budgets on PostgreSQL: its submission, its lease's take, a
+    progress report and its result each commit by themselves (Database.write_alone): libpq's
+    trace shows one statement each and no BEGIN or COMMIT. The other replicas hear each change
+    from the statement itself (queued, then changed twice, then finished), and this process's
+    feed gets the same."""
     from hilfarm.controller.app import open_repositories
     from hilfarm.controller.models import Artifact, Job, Run
 
@@ -145,11 +148,9 @@ def test_a_lease_and_a_progress_report_are_writes_of_one_statement_that_notify_a
     store.agents.register_agent("pi-1", profile=profile, tags=[], capabilities={"runtimes": [{"name": "onnxruntime"}]},
                                 hostname="h", version="0.1", now=1.0)
     assert store.jobs.lease_next("pi-1", now=1.0, lease_seconds=30).job is None  # reads the agent's kind
-    run = Run(id=uuid.uuid4().hex, created_at=1.0)
-    job = Job(id=uuid.uuid4().hex, run_id=run.id, model_sha256="a" * 64, model_name="net.onnx", model_format="onnx",
-              device_profile=profile, settings={}, created_at=1.0)
-    job.fill_requirements()
-    store.jobs.add_run(run, [job])
+    run = Run(id=uuid.uuid4().hex, created_at=1.0, project="vision")
+    job = Job(id=uuid.uuid4().hex, run_id=run.id, project="vision", model_sha256="a" * 64, model_name="net.onnx",
+              model_format="onnx", device_profile=profile, settings={}, created_at=1.0)
     here: List[Change] = []
     unsubscribe = database.feed.subscribe(lambda changes, resync: here.extend(c for c in changes if c.job_id == job.id))
     heard = Heard(database, [job.id])
@@ -165,25 +166,31 @@ def test_a_lease_and_a_progress_report_are_writes_of_one_statement_that_notify_a
 
             event.listen(database.engine, "checkout", traced)
             try:
+                store.jobs.add_run(run, [job])
                 leased = store.jobs.lease_next("pi-1", now=2.0, lease_seconds=30).job
                 assert leased is not None and leased.id == job.id
                 assert store.jobs.record_progress("pi-1", leased.lease_id, {"runs_done": 1}, now=3.0,
                                                   lease_seconds=30) == (False, "")
+                assert store.jobs.record_result("pi-1", leased.lease_id, job.id, 1, result={"ok": True}, failure=None,
+                                                now=4.0)[0]
             finally:
                 event.remove(database.engine, "checkout", traced)
                 for pgconn in pgconns:
                     pgconn.untrace()
-        changes = heard.wait_for(2)
+        changes = heard.wait_for(4)
     finally:
         heard.listener.stop()
         unsubscribe()
-    expected = [Change(job.id, run.id, profile, queued=False, finished=False)] * 2
+    expected = ([Change(job.id, run.id, profile, queued=True)] + [Change(job.id, run.id, profile)] * 2
+                + [Change(job.id, run.id, profile, finished=True)])
     assert changes == expected and here == expected
     # A message's text may span lines (a statement's own newlines): each starts with a timestamp.
     messages = [m.split("\t", 4) for m in re.split(r"\n(?=\d{4}-\d\d-\d\d )", trace_path.read_text())]
     sent = [fields[4] for fields in messages if len(fields) > 4 and fields[1] == "F" and fields[3] in ("Parse", "Query")]
-    writes = [text for text in sent if "UPDATE jobs" in text]
-    assert len(writes) == 2 and all("pg_notify" in text for text in writes), sent
+    writes = [text for text in sent if "INSERT INTO" in text or "UPDATE jobs" in text]
+    assert len(writes) == 4 and all("pg_notify" in text for text in writes), sent
     assert not [text for text in sent if "BEGIN" in text or "COMMIT" in text or "NOTIFY " in text], sent
     state = store.jobs.get_job(job.id)
-    assert state.state == "running" and state.progress["runs_done"] == 1
+    assert state.state == "succeeded" and state.progress["runs_done"] == 1 and state.result == {"ok": True}
+    # The run and its job are the submitter's project's.
+    assert store.jobs.get_run(run.id, project="vision")[0].project == "vision"

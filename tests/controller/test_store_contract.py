@@ -198,6 +198,47 @@ def test_heartbeat_renews_the_agents_leases(stored: Repositories):
     assert stored.agents.heartbeat("ghost", busy=False, now=T0, lease_seconds=30) is False
 
 
+def test_a_batch_of_contact_marks_agents_seen_renews_leases_and_names_the_registered_ones(stored: Repositories):
+    """record_contact, what the heartbeat batcher writes: beating agents are marked seen with
+    their busy flag and their leases renewed, agents only waiting in a long-poll are marked seen,
+    and the registered ones among the beating are answered. On PostgreSQL the batch is one
+    statement that commits by itself, and an agent row another transaction holds is skipped
+    (that transaction marks the agent itself), without waiting for it."""
+    for agent in ("pi-1", "pi-2", "pi-3"):
+        register(stored, agent)
+    add_run(stored)
+    job = lease(stored, "pi-1", now=T0, lease_seconds=30)
+    written: List[set] = []
+    statements = _statements_of(stored, lambda: written.append(stored.agents.record_contact(
+        {"pi-1": True, "pi-2": False, "ghost": True}, ["pi-3", "pi-1"], now=T0 + 20, lease_seconds=30)))
+    assert written == [{"pi-1", "pi-2"}]
+    assert stored.jobs.get_job(job.id).lease_expires_at == T0 + 50
+    agents = {a: stored.agents.get_agent(a) for a in ("pi-1", "pi-2", "pi-3")}
+    assert {a: (agent.last_seen, agent.busy) for a, agent in agents.items()} == {
+        "pi-1": (T0 + 20, True), "pi-2": (T0 + 20, False), "pi-3": (T0 + 20, False)}
+    assert stored.agents.get_agent("ghost") is None
+    if not stored.jobs.db.is_postgresql:
+        return
+    assert len(statements) == 1, statements
+    engine = sa.create_engine(stored.jobs.db.engine.url)
+    answers: List[set] = []
+    try:
+        with engine.connect() as other:
+            other.execute(sa.text("SELECT id FROM agents WHERE id = 'pi-2' FOR UPDATE"))
+            batch = threading.Thread(target=lambda: answers.append(stored.agents.record_contact(
+                {"pi-1": False, "pi-2": True}, [], now=T0 + 40, lease_seconds=30)))
+            batch.start()
+            batch.join(30)
+            waited = batch.is_alive()  # waiting for the lock, which is held until the rollback
+            other.rollback()
+            batch.join(30)
+    finally:
+        engine.dispose()
+    assert not waited and answers == [{"pi-1", "pi-2"}]
+    assert (stored.agents.get_agent("pi-1").last_seen, stored.agents.get_agent("pi-1").busy) == (T0 + 40, False)
+    assert stored.agents.get_agent("pi-2").last_seen == T0 + 20
+
+
 def test_expired_leases_requeue_until_attempts_run_out(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored, max_attempts=2)
@@ -398,32 +439,73 @@ def test_a_stored_report_marks_the_agent_and_counts_the_outcome_and_a_stale_one_
     assert {first.id, second.id} == {job.id, other.id}
 
 
-def test_on_postgresql_a_lease_and_a_usual_report_each_write_in_one_statement(stored: Repositories):
-    """Round trips are what a job costs a PostgreSQL controller: the take marks the agent too
-    and commits by itself, sending its own notification; a report of the lease holder is stored
-    with everything it writes in one statement, then commits (with its notification) in one more
-    (it stays a transaction: a job with budgets has its verdicts written in it)."""
+def _statements_of(store: Repositories, work) -> List[str]:
+    """The statements ``work()`` sent through SQLAlchemy (BEGIN is the driver's own: not here)."""
+    statements: List[str] = []
+    engine = store.jobs.db.engine
+    count = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        work()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    return statements
+
+
+def test_on_postgresql_a_job_without_budgets_is_written_one_statement_at_a_time(stored: Repositories):
+    """Round trips are what a job costs a PostgreSQL controller. A submission is one statement
+    (its rows and notification, committed by itself); the take marks the agent too and commits
+    by itself; the report of a job this controller leased and knows has no budgets is stored
+    with everything it writes by one statement that commits by itself."""
     if not stored.jobs.db.is_postgresql:
         pytest.skip("SQLite runs each statement alone; it costs no round trip")
     register(stored, "pi-1")
     assert lease(stored, "pi-1", now=T0, lease_seconds=30) is None  # its kind is read once, here
-    add_run(stored)
-    statements: List[str] = []
-    engine = stored.jobs.db.engine
-    count = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        job = lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)
-        leased = list(statements)
-        statements.clear()
-        assert stored.jobs.record_result("pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None,
-                                         now=T0 + 2)[0]
-        reported = list(statements)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
-    assert len(leased) == 2 and "pg_notify" in leased[-1], leased  # the look, the take
-    assert len(reported) == 2 and reported[-1].endswith("COMMIT"), reported
-    assert stored.jobs.get_job(job.id).job_state is JobState.SUCCEEDED
+    submitted = _statements_of(stored, lambda: add_run(stored))
+    leased: List[Job] = []
+    taken = _statements_of(stored, lambda: leased.append(lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)))
+    (job,) = leased
+    reported = _statements_of(stored, lambda: stored.jobs.record_result(
+        "pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None, now=T0 + 2))
+    assert len(submitted) == 1 and "INSERT INTO jobs" in submitted[0] and "pg_notify" in submitted[0], submitted
+    assert len(taken) == 2 and "pg_notify" in taken[-1], taken  # the look, the take
+    assert len(reported) == 1 and "pg_notify" in reported[0], reported
+    stored_job = stored.jobs.get_job(job.id)
+    assert stored_job.job_state is JobState.SUCCEEDED and stored_job.result == {"ok": True}
+    assert stored.agents.get_agent("pi-1").busy is False
+
+
+def test_on_postgresql_a_report_whose_budgets_are_judged_or_not_known_here_is_stored_in_a_transaction(
+        stored: Repositories):
+    """A job with budgets has its verdicts written in the transaction that stores its result:
+    the report statement, the verdicts, then the commit with its notification. So is a job whose
+    budgets were added after it was leased (the statement that commits by itself writes nothing
+    for a job with budgets), and one this controller did not lease (another replica did)."""
+    if not stored.jobs.db.is_postgresql:
+        pytest.skip("SQLite runs each statement alone; it costs no round trip")
+    from hilfarm.controller.job_repository import JobRepository
+    from hilfarm.controller.regression_service import judge_result
+
+    budgets = [{"name": "latency.p50", "max": 0.002, "unit": "s"}]
+    result = {"latency": {"p50_seconds": 0.003, "p99_seconds": 0.004, "samples_ns": [3_000_000] * 5}}
+    register(stored, "pi-1")
+    judged, late, elsewhere = add_run(stored, ("rpi5", "rpi5", "rpi5"))
+    stored.regressions.add_budgets({judged.id: budgets}, "doorbell")
+    for job in (judged, late, elsewhere):
+        leased = lease(stored, "pi-1", now=T0, lease_seconds=30)
+        assert leased.id == job.id
+        if job is late:
+            stored.regressions.add_budgets({late.id: budgets}, "doorbell")
+        repository = JobRepository(stored.jobs.db) if job is elsewhere else stored.jobs
+        reported = _statements_of(stored, lambda: repository.record_result(
+            "pi-1", leased.lease_id, job.id, leased.attempt, result=result, failure=None, now=T0 + 1,
+            on_result=judge_result))
+        assert reported[-1].endswith("COMMIT"), reported
+        assert stored.jobs.get_job(job.id).job_state is JobState.SUCCEEDED
+    evaluations = stored.regressions.evaluations([judged.id, late.id, elsewhere.id])
+    assert [v["status"] for v in evaluations[judged.id].verdicts] == ["fail"]
+    assert [v["status"] for v in evaluations[late.id].verdicts] == ["fail"]
+    assert elsewhere.id not in evaluations
 
 
 def test_failure_is_stored_with_its_category_signal_and_detail(stored: Repositories):
