@@ -67,9 +67,17 @@ _BEAT = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
     sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
     .with_for_update(skip_locked=True).scalar_subquery())).values(
     last_seen=_B("now"), busy=sa.case((_AGENTS.c.id.in_(_B("busy_ids", expanding=True)), True), else_=False))
-_SEEN = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
-    sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("ids", expanding=True)))
-    .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
+
+
+def _seen(ids: str) -> sa.Update:
+    """Agents that only waited in a long-poll (bound as ``ids``) marked seen, skipping rows
+    another transaction holds."""
+    return sa.update(_AGENTS).where(_AGENTS.c.id.in_(
+        sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B(ids, expanding=True)))
+        .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now"))
+
+
+_SEEN = _seen("ids")
 
 
 def _contact_statement(renew_leases: sa.Update) -> sa.Select:
@@ -82,13 +90,10 @@ def _contact_statement(renew_leases: sa.Update) -> sa.Select:
     transaction holds, so the statement waits for no lock, whatever order PostgreSQL runs the
     parts in; an id that is not registered matches no agent and holds no lease, so the parts
     need not wait for the read of the registered ones."""
-    renewed = renew_leases.cte("renewed")
-    beat = _BEAT.cte("beat")
-    seen = sa.update(_AGENTS).where(_AGENTS.c.id.in_(
-        sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("seen_ids", expanding=True)))
-        .with_for_update(skip_locked=True).scalar_subquery())).values(last_seen=_B("now")).cte("seen")
     return (sa.select(_AGENTS.c.id).where(_AGENTS.c.id.in_(_B("all_ids", expanding=True)))
-            .add_cte(renewed, beat, seen))
+            .add_cte(renew_leases.cte("renewed"), _BEAT.cte("beat"), _seen("seen_ids").cte("seen")))
+
+
 # The first few agents of one profile, or of the others, by id (the index on (profile, id) reads
 # only the rows listed), each with the job it holds a lease for, read for those few only.
 _CURRENT_JOB = (sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _AGENTS.c.id, _JOBS.c.state.in_(_ACTIVE))

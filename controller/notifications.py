@@ -74,13 +74,19 @@ class ChangeFeed:
                 log.exception("a change subscriber failed")
 
 
+def _flags(queued: bool, finished: bool) -> int:
+    """How a payload item says whether the change queued or finished its job (``decode`` reads
+    bit 1 and bit 2)."""
+    return int(queued) | int(finished) << 1
+
+
 def encode(changes: Sequence[Change], origin: str) -> List[str]:
     """NOTIFY payloads (each under PostgreSQL's limit) carrying ``changes``."""
     payloads: List[str] = []
     batch: List[list] = []
     size = 0
     for c in changes:
-        item = [c.job_id, c.run_id, c.device_profile, int(c.queued) | int(c.finished) << 1]
+        item = [c.job_id, c.run_id, c.device_profile, _flags(c.queued, c.finished)]
         item_size = len(json.dumps(item)) + 1
         if batch and size + item_size > _MAX_PAYLOAD:
             payloads.append(json.dumps({"o": origin, "c": batch}))
@@ -92,18 +98,16 @@ def encode(changes: Sequence[Change], origin: str) -> List[str]:
     return payloads
 
 
-def notify_in_statement(job_id: Any, run_id: Any, device_profile: Any, *, queued: bool = False,
-                        finished: bool = False) -> Any:
+def notify_in_statement(job_id: Any, run_id: Any, device_profile: Any, *, finished: bool = False) -> Any:
     """PostgreSQL: a column that sends, from inside the statement that writes a job, the payload
-    ``encode`` would send for that job's change (``queued``: submitted; ``finished``: a result
-    stored; neither: a lease taken, a progress report), naming the process bound as ``origin``.
+    ``encode`` would send for that job's change (``finished``: a result stored; otherwise a lease
+    taken, a progress report), naming the process bound as ``origin``.
     For a write of one statement that commits by itself (database.Database.write_alone): its
     notification then costs no round trip of its own, and is delivered when, and only if, the
     statement commits. ``decode`` reads it."""
     import sqlalchemy as sa  # here: the listener side of this module needs no SQLAlchemy
 
-    item = sa.func.json_build_array(job_id, run_id, device_profile,
-                                    sa.literal_column(str(int(queued) | int(finished) << 1)))
+    item = sa.func.json_build_array(job_id, run_id, device_profile, sa.literal_column(str(_flags(False, finished))))
     payload = sa.func.json_build_object("o", sa.bindparam("origin", type_=sa.String()), "c",
                                         sa.func.json_build_array(item))
     return sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text())).label("notified")
