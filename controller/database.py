@@ -362,12 +362,16 @@ class Database:
         commits."""
         s.info["changes"].append(change)
 
+    @staticmethod
+    def job_change(job: Job) -> Change:
+        """The change a write of ``job``, as it now is, makes."""
+        state = job.job_state
+        return Change(job.id, job.run_id, job.device_profile, queued=state == JobState.QUEUED, finished=state.finished)
+
     @classmethod
     def record_job_change(cls, s: Union[Session, sa.Connection], job: Job) -> None:
         """Record that ``job`` changed in the ``write()`` or ``write_connection()`` transaction of ``s``."""
-        state = job.job_state
-        cls.record_change(s, Change(job.id, job.run_id, job.device_profile,
-                                    queued=state == JobState.QUEUED, finished=state.finished))
+        cls.record_change(s, cls.job_change(job))
 
     def listen_conninfo(self) -> Optional[str]:
         """The libpq address a notifications.PostgresListener connects to (None on SQLite)."""

@@ -363,7 +363,7 @@ class JobRepository:
     def _submit_in_one_statement(self, rows: Sequence[Tuple[sa.Table, Dict[str, Any]]], jobs: Sequence[Job]) -> None:
         """PostgreSQL: ``rows`` (table, values) of a submission of ``jobs``, in one statement that
         commits by itself (_submission_statement)."""
-        changes = [Change(job.id, job.run_id, job.device_profile, queued=True) for job in jobs]
+        changes = [self.db.job_change(job) for job in jobs]
         notices = encode(changes, self.feed.origin)
         shape = (tuple((table, tuple(values)) for table, values in rows), len(notices))
         statement = self._submission_statements.get(shape)
