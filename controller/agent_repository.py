@@ -41,12 +41,16 @@ _B = sa.bindparam
 _GET_AGENT = sa.select(_AGENTS).where(_AGENTS.c.id == _B("agent_id"))
 _AGENT_FOR_LEASE = sa.select(_AGENTS.c.profile, _AGENTS.c.tags, _AGENTS.c.capabilities, _AGENTS.c.registered_at).where(
     _AGENTS.c.id == _B("agent_id"))
-# The agent's registered_at and draining, as columns a lease's look reads with the queue (the
-# agent bound as ``agent_id``): which registration leasing remembers, and whether to lease at all.
-AGENT_LEASE_STATE = (
-    sa.select(_AGENTS.c.registered_at).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery(),
-    sa.select(_AGENTS.c.draining).where(_AGENTS.c.id == _B("agent_id")).scalar_subquery(),
-)
+
+
+def agent_lease_state(agent: str = "agent_id") -> Tuple[sa.ScalarSelect, sa.ScalarSelect]:
+    """The registered_at and draining of the agent bound as ``agent``, as columns a lease's look
+    reads with the queue: which registration leasing remembers, and whether to lease at all."""
+    return (sa.select(_AGENTS.c.registered_at).where(_AGENTS.c.id == _B(agent)).scalar_subquery(),
+            sa.select(_AGENTS.c.draining).where(_AGENTS.c.id == _B(agent)).scalar_subquery())
+
+
+AGENT_LEASE_STATE = agent_lease_state()
 
 
 def agent_asked(busy: Any, *conditions: sa.ColumnElement, agent: str = "agent_id") -> sa.Update:

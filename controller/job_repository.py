@@ -46,7 +46,9 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlmodel import Session, SQLModel, select
 
-from .agent_repository import AGENT_LEASE_STATE, agent_asked, agent_for_lease, all_agents, mark_asked, mark_working
+from .agent_repository import (
+    AGENT_LEASE_STATE, agent_asked, agent_for_lease, agent_lease_state, all_agents, mark_asked, mark_working,
+)
 from .database import Database
 from .errors import AmbiguousId, FailedPrecondition, NotFound
 from .models import (
@@ -82,11 +84,25 @@ _MAX_CANDIDATES = 10
 # more than running it on SQLite, and a thousand agents run these hundreds of times a second.
 _B = sa.bindparam
 _GET_JOB = sa.select(_JOBS).where(_JOBS.c.id == _B("job_id"))
-_HOLDS = sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B("agent_id"), _JOBS.c.state.in_(_ACTIVE)).limit(1)
+
+
+def _holds(agent: str) -> sa.Select:
+    """A lease the agent bound as ``agent`` holds (its job's id), if any."""
+    return sa.select(_JOBS.c.id).where(_JOBS.c.agent_id == _B(agent), _JOBS.c.state.in_(_ACTIVE)).limit(1)
+
+
+_HOLDS = _holds("agent_id")
 _COUNT_QUEUED = sa.select(sa.func.count()).select_from(_JOBS).where(_JOBS.c.project == _B("project"),
                                                                      _JOBS.c.state == JobState.QUEUED.value)
-_QUEUED_OF_PROFILE = sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
-                                                _JOBS.c.device_profile == _B("profile")).limit(1)
+
+
+def _queued_of(profile: str) -> sa.Select:
+    """A queued job of the device profile bound as ``profile`` (its id), if any."""
+    return sa.select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value,
+                                       _JOBS.c.device_profile == _B(profile)).limit(1)
+
+
+_QUEUED_OF_PROFILE = _queued_of("profile")
 # Agents whose kind (profile, tags, runtimes) leasing remembers; past this, it starts again.
 MAX_REMEMBERED_AGENTS = 100_000
 _LEASE_VALUES = dict(
@@ -121,6 +137,9 @@ _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
 # The columns a lease's take adds to the job it returns (_lease_statements): whether another
 # queued job fits the agent, and (PostgreSQL) whether the job has budgets to be judged by.
 _ANOTHER_FITS = "another_fits"
+# The look's columns in look_and_take's row: a lease held, a fitting job, a queued job of the
+# profile, the agent's registered_at and draining (the columns of _LeaseStatements.look).
+_LOOKED = ("looked_holds", "looked_fitting", "looked_queued", "looked_registered_at", "looked_draining")
 _HAS_BUDGETS = "has_budgets"
 # Jobs leased by this process whose budgets record_result need not read (no budgets); past this,
 # it starts again (a job leased by another replica, or before a restart, is simply not known).
@@ -255,6 +274,11 @@ class _LeaseStatements:
     take_marks_asked: bool
     # PostgreSQL: ``take`` as a write of its own (Database.write_alone), sending its notification.
     take_alone: Optional[sa.Executable]
+    # PostgreSQL: the look and ``take_alone`` as one statement, for an agent whose kind is known
+    # (its registration bound as ``registration``): it takes a job only where the look says the
+    # slow way would (no lease held, a fitting job queued, not draining, the same registration),
+    # and returns the look's columns (_LOOKED) with the job taken, if any. One round trip a try.
+    look_and_take: Optional[sa.Executable]
 
 
 @dataclass(frozen=True)
@@ -296,8 +320,9 @@ class JobRepository:
         # The suite runner follows the jobs it waits for on this feed.
         self.feed: ChangeFeed = db.feed
         self._fits_cache: Dict[tuple, "_LeaseStatements"] = {}
-        # agent id -> its kind: a lease try is then one read (the look), not two. The look reads
-        # the agent's registered_at too, so a registration on another replica is noticed.
+        # agent id -> its kind: a lease try is then one read (the look), not two, and on PostgreSQL
+        # one statement that looks and takes (_look_and_take). The look reads the agent's
+        # registered_at too, so a registration on another replica is noticed.
         self._agent_kinds: Dict[str, _AgentKind] = {}
         insert = pg_dialect.insert if db.is_postgresql else sqlite_dialect.insert
         self._upsert_latest = _keep_newest(insert(_LATEST).values(
@@ -538,7 +563,9 @@ class JobRepository:
             sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
             .limit(1).with_for_update(skip_locked=True).scalar_subquery()
         )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits, *has_budgets)
+        fitting = sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery()
         take_alone: Optional[sa.Executable] = None
+        look_and_take: Optional[sa.Executable] = None
         if self.db.is_postgresql:
             # The agent marked as having asked in the same statement, a round trip fewer per
             # lease (as record_result's usual report). Its id is bound as ``agent``, the name
@@ -548,16 +575,42 @@ class JobRepository:
             take = sa.select(*taken.c).add_cte(asked)
             take_alone = sa.select(*taken.c, notify_in_statement(taken.c.id, taken.c.run_id, taken.c.device_profile)
                                    ).add_cte(asked)
+            look_and_take = self._look_and_take_statement(jobs, fits, fitting, another_fits, has_budgets)
         statements = _LeaseStatements(
             fits=fits,
-            look=sa.select(_HOLDS.scalar_subquery(), sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery(),
-                           _QUEUED_OF_PROFILE.scalar_subquery(), *AGENT_LEASE_STATE),
-            take=take, take_marks_asked=self.db.is_postgresql, take_alone=take_alone,
+            look=sa.select(_HOLDS.scalar_subquery(), fitting, _QUEUED_OF_PROFILE.scalar_subquery(), *AGENT_LEASE_STATE),
+            take=take, take_marks_asked=self.db.is_postgresql, take_alone=take_alone, look_and_take=look_and_take,
         )
         if len(self._fits_cache) > 1024:
             self._fits_cache.clear()
         self._fits_cache[key] = statements
         return statements
+
+    @staticmethod
+    def _look_and_take_statement(jobs: Any, fits: sa.ColumnElement, fitting: sa.ScalarSelect,
+                                 another_fits: sa.Label, has_budgets: List[sa.Label]) -> sa.Select:
+        """PostgreSQL: _LeaseStatements.look_and_take. Every part reads the statement's one
+        snapshot, the look as the slow way's look would. The agent is bound as ``agent`` (the
+        name the take binds it under), its registration as ``registration`` and its profile as
+        ``agent_profile``: names that are no column of the tables written (SQLAlchemy would take
+        such a parameter for a value to set)."""
+        look = sa.select(*[column.label(name) for column, name in zip(
+            (_holds("agent").scalar_subquery(), fitting, _queued_of("agent_profile").scalar_subquery(),
+             *agent_lease_state("agent")), _LOOKED)]).cte("look")
+        holds, waiting, _, registered_at, draining = (look.c[name] for name in _LOOKED)
+        # The slow way's condition to take: inside the pick, so a look that says no locks no row.
+        may_take = sa.exists(sa.select(sa.literal(1)).select_from(look).where(
+            holds.is_(None), waiting.is_not(None), sa.not_(draining), registered_at == _B("registration")))
+        taken = (sa.update(jobs).where(jobs.c.id == (
+            sa.select(jobs.c.id).where(fits, may_take).order_by(jobs.c.created_at, jobs.c.id)
+            .limit(1).with_for_update(skip_locked=True).scalar_subquery()
+        )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits, *has_budgets)).cte("taken")
+        # As the slow way's take: an agent that may take is marked as having asked, taken or not.
+        asked = agent_asked(sa.exists(sa.select(taken.c.id)), may_take, agent="agent").cte("asked")
+        with_notice = sa.select(*taken.c, notify_in_statement(taken.c.id, taken.c.run_id, taken.c.device_profile)
+                                ).subquery("with_notice")
+        return (sa.select(*look.c, *with_notice.c).select_from(look.outerjoin(with_notice, sa.true()))
+                .add_cte(asked))
 
     def allowed_tags_bound(self, agent_id: str, tags: Sequence[str]) -> Any:
         """The lease statements' ``allowed_tags`` value: a JSON array (a string on SQLite, for
@@ -591,8 +644,14 @@ class JobRepository:
 
         A lease the agent still holds is given up first: an agent runs one job at a time, so
         asking for work means it no longer works on its old job. When the agent holds no lease
-        and no queued job fits it, nothing is written.
+        and no queued job fits it, nothing is written. On PostgreSQL, an agent whose kind is known
+        and that holds no lease tries in one statement (_look_and_take).
         """
+        known = self._agent_kinds.get(agent_id)
+        if known is not None and known.statements.look_and_take is not None:
+            attempt = self._look_and_take(agent_id, known, now=now, lease_seconds=lease_seconds)
+            if attempt is not None:
+                return attempt
         with self.db.connect() as conn:
             while True:
                 kind = self._agent_kind(conn, agent_id)
@@ -619,14 +678,7 @@ class JobRepository:
                                                   "expires": now + lease_seconds, "now": now,
                                                   "allowed_tags": allowed_tags, **more}).first()
                 if leased is not None:
-                    values = dict(leased._mapping)
-                    values.pop(_NOTIFIED, None)
-                    another_fits = bool(values.pop(_ANOTHER_FITS))
-                    if _HAS_BUDGETS in values:
-                        if len(self._leased_with_budgets) >= MAX_REMEMBERED_LEASES:
-                            self._leased_with_budgets.clear()
-                        self._leased_with_budgets[values["id"]] = bool(values.pop(_HAS_BUDGETS))
-                    job = Job.from_mapping(values)
+                    job, another_fits = self._leased(dict(leased._mapping))
                     self.db.record_job_change(changes, job)
                 if statements.take_marks_asked:
                     return job
@@ -646,12 +698,51 @@ class JobRepository:
             with self.db.write_connection() as conn:
                 job = take(conn, conn, statements.take)
         if job is not None:
-            # Logged after the commit: on SQLite every write transaction waits for this one.
-            log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
-            return LeaseAttempt(job, True, profile, another_fits)
+            return self._lease_taken(job, agent_id, profile, another_fits)
         with self.db.connect() as conn:
             more = conn.execute(_QUEUED_OF_PROFILE, {"profile": profile}).first()
         return LeaseAttempt(None, more is not None, profile)
+
+    def _look_and_take(self, agent_id: str, kind: _AgentKind, *, now: float,
+                       lease_seconds: float) -> Optional[LeaseAttempt]:
+        """PostgreSQL, for an agent whose kind is known: the try of ``lease_next`` in one
+        statement that commits by itself (_LeaseStatements.look_and_take). None where the slow
+        way must go on: the agent holds a lease (given up in a transaction with the take) or
+        registered again since its kind was read."""
+        with self.db.write_alone() as conn:
+            row = dict(conn.execute(kind.statements.look_and_take, {
+                "agent": agent_id, "registration": kind.registered_at, "agent_profile": kind.profile,
+                "allowed_tags": kind.allowed_tags, "lease": uuid.uuid4().hex, "expires": now + lease_seconds,
+                "now": now, "origin": self.feed.origin}).one()._mapping)
+            holds, _, queued, registered_at, _ = (row.pop(name) for name in _LOOKED)
+            job, another_fits = self._leased(row) if row["id"] is not None else (None, True)
+            if job is not None:
+                self.db.record_job_change(conn, job)
+        if job is not None:
+            return self._lease_taken(job, agent_id, kind.profile, another_fits)
+        if registered_at != kind.registered_at:
+            self.forget_agent(agent_id)  # registered again (or removed) since: the slow way reads it again
+            return None
+        if holds is not None:
+            return None
+        return LeaseAttempt(None, queued is not None, kind.profile)
+
+    def _leased(self, values: Dict[str, Any]) -> Tuple[Job, bool]:
+        """The job a take returned (its row's values), and whether another queued job fitted the
+        agent; whether it has budgets is remembered for its report (PostgreSQL)."""
+        values.pop(_NOTIFIED, None)
+        another_fits = bool(values.pop(_ANOTHER_FITS))
+        if _HAS_BUDGETS in values:
+            if len(self._leased_with_budgets) >= MAX_REMEMBERED_LEASES:
+                self._leased_with_budgets.clear()
+            self._leased_with_budgets[values["id"]] = bool(values.pop(_HAS_BUDGETS))
+        return Job.from_mapping(values), another_fits
+
+    @staticmethod
+    def _lease_taken(job: Job, agent_id: str, profile: str, another_fits: bool) -> LeaseAttempt:
+        # Logged after the commit: on SQLite every write transaction waits for this one.
+        log.info("job %s leased to agent %s (attempt %d of %d)", job.id, agent_id, job.attempt, job.max_attempts)
+        return LeaseAttempt(job, True, profile, another_fits)
 
     def extend_leases(self, *, until: float) -> int:
         """Give every active lease until ``until`` at least: after a controller starts, agents

@@ -15,6 +15,7 @@ from hilfarm.controller.errors import AmbiguousId, FailedPrecondition, NotFound
 from hilfarm.controller.models import Artifact, Failure, FailureCategory, Job, JobState, Run, pin_tag
 from hilfarm.controller.app import Repositories, open_repositories
 from hilfarm.controller.database import Database
+from hilfarm.controller.job_repository import LeaseAttempt
 from hilfarm.v1 import farm_pb2 as pb
 
 from .test_wire import populate
@@ -354,6 +355,23 @@ def test_leasing_sees_a_registration_here_even_at_the_same_moment(stored: Reposi
     assert job is not None and job.id == jetson_job.id
 
 
+def test_an_agent_that_asks_for_work_gives_up_the_lease_it_holds(stored: Repositories):
+    """An agent runs one job at a time: asking again means its old job is no longer running
+    (it crashed and restarted, say). The old lease is lost in the transaction that takes the
+    next job, and the old job is queued again, its attempt spent."""
+    register(stored, "pi-1")
+    assert lease(stored, "pi-1", now=T0, lease_seconds=30) is None  # its kind is known from here
+    first, second = add_run(stored, ("rpi5", "rpi5"))
+    old = lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)
+    assert old is not None and old.id == first.id
+    new = lease(stored, "pi-1", now=T0 + 2, lease_seconds=30)
+    assert new is not None and new.id == first.id and new.attempt == 2 and new.lease_id != old.lease_id
+    assert stored.jobs.active_jobs_by_agent() == {"pi-1": first.id}
+    assert stored.jobs.get_job(second.id).job_state is JobState.QUEUED
+    accepted, _ = stored.jobs.record_result("pi-1", old.lease_id, first.id, 1, result={}, failure=None, now=T0 + 3)
+    assert not accepted, "the report of the lease given up is refused: a later attempt started"
+
+
 def test_re_registering_gives_up_the_agents_leases(stored: Repositories):
     register(stored, "pi-1")
     (job,) = add_run(stored)
@@ -454,21 +472,29 @@ def _statements_of(store: Repositories, work) -> List[str]:
 
 def test_on_postgresql_a_job_without_budgets_is_written_one_statement_at_a_time(stored: Repositories):
     """Round trips are what a job costs a PostgreSQL controller. A submission is one statement
-    (its rows and notification, committed by itself); the take marks the agent too and commits
-    by itself; the report of a job this controller leased and knows has no budgets is stored
-    with everything it writes by one statement that commits by itself."""
+    (its rows and notification, committed by itself); a try to lease of an agent whose kind
+    leasing knows is one statement that looks, takes, marks the agent and commits by itself, and
+    one that finds nothing to take writes nothing; the report of a job this controller leased
+    and knows has no budgets is stored with everything it writes by one statement that commits
+    by itself."""
     if not stored.jobs.db.is_postgresql:
         pytest.skip("SQLite runs each statement alone; it costs no round trip")
     register(stored, "pi-1")
     assert lease(stored, "pi-1", now=T0, lease_seconds=30) is None  # its kind is read once, here
+    attempts: List[LeaseAttempt] = []
+    looked = _statements_of(stored, lambda: attempts.append(
+        stored.jobs.lease_next("pi-1", now=T0 + 0.5, lease_seconds=30)))
+    assert len(looked) == 1 and attempts[0].job is None and not attempts[0].more_queued, looked
+    assert stored.agents.get_agent("pi-1").last_seen == T0, "a look that finds nothing writes nothing"
     submitted = _statements_of(stored, lambda: add_run(stored))
     leased: List[Job] = []
     taken = _statements_of(stored, lambda: leased.append(lease(stored, "pi-1", now=T0 + 1, lease_seconds=30)))
     (job,) = leased
+    assert stored.agents.get_agent("pi-1").last_seen == T0 + 1 and stored.agents.get_agent("pi-1").busy
     reported = _statements_of(stored, lambda: stored.jobs.record_result(
         "pi-1", job.lease_id, job.id, 1, result={"ok": True}, failure=None, now=T0 + 2))
     assert len(submitted) == 1 and "INSERT INTO jobs" in submitted[0] and "pg_notify" in submitted[0], submitted
-    assert len(taken) == 2 and "pg_notify" in taken[-1], taken  # the look, the take
+    assert len(taken) == 1 and "pg_notify" in taken[0] and "UPDATE agents" in taken[0], taken
     assert len(reported) == 1 and "pg_notify" in reported[0], reported
     stored_job = stored.jobs.get_job(job.id)
     assert stored_job.job_state is JobState.SUCCEEDED and stored_job.result == {"ok": True}
