@@ -846,10 +846,10 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         if not _WHOLE_JOB_ID.fullmatch(job_id):
             job_id = (await self.calls.db(self.jobs.get_job, job_id, project=auth.caller().project)).id
         with waiters.watching(job_id=job_id) as watch:
-            last, shown, evaluations = b"", None, None
+            last, shown = b"", None
             while True:
                 watch.take()
-                job, msg, evaluations = await self.calls.db(self._watched_job, job_id, shown, evaluations)
+                job, msg = await self.calls.db(self._watched_job, job_id, shown)
                 data = msg.SerializeToString(deterministic=True)
                 if data != last:
                     yield msg
@@ -890,21 +890,15 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
     # would have woken the watcher. Only the placement notes of what it was shown are written
     # again; the job and its verdicts are not read.
 
-    def _watched_job(self, job_id: str, shown: Optional[Tuple[Job, pb.Job]],
-                     evaluations: Optional[Dict[str, JobEvaluation]]
-                     ) -> Tuple[Job, pb.Job, Optional[Dict[str, JobEvaluation]]]:
+    def _watched_job(self, job_id: str, shown: Optional[Tuple[Job, pb.Job]]) -> Tuple[Job, pb.Job]:
         """``shown``: the job and message last sent, when shown again only because time passed.
-        ``evaluations``: the job's budgets and verdicts as this watcher read them (None: not yet).
-        They are stored with the job and change only in the transaction that stores its outcome,
-        so they are read at the first look and again once the job is finished, not at every
-        change in between (a lease, a progress report)."""
+        The job is read with its budgets and verdicts in one statement (the verdicts are stored
+        in the transaction that stores its outcome, which any change may be)."""
         if shown is not None:
             job, msg = shown
-            return job, self.presenter.explained_again([job], [msg])[0], evaluations
-        job = self.jobs.get_job(job_id, project=auth.caller().project)
-        if evaluations is None or job.job_state.finished:
-            evaluations = self.presenter.evaluations([job])
-        return job, self.presenter.job_pb(job, evaluations), evaluations
+            return job, self.presenter.explained_again([job], [msg])[0]
+        job, evaluation = self.jobs.get_job_judged(job_id, project=auth.caller().project)
+        return job, self.presenter.job_pb(job, {job.id: evaluation} if evaluation is not None else {})
 
     def _watched_run(self, run_id: str, view: Optional[_RunView], changed: Optional[Set[str]],
                      timed_out: bool) -> Tuple[_RunView, List[pb.Job]]:

@@ -145,11 +145,11 @@ def test_watch_sends_the_job_on_every_change_until_it_is_finished(farm, model, m
     assert pb.JOB_STATE_LEASED in states and pb.JOB_STATE_RUNNING in states
     assert seen[-1].result == sample_result()
     assert all(a != b for a, b in zip(seen, seen[1:])), "an update is sent only on a change"
-    # The budgets come with every update, the verdicts with the result; the watch read them at
-    # its first look and once the job was finished, not at the lease or the progress report.
+    # The budgets come with every update, the verdicts with the result: read with the job at
+    # each change, in the same statement, never apart.
     assert all(list(u.constraints) == [budget] for u in seen)
     assert [v.constraint for v in seen[-1].verdicts] == ["latency.p50"] and not seen[-2].verdicts
-    assert evaluation_reads == [[job.id], [job.id]]
+    assert evaluation_reads == []
 
 
 def test_watching_a_finished_job_sends_it_once(farm, model):
@@ -163,8 +163,8 @@ def test_a_watch_reads_the_database_only_when_its_job_changes_and_stops_with_its
     (job,) = farm.submit([model], ["rpi5"]).jobs
     jobs = farm.controller.parts.jobs
     reads = []
-    real_get_job = jobs.get_job
-    monkeypatch.setattr(jobs, "get_job", lambda job_id, **scope: reads.append(job_id) or real_get_job(job_id, **scope))
+    real_read = jobs.get_job_judged
+    monkeypatch.setattr(jobs, "get_job_judged", lambda job_id, **scope: reads.append(job_id) or real_read(job_id, **scope))
     call = farm.farm.WatchJob(pb.WatchJobRequest(job_id=job.id))
     assert next(call).id == job.id
     first = len(reads)  # its state (a whole id is not looked up first)
@@ -195,7 +195,7 @@ def test_a_watched_queued_job_is_explained_again_as_time_passes_without_reading_
     (job,) = run.jobs
     jobs = farm.controller.parts.jobs
     reads = []
-    for name in ("get_job", "get_run"):
+    for name in ("get_job", "get_job_judged", "get_run"):
         real = getattr(jobs, name)
         monkeypatch.setattr(jobs, name, lambda key, real=real, **scope: reads.append(key) or real(key, **scope))
     if watch == "job":

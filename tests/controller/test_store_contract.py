@@ -534,6 +534,32 @@ def test_on_postgresql_a_report_whose_budgets_are_judged_or_not_known_here_is_st
     assert elsewhere.id not in evaluations
 
 
+def test_a_job_is_read_with_its_budgets_and_verdicts_in_one_statement(stored: Repositories):
+    """What a watcher reads at every change: the job and, where it has budgets, its evaluation
+    as regressions.evaluations reads it (budgets first, verdicts once its result is stored)."""
+    from hilfarm.controller.regression_service import judge_result
+
+    budgets = [{"name": "latency.p50", "max": 0.002, "unit": "s"}]
+    register(stored, "pi-1")
+    judged, plain = add_run(stored, ("rpi5", "rpi5"))
+    stored.regressions.add_budgets({judged.id: budgets}, "doorbell")
+    reads: List[tuple] = []
+    statements = _statements_of(stored, lambda: reads.append(stored.jobs.get_job_judged(judged.id)))
+    (job, evaluation), = reads
+    assert len(statements) == 1 and job.id == judged.id and job.job_state is JobState.QUEUED
+    assert evaluation.budgets == budgets and evaluation.verdicts is None and evaluation.constraint_set == "doorbell"
+    assert stored.jobs.get_job_judged(plain.id)[1] is None
+    leased = lease(stored, "pi-1", now=T0, lease_seconds=30)
+    stored.jobs.record_result("pi-1", leased.lease_id, judged.id, 1, now=T0 + 1, on_result=judge_result, failure=None,
+                              result={"latency": {"p50_seconds": 0.003, "samples_ns": [3_000_000] * 5}})
+    job, evaluation = stored.jobs.get_job_judged(judged.id[:12])  # a unique prefix reads as the whole id
+    assert job.job_state is JobState.SUCCEEDED
+    assert evaluation == stored.regressions.evaluations([judged.id])[judged.id]
+    assert [v["status"] for v in evaluation.verdicts] == ["fail"]
+    with pytest.raises(NotFound):
+        stored.jobs.get_job_judged(judged.id, project="another")
+
+
 def test_failure_is_stored_with_its_category_signal_and_detail(stored: Repositories):
     register(stored, "pi-1")
     add_run(stored)
