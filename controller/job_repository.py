@@ -148,9 +148,10 @@ _EVALUATIONS = JobEvaluation.__table__
 # A job with its budgets and verdicts, the evaluation's columns prefixed (a watcher's read: one
 # statement, where reading the verdicts apart cost a watched job two round trips more).
 _EVALUATION_PREFIX = "evaluation_"
-_GET_JOB_JUDGED = (sa.select(_JOBS, *[c.label(_EVALUATION_PREFIX + c.name) for c in _EVALUATIONS.c])
-                   .select_from(_JOBS.outerjoin(_EVALUATIONS, _EVALUATIONS.c.job_id == _JOBS.c.id))
-                   .where(_JOBS.c.id == _B("job_id")))
+_JUDGED_JOBS = (sa.select(_JOBS, *[c.label(_EVALUATION_PREFIX + c.name) for c in _EVALUATIONS.c])
+                .select_from(_JOBS.outerjoin(_EVALUATIONS, _EVALUATIONS.c.job_id == _JOBS.c.id)))
+_GET_JOB_JUDGED = _JUDGED_JOBS.where(_JOBS.c.id == _B("job_id"))
+_GET_JOBS_JUDGED = _JUDGED_JOBS.where(_JOBS.c.id.in_(_B("job_ids", expanding=True)))
 _LATEST = LatestResult.__table__
 _COUNTS = JobOutcomeCount.__table__
 
@@ -312,6 +313,13 @@ class LeaseAttempt:
     another_fits: bool = True
 
 
+def _judged(row: Any) -> Tuple[Job, Optional[JobEvaluation]]:
+    """A row of _JUDGED_JOBS: the job, and its evaluation where it has one."""
+    values = dict(row._mapping)
+    evaluation = {c.name: values.pop(_EVALUATION_PREFIX + c.name) for c in _EVALUATIONS.c}
+    return Job.from_mapping(values), JobEvaluation(**evaluation) if evaluation["job_id"] is not None else None
+
+
 def allowed_tags_of(agent_id: str, tags: Sequence[str]) -> List[str]:
     """The required tags an agent satisfies: its own and its pin tag (the lease statements'
     ``allowed_tags``)."""
@@ -437,10 +445,14 @@ class JobRepository:
             if row is None or (project is not None and row._mapping["project"] != project):
                 whole_id = self.get_job(job_id, project=project).id  # a unique prefix, or NotFound
                 row = conn.execute(_GET_JOB_JUDGED, {"job_id": whole_id}).one()
-        values = dict(row._mapping)
-        evaluation = {c.name: values.pop(_EVALUATION_PREFIX + c.name) for c in _EVALUATIONS.c}
-        return (Job.from_mapping(values),
-                JobEvaluation(**evaluation) if evaluation["job_id"] is not None else None)
+        return _judged(row)
+
+    def get_jobs_judged(self, job_ids: Sequence[str]) -> List[Tuple[Job, Optional[JobEvaluation]]]:
+        """``get_jobs`` with each job's budgets and verdicts (None: it has none), read together."""
+        if not job_ids:
+            return []
+        with self.db.connect() as conn:
+            return [_judged(row) for row in conn.execute(_GET_JOBS_JUDGED, {"job_ids": list(job_ids)})]
 
     def get_jobs(self, job_ids: Sequence[str]) -> List[Job]:
         """The jobs of ``job_ids`` that exist, in no particular order."""

@@ -907,7 +907,8 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
         jobs changed since (None: any may have, and the whole run is read again, as it is when
         a job this watcher has not seen joined the run); ``timed_out``: nothing changed, only
         time passed (the queued jobs' placement notes are written anew). A job's budgets and
-        verdicts are read with the run and again once the job finishes (as WatchJob reads them)."""
+        verdicts are read with the run, and with the job whenever it changed (in the statement
+        that reads it, as WatchJob reads them)."""
         if view is None or changed is None or not changed <= view.jobs.keys():
             run, jobs = self.jobs.get_run(run_id, project=auth.caller().project)
             evaluations = self.presenter.evaluations(jobs)
@@ -921,12 +922,12 @@ class FarmServicer(pb_grpc.FarmServiceServicer):
             messages = self.presenter.explained_again(jobs, [view.messages[j.id] for j in jobs])
             view.messages.update((m.id, m) for m in messages)
             return view, messages
-        fresh = self.jobs.get_jobs(list(changed))
-        finished = [j for j in fresh if j.job_state.finished]
-        if finished:  # what their outcomes' transactions stored replaces what was read before
-            for job in finished:
-                view.evaluations.pop(job.id, None)
-            view.evaluations.update(self.presenter.evaluations(finished))
+        fresh = []
+        for job, evaluation in self.jobs.get_jobs_judged(list(changed)):
+            fresh.append(job)
+            view.evaluations.pop(job.id, None)
+            if evaluation is not None:
+                view.evaluations[job.id] = evaluation
         messages = self.presenter.jobs_pb(fresh, view.evaluations)
         view.jobs.update((j.id, j) for j in fresh)
         view.messages.update((m.id, m) for m in messages)

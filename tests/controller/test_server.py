@@ -251,14 +251,14 @@ def test_watch_run_follows_every_job_of_a_run_on_one_stream(farm, model):
 
 def test_watch_run_reads_only_the_jobs_that_changed(farm, model, monkeypatch):
     # A run of three jobs, one of them finished and judged while watched: after the first read
-    # of the whole run, each change reads the job that changed (its budgets and verdicts again
-    # only once it finished); a resync (notifications may have been lost) reads the run again.
+    # of the whole run, each change reads the job that changed with its budgets and verdicts, in
+    # one statement; a resync (notifications may have been lost) reads the run again.
     models = [model] + [farm.upload(onnx_bytes(64, bytes([0x30 + i])), filename=f"m{i}.onnx") for i in range(2)]
     budget = pb.Budget(name="latency.p50", max=1.0, unit="s")
     run = farm.submit(models, ["rpi5"], constraints=[budget])
     jobs, regressions = farm.controller.parts.jobs, farm.controller.parts.regressions
     reads = []
-    for name in ("get_run", "get_jobs"):
+    for name in ("get_run", "get_jobs_judged"):
         real = getattr(jobs, name)
         monkeypatch.setattr(jobs, name, lambda key, real=real, name=name, **scope:
                             reads.append((name, key if name == "get_run" else sorted(key))) or real(key, **scope))
@@ -277,14 +277,14 @@ def test_watch_run_reads_only_the_jobs_that_changed(farm, model, monkeypatch):
     leased = next(call)
     assert leased.id == lease.job.id and leased.state == pb.JOB_STATE_LEASED
     assert list(leased.constraints) == [budget], "the budgets read at the first look go with it"
-    assert reads == [("get_jobs", [lease.job.id])]
+    assert reads == [("get_jobs_judged", [lease.job.id])]
     del reads[:]
 
     assert agent.report(lease, result=sample_result()).accepted
     done = next(call)
     assert done.id == lease.job.id and done.state == pb.JOB_STATE_SUCCEEDED
     assert [v.constraint for v in done.verdicts] == ["latency.p50"]
-    assert reads == [("get_jobs", [lease.job.id]), ("evaluations", [lease.job.id])]
+    assert reads == [("get_jobs_judged", [lease.job.id])]
     del reads[:]
 
     farm.controller.parts.database.feed.publish([], resync=True)

@@ -534,7 +534,7 @@ def test_on_postgresql_a_report_whose_budgets_are_judged_or_not_known_here_is_st
     assert elsewhere.id not in evaluations
 
 
-def test_a_job_is_read_with_its_budgets_and_verdicts_in_one_statement(stored: Repositories):
+def test_jobs_are_read_with_their_budgets_and_verdicts_in_one_statement(stored: Repositories):
     """What a watcher reads at every change: the job and, where it has budgets, its evaluation
     as regressions.evaluations reads it (budgets first, verdicts once its result is stored)."""
     from hilfarm.controller.regression_service import judge_result
@@ -549,6 +549,8 @@ def test_a_job_is_read_with_its_budgets_and_verdicts_in_one_statement(stored: Re
     assert len(statements) == 1 and job.id == judged.id and job.job_state is JobState.QUEUED
     assert evaluation.budgets == budgets and evaluation.verdicts is None and evaluation.constraint_set == "doorbell"
     assert stored.jobs.get_job_judged(plain.id)[1] is None
+    both = {job.id: evaluation for job, evaluation in stored.jobs.get_jobs_judged([judged.id, plain.id, "gone"])}
+    assert both.keys() == {judged.id, plain.id} and both[judged.id].budgets == budgets and both[plain.id] is None
     leased = lease(stored, "pi-1", now=T0, lease_seconds=30)
     stored.jobs.record_result("pi-1", leased.lease_id, judged.id, 1, now=T0 + 1, on_result=judge_result, failure=None,
                               result={"latency": {"p50_seconds": 0.003, "samples_ns": [3_000_000] * 5}})
