@@ -137,10 +137,10 @@ _STORE_OUTCOME = sa.update(_JOBS).where(_JOBS.c.id == _B("job_id")).values(
 # The columns a lease's take adds to the job it returns (_lease_statements): whether another
 # queued job fits the agent, and (PostgreSQL) whether the job has budgets to be judged by.
 _ANOTHER_FITS = "another_fits"
+_HAS_BUDGETS = "has_budgets"
 # The look's columns in look_and_take's row: a lease held, a fitting job, a queued job of the
 # profile, the agent's registered_at and draining (the columns of _LeaseStatements.look).
 _LOOKED = ("looked_holds", "looked_fitting", "looked_queued", "looked_registered_at", "looked_draining")
-_HAS_BUDGETS = "has_budgets"
 # Jobs leased by this process whose budgets record_result need not read (no budgets); past this,
 # it starts again (a job leased by another replica, or before a restart, is simply not known).
 MAX_REMEMBERED_LEASES = 100_000
