@@ -313,6 +313,12 @@ class LeaseAttempt:
     another_fits: bool = True
 
 
+def _with_notice(taken: Any) -> sa.Select:
+    """PostgreSQL: the job a take returned (the common table expression ``taken``), with the
+    notification of its lease sent from the statement."""
+    return sa.select(*taken.c, notify_in_statement(taken.c.id, taken.c.run_id, taken.c.device_profile))
+
+
 def _judged(row: Any) -> Tuple[Job, Optional[JobEvaluation]]:
     """A row of _JUDGED_JOBS: the job, and its evaluation where it has one."""
     values = dict(row._mapping)
@@ -589,10 +595,15 @@ class JobRepository:
         # PostgreSQL: whether the job has budgets, so its report can be stored by a statement that
         # commits by itself when it has none (record_result).
         has_budgets = [sa.exists(_budgets_of(jobs.c.id)).label(_HAS_BUDGETS)] if self.db.is_postgresql else []
-        take: sa.Executable = sa.update(jobs).where(jobs.c.id == (
-            sa.select(jobs.c.id).where(fits).order_by(jobs.c.created_at, jobs.c.id)
-            .limit(1).with_for_update(skip_locked=True).scalar_subquery()
-        )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits, *has_budgets)
+
+        def take_oldest(*also: sa.ColumnElement) -> sa.Update:
+            """Lease the oldest fitting job (where ``also`` holds too), locking only its row."""
+            return sa.update(jobs).where(jobs.c.id == (
+                sa.select(jobs.c.id).where(fits, *also).order_by(jobs.c.created_at, jobs.c.id)
+                .limit(1).with_for_update(skip_locked=True).scalar_subquery()
+            )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits, *has_budgets)
+
+        take: sa.Executable = take_oldest()
         fitting = sa.select(jobs.c.id).where(fits).limit(1).scalar_subquery()
         take_alone: Optional[sa.Executable] = None
         look_and_take: Optional[sa.Executable] = None
@@ -603,9 +614,8 @@ class JobRepository:
             taken = take.cte("taken")
             asked = agent_asked(sa.exists(sa.select(taken.c.id)), agent="agent").cte("asked")
             take = sa.select(*taken.c).add_cte(asked)
-            take_alone = sa.select(*taken.c, notify_in_statement(taken.c.id, taken.c.run_id, taken.c.device_profile)
-                                   ).add_cte(asked)
-            look_and_take = self._look_and_take_statement(jobs, fits, fitting, another_fits, has_budgets)
+            take_alone = _with_notice(taken).add_cte(asked)
+            look_and_take = self._look_and_take_statement(take_oldest, fitting)
         statements = _LeaseStatements(
             fits=fits,
             look=sa.select(_HOLDS.scalar_subquery(), fitting, _QUEUED_OF_PROFILE.scalar_subquery(), *AGENT_LEASE_STATE),
@@ -617,8 +627,7 @@ class JobRepository:
         return statements
 
     @staticmethod
-    def _look_and_take_statement(jobs: Any, fits: sa.ColumnElement, fitting: sa.ScalarSelect,
-                                 another_fits: sa.Label, has_budgets: List[sa.Label]) -> sa.Select:
+    def _look_and_take_statement(take_oldest: Callable[..., sa.Update], fitting: sa.ScalarSelect) -> sa.Select:
         """PostgreSQL: _LeaseStatements.look_and_take. Every part reads the statement's one
         snapshot, the look as the slow way's look would. The agent is bound as ``agent`` (the
         name the take binds it under), its registration as ``registration`` and its profile as
@@ -631,14 +640,10 @@ class JobRepository:
         # The slow way's condition to take: inside the pick, so a look that says no locks no row.
         may_take = sa.exists(sa.select(sa.literal(1)).select_from(look).where(
             holds.is_(None), waiting.is_not(None), sa.not_(draining), registered_at == _B("registration")))
-        taken = (sa.update(jobs).where(jobs.c.id == (
-            sa.select(jobs.c.id).where(fits, may_take).order_by(jobs.c.created_at, jobs.c.id)
-            .limit(1).with_for_update(skip_locked=True).scalar_subquery()
-        )).values(**_LEASE_VALUES).returning(*jobs.c, another_fits, *has_budgets)).cte("taken")
+        taken = take_oldest(may_take).cte("taken")
         # As the slow way's take: an agent that may take is marked as having asked, taken or not.
         asked = agent_asked(sa.exists(sa.select(taken.c.id)), may_take, agent="agent").cte("asked")
-        with_notice = sa.select(*taken.c, notify_in_statement(taken.c.id, taken.c.run_id, taken.c.device_profile)
-                                ).subquery("with_notice")
+        with_notice = _with_notice(taken).subquery("with_notice")
         return (sa.select(*look.c, *with_notice.c).select_from(look.outerjoin(with_notice, sa.true()))
                 .add_cte(asked))
 
