@@ -9,7 +9,8 @@ run on jobs that stay queued (what people waiting in `jobs watch` / `submit --wa
 controller); ``--live-watchers`` follow the submitted jobs and time how long a stored result
 takes to reach a watcher. Submissions arrive open-loop at ``--rate`` per second, or, with
 ``--rate 0``, closed-loop as fast as the farm finishes them (``--window`` jobs outstanding).
-Fake agents share a connection ``--agents-per-channel`` at a time; the report counts the
+Submissions go over ``--user-channels`` connections (1). Fake agents share a connection
+``--agents-per-channel`` at a time; the report counts the
 connections the controller held.
 
 The load generator runs in this process on asyncio (one core at most); its event-loop lag is
@@ -103,8 +104,12 @@ class Bench:
                    ("grpc.use_local_subchannel_pool", 1)]
         n_channels = max(1, -(-args.agents // args.agents_per_channel))
         self.channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(n_channels)]
-        self.user = grpc.aio.insecure_channel(address, options=options)
-        self.farm = pb_grpc.FarmServiceStub(self.user)
+        # People and CI jobs submit from processes of their own, one connection each; one channel
+        # puts every submission on one connection (of one process, with `serve --processes`).
+        self.users = [grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, args.user_channels))]
+        self.farms = [pb_grpc.FarmServiceStub(user) for user in self.users]
+        self.farm = self.farms[0]
+        self.submissions = 0
         self.watch_channels = [grpc.aio.insecure_channel(address, options=options)
                                for _ in range(max(1, (args.watchers + args.live_watchers) // 50))]
 
@@ -223,8 +228,10 @@ class Bench:
         models = [pb.ModelRef(sha256=model, name="bench.onnx" if size == 1 else f"bench-{i}.onnx") for i in range(size)]
         started = time.perf_counter()
         try:
-            run = await self.farm.Submit(pb.SubmitRequest(models=models, device_profiles=[profile], settings=settings),
-                                         timeout=30)
+            self.submissions += 1
+            farm = self.farms[self.submissions % len(self.farms)]
+            run = await farm.Submit(pb.SubmitRequest(models=models, device_profiles=[profile], settings=settings),
+                                    timeout=30)
         except grpc.aio.AioRpcError as exc:
             self.error("Submit", exc)
             retry_after = dict(exc.trailing_metadata() or ()).get(OVERLOAD_RETRY_AFTER_KEY)
@@ -330,25 +337,41 @@ class Bench:
                 self.stats.loop_lag.append(time.perf_counter() - started - 0.05)
 
     async def close(self) -> None:
-        for channel in self.channels + self.watch_channels + [self.user]:
+        for channel in self.channels + self.watch_channels + self.users:
             await channel.close(grace=None)
 
 
+def process_tree(pid: int) -> List[int]:
+    """``pid`` and its child processes (a controller's serving processes, `serve --processes`)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = proc_stat(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                children.append(int(entry))
+    return [pid] + children
+
+
 def proc_sample(pid: int) -> Dict[str, float]:
-    """CPU seconds (user + system) and resident memory of a process, from /proc."""
-    fields = proc_stat(pid)
-    if fields is None:
-        raise FileNotFoundError(f"/proc/{pid}/stat: the process is gone")
+    """CPU seconds (user + system) and resident memory of a process and its children (added
+    up: the controller's processes), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = peak = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) * 1024
-    return {"cpu_seconds": cpu, "rss_bytes": rss, "peak_rss_bytes": peak}
+    sample = {"cpu_seconds": 0.0, "rss_bytes": 0, "peak_rss_bytes": 0, "processes": 0}
+    for member in process_tree(pid):
+        fields = proc_stat(member)
+        if fields is None:
+            if member == pid:
+                raise FileNotFoundError(f"/proc/{pid}/stat: the process is gone")
+            continue
+        sample["cpu_seconds"] += (int(fields[11]) + int(fields[12])) / ticks
+        sample["processes"] += 1
+        with open(f"/proc/{member}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    sample["rss_bytes"] += int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    sample["peak_rss_bytes"] += int(line.split()[1]) * 1024
+    return sample
 
 
 def connections_to(port: int) -> int:
@@ -433,6 +456,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int,
 
     return {
         "agents": args.agents, "watchers": args.watchers, "live_watchers": args.live_watchers,
+        "user_channels": args.user_channels,
         "run_jobs": args.run_jobs, "watch_runs": args.watch_runs,
         "rate": args.rate, "seconds": round(window, 1), "db": args.db, "floor": args.floor,
         "heartbeats": len(s.heartbeat), "heartbeat_timeouts": s.heartbeat_timeouts,
@@ -448,6 +472,7 @@ async def run(args: argparse.Namespace, address: str, controller_pid: int,
         "refused_reports": s.refused_reports,
         "errors": dict(s.errors),
         "controller_cpu_percent_of_one_core": round(100 * (after["cpu_seconds"] - before["cpu_seconds"]) / window, 1),
+        "controller_processes": after["processes"],
         "controller_rss_mb": round(after["rss_bytes"] / 2**20, 1),
         "controller_connections": connections,
         "controller_peak_rss_mb": round(after["peak_rss_bytes"] / 2**20, 1),
@@ -498,7 +523,8 @@ def print_report(r: dict) -> None:
     print(f"  null-runtime jobs/s        {r['jobs_per_second']}  (submitted {r['submitted_per_second']}/s)")
     print(f"  controller                 {r['controller_cpu_percent_of_one_core']} % of one core, "
           f"RSS {r['controller_rss_mb']} MB (peak {r['controller_peak_rss_mb']} MB), "
-          f"{r['controller_connections']} connections")
+          f"{r['controller_connections']} connections"
+          + (f", {r['controller_processes']} processes (added up)" if r["controller_processes"] > 1 else ""))
     print(f"  load generator             {r['generator_cpu_percent_of_one_core']} % of one core, "
           f"event-loop lag p50 / p99 {pair(r['generator_loop_lag_ms'])}")
     if r.get("database_server_cpu_percent_of_one_core") is not None:
@@ -525,10 +551,14 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=5.0)
     parser.add_argument("--lease-wait", type=float, default=10.0)
     parser.add_argument("--progress-reports", type=int, default=1, help="ReportProgress calls per job")
+    parser.add_argument("--user-channels", type=int, default=1,
+                        help="connections the submissions are spread over (each a person's or CI job's own)")
     parser.add_argument("--agents-per-channel", type=int, default=10, help="fake agents sharing one HTTP/2 connection")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--controller-arg", action="append", default=[], help="extra argument for `controller serve`")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="`controller serve --processes` (PostgreSQL): processes serving the port")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--floor", action="store_true",
                         help="load benchmarks/grpc_floor.py (the farm's gRPC services doing nothing) instead of "
@@ -549,6 +579,8 @@ def main() -> None:
             farm = FloorProcess(root / "floor")
         else:
             command = ["controller", "serve", "--bind", "127.0.0.1:0"] + list(args.controller_arg)
+            if args.processes != 1:
+                command += ["--processes", str(args.processes)]
             if args.db == "postgres":
                 url, drop = postgres_database(args.postgres_url)
                 command += ["--db", url]

@@ -127,6 +127,12 @@ class ControllerConfig:
     max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
     nightly: Sequence[Path] = ()  # suite files run on their cron schedules
     nightly_clock: Optional[Callable[[], float]] = None  # the time those schedules are read against
+    # Where the processes of a controller serving from several (serve --processes) write their
+    # counters and histograms for the main process to add up (metrics.share_across_processes).
+    metrics_dir: Optional[Path] = None
+    # A process that serves calls beside a controller's main process (processes.py), which alone
+    # keeps the restart grace, reaps leases, drives suites and nightly runs and serves /metrics.
+    serving_only: bool = False
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir) if self.data_dir is not None else default_data_dir()
@@ -175,7 +181,7 @@ class ControllerParts:
 
 def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics] = None) -> ControllerParts:
     """Wire a controller's parts (nothing listens, no schema is migrated yet). ``metrics``
-    replaces the ControllerMetrics made when ``metrics_bind`` or ``remote_write_url`` is set.
+    replaces the ControllerMetrics made when ``metrics_bind``, ``remote_write_url`` or ``metrics_dir`` is set.
     Raises ValueError for a setting out of range, errors.CannotStart for a database URL or a
     remote-write URL that cannot be used, and hilfarm.suite_files.SuiteError (naming the file)
     for a nightly suite file that is wrong, leaving no database open."""
@@ -206,12 +212,12 @@ def build_controller(config: ControllerConfig, *, metrics: Optional[CallMetrics]
     authenticator = auth.Authenticator(credentials, operator_token=config.token or None, clock=time.time)
     suites = SuiteRunner(jobs, regressions, artifacts, scheduler, default_max_attempts=config.max_attempts)
     regression_rpcs = RegressionRpcs(jobs, regressions, suites, max_queued_jobs=config.max_queued_jobs)
-    if metrics is None and (config.metrics_bind or config.remote_write_url):
+    if metrics is None and (config.metrics_bind or config.remote_write_url or config.metrics_dir):
         metrics = ControllerMetrics(jobs, regressions, heartbeat_interval=scheduler.heartbeat_interval,
                                     clock=scheduler.clock, remote_write=remote_write,
-                                    write_lock_use=database.write_lock_use)
+                                    write_lock_use=database.write_lock_use, shared_dir=config.metrics_dir)
     nightly = None
-    if config.nightly:
+    if config.nightly and not config.serving_only:
         kwargs = {"clock": config.nightly_clock} if config.nightly_clock is not None else {}
         try:
             nightly = NightlyRunner(artifacts, suites, [load_suite(Path(p)) for p in config.nightly], **kwargs)

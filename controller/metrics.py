@@ -1,6 +1,8 @@
 """Prometheus metrics of the controller: the farm's health, the latest benchmark figures and the
 devices' live telemetry, read from the database at scrape time; plus counters and histograms of
-what this process handled (gRPC calls, job durations, artifact transfers).
+what the controller handled (gRPC calls, job durations, artifact transfers): this process's, or,
+for a controller serving from several processes (``controller serve --processes``), the sum of
+all of them (``share_across_processes``).
 
 Why most figures are read at scrape time: several controller replicas share one database, and
 a gauge kept in memory would disagree between them and restart at zero with the process. A
@@ -27,13 +29,15 @@ import asyncio
 import collections
 import inspect
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
@@ -49,6 +53,18 @@ from .regression_store import RegressionStore
 from .scheduler import device_state
 
 log = logging.getLogger("hilfarm.controller.metrics")
+
+
+def share_across_processes(directory: Path) -> None:
+    """Make this process's counters and histograms (EventMetrics) write to files in
+    ``directory`` that the main process of the controller adds up at each scrape (the Prometheus
+    client's multiprocess mode). Call before the controller's metrics are made, in each process
+    of a controller that serves from several (``controller serve --processes``); it changes
+    every counter and histogram this process makes from then on."""
+    # The client picks its value store from this variable when it is imported; set both so the
+    # choice holds whether or not it was imported already.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue()
 
 DEVICE_STATES = ("idle", "busy", "draining", "offline")
 OUTCOMES = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
@@ -673,11 +689,14 @@ class ControllerMetrics:
         remote_write: Optional[Any] = None,
         max_models: int = DEFAULT_MAX_MODELS,
         write_lock_use: Optional[Callable[[], Optional[WriteLockUse]]] = None,
+        shared_dir: Optional[Path] = None,
     ) -> None:
         """``jobs``: what the farm's gauges and counters are read from, and each reported
         result; ``regressions``: suite runs and verdicts. ``max_models``: the figures of this
         many models (those with the newest results) are exported, which bounds the ``model``
-        label. ``write_lock_use``: the database's (Database.write_lock_use), exported on SQLite."""
+        label. ``write_lock_use``: the database's (Database.write_lock_use), exported on SQLite.
+        ``shared_dir``: the directory share_across_processes was called with; the counters and
+        histograms exported are then the sum of every process of the controller."""
         self.jobs = jobs
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = FarmCollector(jobs, regressions, heartbeat_interval=heartbeat_interval, clock=clock,
@@ -686,7 +705,14 @@ class ControllerMetrics:
         if write_lock_use is not None:
             self.registry.register(WriteLockCollector(write_lock_use))
         ProcessCollector(registry=self.registry)
-        self.events = EventMetrics(self.registry)
+        if shared_dir is None:
+            self.events = EventMetrics(self.registry)
+        else:
+            # This process's own values are in the files too: exported once, as part of the sum.
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.events = EventMetrics(CollectorRegistry(auto_describe=False))
+            MultiProcessCollector(self.registry, path=str(shared_dir))
         self.interceptor = MetricsInterceptor(self)
         self.remote_write = remote_write
         if remote_write is not None:

@@ -1335,6 +1335,8 @@ class Controller:
         nightly: Sequence[Path] = (),
         nightly_clock: Optional[Callable[[], float]] = None,
         event_loop: str = "auto",
+        metrics_dir: Optional[Path] = None,
+        serving_only: bool = False,
     ) -> None:
         """``metrics``: a metrics.ControllerMetrics (or anything with ``interceptor``, a
         grpc.aio.ServerInterceptor, and ``result_stored(job)``); its interceptor sees every
@@ -1358,6 +1360,11 @@ class Controller:
         ``event_loop``: "auto" (uvloop when installed), "uvloop" (CannotStart without it, before
         anything is opened) or "asyncio" (EVENT_LOOPS).
 
+        ``serving_only``: this process serves calls on the port of a controller's main process,
+        beside it (processes.py): it joins the port, and leaves the restart grace, the lease
+        reaper, suites and nightly runs to the main process. ``metrics_dir``: where the
+        controller's processes share their counters and histograms (ControllerConfig).
+
         The parts are made and wired by app.build_controller."""
         config = ControllerConfig(
             db_url=db_url, data_dir=data_dir, artifacts_dir=artifacts_dir, token=token,
@@ -1365,7 +1372,8 @@ class Controller:
             heartbeat_interval=heartbeat_interval, restart_grace=restart_grace, max_attempts=max_attempts,
             db_workers=db_workers, metrics_bind=metrics_bind, remote_write_url=remote_write_url, tls=tls,
             insecure=insecure, metrics_token=metrics_token, max_jobs_per_submit=max_jobs_per_submit,
-            max_queued_jobs=max_queued_jobs, nightly=tuple(nightly), nightly_clock=nightly_clock)
+            max_queued_jobs=max_queued_jobs, nightly=tuple(nightly), nightly_clock=nightly_clock,
+            metrics_dir=metrics_dir, serving_only=serving_only)
         self.config = config
         self.event_loop = chosen_event_loop(event_loop)  # first: a refusal leaves nothing open
         # The parts, as the builder made them: the server hands each servicer the ones it uses,
@@ -1418,7 +1426,8 @@ class Controller:
 
     def _start(self, bind: str, credentials: Optional[grpc.ServerCredentials]) -> int:
         config, parts = self.config, self.parts
-        parts.database.migrate()
+        if not config.serving_only:  # the main process migrated the schema before starting it
+            parts.database.migrate()
         try:
             parts.artifacts.prepare()
         except OSError as exc:
@@ -1432,7 +1441,8 @@ class Controller:
             self._listener.start()
             # Changes other replicas commit from now on are heard (a resync covers a slow start).
             self._listener.connected.wait(10)
-        parts.scheduler.start()
+        if not config.serving_only:
+            parts.scheduler.start()
         self.db_executor = (concurrent.futures.ThreadPoolExecutor(parts.db_workers, thread_name_prefix="hilfarm-db")
                             if parts.db_workers > 0 else None)
         self.io_executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hilfarm-io")
@@ -1460,9 +1470,10 @@ class Controller:
             if parts.metrics is not None and hasattr(parts.metrics, "stop"):
                 parts.metrics.stop()
             raise
-        parts.suites.start_driving()
-        if parts.nightly is not None:
-            parts.nightly.start()
+        if not config.serving_only:
+            parts.suites.start_driving()
+            if parts.nightly is not None:
+                parts.nightly.start()
         self.port = port
         log.info("controller listening on %s (%s, %s, %s event loop), database %s (%s), artifacts in %s",
                  with_port(bind, port), "TLS" if config.tls is not None else "plaintext",
@@ -1527,7 +1538,7 @@ class Controller:
             servers.append(server)
         busy = (f"cannot listen on {bind}: the address is in use (is another hilfarm controller "
                 f"running there?) or not available on this machine")
-        if _address_in_use(bind):
+        if not config.serving_only and _address_in_use(bind):
             raise CannotListen(busy)
         address = bind
         for server in servers:  # the first binds (an unused port chosen for port 0), the rest join it
@@ -1621,10 +1632,14 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(young, middle, GC_OLDEST_THRESHOLD)
 
 
-def serve_forever(controller: Controller, bind: Optional[str] = None, *, grace: float = 5.0) -> None:
+def serve_forever(controller: Controller, bind: Optional[str] = None, *, grace: float = 5.0,
+                  look_after: Optional[Callable[[], bool]] = None,
+                  on_stop: Optional[Callable[[], None]] = None) -> None:
     """Run ``controller`` (starting it on ``bind`` if not started) until SIGTERM or SIGINT,
     then stop gracefully. Call from the main thread; it tunes this process's garbage
-    collector for serving (quiet_garbage_collector)."""
+    collector for serving (quiet_garbage_collector). ``look_after`` is called every half
+    second while serving, and serving stops when it returns False; ``on_stop`` is called as
+    the controller begins to stop (processes.py: the main process's serving processes)."""
     stop_requested = threading.Event()
 
     def on_signal(signum, _frame):  # type: ignore[no-untyped-def]
@@ -1641,7 +1656,11 @@ def serve_forever(controller: Controller, bind: Optional[str] = None, *, grace: 
         while not stop_requested.wait(0.5):
             if controller._stopped.is_set():
                 return
+            if look_after is not None and not look_after():
+                return
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if on_stop is not None:
+            on_stop()
         controller.stop(grace)

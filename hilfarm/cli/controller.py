@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -10,6 +14,8 @@ from hilfarm.cli.common import DATA_DIR_HELP, cannot_start, prepared_data_dir
 from hilfarm.cli.job_settings import parse_size
 from hilfarm.cli.security import serve_security_options
 from hilfarm.paths import default_data_dir
+
+SERVE_GRACE_SECONDS = 5.0  # what running calls get to finish at SIGTERM (serve_forever's default)
 
 
 @click.group()
@@ -48,11 +54,30 @@ def controller() -> None:
 @click.option("--nightly", "nightly_suites", multiple=True, metavar="SUITE.yaml",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run this suite on the cron schedule in its 'schedule:' field (repeatable).")
+@click.option("--processes", type=int, default=1, show_default=True,
+              help="Processes serving the port (PostgreSQL only): one serves at most a core's worth of calls; "
+                   "the main one also runs the background work and /metrics, which adds up all of them.")
 @serve_security_options
 @click.pass_context
 def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, restart_grace_seconds,
-                     artifacts_dir, metrics_bind, remote_write_url, db_threads, event_loop, nightly_suites, **security):
+                     artifacts_dir, metrics_bind, remote_write_url, db_threads, event_loop, nightly_suites, processes,
+                     **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
+    from hilfarm.controller.processes import processes_problem, shared_metrics
+
+    problem = processes_problem(processes, db_url)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--processes")
+    with shared_metrics() if processes > 1 else contextlib.nullcontext() as metrics_dir:
+        _serve(ctx, bind=bind, db_url=db_url, data_dir=data_dir, max_artifact_bytes=max_artifact_bytes,
+               lease_seconds=lease_seconds, restart_grace_seconds=restart_grace_seconds, artifacts_dir=artifacts_dir,
+               metrics_bind=metrics_bind, remote_write_url=remote_write_url, db_threads=db_threads,
+               event_loop=event_loop, nightly_suites=nightly_suites, processes=processes, metrics_dir=metrics_dir,
+               security=security)
+
+
+def _serve(ctx, *, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, restart_grace_seconds, artifacts_dir,
+           metrics_bind, remote_write_url, db_threads, event_loop, nightly_suites, processes, metrics_dir, security):
     from hilfarm.controller.server import Controller, serve_forever
 
     from hilfarm.controller.errors import CannotStart
@@ -72,6 +97,7 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
             db_workers=db_threads,
             event_loop=event_loop,
             nightly=list(nightly_suites),
+            metrics_dir=metrics_dir,
             **security,
         )
     except SuiteError as error:  # only the --nightly suite files raise it
@@ -97,7 +123,55 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
         click.echo(f"metrics on {scheme}://{with_port(metrics_bind, server.metrics_port)}/metrics", err=True)
     click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
                err=True)
-    serve_forever(server)
+    if processes == 1:
+        serve_forever(server)
+        return
+    from hilfarm.controller.processes import ServingProcesses, settings_for_serving
+
+    serving = ServingProcesses(processes - 1, _serving_process_command(),
+                               settings_for_serving(server.config, event_loop=server.event_loop, address=address))
+    try:
+        serving.start()
+    except CannotStart as error:
+        server.stop()
+        raise cannot_start(error) from None
+    click.echo(f"serving from {processes} processes (pids {os.getpid()}, {', '.join(map(str, serving.pids))})",
+               err=True)
+    try:
+        serve_forever(server, look_after=serving.look_after, on_stop=serving.terminate)
+    finally:
+        serving.stop(grace=SERVE_GRACE_SECONDS)
+
+
+def _serving_process_command():
+    """How the main process starts a serving process: this hilfarm, as verbose as it is."""
+    level = logging.getLogger().getEffectiveLevel()
+    verbosity = ["-vv"] if level <= logging.DEBUG else ["-v"] if level <= logging.INFO else []
+    return [sys.executable, "-m", "hilfarm.cli", *verbosity, "controller", "serve-process"]
+
+
+@controller.command("serve-process", hidden=True)
+def controller_serve_process():
+    """Serve calls beside a controller's main process (controller serve --processes), with the
+    settings it writes to this process's standard input."""
+    from hilfarm.controller.errors import CannotStart
+    from hilfarm.controller.metrics import share_across_processes
+    from hilfarm.controller.processes import READY, ServingSettings
+    from hilfarm.controller.schema import SchemaError
+    from hilfarm.controller.server import Controller, serve_forever
+    from hilfarm.transport import TransportError
+
+    settings = ServingSettings.read(sys.stdin.read())
+    if settings.controller.get("metrics_dir") is not None:
+        share_across_processes(settings.controller["metrics_dir"])
+    try:
+        server = Controller(**settings.controller)
+        server.start(settings.bind)
+    except (SchemaError, CannotStart, TransportError) as error:
+        raise click.ClickException(f"a serving process of the controller cannot start: {error}") from None
+    click.echo(READY)
+    sys.stdout.flush()
+    serve_forever(server, look_after=settings.main_process_alive, grace=SERVE_GRACE_SECONDS)
 
 
 @controller.command("migrate")

@@ -60,10 +60,14 @@ class Controller(Proc):
 
     def __init__(self, root: Path, *, db_url: Optional[str] = None, lease_seconds: float = 3.0,
                  restart_grace: Optional[float] = None, artifacts_dir: Optional[Path] = None,
-                 name: str = "controller") -> None:
+                 name: str = "controller", processes: int = 1, metrics: bool = False) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.root, self.name = root, name
+        self.root, self.name, self.processes = root, name, processes
         self.extra = ["--lease-seconds", str(lease_seconds), "--data-dir", str(root / name)]
+        if processes != 1:
+            self.extra += ["--processes", str(processes)]
+        if metrics:
+            self.extra += ["--metrics-bind", "127.0.0.1:0"]
         if db_url:
             self.extra += ["--db", db_url]
         if restart_grace is not None:
@@ -81,17 +85,29 @@ class Controller(Proc):
 
     def start(self) -> "Controller":
         self.args = HILFARM + ["-v", "controller", "serve", "--bind", f"127.0.0.1:{self.port}"] + self.extra
-        seen = self.text().count("controller listening on")
+        # The line the CLI prints once it serves: with several processes, once all of them listen.
+        ready = "hilfarm controller listening on" if self.processes == 1 else "serving from"
+        seen = self.text().count(ready)
         super().start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = re.findall(r"controller listening on [\d.]+:(\d+)", self.text())
-            if len(found) > seen:
-                self.port = int(found[-1])
+            text = self.text()
+            if text.count(ready) > seen:
+                self.port = int(re.findall(r"hilfarm controller listening on [\d.]+:(\d+)", text)[-1])
                 return self
-            assert self.popen.poll() is None, f"{self.name} exited:\n{self.text()}"
+            assert self.popen.poll() is None, f"{self.name} exited:\n{text}"
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} did not start:\n{self.text()}")
+
+    @property
+    def serving_pids(self) -> List[int]:
+        """The serving processes beside the main one, as the main process last named them."""
+        found = re.findall(r"serving from \d+ processes \(pids ([\d, ]+)\)", self.text())
+        return [int(pid) for pid in found[-1].split(", ")[1:]] if found else []
+
+    @property
+    def metrics_url(self) -> str:
+        return re.findall(r"metrics on (http://[\d.:]+/metrics)", self.text())[-1]
 
     def client(self, **kwargs) -> FarmClient:
         return FarmClient(self.address, **kwargs)

@@ -51,8 +51,13 @@ async def retrying(call, stop: asyncio.Event):  # type: ignore[no-untyped-def]
             delay = min(delay * 2, 2.0)
 
 
-async def fake_agent(name: str, address: str, ledger: Ledger, stop: asyncio.Event) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+# gRPC shares one connection among a process's channels to one address unless told otherwise.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+async def fake_agent(name: str, address: str, ledger: Ledger, stop: asyncio.Event, *,
+                     own_connection: bool = False) -> None:
+    async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION if own_connection else None) as channel:
         stub = pb_grpc.AgentServiceStub(channel)
         # An agent's identity is its own credential, got once with Enroll (open controller: no token).
         enroll = pb.EnrollRequest(agent_id=name, device_profile="bench", hostname=f"{name}.local")

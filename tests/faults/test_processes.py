@@ -1,0 +1,201 @@
+"""A controller serving from several processes (`controller serve --processes`, PostgreSQL):
+the kernel spreads connections among them, a job submitted through one is run by agents on
+another, /metrics adds every process's calls up, a serving process killed with SIGKILL is
+started again with no acknowledged result lost, and none outlives the main process."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List
+
+import grpc
+import pytest
+
+from hilfarm.v1 import farm_pb2 as pb
+from hilfarm.v1 import farm_pb2_grpc as pb_grpc
+
+from ..controller.conftest import onnx_bytes
+from .conftest import HILFARM, Controller, wait_for
+from .test_replicas import OWN_CONNECTION, Ledger, fake_agent, retrying, stored_jobs
+
+JOBS = 400
+AGENTS = 12
+
+
+def established_connections(pid: int, port: int) -> int:
+    """TCP connections to ``port`` that process ``pid`` holds open (its sockets' inodes matched
+    against /proc/net/tcp): which of a controller's processes took which connections."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                    count += 1
+    return count
+
+
+def scrape(url: str) -> Dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.postgres
+def test_calls_spread_over_the_processes_and_metrics_add_them_up(tmp_path, processes, postgres_url):
+    controller = Controller(tmp_path, db_url=postgres_url, processes=3, metrics=True)
+    processes.append(controller.start())
+    pids = [controller.popen.pid] + controller.serving_pids
+    assert len(pids) == 3 and all(alive(pid) for pid in pids), controller.text()
+    calls = 24
+
+    async def calls_on_their_own_connections() -> List[int]:
+        channels = [grpc.aio.insecure_channel(controller.address, options=OWN_CONNECTION) for _ in range(calls)]
+        try:
+            for channel in channels:
+                await pb_grpc.FarmServiceStub(channel).ListDevices(pb.ListDevicesRequest(), timeout=10)
+            # While every connection is open: which process holds each.
+            return [established_connections(pid, controller.port) for pid in pids]
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    held = asyncio.run(calls_on_their_own_connections())
+    assert sum(held) == calls, held
+    # The kernel spreads connections at random: that all 24 land on one process is 3 in 3^24.
+    assert sum(1 for n in held if n > 0) >= 2, held
+    samples = scrape(controller.metrics_url)
+    handled = 'hilfarm_grpc_server_handling_seconds_count{code="OK",method="ListDevices",service="hilfarm.v1.FarmService"}'
+    assert samples[handled] == calls, {k: v for k, v in samples.items() if "ListDevices" in k}
+
+
+@pytest.mark.postgres
+def test_a_killed_serving_process_is_started_again_and_no_acknowledged_result_is_lost(tmp_path, processes,
+                                                                                     postgres_url):
+    controller = Controller(tmp_path, db_url=postgres_url, processes=3, lease_seconds=5)
+    processes.append(controller.start())
+    first_pids = controller.serving_pids
+    models = []
+    with controller.client() as client:
+        for i in range(4):
+            path = tmp_path / f"m{i}.onnx"
+            path.write_bytes(onnx_bytes(96))
+            models.append(client.upload(path).sha256)
+    ledger = Ledger()
+
+    async def scenario() -> List[str]:
+        stop = asyncio.Event()
+        agents = [asyncio.ensure_future(fake_agent(f"agent-{i:02d}", controller.address, ledger, stop,
+                                                     own_connection=True))
+                  for i in range(AGENTS)]
+        ids: List[str] = []
+        channels = [grpc.aio.insecure_channel(controller.address, options=OWN_CONNECTION) for _ in range(4)]
+        killed = None
+        deadline = time.monotonic() + 240
+        try:
+            for i in range(JOBS // len(models)):
+                stub = pb_grpc.FarmServiceStub(channels[i % len(channels)])
+                request = pb.SubmitRequest(models=[pb.ModelRef(sha256=m) for m in models], device_profiles=["bench"],
+                                           settings=pb.JobSettings(runtime="null", min_runs=1), max_attempts=5)
+                ids += [j.id for j in (await retrying(lambda: stub.Submit(request, timeout=30), stop)).jobs]
+                done = sum(1 for reports in ledger.accepted.values() if reports)
+                if killed is None and done >= 40:
+                    # The busiest serving process, so that calls are cut off mid-way.
+                    killed = max(first_pids, key=lambda pid: established_connections(pid, controller.port))
+                    os.kill(killed, signal.SIGKILL)
+                await asyncio.sleep(0.02)
+            while sum(1 for reports in ledger.accepted.values() if reports) < len(ids):
+                for agent in agents:
+                    if agent.done() and agent.exception() is not None:
+                        raise agent.exception()
+                assert time.monotonic() < deadline, f"{len(ledger.accepted)} of {len(ids)} jobs done after 240 s"
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.gather(*agents, return_exceptions=True)
+            for channel in channels:
+                await channel.close()
+        assert killed is not None, "no serving process was killed"
+        return ids
+
+    job_ids = asyncio.run(scenario())
+    restarted = wait_for(lambda: re.search(r"serving process \d \(pid (\d+)\) exited with code -9 .*starting another",
+                                           controller.text()), 10, "the main process to start another")
+    assert int(restarted.group(1)) in first_pids
+    stored = stored_jobs(postgres_url)
+    assert set(job_ids) <= set(stored)
+    for job_id in job_ids:
+        attempt, lease_id, result = stored[job_id]
+        reports = ledger.accepted[job_id]
+        # Done exactly once, and the job holds the result its agent was told was stored.
+        assert len({lease for _, lease, _ in reports}) == 1, (job_id, reports)
+        assert (attempt, lease_id, result["warnings"]) == (reports[0][0], reports[0][1], [reports[0][2]]), job_id
+    # Three processes serve again: the main one and two serving ones, one of them new.
+    now = _children(controller.popen.pid)
+    assert len(now) == 2 and len(set(now) - set(first_pids)) == 1, (first_pids, now)
+
+
+def _children(pid: int) -> List[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.postgres
+def test_no_serving_process_outlives_the_main_one(tmp_path, processes, postgres_url):
+    stopped = Controller(tmp_path, db_url=postgres_url, processes=2, name="stopped")
+    processes.append(stopped.start())
+    serving = stopped.serving_pids
+    assert len(serving) == 1 and alive(serving[0])
+    stopped.popen.send_signal(signal.SIGTERM)
+    assert stopped.popen.wait(30) == 0, stopped.text()
+    assert not alive(serving[0]), "a serving process outlived the main one's SIGTERM"
+
+    killed = Controller(tmp_path, db_url=postgres_url, processes=2, name="killed")
+    processes.append(killed.start())
+    serving = killed.serving_pids
+    killed.kill()  # SIGKILL: the main process cannot stop them itself
+    wait_for(lambda: not alive(serving[0]), 15, "the serving process to stop once the main one is gone")
+
+
+def test_serving_from_several_processes_needs_postgresql(tmp_path):
+    done = subprocess.run(HILFARM + ["controller", "serve", "--processes", "2", "--bind", "127.0.0.1:0",
+                                     "--data-dir", str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "serving from 2 processes needs PostgreSQL" in done.stderr, done.stderr
+    assert not (tmp_path / "c" / "controller.db").exists()
