@@ -236,7 +236,8 @@ def authorize(principal: Principal, requirement: Optional[Requirement], method: 
 class CredentialLookup:
     """What the authenticator reads (controller/credentials.py implements it)."""
 
-    # Bumped after each revocation this process commits; the authenticator then forgets every
+    # Bumped after each revocation this process commits, and each one another replica (or
+    # process of this controller) is heard to commit; the authenticator then forgets every
     # caller it remembers (see Authenticator.remembered).
     revocations: int = 0
 
@@ -258,8 +259,9 @@ class CredentialLookup:
 # How long a user token or agent credential read from the database is trusted without reading it
 # again. Every call of a thousand agents would otherwise cost a database read and a hop to a
 # database thread; longer than an agent's heartbeat (5 s) and long-poll (10 s), so most hit. A
-# revocation made by this controller takes effect at once (it forgets every remembered caller);
-# one made by another replica sharing the database, within this time.
+# revocation made by this controller takes effect at once (it forgets every remembered caller),
+# and so does one another replica (or process of this controller) commits on PostgreSQL, whose
+# notification is heard (notifications.py); one whose notification was missed, within this time.
 REMEMBER_SECONDS = 30.0
 # A remembered caller that calls within this long of being forgotten is read again in the
 # background (Authenticator.refreshes_wanted) while its call goes on, so a caller that calls

@@ -8,6 +8,7 @@ at most one credential that is not revoked.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -39,6 +40,13 @@ class Credentials(auth.CredentialLookup):
         self.db = db
         self.agents = agents
         self.clock = clock
+        self._revocations_lock = threading.Lock()  # counted by database threads and the listener
+        db.feed.on_revocation(self._revoked)  # by another replica, or process of this controller
+
+    def _revoked(self) -> None:
+        """A revocation committed: the authenticator forgets every caller it remembers."""
+        with self._revocations_lock:
+            self.revocations += 1
 
     # ------------------------------------------------------------ lookups (every call)
 
@@ -103,8 +111,9 @@ class Credentials(auth.CredentialLookup):
             if row.revoked_at is None:
                 row.revoked_at = self.clock()
                 s.add(row)
+                self.db.record_revocation(s)
                 log.info("token %s of project %s revoked", token_id, row.project)
-        self.revocations += 1  # committed: the authenticator forgets whom it remembers
+        self._revoked()
         return row
 
     # ------------------------------------------------------------ enrollment
@@ -159,11 +168,13 @@ class Credentials(auth.CredentialLookup):
             for old in active:
                 old.revoked_at = now
                 s.add(old)
+            if active:
+                self.db.record_revocation(s)
             cred = AgentCredential(id=cred_id, secret_hash=digest, agent_id=agent_id, device_profile=device_profile,
                                    tags=list(dict.fromkeys(tags)), enrolled_at=now, enrolled_by=principal.label)
             s.add(cred)
         if active:
-            self.revocations += 1
+            self._revoked()
         log.info("agent %s enrolled (profile %s, tags %s) by %s%s", agent_id, device_profile,
                  ", ".join(tags) or "none", principal.label, "; its previous credential is revoked" if active else "")
         return cred, secret
@@ -192,8 +203,9 @@ class Credentials(auth.CredentialLookup):
             for row in rows:
                 row.revoked_at = now
                 s.add(row)
+            self.db.record_revocation(s)
             revoked = rows[-1]
-        self.revocations += 1
+        self._revoked()
         self.agents.remove_agent(agent_id, now=now, why="was revoked by an admin")
         log.warning("agent %s revoked", agent_id)
         return revoked

@@ -286,8 +286,9 @@ class Database:
                 try:
                     yield s
                     s.flush()  # the rows before the notices of them (commit would flush them anyway)
-                    if changes:
-                        self._commit_with_notices(s.connection(), changes)
+                    revoked = bool(s.info.get("revoked"))
+                    if changes or revoked:
+                        self._commit_with_notices(s.connection(), changes, revoked=revoked)
                     s.commit()
                 except BaseException:
                     s.rollback()
@@ -334,9 +335,9 @@ class Database:
         if changes:
             self.feed.publish(changes)
 
-    def _commit_with_notices(self, conn: sa.Connection, changes: List[Change]) -> None:
+    def _commit_with_notices(self, conn: sa.Connection, changes: List[Change], *, revoked: bool = False) -> None:
         """On PostgreSQL, end the write transaction of ``conn`` so that the other replicas hear
-        ``changes``: its NOTIFYs and its COMMIT go to the server as one simple query, one round
+        ``changes`` (and, ``revoked``, that it revoked a credential): its NOTIFYs and its COMMIT go to the server as one simple query, one round
         trip (a notification is delivered at the commit, and not at all when the commit fails).
         The commit SQLAlchemy then asks of the connection finds the transaction over and sends
         nothing (psycopg commits only a transaction in progress). A ``SELECT pg_notify(...)``
@@ -347,13 +348,13 @@ class Database:
         The statement goes through SQLAlchemy, so a lost connection is reported and replaced as
         for any other (lost_connection); without parameters, so psycopg sends it as it is,
         with each payload quoted by the connection's own escaping."""
-        if not changes or not self.is_postgresql:
+        if not (changes or revoked) or not self.is_postgresql:
             return
         from psycopg import sql  # here: psycopg is installed only where PostgreSQL is used
 
         driver = conn.connection.driver_connection
         notices = "".join(f"NOTIFY {CHANNEL}, {sql.Literal(payload).as_string(driver)}; "
-                          for payload in encode(changes, self.feed.origin))
+                          for payload in encode(changes, self.feed.origin, revoked=revoked))
         conn.exec_driver_sql(notices + "COMMIT", execution_options={"no_parameters": True})
 
     @staticmethod
@@ -361,6 +362,12 @@ class Database:
         """Publish ``change`` once the ``write()`` or ``write_connection()`` transaction of ``s``
         commits."""
         s.info["changes"].append(change)
+
+    @staticmethod
+    def record_revocation(s: Session) -> None:
+        """The ``write()`` transaction of ``s`` revokes a credential: once it commits, the other
+        replicas (and processes of this controller) hear it and forget whom they remember."""
+        s.info["revoked"] = True
 
     @staticmethod
     def job_change(job: Job) -> Change:

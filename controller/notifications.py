@@ -10,6 +10,11 @@ inside the transaction, so they are delivered when, and only if, it commits; a
 connection breaks, the listener reconnects with backoff and then publishes a *resync*: every
 waiter looks at the database once, since notifications sent while it was away are lost.
 
+A transaction that revokes a credential says so in its notification too (``revoked``): every other
+replica, or process of the controller, forgets the callers it remembers (auth.Authenticator), so
+the revoked token is refused there at its next call as it is where it was revoked; after a
+reconnection they forget them too, since a revocation may have been missed.
+
 On SQLite one process owns the database, so the in-process feed is all there is.
 """
 from __future__ import annotations
@@ -53,6 +58,7 @@ class ChangeFeed:
         self.origin = uuid.uuid4().hex[:16]
         self._lock = threading.Lock()
         self._subscribers: List[Subscriber] = []
+        self._revocation_listeners: List[Callable[[], None]] = []
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         with self._lock:
@@ -63,6 +69,21 @@ class ChangeFeed:
                 if subscriber in self._subscribers:
                     self._subscribers.remove(subscriber)
         return unsubscribe
+
+    def on_revocation(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in the listening thread) whenever another process may have revoked
+        a credential: it revoked one, or this process's listener reconnected."""
+        with self._lock:
+            self._revocation_listeners.append(listener)
+
+    def publish_revocation(self) -> None:
+        with self._lock:
+            listeners = list(self._revocation_listeners)
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("a revocation listener failed")
 
     def publish(self, changes: Sequence[Change], *, resync: bool = False) -> None:
         with self._lock:
@@ -80,9 +101,11 @@ def _flags(queued: bool, finished: bool) -> int:
     return int(queued) | int(finished) << 1
 
 
-def encode(changes: Sequence[Change], origin: str) -> List[str]:
-    """NOTIFY payloads (each under PostgreSQL's limit) carrying ``changes``."""
-    payloads: List[str] = []
+def encode(changes: Sequence[Change], origin: str, *, revoked: bool = False) -> List[str]:
+    """NOTIFY payloads (each under PostgreSQL's limit) carrying ``changes``; ``revoked``: the
+    transaction revoked a credential (a payload of its own says so; a version that does not
+    know its key reads no change in it)."""
+    payloads: List[str] = [json.dumps({"o": origin, "c": [], "r": 1})] if revoked else []
     batch: List[list] = []
     size = 0
     for c in changes:
@@ -113,10 +136,11 @@ def notify_in_statement(job_id: Any, run_id: Any, device_profile: Any, *, finish
     return sa.func.pg_notify(CHANNEL, sa.cast(payload, sa.Text())).label("notified")
 
 
-def decode(payload: str) -> Tuple[str, List[Change]]:
+def decode(payload: str) -> Tuple[str, List[Change], bool]:
+    """The origin, the changes and whether a credential was revoked, of an ``encode`` payload."""
     doc = json.loads(payload)
     return doc.get("o", ""), [Change(job_id, run_id, profile, bool(flags & 1), bool(flags & 2))
-                              for job_id, run_id, profile, flags in doc.get("c", [])]
+                              for job_id, run_id, profile, flags in doc.get("c", [])], bool(doc.get("r"))
 
 
 class PostgresListener:
@@ -155,6 +179,7 @@ class PostgresListener:
                     if not first:
                         log.info("listening for changes again; every waiter looks at the database once")
                         self.feed.publish([], resync=True)
+                        self.feed.publish_revocation()
                     first = False
                     delay = 0.2
                     while not self._stop.is_set():
@@ -172,9 +197,13 @@ class PostgresListener:
 
     def _deliver(self, payload: str) -> None:
         try:
-            origin, changes = decode(payload)
+            origin, changes, revoked = decode(payload)
         except (ValueError, TypeError):
             log.warning("ignored a change notification this version cannot read: %.200s", payload)
             return
-        if origin != self.feed.origin and changes:
+        if origin == self.feed.origin:
+            return
+        if revoked:
+            self.feed.publish_revocation()
+        if changes:
             self.feed.publish(changes)

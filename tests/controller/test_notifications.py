@@ -194,3 +194,37 @@ def test_a_job_s_submission_lease_progress_and_result_are_writes_of_one_statemen
     assert state.state == "succeeded" and state.progress["runs_done"] == 1 and state.result == {"ok": True}
     # The run and its job are the submitter's project's.
     assert store.jobs.get_run(run.id, project="vision")[0].project == "vision"
+
+
+@pytest.mark.postgres
+def test_a_token_revoked_on_one_replica_is_refused_by_the_others_at_once(make_farm, postgres_url):
+    """The other replicas (or processes of one controller) remember the caller for up to
+    auth.REMEMBER_SECONDS; the revoking transaction's notification makes them forget it."""
+    import grpc
+
+    from hilfarm.controller import auth
+    from hilfarm.v1 import farm_pb2 as pb
+
+    from .conftest import wait_for
+
+    revoking = make_farm(db_url=postgres_url, token="the-operator-token")
+    other = make_farm(db_url=postgres_url, token="the-operator-token")
+    credentials = revoking.controller.parts.credentials
+    row, secret = credentials.create_user_token(project="default", role=auth.Role.VIEWER, name="ci",
+                                                expires_at=None, created_by="test")
+    me = (("authorization", f"Bearer {secret}"),)
+    other.farm.ListDevices(pb.ListDevicesRequest(), metadata=me)  # read once: remembered from now on
+    assert other.controller.parts.authenticator.remembered("/hilfarm.v1.FarmService/ListDevices", me) is not None
+
+    credentials.revoke_user_token(row.id, project=None)
+
+    def refused() -> bool:
+        try:
+            other.farm.ListDevices(pb.ListDevicesRequest(), metadata=me)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in exc.details(), exc
+            return True
+        return False
+
+    # Without the notification the other replica would trust it for another 20-30 s.
+    wait_for(refused, 5, "the other replica to refuse the revoked token")
