@@ -337,8 +337,9 @@ class Database:
 
     def _commit_with_notices(self, conn: sa.Connection, changes: List[Change], *, revoked: bool = False) -> None:
         """On PostgreSQL, end the write transaction of ``conn`` so that the other replicas hear
-        ``changes`` (and, ``revoked``, that it revoked a credential): its NOTIFYs and its COMMIT go to the server as one simple query, one round
-        trip (a notification is delivered at the commit, and not at all when the commit fails).
+        ``changes`` (with ``revoked``, also that it revoked a credential): its NOTIFYs and its
+        COMMIT go to the server as one simple query, one round trip (a notification is delivered
+        at the commit, and not at all when the commit fails).
         The commit SQLAlchemy then asks of the connection finds the transaction over and sends
         nothing (psycopg commits only a transaction in progress). A ``SELECT pg_notify(...)``
         before the COMMIT cost a round trip of its own and a result to read (a tenth of the

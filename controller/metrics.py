@@ -66,6 +66,7 @@ def share_across_processes(directory: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     values.ValueClass = values.MultiProcessValue()
 
+
 DEVICE_STATES = ("idle", "busy", "draining", "offline")
 OUTCOMES = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
 # The latency figures a result carries, as the quantile label of hilfarm_inference_latency_seconds.

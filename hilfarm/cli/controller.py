@@ -68,7 +68,8 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
     problem = processes_problem(processes, db_url)
     if problem:
         raise click.BadParameter(problem, param_hint="--processes")
-    with shared_metrics() if processes > 1 else contextlib.nullcontext() as metrics_dir:
+    # Only /metrics reads the counters and histograms the processes share.
+    with shared_metrics() if processes > 1 and metrics_bind else contextlib.nullcontext() as metrics_dir:
         _serve(ctx, bind=bind, db_url=db_url, data_dir=data_dir, max_artifact_bytes=max_artifact_bytes,
                lease_seconds=lease_seconds, restart_grace_seconds=restart_grace_seconds, artifacts_dir=artifacts_dir,
                metrics_bind=metrics_bind, remote_write_url=remote_write_url, db_threads=db_threads,
