@@ -39,6 +39,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 from hilfarm.transport import ServerTls
 
 from .app import ControllerConfig
+from .database import parse_database_url
 from .errors import CannotStart
 from .metrics import share_across_processes
 
@@ -58,10 +59,17 @@ def processes_problem(count: int, db_url: Optional[str]) -> Optional[str]:
     ``count`` processes, or None when it can."""
     if count < 1 or count > MAX_PROCESSES:
         return f"{count} processes: a controller serves from 1 to {MAX_PROCESSES}"
-    if count > 1 and (db_url is None or db_url.split(":", 1)[0].split("+", 1)[0] == "sqlite"):
+    if count > 1 and (db_url is None or _backend(db_url) == "sqlite"):
         return (f"serving from {count} processes needs PostgreSQL (--db postgresql+psycopg://...): SQLite is "
                 "written by one process, whose changes the others would not hear")
     return None
+
+
+def _backend(db_url: str) -> Optional[str]:
+    try:
+        return parse_database_url(db_url).get_backend_name()
+    except CannotStart:
+        return None  # the controller names what is wrong with the URL when it opens it
 
 
 @contextlib.contextmanager

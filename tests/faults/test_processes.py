@@ -5,6 +5,7 @@ started again with no acknowledged result lost, and none outlives the main proce
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -206,3 +207,40 @@ def test_serving_from_several_processes_needs_postgresql(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "serving from 2 processes needs PostgreSQL" in done.stderr, done.stderr
     assert not (tmp_path / "c" / "controller.db").exists()
+
+
+def test_a_serving_process_gets_every_setting_of_the_main_one_but_those_of_its_background_work(tmp_path):
+    """A setting added to ControllerConfig and forgotten here would silently differ between the
+    processes of one controller."""
+    import dataclasses
+
+    from hilfarm.controller.app import ControllerConfig
+    from hilfarm.controller.processes import ServingSettings, settings_for_serving
+    from hilfarm.transport import ServerTls
+
+    config = ControllerConfig(db_url="postgresql+psycopg://u@db/farm", data_dir=tmp_path / "d",
+                              artifacts_dir=tmp_path / "a", token="operator", lease_seconds=7.0,
+                              tls=ServerTls("c.pem", "k.pem", "ca.pem"), metrics_dir=tmp_path / "m",
+                              metrics_bind="0.0.0.0:9464", metrics_token="scrape", nightly=(tmp_path / "s.yaml",))
+    read = ServingSettings.read(json.dumps(settings_for_serving(config, event_loop="uvloop", address="127.0.0.1:5")))
+    assert (read.bind, read.main_pid) == ("127.0.0.1:5", os.getpid())
+    kwargs = read.controller
+    main_only = {"metrics_bind", "metrics_token", "nightly", "nightly_clock"}
+    for field in dataclasses.fields(ControllerConfig):
+        if field.name in main_only:
+            assert field.name not in kwargs, field.name
+        elif field.name == "serving_only":
+            assert kwargs["serving_only"] is True
+        else:
+            assert kwargs[field.name] == getattr(config, field.name), field.name
+    assert kwargs["event_loop"] == "uvloop"
+
+
+def test_which_databases_a_controller_may_serve_from_several_processes():
+    from hilfarm.controller.processes import processes_problem
+
+    assert processes_problem(1, None) is None
+    assert processes_problem(2, "postgresql+psycopg://u@db/farm") is None
+    assert "needs PostgreSQL" in processes_problem(2, None)
+    assert "needs PostgreSQL" in processes_problem(2, "sqlite:////var/lib/hilfarm/hilfarm.db")
+    assert "1 to 64" in processes_problem(0, "postgresql+psycopg://u@db/farm")
