@@ -10,10 +10,8 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Dict, List
 
 import grpc
