@@ -151,7 +151,6 @@ class _Serving:
     def wait_ready(self, deadline: float) -> Optional[str]:
         """None once the process listens; else why it did not."""
         assert self.popen.stdout is not None
-        line = b""
         while time.monotonic() < deadline:
             readable, _, _ = select.select([self.popen.stdout], [], [], 0.2)
             if readable:
@@ -164,6 +163,11 @@ class _Serving:
         if code is None:
             return f"it did not listen within {START_SECONDS:.0f} s"
         return f"it exited with code {code}"
+
+    def close_pipe(self) -> None:
+        """Once it has exited: the end of its standard output this process holds."""
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
 
 
 class ServingProcesses:
@@ -210,7 +214,7 @@ class ServingProcesses:
             self._backoff = (RESTART_BACKOFF_SECONDS if lived > RESTART_BACKOFF_MAX_SECONDS
                              else min(self._backoff * 2, RESTART_BACKOFF_MAX_SECONDS))
             self._next_start = now + self._backoff
-            _close_pipes(serving)
+            serving.close_pipe()
             self._serving[index] = _Serving(self.command, self._settings)
         return True
 
@@ -232,9 +236,4 @@ class ServingProcesses:
                 log.warning("serving process pid %d did not stop; killing it", serving.popen.pid)
                 serving.popen.kill()
                 serving.popen.wait()
-            _close_pipes(serving)
-
-
-def _close_pipes(serving: _Serving) -> None:
-    if serving.popen.stdout is not None:
-        serving.popen.stdout.close()
+            serving.close_pipe()

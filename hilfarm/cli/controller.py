@@ -64,84 +64,75 @@ def controller_serve(ctx, bind, db_url, data_dir, max_artifact_bytes, lease_seco
                      **security):
     """Serve the user and agent APIs until SIGTERM / Ctrl-C."""
     from hilfarm.controller.processes import processes_problem, shared_metrics
-
-    problem = processes_problem(processes, db_url)
-    if problem:
-        raise click.BadParameter(problem, param_hint="--processes")
-    # Only /metrics reads the counters and histograms the processes share.
-    with shared_metrics() if processes > 1 and metrics_bind else contextlib.nullcontext() as metrics_dir:
-        _serve(ctx, bind=bind, db_url=db_url, data_dir=data_dir, max_artifact_bytes=max_artifact_bytes,
-               lease_seconds=lease_seconds, restart_grace_seconds=restart_grace_seconds, artifacts_dir=artifacts_dir,
-               metrics_bind=metrics_bind, remote_write_url=remote_write_url, db_threads=db_threads,
-               event_loop=event_loop, nightly_suites=nightly_suites, processes=processes, metrics_dir=metrics_dir,
-               security=security)
-
-
-def _serve(ctx, *, bind, db_url, data_dir, max_artifact_bytes, lease_seconds, restart_grace_seconds, artifacts_dir,
-           metrics_bind, remote_write_url, db_threads, event_loop, nightly_suites, processes, metrics_dir, security):
     from hilfarm.controller.server import Controller, serve_forever
 
     from hilfarm.controller.errors import CannotStart
     from hilfarm.suite_files import SuiteError
 
-    try:
-        server = Controller(
-            db_url=db_url,
-            data_dir=prepared_data_dir(data_dir or default_data_dir() / "controller"),
-            token=ctx.obj["token"],
-            artifacts_dir=artifacts_dir,
-            max_artifact_bytes=parse_size(max_artifact_bytes),
-            lease_seconds=lease_seconds,
-            restart_grace=restart_grace_seconds,
-            metrics_bind=metrics_bind,
-            remote_write_url=remote_write_url,
-            db_workers=db_threads,
-            event_loop=event_loop,
-            nightly=list(nightly_suites),
-            metrics_dir=metrics_dir,
-            **security,
-        )
-    except SuiteError as error:  # only the --nightly suite files raise it
-        raise click.BadParameter(str(error), param_hint="--nightly") from None
-    except CannotStart as error:  # a database or remote-write URL that cannot be used; nothing is open
-        raise cannot_start(error) from None
-    from hilfarm.controller.schema import SchemaError
-    from hilfarm.transport import TransportError, with_port
+    problem = processes_problem(processes, db_url)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--processes")
+    with contextlib.ExitStack() as cleanup:
+        # Only /metrics reads the counters and histograms the processes share.
+        metrics_dir = cleanup.enter_context(shared_metrics()) if processes > 1 and metrics_bind else None
+        try:
+            server = Controller(
+                db_url=db_url,
+                data_dir=prepared_data_dir(data_dir or default_data_dir() / "controller"),
+                token=ctx.obj["token"],
+                artifacts_dir=artifacts_dir,
+                max_artifact_bytes=parse_size(max_artifact_bytes),
+                lease_seconds=lease_seconds,
+                restart_grace=restart_grace_seconds,
+                metrics_bind=metrics_bind,
+                remote_write_url=remote_write_url,
+                db_workers=db_threads,
+                event_loop=event_loop,
+                nightly=list(nightly_suites),
+                metrics_dir=metrics_dir,
+                **security,
+            )
+        except SuiteError as error:  # only the --nightly suite files raise it
+            raise click.BadParameter(str(error), param_hint="--nightly") from None
+        except CannotStart as error:  # a database or remote-write URL that cannot be used; nothing is open
+            raise cannot_start(error) from None
+        from hilfarm.controller.schema import SchemaError
+        from hilfarm.transport import TransportError, with_port
 
-    try:
-        port = server.start(bind)
-    except SchemaError as error:
-        raise click.ClickException(f"the database cannot be used: {error}") from None
-    except CannotStart as error:
-        server.parts.database.close()
-        raise cannot_start(error) from None
-    except TransportError as error:
-        raise click.ClickException(str(error)) from None
-    address = with_port(bind, port)
-    click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
-    if server.metrics_port is not None:
-        scheme = "https" if server.config.tls is not None else "http"
-        click.echo(f"metrics on {scheme}://{with_port(metrics_bind, server.metrics_port)}/metrics", err=True)
-    click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
-               err=True)
-    if processes == 1:
-        serve_forever(server)
-        return
-    from hilfarm.controller.processes import ServingProcesses, settings_for_serving
+        try:
+            port = server.start(bind)
+        except SchemaError as error:
+            raise click.ClickException(f"the database cannot be used: {error}") from None
+        except CannotStart as error:
+            server.parts.database.close()
+            raise cannot_start(error) from None
+        except TransportError as error:
+            raise click.ClickException(str(error)) from None
+        address = with_port(bind, port)
+        click.echo(f"hilfarm controller listening on {address}, data in {server.data_dir}", err=True)
+        if server.metrics_port is not None:
+            scheme = "https" if server.config.tls is not None else "http"
+            click.echo(f"metrics on {scheme}://{with_port(metrics_bind, server.metrics_port)}/metrics", err=True)
+        click.echo(f"clients and agents: export HILFARM_CONTROLLER={address}  (or hilfarm --controller {address} ...)",
+                   err=True)
+        if processes == 1:
+            serve_forever(server)
+            return
+        from hilfarm.controller.processes import ServingProcesses, settings_for_serving
 
-    serving = ServingProcesses(processes - 1, _serving_process_command(),
-                               settings_for_serving(server.config, event_loop=server.event_loop, address=address))
-    try:
-        serving.start()
-    except CannotStart as error:
-        server.stop()
-        raise cannot_start(error) from None
-    click.echo(f"serving from {processes} processes (pids {os.getpid()}, {', '.join(map(str, serving.pids))})",
-               err=True)
-    try:
-        serve_forever(server, look_after=serving.look_after, on_stop=serving.terminate)
-    finally:
-        serving.stop(grace=SERVE_GRACE_SECONDS)
+        serving = ServingProcesses(processes - 1, _serving_process_command(),
+                                   settings_for_serving(server.config, event_loop=server.event_loop, address=address))
+        try:
+            serving.start()
+        except CannotStart as error:
+            server.stop()
+            raise cannot_start(error) from None
+        click.echo(f"serving from {processes} processes (pids {os.getpid()}, {', '.join(map(str, serving.pids))})",
+                   err=True)
+        try:
+            serve_forever(server, look_after=serving.look_after, on_stop=serving.terminate)
+        finally:
+            serving.stop(grace=SERVE_GRACE_SECONDS)
 
 
 def _serving_process_command():

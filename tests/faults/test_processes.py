@@ -58,12 +58,18 @@ def scrape(url: str) -> Dict[str, float]:
             for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def alive(pid: int) -> bool:
+def _stat(pid: int) -> List[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); [] once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return False
+        return []
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"  # Z: exited, not yet reaped
 
 
 @pytest.mark.postgres
@@ -168,16 +174,12 @@ def test_a_killed_serving_process_is_started_again_and_no_acknowledged_result_is
 
 
 def _children(pid: int) -> List[int]:
+    """The live child processes of ``pid``."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except FileNotFoundError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry))
+        fields = _stat(int(entry)) if entry.isdigit() else []
+        if fields and fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry))
     return found
 
 
